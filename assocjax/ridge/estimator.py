@@ -1,0 +1,246 @@
+"""`RidgeCV`: a himalaya/scikit-learn style shell over the functional core in `solvers`.
+
+The shell only moves data: it builds the folds, decomposes each fold once, then streams
+chunks of targets through one compiled call each (CV scores, alpha choice and refit).
+Peak memory is set by `target_chunk`. With several local devices the targets of a chunk
+are sharded over a 1-D mesh and the decompositions replicated; every target is solved
+independently, so sharded and unsharded results agree. For multi-host runs call
+`jax.distributed.initialize()` first; nothing else changes.
+"""
+from __future__ import annotations
+
+import math
+from functools import partial
+from typing import Iterable, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from . import solvers
+from .folds import Fold, make_folds, pad_folds
+
+DEFAULT_ALPHAS = tuple(np.logspace(-1, 7, 9).tolist())
+
+
+def _over_layers(fn):
+    """Map a single-design function over a leading layer axis (sequentially: bounded memory)."""
+
+    def mapped(layered, *rest, **kw):
+        return jax.lax.map(lambda one: fn(*one, *rest, **kw), layered)
+
+    return mapped
+
+
+@partial(jax.jit, static_argnames=("solver", "fit_intercept"))
+def _prepare_layers(x_LNP, train_KR, test_KE, train_mask_KR, test_mask_KE, *, solver, fit_intercept):
+    def one(x):
+        folds = solvers.prepare_folds(x, train_KR, test_KE, train_mask_KR, test_mask_KE, solver=solver, fit_intercept=fit_intercept)
+        full, mu = solvers.prepare_full(x, solver=solver, fit_intercept=fit_intercept)
+        return folds, full, mu
+
+    return jax.lax.map(one, x_LNP)
+
+
+@partial(jax.jit, static_argnames=("solver", "score", "fit_intercept"))
+def _solve_layers(folds_L, full_L, mean_LP, y_NT, alphas_A, *, solver, score, fit_intercept):
+    step = partial(solvers.solve_chunk, solver=solver, score=score, fit_intercept=fit_intercept)
+    return _over_layers(step)((folds_L, full_L, mean_LP), y_NT, alphas_A)
+
+
+def _check_inputs(X, Y, alphas):
+    if X.ndim not in (2, 3):
+        raise ValueError(f"X must be (n_samples, n_features) or (n_layers, n_samples, n_features); got shape {X.shape}")
+    if Y.ndim < 1 or Y.shape[0] != X.shape[-2]:
+        raise ValueError(f"X has {X.shape[-2]} samples (shape {X.shape}) but Y has shape {Y.shape}")
+    if not np.all(np.isfinite(X)):
+        raise ValueError(f"X (shape {X.shape}) contains NaN or Inf; features must be finite")
+    if alphas.ndim != 1 or alphas.size == 0 or np.any(~np.isfinite(alphas)) or np.any(alphas <= 0):
+        raise ValueError(f"alphas must be a non-empty 1-D array of finite values > 0; got {alphas}")
+
+
+class RidgeCV:
+    """Ridge regression with one alpha per target chosen by (grouped) cross-validation.
+
+    Parameters
+    ----------
+    alphas : candidate regularisation strengths (> 0); stored sorted in `alphas_`.
+    cv : int (K folds: whole groups per fold when `groups` is given, else contiguous
+        blocks) or an iterable of (train_idx, test_idx).
+    scoring : "r" (Pearson r, default) or "r2", used to choose alphas and by `score`.
+    solver : "auto", "primal" (thin SVD) or "dual" (eigh of X X.T); "auto" picks primal
+        when the training folds have at least as many samples as features.
+    fit_intercept : centre X and Y with training means (per fold in CV).
+    target_chunk : targets solved per compiled call; bounds peak memory.
+    shard_targets : spread each chunk's targets over all local devices.
+    dtype : compute dtype (float32 by default; float64 needs jax_enable_x64).
+
+    X may carry a leading layer axis (L, N, P): every layer is fitted in one call and all
+    fitted attributes gain that leading axis. Y may be (N, ...) (e.g. subjects x vertices):
+    trailing axes are flattened into targets, so all subjects that heard the same stories
+    share one decomposition.
+
+    Fitted attributes: alphas_ (A,), cv_scores_ (A, T), best_alphas_ (T,), coef_ (P, T)
+    (primal; computed from dual_coef_ for dual), dual_coef_ (N, T) (dual only),
+    intercept_ (T,), solver_, n_masked_targets_ (non-finite target columns: NaN results).
+    A target that is constant gets NaN Pearson r (no correlation is defined) and its
+    largest alpha.
+    """
+
+    def __init__(self, alphas: Sequence[float] = DEFAULT_ALPHAS, cv: int | Iterable[Fold] = 5, scoring: str = "r",
+                 solver: str = "auto", fit_intercept: bool = True, target_chunk: int = 8192,
+                 shard_targets: bool = True, dtype=jnp.float32, progress: bool = False):
+        self.alphas, self.cv, self.scoring, self.solver = alphas, cv, scoring, solver
+        self.fit_intercept, self.target_chunk, self.shard_targets = fit_intercept, target_chunk, shard_targets
+        self.dtype, self.progress = dtype, progress
+
+    # -- fitting ---------------------------------------------------------------------
+    def fit(self, X, Y, groups=None) -> "RidgeCV":
+        X = np.asarray(X)
+        Y = np.asarray(Y)
+        alphas = np.sort(np.asarray(self.alphas, dtype=np.float64).ravel())
+        _check_inputs(X, Y, alphas)
+        if self.scoring not in solvers.SCORES:
+            raise ValueError(f"scoring must be one of {solvers.SCORES}, got {self.scoring!r}")
+        layered = X.ndim == 3
+        x_LNP = X if layered else X[None]
+        n, p = x_LNP.shape[1:]
+        self._target_shape = Y.shape[1:]
+        y_NT = Y.reshape(n, -1)
+        folds = make_folds(self.cv, n, groups)
+        pf = pad_folds(folds, n)
+        solver = solvers.choose_solver(pf.train_KR.shape[1], p) if self.solver == "auto" else self.solver
+        if solver not in solvers.SOLVERS:
+            raise ValueError(f"solver must be 'auto' or one of {solvers.SOLVERS}, got {self.solver!r}")
+
+        mesh = self._mesh()
+        replicated = NamedSharding(mesh, PartitionSpec()) if mesh else None
+        put = (lambda a: jax.device_put(a, replicated)) if mesh else jax.device_put
+        x_dev = put(x_LNP.astype(self.dtype))
+        folds_L, full_L, mean_LP = _prepare_layers(x_dev, *map(put, pf), solver=solver, fit_intercept=self.fit_intercept)
+        alphas_dev = put(alphas.astype(self.dtype))
+
+        outs = self._stream(y_NT, mesh, lambda y: _solve_layers(
+            folds_L, full_L, mean_LP, y, alphas_dev, solver=solver, score=self.scoring, fit_intercept=self.fit_intercept))
+        cv, best, weights, y_mean, n_masked = outs
+        self.alphas_, self.solver_, self.n_folds_ = alphas, solver, len(folds)
+        self.n_masked_targets_ = int(n_masked)
+        self.cv_scores_ = cv
+        self.best_alphas_ = alphas[best]
+        self._x_mean, self._y_mean = jax.device_get(mean_LP), y_mean
+        if solver == "primal":
+            self.coef_ = weights
+        else:
+            self.dual_coef_ = weights
+            self._x_train = x_LNP.astype(self.dtype)
+        if not layered:
+            self._squeeze_layer_axis()
+        self._layered = layered
+        return self
+
+    def _mesh(self):
+        devices = jax.local_devices()
+        if not self.shard_targets or len(devices) == 1:
+            return None
+        return Mesh(np.array(devices), ("targets",))
+
+    def _stream(self, y_NT, mesh, solve):
+        """Run `solve` over balanced target chunks; fetch chunk i while chunk i+1 runs."""
+        n_targets = y_NT.shape[1]
+        n_dev = mesh.size if mesh else 1
+        n_chunks = max(1, math.ceil(n_targets / max(self.target_chunk, 1)))
+        width = math.ceil(math.ceil(n_targets / n_chunks) / n_dev) * n_dev
+        sharding = NamedSharding(mesh, PartitionSpec(None, "targets")) if mesh else None
+        starts = range(0, n_targets, width)
+        if self.progress:
+            from tqdm.auto import tqdm
+            starts = tqdm(starts, desc="ridge target chunks", unit="chunk")
+        pieces, pending = [], None
+        for start in starts:
+            block = y_NT[:, start:start + width].astype(self.dtype)
+            used = block.shape[1]
+            if used < width:  # pad with flat columns so every chunk reuses one compilation
+                block = np.pad(block, ((0, 0), (0, width - used)))
+            out = solve(jax.device_put(block, sharding) if mesh else jax.device_put(block))
+            if pending is not None:
+                pieces.append(_fetch(*pending))
+            pending = (out, used)
+        pieces.append(_fetch(*pending))
+        cv = np.concatenate([pc[0] for pc in pieces], axis=-1)
+        best = np.concatenate([pc[1] for pc in pieces], axis=-1)
+        weights = np.concatenate([pc[2] for pc in pieces], axis=-1)
+        y_mean = np.concatenate([pc[3] for pc in pieces], axis=-1)
+        n_masked = int(sum(int(pc[4]) for pc in pieces))
+        return cv, best, weights, y_mean, n_masked
+
+    def _squeeze_layer_axis(self):
+        for name in ("cv_scores_", "best_alphas_", "coef_", "dual_coef_", "_x_mean", "_y_mean", "_x_train"):
+            if hasattr(self, name):
+                setattr(self, name, getattr(self, name)[0])
+
+    # -- using the fit ---------------------------------------------------------------
+    @property
+    def coef_(self):
+        if "coef_" in self.__dict__:
+            return self.__dict__["coef_"]
+        if not hasattr(self, "dual_coef_"):
+            raise AttributeError("coef_ is only available after fit")
+        xc = self._x_train - self._x_mean[..., None, :]
+        return np.einsum("...np,...nt->...pt", xc, self.dual_coef_)
+
+    @coef_.setter
+    def coef_(self, value):
+        self.__dict__["coef_"] = value
+
+    @property
+    def intercept_(self):
+        """y_mean - x_mean @ coef_ (zero without fit_intercept); lazy, as coef_ may be big in dual form."""
+        return self._y_mean - np.einsum("...p,...pt->...t", self._x_mean, self.coef_)
+
+    def predict(self, X) -> np.ndarray:
+        """Predictions with the fitted per-target alphas, shaped (..., M, *target_shape)."""
+        X = np.asarray(X, dtype=self.dtype)
+        if X.shape[-1] != self._x_mean.shape[-1] or X.ndim != (3 if self._layered else 2):
+            raise ValueError(f"X has shape {X.shape}; expected (..., n_samples, {self._x_mean.shape[-1]}) "
+                             f"with{'' if self._layered else 'out'} a layer axis, as in fit")
+        primal = self.solver_ == "primal"
+        weights = self.coef_ if primal else self.dual_coef_
+        x_train = None if primal else jax.device_put(self._x_train)
+        pred = jax.device_get(_predict(*jax.device_put((X, weights, self._x_mean, self._y_mean)), x_train))
+        return pred.reshape(pred.shape[:-1] + self._target_shape)
+
+    def score(self, X, Y) -> np.ndarray:
+        """Per-target score of the predictions (Pearson r or R^2, as `scoring`)."""
+        from ..stats import pearson_r
+
+        pred = self.predict(X)
+        n = pred.shape[-1 - len(self._target_shape)]
+        y = np.asarray(Y, dtype=self.dtype).reshape(n, -1)
+        pred = pred.reshape(pred.shape[: -1 - len(self._target_shape)] + (n, -1))
+        if self.scoring == "r":
+            fn = lambda pr: pearson_r(pr, y)  # noqa: E731
+        else:
+            fn = lambda pr: r2_score(y, pr)  # noqa: E731
+        out = np.asarray(jax.vmap(fn)(pred) if self._layered else fn(pred))
+        return out.reshape(out.shape[:-1] + self._target_shape)
+
+
+def r2_score(y_NT, pred_NT):
+    """Coefficient of determination per target (NaN for constant targets)."""
+    ss_tot = jnp.sum((y_NT - y_NT.mean(0)) ** 2, axis=0)
+    ss_res = jnp.sum((y_NT - pred_NT) ** 2, axis=0)
+    return jnp.where(ss_tot > 0, 1 - ss_res / jnp.where(ss_tot > 0, ss_tot, 1.0), jnp.nan)
+
+
+@jax.jit
+def _predict(x, weights, x_mean, y_mean, x_train):
+    xc = x - x_mean[..., None, :]
+    if x_train is not None:  # dual form: weights live on the training samples
+        xc = xc @ jnp.swapaxes(x_train - x_mean[..., None, :], -1, -2)
+    return xc @ weights + y_mean[..., None, :]
+
+
+def _fetch(out, used):
+    cv, best, fit, n_masked = jax.device_get(out)
+    return cv[..., :used], best[..., :used], fit.weights[..., :used], fit.y_mean_T[..., :used], n_masked.max()

@@ -1,0 +1,100 @@
+"""Cross-validation folds grouped by story (or run), padded to static shapes for jit.
+
+A fold never splits a group: BOLD is autocorrelated within a story, so a story that sits on
+both sides of a split leaks its future into the training set.
+"""
+from __future__ import annotations
+
+from typing import Iterable, NamedTuple, Sequence
+
+import numpy as np
+
+Fold = tuple[np.ndarray, np.ndarray]
+
+
+def grouped_kfold(groups_N: Sequence, n_folds: int) -> list[Fold]:
+    """K folds of whole groups with sizes as balanced as possible (deterministic).
+
+    Groups are placed largest first into the fold with the fewest samples so far (the
+    rule of scikit-learn's GroupKFold); ties keep the groups' first-appearance order.
+    """
+    groups = np.asarray(groups_N)
+    if groups.ndim != 1:
+        raise ValueError(f"groups must be 1-D (n_samples,), got shape {groups.shape}")
+    names, first, inverse, counts = np.unique(groups, return_index=True, return_inverse=True, return_counts=True)
+    if len(names) < 2:
+        raise ValueError(f"grouped CV needs at least 2 groups (stories/runs); got {len(names)} in {groups.shape[0]} samples")
+    if not 2 <= n_folds <= len(names):
+        raise ValueError(f"n_folds={n_folds} must be between 2 and the number of groups ({len(names)})")
+    order = sorted(range(len(names)), key=lambda g: (-counts[g], first[g]))
+    fold_of_group = np.empty(len(names), dtype=int)
+    load = np.zeros(n_folds, dtype=int)
+    for g in order:
+        f = int(np.argmin(load))
+        fold_of_group[g] = f
+        load[f] += counts[g]
+    fold_N = fold_of_group[inverse]
+    idx = np.arange(groups.shape[0])
+    return [(idx[fold_N != f], idx[fold_N == f]) for f in range(n_folds)]
+
+
+def contiguous_kfold(n_samples: int, n_folds: int) -> list[Fold]:
+    """K contiguous blocks, for time series without group labels (never shuffled)."""
+    if not 2 <= n_folds <= n_samples:
+        raise ValueError(f"n_folds={n_folds} must be between 2 and n_samples={n_samples}")
+    idx = np.arange(n_samples)
+    return [(np.setdiff1d(idx, block), block) for block in np.array_split(idx, n_folds)]
+
+
+def make_folds(cv: int | Iterable[Fold], n_samples: int, groups_N: Sequence | None = None) -> list[Fold]:
+    """Folds from an int (grouped K-fold, or contiguous blocks without groups) or an iterable.
+
+    Explicit folds are checked: indices in range, train and test non-empty and disjoint,
+    and, when groups are given, no group on both sides of any split.
+    """
+    if groups_N is not None and np.shape(groups_N) != (n_samples,):
+        raise ValueError(f"groups has shape {np.shape(groups_N)}, expected ({n_samples},) to match X and Y")
+    if isinstance(cv, (int, np.integer)):
+        return grouped_kfold(groups_N, int(cv)) if groups_N is not None else contiguous_kfold(n_samples, int(cv))
+    folds = [(np.asarray(tr, dtype=int).ravel(), np.asarray(te, dtype=int).ravel()) for tr, te in cv]
+    if len(folds) < 1:
+        raise ValueError("cv yielded no folds")
+    groups = None if groups_N is None else np.asarray(groups_N)
+    for i, (tr, te) in enumerate(folds):
+        if tr.size == 0 or te.size == 0:
+            raise ValueError(f"fold {i} has an empty train ({tr.size}) or test ({te.size}) set")
+        for name, ix in (("train", tr), ("test", te)):
+            if ix.min() < 0 or ix.max() >= n_samples:
+                raise ValueError(f"fold {i} {name} indices out of range for n_samples={n_samples}")
+        if np.intersect1d(tr, te).size:
+            raise ValueError(f"fold {i}: train and test share samples")
+        if groups is not None:
+            shared = np.intersect1d(groups[tr], groups[te])
+            if shared.size:
+                raise ValueError(f"fold {i} splits group(s) {shared[:5].tolist()} across train and test")
+    return folds
+
+
+class PaddedFolds(NamedTuple):
+    """Fold indices padded to one shape; pad entries point past the data (index n_samples)
+    so `jnp.take(..., mode="fill")` reads zeros there, and the masks drop them."""
+
+    train_KR: np.ndarray
+    test_KE: np.ndarray
+    train_mask_KR: np.ndarray
+    test_mask_KE: np.ndarray
+
+
+def pad_folds(folds: list[Fold], n_samples: int) -> PaddedFolds:
+    def pad(parts):
+        width = max(len(p) for p in parts)
+        idx = np.full((len(parts), width), n_samples, dtype=np.int32)
+        mask = np.zeros((len(parts), width), dtype=bool)
+        for k, p in enumerate(parts):
+            idx[k, : len(p)] = p
+            mask[k, : len(p)] = True
+        return idx, mask
+
+    tr, tr_m = pad([f[0] for f in folds])
+    te, te_m = pad([f[1] for f in folds])
+    return PaddedFolds(tr, te, tr_m, te_m)

@@ -1,0 +1,186 @@
+"""Functional core of closed-form ridge with per-target alphas chosen by grouped CV.
+
+Both exact solvers reduce a training design to a spectral form
+
+    prediction(alpha) = P @ diag(gain(alpha)) @ B.T @ Y_train,   gain = scale / (eig + alpha)
+
+primal: thin SVD X_train = U S V.T     -> B = U, P = X_test V,          eig = s**2, scale = s
+dual:   eigh(X_train X_train.T) = Q L Q.T -> B = Q, P = X_test X_train.T Q, eig = L, scale = 1
+
+so the targets are projected once per fold (B.T @ Y, k x t) and each alpha costs only
+min(n_test, k) * k * n_targets. The correlation numerator of every alpha comes from one
+(k, t) product (`lin` below), so only the prediction norm needs a product per alpha.
+
+Every function here is pure and jit-able; shapes are in the names: N samples, P features,
+R padded train rows, E padded test rows, k spectral components, A alphas, T targets,
+K folds.
+"""
+from __future__ import annotations
+
+from functools import partial
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+SOLVERS = ("primal", "dual")
+SCORES = ("r", "r2")
+
+
+class Spectral(NamedTuple):
+    """A training design in spectral form (see module docstring)."""
+
+    basis_Rk: jnp.ndarray  # B: U (primal) or Q (dual), rows = training samples
+    eig_k: jnp.ndarray
+    scale_k: jnp.ndarray
+    right_Pk: jnp.ndarray  # maps features to components: V (primal) or X_train.T Q (dual)
+
+
+class FoldSpec(NamedTuple):
+    """One CV fold ready for any chunk of targets (stack of these over K under lax.map)."""
+
+    spec: Spectral
+    test_proj_Ek: jnp.ndarray  # P = X_test @ right, intercept-centred with train means
+    train_idx_R: jnp.ndarray
+    test_idx_E: jnp.ndarray
+    train_mask_R: jnp.ndarray
+    test_mask_E: jnp.ndarray
+
+
+def choose_solver(n_train: int, n_features: int) -> str:
+    """Primal when the training set has at least as many samples as features, else dual."""
+    return "primal" if n_train >= n_features else "dual"
+
+
+def spectral(x_RP: jnp.ndarray, solver: str) -> Spectral:
+    """Decompose a (centred, zero-padded) training design; padded zero rows are harmless."""
+    if solver == "primal":
+        u, s, vt = jnp.linalg.svd(x_RP, full_matrices=False)
+        return Spectral(u, s * s, s, vt.T)
+    if solver == "dual":
+        lam, q = jnp.linalg.eigh(x_RP @ x_RP.T)
+        lam = jnp.maximum(lam, 0.0)
+        # Directions at round-off level are the kernel's null space: exactly they carry no
+        # signal, but in float32 their X_train.T q is noise that 1/alpha would amplify.
+        tol = jnp.max(lam) * jnp.finfo(lam.dtype).eps * x_RP.shape[0]
+        keep = (lam > tol).astype(lam.dtype)
+        return Spectral(q, lam, keep, x_RP.T @ q)
+    raise ValueError(f"unknown solver {solver!r}; expected one of {SOLVERS}")
+
+
+def _masked_mean(a_RX: jnp.ndarray, mask_R: jnp.ndarray) -> jnp.ndarray:
+    w = mask_R.astype(a_RX.dtype)
+    return (w @ a_RX) / jnp.maximum(jnp.sum(w), 1.0)
+
+
+def _centre(a_RX, mask_R, mean_X):
+    return (a_RX - mean_X) * mask_R[:, None].astype(a_RX.dtype)
+
+
+@partial(jax.jit, static_argnames=("solver", "fit_intercept"))
+def prepare_folds(x_NP, train_KR, test_KE, train_mask_KR, test_mask_KE, *, solver: str, fit_intercept: bool) -> FoldSpec:
+    """Decompose every fold's training design once; reused by all chunks of targets."""
+
+    def one(args):
+        tr, te, trm, tem = args
+        xtr = jnp.take(x_NP, tr, axis=0, mode="fill", fill_value=0)
+        xte = jnp.take(x_NP, te, axis=0, mode="fill", fill_value=0)
+        mu = _masked_mean(xtr, trm) if fit_intercept else jnp.zeros(x_NP.shape[1], x_NP.dtype)
+        xtr, xte = _centre(xtr, trm, mu), _centre(xte, tem, mu)
+        sp = spectral(xtr, solver)
+        return FoldSpec(sp, xte @ sp.right_Pk, tr, te, trm, tem)
+
+    return jax.lax.map(one, (train_KR, test_KE, train_mask_KR, test_mask_KE))
+
+
+def gains(spec: Spectral, alphas_A: jnp.ndarray) -> jnp.ndarray:
+    """gain[a, j] = scale_j / (eig_j + alpha_a), shape (A, k)."""
+    return spec.scale_k[None, :] / (spec.eig_k[None, :] + alphas_A[:, None])
+
+
+def _pred_sq_norm(p_Ek, g_Ak, uty_kT):
+    """|P diag(g_a) u_t|^2 for every alpha and target, via the cheaper of two exact routes."""
+    n_test, k = p_Ek.shape
+    if n_test <= k:
+        a = g_Ak.shape[0]
+        pred = (g_Ak[:, None, :] * p_Ek[None]).reshape(a * n_test, k) @ uty_kT
+        return jnp.sum(pred.reshape(a, n_test, -1) ** 2, axis=1)
+    gram = p_Ek.T @ p_Ek
+    w_AkT = g_Ak[:, :, None] * uty_kT[None]
+    return jnp.einsum("akt,kj,ajt->at", w_AkT, gram, w_AkT)
+
+
+def fold_scores(fold: FoldSpec, y_NT: jnp.ndarray, alphas_A: jnp.ndarray, *, score: str, fit_intercept: bool) -> jnp.ndarray:
+    """Score (Pearson r or R^2) on the fold's test rows for every alpha and target: (A, T)."""
+    ytr = jnp.take(y_NT, fold.train_idx_R, axis=0, mode="fill", fill_value=0)
+    yte = jnp.take(y_NT, fold.test_idx_E, axis=0, mode="fill", fill_value=0)
+    tem = fold.test_mask_E
+    mu_tr = _masked_mean(ytr, fold.train_mask_R) if fit_intercept else jnp.zeros(y_NT.shape[1], y_NT.dtype)
+    uty = fold.spec.basis_Rk.T @ _centre(ytr, fold.train_mask_R, mu_tr)
+    g = gains(fold.spec, alphas_A)
+    yc = _centre(yte, tem, _masked_mean(yte, tem))
+    ss_tot = jnp.sum(yc * yc, axis=0)
+    if score == "r":
+        p = _centre(fold.test_proj_Ek, tem, _masked_mean(fold.test_proj_Ek, tem))
+        lin = g @ ((p.T @ yc) * uty)
+        quad = _pred_sq_norm(p, g, uty)
+        ok = (quad > 0) & (ss_tot > 0)
+        return jnp.where(ok, lin / jnp.sqrt(jnp.where(ok, quad * ss_tot, 1.0)), jnp.nan)
+    if score == "r2":
+        resid0 = _centre(yte, tem, mu_tr)  # residual of the intercept-only prediction
+        p = fold.test_proj_Ek
+        lin = g @ ((p.T @ resid0) * uty)
+        quad = _pred_sq_norm(p, g, uty)
+        ss_res = jnp.sum(resid0 * resid0, axis=0) - 2 * lin + quad
+        return jnp.where(ss_tot > 0, 1 - ss_res / jnp.where(ss_tot > 0, ss_tot, 1.0), jnp.nan)
+    raise ValueError(f"unknown score {score!r}; expected one of {SCORES}")
+
+
+def select_alphas(cv_AT: jnp.ndarray) -> jnp.ndarray:
+    """Index of the best alpha per target (alphas sorted ascending); ties and all-NaN
+    columns go to the larger alpha, the safer (more regularised) choice."""
+    flipped = jnp.where(jnp.isnan(cv_AT), -jnp.inf, cv_AT)[::-1]
+    return cv_AT.shape[0] - 1 - jnp.argmax(flipped, axis=0)
+
+
+class Fit(NamedTuple):
+    """Refit on all training samples with each target's alpha."""
+
+    weights: jnp.ndarray  # primal: coef (P, T); dual: dual_coef (N, T)
+    x_mean_P: jnp.ndarray
+    y_mean_T: jnp.ndarray
+
+
+def refit(spec: Spectral, y_NT, x_mean_P, alpha_T, *, fit_intercept: bool, solver: str) -> Fit:
+    y_mean = jnp.mean(y_NT, axis=0) if fit_intercept else jnp.zeros(y_NT.shape[1], y_NT.dtype)
+    g_kT = spec.scale_k[:, None] / (spec.eig_k[:, None] + alpha_T[None, :])
+    w = g_kT * (spec.basis_Rk.T @ (y_NT - y_mean))
+    weights = spec.right_Pk @ w if solver == "primal" else spec.basis_Rk @ w
+    return Fit(weights, x_mean_P, y_mean)
+
+
+@partial(jax.jit, static_argnames=("solver", "fit_intercept"))
+def prepare_full(x_NP, *, solver: str, fit_intercept: bool):
+    """Spectral form of the whole training design (for the refit) and its feature means."""
+    mu = jnp.mean(x_NP, axis=0) if fit_intercept else jnp.zeros(x_NP.shape[1], x_NP.dtype)
+    return spectral(x_NP - mu, solver), mu
+
+
+@partial(jax.jit, static_argnames=("solver", "score", "fit_intercept"))
+def solve_chunk(folds: FoldSpec, full: Spectral, x_mean_P, y_NT, alphas_A, *, solver: str, score: str, fit_intercept: bool):
+    """CV scores, per-target alpha and refit for one chunk of targets, in one compiled call.
+
+    Non-finite target columns (e.g. medial-wall vertices) are zeroed for the solve and
+    get NaN scores and weights, so they never touch the other targets.
+    Returns (cv_AT, best_idx_T, Fit, n_masked).
+    """
+    finite_T = jnp.all(jnp.isfinite(y_NT), axis=0)
+    y = jnp.where(finite_T[None, :], y_NT, 0)
+    per_fold = jax.lax.map(lambda f: fold_scores(f, y, alphas_A, score=score, fit_intercept=fit_intercept), folds)
+    cv = jnp.nanmean(jnp.where(finite_T[None, None, :], per_fold, jnp.nan), axis=0)
+    best = select_alphas(cv)
+    fit = refit(full, y, x_mean_P, alphas_A[best], fit_intercept=fit_intercept, solver=solver)
+    nan_T = jnp.where(finite_T, 0.0, jnp.nan).astype(y.dtype)
+    fit = Fit(fit.weights + nan_T[None, :], fit.x_mean_P, fit.y_mean_T + nan_T)
+    return cv, best, fit, jnp.sum(~finite_T)
+

@@ -1,0 +1,195 @@
+import os
+import subprocess
+import sys
+import textwrap
+
+import jax
+import numpy as np
+import pytest
+from sklearn.linear_model import Ridge
+
+from assocjax.ridge import RidgeCV, grouped_kfold, make_folds, select_alphas
+from ridge_reference import ridge_cv as reference_cv
+
+ALPHAS = np.logspace(0, 6, 7)
+
+
+def make_data(n_groups=8, per_group=40, p=24, t=60, seed=0, noise=1.0):
+    """Targets with planted weights of varied strength so different alphas win."""
+    rng = np.random.default_rng(seed)
+    n = n_groups * per_group
+    x = rng.standard_normal((n, p))
+    w = rng.standard_normal((p, t)) * np.logspace(-2, 0, t)
+    y = x @ w + noise * rng.standard_normal((n, t)) + 3.0
+    return x, y, np.repeat(np.arange(n_groups), per_group)
+
+
+def rel(a, b):
+    return np.max(np.abs(a - b)) / np.max(np.abs(b))
+
+
+@pytest.mark.parametrize("solver", ["primal", "dual"])
+@pytest.mark.parametrize("fit_intercept", [True, False])
+def test_fixed_alpha_matches_sklearn(solver, fit_intercept):
+    x, y, g = make_data()
+    ours = RidgeCV(alphas=[7.0], cv=4, solver=solver, fit_intercept=fit_intercept).fit(x, y, g)
+    sk = Ridge(alpha=7.0, fit_intercept=fit_intercept).fit(x, y)
+    assert rel(ours.coef_, sk.coef_.T) < 1e-5
+    assert rel(ours.predict(x), sk.predict(x)) < 1e-5
+    if fit_intercept:
+        assert rel(ours.intercept_, sk.intercept_) < 1e-5
+
+
+@pytest.mark.parametrize("score", ["r", "r2"])
+@pytest.mark.parametrize("solver", ["primal", "dual"])
+def test_cv_matches_float64_reference(score, solver):
+    x, y, g = make_data()
+    folds = grouped_kfold(g, 4)
+    cv_ref, best_ref, coef_ref, icpt_ref = reference_cv(x, y, folds, ALPHAS, score=score)
+    ours = RidgeCV(alphas=ALPHAS, cv=4, scoring=score, solver=solver).fit(x, y, g)
+    assert np.max(np.abs(ours.cv_scores_ - cv_ref)) < 1e-4 * np.max(np.abs(cv_ref))
+    # Where float64 scores of the best two alphas differ by more than float32 noise the
+    # choice must be identical; in near-ties our pick must score as well as the best.
+    top2 = np.sort(cv_ref, axis=0)[-2:]
+    determined = top2[1] - top2[0] > 1e-5
+    assert determined.mean() > 0.7, "the data must decide most alphas"
+    np.testing.assert_array_equal(ours.best_alphas_[determined], best_ref[determined])
+    picked = cv_ref[np.searchsorted(np.sort(ALPHAS), ours.best_alphas_), np.arange(cv_ref.shape[1])]
+    assert np.all(top2[1] - picked <= 1e-5)
+    assert len(np.unique(best_ref)) >= 3, "data must make different alphas win"
+    assert rel(ours.coef_, coef_ref) < 1e-4
+    assert rel(ours.intercept_, icpt_ref) < 1e-4
+
+
+def test_primal_equals_dual_when_features_exceed_samples():
+    x, y, g = make_data(n_groups=5, per_group=12, p=150, t=30)
+    kw = dict(alphas=ALPHAS, cv=5)
+    primal = RidgeCV(solver="primal", **kw).fit(x, y, g)
+    dual = RidgeCV(**kw).fit(x, y, g)
+    assert dual.solver_ == "dual" and primal.solver_ == "primal"
+    assert np.max(np.abs(primal.cv_scores_ - dual.cv_scores_)) < 1e-4
+    np.testing.assert_array_equal(primal.best_alphas_, dual.best_alphas_)
+    assert rel(dual.coef_, primal.coef_) < 1e-4
+    assert rel(dual.predict(x[:7]), primal.predict(x[:7])) < 1e-4
+    cv_ref, best_ref, _, _ = reference_cv(x, y, grouped_kfold(g, 5), ALPHAS)
+    assert np.max(np.abs(dual.cv_scores_ - cv_ref)) < 1e-4
+
+
+def test_grouped_folds_never_split_a_story():
+    g = np.repeat(["a", "b", "c", "d", "e"], [30, 50, 20, 45, 10])
+    folds = grouped_kfold(g, 3)
+    covered = np.sort(np.concatenate([te for _, te in folds]))
+    np.testing.assert_array_equal(covered, np.arange(len(g)))
+    for tr, te in folds:
+        assert not set(g[tr]) & set(g[te])
+    x, y, groups = make_data()
+    bad = [(np.arange(0, 150), np.arange(150, 320))]  # splits group 3 (rows 120..159)
+    with pytest.raises(ValueError, match="splits group"):
+        RidgeCV(cv=bad).fit(x, y, groups)
+
+
+def test_leaky_cv_would_differ():
+    """Guards the test above: grouping actually changes the folds versus contiguous K-fold."""
+    g = np.repeat(np.arange(3), [10, 50, 20])
+    grouped = grouped_kfold(g, 2)
+    contiguous = make_folds(2, len(g))
+    assert any(set(g[tr]) & set(g[te]) for tr, te in contiguous)
+    assert not any(set(g[tr]) & set(g[te]) for tr, te in grouped)
+
+
+def test_ties_go_to_larger_alpha():
+    cv = np.array([[0.5, np.nan, 0.1], [0.5, np.nan, 0.3], [0.2, np.nan, 0.3]])
+    np.testing.assert_array_equal(np.asarray(select_alphas(cv)), [1, 2, 2])
+
+
+def test_nonfinite_and_constant_targets_do_not_poison_others():
+    x, y, g = make_data()
+    clean = RidgeCV(alphas=ALPHAS, cv=4).fit(x, y, g)
+    bad = y.copy()
+    bad[5, 3] = np.nan
+    bad[:, 7] = np.inf
+    bad[:, 9] = 2.5  # constant: no correlation is defined
+    with np.errstate(invalid="ignore"):
+        fit = RidgeCV(alphas=ALPHAS, cv=4).fit(x, bad, g)
+    assert fit.n_masked_targets_ == 2
+    for col in (3, 7, 9):
+        assert np.all(np.isnan(fit.cv_scores_[:, col]))
+    assert np.all(np.isnan(fit.coef_[:, [3, 7]]))
+    assert fit.best_alphas_[9] == ALPHAS.max()
+    assert np.isnan(fit.score(x, bad)[9])
+    keep = np.setdiff1d(np.arange(y.shape[1]), [3, 7, 9])
+    np.testing.assert_allclose(fit.cv_scores_[:, keep], clean.cv_scores_[:, keep], rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(fit.best_alphas_[keep], clean.best_alphas_[keep])
+
+
+@pytest.mark.parametrize(
+    "kwargs, x_rows, y_rows, groups, match",
+    [
+        (dict(), 100, 90, np.repeat([0, 1], 50), "samples"),
+        (dict(), 100, 100, np.zeros(100), "at least 2 groups"),
+        (dict(alphas=[1.0, 0.0]), 100, 100, np.repeat([0, 1], 50), "alphas"),
+        (dict(alphas=[-1.0]), 100, 100, np.repeat([0, 1], 50), "alphas"),
+        (dict(cv=[(np.arange(50), np.array([], int))]), 100, 100, None, "empty"),
+        (dict(cv=5), 100, 100, np.repeat([0, 1], 50), "n_folds=5"),
+        (dict(), 100, 100, np.arange(90), "groups has shape"),
+    ],
+)
+def test_bad_input_errors(kwargs, x_rows, y_rows, groups, match):
+    rng = np.random.default_rng(0)
+    with pytest.raises(ValueError, match=match):
+        RidgeCV(**{"cv": 2, **kwargs}).fit(rng.standard_normal((x_rows, 5)), rng.standard_normal((y_rows, 3)), groups)
+
+
+def test_chunks_layers_and_subjects_agree():
+    x, y, g = make_data(t=50)
+    whole = RidgeCV(alphas=ALPHAS, cv=4).fit(x, y, g)
+    chunked = RidgeCV(alphas=ALPHAS, cv=4, target_chunk=16).fit(x, y, g)
+    np.testing.assert_array_equal(chunked.best_alphas_, whole.best_alphas_)
+    np.testing.assert_allclose(chunked.cv_scores_, whole.cv_scores_, rtol=1e-5, atol=1e-6)
+
+    x2 = np.tanh(x) + 0.1 * x[:, ::-1]
+    layered = RidgeCV(alphas=ALPHAS, cv=4, target_chunk=16).fit(np.stack([x, x2]), y, g)
+    second = RidgeCV(alphas=ALPHAS, cv=4).fit(x2, y, g)
+    assert layered.cv_scores_.shape == (2, len(ALPHAS), 50)
+    np.testing.assert_allclose(layered.cv_scores_[0], whole.cv_scores_, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(layered.cv_scores_[1], second.cv_scores_, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(layered.predict(np.stack([x, x2]))[1], second.predict(x2), rtol=1e-4, atol=1e-4)
+
+    subjects = RidgeCV(alphas=ALPHAS, cv=4).fit(x, y.reshape(len(y), 5, 10), g)
+    assert subjects.best_alphas_.shape == (50,)
+    assert subjects.predict(x).shape == (len(y), 5, 10)
+    np.testing.assert_array_equal(subjects.best_alphas_, whole.best_alphas_)
+
+
+def test_solve_makes_no_host_round_trip():
+    x, y, g = make_data(t=20)
+    est = RidgeCV(alphas=ALPHAS, cv=4)
+    est.fit(x, y, g)  # compile outside the guard
+    with jax.transfer_guard("disallow"):
+        est.fit(x, y, g)
+    assert est.cv_scores_.shape == (len(ALPHAS), 20)
+
+
+def test_sharded_equals_unsharded():
+    script = textwrap.dedent(
+        """
+        import numpy as np, jax, sys
+        sys.path.insert(0, "tests")
+        from test_ridge import make_data, ALPHAS
+        from assocjax.ridge import RidgeCV
+        assert jax.local_device_count() == 8
+        x, y, g = make_data(t=43)
+        one = RidgeCV(alphas=ALPHAS, cv=4, shard_targets=False).fit(x, y, g)
+        many = RidgeCV(alphas=ALPHAS, cv=4, target_chunk=20).fit(x, y, g)
+        assert many._mesh().size == 8
+        np.testing.assert_array_equal(one.best_alphas_, many.best_alphas_)
+        np.testing.assert_allclose(one.cv_scores_, many.cv_scores_, rtol=1e-6, atol=1e-7)
+        np.testing.assert_allclose(one.coef_, many.coef_, rtol=1e-5, atol=1e-6 * np.abs(one.coef_).max())
+        print("sharded-ok")
+        """
+    )
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    out = subprocess.run([sys.executable, "-c", script], env=env, cwd=root, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "sharded-ok" in out.stdout
