@@ -23,8 +23,9 @@ def pearson_r(a_TV: jnp.ndarray, b_TV: jnp.ndarray, mask_T: jnp.ndarray | None =
     ss_a = jnp.sum(a * a, axis=0)
     ss_b = jnp.sum(b * b, axis=0)
     denom = jnp.sqrt(ss_a * ss_b)
-    # Relative test: a column whose spread is only rounding noise counts as constant.
-    tiny = jnp.finfo(a_TV.dtype).eps * 10
+    # A constant column still has a spread of rounding noise after centring (about eps *
+    # |value| per entry): below (16 eps)^2 of its raw power it counts as constant.
+    tiny = (16 * jnp.finfo(a_TV.dtype).eps) ** 2
     flat = (denom <= 0) | (ss_a <= tiny * jnp.sum(a_TV**2 * w, axis=0)) | (ss_b <= tiny * jnp.sum(b_TV**2 * w, axis=0))
     return jnp.where(flat, jnp.nan, jnp.sum(a * b, axis=0) / jnp.where(flat, 1.0, denom))
 

@@ -10,6 +10,7 @@ independently, so sharded and unsharded results agree. For multi-host runs call
 from __future__ import annotations
 
 import math
+import warnings
 from functools import partial
 from typing import Iterable, Sequence
 
@@ -126,6 +127,9 @@ class RidgeCV:
         cv, best, weights, y_mean, n_masked = outs
         self.alphas_, self.solver_, self.n_folds_ = alphas, solver, len(folds)
         self.n_masked_targets_ = int(n_masked)
+        if n_masked:
+            warnings.warn(f"{n_masked} of {y_NT.shape[1]} targets contain NaN/Inf (e.g. medial wall); "
+                          "they were left out of the solve and get NaN scores and weights", stacklevel=2)
         self.cv_scores_ = cv
         self.best_alphas_ = alphas[best]
         self._x_mean, self._y_mean = jax.device_get(mean_LP), y_mean

@@ -1,0 +1,185 @@
+"""Noise ceilings: how well could any model score against noisy group-mean responses?
+
+`split_half_ceiling` gives the reliability of the S-subject mean response (Spearman-Brown
+corrected split-half r). A noise-free model that predicted the true shared signal exactly
+would reach a Pearson r of sqrt(reliability) against that group mean, so brain scores
+(Pearson r against the group mean) are normalised by `max_r_from_reliability(rel)`, not by
+the reliability itself. `loso_isc` gives the per-subject view (subject vs. the rest).
+
+All functions take y_STV = (subjects, TRs, vertices), are pure and jit-able, and mark a
+vertex NaN when it has any NaN/Inf (e.g. medial wall) or no variance, without touching
+the result of any other vertex.
+"""
+from __future__ import annotations
+
+import dataclasses
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from assocjax.stats import fisher_z_mean, pearson_r, spearman_brown
+
+
+def _check_y(y_STV, name: str = "y_STV") -> jnp.ndarray:
+    y = jnp.asarray(y_STV)
+    if y.ndim != 3:
+        raise ValueError(f"{name} must be (subjects, TRs, vertices); got shape {y.shape}")
+    if y.shape[0] < 2:
+        raise ValueError(f"{name} needs at least 2 subjects for a noise ceiling; got shape {y.shape}")
+    # Half precision would swamp small reliabilities in rounding error; ints are not data.
+    return y.astype(jnp.promote_types(y.dtype, jnp.float32))
+
+
+def _zero_nonfinite(y_STV: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:
+    # Every reduction here is per vertex, so NaN/Inf would stay in its own column anyway;
+    # zeroing makes that hold whatever XLA does to the reductions, and lets bad vertices
+    # be set NaN by rule instead of by however inf - inf happens to propagate.
+    bad_V = ~jnp.all(jnp.isfinite(y_STV), axis=(0, 1))
+    return jnp.where(bad_V, 0.0, y_STV), bad_V
+
+
+@partial(jax.jit, static_argnames=("n_subjects", "n_splits"))
+def draw_splits(n_subjects: int, n_splits: int, seed: int | jnp.ndarray = 0) -> jnp.ndarray:
+    """(n_splits, n_subjects) int permutations; row[:n_subjects // 2] is half A, the rest half B.
+
+    Split i uses fold_in(key(seed), i), so the first k splits do not depend on n_splits:
+    asking for more splits only adds splits.
+    """
+    key = jax.random.key(seed)
+    return jax.vmap(lambda i: jax.random.permutation(jax.random.fold_in(key, i), n_subjects))(
+        jnp.arange(n_splits)
+    )
+
+
+@partial(jax.jit, static_argnames=("n_splits", "batch_size"))
+def split_half_ceiling(
+    y_STV: jnp.ndarray, n_splits: int = 100, seed: int | jnp.ndarray = 0, *, batch_size: int = 8
+) -> jnp.ndarray:
+    """Reliability of the S-subject mean response, per vertex: (V,).
+
+    For each of n_splits random splits (halves of floor(S/2) and ceil(S/2) subjects, drawn
+    by `draw_splits(S, n_splits, seed)`), correlate the two half-means per vertex, apply
+    Spearman-Brown with factor 2 (each half has about S/2 subjects), and average the
+    corrected values over splits in Fisher-z space. For odd S the factor 2 slightly
+    over-states the step from (S-1)/2 to S subjects; the bias is small and this is the
+    usual convention.
+
+    The highest Pearson r a noise-free model can reach against the group mean is
+    sqrt(reliability): use `max_r_from_reliability` before normalising a score.
+    NaN for vertices that are non-finite in any subject/TR or constant. Splits are
+    processed `batch_size` at a time, so memory is about 2 * batch_size * T * V floats.
+    """
+    y = _check_y(y_STV)
+    if n_splits < 1:
+        raise ValueError(f"n_splits must be >= 1; got {n_splits}")
+    y, bad_V = _zero_nonfinite(y)
+    S = y.shape[0]
+    n_a = S // 2
+    perms = draw_splits(S, n_splits, seed)
+
+    def one_split(perm_S):
+        in_a = jnp.zeros(S, bool).at[perm_S[:n_a]].set(True)
+        w_a = in_a.astype(y.dtype) / n_a
+        w_b = (~in_a).astype(y.dtype) / (S - n_a)
+        # Weighted sums instead of gathers: no (S/2, T, V) copies. HIGHEST keeps GPUs from
+        # using TF32, whose ~1e-3 error is as large as the effects being measured.
+        mean_a = jnp.tensordot(w_a, y, axes=1, precision=lax.Precision.HIGHEST)
+        mean_b = jnp.tensordot(w_b, y, axes=1, precision=lax.Precision.HIGHEST)
+        return spearman_brown(pearson_r(mean_a, mean_b), 2.0)
+
+    # Pad to whole batches with repeated splits (dropped below): lax.map would otherwise
+    # compile a second copy of the body for the remainder, doubling compile time.
+    bs = min(batch_size, n_splits)
+    perms = jnp.concatenate([perms, perms[: -n_splits % bs]])
+    rel_NV = lax.map(one_split, perms, batch_size=bs)[:n_splits]
+    # Zeroed vertices are constant, so pearson_r already gives NaN; stating it keeps the
+    # rule independent of pearson_r's flatness threshold.
+    return jnp.where(bad_V, jnp.nan, fisher_z_mean(rel_NV, axis=0))
+
+
+def max_r_from_reliability(rel: jnp.ndarray) -> jnp.ndarray:
+    """Highest Pearson r a noise-free model can reach against the group mean: sqrt(rel).
+
+    A negative reliability means no reproducible signal; its ceiling is undefined (NaN),
+    not 0, so that normalising by it cannot silently give inf or 0.
+    """
+    rel = jnp.asarray(rel)
+    return jnp.where(rel >= 0, jnp.sqrt(jnp.clip(rel, 0.0)), jnp.nan)
+
+
+@partial(jax.jit, static_argnames=("batch_size",))
+def loso_isc(y_STV: jnp.ndarray, *, batch_size: int = 8) -> jnp.ndarray:
+    """Leave-one-subject-out inter-subject correlation: (S, V).
+
+    Entry [s, v] is Pearson r between subject s and the mean of the other S-1 subjects.
+    Average over subjects with `fisher_z_mean(isc_SV, axis=0)`, not a plain mean: r is
+    bounded and skewed, and z-averaging is what the split-half ceiling uses too.
+    NaN for vertices that are non-finite in any subject/TR or constant.
+    """
+    y = _check_y(y_STV)
+    y, bad_V = _zero_nonfinite(y)
+    S = y.shape[0]
+    total_TV = jnp.sum(y, axis=0)
+    isc_SV = lax.map(lambda y_TV: pearson_r(y_TV, (total_TV - y_TV) / (S - 1)), y, batch_size=min(batch_size, S))
+    return jnp.where(bad_V[None, :], jnp.nan, isc_SV)
+
+
+def normalized_score(r: jnp.ndarray, ceiling: jnp.ndarray, min_ceiling: float = 0.05) -> jnp.ndarray:
+    """r / ceiling, with NaN where the ceiling is NaN, <= 0 or < min_ceiling.
+
+    `ceiling` must be on r's scale: for a Pearson r against the group mean pass
+    `max_r_from_reliability(reliability)` (CeilingResult.max_r). Dividing by a tiny or
+    negative ceiling gives huge or sign-flipped ratios that mean nothing, so those vertices
+    are dropped rather than clipped. Ratios above 1 are kept: the ceiling is itself an
+    estimate, and sampling noise can put a good model above it.
+    """
+    r = jnp.asarray(r)
+    ceiling = jnp.asarray(ceiling)
+    ok = (ceiling > 0) & (ceiling >= min_ceiling)  # False for NaN as well
+    return jnp.where(ok, r / jnp.where(ok, ceiling, 1.0), jnp.nan)
+
+
+@partial(
+    jax.tree_util.register_dataclass,
+    data_fields=["split_half", "max_r", "loso_isc_mean", "seed"],
+    meta_fields=["n_subjects", "n_splits", "min_ceiling"],
+)
+@dataclasses.dataclass(frozen=True)
+class CeilingResult:
+    """Noise ceiling of one dataset; a pytree, so it passes through jit/vmap.
+
+    split_half: (V,) reliability of the S-subject mean (SB-corrected split-half r).
+    max_r: (V,) sqrt(split_half), the Pearson r ceiling for scores against the group mean.
+    loso_isc_mean: (V,) Fisher-z mean over subjects of the leave-one-out ISC.
+    seed: the seed the splits were drawn from (rerun with it to reproduce them).
+    """
+
+    split_half: jnp.ndarray
+    max_r: jnp.ndarray
+    loso_isc_mean: jnp.ndarray
+    seed: jnp.ndarray
+    n_subjects: int
+    n_splits: int
+    min_ceiling: float
+
+    def normalize(self, r: jnp.ndarray) -> jnp.ndarray:
+        """Score r (Pearson r against the group mean) as a fraction of max_r."""
+        return normalized_score(r, self.max_r, self.min_ceiling)
+
+
+def noise_ceiling(
+    y_STV: jnp.ndarray, n_splits: int = 100, seed: int | jnp.ndarray = 0, min_ceiling: float = 0.05
+) -> CeilingResult:
+    """Split-half reliability, its Pearson-r ceiling and the mean LOSO ISC in one result."""
+    split_half = split_half_ceiling(y_STV, n_splits=n_splits, seed=seed)
+    return CeilingResult(
+        split_half=split_half,
+        max_r=max_r_from_reliability(split_half),
+        loso_isc_mean=fisher_z_mean(loso_isc(y_STV), axis=0),
+        seed=jnp.asarray(seed),
+        n_subjects=int(jnp.shape(y_STV)[0]),
+        n_splits=n_splits,
+        min_ceiling=min_ceiling,
+    )
