@@ -1,0 +1,261 @@
+"""GPT-2 and LLaMA decoders in Flax NNX with layers stacked and run by `lax.scan`.
+
+The modules hold parameters (nnx.Param, per-layer weights stacked on a leading axis);
+the maths is in pure functions of (config, parameter tree, arrays) so that feature
+extraction, generation and fine-tuning can jit, vmap and differentiate them directly.
+
+Hidden-state convention (identical to transformers' `output_hidden_states`): entry 0 is
+the embedding output (GPT-2: token + position embeddings), entry i (1 <= i < L) the
+output of block i - 1 (= input of block i), and entry L the output of the last block
+*after* the final norm; the last block's raw output is not returned.
+
+Shapes: B batch, S query tokens, K key slots, D hidden, H heads, G = H / KV groups.
+"""
+from __future__ import annotations
+
+from functools import partial
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from .config import ModelConfig
+
+NEG_INF = -1e30  # finite, so a fully masked row (a left-pad query) gives zeros, not NaN
+
+
+# -- building blocks ---------------------------------------------------------------------
+def layer_norm(x, scale, bias, eps):
+    x32 = x.astype(jnp.float32)
+    mean = x32.mean(-1, keepdims=True)
+    var = jnp.square(x32 - mean).mean(-1, keepdims=True)
+    return ((x32 - mean) * jax.lax.rsqrt(var + eps) * scale + bias).astype(x.dtype)
+
+
+def rms_norm(x, scale, eps):
+    # As transformers: normalise in float32, cast back, then scale in the input dtype.
+    x32 = x.astype(jnp.float32)
+    normed = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, -1, keepdims=True) + eps)
+    return scale * normed.astype(x.dtype)
+
+
+def rope(x_BSHd, positions_BS, theta, factor):
+    """Rotary embedding in Hugging Face's rotate-half layout (first half / second half)."""
+    hd = x_BSHd.shape[-1]
+    inv_freq = 1.0 / (theta ** (jnp.arange(0, hd, 2, dtype=jnp.float32) / hd))
+    freqs = (positions_BS.astype(jnp.float32) / factor)[..., None] * inv_freq
+    emb = jnp.concatenate([freqs, freqs], axis=-1)[:, :, None, :]
+    cos, sin = jnp.cos(emb).astype(x_BSHd.dtype), jnp.sin(emb).astype(x_BSHd.dtype)
+    x1, x2 = jnp.split(x_BSHd, 2, axis=-1)
+    return x_BSHd * cos + jnp.concatenate([-x2, x1], axis=-1) * sin
+
+
+def attention(q_BSHd, k_BKNd, v_BKNd, allowed_BSK):
+    """Softmax attention with grouped K/V heads (N = KV heads), softmax in float32."""
+    b, s, h, d = q_BSHd.shape
+    n = k_BKNd.shape[2]
+    q = q_BSHd.reshape(b, s, n, h // n, d)
+    scores = jnp.einsum("bsngd,bknd->bngsk", q, k_BKNd).astype(jnp.float32) / np.sqrt(d)
+    scores = jnp.where(allowed_BSK[:, None, None], scores, NEG_INF)
+    probs = jax.nn.softmax(scores, axis=-1).astype(v_BKNd.dtype)
+    out = jnp.einsum("bngsk,bknd->bsngd", probs, v_BKNd)
+    return out.reshape(b, s, h * d)
+
+
+class KVCache(NamedTuple):
+    """Per-layer key/value slots (L, B, K, KV, hd) and the next slot to write."""
+
+    k: jnp.ndarray
+    v: jnp.ndarray
+    index: jnp.ndarray
+
+
+def _attend(cfg, q, k, v, allowed, cache_kv, index):
+    if cache_kv is not None:
+        ck, cv = cache_kv
+        k = jax.lax.dynamic_update_slice_in_dim(ck, k.astype(ck.dtype), index, axis=1)
+        v = jax.lax.dynamic_update_slice_in_dim(cv, v.astype(cv.dtype), index, axis=1)
+        cache_kv = (k, v)
+    return attention(q, k, v, allowed), cache_kv
+
+
+def gpt2_block(cfg: ModelConfig, p, h, positions, allowed, cache_kv=None, index=None):
+    b, s, _ = h.shape
+    x = layer_norm(h, p["ln1_scale"], p["ln1_bias"], cfg.norm_eps)
+    q, k, v = jnp.split(x @ p["qkv_w"] + p["qkv_b"], 3, axis=-1)
+    shape = (b, s, cfg.n_heads, cfg.head_dim)
+    a, cache_kv = _attend(cfg, q.reshape(shape), k.reshape(shape), v.reshape(shape), allowed, cache_kv, index)
+    h = h + a @ p["out_w"] + p["out_b"]
+    x = layer_norm(h, p["ln2_scale"], p["ln2_bias"], cfg.norm_eps)
+    h = h + jax.nn.gelu(x @ p["fc_w"] + p["fc_b"], approximate=True) @ p["proj_w"] + p["proj_b"]
+    return h, cache_kv
+
+
+def llama_block(cfg: ModelConfig, p, h, positions, allowed, cache_kv=None, index=None):
+    b, s, _ = h.shape
+    x = rms_norm(h, p["attn_norm"], cfg.norm_eps)
+    q = rope((x @ p["q_w"]).reshape(b, s, cfg.n_heads, cfg.head_dim), positions, cfg.rope_theta, cfg.rope_scaling_factor)
+    k = rope((x @ p["k_w"]).reshape(b, s, cfg.n_kv_heads, cfg.head_dim), positions, cfg.rope_theta, cfg.rope_scaling_factor)
+    v = (x @ p["v_w"]).reshape(b, s, cfg.n_kv_heads, cfg.head_dim)
+    a, cache_kv = _attend(cfg, q, k, v, allowed, cache_kv, index)
+    h = h + a @ p["o_w"]
+    x = rms_norm(h, p["mlp_norm"], cfg.norm_eps)
+    h = h + (jax.nn.silu(x @ p["gate_w"]) * (x @ p["up_w"])) @ p["down_w"]
+    return h, cache_kv
+
+
+BLOCKS = {"gpt2": gpt2_block, "llama": llama_block}
+
+
+def embed(cfg: ModelConfig, params, ids_BS, positions_BS):
+    if cfg.arch == "gpt2":
+        return params["wte"][ids_BS] + params["wpe"][positions_BS]
+    return params["embed"][ids_BS]
+
+
+def final_norm(cfg: ModelConfig, params, h):
+    if cfg.arch == "gpt2":
+        return layer_norm(h, params["lnf_scale"], params["lnf_bias"], cfg.norm_eps)
+    return rms_norm(h, params["final_norm"], cfg.norm_eps)
+
+
+def unembed(cfg: ModelConfig, params, h):
+    head = params.get("lm_head", params["wte" if cfg.arch == "gpt2" else "embed"])
+    return h @ head.T
+
+
+def positions_and_mask(ids_BS, attention_mask_BS):
+    """Positions count real tokens only (so left padding does not shift them, as in
+    transformers' generate); a query sees earlier slots that hold real tokens."""
+    b, s = ids_BS.shape
+    mask = jnp.ones((b, s), bool) if attention_mask_BS is None else attention_mask_BS.astype(bool)
+    positions = jnp.maximum(jnp.cumsum(mask, axis=1) - 1, 0)
+    causal = jnp.tril(jnp.ones((s, s), bool))
+    return positions, causal[None] & mask[:, None, :]
+
+
+def run_layers(cfg: ModelConfig, params, h, positions, allowed, collect: bool):
+    """Scan the stacked blocks; with collect=True also return every block's input (L, B, S, D)."""
+    block = BLOCKS[cfg.arch]
+
+    def step(h, p):
+        out, _ = block(cfg, p, h, positions, allowed)
+        return out, (h if collect else None)
+
+    return jax.lax.scan(step, h, params["layers"])
+
+
+@partial(jax.jit, static_argnames=("cfg",))
+def forward_hidden(cfg: ModelConfig, params, ids_BS, attention_mask_BS=None):
+    """(L + 1, B, S, D) hidden states in the transformers convention (module docstring)."""
+    positions, allowed = positions_and_mask(ids_BS, attention_mask_BS)
+    h = embed(cfg, params, ids_BS, positions)
+    h, inputs = run_layers(cfg, params, h, positions, allowed, collect=True)
+    return jnp.concatenate([inputs, final_norm(cfg, params, h)[None]], axis=0)
+
+
+@partial(jax.jit, static_argnames=("cfg",))
+def forward_logits(cfg: ModelConfig, params, ids_BS, attention_mask_BS=None):
+    positions, allowed = positions_and_mask(ids_BS, attention_mask_BS)
+    h, _ = run_layers(cfg, params, embed(cfg, params, ids_BS, positions), positions, allowed, collect=False)
+    return unembed(cfg, params, final_norm(cfg, params, h)).astype(jnp.float32)
+
+
+def forward_cached(cfg: ModelConfig, params, ids_BS, positions_BS, slot_mask_BK, cache: KVCache):
+    """Run S new tokens against a KV cache; returns (logits of the new tokens, new cache).
+
+    slot_mask_BK marks cache slots holding real tokens (including the new ones, written at
+    cache.index ..). A query at slot index+i sees real slots <= index+i.
+    """
+    s = ids_BS.shape[1]
+    k_slots = cache.k.shape[2]
+    q_slot = cache.index + jnp.arange(s)
+    allowed = (jnp.arange(k_slots)[None, :] <= q_slot[:, None])[None] & slot_mask_BK[:, None, :].astype(bool)
+    block = BLOCKS[cfg.arch]
+
+    def step(h, layer):
+        p, ck, cv = layer
+        out, (nk, nv) = block(cfg, p, h, positions_BS, allowed, (ck, cv), cache.index)
+        return out, (nk, nv)
+
+    h = embed(cfg, params, ids_BS, positions_BS)
+    h, (k, v) = jax.lax.scan(step, h, (params["layers"], cache.k, cache.v))
+    logits = unembed(cfg, params, final_norm(cfg, params, h)).astype(jnp.float32)
+    return logits, KVCache(k, v, cache.index + s)
+
+
+def init_cache(cfg: ModelConfig, batch: int, slots: int, dtype) -> KVCache:
+    shape = (cfg.n_layers, batch, slots, cfg.n_kv_heads, cfg.head_dim)
+    return KVCache(jnp.zeros(shape, dtype), jnp.zeros(shape, dtype), jnp.zeros((), jnp.int32))
+
+
+# -- parameter shapes and NNX modules ---------------------------------------------------
+def param_shapes(cfg: ModelConfig) -> dict:
+    """Our parameter tree's shapes (per-layer weights lead with n_layers)."""
+    L, D, F, V = cfg.n_layers, cfg.hidden, cfg.intermediate, cfg.vocab_size
+    if cfg.arch == "gpt2":
+        layers = dict(ln1_scale=(L, D), ln1_bias=(L, D), qkv_w=(L, D, 3 * D), qkv_b=(L, 3 * D), out_w=(L, D, D),
+                      out_b=(L, D), ln2_scale=(L, D), ln2_bias=(L, D), fc_w=(L, D, F), fc_b=(L, F),
+                      proj_w=(L, F, D), proj_b=(L, D))
+        tree = dict(wte=(V, D), wpe=(cfg.max_positions, D), layers=layers, lnf_scale=(D,), lnf_bias=(D,))
+    else:
+        qd, kvd = cfg.n_heads * cfg.head_dim, cfg.n_kv_heads * cfg.head_dim
+        layers = dict(attn_norm=(L, D), q_w=(L, D, qd), k_w=(L, D, kvd), v_w=(L, D, kvd), o_w=(L, qd, D),
+                      mlp_norm=(L, D), gate_w=(L, D, F), up_w=(L, D, F), down_w=(L, F, D))
+        tree = dict(embed=(V, D), layers=layers, final_norm=(D,))
+    if not cfg.tie_embeddings:
+        tree["lm_head"] = (V, D)
+    return tree
+
+
+def _init_value(name: str, shape, key, dtype):
+    if name.endswith(("scale", "norm")):
+        return jnp.ones(shape, dtype)
+    if name.endswith(("_b", "bias")):
+        return jnp.zeros(shape, dtype)
+    return (0.02 * jax.random.normal(key, shape)).astype(dtype)
+
+
+class _Params(nnx.Module):
+    """A node of the parameter tree: one nnx.Param per leaf, sub-nodes for dicts."""
+
+    def __init__(self, shapes: dict, rngs: nnx.Rngs, dtype):
+        for name, shape in shapes.items():
+            if isinstance(shape, dict):
+                setattr(self, name, _Params(shape, rngs, dtype))
+            else:
+                setattr(self, name, nnx.Param(_init_value(name, shape, rngs.params(), dtype)))
+
+
+class CausalLM(nnx.Module):
+    """A decoder-only LM (GPT-2 or LLaMA family, by `cfg.arch`).
+
+    `model(ids, attention_mask)` -> float32 logits (B, S, V);
+    `model.hidden_states(ids, attention_mask)` -> (n_layers + 1, B, S, D), see module doc.
+    attention_mask (B, S) marks real tokens (1) and padding (0), left or right.
+    """
+
+    def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs, dtype=jnp.float32):
+        self.cfg = cfg
+        self.dtype = dtype
+        self.params = _Params(param_shapes(cfg), rngs, dtype)
+
+    def param_tree(self) -> dict:
+        return nnx.to_pure_dict(nnx.state(self.params, nnx.Param))
+
+    def _check(self, ids):
+        ids = jnp.asarray(ids)
+        if ids.ndim != 2:
+            raise ValueError(f"input_ids must be (batch, seq); got shape {ids.shape}")
+        if ids.shape[1] > self.cfg.max_positions:
+            raise ValueError(f"sequence of {ids.shape[1]} tokens exceeds the model's {self.cfg.max_positions} "
+                             "positions; cut long texts into windows")
+        return ids
+
+    def __call__(self, input_ids, attention_mask=None):
+        return forward_logits(self.cfg, self.param_tree(), self._check(input_ids), attention_mask)
+
+    def hidden_states(self, input_ids, attention_mask=None):
+        return forward_hidden(self.cfg, self.param_tree(), self._check(input_ids), attention_mask)

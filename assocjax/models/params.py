@@ -1,0 +1,139 @@
+"""Declarative map from Hugging Face weight names to assocjax's parameter tree.
+
+Each rule is (Hugging Face name after the model prefix, our path, transform). `{i}` marks
+a per-layer weight: those are stacked along a new leading axis (layers are scanned).
+GPT-2's Conv1D weights are already (in, out); LLaMA's nn.Linear weights are (out, in)
+and are transposed to (in, out).
+"""
+from __future__ import annotations
+
+import re
+from typing import Callable, NamedTuple
+
+import numpy as np
+
+from .config import ModelConfig
+
+
+class Rule(NamedTuple):
+    hf: str
+    ours: str
+    transform: str = "none"  # "none" | "transpose"
+
+
+GPT2_RULES = (
+    Rule("wte.weight", "wte"),
+    Rule("wpe.weight", "wpe"),
+    Rule("h.{i}.ln_1.weight", "layers/ln1_scale"),
+    Rule("h.{i}.ln_1.bias", "layers/ln1_bias"),
+    Rule("h.{i}.attn.c_attn.weight", "layers/qkv_w"),
+    Rule("h.{i}.attn.c_attn.bias", "layers/qkv_b"),
+    Rule("h.{i}.attn.c_proj.weight", "layers/out_w"),
+    Rule("h.{i}.attn.c_proj.bias", "layers/out_b"),
+    Rule("h.{i}.ln_2.weight", "layers/ln2_scale"),
+    Rule("h.{i}.ln_2.bias", "layers/ln2_bias"),
+    Rule("h.{i}.mlp.c_fc.weight", "layers/fc_w"),
+    Rule("h.{i}.mlp.c_fc.bias", "layers/fc_b"),
+    Rule("h.{i}.mlp.c_proj.weight", "layers/proj_w"),
+    Rule("h.{i}.mlp.c_proj.bias", "layers/proj_b"),
+    Rule("ln_f.weight", "lnf_scale"),
+    Rule("ln_f.bias", "lnf_bias"),
+)
+
+LLAMA_RULES = (
+    Rule("embed_tokens.weight", "embed"),
+    Rule("layers.{i}.input_layernorm.weight", "layers/attn_norm"),
+    Rule("layers.{i}.self_attn.q_proj.weight", "layers/q_w", "transpose"),
+    Rule("layers.{i}.self_attn.k_proj.weight", "layers/k_w", "transpose"),
+    Rule("layers.{i}.self_attn.v_proj.weight", "layers/v_w", "transpose"),
+    Rule("layers.{i}.self_attn.o_proj.weight", "layers/o_w", "transpose"),
+    Rule("layers.{i}.post_attention_layernorm.weight", "layers/mlp_norm"),
+    Rule("layers.{i}.mlp.gate_proj.weight", "layers/gate_w", "transpose"),
+    Rule("layers.{i}.mlp.up_proj.weight", "layers/up_w", "transpose"),
+    Rule("layers.{i}.mlp.down_proj.weight", "layers/down_w", "transpose"),
+    Rule("norm.weight", "final_norm"),
+)
+
+RULES = {"gpt2": GPT2_RULES, "llama": LLAMA_RULES}
+PREFIXES = {"gpt2": ("transformer.", ""), "llama": ("model.", "")}
+HEAD = Rule("lm_head.weight", "lm_head")  # untied heads only; never under the model prefix
+# Buffers that checkpoints may carry but that are not weights (causal masks, RoPE tables).
+IGNORED = re.compile(r"(\.attn\.(masked_)?bias$|rotary_emb\.inv_freq$)")
+
+
+def _transform(a: np.ndarray, how: str) -> np.ndarray:
+    return np.swapaxes(a, -1, -2) if how == "transpose" else a
+
+
+def _prefix(cfg: ModelConfig, names: set[str]) -> str:
+    for p in PREFIXES[cfg.arch]:
+        if p and any(n.startswith(p) for n in names):
+            return p
+    return ""
+
+
+def expected_names(cfg: ModelConfig, names: set[str]) -> dict[str, tuple[Rule, int | None]]:
+    """Every Hugging Face name this config needs -> (rule, layer index or None)."""
+    prefix = _prefix(cfg, names)
+    out = {}
+    for rule in RULES[cfg.arch]:
+        if "{i}" in rule.hf:
+            for i in range(cfg.n_layers):
+                out[prefix + rule.hf.format(i=i)] = (rule, i)
+        else:
+            out[prefix + rule.hf] = (rule, None)
+    if not cfg.tie_embeddings:
+        out[HEAD.hf] = (HEAD, None)
+    return out
+
+
+def params_from_hf(cfg: ModelConfig, names: set[str], read: Callable[[str], np.ndarray], source: str) -> dict:
+    """Our nested parameter dict from Hugging Face tensors (`read(name)` loads one).
+
+    Missing or unexpected names raise one error listing them (known buffers and a tied
+    head's redundant copy are ignored).
+    """
+    expected = expected_names(cfg, names)
+    ignorable = {n for n in names if IGNORED.search(n)}
+    if cfg.tie_embeddings:
+        ignorable.add(HEAD.hf)
+    missing = sorted(set(expected) - names)
+    unexpected = sorted(names - set(expected) - ignorable)
+    if missing or unexpected:
+        raise ValueError(f"{source}: weights do not match the {cfg.arch} config "
+                         f"({cfg.n_layers} layers): missing {missing[:20]}{' ...' if len(missing) > 20 else ''}; "
+                         f"unexpected {unexpected[:20]}{' ...' if len(unexpected) > 20 else ''}")
+    flat: dict[str, object] = {}
+    for name, (rule, layer) in expected.items():
+        a = _transform(read(name), rule.transform)
+        if layer is None:
+            flat[rule.ours] = a
+        else:
+            flat.setdefault(rule.ours, [None] * cfg.n_layers)[layer] = a
+    tree: dict = {}
+    for path, value in flat.items():
+        node = tree
+        *parents, leaf = path.split("/")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = np.stack(value) if isinstance(value, list) else value
+    return tree
+
+
+def params_to_hf(cfg: ModelConfig, params: dict, prefix: str | None = None) -> dict[str, np.ndarray]:
+    """Inverse map (our tree -> Hugging Face names), for exports such as merged weights."""
+    prefix = PREFIXES[cfg.arch][0] if prefix is None else prefix
+    rules = RULES[cfg.arch] + (() if cfg.tie_embeddings else (HEAD,))
+    out = {}
+    for rule in rules:
+        node = params
+        for p in rule.ours.split("/"):
+            node = node[p]
+        a = np.asarray(node)
+        name = rule.hf if rule is HEAD else prefix + rule.hf
+        if "{i}" in rule.hf:
+            for i in range(cfg.n_layers):
+                out[name.format(i=i)] = _transform(a[i], rule.transform)
+        else:
+            out[name] = _transform(a, rule.transform)
+    return out

@@ -1,0 +1,151 @@
+import json
+import shutil
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from assocjax.models import forward_hidden, from_hf, load_pretrained
+from conftest import SHARED, save_tiny
+
+torch = pytest.importorskip("torch")
+from transformers import AutoModelForCausalLM  # noqa: E402
+
+
+def hf_outputs(folder, ids, mask=None):
+    hf = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
+    kw = {}
+    if mask is not None:
+        kw = dict(attention_mask=torch.tensor(mask), position_ids=torch.tensor(np.maximum(np.cumsum(mask, 1) - 1, 0)))
+    with torch.no_grad():
+        out = hf(torch.tensor(ids), output_hidden_states=True, **kw)
+    return np.stack([h.numpy() for h in out.hidden_states]), out.logits.numpy()
+
+
+IDS = np.random.default_rng(0).integers(0, 101, (2, 11))
+
+
+@pytest.mark.parametrize("name", ["gpt2", "gpt2_untied", "llama_gqa", "llama_tied_mha", "llama_bf16", "llama_sharded"])
+def test_hidden_states_and_logits_match_transformers(checkpoints, name):
+    model, _ = load_pretrained(checkpoints[name], tokenizer=False)
+    hs_ref, logits_ref = hf_outputs(checkpoints[name], IDS)
+    hs = np.asarray(model.hidden_states(IDS))
+    assert hs.shape == (model.cfg.n_layers + 1, 2, 11, 32) == hs_ref.shape
+    np.testing.assert_allclose(hs, hs_ref, atol=1e-4, rtol=1e-4)
+    np.testing.assert_allclose(np.asarray(model(IDS)), logits_ref, atol=1e-4, rtol=1e-4)
+
+
+def test_hidden_state_convention(checkpoints):
+    """Entry 0 = embeddings, last = after the final norm (not the last block's raw output)."""
+    model, _ = load_pretrained(checkpoints["gpt2"], tokenizer=False)
+    p = model.param_tree()
+    hs = np.asarray(model.hidden_states(IDS[:1]))
+    np.testing.assert_allclose(hs[0], p["wte"][IDS[:1]] + p["wpe"][np.arange(11)], atol=1e-6)
+    assert np.allclose(hs[-1].mean(-1), p["lnf_bias"].mean(), atol=0.2)  # a normed state
+    assert not np.allclose(hs[-1], hs[-2], atol=1e-2)
+
+
+def test_old_style_top_level_rope_theta(checkpoints, tmp_path):
+    folder = tmp_path / "old"
+    shutil.copytree(checkpoints["llama_sharded"], folder)
+    cfg = json.loads((folder / "config.json").read_text())
+    cfg["rope_theta"] = cfg.pop("rope_parameters")["rope_theta"]
+    (folder / "config.json").write_text(json.dumps(cfg))
+    model, _ = load_pretrained(folder, tokenizer=False)
+    assert model.cfg.rope_theta == 500.0
+    new, _ = load_pretrained(checkpoints["llama_sharded"], tokenizer=False)
+    np.testing.assert_array_equal(np.asarray(model(IDS)), np.asarray(new(IDS)))
+    _, logits_ref = hf_outputs(folder, IDS)
+    np.testing.assert_allclose(np.asarray(model(IDS)), logits_ref, atol=1e-4)
+
+
+def test_bfloat16_compute_is_close(checkpoints):
+    model, _ = load_pretrained(checkpoints["llama_bf16"], dtype=jnp.bfloat16, tokenizer=False)
+    assert model.param_tree()["layers"]["q_w"].dtype == jnp.bfloat16
+    _, logits_ref = hf_outputs(checkpoints["llama_bf16"], IDS)
+    err = np.abs(np.asarray(model(IDS)) - logits_ref).max() / np.abs(logits_ref).max()
+    assert err < 3e-2  # bfloat16 keeps ~3 significant digits
+
+
+@pytest.mark.parametrize("name", ["gpt2", "llama_gqa"])
+def test_padding_does_not_change_real_positions(checkpoints, name):
+    model, _ = load_pretrained(checkpoints[name], tokenizer=False)
+    short = IDS[:1, :7]
+    alone = np.asarray(model.hidden_states(short))[:, 0]
+    left = np.concatenate([np.full((1, 4), 5), short], 1)
+    right = np.concatenate([short, np.full((1, 4), 5)], 1)
+    pad_mask = np.r_[np.zeros(4), np.ones(7)][None].astype(int)
+    hl = np.asarray(model.hidden_states(left, pad_mask))[:, 0, 4:]
+    hr = np.asarray(model.hidden_states(right, pad_mask[:, ::-1].copy()))[:, 0, :7]
+    np.testing.assert_allclose(hl, alone, atol=1e-5)
+    np.testing.assert_allclose(hr, alone, atol=1e-5)
+    batch = np.concatenate([left, IDS[1:, :11]], 0)
+    mask = np.concatenate([pad_mask, np.ones((1, 11), int)], 0)
+    hs_ref, _ = hf_outputs(checkpoints[name], batch, mask)
+    hb = np.asarray(model.hidden_states(batch, mask))
+    np.testing.assert_allclose(hb[:, 0, 4:], hs_ref[:, 0, 4:], atol=1e-4)
+    np.testing.assert_allclose(hb[:, 1], hs_ref[:, 1], atol=1e-4)
+
+
+def test_layers_are_scanned_so_the_program_does_not_grow_with_depth(tmp_path):
+    sizes = []
+    for n in (2, 6):
+        model, _ = load_pretrained(save_tiny("llama", tmp_path / f"l{n}", num_hidden_layers=n), tokenizer=False)
+        jaxpr = jax.make_jaxpr(lambda p, i: forward_hidden.__wrapped__(model.cfg, p, i))(model.param_tree(), IDS)
+        sizes.append(len(jaxpr.eqns[0].params["jaxpr"].eqns) if jaxpr.eqns[0].primitive.name == "pjit" else len(jaxpr.eqns))
+        assert "scan" in str(jaxpr)
+    assert sizes[0] == sizes[1]
+
+
+def test_real_gpt2_tokenizer(checkpoints, tmp_path):
+    tok_dir = SHARED / "tokenizers" / "gpt2"
+    if not tok_dir.is_dir():
+        pytest.skip("../shared/tokenizers/gpt2 not present")
+    folder = tmp_path / "with_tok"
+    shutil.copytree(checkpoints["gpt2"], folder)
+    for f in ("vocab.json", "merges.txt"):
+        shutil.copy(tok_dir / f, folder / f)
+    cfg = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps(cfg))
+    _, tok = load_pretrained(folder)
+    assert tok("Hello world")["input_ids"] == [15496, 995]
+    assert len(tok) == 50257
+    text = "The pie-man, said the Times, 'struck again'."
+    assert tok.decode(tok(text)["input_ids"]) == text
+
+
+def _break(folder, tmp_path, edit):
+    dst = tmp_path / "broken"
+    shutil.copytree(folder, dst)
+    edit(dst)
+    return dst
+
+
+def test_bad_checkpoints_get_clear_errors(checkpoints, tmp_path):
+    with pytest.raises(FileNotFoundError, match="model folder not found"):
+        load_pretrained(tmp_path / "nope")
+    no_cfg = _break(checkpoints["gpt2"], tmp_path / "a", lambda d: (d / "config.json").unlink())
+    with pytest.raises(FileNotFoundError, match="config.json"):
+        load_pretrained(no_cfg)
+    no_w = _break(checkpoints["gpt2"], tmp_path / "b", lambda d: (d / "model.safetensors").unlink())
+    with pytest.raises(FileNotFoundError, match="model.safetensors"):
+        load_pretrained(no_w)
+    with pytest.raises(ValueError, match=r"unsupported model_type 'bert'.*gpt2, llama"):
+        from_hf({"model_type": "bert"})
+
+    def drop_and_add(d):
+        from safetensors.numpy import load_file, save_file
+        t = load_file(d / "model.safetensors")
+        t.pop("transformer.h.1.mlp.c_fc.bias")
+        t["transformer.h.9.extra.weight"] = np.zeros(3, np.float32)
+        t["transformer.h.0.attn.bias"] = np.zeros(3, np.float32)  # a known buffer: ignored
+        save_file(t, d / "model.safetensors")
+
+    keys = _break(checkpoints["gpt2"], tmp_path / "c", drop_and_add)
+    with pytest.raises(ValueError, match=r"missing \['transformer.h.1.mlp.c_fc.bias'\]; unexpected \['transformer.h.9.extra.weight'\]"):
+        load_pretrained(keys, tokenizer=False)
+
+    model, _ = load_pretrained(checkpoints["gpt2"], tokenizer=False)
+    with pytest.raises(ValueError, match="49 tokens exceeds the model's 48 positions"):
+        model(np.zeros((1, 49), int))
