@@ -149,3 +149,19 @@ def test_bad_checkpoints_get_clear_errors(checkpoints, tmp_path):
     model, _ = load_pretrained(checkpoints["gpt2"], tokenizer=False)
     with pytest.raises(ValueError, match="49 tokens exceeds the model's 48 positions"):
         model(np.zeros((1, 49), int))
+
+
+def test_blocked_causal_attention_equals_full():
+    from assocjax.models.modeling import attention, causal_attention, positions_and_mask
+
+    rng = np.random.default_rng(0)
+    q = jnp.asarray(rng.standard_normal((2, 37, 4, 8)), jnp.float32)
+    k = jnp.asarray(rng.standard_normal((2, 37, 2, 8)), jnp.float32)
+    v = jnp.asarray(rng.standard_normal((2, 37, 2, 8)), jnp.float32)
+    mask = np.ones((2, 37), int)
+    mask[1, :5] = 0  # left padding
+    _, allowed = positions_and_mask(jnp.zeros((2, 37), int), jnp.asarray(mask))
+    full = attention(q, k, v, allowed)
+    blocked = causal_attention(q, k, v, allowed, block=8)
+    np.testing.assert_allclose(np.asarray(blocked)[:, 5:], np.asarray(full)[:, 5:], atol=1e-6)
+    np.testing.assert_allclose(np.asarray(blocked)[0], np.asarray(full)[0], atol=1e-6)

@@ -53,15 +53,34 @@ def rope(x_BSHd, positions_BS, theta, factor):
 
 
 def attention(q_BSHd, k_BKNd, v_BKNd, allowed_BSK):
-    """Softmax attention with grouped K/V heads (N = KV heads), softmax in float32."""
+    """Softmax attention with grouped K/V heads (N = KV heads), softmax in float32.
+
+    The normalisation is applied after the value product ((S, d) values instead of an
+    (S, K) pass), and q is scaled before the score product for the same reason.
+    """
     b, s, h, d = q_BSHd.shape
     n = k_BKNd.shape[2]
-    q = q_BSHd.reshape(b, s, n, h // n, d)
-    scores = jnp.einsum("bsngd,bknd->bngsk", q, k_BKNd).astype(jnp.float32) / np.sqrt(d)
+    q = (q_BSHd * np.asarray(1 / np.sqrt(d), q_BSHd.dtype)).reshape(b, s, n, h // n, d)
+    scores = jnp.einsum("bsngd,bknd->bngsk", q, k_BKNd).astype(jnp.float32)
     scores = jnp.where(allowed_BSK[:, None, None], scores, NEG_INF)
-    probs = jax.nn.softmax(scores, axis=-1).astype(v_BKNd.dtype)
-    out = jnp.einsum("bngsk,bknd->bsngd", probs, v_BKNd)
-    return out.reshape(b, s, h * d)
+    probs = jnp.exp(scores - jnp.max(scores, axis=-1, keepdims=True))
+    out = jnp.einsum("bngsk,bknd->bsngd", probs.astype(v_BKNd.dtype), v_BKNd)
+    norm = jnp.transpose(jnp.sum(probs, axis=-1), (0, 3, 1, 2))[..., None]
+    return (out / norm.astype(out.dtype)).reshape(b, s, h * d)
+
+
+def causal_attention(q_BSHd, k_BSNd, v_BSNd, allowed_BSS, block: int = 256):
+    """`attention` for a causal mask over the same tokens, by query blocks: block i only
+    reads keys up to its own end, skipping the masked upper triangle (about half the
+    score work for long sequences)."""
+    s = q_BSHd.shape[1]
+    if s <= block:
+        return attention(q_BSHd, k_BSNd, v_BSNd, allowed_BSS)
+    outs = []
+    for start in range(0, s, block):
+        end = min(start + block, s)
+        outs.append(attention(q_BSHd[:, start:end], k_BSNd[:, :end], v_BSNd[:, :end], allowed_BSS[:, start:end, :end]))
+    return jnp.concatenate(outs, axis=1)
 
 
 class KVCache(NamedTuple):
@@ -73,12 +92,12 @@ class KVCache(NamedTuple):
 
 
 def _attend(cfg, q, k, v, allowed, cache_kv, index):
-    if cache_kv is not None:
-        ck, cv = cache_kv
-        k = jax.lax.dynamic_update_slice_in_dim(ck, k.astype(ck.dtype), index, axis=1)
-        v = jax.lax.dynamic_update_slice_in_dim(cv, v.astype(cv.dtype), index, axis=1)
-        cache_kv = (k, v)
-    return attention(q, k, v, allowed), cache_kv
+    if cache_kv is None:
+        return causal_attention(q, k, v, allowed), None
+    ck, cv = cache_kv
+    k = jax.lax.dynamic_update_slice_in_dim(ck, k.astype(ck.dtype), index, axis=1)
+    v = jax.lax.dynamic_update_slice_in_dim(cv, v.astype(cv.dtype), index, axis=1)
+    return attention(q, k, v, allowed), (k, v)
 
 
 def gpt2_block(cfg: ModelConfig, p, h, positions, allowed, cache_kv=None, index=None):
