@@ -17,8 +17,8 @@ def save_tiny(kind: str, folder: Path, dtype: str = "float32", shard: str | None
 
     torch.manual_seed(0)
     if kind == "gpt2":
-        cfg = GPT2Config(n_embd=32, n_layer=3, n_head=4, vocab_size=101, n_positions=48, bos_token_id=0,
-                         eos_token_id=0, **overrides)
+        base = dict(n_embd=32, n_layer=3, n_head=4, vocab_size=101, n_positions=48, bos_token_id=0, eos_token_id=0)
+        cfg = GPT2Config(**{**base, **overrides})
     else:
         base = dict(hidden_size=32, intermediate_size=56, num_hidden_layers=3, num_attention_heads=4,
                     num_key_value_heads=2, vocab_size=101, max_position_embeddings=64, bos_token_id=0, eos_token_id=0)
