@@ -1,30 +1,14 @@
-"""Tidy outputs (CSV/JSON a user loads with pandas), written atomically: a crash or Ctrl-C
-never leaves a half-written file under the final name."""
+"""Tidy outputs (CSV/JSON a user loads with pandas), written atomically."""
 from __future__ import annotations
 
 import csv
 import io
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Iterable, Mapping
 
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+from .atomic import atomic_write_text
 
 
 def write_json(path, obj) -> Path:

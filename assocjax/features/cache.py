@@ -9,13 +9,13 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
-import tempfile
 import warnings
 from pathlib import Path
 
 import jax
 import numpy as np
+
+from ..atomic import atomic_write_bytes
 
 FEATURES_VERSION = 1  # bump when the extraction's numbers change
 
@@ -70,15 +70,7 @@ def load(cache_dir: Path, key: dict) -> np.ndarray | None:
 
 def save(cache_dir: Path, key: dict, feats: np.ndarray) -> Path:
     path = _file(cache_dir, key)
-    cache_dir.mkdir(parents=True, exist_ok=True)
     buf = io.BytesIO()
     np.savez(buf, features=feats, key=json.dumps(key, sort_keys=True), checksum=_checksum(feats))
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=cache_dir)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(buf.getvalue())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_bytes(path, buf.getvalue())
     return path
