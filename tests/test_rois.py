@@ -1,0 +1,256 @@
+"""Tests for assocjax.rois: tiny annot / label.gii / NIfTI atlases written here, group masks,
+and the subject bootstrap checked against plain NumPy."""
+import warnings
+
+import nibabel as nib
+import numpy as np
+import pytest
+from nibabel.gifti import GiftiDataArray, GiftiImage, GiftiLabel, GiftiLabelTable
+
+from assocjax import rois
+
+# FreeSurferColorLUT.txt entries 11100-11175 (ctx_lh_ prefix removed): the label names of
+# FreeSurfer's aparc.a2009s (Destrieux 2009) annot, in colour-table order. nilearn ships no
+# offline copy (its fetcher downloads the annots), so the list is written out here.
+DESTRIEUX = """Unknown G_and_S_frontomargin G_and_S_occipital_inf G_and_S_paracentral G_and_S_subcentral
+G_and_S_transv_frontopol G_and_S_cingul-Ant G_and_S_cingul-Mid-Ant G_and_S_cingul-Mid-Post G_cingul-Post-dorsal
+G_cingul-Post-ventral G_cuneus G_front_inf-Opercular G_front_inf-Orbital G_front_inf-Triangul G_front_middle
+G_front_sup G_Ins_lg_and_S_cent_ins G_insular_short G_occipital_middle G_occipital_sup G_oc-temp_lat-fusifor
+G_oc-temp_med-Lingual G_oc-temp_med-Parahip G_orbital G_pariet_inf-Angular G_pariet_inf-Supramar G_parietal_sup
+G_postcentral G_precentral G_precuneus G_rectus G_subcallosal G_temp_sup-G_T_transv G_temp_sup-Lateral
+G_temp_sup-Plan_polar G_temp_sup-Plan_tempo G_temporal_inf G_temporal_middle Lat_Fis-ant-Horizont
+Lat_Fis-ant-Vertical Lat_Fis-post Medial_wall Pole_occipital Pole_temporal S_calcarine S_central S_cingul-Marginalis
+S_circular_insula_ant S_circular_insula_inf S_circular_insula_sup S_collat_transv_ant S_collat_transv_post S_front_inf
+S_front_middle S_front_sup S_interm_prim-Jensen S_intrapariet_and_P_trans S_oc_middle_and_Lunatus
+S_oc_sup_and_transversal S_occipital_ant S_oc-temp_lat S_oc-temp_med_and_Lingual S_orbital_lateral
+S_orbital_med-olfact S_orbital-H_Shaped S_parieto_occipital S_pericallosal S_postcentral S_precentral-inf-part
+S_precentral-sup-part S_suborbital S_subparietal S_temporal_inf S_temporal_sup S_temporal_transverse""".split()
+
+# FSL's HarvardOxford-Cortical.xml labels (image value = index + 1), nilearn's order after "Background".
+HO_CORTICAL = [
+    "Frontal Pole", "Insular Cortex", "Superior Frontal Gyrus", "Middle Frontal Gyrus",
+    "Inferior Frontal Gyrus, pars triangularis", "Inferior Frontal Gyrus, pars opercularis", "Precentral Gyrus",
+    "Temporal Pole", "Superior Temporal Gyrus, anterior division", "Superior Temporal Gyrus, posterior division",
+    "Middle Temporal Gyrus, anterior division", "Middle Temporal Gyrus, posterior division",
+    "Middle Temporal Gyrus, temporooccipital part", "Inferior Temporal Gyrus, anterior division",
+    "Inferior Temporal Gyrus, posterior division", "Inferior Temporal Gyrus, temporooccipital part",
+    "Postcentral Gyrus", "Superior Parietal Lobule", "Supramarginal Gyrus, anterior division",
+    "Supramarginal Gyrus, posterior division", "Angular Gyrus", "Lateral Occipital Cortex, superior division",
+    "Lateral Occipital Cortex, inferior division", "Intracalcarine Cortex", "Frontal Medial Cortex",
+    "Juxtapositional Lobule Cortex (formerly Supplementary Motor Cortex)", "Subcallosal Cortex",
+    "Paracingulate Gyrus", "Cingulate Gyrus, anterior division", "Cingulate Gyrus, posterior division",
+    "Precuneous Cortex", "Cuneal Cortex", "Frontal Orbital Cortex", "Parahippocampal Gyrus, anterior division",
+    "Parahippocampal Gyrus, posterior division", "Lingual Gyrus", "Temporal Fusiform Cortex, anterior division",
+    "Temporal Fusiform Cortex, posterior division", "Temporal Occipital Fusiform Cortex", "Occipital Fusiform Gyrus",
+    "Frontal Operculum Cortex", "Central Opercular Cortex", "Parietal Operculum Cortex", "Planum Polare",
+    "Heschl's Gyrus (includes H1 and H2)", "Planum Temporale", "Supracalcarine Cortex", "Occipital Pole"]
+
+# Glasser et al. 2016 HCP-MMP1.0 area names used by the groups (each seen as L_<name>_ROI in the release).
+HCP_USED = set("H EC PreS PeEc PHA1 PHA2 PHA3 PGi PGs PGp PF PFm PFop PFt IP0 IP1 IP2 44 45 47l IFSa IFSp IFJa "
+               "IFJp 55b STSda STSdp STSva STSvp STGa TGd PSL V1 V2 V3 V4".split())
+SYNTH = ["unknown", "medial_wall", "mtl_hippocampus", "mtl_parahippocampal", "language_stg", "frontal_ifg",
+         "parietal_angular", "visual_control"]
+
+
+def _write_annot(path, names, labels):
+    ctab = np.zeros((len(names), 4), np.int32)
+    ctab[:, 0] = np.arange(len(names)) * 3 % 256  # colours must differ: nibabel fills the ids from them
+    ctab[:, 1] = np.arange(len(names)) // 85
+    nib.freesurfer.write_annot(str(path), np.asarray(labels, np.int32), ctab, names, fill_ctab=True)
+
+
+def _names_of(atlas):
+    return np.array([atlas.names.get(k, "") for k in atlas.labels_V])
+
+
+@pytest.fixture
+def destrieux(tmp_path):
+    lh = ["G_oc-temp_med-Parahip", "G_pariet_inf-Angular", "S_front_inf", "G_front_inf-Triangul",
+          "Medial_wall", "S_temporal_sup", "G_oc-temp_med-Parahip", "Pole_occipital"]
+    rh = ["Pole_temporal", "G_oc-temp_med-Parahip", "Unknown", "G_temporal_middle", "S_calcarine", "G_front_sup"]
+    _write_annot(tmp_path / "lh.aparc.a2009s.annot", DESTRIEUX, [DESTRIEUX.index(n) for n in lh])
+    rev = DESTRIEUX[::-1]  # a different colour-table order on the right: labels must match by name
+    _write_annot(tmp_path / "rh.aparc.a2009s.annot", rev, [rev.index(n) for n in rh])
+    return rois.load_destrieux(tmp_path), lh + rh
+
+
+def test_group_names_are_real_atlas_labels():
+    known = {"destrieux": set(DESTRIEUX), "harvard_oxford": set(HO_CORTICAL), "hcp_mmp": HCP_USED,
+             "synthetic": set(SYNTH)}
+    for group, by_src in rois.REGION_GROUPS.items():
+        for src, names in by_src.items():
+            assert names == (rois.ALL,) or set(names) <= known[src], (group, src, set(names) - known[src])
+    assert set(rois.EXCLUDED["destrieux"]) <= set(DESTRIEUX) and len(DESTRIEUX) == 76
+
+
+def test_destrieux_annot_groups_and_hemispheres(destrieux):
+    atlas, truth = destrieux
+    assert atlas.source == "destrieux" and len(atlas.labels_V) == 14
+    assert list(_names_of(atlas)) == truth  # both colour-table orders decode to the written names
+    assert list(atlas.hemi_V) == ["L"] * 8 + ["R"] * 6
+    mtl = rois.group_mask(atlas, "mtl")
+    np.testing.assert_array_equal(np.flatnonzero(mtl), [0, 6, 9])
+    np.testing.assert_array_equal(np.flatnonzero(rois.group_mask(atlas, "mtl", hemi="R")), [9])
+    np.testing.assert_array_equal(np.flatnonzero(rois.group_mask(atlas, "mtl", hemi="lh")), [0, 6])
+    np.testing.assert_array_equal(np.flatnonzero(rois.group_mask(atlas, "language")), [1, 3, 5, 8, 11])
+    np.testing.assert_array_equal(np.flatnonzero(rois.group_mask(atlas, "frontal_sulcus")), [2])
+    np.testing.assert_array_equal(np.flatnonzero(rois.group_mask(atlas, "frontal_gyrus")), [3, 13])
+    cortex_L = rois.group_mask(atlas, "cortex", hemi="L")  # whole hemisphere minus the medial wall
+    np.testing.assert_array_equal(np.flatnonzero(cortex_L), [0, 1, 2, 3, 5, 6, 7])
+    assert not rois.group_mask(atlas, "cortex")[10]  # Unknown
+
+
+def test_errors_name_the_problem(destrieux, tmp_path):
+    atlas, _ = destrieux
+    with pytest.raises(ValueError, match="unknown region group 'hippo'.*'language'.*'mtl'"):
+        rois.group_mask(atlas, "hippo")
+    _write_annot(tmp_path / "lh.tiny.annot", ["Unknown", "G_pariet_inf-Angular"], [0, 1])
+    _write_annot(tmp_path / "rh.tiny.annot", ["Unknown", "G_pariet_inf-Angular"], [1, 0])
+    tiny = rois.load_annot(tmp_path / "lh.tiny.annot", tmp_path / "rh.tiny.annot", source="destrieux")
+    with pytest.raises(ValueError, match=r"missing.*'G_pariet_inf-Supramar'.*'G_precuneus'"):
+        rois.group_mask(tiny, "parietal")
+    np.testing.assert_array_equal(rois.group_mask(tiny, "parietal", strict=False), [False, True, True, False])
+    with pytest.raises(ValueError, match="missing.*G_oc-temp_med-Parahip"):
+        rois.group_mask(tiny, "mtl", strict=False)  # none present is an error even when lenient
+    with pytest.raises(ValueError, match="hemi must be"):
+        rois.group_mask(atlas, "mtl", hemi="X")
+
+
+def test_synthetic_annot(tmp_path):
+    lh, rh = [2, 3, 4, 1, 7], [5, 6, 2, 0]
+    _write_annot(tmp_path / "lh.synthetic.annot", SYNTH, lh)
+    _write_annot(tmp_path / "rh.synthetic.annot", SYNTH, rh)
+    atlas = rois.load_annot(tmp_path / "lh.synthetic.annot", tmp_path / "rh.synthetic.annot")
+    assert atlas.source == "synthetic"
+    np.testing.assert_array_equal(np.flatnonzero(rois.group_mask(atlas, "mtl")), [0, 1, 7])
+    np.testing.assert_array_equal(np.flatnonzero(rois.group_mask(atlas, "language", "L")), [2])
+    np.testing.assert_array_equal(np.flatnonzero(rois.group_mask(atlas, "visual_control")), [4])
+    assert not rois.group_mask(atlas, "cortex")[[3, 8]].any()  # medial_wall, unknown
+    with pytest.raises(ValueError, match="no names for atlas source 'synthetic'"):
+        rois.group_mask(atlas, "frontal_sulcus")
+
+
+def test_hcp_label_gifti(tmp_path):
+    paths = []
+    for hemi, offset, keys in (("L", 0, [1, 2, 0, 3]), ("R", 180, [183, 181, 181])):
+        table = GiftiLabelTable()
+        for key, name in ((0, "???"), (1 + offset, f"{hemi}_H_ROI"), (2 + offset, f"{hemi}_V1_ROI"),
+                          (3 + offset, f"{hemi}_PGi_ROI")):
+            lab = GiftiLabel(key=key)
+            lab.label = name
+            table.labels.append(lab)
+        darray = GiftiDataArray(np.array(keys, np.int32), intent="NIFTI_INTENT_LABEL")
+        img = GiftiImage(labeltable=table, darrays=[darray])
+        paths.append(tmp_path / f"{hemi}.label.gii")
+        nib.save(img, paths[-1])
+    atlas = rois.load_gifti_labels(*paths)
+    assert list(_names_of(atlas)) == ["H", "V1", "???", "PGi", "PGi", "H", "H"]
+    np.testing.assert_array_equal(np.flatnonzero(rois.group_mask(atlas, "mtl", "R", strict=False)), [5, 6])
+    np.testing.assert_array_equal(np.flatnonzero(rois.group_mask(atlas, "parietal", strict=False)), [3, 4])
+    np.testing.assert_array_equal(rois.group_mask(atlas, "cortex"), [1, 1, 0, 1, 1, 1, 1])
+
+
+def _ho_image():
+    data = np.zeros((4, 2, 2), np.int16)  # x = 2 * (i - 2) mm: i < 2 is left
+    data[0, 0, 0] = data[3, 1, 1] = 1 + HO_CORTICAL.index("Parahippocampal Gyrus, anterior division")
+    data[1, 1, 0] = 1 + HO_CORTICAL.index("Parahippocampal Gyrus, posterior division")
+    data[2, 0, 1] = 1 + HO_CORTICAL.index("Angular Gyrus")
+    affine = np.diag([2.0, 2.0, 2.0, 1.0])
+    affine[0, 3] = -4.0
+    return nib.Nifti1Image(data, affine), data
+
+
+def test_harvard_oxford_nifti(tmp_path):
+    img, data = _ho_image()
+    nib.save(img, tmp_path / "ho.nii.gz")
+    atlas = rois.load_harvard_oxford(tmp_path / "ho.nii.gz", ["Background"] + HO_CORTICAL)
+    assert atlas.labels_V.shape == (16,) and list(atlas.hemi_V) == ["L"] * 8 + ["R"] * 8
+    mtl = rois.group_mask(atlas, "mtl")
+    np.testing.assert_array_equal(mtl.reshape(data.shape), np.isin(data, [34, 35]))
+    assert rois.group_mask(atlas, "mtl", "L").sum() == 2 and rois.group_mask(atlas, "mtl", "R").sum() == 1
+    # FSL XML names (value = index + 1) and a voxel mask in data[mask] order give the same labels
+    items = "".join(f'<label index="{i}">{n}</label>' for i, n in enumerate(HO_CORTICAL))
+    xml = f"<atlas><data>{items}</data></atlas>"
+    (tmp_path / "HarvardOxford-Cortical.xml").write_text(xml.replace("'", "&apos;"))
+    keep = data > 0
+    masked = rois.load_harvard_oxford(img, tmp_path / "HarvardOxford-Cortical.xml", mask=keep)
+    np.testing.assert_array_equal(masked.labels_V, data[keep])
+    assert list(masked.hemi_V) == ["L", "L", "R", "R"]
+    assert rois.group_mask(masked, "parietal", strict=False).sum() == 1
+
+
+def _atlas(n_L, n_R, names=("a", "b")):
+    labels = np.r_[np.arange(n_L) % 2, np.arange(n_R) % 2]
+    return rois.Atlas(labels, dict(enumerate(names)), np.array(["L"] * n_L + ["R"] * n_R), "synthetic")
+
+
+def _synth_atlas():
+    # 6 vertices: mtl (L: 0, 1; R: 4), language (L: 2), visual (R: 5), medial wall (3)
+    keys = np.array([2, 3, 4, 1, 3, 7])
+    return rois.Atlas(keys, dict(enumerate(SYNTH)), np.array(list("LLLLRR")), "synthetic")
+
+
+def test_summary_mean_is_exact_and_tidy():
+    rng = np.random.default_rng(1)
+    c_S = rng.normal(size=7)
+    dev = np.array([0.5, -0.5, 3.0, 9.0, 0.0, -2.0])  # zero-mean within each region's hemisphere part
+    x = c_S[:, None] + dev
+    x[2, 0] = x[2, 1] = np.nan  # subject 2 loses its left MTL: its mean is still c_S[2] elsewhere
+    x[:, 3] = np.nan
+    rows = rois.region_summary(x, _synth_atlas(), groups=["mtl", "language"], n_boot=200, labels=True)
+    by = {(r["region"], r["hemi"]): r for r in rows}
+    assert by[("mtl", "R")]["mean"] == pytest.approx(c_S.mean() + 0.0, abs=1e-12)
+    assert by[("mtl", "L")]["mean"] == pytest.approx(np.delete(c_S, 2).mean(), abs=1e-12)
+    assert by[("mtl", "L")]["n_subjects"] == 6 and by[("mtl", "both")]["n_vertices"] == 3
+    assert by[("language", "L")]["mean"] == pytest.approx(c_S.mean() + 3.0, abs=1e-12)
+    assert ("language", "R") not in by  # no vertex there: no row
+    assert by[("visual_control", "R")]["level"] == "label" and ("medial_wall", "L") not in by
+    pd = pytest.importorskip("pandas")
+    df = pd.DataFrame(rows)
+    assert list(df.columns) == ["region", "level", "hemi", "n_vertices", "mean", "ci_low", "ci_high", "n_subjects"]
+
+
+def _plain_bootstrap(m_S, idx_BS, ci=0.95):
+    boot = np.array([np.nanmean(m_S[i]) for i in idx_BS])
+    return np.quantile(boot, [(1 - ci) / 2, (1 + ci) / 2])
+
+
+def test_bootstrap_matches_plain_numpy_and_is_seeded():
+    rng = np.random.default_rng(2)
+    S, B = 12, 500
+    x = rng.normal(size=(S, 20)) + rng.normal(size=(S, 1))
+    x[3, :10] = np.nan  # subject 3 has no left-hemisphere data
+    atlas = _atlas(10, 10)
+    rows = rois.region_summary(x, atlas, groups=[], labels=True, n_boot=B, seed=5, ci=0.9)
+    idx = rois.bootstrap_indices(S, B, seed=5)
+    for r in rows:
+        mask = (atlas.labels_V == (0 if r["region"] == "a" else 1)) & (r["hemi"] == "both" or atlas.hemi_V == r["hemi"])
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # subject 3's empty left hemisphere
+            m_S = np.nanmean(x[:, mask], axis=1)
+        lo, hi = _plain_bootstrap(m_S, idx, ci=0.9)
+        assert (r["ci_low"], r["ci_high"]) == pytest.approx((lo, hi), rel=1e-12)
+        assert r["ci_low"] <= r["mean"] <= r["ci_high"]
+        assert r["n_subjects"] == (S - 1 if r["hemi"] == "L" else S)
+    again = rois.region_summary(x, atlas, groups=[], labels=True, n_boot=B, seed=5, ci=0.9)
+    other = rois.region_summary(x, atlas, groups=[], labels=True, n_boot=B, seed=6, ci=0.9)
+    assert again == rows and other != rows
+
+
+def test_ci_narrows_with_more_subjects():
+    rng = np.random.default_rng(3)
+    atlas = _synth_atlas()
+
+    def width(S):
+        x = rng.normal(loc=0.3, size=(S, 1)) + 0.1 * rng.normal(size=(S, 6))
+        r = rois.region_summary(x, atlas, groups=["mtl"], hemis=("both",), n_boot=1000)[0]
+        assert r["ci_low"] <= r["mean"] <= r["ci_high"]
+        return r["ci_high"] - r["ci_low"]
+
+    w10, w200 = width(10), width(200)
+    assert w200 < 0.5 * w10  # ~ 1 / sqrt(S): expect a ratio near 0.22
+
+
+def test_scores_must_match_atlas():
+    with pytest.raises(ValueError, match="scores have 5 vertices, atlas has 6"):
+        rois.region_summary(np.zeros((2, 5)), _synth_atlas())
