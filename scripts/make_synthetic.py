@@ -1,0 +1,12 @@
+"""Write a synthetic Narratives dataset with known ground truth: `python scripts/make_synthetic.py --help`.
+
+    python scripts/make_synthetic.py --out DIR
+    python scripts/make_synthetic.py --out DIR --from-metadata ../shared/narratives --stories pieman,tunnel --n-subjects 4
+"""
+import tyro
+
+from assocjax.data.synthetic import SyntheticConfig, make_synthetic, summary_line
+
+if __name__ == "__main__":
+    cfg = tyro.cli(SyntheticConfig)
+    print(summary_line(make_synthetic(cfg, progress=True), cfg.out))

@@ -1,0 +1,248 @@
+"""Synthetic Narratives: real layout, files that parse, and the planted ground truth is measurable."""
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import jax.numpy as jnp
+import nibabel as nib
+import numpy as np
+import pytest
+
+from assocjax.ceiling import split_half_ceiling
+from assocjax.data.synthetic import SyntheticConfig, make_synthetic, random_embedding, spm_hrf, stimulus_design
+from assocjax.stimuli import audio_onset, read_gentle_csv, read_tr
+
+ROOT = Path(__file__).resolve().parents[1]
+NARRATIVES = ROOT.parent / "shared" / "narratives"
+SPACE, N_VERT = "tinysphere", 150
+# 250 story TRs: the split-half r of one vertex then has a sampling SD of about 0.05, so the
+# median of ~46 vertices per parcel is good to ~0.01 (see test_ceiling_matches_manifest).
+TINY = dict(space=SPACE, n_vertices=N_VERT, story_trs=250, feature_dim=8, n_subjects=7, volume_shape=(5, 6, 5))
+
+
+@pytest.fixture(scope="module")
+def ds(tmp_path_factory):
+    out = tmp_path_factory.mktemp("synth") / "narratives"
+    manifest = make_synthetic(SyntheticConfig(out=out, **TINY))
+    return out, manifest
+
+
+def _bold(root: Path, stem: str, space: str = SPACE) -> np.ndarray:
+    """(T, V) both hemispheres of one scan, left first."""
+    sub = stem.split("_")[0]
+    halves = []
+    for h in "LR":
+        img = nib.load(root / f"derivatives/afni-nosmooth/{sub}/func/{stem}_space-{space}_hemi-{h}_desc-clean.func.gii")
+        assert all(d.intent == nib.nifti1.intent_codes["NIFTI_INTENT_TIME_SERIES"] for d in img.darrays)
+        assert all(d.data.dtype == np.float32 for d in img.darrays)
+        halves.append(np.stack([d.data for d in img.darrays]))
+    return np.concatenate(halves, 1)
+
+
+def _atlas(root: Path, manifest: dict) -> tuple[np.ndarray, list[str]]:
+    labels, names = [], None
+    for h in "LR":
+        lab, _, nm = nib.freesurfer.read_annot(root / manifest["atlas"]["annot"][h])
+        labels.append(lab)
+        names = [n.decode() for n in nm]
+    return np.concatenate(labels), names
+
+
+def _tsv(path: Path) -> list[dict]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f, delimiter="\t"))
+
+
+def _story_bold(root: Path, manifest: dict, task: str) -> np.ndarray:
+    """(S, T_story, V) the included subjects' scans of one task, story window only."""
+    t = manifest["tasks"][task]
+    a, b = t["story_window_trs"]
+    return np.stack([_bold(root, f"{s}_task-{task}")[a:b] for s in t["included_subjects"]])
+
+
+def test_layout_parses_like_narratives(ds):
+    root, m = ds
+    for name in ("participants.tsv", "dataset_description.json", "code/scan_exclude.json", "code/event_meta.json",
+                 "associations.json", "manifest.json"):
+        assert (root / name).is_file(), name
+    meta = json.loads((root / "code/event_meta.json").read_text())
+    labels, names = _atlas(root, m)
+    assert names == ["medial_wall", "language_stg", "frontal_ifg", "parietal_angular", "mtl_hippocampus",
+                     "mtl_parahippocampal", "visual_control"]
+    assert set(np.unique(labels)) == set(range(len(names)))
+    for scan in m["scans"]:
+        func = root / scan["subject"] / "func" / scan["stem"]
+        assert read_tr(f"{func}_bold.json") == 1.5
+        assert json.loads(Path(f"{func}_bold.json").read_text())["TaskName"] == scan["task"]
+        assert audio_onset(f"{func}_events.tsv") == 3.0
+        events = _tsv(Path(f"{func}_events.tsv"))
+        assert [e["trial_type"] for e in events] == ["music", "story"]
+        story = meta[scan["task"]][scan["task"]]
+        assert float(events[1]["onset"]) == story["onset"] * 1.5
+        y = _bold(root, scan["stem"])
+        assert y.shape == (scan["n_trs"], 2 * N_VERT)
+        assert np.array_equal(np.isnan(y).all(0), labels == 0) and not np.isnan(y[:, labels != 0]).any()
+    for task in m["tasks"]:
+        t = read_gentle_csv(root / f"stimuli/gentle/{task}/align.csv")
+        assert t.n_missing > 0 and len(t.words) > 500
+        onsets, _ = t.times(3.0)  # audio clock -> scan clock: the story event starts at onset TR 8
+        assert onsets[0] >= 8 * 1.5 and onsets[-1] < (8 + 250) * 1.5
+    vol = nib.load(root / f"derivatives/afni-nosmooth/sub-001/func/sub-001_task-storya_space-MNI152NLin2009cAsym_res-native_desc-clean_bold.nii.gz")
+    assert vol.shape == (5, 6, 5, m["scans"][0]["n_trs"]) and vol.header.get_zooms()[3] == 1.5
+    brain = nib.load(root / "derivatives/fmriprep/sub-001/func/sub-001_task-storya_space-MNI152NLin2009cAsym_desc-brain_mask.nii.gz")
+    inside = np.asarray(brain.dataobj).astype(bool)
+    assert np.allclose(brain.affine, vol.affine) and 0 < inside.sum() < inside.size
+    assert np.isfinite(vol.get_fdata()).all() and (vol.get_fdata()[~inside] == 0).all()
+
+
+def test_participants_and_exclusions(ds):
+    root, m = ds
+    rows = _tsv(root / "participants.tsv")
+    assert list(rows[0]) == ["participant_id", "age", "sex", "task", "condition", "comprehension"]
+    multi = [r for r in rows if "," in r["task"]]
+    assert multi and all(len(r[c].split(",")) == len(r["task"].split(",")) for r in multi for c in ("age", "sex"))
+    without = [r["participant_id"] for r in rows if not (root / r["participant_id"]).exists()]
+    assert without == ["sub-008"]
+    exclude = json.loads((root / "code/scan_exclude.json").read_text())
+    stems = [s for subs in exclude.values() for lst in subs.values() for s in lst]
+    assert stems == ["sub-001_task-storyb"]
+    assert (root / f"derivatives/afni-nosmooth/sub-001/func/{stems[0]}_space-{SPACE}_hemi-L_desc-clean.func.gii").is_file()
+    assert m["tasks"]["storyb"]["excluded_scans"] == stems
+    assert "sub-001" not in m["tasks"]["storyb"]["included_subjects"]
+
+
+def test_ceiling_matches_manifest(ds):
+    """Median split-half reliability per parcel = S*snr / (1 + S*snr) from the manifest.
+
+    Per vertex the SB-corrected split-half r has a sampling SD near (1 - r^2) / sqrt(T)
+    ~ 0.05 at T = 250; the median of ~46 vertices is good to ~0.01 (~0.02 in the null
+    parcel, where Spearman-Brown doubles a near-zero r). Over 10 other seeds the largest
+    miss was 0.033; 0.06 is about 3 SD of the worst parcel.
+    """
+    root, m = ds
+    labels, names = _atlas(root, m)
+    task = "storya"
+    assert len(m["tasks"][task]["included_subjects"]) == 6  # even: no odd-S Spearman-Brown bias
+    rel = np.asarray(split_half_ceiling(jnp.asarray(_story_bold(root, m, task)), n_splits=40))
+    assert np.isnan(rel[labels == 0]).all()
+    for i, name in enumerate(names[1:], start=1):
+        want = m["tasks"][task]["expected_ceiling"][name]
+        assert want["max_r"] == pytest.approx(np.sqrt(want["reliability"]))
+        assert np.median(rel[labels == i]) == pytest.approx(want["reliability"], abs=0.06), name
+
+
+def test_excluded_scan_has_no_signal(ds):
+    root, m = ds
+    labels, names = _atlas(root, m)
+    stg = labels == names.index("language_stg")
+    a, b = m["tasks"]["storyb"]["story_window_trs"]
+    group = _story_bold(root, m, "storyb")[..., stg].mean(0)
+
+    def r_with_group(stem):
+        y = _bold(root, stem)[a:b, stg]
+        return np.median([np.corrcoef(y[:, v], group[:, v])[0, 1] for v in range(y.shape[1])])
+
+    assert abs(r_with_group("sub-001_task-storyb")) < 0.12
+    assert r_with_group("sub-006_task-storyb") > 0.3
+
+
+def test_only_mtl_parcels_carry_associates(ds):
+    """Associate-word features add explained variance beyond the heard words only in mtl_ parcels.
+
+    Chance gain of 8 extra regressors over 250 TRs is ~8/250 = 0.03 of the residual variance;
+    the planted MTL gain is ~0.2 (half the MTL signal, group mean of 6 subjects).
+    """
+    root, m = ds
+    labels, names = _atlas(root, m)
+    task = "storya"
+    t = m["tasks"][task]
+    a, b = t["story_window_trs"]
+    scan = next(s for s in m["scans"] if s["task"] == task)
+    heard, assoc = stimulus_design(
+        read_gentle_csv(root / f"stimuli/gentle/{task}/align.csv"),
+        audio_onset(root / scan["subject"] / "func" / f"{scan['stem']}_events.tsv"), scan["n_trs"], scan["tr"],
+        random_embedding(m["feature_dim"], m["feature_seed"]), json.loads((root / m["associations"]).read_text()),
+        (a, b), m["response"])
+    y = _story_bold(root, m, task).mean(0)
+
+    def r2(x):
+        x = np.c_[np.ones(b - a), x[a:b]]
+        res = y - x @ np.linalg.lstsq(x, np.nan_to_num(y), rcond=None)[0]
+        return 1 - res.var(0) / y.var(0)
+
+    gain = r2(np.c_[heard, assoc]) - r2(heard)
+    for i, name in enumerate(names[1:], start=1):
+        g = np.median(gain[labels == i])
+        if m["parcels"][name]["mtl"]:
+            assert g > 0.1, (name, g)
+        else:
+            assert g < 0.07, (name, g)
+    assert np.median(r2(heard)[labels == names.index("language_stg")]) > 0.5
+
+
+def test_same_seed_same_bytes_and_overwrite(ds, tmp_path):
+    root, _ = ds
+    again = tmp_path / "again"
+    make_synthetic(SyntheticConfig(out=again, **TINY))
+    files = sorted(p.relative_to(root) for p in root.rglob("*") if p.is_file())
+    assert files == sorted(p.relative_to(again) for p in again.rglob("*") if p.is_file())
+    assert all((root / f).read_bytes() == (again / f).read_bytes() for f in files)
+
+    with pytest.raises(FileExistsError):
+        make_synthetic(SyntheticConfig(out=again, **TINY))
+    (again / "notes.txt").write_text("mine")
+    small = {**TINY, "n_subjects": 3, "story_trs": 40, "volume_shape": None}
+    make_synthetic(SyntheticConfig(out=again, seed=1, overwrite=True, **small))
+    assert (again / "notes.txt").read_text() == "mine"  # only files the generator wrote are removed
+    assert not (again / "sub-007").exists() and not (again / "derivatives/afni-nosmooth/sub-007").exists()
+    stem = "sub-001_task-storya"
+    assert not np.array_equal(np.nan_to_num(_bold(again, stem)[:40]), np.nan_to_num(_bold(root, stem)[:40]))
+
+
+def test_feature_callable_and_fir(tmp_path):
+    calls = []
+
+    def lm_layer(words):
+        calls.append(len(words))
+        return random_embedding(5, seed=3)(words) * 10.0  # any scale: features are z-scored
+
+    lm_layer.__name__ = "tiny-lm/layer-2"
+    m = make_synthetic(SyntheticConfig(out=tmp_path / "d", space=SPACE, n_vertices=40, n_subjects=2, story_trs=40,
+                                       response="fir", planted_layer=2), features=lm_layer)
+    assert calls and m["feature_source"] == "tiny-lm/layer-2" and m["feature_dim"] == 5
+    assert m["planted_layer"] == 2 and m["feature_seed"] is None and m["response"] == "fir"
+
+
+def test_spm_hrf_shape():
+    h = spm_hrf(0.5)
+    assert h.sum() == pytest.approx(1.0)
+    assert 4.5 <= np.argmax(h) * 0.5 <= 5.5  # peak ~5 s
+    assert h.min() < 0 and 12 <= np.argmin(h) * 0.5 <= 17  # undershoot ~15 s
+    assert spm_hrf(1.5).size == 22  # 0..32 s, every TR, as in SPM
+
+
+@pytest.mark.skipif(not NARRATIVES.is_dir(), reason="shared Narratives metadata not available")
+def test_from_real_metadata_cli(tmp_path):
+    out = tmp_path / "real"
+    cmd = [sys.executable, str(ROOT / "scripts/make_synthetic.py"), "--out", str(out), "--from-metadata", str(NARRATIVES),
+           "--stories", "pieman", "--n-subjects", "2", "--space", SPACE, "--n-vertices", "60"]
+    done = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().startswith("wrote 4 scans (2 subjects")
+    m = json.loads((out / "manifest.json").read_text())
+    # sub-001's pieman scans are all excluded, so the first two usable listeners are sub-002/003.
+    assert m["tasks"]["pieman"]["included_subjects"] == ["sub-002", "sub-003"]
+    assert (out / "stimuli/gentle/pieman/align.csv").read_bytes() == (NARRATIVES / "stimuli/gentle/pieman/align.csv").read_bytes()
+    copied = sorted(p.relative_to(out) for p in out.glob("sub-*/func/*"))
+    assert len(copied) == 8  # 2 subjects x run-1/run-2 x (sidecar, events)
+    assert all((out / p).read_bytes() == (NARRATIVES / p).read_bytes() for p in copied)
+    assert [r["task"] for r in _tsv(out / "participants.tsv")] == ["pieman", "pieman"]
+    meta = json.loads((out / "code/event_meta.json").read_text())
+    assert meta == {"pieman": json.loads((NARRATIVES / "code/event_meta.json").read_text())["pieman"]}
+    # Scan length: the last event ends at 437 s = 291.3 TRs -> 292, plus 8 tail TRs.
+    y = _bold(out, "sub-002_task-pieman_run-1")
+    assert y.shape == (300, 120) and all(s["n_trs"] == 300 for s in m["scans"])
