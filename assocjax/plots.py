@@ -1,0 +1,199 @@
+"""Figures for brain scores: layer curves, per-region bars and cortical surface maps.
+
+Every figure is a standalone `matplotlib.figure.Figure` with its own Agg canvas, so nothing
+here touches pyplot's global figure registry or the caller's backend. Figures are rendered to
+PNG in memory and only then written with `atomic_write_bytes`: a failure while drawing leaves
+no file behind, and a reader never sees a half-written PNG.
+"""
+from __future__ import annotations
+
+import functools
+import io
+import math
+import os
+import warnings
+from pathlib import Path
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.ticker import MaxNLocator
+
+from .atomic import atomic_write_bytes
+
+FSAVERAGE5_N = 10242
+# fsaverage meshes are icosahedral subdivisions, and each finer mesh keeps the coarser mesh's
+# vertices first, in the same order: the first 10242 vertices of fsaverage6 (40962) or
+# fsaverage7 (163842) ARE the fsaverage5 vertices, so truncating is an exact subsampling.
+NESTED_N = (FSAVERAGE5_N, 40962, 163842)
+
+
+def _save(fig: Figure, path) -> Path:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=120)
+    return atomic_write_bytes(path, buf.getvalue())
+
+
+def _new_figure(figsize) -> Figure:
+    fig = Figure(figsize=figsize)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _check_rows(rows, required: tuple[str, ...], fn: str) -> list[dict]:
+    rows = list(rows)
+    if not rows:
+        raise ValueError(f"{fn}: rows is empty; need dicts with fields {list(required)}")
+    for i, row in enumerate(rows):
+        missing = [k for k in required if k not in row]
+        if missing:
+            raise ValueError(f"{fn}: row {i} lacks fields {missing}; has {sorted(row)}")
+    return rows
+
+
+def _f(x) -> float:
+    # None and NaN both mean "not available" for CIs and ceilings.
+    return math.nan if x is None else float(x)
+
+
+def _ceiling_of(rows) -> float:
+    vals = [_f(r.get("ceiling")) for r in rows]
+    vals = [v for v in vals if math.isfinite(v)]
+    # The ceiling is a per-region property; averaging tolerates tiny per-row drift.
+    return float(np.mean(vals)) if vals else math.nan
+
+
+def plot_layer_curve(rows, path: str | os.PathLike, title: str = "") -> Path:
+    """Score vs layer, one line per region, shaded CI, dashed line at each region's ceiling."""
+    rows = _check_rows(rows, ("layer", "region", "score", "ci_low", "ci_high"), "plot_layer_curve")
+    by_region: dict[str, list[dict]] = {}
+    for r in rows:  # first-seen order keeps colours stable across calls with the same rows
+        by_region.setdefault(str(r["region"]), []).append(r)
+
+    fig = _new_figure((8, 4.5))
+    ax = fig.add_subplot()
+    any_ceiling = False
+    for i, (region, rr) in enumerate(by_region.items()):
+        rr = sorted(rr, key=lambda r: int(r["layer"]))
+        x = np.array([int(r["layer"]) for r in rr])
+        y = np.array([_f(r["score"]) for r in rr])
+        lo = np.array([_f(r["ci_low"]) for r in rr])
+        hi = np.array([_f(r["ci_high"]) for r in rr])
+        color = f"C{i % 10}"
+        ax.plot(x, y, "-o", color=color, ms=3.5, lw=1.6, label=region)
+        ok = np.isfinite(lo) & np.isfinite(hi)
+        if ok.any():
+            ax.fill_between(x, lo, hi, where=ok, color=color, alpha=0.2, lw=0, interpolate=False)
+        ceil = _ceiling_of(rr)
+        if math.isfinite(ceil):
+            any_ceiling = True
+            ax.axhline(ceil, color=color, ls="--", lw=1.2, alpha=0.8)
+    ax.axhline(0.0, color="0.6", lw=0.8, zorder=0)
+    ax.set_xlabel("layer")
+    ax.set_ylabel("brain score (r)")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    handles, labels = ax.get_legend_handles_labels()
+    if any_ceiling:  # one generic entry instead of a ceiling entry per region
+        handles.append(Line2D([], [], color="0.3", ls="--", lw=1.2))
+        labels.append("noise ceiling")
+    # Outside the axes: curves and CI bands fill most of the plot area.
+    ax.legend(handles, labels, fontsize=8, frameon=False, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    ax.set_title(title)
+    ax.grid(alpha=0.25)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_region_bars(rows, path: str | os.PathLike, title: str = "") -> Path:
+    """One bar per region with CI error bars and, where given, a dashed black line at the ceiling."""
+    rows = _check_rows(rows, ("region", "score", "ci_low", "ci_high"), "plot_region_bars")
+    names = [str(r["region"]) for r in rows]
+    y = np.array([_f(r["score"]) for r in rows])
+    lo = np.array([_f(r["ci_low"]) for r in rows])
+    hi = np.array([_f(r["ci_high"]) for r in rows])
+    ceil = np.array([_f(r.get("ceiling")) for r in rows])
+    x = np.arange(len(rows))
+
+    fig = _new_figure((max(4.0, 0.7 * len(rows) + 2.0), 4.5))
+    ax = fig.add_subplot()
+    ax.bar(x, y, width=0.7, color=[f"C{i % 10}" for i in x], alpha=0.85)
+    ok = np.isfinite(lo) & np.isfinite(hi) & np.isfinite(y)
+    if ok.any():
+        # A CI that does not bracket the score (e.g. a median-centred bootstrap) must not make
+        # matplotlib reject negative error lengths; clip to zero instead.
+        err = np.clip(np.vstack([y[ok] - lo[ok], hi[ok] - y[ok]]), 0, None)
+        ax.errorbar(x[ok], y[ok], yerr=err, fmt="none", ecolor="k", capsize=4, lw=1.2)
+    has_ceil = np.isfinite(ceil)
+    if has_ceil.any():
+        ax.hlines(ceil[has_ceil], x[has_ceil] - 0.4, x[has_ceil] + 0.4, colors="k", linestyles="--",
+                  lw=1.5, label="noise ceiling")
+        ax.legend(fontsize=8, frameon=False, loc="best")
+    ax.axhline(0.0, color="0.4", lw=0.8)
+    long_names = max(map(len, names)) > 6  # tilt only when labels would collide
+    ax.set_xticks(x, names, rotation=30 if long_names else 0, ha="right" if long_names else "center")
+    ax.set_xlabel("region")
+    ax.set_ylabel("brain score (r)")
+    ax.set_title(title)
+    ax.grid(axis="y", alpha=0.25)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+@functools.lru_cache(maxsize=1)
+def _fsaverage5():
+    # nilearn ships fsaverage5 inside the package, so this works offline (no fetch happens).
+    from nilearn import datasets
+
+    mesh = datasets.load_fsaverage("fsaverage5")["inflated"]
+    sulc = datasets.load_fsaverage_data("fsaverage5", mesh_type="inflated", data_type="sulcal")
+    return mesh, {h: np.asarray(sulc.data.parts[h]) for h in ("left", "right")}
+
+
+def plot_surface(values_V, n_per_hemi: int, path: str | os.PathLike, title: str = "",
+                 vmax: float | None = None) -> Path | None:
+    """Lateral and medial views of both hemispheres on the fsaverage5 inflated mesh.
+
+    `values_V` is left hemisphere then right, length 2 * n_per_hemi; NaN (e.g. medial wall)
+    shows the sulcal background. fsaverage6/7 data is subsampled to fsaverage5. Any other
+    n_per_hemi (e.g. a volumetric ROI set or a toy mesh) has no mesh to draw on: returns None
+    and writes nothing. The colour scale is symmetric, [-vmax, vmax], default max |value|.
+    """
+    values = np.asarray(values_V, dtype=float)
+    n_per_hemi = int(n_per_hemi)
+    if values.ndim != 1 or values.shape[0] != 2 * n_per_hemi:
+        raise ValueError(f"plot_surface: values_V has shape {values.shape}, expected "
+                         f"({2 * n_per_hemi},) = 2 x n_per_hemi={n_per_hemi}")
+    if n_per_hemi not in NESTED_N:
+        return None
+    hemis = {"left": values[:FSAVERAGE5_N], "right": values[n_per_hemi:n_per_hemi + FSAVERAGE5_N]}
+    if vmax is None:
+        finite = values[np.isfinite(values)]
+        vmax = float(np.abs(finite).max()) if finite.size else 0.0
+    vmax = float(vmax) if vmax and math.isfinite(vmax) and vmax > 0 else 1.0
+
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
+    from nilearn import plotting
+
+    mesh, sulc = _fsaverage5()
+    cmap = "RdBu_r"
+    fig = _new_figure((9, 6.4))
+    panels = [("left", "lateral"), ("right", "lateral"), ("left", "medial"), ("right", "medial")]
+    for i, (hemi, view) in enumerate(panels):
+        # Hand-placed axes: nilearn's 3D views leave large margins that a grid would waste.
+        ax = fig.add_axes([0.01 + 0.44 * (i % 2), 0.47 - 0.45 * (i // 2), 0.44, 0.44], projection="3d")
+        with warnings.catch_warnings():
+            # An all-NaN hemisphere is legitimate (nothing fitted there): just draw the mesh.
+            warnings.filterwarnings("ignore", "All-NaN slice", RuntimeWarning)
+            plotting.plot_surf_stat_map(mesh, hemis[hemi], bg_map=sulc[hemi], hemi=hemi, view=view,
+                                        engine="matplotlib", cmap=cmap, colorbar=False,
+                                        vmin=-vmax, vmax=vmax, axes=ax, figure=fig)
+        ax.set_box_aspect(None, zoom=1.45)  # nilearn's 1.3 leaves the brain small; more clips it
+        ax.set_title(f"{hemi} {view}", fontsize=10, y=0.95)
+    cax = fig.add_axes([0.9, 0.2, 0.018, 0.55])
+    cb = fig.colorbar(ScalarMappable(Normalize(-vmax, vmax), cmap), cax=cax)
+    cb.set_label("brain score (r)")
+    if title:
+        fig.suptitle(title, fontsize=12)
+    return _save(fig, path)
