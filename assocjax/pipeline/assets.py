@@ -1,0 +1,128 @@
+"""The built-in default: a random GPT-2-style model, a word-level tokenizer over the synthetic
+vocabulary, and a synthetic Narratives dataset whose BOLD is planted from one layer of that
+model. Everything is made offline (no torch, no downloads), saved the way real assets are
+(Hugging Face folder, BIDS folder), and cached under a hash of the options, so the default
+run goes through exactly the loaders a real run uses.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+
+import jax
+import numpy as np
+from flax import nnx
+
+from ..atomic import atomic_write_text
+from ..data.synthetic import SyntheticConfig, make_synthetic, pseudo_words
+from ..features import word_features
+from ..models import CausalLM, from_hf, load_pretrained
+from ..models.params import params_to_hf
+from .config import SyntheticOptions
+
+ASSETS_VERSION = 1  # bump when what is built for the same options changes
+VOCAB_SIZE = 200
+UNK, EOS = "[UNK]", "[EOS]"
+# The generator draws its vocabulary from numpy stream [seed, 0] (manifest: seed_streams
+# "vocab=0"); the tokenizer must be built before the data, whose BOLD needs the model.
+_VOCAB_STREAM = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class Builtin:
+    root: Path
+    model: Path
+    space: str
+    manifest: dict
+
+
+def planting(opts: SyntheticOptions) -> dict:
+    """The feature settings the BOLD was planted with (the pipeline's defaults for this model)."""
+    return dict(layer=opts.planted_layer, context=opts.positions, stride=opts.positions // 2, pooling="last")
+
+
+def ensure_builtin(opts: SyntheticOptions, cache_dir: Path, progress: bool = True) -> Builtin:
+    """The cached built-in assets for these options, made first if missing."""
+    if not 0 <= opts.planted_layer <= opts.n_layers:
+        raise ValueError(f"--synthetic.planted-layer {opts.planted_layer} is out of range: the model has "
+                         f"hidden states 0..{opts.n_layers}")
+    key = hashlib.sha256(json.dumps([ASSETS_VERSION, dataclasses.asdict(opts)], sort_keys=True).encode()).hexdigest()
+    final = Path(cache_dir) / "builtin" / key[:16]
+    if not (final / "done.json").is_file():
+        tmp = final.with_name(f".{final.name}.{os.getpid()}.tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        try:
+            _build(opts, tmp, Path(cache_dir) / "features", progress)
+            atomic_write_text(tmp / "done.json", json.dumps(dataclasses.asdict(opts), indent=2))
+            if final.exists():  # a half-built or concurrent copy: the finished one wins
+                shutil.rmtree(final, ignore_errors=True)
+            os.replace(tmp, final)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    manifest = json.loads((final / "narratives" / "manifest.json").read_text())
+    return Builtin(final / "narratives", final / "model", opts.space, manifest)
+
+
+def _build(opts: SyntheticOptions, out: Path, feature_cache: Path, progress: bool) -> None:
+    vocab = pseudo_words(VOCAB_SIZE, np.random.default_rng([opts.seed, _VOCAB_STREAM]))
+    save_tokenizer(vocab, out / "model")
+    save_random_gpt2(opts, VOCAB_SIZE + 2, out / "model")
+    model, tok = load_pretrained(out / "model")
+    plant = planting(opts)
+    known = set(vocab)
+
+    def layer_features(words):
+        unknown = sorted({w.lower() for w in words} - known)
+        if unknown:  # the generator's vocabulary stream moved: the tokenizer would read [UNK]
+            raise RuntimeError(f"synthetic words missing from the built-in tokenizer: {unknown[:5]}")
+        return word_features(model, tok, list(words), plant["context"], plant["stride"], plant["pooling"],
+                             cache_dir=feature_cache)[plant["layer"]]
+
+    layer_features.__name__ = f"builtin GPT-2 hidden state {opts.planted_layer}"
+    cfg = SyntheticConfig(out=out / "narratives", n_stories=opts.n_stories, n_subjects=opts.n_subjects,
+                          story_trs=opts.story_trs, vocab_size=VOCAB_SIZE, planted_layer=opts.planted_layer,
+                          response=opts.response, space=opts.space, n_vertices=opts.n_vertices, seed=opts.seed)
+    make_synthetic(cfg, features=layer_features, progress=progress)
+
+
+def save_tokenizer(vocab: list[str], folder: Path):
+    """A word-level fast tokenizer (lower-cased, whitespace-split) over `vocab`."""
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    ids = {UNK: 0, EOS: 1, **{w: i + 2 for i, w in enumerate(vocab)}}
+    backend = Tokenizer(models.WordLevel(ids, unk_token=UNK))
+    backend.normalizer = normalizers.Lowercase()  # sentence-initial capitals are the same word
+    backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tok = PreTrainedTokenizerFast(tokenizer_object=backend, unk_token=UNK, eos_token=EOS)
+    tok.save_pretrained(str(folder))
+    return tok
+
+
+def save_random_gpt2(opts: SyntheticOptions, vocab_size: int, folder: Path) -> None:
+    """config.json + model.safetensors of a random GPT-2 whose weight matrices have std
+    `opts.init_std`, large enough that each block changes the residual stream visibly."""
+    from safetensors.numpy import save_file
+
+    hf = dict(model_type="gpt2", architectures=["GPT2LMHeadModel"], n_embd=opts.hidden, n_layer=opts.n_layers,
+              n_head=opts.n_heads, n_positions=opts.positions, vocab_size=vocab_size, layer_norm_epsilon=1e-5,
+              activation_function="gelu_new", tie_word_embeddings=True, bos_token_id=1, eos_token_id=1)
+    cfg = from_hf(hf)
+    params = CausalLM(cfg, rngs=nnx.Rngs(opts.seed)).param_tree()
+
+    def rescale(path, a):
+        a = np.asarray(a, np.float32)
+        name = str(path[-1].key)
+        if not (name.endswith("_w") or name in ("wte", "wpe")):  # norms and biases keep their init
+            return a
+        return np.ascontiguousarray(a / a.std() * opts.init_std)
+
+    params = jax.tree_util.tree_map_with_path(rescale, params)
+    folder.mkdir(parents=True, exist_ok=True)
+    save_file({k: np.ascontiguousarray(v) for k, v in params_to_hf(cfg, params).items()},
+              str(folder / "model.safetensors"))
+    atomic_write_text(folder / "config.json", json.dumps(hf, indent=2))

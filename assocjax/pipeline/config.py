@@ -1,0 +1,177 @@
+"""The brain-score run's configuration: one dataclass per stage, nested in `ScoreConfig`.
+
+`scripts/score.py` is `tyro.cli(ScoreConfig)`, so every field below is a command-line
+option (`--data.root`, `--features.layers 4 6 8`, `--ridge.alphas ...`) and its docstring
+is the option's help text.
+"""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Literal
+
+from ..ridge import DEFAULT_ALPHAS
+
+
+@dataclasses.dataclass
+class ModelOptions:
+    """The language model."""
+
+    path: str | None = None
+    """Hugging Face folder (config.json, safetensors, tokenizer) or hub name; unset: the built-in random GPT-2-style model"""
+    dtype: Literal["float32", "bfloat16"] = "float32"
+    """dtype the model runs in (features are float32 either way)"""
+
+
+@dataclasses.dataclass
+class DataOptions:
+    """The fMRI dataset and which part of it to score."""
+
+    root: Path | None = None
+    """Narratives BIDS root (needs --model.path); unset: the built-in synthetic dataset"""
+    tasks: tuple[str, ...] = ()
+    """tasks to read (comma lists allowed); empty: all"""
+    stories: tuple[str, ...] = ()
+    """stories to score, by story, audio or alignment name; empty: every story of the tasks"""
+    subjects: tuple[str, ...] = ()
+    """subjects (sub-001, 001); empty: every subject with a usable scan of every selected story"""
+    space: str | None = None
+    """surface space (fsaverage6, fsaverage5, ...) or MNI152NLin2009cAsym (volumes); unset: fsaverage6, or the built-in data's"""
+    hemi: Literal["both", "L", "R"] = "both"
+    """hemisphere(s) of surface data"""
+    derivative: Literal["afni-nosmooth", "afni-smooth", "fmriprep"] = "afni-nosmooth"
+    """preprocessed images to read"""
+    include_excluded: bool = False
+    """also use scans listed in code/scan_exclude.json"""
+    atlas: str = "auto"
+    """annot under derivatives/freesurfer/<space>/label (aparc.a2009s, synthetic), auto (the first found) or none"""
+    on_unsorted: Literal["error", "sort", "warn"] = "sort"
+    """what to do with alignments whose word onsets go backwards"""
+
+
+@dataclasses.dataclass
+class FeatureOptions:
+    """Word features and their TR design."""
+
+    layers: tuple[int, ...] = ()
+    """hidden states (0 = embeddings, n_layers = after the final norm, negative from the end); empty: all"""
+    context: int | None = None
+    """tokens per window; unset: min(1024, the model's positions)"""
+    stride: int | None = None
+    """tokens between windows; unset: context // 2"""
+    pooling: Literal["last", "mean"] = "last"
+    """a word's feature: its last token's, or the mean of its tokens'"""
+    batch_size: int = 8
+    """windows per forward pass"""
+    delays: tuple[int, ...] = (1, 2, 3, 4)
+    """FIR delays in TRs"""
+    downsample: Literal["lanczos", "mean", "sum", "last"] = "lanczos"
+    """words -> TRs resampling"""
+
+
+@dataclasses.dataclass
+class RidgeOptions:
+    """Nested story-held-out ridge."""
+
+    alphas: tuple[float, ...] = DEFAULT_ALPHAS
+    """candidate regularisation strengths (one is chosen per target)"""
+    outer_folds: int | None = None
+    """outer folds of whole groups; unset: each group held out once"""
+    inner_folds: int = 5
+    """grouped folds choosing alpha (capped at the number of training groups)"""
+    story_chunks: int | None = None
+    """contiguous chunks per story, each a CV group; unset: 1 with 3+ stories, else enough for 4 groups"""
+    per_subject: bool = True
+    """fit every subject as well as the subject mean (all in one solve)"""
+    target_chunk: int = 8192
+    """targets per compiled ridge call (bounds memory)"""
+
+
+@dataclasses.dataclass
+class CeilingOptions:
+    """Noise ceiling of the subject-mean response (split-half) and per subject (LOSO ISC)."""
+
+    n_splits: int = 100
+    """random split-halves of the subjects"""
+    min_ceiling: float = 0.05
+    """normalized scores are NaN where the ceiling is below this"""
+    vertex_chunk: int = 20000
+    """vertices per ceiling call (bounds memory)"""
+
+
+@dataclasses.dataclass
+class ReportOptions:
+    """What is written besides the tables."""
+
+    figures: bool = True
+    """layer curve, region bars and surface map (PNG, via assocjax.plots)"""
+    maps: bool = True
+    """per-layer score maps (GIfTI per hemisphere, NIfTI for volumes)"""
+    n_boot: int = 1000
+    """bootstrap draws for confidence intervals"""
+    ci: float = 0.95
+    """confidence level"""
+
+
+@dataclasses.dataclass
+class SyntheticOptions:
+    """The built-in default: a synthetic Narratives dataset planted from one layer of a
+    random GPT-2-style model (both made offline and cached). Ignored with --data.root."""
+
+    n_stories: int = 4
+    """generated stories"""
+    n_subjects: int = 8
+    """generated subjects (every third hears one story only; one scan is excluded)"""
+    story_trs: int = 200
+    """TRs per story"""
+    space: str = "fsaverage5"
+    """surface space name (fsaverage5 gives a surface figure; any other name needs n_vertices)"""
+    n_vertices: int | None = None
+    """vertices per hemisphere; unset: the space's"""
+    n_layers: int = 4
+    """transformer blocks of the random model"""
+    hidden: int = 32
+    """its width"""
+    n_heads: int = 4
+    """its attention heads"""
+    positions: int = 256
+    """its positions (the default feature context)"""
+    init_std: float = 0.3
+    """weight std of the random model (at GPT-2's 0.02 every layer stays close to the embeddings)"""
+    planted_layer: int = 2
+    """hidden state whose features make the BOLD signal"""
+    response: Literal["hrf", "fir"] = "hrf"
+    """planted response shape: SPM HRF, or FIR delays 1-4"""
+    seed: int = 0
+    """seed of the model, stories, subjects and noise"""
+
+
+@dataclasses.dataclass
+class ScoreConfig:
+    """Score a language model's layers against fMRI: features -> TRs -> nested ridge -> ceilings.
+
+    With no options it runs the built-in synthetic example. Real data:
+    `--data.root /path/to/narratives --model.path /path/to/hf-checkpoint --data.tasks pieman`.
+    """
+
+    output: Path = Path("outputs/score")
+    """folder for tables, maps, figures and run.json"""
+    cache_dir: Path = Path(".assocjax_cache")
+    """built-in assets, word features and per-layer results keyed by the config hash (a rerun resumes from here)"""
+    model: ModelOptions = dataclasses.field(default_factory=ModelOptions)
+    data: DataOptions = dataclasses.field(default_factory=DataOptions)
+    features: FeatureOptions = dataclasses.field(default_factory=FeatureOptions)
+    ridge: RidgeOptions = dataclasses.field(default_factory=RidgeOptions)
+    ceiling: CeilingOptions = dataclasses.field(default_factory=CeilingOptions)
+    report: ReportOptions = dataclasses.field(default_factory=ReportOptions)
+    synthetic: SyntheticOptions = dataclasses.field(default_factory=SyntheticOptions)
+    seed: int = 0
+    """seed of the ceiling splits and bootstrap draws"""
+    progress: bool = True
+    """show progress bars"""
+    distributed: bool = False
+    """call jax.distributed.initialize() first (multi-host runs)"""
+
+
+def split_commas(items) -> tuple[str, ...]:
+    return tuple(s.strip() for item in items for s in str(item).split(",") if s.strip())

@@ -1,0 +1,106 @@
+"""Files a run leaves in --output: tables, score maps, figures, and the printed summary."""
+from __future__ import annotations
+
+import gzip
+import math
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+from ..atomic import atomic_write_bytes
+from ..reports import write_csv, write_json
+from .design import Bold
+from .tables import WHOLE
+
+MAP_ARRAYS = ("r", "ceiling_max_r", "normalized")
+
+
+def clean_nans(x):
+    """NaN -> None, so the JSON is standard (CSV writes the same values as 'nan')."""
+    if isinstance(x, float) and math.isnan(x):
+        return None
+    if isinstance(x, dict):
+        return {k: clean_nans(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [clean_nans(v) for v in x]
+    return x
+
+
+def write_tables(out: Path, rows: list[dict], summary: dict) -> list[Path]:
+    return [write_csv(out / "scores.csv", rows), write_json(out / "scores.json", clean_nans(dict(summary=summary, rows=rows)))]
+
+
+def full(values_XV: np.ndarray, keep_V: np.ndarray) -> np.ndarray:
+    """Kept-vertex values back on every vertex of the space (NaN elsewhere)."""
+    out = np.full(values_XV.shape[:-1] + keep_V.shape, np.nan, np.float32)
+    out[..., keep_V] = values_XV
+    return out
+
+
+def write_maps(out: Path, bold: Bold, layer: int, maps_XV: np.ndarray) -> list[Path]:
+    """The subject-mean fit's maps of one layer (rows of MAP_ARRAYS): GIfTI per hemisphere
+    for surfaces, one 4-D NIfTI (a volume per map) for volumes."""
+    if bold.brain_mask is not None:
+        vol = np.full(bold.brain_mask.shape + (len(maps_XV),), np.nan, np.float32)
+        vol[bold.brain_mask] = maps_XV.T
+        img = nib.Nifti1Image(vol, bold.affine)
+        return [atomic_write_bytes(out / "maps" / f"layer-{layer:03d}_score.nii.gz", gzip.compress(img.to_bytes(), mtime=0))]
+    paths, start = [], 0
+    for hemi, n in zip(bold.hemis, bold.hemi_sizes):
+        structure = {"L": "CortexLeft", "R": "CortexRight"}[hemi]
+        arrays = [nib.gifti.GiftiDataArray(m[start:start + n].astype(np.float32), intent="NIFTI_INTENT_NONE",
+                                           datatype="NIFTI_TYPE_FLOAT32", meta={"Name": name})
+                  for name, m in zip(MAP_ARRAYS, maps_XV)]
+        img = nib.gifti.GiftiImage(meta=nib.gifti.GiftiMetaData({"AnatomicalStructurePrimary": structure}),
+                                   darrays=arrays)
+        paths.append(atomic_write_bytes(out / "maps" / f"layer-{layer:03d}_hemi-{hemi}_score.func.gii", img.to_bytes()))
+        start += n
+    return paths
+
+
+def write_figures(out: Path, rows: list[dict], summary: dict, best_map_V: np.ndarray, bold: Bold,
+                  title: str) -> tuple[list[Path], str | None]:
+    """Layer curve, region bars at the best layer, and the best layer's surface map, via
+    assocjax.plots; (paths written, a note when figures were skipped)."""
+    try:
+        from .. import plots
+    except ImportError as e:
+        return [], f"figures skipped: assocjax.plots is not available ({e})"
+    try:
+        return _figures(plots, out, rows, summary, best_map_V, bold, title), None
+    except Exception as e:  # the tables and maps are written already; a plotting bug must not lose the run
+        return [], f"figures failed: {type(e).__name__}: {e}"
+
+
+def _figures(plots, out, rows, summary, best_map_V, bold, title) -> list[Path]:
+    figs = out / "figures"
+    figs.mkdir(parents=True, exist_ok=True)
+    both = summary["hemi"]
+    mean = [r for r in rows if r["fit"] == "mean" and r["hemi"] == both]
+    paths = [figs / "layer_curve.png", figs / "region_bars.png"]
+    plots.plot_layer_curve(mean, paths[0], title=f"{title}: subject-mean fit")
+    best = [r for r in mean if r["layer"] == summary["best_layer"]]
+    plots.plot_region_bars(best, paths[1], title=f"{title}: layer {summary['best_layer']}")
+    if bold.brain_mask is None:
+        n = max(bold.hemi_sizes)
+        per_hemi = {h: best_map_V[sum(bold.hemi_sizes[:i]):sum(bold.hemi_sizes[:i + 1])] for i, h in enumerate(bold.hemis)}
+        values = np.concatenate([per_hemi.get(h, np.full(n, np.nan, np.float32)) for h in "LR"])
+        surface = figs / "surface_best_layer.png"
+        plots.plot_surface(values, n, surface, title=f"{title}: layer {summary['best_layer']} r")
+        paths.append(surface)  # absent when the mesh is not fsaverage5/6/7: filtered below
+    return [p for p in paths if p.is_file()]
+
+
+def summary_text(summary: dict, info: dict) -> str:
+    s = summary
+    ci = "" if s["best_ci"][0] is None or np.isnan(s["best_ci"][0]) else \
+        f" (95% CI over held-out stories {s['best_ci'][0]:.3f}..{s['best_ci'][1]:.3f})"
+    lines = [
+        f"{info['n_layers']} layers of {info['model']} on {info['n_subjects']} subject(s), {info['n_stories']} "
+        f"stories ({info['n_trs']} TRs, {info['n_targets']} {info['targets']})",
+        f"best layer {s['best_layer']}: brain score r = {s['best_score']:.3f}{ci} (subject-mean fit, mean over {WHOLE} {info['targets']})",
+        f"ceiling (max r) {s['ceiling']:.3f}, normalized score {s['normalized']:.3f}",
+        "per layer: " + ", ".join(f"{l}: {v:.3f}" for l, v in s["layer_scores"].items()),
+    ]
+    return "\n".join(lines)

@@ -1,0 +1,116 @@
+"""Resumable results: per-layer ridge results and the ceiling, one atomic .npz each, in a
+folder keyed by everything that determines the numbers.
+
+The key hashes the pipeline version, the options that change results (not the layer list,
+output folder, report or progress options, so adding layers reuses finished ones), the
+selection, and the size and modification time of every file read (model, alignments,
+images). A file that cannot be read is recomputed with a warning.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import io
+import json
+import warnings
+from pathlib import Path
+
+import jax.numpy as jnp
+import numpy as np
+
+from ..atomic import atomic_write_bytes
+from ..ceiling import loso_isc, max_r_from_reliability, split_half_ceiling
+from ..data import surface_paths, volume_paths
+from .config import ScoreConfig
+from .inputs import Selection, describe, model_files
+
+PIPELINE_VERSION = 1
+
+
+def _stat(path: Path) -> list:
+    st = Path(path).stat()
+    return [str(path), st.st_size, st.st_mtime_ns]
+
+
+def results_key(cfg: ScoreConfig, sel: Selection) -> dict:
+    files = model_files(sel.model_folder) + [Path(s.transcript.source) for s in sel.stories]
+    for scan, _ in sel.scans.values():
+        if sel.kind == "surface":
+            files += surface_paths(scan, sel.hemi, sel.derivative, sel.space)
+        else:
+            files.append(volume_paths(scan, sel.derivative, sel.space)[0])
+    selection = {k: v for k, v in describe(sel).items() if k not in ("layers", "notes")}
+    return dict(
+        version=PIPELINE_VERSION, selection=selection, model_dtype=cfg.model.dtype,
+        features={k: v for k, v in dataclasses.asdict(cfg.features).items() if k not in ("layers", "batch_size")},
+        ridge={k: v for k, v in dataclasses.asdict(cfg.ridge).items() if k != "target_chunk"},
+        ceiling=dict(n_splits=cfg.ceiling.n_splits), on_unsorted=cfg.data.on_unsorted, seed=cfg.seed,
+        files=[_stat(p) for p in sorted(set(map(str, files)))],
+    )
+
+
+def results_dir(cache_dir: Path, key: dict) -> Path:
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()
+    return Path(cache_dir) / "scores" / digest[:20]
+
+
+def save(path: Path, **arrays) -> None:
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def load(path: Path) -> dict | None:
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+    except Exception as e:  # any unreadable file means the same thing: compute it again
+        warnings.warn(f"cached result {path} is unreadable ({e}); recomputing", stacklevel=2)
+        return None
+
+
+def layer_path(folder: Path, layer: int) -> Path:
+    return folder / f"layer-{layer:03d}.npz"
+
+
+def subject_max_r(split_half_V: np.ndarray, loso_SV: np.ndarray) -> np.ndarray:
+    """(S, V) the r a noise-free model reaches against each subject: its leave-one-out ISC
+    divided by the max r of the other subjects' mean. A single subject's reliability comes
+    from the group's split-half one by inverting Spearman-Brown; the mean of S-1 subjects'
+    reliability follows from it by Spearman-Brown again."""
+    s = loso_SV.shape[0]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        one = split_half_V / (s - (s - 1) * split_half_V)
+        others = (s - 1) * one / (1 + (s - 2) * one)
+        return np.where(others > 0, loso_SV / np.sqrt(np.where(others > 0, others, 1.0)), np.nan).astype(np.float32)
+
+
+def ceiling(y_NSV: np.ndarray, folder: Path, n_splits: int, seed: int, chunk: int) -> dict:
+    """split_half, max_r (V,) of the subject mean; loso ISC and subject_max_r (S, V); cached.
+
+    Vertices are independent, so they go in fixed-width chunks (the last padded with
+    constant columns, which come out NaN and are dropped): one compilation, bounded memory.
+    """
+    path = folder / "ceiling.npz"
+    got = load(path)
+    if got is not None and {"split_half", "max_r", "loso", "subject_max_r"} <= set(got):
+        return got
+    n, s, v = y_NSV.shape
+    if s < 2:
+        nan = np.full(v, np.nan, np.float32)
+        return dict(split_half=nan, max_r=nan, loso=nan[None], subject_max_r=nan[None])
+    width = min(chunk, v)
+    rel, loso = [], []
+    for start in range(0, v, width):
+        block = np.transpose(y_NSV[:, :, start:start + width], (1, 0, 2))
+        used = block.shape[2]
+        block = np.pad(block, ((0, 0), (0, 0), (0, width - used)))
+        rel.append(np.asarray(split_half_ceiling(jnp.asarray(block), n_splits=n_splits, seed=seed))[:used])
+        loso.append(np.asarray(loso_isc(jnp.asarray(block)))[:, :used])
+    rel, loso = np.concatenate(rel), np.concatenate(loso, 1)
+    out = dict(split_half=rel, max_r=np.asarray(max_r_from_reliability(rel)), loso=loso,
+               subject_max_r=subject_max_r(rel, loso))
+    save(path, **out)
+    return out
