@@ -42,8 +42,14 @@ def test_hidden_state_convention(checkpoints):
     p = model.param_tree()
     hs = np.asarray(model.hidden_states(IDS[:1]))
     np.testing.assert_allclose(hs[0], p["wte"][IDS[:1]] + p["wpe"][np.arange(11)], atol=1e-6)
-    assert np.allclose(hs[-1].mean(-1), p["lnf_bias"].mean(), atol=0.2)  # a normed state
-    assert not np.allclose(hs[-1], hs[-2], atol=1e-2)
+    # Last entry = final norm applied to the last block's output (that raw output is not returned).
+    from assocjax.models.modeling import gpt2_block, layer_norm, positions_and_mask
+
+    positions, allowed = positions_and_mask(jnp.asarray(IDS[:1]), None)
+    last_layer = jax.tree.map(lambda a: a[-1], p["layers"])
+    out, _ = gpt2_block(model.cfg, last_layer, jnp.asarray(hs[-2]), positions, allowed)
+    np.testing.assert_allclose(hs[-1], layer_norm(out, p["lnf_scale"], p["lnf_bias"], model.cfg.norm_eps), atol=1e-5)
+    assert not np.allclose(hs[-1], out, atol=1e-2)
 
 
 def test_old_style_top_level_rope_theta(checkpoints, tmp_path):
