@@ -1,0 +1,280 @@
+"""The augmentation file format: insertions of associated text after heard words of a story.
+
+An augmentation is made for one story's alignment words (Gentle `align.csv`) and is pinned to
+them by `story_hash` (sha256 of the words joined by newlines) and `n_words`. Each insertion
+sits after the heard word `anchor` (an index into those words); its `text` is inserted as
+whitespace-split words. JSON layout (version 1):
+
+    {"format": "assocjax-augmentation", "version": 1, "story": "pieman",
+     "story_hash": "<64 hex>", "n_words": 957,
+     "provenance": {"generator": ..., "prompt": ..., "seed": ..., ...},
+     "insertions": [{"anchor": 12, "after_word": "hospital", "text": "doctor, nurse",
+                     "level": "word", "source": "manual"}, ...]}
+
+`after_word` is `words[anchor]`, written for people reading the file and checked on load
+when the words are given: an anchor that is off by one lands on another word and is caught.
+It may be null/absent in hand-written files. Host-side Python: this runs once per story.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from ..atomic import atomic_write_text
+
+LEVELS = ("word", "sentence")
+SOURCES = ("manual", "model", "random")
+FORMAT = "assocjax-augmentation"
+VERSION = 1
+
+_TOP_FIELDS = ("format", "version", "story", "story_hash", "n_words", "provenance", "insertions")
+_INSERTION_FIELDS = ("anchor", "text", "level", "source")
+_OPTIONAL_INSERTION_FIELDS = ("after_word",)
+# Every character str.splitlines() breaks on: inserted text must stay on one line.
+_LINE_BREAKS = frozenset("\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029")
+
+
+@dataclasses.dataclass(frozen=True)
+class Insertion:
+    """`text` inserted after heard word `anchor`. `after_word` (words[anchor]) is optional
+    bookkeeping for the file; it takes no part in equality or the augmentation id."""
+
+    anchor: int
+    text: str
+    level: str
+    source: str
+    after_word: str | None = dataclasses.field(default=None, compare=False)
+
+
+@dataclasses.dataclass(frozen=True)
+class Augmentation:
+    """Insertions for one story. The constructor only normalizes (tuple, stable sort by
+    anchor, provenance None -> {}); `validate` checks everything."""
+
+    story: str
+    story_hash: str
+    n_words: int
+    insertions: tuple[Insertion, ...]
+    provenance: dict = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self):
+        ins = tuple(self.insertions)
+        if all(isinstance(i, Insertion) and _is_int(i.anchor) for i in ins):
+            ins = tuple(sorted(ins, key=lambda i: i.anchor))  # stable: same-anchor order kept
+        object.__setattr__(self, "insertions", ins)
+        if self.provenance is None:
+            object.__setattr__(self, "provenance", {})
+
+    @property
+    def id(self) -> str:
+        """16 hex digits of sha256 over the canonical JSON (sorted keys, no spaces, no
+        after_word): the same content gives the same id whatever the key order or layout."""
+        blob = json.dumps(_content(self), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:16]
+
+    @property
+    def n_inserted_words(self) -> int:
+        return sum(len(i.text.split()) for i in self.insertions)
+
+    @property
+    def level(self) -> str:
+        return _common({i.level for i in self.insertions})
+
+    @property
+    def source(self) -> str:
+        return _common({i.source for i in self.insertions})
+
+
+def _common(values: set) -> str:
+    if not values:
+        return "none"
+    return next(iter(values)) if len(values) == 1 else "mixed"
+
+
+def _is_int(x) -> bool:
+    return isinstance(x, (int, np.integer)) and not isinstance(x, (bool, np.bool_))
+
+
+def story_hash(words: Sequence[str]) -> str:
+    """sha256 (hex) of the words joined by newlines: pins an augmentation to one alignment."""
+    return hashlib.sha256("\n".join(words).encode("utf-8")).hexdigest()
+
+
+def _prefix(where: str) -> str:
+    return f"{where}: " if where else "augmentation: "
+
+
+def _content(aug: Augmentation) -> dict:
+    return {
+        "format": FORMAT, "version": VERSION, "story": aug.story, "story_hash": aug.story_hash,
+        "n_words": int(aug.n_words), "provenance": aug.provenance,
+        "insertions": [{"anchor": int(i.anchor), "text": i.text, "level": i.level, "source": i.source}
+                       for i in aug.insertions],
+    }
+
+
+def _check_insertion(i: int, ins: Insertion, n_words, p: str) -> None:
+    at = f"{p}insertion {i}"
+    if not isinstance(ins, Insertion):
+        raise ValueError(f"{at}: expected an Insertion, got {type(ins).__name__}")
+    if not _is_int(ins.anchor):
+        raise ValueError(f"{at}: field 'anchor' must be an int, got {ins.anchor!r} ({type(ins.anchor).__name__})")
+    if _is_int(n_words) and not 0 <= ins.anchor < n_words:
+        raise ValueError(f"{at}: field 'anchor' {ins.anchor} is out of range [0, {n_words}) (n_words = {n_words})")
+    if not isinstance(ins.text, str) or not ins.text.strip():
+        raise ValueError(f"{at} (anchor {ins.anchor}): field 'text' is empty: {ins.text!r}")
+    if "[" in ins.text or "]" in ins.text:
+        raise ValueError(f"{at} (anchor {ins.anchor}): field 'text' contains a bracket: {ins.text!r}")
+    if any(c in _LINE_BREAKS for c in ins.text):
+        raise ValueError(f"{at} (anchor {ins.anchor}): field 'text' contains a line break: {ins.text!r}")
+    if ins.level not in LEVELS:
+        raise ValueError(f"{at}: field 'level' is {ins.level!r}; expected one of {LEVELS}")
+    if ins.source not in SOURCES:
+        raise ValueError(f"{at}: field 'source' is {ins.source!r}; expected one of {SOURCES}")
+    if ins.after_word is not None and not isinstance(ins.after_word, str):
+        raise ValueError(f"{at}: field 'after_word' must be a string or null, got {ins.after_word!r}")
+
+
+def _check_top(story, h, n_words, provenance, p: str) -> None:
+    if not isinstance(story, str) or not story.strip():
+        raise ValueError(f"{p}field 'story' must be a non-empty string, got {story!r}")
+    if not (isinstance(h, str) and len(h) == 64 and all(c in "0123456789abcdef" for c in h)):
+        raise ValueError(f"{p}field 'story_hash' must be 64 lower-case hex digits (sha256), got {h!r}")
+    if not _is_int(n_words) or n_words < 1:
+        raise ValueError(f"{p}field 'n_words' must be a positive int, got {n_words!r}")
+    if not isinstance(provenance, dict):
+        raise ValueError(f"{p}field 'provenance' must be a dict, got {type(provenance).__name__}")
+    try:
+        json.dumps(provenance, allow_nan=False)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{p}field 'provenance' is not JSON-serializable: {e}") from None
+
+
+def validate(aug: Augmentation, words: Sequence[str] | None = None, where: str = "") -> None:
+    """Raise ValueError (naming `where`, the field and the insertion index) unless `aug` is
+    well formed; with `words` also check it was made for them (hash, n_words, after_word)."""
+    p = _prefix(where)
+    if not isinstance(aug, Augmentation):
+        raise ValueError(f"{p}expected an Augmentation, got {type(aug).__name__}")
+    _check_top(aug.story, aug.story_hash, aug.n_words, aug.provenance, p)
+    if not isinstance(aug.insertions, tuple) or not aug.insertions:
+        raise ValueError(f"{p}field 'insertions' is empty: an augmentation needs at least one insertion")
+    for i, ins in enumerate(aug.insertions):
+        _check_insertion(i, ins, aug.n_words, p)
+    if words is None:
+        return
+    words = list(words)
+    given = story_hash(words)
+    if given != aug.story_hash:
+        raise ValueError(
+            f"{p}made for a different story: the augmentation is for story {aug.story!r} "
+            f"({aug.n_words} words, story_hash {aug.story_hash[:12]}...), the given words are "
+            f"{len(words)} words with story_hash {given[:12]}...")
+    if aug.n_words != len(words):
+        raise ValueError(f"{p}field 'n_words' is {aug.n_words} but the story ({aug.story!r}) has {len(words)} words")
+    for i, ins in enumerate(aug.insertions):
+        if ins.after_word is not None and ins.after_word != words[ins.anchor]:
+            raise ValueError(
+                f"{p}insertion {i} (anchor {ins.anchor}): field 'after_word' is {ins.after_word!r} but "
+                f"word {ins.anchor} of the story is {words[ins.anchor]!r} (anchor points at the wrong word)")
+
+
+def to_json(aug: Augmentation, words: Sequence[str] | None = None) -> dict:
+    """The file's JSON object. `after_word` comes from `words` when given, else from the
+    insertion (null when unknown)."""
+    obj = _content(aug)
+    for entry, ins in zip(obj["insertions"], aug.insertions):
+        after = words[ins.anchor] if words is not None else ins.after_word
+        # after_word goes right after anchor in the file, for the reader
+        entry.clear()
+        entry.update(anchor=int(ins.anchor), after_word=after, text=ins.text, level=ins.level, source=ins.source)
+    return obj
+
+
+def from_json(obj: Any, where: str = "") -> Augmentation:
+    """Build an Augmentation from a parsed JSON object, checking its structure."""
+    p = _prefix(where)
+    if not isinstance(obj, dict):
+        raise ValueError(f"{p}expected a JSON object, got {type(obj).__name__}")
+    missing = [k for k in _TOP_FIELDS if k not in obj]
+    if missing:
+        raise ValueError(f"{p}missing field(s) {missing}")
+    unknown = sorted(set(obj) - set(_TOP_FIELDS))
+    if unknown:
+        raise ValueError(f"{p}unknown field(s) {unknown}; known: {list(_TOP_FIELDS)}")
+    if obj["format"] != FORMAT:
+        raise ValueError(f"{p}field 'format' is {obj['format']!r}; expected {FORMAT!r}")
+    if not _is_int(obj["version"]) or obj["version"] != VERSION:
+        raise ValueError(f"{p}field 'version' is {obj['version']!r}; this reader knows version {VERSION}")
+    _check_top(obj["story"], obj["story_hash"], obj["n_words"], obj["provenance"], p)
+    if not isinstance(obj["insertions"], list):
+        raise ValueError(f"{p}field 'insertions' must be a list, got {type(obj['insertions']).__name__}")
+    insertions = []
+    for i, e in enumerate(obj["insertions"]):
+        at = f"{p}insertion {i}"
+        if not isinstance(e, dict):
+            raise ValueError(f"{at}: expected a JSON object, got {type(e).__name__}")
+        missing = [k for k in _INSERTION_FIELDS if k not in e]
+        if missing:
+            raise ValueError(f"{at}: missing field(s) {missing}")
+        unknown = sorted(set(e) - set(_INSERTION_FIELDS) - set(_OPTIONAL_INSERTION_FIELDS))
+        if unknown:
+            raise ValueError(f"{at}: unknown field(s) {unknown}")
+        ins = Insertion(e["anchor"], e["text"], e["level"], e["source"], e.get("after_word"))
+        _check_insertion(i, ins, obj["n_words"], p)  # file order, so the index matches the file
+        insertions.append(ins)
+    aug = Augmentation(obj["story"], obj["story_hash"], obj["n_words"], tuple(insertions), obj["provenance"])
+    validate(aug, where=where)
+    return aug
+
+
+def load(path: str | os.PathLike, words: Sequence[str] | None = None) -> Augmentation:
+    """Read and validate an augmentation file; with `words` also check it fits them."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"augmentation file not found: {path}")
+    try:
+        obj = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path}: not valid JSON ({e})") from None
+    aug = from_json(obj, where=str(path))
+    if words is not None:
+        validate(aug, words, where=str(path))
+    return aug
+
+
+def save(aug: Augmentation, path: str | os.PathLike, words: Sequence[str] | None = None) -> Path:
+    """Validate (against `words` when given, which also fills `after_word`), then write the
+    JSON atomically: on any error no file, old or partial, is changed."""
+    validate(aug, words, where=str(path))
+    text = json.dumps(to_json(aug, words), indent=2, ensure_ascii=False, allow_nan=False) + "\n"
+    return atomic_write_text(path, text)
+
+
+def augmented_words(words: Sequence[str], aug: Augmentation) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """(augmented words, heard_index_A, anchor_A) with A = len(words) + aug.n_inserted_words.
+
+    Inserted words follow their anchor word (several insertions at one anchor in file order).
+    heard_index_A: index of the heard word, -1 for inserted words. anchor_A: a heard word's
+    own index, or for inserted words the heard word they follow.
+    """
+    validate(aug, words)
+    after: dict[int, list[str]] = {}
+    for ins in aug.insertions:
+        after.setdefault(int(ins.anchor), []).extend(ins.text.split())
+    out, heard, anchor = [], [], []
+    for k, w in enumerate(words):
+        out.append(w)
+        heard.append(k)
+        anchor.append(k)
+        extra = after.get(k, ())
+        out.extend(extra)
+        heard.extend([-1] * len(extra))
+        anchor.extend([k] * len(extra))
+    return out, np.asarray(heard, np.int32), np.asarray(anchor, np.int32)

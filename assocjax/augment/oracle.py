@@ -1,0 +1,42 @@
+"""The true augmentation of a synthetic dataset: every heard word followed by the associates
+whose features drive its "MTL" parcels (`associations.json`, see `assocjax.data.synthetic`).
+
+It is the ground truth an augmentation method is measured against: with it, F must be
+positive in the MTL parcels and near zero elsewhere, and a length-matched random control
+(`random_control.random_match`) must not give a gain anywhere.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ..data.synthetic import normalize_word
+from ..stimuli import read_gentle_csv
+from .format import Augmentation, Insertion, story_hash
+
+CONDITION = "oracle"
+
+
+def oracle_augmentation(words, associations: dict[str, list[str]], story: str) -> Augmentation:
+    missing = sorted({w for w in words if normalize_word(w) not in associations})
+    if missing:
+        raise ValueError(f"story {story!r}: words without associates in associations.json: {missing[:5]}")
+    ins = tuple(Insertion(i, " ".join(associations[normalize_word(w)]), "word", "manual") for i, w in enumerate(words))
+    return Augmentation(story, story_hash(words), len(words), ins,
+                        dict(condition=CONDITION, generator="synthetic associations.json"))
+
+
+def synthetic_oracle(root: str | Path) -> dict[str, tuple[list[str], Augmentation]]:
+    """story -> (its words, its true augmentation) for every alignment of a synthetic dataset."""
+    root = Path(root)
+    table = root / "associations.json"
+    if not table.is_file():
+        raise FileNotFoundError(f"{table} not found: {root} is not a synthetic dataset (assocjax.data.synthetic)")
+    associations = json.loads(table.read_text())
+    out = {}
+    for align in sorted((root / "stimuli" / "gentle").glob("*/align.csv")):
+        words = list(read_gentle_csv(align, on_unsorted="sort").words)
+        out[align.parent.name] = (words, oracle_augmentation(words, associations, align.parent.name))
+    if not out:
+        raise FileNotFoundError(f"no stimuli/gentle/*/align.csv under {root}")
+    return out

@@ -1,0 +1,135 @@
+"""The length-matched random control for an associative augmentation.
+
+Same number of insertions, each as long as the one it replaces (in tokens of the model's
+tokenizer when given, else in whitespace words), its content a contiguous run of words from
+unrelated text (`pool`, e.g. other stories' words) at a seeded random start; positions the
+same anchors ("matched") or seeded random ones ("random"). The same seed gives the same
+control. Host-side NumPy: this runs once per augmentation.
+"""
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import numpy as np
+
+from .format import Augmentation, Insertion, story_hash, validate
+
+POSITIONS = ("matched", "random")
+MAX_STARTS = 2000  # random starts tried per insertion before giving up on an exact token count
+
+
+def token_count(tokenizer, text: str) -> int:
+    """Tokens of `text` as it appears inside the augmented story: after a space."""
+    return len(tokenizer(" " + text, add_special_tokens=False)["input_ids"])
+
+
+def _run(pool: Sequence[str], start: int, length: int) -> str:
+    return " ".join(pool[start:start + length])
+
+
+def _tokenizer_name(tokenizer) -> str | None:
+    """A portable name (no local folders in provenance): "gpt2" for a hub id or a folder."""
+    if tokenizer is None:
+        return None
+    name = str(getattr(tokenizer, "name_or_path", "") or type(tokenizer).__name__)
+    return name.rstrip("/\\").replace("\\", "/").rsplit("/", 1)[-1]
+
+
+def _check_pool(pool: Sequence[str]) -> list[str]:
+    pool = list(pool)
+    if not pool:
+        raise ValueError("random_match: the pool of unrelated words is empty")
+    for k, w in enumerate(pool):
+        if not isinstance(w, str) or not w.strip() or len(w.split()) != 1 or "[" in w or "]" in w:
+            raise ValueError(f"random_match: pool word {k} is {w!r}; pool entries must be single words "
+                             "without whitespace or brackets")
+    return pool
+
+
+def _pick_words(pool: list[str], n: int, rng: np.random.Generator) -> str:
+    return _run(pool, int(rng.integers(0, len(pool) - n + 1)), n)
+
+
+def _pick_tokens(pool: list[str], target: int, rng: np.random.Generator, count: Callable[[str], int], i: int) -> str:
+    # Each word adds at least one token, so runs longer than `target` words cannot match;
+    # token counts grow with run length, so stop a start as soon as it overshoots.
+    for start in rng.integers(0, len(pool), size=MAX_STARTS):
+        for length in range(1, min(target, len(pool) - int(start)) + 1):
+            c = count(_run(pool, int(start), length))
+            if c == target:
+                return _run(pool, int(start), length)
+            if c > target:
+                break
+    raise ValueError(f"random_match: no run of pool words has exactly {target} tokens (insertion {i}) "
+                     f"after {MAX_STARTS} random starts; use a larger or more varied pool")
+
+
+def _random_anchors(aug: Augmentation, n_words: int, sentence_ends, rng: np.random.Generator) -> list[int]:
+    """One anchor per insertion, without replacement; sentence-level insertions only at
+    sentence ends when those are given."""
+    anchors = [0] * len(aug.insertions)
+    used: set[int] = set()
+    ends = None
+    if sentence_ends is not None:
+        ends = np.unique(np.asarray(sentence_ends))
+        if ends.size == 0 or not np.issubdtype(ends.dtype, np.integer) or ends[0] < 0 or ends[-1] >= n_words:
+            raise ValueError(f"random_match: sentence_ends must be word indices in [0, {n_words}), "
+                             f"got {sentence_ends!r}")
+    for level in ("sentence", "word"):  # sentence-level first: they have fewer places to go
+        ks = [k for k, ins in enumerate(aug.insertions) if ins.level == level]
+        if not ks:
+            continue
+        allowed = ends if level == "sentence" and ends is not None else np.arange(n_words)
+        free = np.asarray([a for a in allowed.tolist() if a not in used], np.int64)
+        if free.size < len(ks):
+            where = "sentence ends" if allowed is ends else "words"
+            raise ValueError(f"random_match: {len(ks)} {level}-level insertions need distinct anchors but only "
+                             f"{free.size} free {where} are left")
+        chosen = rng.choice(free, size=len(ks), replace=False)
+        for k, a in zip(ks, chosen.tolist()):
+            anchors[k] = a
+            used.add(a)
+    return anchors
+
+
+def random_match(aug: Augmentation, words: Sequence[str], pool: Sequence[str], seed: int,
+                 positions: str = "matched", tokenizer=None, sentence_ends=None,
+                 pool_name: str = "") -> Augmentation:
+    """The random control of `aug` (see module docstring); source "random", levels copied.
+
+    tokenizer: any Hugging Face tokenizer; lengths are then `token_count` tokens and matched
+    exactly (ValueError when the pool has no run of the needed count). sentence_ends: word
+    indices where sentence-level insertions may go when positions="random".
+    """
+    validate(aug, words, where="random_match: augmentation")
+    if positions not in POSITIONS:
+        raise ValueError(f"random_match: positions must be one of {POSITIONS}, got {positions!r}")
+    if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool):
+        raise ValueError(f"random_match: seed must be an int, got {seed!r}")
+    pool = _check_pool(pool)
+    count = (lambda text: token_count(tokenizer, text)) if tokenizer is not None else (lambda text: len(text.split()))
+    targets = [count(ins.text) for ins in aug.insertions]
+    available = count(" ".join(pool))
+    if available < max(targets):
+        unit = "tokens" if tokenizer is not None else "words"
+        raise ValueError(f"random_match: the pool ({pool_name or 'unnamed'}) has {available} {unit}, shorter than "
+                         f"the longest insertion ({max(targets)} {unit})")
+    rng = np.random.default_rng(seed)
+    if positions == "matched":
+        anchors = [ins.anchor for ins in aug.insertions]
+    else:
+        anchors = _random_anchors(aug, len(words), sentence_ends, rng)
+    texts = [_pick_tokens(pool, t, rng, count, i) if tokenizer is not None else _pick_words(pool, t, rng)
+             for i, t in enumerate(targets)]
+    insertions = tuple(Insertion(a, text, ins.level, "random", words[a])
+                       for a, text, ins in zip(anchors, texts, aug.insertions))
+    provenance = {
+        "generator": "random_match", "matched_to": aug.id, "seed": int(seed), "positions": positions,
+        "pool_name": pool_name, "pool_words": len(pool),
+        "unit": "tokens" if tokenizer is not None else "words",
+        "tokenizer": _tokenizer_name(tokenizer),
+        "total_original": int(sum(targets)), "total_control": int(sum(count(t) for t in texts)),
+    }
+    out = Augmentation(aug.story, story_hash(words), len(words), insertions, provenance)
+    validate(out, words, where="random_match: control")
+    return out

@@ -1,0 +1,314 @@
+"""Create, check and inspect associative-memory augmentations: `python scripts/augment.py --help`.
+
+    # a model association every 4 sentences, from a local checkpoint or a chat endpoint
+    python scripts/augment.py generate --align stimuli/gentle/pieman/align.csv --model-path /models/llama-2-7b-chat \
+        --chat-format llama2 --out aug/pieman-llama.json
+    python scripts/augment.py generate --data-root /data/narratives --story pieman --level word \
+        --endpoint https://api.openai.com/v1 --api-key-env OPENAI_API_KEY --chat-model gpt-4 --out aug/pieman-gpt4.json
+    # human annotations: inline text ("... hospital [doctor, nurse] and ...") or a JSON file
+    python scripts/augment.py import notes.txt --align .../pieman/align.csv --level word --out aug/pieman-manual.json
+    # the length-matched random control, content from other stories
+    python scripts/augment.py random-match --augmentation aug/pieman-gpt4.json --align .../pieman/align.csv \
+        --pool-align .../tunnel/align.csv .../lucy/align.csv --seed 0 --out aug/pieman-random.json
+    python scripts/augment.py validate aug/pieman-gpt4.json --align .../pieman/align.csv   # exit 1 on error
+    python scripts/augment.py show aug/pieman-gpt4.json --align .../pieman/align.csv
+
+The story is `--align FILE` (Gentle align.csv/json; the name defaults to its folder) or
+`--data-root DIR --story NAME` (a Narratives dataset; NAME is an alignment folder, task or
+story name). Sentence boundaries come from a `transcript.txt` beside the alignment, else
+from pauses of at least `--gap-s` seconds. Outputs are written atomically and only once
+everything succeeded. The API key is read from the environment variable `--api-key-env`
+and never written anywhere.
+"""
+from __future__ import annotations
+
+import dataclasses
+import sys
+from pathlib import Path
+from typing import Literal
+
+import tyro
+
+from assocjax import stimuli
+from assocjax.augment import format as fmt
+from assocjax.augment.chat import ChatClient, ChatError
+from assocjax.augment.generate import (ChatGenerator, GenerationError, LMGenerator, generate_augmentation)
+from assocjax.augment.manual import import_json, parse_inline
+from assocjax.augment.random_control import random_match
+from assocjax.augment.sentences import DEFAULT_GAP_S, find_transcript, story_sentence_ends
+
+Positional = tyro.conf.Positional
+
+
+@dataclasses.dataclass(kw_only=True)
+class StoryArgs:
+    align: Path | None = None
+    """Gentle alignment of the story (align.csv or align.json)."""
+    data_root: Path | None = None
+    """Narratives dataset root, with --story (instead of --align)."""
+    story: str | None = None
+    """Story name: with --data-root the story to use; with --align its name (default: the alignment's folder)."""
+
+    def given(self) -> bool:
+        return self.align is not None or self.data_root is not None
+
+    def load(self) -> tuple[str, stimuli.Transcript, Path]:
+        """(story name, alignment, alignment file)."""
+        if self.align is not None and self.data_root is not None:
+            raise ValueError("give either --align or --data-root/--story, not both")
+        if self.align is not None:
+            t = stimuli.read_alignment(self.align)
+            return self.story or self.align.resolve().parent.name, t, self.align
+        if self.data_root is None or not self.story:
+            raise ValueError("name the story: --align FILE, or --data-root DIR --story NAME")
+        from assocjax.data import load_dataset
+
+        ds = load_dataset(self.data_root)
+        gentle = self.story if self.story in ds.gentle_stories else next(
+            (st.gentle for sc in ds.all_scans for st in sc.stories
+             if self.story in (st.name, st.audio, st.gentle, sc.task) and st.gentle), None)
+        if gentle is None:
+            raise ValueError(f"{self.data_root}: no alignment for story {self.story!r}; alignments: "
+                             f"{', '.join(ds.gentle_stories) or 'none'}")
+        t = stimuli.story_alignment(ds.gentle_dir, gentle)
+        return gentle, t, Path(t.source)
+
+
+@dataclasses.dataclass(kw_only=True)
+class Generate(StoryArgs):
+    """Generate model associations (sentence: one sentence every --every sentences; word: 1..--max-words
+    words after each content word of every --every-th sentence)."""
+
+    out: Path
+    """Output augmentation file (.json)."""
+    model_path: Path | None = None
+    """Local Hugging Face checkpoint folder of a causal LM (GPT-2 / LLaMA family)."""
+    endpoint: str | None = None
+    """OpenAI-compatible base URL, e.g. https://api.openai.com/v1 (requests go to {endpoint}/chat/completions)."""
+    api_key_env: str = "OPENAI_API_KEY"
+    """Environment variable holding the endpoint's API key (unset: no Authorization header)."""
+    chat_model: str = "gpt-4"
+    """Model name sent to the endpoint."""
+    level: Literal["sentence", "word"] = "sentence"
+    every: int = 4
+    """Associate after every N-th sentence."""
+    seed: int = 0
+    context_words: int = 200
+    """Prompt context: at most this many heard words up to the anchor."""
+    max_words: int = 3
+    """Word level: at most this many associated words per content word."""
+    retries: int = 2
+    """Ask again this many times when a reply is empty or unusable."""
+    prompt_template: Path | None = None
+    """Text file with a prompt template ({context}; {word} at word level; optional {max_words}, {story})."""
+    temperature: float = 0.7
+    top_p: float = 0.9
+    """Local model only: nucleus sampling mass."""
+    max_new_tokens: int = 32
+    """Reply length limit (tokens; max_tokens for the endpoint)."""
+    chat_format: Literal["plain", "llama2"] = "plain"
+    """Local model only: wrap prompts in LLaMA-2-chat [INST] tags."""
+    batch_size: int = 8
+    dtype: Literal["float32", "bfloat16"] = "float32"
+    timeout_s: float = 30.0
+    """Endpoint only: seconds per request."""
+    max_retries: int = 4
+    """Endpoint only: retries on timeouts, connection errors, 429 and 5xx (exponential backoff)."""
+    gap_s: float = DEFAULT_GAP_S
+    """Pause (s) that ends a sentence when there is no transcript.txt."""
+
+    def run(self) -> int:
+        if (self.model_path is None) == (self.endpoint is None):
+            raise ValueError("give exactly one backend: --model-path FOLDER or --endpoint URL")
+        template = None
+        if self.prompt_template is not None:
+            if not self.prompt_template.is_file():
+                raise FileNotFoundError(f"prompt template file not found: {self.prompt_template}")
+            template = self.prompt_template.read_text(encoding="utf-8")
+        name, t, align_path = self.load()
+        ends = story_sentence_ends(t, align_path, self.gap_s)
+        text = find_transcript(align_path)
+        boundaries = f"punctuation of {text}" if text else f"pauses >= {self.gap_s} s"
+        if self.endpoint is not None:
+            client = ChatClient(self.endpoint, model=self.chat_model, api_key_env=self.api_key_env,
+                                timeout_s=self.timeout_s, max_retries=self.max_retries,
+                                temperature=self.temperature, max_tokens=self.max_new_tokens)
+            generator = ChatGenerator(client)
+        else:
+            import jax.numpy as jnp
+
+            from assocjax.models import load_pretrained
+
+            model, tok = load_pretrained(self.model_path, dtype=getattr(jnp, self.dtype))
+            generator = LMGenerator(model, tok, max_new_tokens=self.max_new_tokens, temperature=self.temperature,
+                                    top_p=self.top_p, seed=self.seed, chat_format=self.chat_format,
+                                    batch_size=self.batch_size, name=str(self.model_path))
+        aug = generate_augmentation(t.words, ends, name, generator, level=self.level, every=self.every,
+                                    seed=self.seed, context_words=self.context_words, prompt_template=template,
+                                    max_words=self.max_words, retries=self.retries,
+                                    provenance={"alignment": str(align_path), "sentence_boundaries": boundaries})
+        fmt.save(aug, self.out, t.words)
+        print(f"wrote {self.out}: {len(aug.insertions)} {self.level}-level insertions, "
+              f"{aug.n_inserted_words} words, id {aug.id}")
+        return 0
+
+
+@dataclasses.dataclass(kw_only=True)
+class Import(StoryArgs):
+    """Import manual annotations: inline text ("... hospital [doctor, nurse] and ...") or an augmentation JSON."""
+
+    input: Positional[Path]
+    """Inline text file, or a .json augmentation file."""
+    out: Path
+    level: Literal["word", "sentence"] = "word"
+    """Level of the inline insertions."""
+
+    def run(self) -> int:
+        if not self.input.is_file():
+            raise FileNotFoundError(f"input file not found: {self.input}")
+        name, t, _ = self.load()
+        raw = self.input.read_text(encoding="utf-8")
+        if self.input.suffix == ".json" or raw.lstrip().startswith("{"):
+            aug = import_json(self.input, t.words)
+        else:
+            aug = parse_inline(raw, t.words, name, self.level,
+                               {"generator": "manual-inline", "input": str(self.input)})
+        fmt.save(aug, self.out, t.words)
+        print(f"wrote {self.out}: {len(aug.insertions)} insertions, {aug.n_inserted_words} words, id {aug.id}")
+        return 0
+
+
+@dataclasses.dataclass(kw_only=True)
+class RandomMatch(StoryArgs):
+    """The length-matched random control of an augmentation, its content drawn from other stories."""
+
+    augmentation: Path
+    """The associative augmentation to match."""
+    pool_align: tuple[Path, ...]
+    """Alignments of other stories whose words fill the control."""
+    out: Path
+    seed: int = 0
+    positions: Literal["matched", "random"] = "matched"
+    """Insert at the same anchors, or at seeded random ones (sentence level: random sentence ends)."""
+    tokenizer: Path | None = None
+    """Tokenizer folder: match lengths in its tokens (default: in words)."""
+    gap_s: float = DEFAULT_GAP_S
+
+    def run(self) -> int:
+        name, t, align_path = self.load()
+        aug = fmt.load(self.augmentation, t.words)
+        own = fmt.story_hash(t.words)
+        pool: list[str] = []
+        for path in self.pool_align:
+            words = stimuli.read_alignment(path).words
+            if fmt.story_hash(words) == own:
+                raise ValueError(f"--pool-align {path} is the story {name!r} itself; the pool must be unrelated text")
+            pool.extend(words)
+        if not pool:
+            raise ValueError("give --pool-align with at least one other story's alignment")
+        tok = None
+        if self.tokenizer is not None:
+            from transformers import AutoTokenizer
+
+            tok = AutoTokenizer.from_pretrained(str(self.tokenizer))
+        ends = story_sentence_ends(t, align_path, self.gap_s)
+        control = random_match(aug, t.words, pool, self.seed, self.positions, tok, ends,
+                               pool_name=",".join(p.resolve().parent.name for p in self.pool_align))
+        fmt.save(control, self.out, t.words)
+        print(f"wrote {self.out}: {len(control.insertions)} random insertions, {control.n_inserted_words} words, "
+              f"matched to {aug.id}, id {control.id}")
+        return 0
+
+
+@dataclasses.dataclass(kw_only=True)
+class Validate(StoryArgs):
+    """Check an augmentation file (against the story's alignment when given). Exit code 1 on error."""
+
+    file: Positional[Path]
+
+    def run(self) -> int:
+        try:
+            words = self.load()[1].words if self.given() else None
+            aug = fmt.load(self.file, words)
+        except (ValueError, FileNotFoundError) as e:
+            print(f"ERROR: {e}")
+            return 1
+        against = "the story's alignment" if words is not None else "its structure only (no --align given)"
+        print(f"OK: {self.file}: story {aug.story!r}, {len(aug.insertions)} insertions, checked against {against}")
+        return 0
+
+
+@dataclasses.dataclass(kw_only=True)
+class Show(StoryArgs):
+    """Summarize an augmentation: story, counts per level/source, inserted words/tokens, first insertions."""
+
+    file: Positional[Path]
+    n: int = 5
+    """Insertions shown in context."""
+    context: int = 6
+    """Heard words shown on each side."""
+    tokenizer: Path | None = None
+    """Tokenizer folder: also count inserted tokens."""
+
+    def run(self) -> int:
+        words = self.load()[1].words if self.given() else None
+        aug = fmt.load(self.file, words)
+        print(summary(aug, self.file, words, self.n, self.context, self._tokenizer()))
+        return 0
+
+    def _tokenizer(self):
+        if self.tokenizer is None:
+            return None
+        from transformers import AutoTokenizer
+
+        return AutoTokenizer.from_pretrained(str(self.tokenizer))
+
+
+def summary(aug: fmt.Augmentation, path, words=None, n: int = 5, context: int = 6, tokenizer=None) -> str:
+    counts: dict[tuple[str, str], int] = {}
+    for ins in aug.insertions:
+        counts[ins.level, ins.source] = counts.get((ins.level, ins.source), 0) + 1
+    lines = [f"file: {path} (id {aug.id})",
+             f"story: {aug.story} ({aug.n_words} words, story_hash {aug.story_hash[:12]}...)"
+             + (", matches the given alignment" if words is not None else ""),
+             f"insertions: {len(aug.insertions)} (" + ", ".join(f"{lv}/{src}: {c}" for (lv, src), c in
+                                                           sorted(counts.items())) + ")",
+             f"inserted words: {aug.n_inserted_words} ({100 * aug.n_inserted_words / aug.n_words:.1f}% of "
+             f"{aug.n_words} heard words)"]
+    if tokenizer is not None:
+        from assocjax.augment.random_control import token_count
+
+        n_tok = sum(token_count(tokenizer, ins.text) for ins in aug.insertions)
+        lines.append(f"inserted tokens: {n_tok} ({getattr(tokenizer, 'name_or_path', '')})")
+    gen = aug.provenance.get("generator")
+    lines.append("provenance: " + ", ".join(f"{k}={v}" for k, v in aug.provenance.items()
+                                            if k not in ("prompt_template", "generator"))
+                 + (f", generator={gen}" if gen is not None else ""))
+    lines.append(f"first {min(n, len(aug.insertions))} insertions:")
+    for k, ins in enumerate(aug.insertions[:n]):
+        if words is None:
+            lines.append(f"  {k}: word {ins.anchor}: {ins.after_word or '?'} [{ins.text}]")
+            continue
+        before = words[max(0, ins.anchor + 1 - context): ins.anchor + 1]
+        after = words[ins.anchor + 1: ins.anchor + 1 + context]
+        lines.append(f"  {k}: word {ins.anchor}: {'... ' if ins.anchor + 1 > context else ''}{' '.join(before)} "
+                     f"[{ins.text}] {' '.join(after)}{' ...' if ins.anchor + 1 + context < len(words) else ''}")
+    return "\n".join(lines)
+
+
+COMMANDS = {"generate": Generate, "import": Import, "random-match": RandomMatch, "validate": Validate, "show": Show}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse argv (default: sys.argv[1:]), run the subcommand; 0 on success, 1 on an error
+    (printed to stderr; no output file is written)."""
+    cmd = tyro.extras.subcommand_cli_from_dict(COMMANDS, args=argv, description=__doc__.split("\n")[0])
+    try:
+        return cmd.run()
+    except (ValueError, FileNotFoundError, GenerationError, ChatError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
