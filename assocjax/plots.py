@@ -197,3 +197,51 @@ def plot_surface(values_V, n_per_hemi: int, path: str | os.PathLike, title: str 
     if title:
         fig.suptitle(title, fontsize=12)
     return _save(fig, path)
+
+
+def plot_gains(rows, path: str | os.PathLike, fdr: float = 0.05, hemi: str = "both", title: str = "") -> Path:
+    """Score change per layer, one panel per region, one line per comparison, shaded CI (the
+    subject bootstrap); filled markers where the change survives FDR (q < fdr). Uses the
+    subject-level rows (fit "subjects") of `pipeline.compare`, or the subject-mean fit's
+    change when there is one subject only."""
+    rows = _check_rows(rows, ("comparison", "layer", "region", "hemi", "fit", "change", "change_ci_low",
+                              "change_ci_high", "q"), "plot_gains")
+    fit = "subjects" if any(r["fit"] == "subjects" for r in rows) else "mean"
+    rows = [r for r in rows if r["fit"] == fit and r["hemi"] == hemi] or [r for r in rows if r["fit"] == fit]
+    regions = list(dict.fromkeys(str(r["region"]) for r in rows))
+    comparisons = list(dict.fromkeys(str(r["comparison"]) for r in rows))
+    cols = min(3, len(regions))
+    nrows = math.ceil(len(regions) / cols)
+    fig = _new_figure((4.2 * cols, 3.2 * nrows + 0.6))
+    axes = [fig.add_subplot(nrows, cols, i + 1) for i in range(len(regions))]
+    for ax, region in zip(axes, regions):
+        for i, comp in enumerate(comparisons):
+            rr = sorted((r for r in rows if r["region"] == region and r["comparison"] == comp), key=lambda r: r["layer"])
+            if not rr:
+                continue
+            x = np.array([int(r["layer"]) for r in rr])
+            y, lo, hi = (np.array([_f(r[k]) for r in rr]) for k in ("change", "change_ci_low", "change_ci_high"))
+            sig = np.array([_f(r["q"]) < fdr for r in rr])
+            line, = ax.plot(x, y, "-", color=f"C{i}", label=comp)
+            ax.fill_between(x, lo, hi, color=line.get_color(), alpha=0.2, linewidth=0)
+            if len(x) == 1:
+                ax.errorbar(x, y, yerr=[y - lo, hi - y], color=line.get_color(), capsize=3)
+            ax.plot(x[sig], y[sig], "o", color=line.get_color())
+            ax.plot(x[~sig], y[~sig], "o", mfc="white", color=line.get_color())
+        ax.axhline(0.0, color="0.5", linewidth=0.8)
+        ax.set_title(region)
+        ax.set_xlabel("layer")
+        layers = sorted({int(r["layer"]) for r in rows})
+        if len(layers) <= 12:
+            ax.set_xticks(layers)
+            ax.set_xlim(layers[0] - 0.5, layers[-1] + 0.5)
+        else:
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    axes[0].set_ylabel("score change (r)")
+    handles = [Line2D([], [], color=f"C{i}", label=c) for i, c in enumerate(comparisons)]
+    handles += [Line2D([], [], marker="o", linestyle="", color="k", label=f"q < {fdr}"),
+                Line2D([], [], marker="o", mfc="white", linestyle="", color="k", label="n.s.")]
+    fig.legend(handles=handles, loc="lower center", ncol=min(4, len(handles)), fontsize=8, frameon=False)
+    fig.suptitle(title or f"score change vs baseline ({hemi}; {'subject mean, 95% CI' if fit == 'subjects' else 'group fit'})")
+    fig.tight_layout(rect=(0, 0.08 + 0.04 * (len(handles) > 4), 1, 0.95))
+    return _save(fig, path)

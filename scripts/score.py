@@ -3,10 +3,12 @@
     python scripts/score.py                      # built-in synthetic example (made once, cached)
     python scripts/score.py --data.root /data/narratives --model.path /models/gpt2 \
         --data.tasks pieman,tunnel --features.layers 4 6 8 --output outputs/gpt2
+    python scripts/score.py --augment.files aug/*.json --augment.compare   # F per condition vs plain
+    python scripts/score.py --model.path base --compare.models tuned-lora tuned-control   # M
 """
 import tyro
 
-from assocjax.pipeline import ScoreConfig, score
+from assocjax.pipeline import ScoreConfig, main
 
 if __name__ == "__main__":
-    score(tyro.cli(ScoreConfig))
+    main(tyro.cli(ScoreConfig))

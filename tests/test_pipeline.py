@@ -106,7 +106,7 @@ def test_kill_and_resume_gives_the_same_numbers(run, tmp_path):
     proc = subprocess.Popen([sys.executable, "-c", code], cwd=REPO, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 300  # generous: CI machines may be loaded
         while not list(cfg.cache_dir.glob("scores/*/layer-*.npz")) and time.monotonic() < deadline:
             assert proc.poll() is None, "the run ended before writing a layer"
             time.sleep(0.01)

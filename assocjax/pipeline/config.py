@@ -70,6 +70,40 @@ class FeatureOptions:
 
 
 @dataclasses.dataclass
+class AugmentOptions:
+    """Associative-memory augmentation: the model reads each story with inserted text
+    (files from scripts/augment.py); brain responses exist for heard words only."""
+
+    files: tuple[Path, ...] = ()
+    """augmentation JSON files, one per selected story and condition (condition: the file's
+    provenance "condition", else <source>-<level>)"""
+    mode: Literal["context", "timed"] = "context"
+    """context: inserted words are model input only, features are taken at the heard words (their
+    real onsets); timed: also a second feature block of the inserted words, placed at their anchor
+    word's onset"""
+    compare: bool = False
+    """also score the plain stories (reused from the results cache) and report F = R(augmented) - R(plain)
+    per condition, layer, region, hemisphere and subject (gains.csv, gains.png)"""
+
+
+@dataclasses.dataclass
+class CompareOptions:
+    """Comparisons between conditions of the same subjects (F for augmentations, M for tuned models)."""
+
+    models: tuple[str, ...] = ()
+    """tuned model folders (scripts/finetune.py) to score against --model.path:
+    M = (R(tuned) - R(base)) / R(base), beside the absolute change"""
+    names: tuple[str, ...] = ()
+    """labels of --compare.models (default: their folder names)"""
+    n_perm: int = 10000
+    """sign-flip permutations across subjects (exact when 2^subjects is smaller)"""
+    min_base: float = 0.05
+    """M is NaN and flagged where the baseline's subject-mean score is below this"""
+    fdr: float = 0.05
+    """Benjamini-Hochberg level over regions x layers x hemispheres of one comparison"""
+
+
+@dataclasses.dataclass
 class RidgeOptions:
     """Nested story-held-out ridge."""
 
@@ -161,6 +195,8 @@ class ScoreConfig:
     model: ModelOptions = dataclasses.field(default_factory=ModelOptions)
     data: DataOptions = dataclasses.field(default_factory=DataOptions)
     features: FeatureOptions = dataclasses.field(default_factory=FeatureOptions)
+    augment: AugmentOptions = dataclasses.field(default_factory=AugmentOptions)
+    compare: CompareOptions = dataclasses.field(default_factory=CompareOptions)
     ridge: RidgeOptions = dataclasses.field(default_factory=RidgeOptions)
     ceiling: CeilingOptions = dataclasses.field(default_factory=CeilingOptions)
     report: ReportOptions = dataclasses.field(default_factory=ReportOptions)

@@ -13,6 +13,7 @@ import math
 
 import numpy as np
 
+from ..augment import augmented_words
 from ..data import read_surface, read_volume, trim_to_story
 from ..features import tr_features, word_features
 from .inputs import Selection
@@ -83,21 +84,46 @@ def cv_groups(lengths: list[int], chunks: int | None) -> tuple[np.ndarray, int]:
     return np.concatenate(ids).astype(np.int32), chunks
 
 
-def word_feats(model, tok, sel: Selection, opts, cache_dir, progress: bool = False) -> list[np.ndarray]:
-    """(L + 1, W, D) word features per story, through the feature cache."""
+def story_features(model, tok, story, sel: Selection, opts, cache_dir, aug=None, mode: str = "context"):
+    """(heard (L + 1, W, D), inserted block or None) of one story, through the feature cache.
+
+    With an augmentation the model reads the story with the inserted words, and the heard
+    words' features are taken from that reading (at their real onsets). mode "timed" also
+    returns the inserted words' features with their times (their anchor word's onset), which
+    `layer_design` adds as a second block: the inserted content gets its own ridge weights
+    instead of being summed into the heard words' dimensions.
+    """
+    words = list(story.transcript.words)
+    kw = dict(batch_size=opts.batch_size, cache_dir=cache_dir)
+    if aug is None:
+        return word_features(model, tok, words, sel.context, sel.stride, opts.pooling, **kw), None
+    read, heard, anchor = augmented_words(words, aug)
+    feats = word_features(model, tok, read, sel.context, sel.stride, opts.pooling, augmentation_id=aug.id, **kw)
+    if mode == "context":
+        return feats[:, heard >= 0], None
+    inserted = heard < 0
+    return feats[:, heard >= 0], (feats[:, inserted], story.word_times[anchor[inserted]])
+
+
+def word_feats(model, tok, sel: Selection, opts, cache_dir, progress: bool = False, augs=None, mode="context"):
+    """`story_features` of every selected story (augs: story name -> Augmentation)."""
     stories = sel.stories
     if progress:
         from tqdm.auto import tqdm
         stories = tqdm(stories, desc="word features", unit="story")
-    return [word_features(model, tok, list(s.transcript.words), sel.context, sel.stride, opts.pooling,
-                          batch_size=opts.batch_size, cache_dir=cache_dir) for s in stories]
+    augs = augs or {}
+    return [story_features(model, tok, s, sel, opts, cache_dir, augs.get(s.name), mode) for s in stories]
 
 
-def layer_design(feats: list[np.ndarray], sel: Selection, layer: int, opts) -> np.ndarray:
-    """(N, D * n_delays) design of one hidden state over all stories."""
+def layer_design(feats, sel: Selection, layer: int, opts) -> np.ndarray:
+    """(N, D * n_delays [* 2 with an inserted block]) design of one hidden state over all stories."""
     parts = []
-    for f, s in zip(feats, sel.stories):
-        x = tr_features(f, s.word_times, s.scan_trs, s.tr, layers=[layer], method=opts.downsample,
-                        delays=tuple(opts.delays))[0]
+    for (heard, extra), s in zip(feats, sel.stories):
+        blocks = [(heard, s.word_times)] + ([extra] if extra is not None else [])
+        x = np.concatenate([tr_features(f, t, s.scan_trs, s.tr, layers=[layer], method=opts.downsample,
+                                        delays=tuple(opts.delays))[0] for f, t in blocks], axis=-1)
         parts.append(x[s.onset_tr:])
+    widths = {p.shape[1] for p in parts}
+    if len(widths) > 1:  # timed mode needs every story augmented (inputs.resolve_augmentations checks)
+        raise ValueError(f"stories give designs of different widths {sorted(widths)}")
     return np.concatenate(parts, 0).astype(np.float32)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import stimuli
+from .. import augment, stimuli
 from ..data import Narratives, Scan, Story, load_dataset, read_scans
 from ..data.layout import _subject_id
 from ..data.narratives import VOLUME_SPACE
@@ -221,3 +221,41 @@ def describe(sel: Selection) -> dict:
                 model=str(sel.model_folder), model_config=dataclasses.asdict(sel.model_cfg), layers=list(sel.layers),
                 context=sel.context, stride=sel.stride, scans={f"{s}/{n}": sc.stem for (s, n), (sc, _) in sel.scans.items()},
                 notes=list(sel.notes))
+
+
+def condition_name(aug: augment.Augmentation) -> str:
+    """The condition an augmentation file belongs to: provenance "condition", else <source>-<level>."""
+    return str(aug.provenance.get("condition") or f"{aug.source}-{aug.level}")
+
+
+def read_augmentations(files) -> list[tuple[Path, augment.Augmentation]]:
+    out = []
+    for f in files:
+        path = Path(f)
+        if not path.is_file():
+            raise FileNotFoundError(f"--augment.files: {path} not found")
+        out.append((path, augment.load(path)))
+    return out
+
+
+def resolve_augmentations(files, stories) -> dict[str, augment.Augmentation]:
+    """story name -> its augmentation, for one condition: exactly one file per selected story,
+    each checked against the story's words (hash, length, anchors)."""
+    if not files:
+        return {}
+    by_name = {s.name: s for s in stories}
+    chosen: dict[str, tuple[Path, augment.Augmentation]] = {}
+    for path, aug in read_augmentations(files):
+        if aug.story not in by_name:
+            raise ValueError(f"{path}: augmentation of story {aug.story!r}, which is not selected "
+                             f"(selected: {', '.join(by_name)})")
+        if aug.story in chosen:
+            raise ValueError(f"{chosen[aug.story][0]} and {path} both augment story {aug.story!r}: one file per story "
+                             "per run (several conditions need --augment.compare)")
+        augment.validate(aug, list(by_name[aug.story].transcript.words), where=str(path))
+        chosen[aug.story] = (path, aug)
+    missing = [n for n in by_name if n not in chosen]
+    if missing:
+        raise ValueError(f"no augmentation file for selected story/stories {missing}: give one per story, or "
+                         "select the augmented stories with --data.stories")
+    return {n: aug for n, (_, aug) in chosen.items()}

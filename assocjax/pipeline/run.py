@@ -28,7 +28,7 @@ from . import report, store, tables
 from .assets import ensure_builtin, planting
 from .config import ScoreConfig
 from .design import Bold, cv_groups, layer_design, load_bold, story_lengths, word_feats
-from .inputs import Selection, describe, resolve_model, select
+from .inputs import Selection, describe, resolve_augmentations, resolve_model, select
 
 
 @dataclasses.dataclass
@@ -79,7 +79,7 @@ def _atlas(sel: Selection, bold: Bold) -> rois.Atlas | None:
     return atlas
 
 
-def _layers(cfg: ScoreConfig, sel: Selection, y_NFV, groups, folder: Path, alphas):
+def _layers(cfg: ScoreConfig, sel: Selection, y_NFV, groups, folder: Path, alphas, augs):
     results, todo = {}, []
     for layer in sel.layers:
         got = store.load(store.layer_path(folder, layer))
@@ -90,7 +90,7 @@ def _layers(cfg: ScoreConfig, sel: Selection, y_NFV, groups, folder: Path, alpha
     if not todo:
         return results, ()
     model, tok = load_pretrained(sel.model_folder, dtype=getattr(jnp, cfg.model.dtype))
-    feats = word_feats(model, tok, sel, cfg.features, cfg.cache_dir / "features", cfg.progress)
+    feats = word_feats(model, tok, sel, cfg.features, cfg.cache_dir / "features", cfg.progress, augs, cfg.augment.mode)
     del model
     steps = todo
     if cfg.progress:
@@ -150,7 +150,8 @@ def score(cfg: ScoreConfig) -> ScoreResult:
     root, model_path, space, manifest = _sources(cfg)
     sel = select(cfg, root, model_path, space)
     _print_notes(sel.notes)
-    key = store.results_key(cfg, sel)
+    augs = resolve_augmentations(cfg.augment.files, sel.stories)
+    key = store.results_key(cfg, sel, augs)
     folder = store.results_dir(cfg.cache_dir, key)
     write_json(folder / "key.json", key)
 
@@ -162,7 +163,7 @@ def score(cfg: ScoreConfig) -> ScoreResult:
     mean = bold.y_NSV.mean(1, keepdims=True)
     y = np.concatenate([bold.y_NSV, mean], 1) if per_subject else mean
     alphas = np.sort(np.asarray(cfg.ridge.alphas, np.float64))
-    results, computed = _layers(cfg, sel, y, groups, folder, alphas)
+    results, computed = _layers(cfg, sel, y, groups, folder, alphas, augs)
 
     hemi_V = np.repeat(np.asarray(bold.hemis or ("",)), bold.hemi_sizes)
     regs = tables.regions(atlas, hemi_V, bold.keep_V)
@@ -184,7 +185,9 @@ def score(cfg: ScoreConfig) -> ScoreResult:
         record = dict(
             config=dataclasses.asdict(cfg), command=sys.argv, versions=_versions(),
             seeds=dict(ceiling_splits=cfg.seed, bootstrap=cfg.seed, synthetic=cfg.synthetic.seed if manifest else None),
-            data_root=root, model=sel.model_folder, selection=describe(sel), cv=dict(
+            data_root=root, model=sel.model_folder, selection=describe(sel),
+            augmentation=dict(mode=cfg.augment.mode, files=[str(f) for f in cfg.augment.files],
+                              ids={n: a.id for n, a in augs.items()}) if augs else None, cv=dict(
                 groups=int(len(np.unique(groups))), chunks_per_story=chunks, per_subject=per_subject,
                 solver=str(results[sel.layers[0]]["solver"]),
                 test_groups=json.loads(str(results[sel.layers[0]]["test_groups"]))),

@@ -32,7 +32,7 @@ def _stat(path: Path) -> list:
     return [str(path), st.st_size, st.st_mtime_ns]
 
 
-def results_key(cfg: ScoreConfig, sel: Selection) -> dict:
+def results_key(cfg: ScoreConfig, sel: Selection, augs: dict | None = None) -> dict:
     files = model_files(sel.model_folder) + [Path(s.transcript.source) for s in sel.stories]
     for scan, _ in sel.scans.values():
         if sel.kind == "surface":
@@ -40,7 +40,8 @@ def results_key(cfg: ScoreConfig, sel: Selection) -> dict:
         else:
             files.append(volume_paths(scan, sel.derivative, sel.space)[0])
     selection = {k: v for k, v in describe(sel).items() if k not in ("layers", "notes")}
-    return dict(
+    extra = dict(augmentation=dict(mode=cfg.augment.mode, ids={n: a.id for n, a in sorted(augs.items())})) if augs else {}
+    return extra | dict(
         version=PIPELINE_VERSION, selection=selection, model_dtype=cfg.model.dtype,
         features={k: v for k, v in dataclasses.asdict(cfg.features).items() if k not in ("layers", "batch_size")},
         ridge={k: v for k, v in dataclasses.asdict(cfg.ridge).items() if k != "target_chunk"},

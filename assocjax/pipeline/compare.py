@@ -1,0 +1,169 @@
+"""Several conditions of one run, and their score changes: F for augmentations, M for tuned models.
+
+`compare(cfg)` scores the baseline (plain stories, --model.path) and every condition in a
+folder of its own under --output (each is an ordinary `score` run, so finished layers come
+from the results cache: the baseline of an earlier run is reused, not refit), then pairs the
+subjects' region scores:
+    F  = R(augmented) - R(plain)            each augmentation condition vs the plain stories
+    M  = (R(tuned) - R(base)) / R(base)     each --compare.models folder vs --model.path
+    contrast = R(A) - R(B)                  every pair of conditions (e.g. associative vs random)
+with the statistics of `assocjax.gains` (paired subject bootstrap CI, sign-flip p, BH q over
+the layer x region x hemisphere rows of one comparison). Written: gains.csv / gains.json (tidy
+rows), gains.png (change per layer, one panel per region) and the runs' own folders.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+
+from ..atomic import atomic_write_text
+from ..gains import bh_fdr, paired_change
+from ..reports import write_csv, write_json
+from .config import ScoreConfig
+from .inputs import condition_name, read_augmentations
+from .report import clean_nans
+from .run import ScoreResult, score
+
+BASELINE = "plain"
+
+
+@dataclasses.dataclass
+class Comparison:
+    output: Path
+    runs: dict[str, ScoreResult]   # condition -> its run (BASELINE first)
+    rows: list[dict]
+    files: list[Path]
+
+
+def augmentation_conditions(files) -> dict[str, list[Path]]:
+    """condition -> its files (see `inputs.condition_name`), in the order first seen."""
+    out: dict[str, list[Path]] = {}
+    for path, aug in read_augmentations(files):
+        out.setdefault(condition_name(aug), []).append(path)
+    return out
+
+
+def _folder_name(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+
+
+def _subject_matrix(rows, keys, subjects) -> np.ndarray:
+    """(subjects, keys) score of each subject's fit in each (layer, region, hemi)."""
+    table = {(r["layer"], r["region"], r["hemi"], r["subject"]): r["score"] for r in rows if r["fit"] == "subject"}
+    return np.array([[table.get(k + (s,), np.nan) for k in keys] for s in subjects], np.float64)
+
+
+def change_rows(base: ScoreResult, new: ScoreResult, comparison: str, kind: str, opts, n_boot: int, ci: float,
+                seed: int) -> list[dict]:
+    """Tidy rows of one comparison: per (layer, region, hemi) the subject-level statistics
+    (fit "subjects"), each subject's change (fit "subject") and the change of the subject-mean
+    fit (fit "mean", no CI: its scores come from one fit)."""
+    keys = list(dict.fromkeys((r["layer"], r["region"], r["hemi"]) for r in base.rows if r["fit"] == "mean"))
+    subjects = list(dict.fromkeys(r["subject"] for r in base.rows if r["fit"] == "subject"))
+    head = lambda k: dict(comparison=comparison, kind=kind, layer=k[0], region=k[1], hemi=k[2])  # noqa: E731
+    nan = float("nan")
+    rows = []
+    if subjects:
+        b, n = _subject_matrix(base.rows, keys, subjects), _subject_matrix(new.rows, keys, subjects)
+        st = paired_change(b, n, n_boot, ci, seed, opts.n_perm, opts.min_base)
+        q = bh_fdr(st["p"])
+        for j, k in enumerate(keys):
+            rows.append(head(k) | dict(fit="subjects", subject="all", n_subjects=int(st["n_subjects"][j]),
+                                       base=st["base"][j], new=st["new"][j], change=st["change"][j],
+                                       change_ci_low=st["change_ci_low"][j], change_ci_high=st["change_ci_high"][j],
+                                       p=st["p"][j], q=q[j], significant=bool(q[j] < opts.fdr),
+                                       relative=st["relative"][j], relative_ci_low=st["relative_ci_low"][j],
+                                       relative_ci_high=st["relative_ci_high"][j],
+                                       base_too_small=bool(st["base_too_small"][j])))
+            for s, sub in enumerate(subjects):
+                rows.append(head(k) | dict(fit="subject", subject=sub, n_subjects=1, base=b[s, j], new=n[s, j],
+                                           change=n[s, j] - b[s, j], change_ci_low=nan, change_ci_high=nan, p=nan,
+                                           q=nan, significant=False, relative=nan, relative_ci_low=nan,
+                                           relative_ci_high=nan, base_too_small=False))
+    mean = lambda res: {(r["layer"], r["region"], r["hemi"]): r["score"] for r in res.rows if r["fit"] == "mean"}  # noqa: E731
+    mb, mn = mean(base), mean(new)
+    for k in keys:
+        rel = (mn[k] - mb[k]) / mb[k] if mb[k] >= opts.min_base else nan
+        rows.append(head(k) | dict(fit="mean", subject="mean", n_subjects=len(subjects) or 1, base=mb[k], new=mn[k],
+                                   change=mn[k] - mb[k], change_ci_low=nan, change_ci_high=nan, p=nan, q=nan,
+                                   significant=False, relative=rel, relative_ci_low=nan, relative_ci_high=nan,
+                                   base_too_small=not mb[k] >= opts.min_base))
+    return [{k: (float(v) if isinstance(v, (float, np.floating)) else v) for k, v in row.items()} for row in rows]
+
+
+def compare(cfg: ScoreConfig) -> Comparison:
+    """Score the baseline and every condition, then write the change tables (module docstring)."""
+    if not cfg.augment.files and not cfg.compare.models:
+        raise ValueError("nothing to compare: give --augment.files (F) and/or --compare.models (M)")
+    names = cfg.compare.names or tuple(Path(m).name for m in cfg.compare.models)
+    if len(names) != len(cfg.compare.models) or len(set(names)) != len(names):
+        raise ValueError(f"--compare.names {list(names)} must give one distinct label per --compare.models entry")
+    conditions = augmentation_conditions(cfg.augment.files)
+    clash = (set(conditions) & set(names)) | ({BASELINE} & (set(conditions) | set(names)))
+    if clash:
+        raise ValueError(f"condition names {sorted(clash)} are used twice (augmentation conditions, model labels "
+                         f"and {BASELINE!r} must differ)")
+    out = Path(cfg.output)
+    plain = dataclasses.replace(cfg.augment, files=(), compare=False)
+    one = lambda name, **kw: score(dataclasses.replace(cfg, output=out / _folder_name(name), **kw))  # noqa: E731
+    runs = {BASELINE: one(BASELINE, augment=plain)}
+    kinds = {}
+    for name, files in conditions.items():
+        runs[name] = one(name, augment=dataclasses.replace(cfg.augment, files=tuple(files), compare=False))
+        kinds[name] = "F"
+    for name, path in zip(names, cfg.compare.models):
+        runs[name] = one(name, augment=plain, model=dataclasses.replace(cfg.model, path=str(path)))
+        kinds[name] = "M"
+
+    rows, r = [], cfg.report
+    for name, kind in kinds.items():
+        rows += change_rows(runs[BASELINE], runs[name], f"{name} vs {BASELINE}", kind, cfg.compare, r.n_boot, r.ci,
+                            cfg.seed)
+    others = list(kinds)
+    for i, a in enumerate(others):
+        for b in others[i + 1:]:
+            if kinds[a] == kinds[b]:
+                rows += change_rows(runs[b], runs[a], f"{a} vs {b}", "contrast", cfg.compare, r.n_boot, r.ci, cfg.seed)
+    files = [write_csv(out / "gains.csv", rows),
+             write_json(out / "gains.json", clean_nans(dict(baseline=BASELINE, conditions=kinds, rows=rows)))]
+    if r.figures:
+        from ..plots import plot_gains
+        files.append(plot_gains(rows, out / "gains.png", fdr=cfg.compare.fdr))
+    text = summary_text(rows, cfg.compare.fdr)
+    files.append(atomic_write_text(out / "gains.txt", text + "\n"))
+    files.append(write_json(out / "compare.json", dict(conditions=kinds, runs={k: str(v.output) for k, v in runs.items()},
+                                                       config=json.loads(json.dumps(dataclasses.asdict(cfg), default=str)))))
+    print(text)
+    return Comparison(out, runs, rows, files)
+
+
+def summary_text(rows: list[dict], fdr: float) -> str:
+    """Per comparison: the region x layer rows whose change is significant (q < fdr), largest first."""
+    lines = []
+    for comp in dict.fromkeys(r["comparison"] for r in rows):
+        mine = [r for r in rows if r["comparison"] == comp and r["fit"] == "subjects" and r["hemi"] == "both"]
+        if not mine:
+            mine = [r for r in rows if r["comparison"] == comp and r["fit"] == "mean" and r["hemi"] == "both"]
+            lines.append(f"{comp}: one subject, no statistics; change of the fit per region: " + ", ".join(
+                f"{r['region']}@{r['layer']} {r['change']:+.3f}" for r in mine))
+            continue
+        sig = sorted((r for r in mine if r["significant"]), key=lambda r: -abs(r["change"]))
+        lines.append(f"{comp} [{mine[0]['kind']}]: {len(sig)} of {len(mine)} region x layer rows with q < {fdr}")
+        for r in sig[:8]:
+            rel = "" if np.isnan(r["relative"]) else f", relative {r['relative']:+.1%}"
+            lines.append(f"  {r['region']:<16} layer {r['layer']:>3}: {r['change']:+.4f} "
+                         f"[{r['change_ci_low']:+.4f}, {r['change_ci_high']:+.4f}] q={r['q']:.3g}{rel}")
+    return "\n".join(lines)
+
+
+def main(cfg: ScoreConfig):
+    """scripts/score.py: one run, or a comparison when conditions are given."""
+    if cfg.augment.compare or cfg.compare.models:
+        return compare(cfg)
+    return score(cfg)
+
+
+__all__ = ["BASELINE", "Comparison", "augmentation_conditions", "change_rows", "compare", "main"]

@@ -1,0 +1,138 @@
+"""F score ground truth: on a synthetic dataset whose MTL parcels carry the associates' features,
+the true augmentation gives F > 0 there and ~0 elsewhere; a length-matched random control
+gives no gain anywhere. Also the comparison outputs and the augmentation inputs' errors."""
+import csv
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from safetensors.numpy import load_file, save_file
+
+from assocjax import augment
+from assocjax.augment.oracle import synthetic_oracle
+from assocjax.data.synthetic import SyntheticConfig, make_synthetic, pseudo_words
+from assocjax.features import word_features
+from assocjax.models import load_pretrained
+from assocjax.pipeline import (AugmentOptions, DataOptions, FeatureOptions, ModelOptions, ReportOptions, ScoreConfig,
+                               SyntheticOptions, compare, score)
+from assocjax.pipeline.assets import save_random_gpt2, save_tokenizer
+from assocjax.pipeline.config import CeilingOptions
+
+SPACE, N_VERT, VOCAB = "gtsphere", 500, 120
+# Higher than the default SNR: every extra feature costs a fit some noise, and the claim under
+# test ("F ~ 0 outside MTL") concerns the planted signal, not small-sample overfitting.
+SNR = {"language_stg": 4.0, "frontal_ifg": 2.0, "parietal_angular": 2.0, "mtl_hippocampus": 2.0,
+       "mtl_parahippocampal": 1.5, "visual_control": 0.0}
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory):
+    """A GPT-2 whose hidden state 0 is context-free (no position embedding), and a synthetic
+    dataset planted from that hidden state: heard words everywhere, associates in MTL."""
+    tmp = tmp_path_factory.mktemp("gt")
+    vocab = pseudo_words(VOCAB, np.random.default_rng([0, 0]))  # the generator's vocabulary stream
+    model_dir = tmp / "model"
+    save_tokenizer(vocab, model_dir)
+    save_random_gpt2(SyntheticOptions(n_layers=1, hidden=8, n_heads=2, positions=512), VOCAB + 2, model_dir)
+    weights = load_file(str(model_dir / "model.safetensors"))
+    save_file({k: (np.zeros_like(v) if "wpe" in k else v) for k, v in weights.items()}, str(model_dir / "model.safetensors"))
+    model, tok = load_pretrained(model_dir)
+    root = tmp / "narratives"
+    make_synthetic(SyntheticConfig(out=root, n_stories=4, n_subjects=10, story_trs=250, vocab_size=VOCAB, space=SPACE,
+                                   n_vertices=N_VERT, planted_layer=0, seed=0, snr=SNR),
+                   features=lambda words: word_features(model, tok, list(words), 512, 256)[0])
+    oracle = synthetic_oracle(root)
+    files = {"oracle": [], "random": []}
+    for story, (words, aug) in oracle.items():
+        files["oracle"].append(augment.save(aug, tmp / "aug" / f"{story}_oracle.json", words))
+        pool = [w for other, (ws, _) in oracle.items() if other != story for w in ws]
+        control = augment.random_match(aug, words, pool, seed=1, positions="matched", tokenizer=tok, pool_name="other stories")
+        files["random"].append(augment.save(control, tmp / "aug" / f"{story}_random.json", words))
+    cfg = ScoreConfig(output=tmp / "out", cache_dir=tmp / "cache", progress=False,
+                      model=ModelOptions(path=str(model_dir)), data=DataOptions(root=root, space=SPACE),
+                      features=FeatureOptions(layers=(0,)), ceiling=CeilingOptions(n_splits=10),
+                      report=ReportOptions(maps=False, figures=True),
+                      augment=AugmentOptions(files=tuple(files["oracle"] + files["random"]), mode="timed", compare=True))
+    return cfg, compare(cfg), files, (model, tok), oracle
+
+
+def _rows(res, comparison, fit="subjects", hemi="both"):
+    return {r["region"]: r for r in res.rows if r["comparison"] == comparison and r["fit"] == fit and r["hemi"] == hemi}
+
+
+def test_true_augmentation_gains_in_mtl_only(world):
+    _, res, *_ = world
+    rows = _rows(res, "oracle vs plain")
+    mtl = rows["mtl"]
+    assert mtl["kind"] == "F" and mtl["n_subjects"] == 6
+    assert mtl["change"] > 0.05 and mtl["change_ci_low"] > 0 and mtl["q"] < 0.05, mtl
+    for region in ("language", "parietal", "frontal_gyrus", "visual_control"):
+        r = rows[region]
+        assert abs(r["change"]) < 0.2 * mtl["change"], (region, r["change"], mtl["change"])
+        assert not (r["change_ci_low"] > 0 and r["significant"]), (region, r)
+
+
+def test_random_control_gains_nowhere(world):
+    _, res, *_ = world
+    for hemi in ("both", "L", "R"):
+        for region, r in _rows(res, "random-word vs plain", hemi=hemi).items():
+            assert not (r["change_ci_low"] > 0 and r["significant"]), (region, hemi, r)
+    # R(oracle) - R(random): the control absorbs the generic cost of a second feature block, so
+    # what is left is the associative signal, in MTL only.
+    contrast = _rows(res, "oracle vs random-word")
+    assert contrast["mtl"]["kind"] == "contrast" and contrast["mtl"]["change_ci_low"] > 0.1
+    for region in ("language", "parietal", "frontal_gyrus", "visual_control"):
+        assert abs(contrast[region]["change"]) < 0.02 * contrast["mtl"]["change"], (region, contrast[region])
+
+
+def test_outputs_and_reused_baseline(world):
+    cfg, res, *_ = world
+    out = cfg.output
+    for name in ("gains.csv", "gains.json", "gains.png", "gains.txt", "compare.json"):
+        assert (out / name).is_file(), name
+    table = list(csv.DictReader(open(out / "gains.csv")))
+    assert len(table) == len(res.rows)
+    kinds = json.loads((out / "gains.json").read_text())["conditions"]
+    assert kinds == {"oracle": "F", "random-word": "F"}
+    subj = [r for r in res.rows if r["comparison"] == "oracle vs plain" and r["region"] == "mtl"
+            and r["hemi"] == "both" and r["fit"] == "subject"]
+    group = _rows(res, "oracle vs plain")["mtl"]
+    assert len(subj) == 6 and np.mean([r["change"] for r in subj]) == pytest.approx(group["change"])
+    # A second comparison reuses every finished fit (the baseline included) from the cache.
+    again = compare(dataclasses.replace(cfg, output=out.parent / "again"))
+    for name, run in again.runs.items():
+        assert run.computed_layers == () and run.reused_layers == (0,), name
+    assert [r["change"] for r in again.rows] == [r["change"] for r in res.rows]
+
+
+def test_context_mode_at_a_context_free_layer_changes_nothing(world):
+    cfg, _, files, (model, tok), oracle = world
+    words, aug = oracle["storya"]
+    plain = word_features(model, tok, words, 512, 256)[0]
+    read, heard, _ = augment.augmented_words(words, aug)
+    np.testing.assert_array_equal(word_features(model, tok, read, 512, 256)[0][heard >= 0], plain)
+
+
+def test_augmentation_input_errors(world, tmp_path):
+    cfg, _, files, _, oracle = world
+    one = dataclasses.replace(cfg, output=tmp_path / "o", augment=AugmentOptions(files=tuple(files["oracle"][:1])))
+    with pytest.raises(ValueError, match="no augmentation file for selected story"):
+        score(one)
+    both = dataclasses.replace(cfg, output=tmp_path / "o", augment=AugmentOptions(files=tuple(files["oracle"] + files["random"][:1])))
+    with pytest.raises(ValueError, match="both augment story"):
+        score(both)
+    # made for another story: storya's augmentation relabelled as storyb
+    words, aug = oracle["storya"]
+    wrong = tmp_path / "wrong.json"
+    data = json.loads(Path(files["oracle"][0]).read_text())
+    data["story"] = "storyb"
+    wrong.write_text(json.dumps(data))
+    bad = dataclasses.replace(cfg, output=tmp_path / "o",
+                              augment=AugmentOptions(files=(wrong,) + tuple(files["oracle"][1:])))
+    with pytest.raises(ValueError, match="different story"):
+        score(bad)
+    with pytest.raises(FileNotFoundError, match="missing.json"):
+        score(dataclasses.replace(cfg, augment=AugmentOptions(files=(tmp_path / "missing.json",))))
+    assert not (tmp_path / "o").exists()
