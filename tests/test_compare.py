@@ -136,3 +136,28 @@ def test_augmentation_input_errors(world, tmp_path):
     with pytest.raises(FileNotFoundError, match="missing.json"):
         score(dataclasses.replace(cfg, augment=AugmentOptions(files=(tmp_path / "missing.json",))))
     assert not (tmp_path / "o").exists()
+
+
+def test_m_score_of_a_changed_model(world, tmp_path):
+    cfg, *_ = world
+    base_dir = Path(cfg.model.path)
+    tuned = tmp_path / "tuned"
+    tuned.mkdir()
+    for f in base_dir.iterdir():
+        (tuned / f.name).write_bytes(f.read_bytes())
+    weights = load_file(str(tuned / "model.safetensors"))
+    rng = np.random.default_rng(5)  # a "tuned" model: embeddings partly replaced by noise
+    save_file({k: (0.6 * v + 0.4 * rng.standard_normal(v.shape).astype(v.dtype) * v.std() if "wte" in k else v)
+               for k, v in weights.items()}, str(tuned / "model.safetensors"))
+    res = compare(dataclasses.replace(cfg, output=tmp_path / "m", augment=AugmentOptions(),
+                                      compare=dataclasses.replace(cfg.compare, models=(str(tuned),), names=("noisy",))))
+    assert set(res.runs) == {"plain", "noisy"} and res.runs["plain"].computed_layers == ()  # baseline from the cache
+    rows = _rows(res, "noisy vs plain")
+    lang = rows["language"]
+    assert lang["kind"] == "M" and lang["change"] < 0 and lang["change_ci_high"] < 0
+    assert lang["relative"] == pytest.approx(lang["change"] / lang["base"])
+    assert lang["relative_ci_low"] <= lang["relative"] <= lang["relative_ci_high"]
+    vis = rows["visual_control"]  # no signal there: a ratio over ~0 is flagged, not reported
+    assert vis["base_too_small"] and np.isnan(vis["relative"])
+    with pytest.raises(ValueError, match="one distinct label"):
+        compare(dataclasses.replace(cfg, compare=dataclasses.replace(cfg.compare, models=(str(tuned),), names=("a", "b"))))
