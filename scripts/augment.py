@@ -12,6 +12,8 @@
         --pool-align .../tunnel/align.csv .../lucy/align.csv --seed 0 --out aug/pieman-random.json
     python scripts/augment.py validate aug/pieman-gpt4.json --align .../pieman/align.csv   # exit 1 on error
     python scripts/augment.py show aug/pieman-gpt4.json --align .../pieman/align.csv
+    # synthetic data: the true augmentation (the planted associates) and its random controls
+    python scripts/augment.py oracle --out-dir aug/builtin     # default: the built-in dataset of score.py
 
 The story is `--align FILE` (Gentle align.csv/json; the name defaults to its folder) or
 `--data-root DIR --story NAME` (a Narratives dataset; NAME is an alignment folder, task or
@@ -296,7 +298,45 @@ def summary(aug: fmt.Augmentation, path, words=None, n: int = 5, context: int = 
     return "\n".join(lines)
 
 
-COMMANDS = {"generate": Generate, "import": Import, "random-match": RandomMatch, "validate": Validate, "show": Show}
+@dataclasses.dataclass(kw_only=True)
+class Oracle:
+    """The true augmentation of a synthetic dataset (every word + its associates from associations.json),
+    one file per story, and its length-matched random controls (content: the other stories' words)."""
+
+    out_dir: Path
+    """Folder for <story>_oracle.json and <story>_random.json."""
+    data_root: Path | None = None
+    """A synthetic dataset (scripts/make_synthetic.py); unset: the built-in one of scripts/score.py."""
+    cache_dir: Path = Path(".assocjax_cache")
+    """Where the built-in dataset is cached (as scripts/score.py --cache-dir)."""
+    seed: int = 0
+    """Seed of the random controls."""
+    controls: bool = True
+    """Also write the random controls."""
+
+    def run(self) -> int:
+        from assocjax.augment.oracle import synthetic_oracle
+
+        root = self.data_root
+        if root is None:
+            from assocjax.pipeline.assets import ensure_builtin
+            from assocjax.pipeline.config import SyntheticOptions
+
+            root = ensure_builtin(SyntheticOptions(), self.cache_dir).root
+        stories = synthetic_oracle(root)
+        written = []
+        for story, (words, aug) in stories.items():
+            written.append(fmt.save(aug, self.out_dir / f"{story}_oracle.json", words))
+            if self.controls:
+                pool = [w for other, (ws, _) in stories.items() if other != story for w in ws]
+                control = random_match(aug, words, pool, self.seed, "matched", pool_name="other stories")
+                written.append(fmt.save(control, self.out_dir / f"{story}_random.json", words))
+        print(f"wrote {len(written)} files to {self.out_dir} ({len(stories)} stories of {root})")
+        return 0
+
+
+COMMANDS = {"generate": Generate, "import": Import, "random-match": RandomMatch, "validate": Validate, "show": Show,
+            "oracle": Oracle}
 
 
 def main(argv: list[str] | None = None) -> int:

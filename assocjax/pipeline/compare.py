@@ -152,6 +152,9 @@ def summary_text(rows: list[dict], fdr: float) -> str:
             continue
         sig = sorted((r for r in mine if r["significant"]), key=lambda r: -abs(r["change"]))
         lines.append(f"{comp} [{mine[0]['kind']}]: {len(sig)} of {len(mine)} region x layer rows with q < {fdr}")
+        n = max(r["n_subjects"] for r in mine)
+        if 2.0 ** (1 - n) >= fdr:  # the exact sign-flip test cannot go below 2 / 2^n
+            lines.append(f"  (with {n} subjects the smallest possible p is {2.0 ** (1 - n):.3g}: nothing can reach q < {fdr})")
         for r in sig[:8]:
             rel = "" if np.isnan(r["relative"]) else f", relative {r['relative']:+.1%}"
             lines.append(f"  {r['region']:<16} layer {r['layer']:>3}: {r['change']:+.4f} "
