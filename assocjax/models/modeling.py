@@ -13,6 +13,7 @@ Shapes: B batch, S query tokens, K key slots, D hidden, H heads, G = H / KV grou
 """
 from __future__ import annotations
 
+import zlib
 from functools import partial
 from typing import NamedTuple
 
@@ -100,28 +101,54 @@ def _attend(cfg, q, k, v, allowed, cache_kv, index):
     return attention(q, k, v, allowed), (k, v)
 
 
+def dense(x, p, name: str):
+    """x @ p[f"{name}_w"] (one block's weight product), plus a LoRA branch when the layer
+    tree holds f"{name}_lora_a" (in, r) / f"{name}_lora_b" (r, out) leaves (added by
+    assocjax.tune.lora.lora_params). Without them the ops are exactly x @ W."""
+    y = x @ p[f"{name}_w"]
+    if f"{name}_lora_a" not in p:
+        return y
+    return y + lora_branch(x, p, name)
+
+
+def lora_branch(x, p, name: str):
+    """scale * (dropout(x) @ A) @ B, as PEFT's LoRA Linear. The scale ("lora_scale"), the
+    dropout rate ("lora_dropout") and this layer's dropout key ("lora_dropout_key") are
+    leaves of the layer tree, so blocks stay pure functions that `lax.scan` can carry.
+    Adapters are cast to the compute dtype (float32 master adapters, bfloat16 compute)."""
+    if "lora_dropout_key" in p:  # each target draws its own mask, as PEFT's per-module nn.Dropout
+        keep = 1.0 - p["lora_dropout"]
+        key = jax.random.fold_in(p["lora_dropout_key"], zlib.crc32(name.encode()))
+        x = jnp.where(jax.random.bernoulli(key, keep, x.shape), x / keep.astype(x.dtype), jnp.zeros((), x.dtype))
+    # 2-D products: the backward then contracts one token axis, which XLA's CPU dots take
+    # without transposing the large (tokens, out) gradients (several times faster there).
+    x2 = x.reshape(-1, x.shape[-1])
+    xa = (x2 @ p[f"{name}_lora_a"].astype(x.dtype)) * p["lora_scale"].astype(x.dtype)
+    return (xa @ p[f"{name}_lora_b"].astype(x.dtype)).reshape(*x.shape[:-1], -1)
+
+
 def gpt2_block(cfg: ModelConfig, p, h, positions, allowed, cache_kv=None, index=None):
     b, s, _ = h.shape
     x = layer_norm(h, p["ln1_scale"], p["ln1_bias"], cfg.norm_eps)
-    q, k, v = jnp.split(x @ p["qkv_w"] + p["qkv_b"], 3, axis=-1)
+    q, k, v = jnp.split(dense(x, p, "qkv") + p["qkv_b"], 3, axis=-1)
     shape = (b, s, cfg.n_heads, cfg.head_dim)
     a, cache_kv = _attend(cfg, q.reshape(shape), k.reshape(shape), v.reshape(shape), allowed, cache_kv, index)
-    h = h + a @ p["out_w"] + p["out_b"]
+    h = h + dense(a, p, "out") + p["out_b"]
     x = layer_norm(h, p["ln2_scale"], p["ln2_bias"], cfg.norm_eps)
-    h = h + jax.nn.gelu(x @ p["fc_w"] + p["fc_b"], approximate=True) @ p["proj_w"] + p["proj_b"]
+    h = h + dense(jax.nn.gelu(dense(x, p, "fc") + p["fc_b"], approximate=True), p, "proj") + p["proj_b"]
     return h, cache_kv
 
 
 def llama_block(cfg: ModelConfig, p, h, positions, allowed, cache_kv=None, index=None):
     b, s, _ = h.shape
     x = rms_norm(h, p["attn_norm"], cfg.norm_eps)
-    q = rope((x @ p["q_w"]).reshape(b, s, cfg.n_heads, cfg.head_dim), positions, cfg.rope_theta, cfg.rope_scaling_factor)
-    k = rope((x @ p["k_w"]).reshape(b, s, cfg.n_kv_heads, cfg.head_dim), positions, cfg.rope_theta, cfg.rope_scaling_factor)
-    v = (x @ p["v_w"]).reshape(b, s, cfg.n_kv_heads, cfg.head_dim)
+    q = rope(dense(x, p, "q").reshape(b, s, cfg.n_heads, cfg.head_dim), positions, cfg.rope_theta, cfg.rope_scaling_factor)
+    k = rope(dense(x, p, "k").reshape(b, s, cfg.n_kv_heads, cfg.head_dim), positions, cfg.rope_theta, cfg.rope_scaling_factor)
+    v = dense(x, p, "v").reshape(b, s, cfg.n_kv_heads, cfg.head_dim)
     a, cache_kv = _attend(cfg, q, k, v, allowed, cache_kv, index)
-    h = h + a @ p["o_w"]
+    h = h + dense(a, p, "o")
     x = rms_norm(h, p["mlp_norm"], cfg.norm_eps)
-    h = h + (jax.nn.silu(x @ p["gate_w"]) * (x @ p["up_w"])) @ p["down_w"]
+    h = h + dense(jax.nn.silu(dense(x, p, "gate")) * dense(x, p, "up"), p, "down")
     return h, cache_kv
 
 

@@ -1,0 +1,184 @@
+"""Frozen-layer fine-tuning: train chosen blocks, keep everything else fixed.
+
+`split_trainable` cuts the stacked layer arrays into runs of consecutive blocks, keyed
+"first-last" (inclusive block indices, e.g. "10-11"): the trainable runs go to one tree,
+the frozen runs and every other weight (embeddings, final norm, head) to the other. The
+keys carry the block indices in the tree structure, so both trees are plain dicts of
+arrays (jit, optax and Orbax take them as they are) and `frozen_forward_logits` knows
+statically which run goes where. It runs each run as its own `lax.scan`, frozen runs with
+stop_gradient weights, so differentiating with respect to the trainable tree
+
+- never forms a weight gradient for a frozen block, the embeddings or the head, and
+- never runs a backward pass through the frozen prefix (the blocks before the first
+  trainable one): its output does not depend on anything being differentiated.
+
+For the last k blocks that is one frozen scan without any backward plus one trainable scan.
+
+Optax masks are the alternative for users who keep the full tree: `block_tree` unstacks
+the layers into one subtree per block, `optax_mask` / `optax_labels` mark the trainable
+blocks, and `optax.partition({"train": optax.adamw(lr), "frozen": optax.set_to_zero()},
+optax_labels(blocks, layers))` keeps the frozen part fixed. That route differentiates the
+whole tree: a backward pass through every block, weight gradients for all of them, the
+(vocab x hidden) head and embedding gradients, all computed and then thrown away, so it
+costs about a full fine-tuning step (the split route costs a forward pass plus the
+backward of the trainable suffix).
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+
+from assocjax.models.config import ModelConfig
+from assocjax.models.modeling import embed, final_norm, positions_and_mask, run_layers, unembed
+
+
+def parse_layers(spec: str | Sequence[int], n_layers: int) -> tuple[int, ...]:
+    """Block indices to train, sorted: "last:2", "first:3", "all", "0,3,-1" (negative
+    counts from the end) or a sequence of ints."""
+    if isinstance(spec, str):
+        s = spec.strip().lower()
+        head, _, count = s.partition(":")
+        if head in ("last", "first") and count:
+            try:
+                k = int(count)
+            except ValueError:
+                raise ValueError(f"layer spec {spec!r}: {count!r} is not an integer") from None
+            if not 1 <= k <= n_layers:
+                raise ValueError(f"layer spec {spec!r}: count must be in 1..{n_layers} (the model has {n_layers} layers)")
+            return tuple(range(n_layers - k, n_layers)) if head == "last" else tuple(range(k))
+        if s == "all":
+            return tuple(range(n_layers))
+        try:
+            items = [int(x) for x in s.split(",") if x.strip()]
+        except ValueError:
+            raise ValueError(f"layer spec {spec!r}: expected 'last:K', 'first:K', 'all' or comma-separated "
+                             "integers") from None
+    else:
+        items = [int(x) for x in spec]
+    if not items:
+        raise ValueError(f"layer spec {spec!r} selects no layers")
+    out = set()
+    for i in items:
+        if not -n_layers <= i < n_layers:
+            raise ValueError(f"layer spec {spec!r}: layer {i} is out of range for a model with {n_layers} layers")
+        out.add(i % n_layers)
+    return tuple(sorted(out))
+
+
+def _runs(indices: Sequence[int]) -> list[tuple[int, int]]:
+    """Maximal runs of consecutive indices as (start, stop)."""
+    runs: list[tuple[int, int]] = []
+    for i in sorted(indices):
+        if runs and runs[-1][1] == i:
+            runs[-1] = (runs[-1][0], i + 1)
+        else:
+            runs.append((i, i + 1))
+    return runs
+
+
+def _run_key(start: int, stop: int) -> str:
+    return f"{start}-{stop - 1}"
+
+
+def _parse_run_key(key: str) -> tuple[int, int]:
+    first, _, last = key.partition("-")
+    try:
+        return int(first), int(last) + 1
+    except ValueError:
+        raise ValueError(f"layer run key {key!r} is not 'first-last' (trees must come from split_trainable)") from None
+
+
+def _n_layers(params: dict) -> int:
+    return next(iter(params["layers"].values())).shape[0]
+
+
+def split_trainable(params: dict, layers: Sequence[int]) -> tuple[dict, dict]:
+    """(trainable, frozen): trainable = {"layers": {"first-last": stacked rows}} of the
+    chosen blocks; frozen = every other weight plus {"layers": {"first-last": rows}} of the
+    other blocks. `join(trainable, frozen)` gives the full tree back."""
+    n = _n_layers(params)
+    chosen = parse_layers(layers, n)
+    rest = [i for i in range(n) if i not in chosen]
+
+    def cut(runs):
+        return {_run_key(a, b): jax.tree.map(lambda x: x[a:b], params["layers"]) for a, b in runs}
+
+    trainable = {"layers": cut(_runs(chosen))}
+    frozen = {**{k: v for k, v in params.items() if k != "layers"}, "layers": cut(_runs(rest))}
+    return trainable, frozen
+
+
+def ordered_runs(trainable: dict, frozen: dict) -> list[tuple[int, int, bool, dict]]:
+    """(start, stop, is_trainable, stacked layer tree) of every run, in block order, for
+    forwards built from the two trees; ValueError unless the runs tile 0..L."""
+    runs = [(*_parse_run_key(k), True, v) for k, v in trainable["layers"].items()]
+    runs += [(*_parse_run_key(k), False, v) for k, v in frozen["layers"].items()]
+    runs.sort(key=lambda r: r[0])
+    expect = 0
+    for start, stop, _, tree in runs:
+        rows = next(iter(tree.values())).shape[0]
+        if start != expect or rows != stop - start:
+            raise ValueError(f"trainable/frozen layer runs {[_run_key(a, b) for a, b, *_ in runs]} do not tile "
+                             f"the blocks (run {_run_key(start, stop)} has {rows} rows, expected start {expect})")
+        expect = stop
+    return runs
+
+
+
+
+def join(trainable: dict, frozen: dict) -> dict:
+    """The full parameter tree again (stacked layers in block order)."""
+    trees = [tree for *_, tree in ordered_runs(trainable, frozen)]
+    layers = jax.tree.map(lambda *xs: jnp.concatenate(xs, axis=0), *trees)
+    return {**{k: v for k, v in frozen.items() if k != "layers"}, "layers": layers}
+
+
+@partial(jax.jit, static_argnames=("cfg",))
+def frozen_forward_logits(cfg: ModelConfig, trainable: dict, frozen: dict, ids_BS, mask_BS=None):
+    """float32 logits (B, S, V) of join(trainable, frozen), computed run by run so that only
+    the trainable blocks are differentiated (module docstring)."""
+    frozen = jax.lax.stop_gradient(frozen)  # frozen stays frozen even if someone differentiates it
+    positions, allowed = positions_and_mask(ids_BS, mask_BS)
+    h = embed(cfg, frozen, ids_BS, positions)
+    for *_, tree in ordered_runs(trainable, frozen):
+        h, _ = run_layers(cfg, {"layers": tree}, h, positions, allowed, collect=False)
+    return unembed(cfg, frozen, final_norm(cfg, frozen, h)).astype(jnp.float32)
+
+
+# -- the Optax-mask route (full tree, per-block leaves) ----------------------------------
+def block_tree(params: dict) -> dict:
+    """The tree with the stacked layers unstacked into one subtree per block,
+    {"layers": {"0": {...}, "1": {...}, ...}}, so a per-leaf optax mask can pick blocks."""
+    n = _n_layers(params)
+    blocks = {str(i): jax.tree.map(lambda x: x[i], params["layers"]) for i in range(n)}
+    return {**params, "layers": blocks}
+
+
+def stack_tree(blocks: dict) -> dict:
+    """Inverse of block_tree (the form the forward functions take)."""
+    n = len(blocks["layers"])
+    layers = jax.tree.map(lambda *xs: jnp.stack(xs), *[blocks["layers"][str(i)] for i in range(n)])
+    return {**blocks, "layers": layers}
+
+
+def optax_labels(blocks: dict, layers: Sequence[int]) -> dict:
+    """"train" / "frozen" per leaf of a block_tree, for optax.partition."""
+    n = len(blocks["layers"])
+    if not all(k.isdigit() for k in blocks["layers"]):
+        raise ValueError("optax_labels needs one subtree per block: pass block_tree(params) (stacked layer "
+                         "arrays hold trainable and frozen blocks in one leaf)")
+    chosen = set(parse_layers(layers, n))
+    labels = jax.tree.map(lambda _: "frozen", {k: v for k, v in blocks.items() if k != "layers"})
+    labels["layers"] = {k: jax.tree.map(lambda _, t=int(k) in chosen: "train" if t else "frozen", v)
+                        for k, v in blocks["layers"].items()}
+    return labels
+
+
+def optax_mask(blocks: dict, layers: Sequence[int]) -> dict:
+    """True (trainable) / False per leaf of a block_tree, for optax.masked. Note that
+    optax.masked passes unmasked updates through unchanged: pair it with
+    optax.masked(optax.set_to_zero(), inverted mask), or use optax_labels + partition."""
+    return jax.tree.map(lambda label: label == "train", optax_labels(blocks, layers))

@@ -1,0 +1,436 @@
+"""Instruction tuning of an assocjax LM: LoRA, frozen-layer or full fine-tuning.
+
+`train(cfg, model_folder, train_records, val_records)` tokenises the records
+(`prompts.encode_all`), builds the trainable tree and runs jit-compiled AdamW steps:
+
+- loss: token cross-entropy over the loss-mask tokens (output + eos), the mean over every
+  such token of the optimizer step (all accumulated micro-batches together, so k
+  micro-batches of b rows give the same step as one batch of k * b rows);
+- lora: only the adapters are differentiated (`jax.grad` w.r.t. the adapter tree; the base
+  weights are a separate, non-differentiated argument); frozen: only the trainable blocks of
+  `freeze.split_trainable` (frozen runs under stop_gradient, no backward through the frozen
+  prefix); full: every weight;
+- optimizer: global-norm clipping, Adam, decoupled weight decay on weight matrices only
+  (not on norms or biases, as Hugging Face's Trainer), learning rate from a linear warmup
+  + cosine decay schedule (`optax.warmup_cosine_decay_schedule`, evaluated at the number of
+  updates done, passed to the step as a number so one compiled step serves any schedule);
+- compute dtype: parameters stay float32; with "bfloat16" the base weights are cast once
+  and the trainable ones inside the step, logits and the loss are float32;
+- determinism: the rows of step t are a pure function of (seed, t) (`prompts.rows_stream`)
+  and dropout keys are fold_in(seed, t, micro-batch), so a run resumed from a checkpoint
+  (`checkpoint.Checkpoints`, every `save_every` steps) continues exactly as an
+  uninterrupted one.
+
+Afterwards `tuned_params(result)` gives the full tuned tree (LoRA merged with
+`lora.merge`), `save_hf_model` writes it as a Hugging Face folder that `load_pretrained`
+and the scoring pipeline read, and `save_peft_adapters` exports LoRA adapters for PEFT.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import warnings
+from functools import partial
+from pathlib import Path
+from typing import Literal, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from ..atomic import atomic_write_bytes, atomic_write_text
+from ..models.config import ModelConfig
+from ..models.loading import load_pretrained
+from ..models.modeling import embed, final_norm, run_layers, unembed
+from ..models.params import params_to_hf
+from . import freeze
+from .checkpoint import Checkpoints, data_hash, run_identity
+from .lora import LoraConfig, init_adapters, lora_params, merge
+from .prompts import DEFAULT_SYSTEM, FORMATS, Batch, Encoded, batches, encode_all, make_batch, rows_stream
+
+METHODS = ("lora", "frozen", "full")
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
+                   "vocab.json", "merges.txt", "tokenizer.model", "chat_template.jinja", "generation_config.json")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Everything that defines a fine-tuning run (saved with its outputs)."""
+
+    method: Literal["lora", "frozen", "full"] = "lora"
+    lora: LoraConfig = LoraConfig()   # rank, alpha (scaling alpha / rank), dropout, targets
+    layers: str = "last:2"            # frozen: blocks to train (freeze.parse_layers: last:K, first:K, 0,3, all)
+    lr: float = 2e-4                  # peak learning rate
+    warmup_steps: int = 10            # linear warmup from 0
+    total_steps: int = 200            # optimizer steps; the cosine decays to end_lr_fraction * lr here
+    end_lr_fraction: float = 0.0
+    weight_decay: float = 0.0         # decoupled (AdamW), weight matrices only
+    adam_b1: float = 0.9
+    adam_b2: float = 0.999
+    adam_eps: float = 1e-8
+    clip_norm: float = 1.0            # global gradient norm; 0 = no clipping
+    batch_size: int = 4               # rows per micro-batch
+    accum: int = 1                    # micro-batches per optimizer step (gradient accumulation)
+    max_len: int = 512                # tokens per row (<= the model's positions)
+    fmt: Literal["plain", "llama2"] = "plain"  # prompt format (assocjax.tune.prompts)
+    system: str = DEFAULT_SYSTEM      # llama2 system prompt
+    pack: bool = False                # several records per row (block-diagonal attention)
+    padding: Literal["bucket", "max_len"] = "bucket"  # bucket: quarter octaves; max_len: one shape, one compile
+    dtype: Literal["float32", "bfloat16"] = "float32"  # compute dtype (parameters stay float32)
+    seed: int = 0                     # adapter init, data order, dropout
+    eval_every: int = 50              # validation loss every N steps (and at the end); 0 = end only
+    eval_batch_size: int = 8
+    save_every: int = 50              # checkpoint every N steps (and at the end); 0 = only at the end
+    keep: int = 3                     # checkpoints kept
+    checkpoint_dir: Path | None = None  # None: no checkpoints (no resume)
+    progress: bool = True             # tqdm progress bar with the loss
+
+    def check(self, model: ModelConfig) -> None:
+        if self.method not in METHODS:
+            raise ValueError(f"method {self.method!r} is not one of {', '.join(METHODS)}")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"dtype {self.dtype!r} is not one of {', '.join(DTYPES)}")
+        if self.fmt not in FORMATS:
+            raise ValueError(f"fmt {self.fmt!r} is not one of {', '.join(FORMATS)}")
+        for name in ("total_steps", "batch_size", "accum", "max_len", "eval_batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}={getattr(self, name)} must be >= 1")
+        for name in ("warmup_steps", "eval_every", "save_every"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name}={getattr(self, name)} must be >= 0")
+        if self.padding not in ("bucket", "max_len"):
+            raise ValueError(f"padding {self.padding!r} is not one of bucket, max_len")
+        if self.max_len > model.max_positions:
+            raise ValueError(f"max_len={self.max_len} exceeds the model's {model.max_positions} positions")
+
+
+@dataclasses.dataclass(frozen=True)
+class StepSpec:
+    """The static part of a compiled step (hashable); equal specs share compiled code."""
+
+    model: ModelConfig
+    method: str
+    lora: LoraConfig | None
+    dtype: str
+    clip_norm: float
+    weight_decay: float
+    adam: tuple[float, float, float]
+
+
+@dataclasses.dataclass
+class TrainResult:
+    config: TrainConfig
+    model_cfg: ModelConfig
+    history: list[dict]       # per step: step, loss, val_loss (None between evaluations), lr, tokens
+    trainable: dict           # LoRA adapters / trained blocks (frozen) / all weights (full), float32
+    base: dict                # the base weights (frozen part for "frozen"), as loaded
+    layers: tuple[int, ...] | None
+    n_truncated: int          # training records whose input was cut to fit max_len
+    n_val_truncated: int
+    resumed_from: int | None  # the checkpoint step this run continued from
+    model_folder: Path
+
+
+# -- the compiled core ------------------------------------------------------------------------
+def segment_attention(segment_BS):
+    """(B, S, S) bool: a query reads keys at or before it in the same record (segment
+    ids equal and > 0): causal within each packed record, nothing across records."""
+    s = segment_BS.shape[1]
+    causal = jnp.tril(jnp.ones((s, s), bool))
+    same = (segment_BS[:, :, None] == segment_BS[:, None, :]) & (segment_BS[:, None, :] > 0)
+    return causal[None] & same
+
+
+def _cast(tree, dtype):
+    """Floating leaves in `dtype` (leaves already in it are kept, not copied)."""
+    return jax.tree.map(lambda a: a.astype(dtype) if jnp.issubdtype(a.dtype, jnp.floating) and a.dtype != dtype
+                        else a, tree)
+
+
+def logits_fn(spec: StepSpec, trainable, base, ids_BS, segment_BS, position_BS, dropout_key=None):
+    """float32 logits (B, S, V) of the tuned model on packed/padded rows."""
+    dtype = DTYPES[spec.dtype]
+    trainable = _cast(trainable, dtype)
+    allowed = segment_attention(segment_BS)
+    cfg = spec.model
+    if spec.method == "frozen":
+        frozen = jax.lax.stop_gradient(base)
+        h = embed(cfg, frozen, ids_BS, position_BS)
+        for *_, tree in freeze.ordered_runs(trainable, frozen):
+            h, _ = run_layers(cfg, {"layers": tree}, h, position_BS, allowed, collect=False)
+        return unembed(cfg, frozen, final_norm(cfg, frozen, h)).astype(jnp.float32)
+    params = lora_params(base, trainable, spec.lora, dropout_key) if spec.method == "lora" else trainable
+    h, _ = run_layers(cfg, params, embed(cfg, params, ids_BS, position_BS), position_BS, allowed, collect=False)
+    return unembed(cfg, params, final_norm(cfg, params, h)).astype(jnp.float32)
+
+
+def loss_sums(spec: StepSpec, trainable, base, batch: Batch, dropout_key=None):
+    """(sum of the target tokens' negative log-likelihoods, number of target tokens)."""
+    logits = logits_fn(spec, trainable, base, batch.ids, batch.segment, batch.position, dropout_key)
+    nll = optax.softmax_cross_entropy_with_integer_labels(logits[:, :-1], batch.ids[:, 1:])
+    weight = batch.loss[:, 1:].astype(jnp.float32)
+    return jnp.sum(nll * weight), jnp.sum(weight)
+
+
+def _decays(path, _) -> bool:
+    name = str(getattr(path[-1], "key", path[-1]))
+    return not name.endswith(("_b", "bias", "scale", "norm"))  # matrices and embeddings decay
+
+
+def optimizer(spec: StepSpec) -> optax.GradientTransformation:
+    """Clip, Adam, decoupled weight decay; the learning rate is applied by the step."""
+    b1, b2, eps = spec.adam
+    parts = [optax.clip_by_global_norm(spec.clip_norm)] if spec.clip_norm > 0 else []
+    parts += [optax.scale_by_adam(b1, b2, eps)]
+    if spec.weight_decay:
+        parts.append(optax.add_decayed_weights(spec.weight_decay,
+                                               mask=lambda t: jax.tree_util.tree_map_with_path(_decays, t)))
+    return optax.chain(*parts)
+
+
+def step_grads(spec: StepSpec, trainable, base, batch: Batch, step, key):
+    """(grads, mean loss, target tokens) of one optimizer step over k micro-batches (batch
+    arrays (k, B, S)): gradients of the summed token losses w.r.t. `trainable` only,
+    accumulated over the micro-batches one at a time (`lax.scan`, so only one
+    micro-batch's activations are alive) and divided by the step's target-token count."""
+    def micro(carry, xs):
+        grads, total, count = carry
+        b, i = xs
+        k_i = jax.random.fold_in(jax.random.fold_in(key, step), i)  # dropout: a function of (seed, step, i)
+        g, (s, n) = jax.grad(lambda t: _with_aux(loss_sums(spec, t, base, b, k_i)), has_aux=True)(trainable)
+        return (jax.tree.map(jnp.add, grads, g), total + s, count + n), None
+
+    zeros = jax.tree.map(jnp.zeros_like, trainable)
+    k = batch.ids.shape[0]
+    (grads, total, count), _ = jax.lax.scan(micro, (zeros, jnp.float32(0), jnp.float32(0)), (batch, jnp.arange(k)))
+    count = jnp.maximum(count, 1.0)
+    return jax.tree.map(lambda g: g / count, grads), total / count, count
+
+
+def _with_aux(sums):
+    return sums[0], sums
+
+
+@partial(jax.jit, static_argnames=("spec",), donate_argnames=("trainable", "opt_state"))
+def train_step(spec: StepSpec, trainable, opt_state, base, batch: Batch, step, lr, key):
+    """One optimizer step (`step_grads`, then clip / Adam / weight decay, then - lr * update);
+    `key` is the run's dropout key (LoRA dropout). Returns (trainable, opt_state, mean loss,
+    target tokens)."""
+    grads, loss, count = step_grads(spec, trainable, base, batch, step, key)
+    updates, opt_state = optimizer(spec).update(grads, opt_state, trainable)
+    trainable = jax.tree.map(lambda p, u: p - lr * u, trainable, updates)
+    return trainable, opt_state, loss, count
+
+
+@partial(jax.jit, static_argnames=("spec",))
+def eval_sums(spec: StepSpec, trainable, base, batch: Batch):
+    return loss_sums(spec, trainable, base, batch)
+
+
+# -- the loop -----------------------------------------------------------------------------------
+def schedule(cfg: TrainConfig):
+    decay = max(cfg.total_steps, cfg.warmup_steps + 1)
+    return optax.warmup_cosine_decay_schedule(0.0, cfg.lr, cfg.warmup_steps, decay, cfg.lr * cfg.end_lr_fraction)
+
+
+def initial_trainable(cfg: TrainConfig, model_cfg: ModelConfig, params: dict):
+    """(trainable, base, layers): what is optimized and what is held fixed."""
+    if cfg.method == "lora":
+        return init_adapters(model_cfg, cfg.lora, _keys(cfg.seed)[0]), params, None
+    if cfg.method == "frozen":
+        layers = freeze.parse_layers(cfg.layers, model_cfg.n_layers)
+        trainable, frozen = freeze.split_trainable(params, layers)
+        return trainable, frozen, layers
+    return params, {}, None
+
+
+def _keys(seed: int):
+    """(adapter init key, dropout key): separate streams of one seed."""
+    return jax.random.split(jax.random.key(seed))
+
+
+def evaluate(spec: StepSpec, trainable, base, enc: Encoded, batch_size: int, pad_id: int, max_len: int,
+             pack: bool, fixed: bool = False) -> float:
+    """Mean token loss over all target tokens of the encoded records."""
+    total, count = 0.0, 0.0
+    for b in batches(enc, batch_size, pad_id, max_len, pack, fixed=fixed):
+        s, n = eval_sums(spec, trainable, base, _device(b))
+        total, count = total + float(s), count + float(n)
+    return total / max(count, 1.0)
+
+
+def _device(b: Batch) -> Batch:
+    return Batch(*(jnp.asarray(x) for x in b))
+
+
+def _step_batch(rows: list, enc: Encoded, k: int, b: int, pad_id: int, max_len: int, fixed: bool) -> Batch:
+    """(k, b, S) arrays with one padded length for the whole step (max_len when fixed)."""
+    micro = [make_batch(rows[j * b: (j + 1) * b], enc, pad_id, max_len) for j in range(k)]
+    s = max_len if fixed else max(m.ids.shape[1] for m in micro)
+    return Batch(*(np.stack([np.pad(getattr(m, f), ((0, 0), (0, s - m.ids.shape[1])),
+                                    constant_values=pad_id if f == "ids" else 0) for m in micro])
+                   for f in Batch._fields))
+
+
+def train(cfg: TrainConfig, model_folder, train_records: Sequence[dict], val_records: Sequence[dict] = (),
+          *, stop_after: int | None = None) -> TrainResult:
+    """Fine-tune the model in `model_folder` (module docstring). With `cfg.checkpoint_dir`
+    holding checkpoints of the same run, training resumes from the latest one.
+    `stop_after` ends the run after that step (as if killed there; the schedule still
+    runs to `cfg.total_steps`)."""
+    model, tok = load_pretrained(model_folder, dtype=jnp.float32)
+    model_cfg = model.cfg
+    cfg.check(model_cfg)
+    if not train_records:
+        raise ValueError("no training records")
+    params = model.param_tree()
+    del model
+    pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    enc = encode_all(train_records, tok, cfg.fmt, cfg.max_len, cfg.system)
+    val_enc = encode_all(val_records, tok, cfg.fmt, cfg.max_len, cfg.system) if val_records else None
+    _check_vocab(enc, model_cfg, tok)
+    for name, e, n in (("training", enc, len(train_records)), ("validation", val_enc, len(val_records))):
+        if e is not None and e.n_truncated:
+            warnings.warn(f"{e.n_truncated} of {n} {name} records were longer than max_len={cfg.max_len} tokens: "
+                          f"the oldest words of their input were dropped (outputs are kept whole)", stacklevel=2)
+    trainable, base, layers = initial_trainable(cfg, model_cfg, params)
+    spec = StepSpec(model_cfg, cfg.method, cfg.lora if cfg.method == "lora" else None, cfg.dtype,
+                    float(cfg.clip_norm), float(cfg.weight_decay), (cfg.adam_b1, cfg.adam_b2, cfg.adam_eps))
+    opt_state = optimizer(spec).init(trainable)
+    # Committed like the arrays Orbax restores, so a resumed run reuses the compiled step.
+    trainable, opt_state = jax.tree.map(lambda x: jax.device_put(x, x.sharding), (trainable, opt_state))
+    history, start, resumed_from = [], 0, None
+    ckpt = None
+    if cfg.checkpoint_dir is not None:
+        ckpt = Checkpoints(cfg.checkpoint_dir, _identity(cfg, model_cfg, params, layers, train_records), cfg.keep)
+        if ckpt.latest_step() is not None:
+            state, meta = ckpt.restore({"trainable": trainable, "opt_state": opt_state,
+                                        "step": jnp.zeros((), jnp.int32)})
+            trainable, opt_state, start = state["trainable"], state["opt_state"], int(state["step"])
+            history, resumed_from = meta["history"], start
+    base_c = _cast(base, DTYPES[cfg.dtype])  # one compute-dtype copy of the fixed weights
+    dropout_key = _keys(cfg.seed)[1]
+    lr_at = schedule(cfg)
+    rows = rows_stream([len(i) for i in enc.ids], cfg.seed, cfg.max_len, cfg.pack)
+    per_step = cfg.batch_size * cfg.accum
+    for _ in range(start * per_step):  # the rows already consumed: cheap, host-side lengths only
+        next(rows)
+    end = cfg.total_steps if stop_after is None else min(cfg.total_steps, stop_after)
+    bar = _progress(cfg, start)
+    try:
+        for step in range(start, end):
+            batch = _step_batch([next(rows) for _ in range(per_step)], enc, cfg.accum, cfg.batch_size, pad_id,
+                                cfg.max_len, cfg.padding == "max_len")
+            lr = float(lr_at(step))
+            trainable, opt_state, loss, tokens = train_step(spec, trainable, opt_state, base_c, _device(batch),
+                                                            jnp.asarray(step, jnp.int32), jnp.float32(lr), dropout_key)
+            done = step + 1
+            row = dict(step=done, loss=float(loss), val_loss=None, lr=lr, tokens=int(tokens))
+            if val_enc is not None and ((cfg.eval_every and done % cfg.eval_every == 0) or done == cfg.total_steps):
+                row["val_loss"] = evaluate(spec, trainable, base_c, val_enc, cfg.eval_batch_size, pad_id,
+                                           cfg.max_len, cfg.pack, cfg.padding == "max_len")
+            history.append(row)
+            bar.update(1)
+            bar.set_postfix(loss=f"{row['loss']:.4f}", **({} if row["val_loss"] is None else
+                                                             {"val": f"{row['val_loss']:.4f}"}))
+            if ckpt is not None and ((cfg.save_every and done % cfg.save_every == 0) or done == cfg.total_steps):
+                ckpt.save(done, {"trainable": trainable, "opt_state": opt_state,
+                                 "step": jnp.asarray(done, jnp.int32)}, {"history": history})
+    finally:
+        bar.close()
+        if ckpt is not None:
+            ckpt.close()
+    return TrainResult(cfg, model_cfg, history, trainable, base, layers, enc.n_truncated,
+                       0 if val_enc is None else val_enc.n_truncated, resumed_from, Path(model_folder))
+
+
+def _identity(cfg: TrainConfig, model_cfg: ModelConfig, params, layers, train_records) -> dict:
+    """What a checkpoint must match to be resumed (checkpoint.run_identity): the model, the
+    method and its settings, the data and everything that fixes the data order."""
+    return run_identity(
+        model_cfg, params, cfg.method, dataclasses.asdict(cfg.lora) if cfg.method == "lora" else None, layers,
+        data=dict(hash=data_hash(train_records), n=len(train_records)),
+        run=dict(seed=cfg.seed, batch_size=cfg.batch_size, accum=cfg.accum, max_len=cfg.max_len, fmt=cfg.fmt,
+                 system=cfg.system, pack=cfg.pack, dtype=cfg.dtype))
+
+
+def _check_vocab(enc: Encoded, model_cfg: ModelConfig, tok) -> None:
+    top = max(int(i.max()) for i in enc.ids)
+    if top >= model_cfg.vocab_size:
+        raise ValueError(f"the tokenizer produced id {top}, but the model has only {model_cfg.vocab_size} "
+                         f"embeddings ({len(tok)} tokens in the tokenizer): wrong tokenizer for this model?")
+
+
+def _progress(cfg: TrainConfig, start: int):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=cfg.total_steps, initial=start, disable=not cfg.progress, desc=f"{cfg.method} tuning",
+                unit="step")
+
+
+# -- outputs ------------------------------------------------------------------------------------
+def tuned_params(result: TrainResult) -> dict:
+    """The full tuned parameter tree (float32): LoRA merged into the base weights, trained
+    blocks joined with the frozen ones, or the fully tuned weights."""
+    if result.config.method == "lora":
+        return merge(result.base, result.trainable, result.config.lora)
+    if result.config.method == "frozen":
+        return freeze.join(result.trainable, result.base)
+    return result.trainable
+
+
+def save_hf_model(folder, model_cfg: ModelConfig, params: dict, source_folder) -> Path:
+    """A Hugging Face folder (config.json, model.safetensors in float32, the tokenizer files
+    of `source_folder`) that `load_pretrained` and transformers load."""
+    from safetensors.numpy import save as st_save
+
+    folder, source = Path(folder), Path(source_folder)
+    hf_cfg = json.loads((source / "config.json").read_text())
+    hf_cfg.pop("torch_dtype", None)
+    hf_cfg["dtype"] = "float32"
+    tensors = {k: np.ascontiguousarray(v, np.float32) for k, v in params_to_hf(model_cfg, params).items()}
+    atomic_write_bytes(folder / "model.safetensors", st_save(tensors, metadata={"format": "pt"}))
+    atomic_write_text(folder / "config.json", json.dumps(hf_cfg, indent=2) + "\n")
+    for name in TOKENIZER_FILES:
+        if (source / name).is_file():
+            atomic_write_bytes(folder / name, (source / name).read_bytes())
+    return folder
+
+
+def save_peft_adapters(folder, result: TrainResult, base_model_name_or_path: str | None = None) -> Path:
+    """PEFT adapter_config.json + adapter_model.safetensors of a LoRA run."""
+    if result.config.method != "lora":
+        raise ValueError(f"PEFT export needs a LoRA run; this run used method={result.config.method!r}")
+    from .peft import save_peft
+
+    return save_peft(folder, result.model_cfg, result.trainable, result.config.lora,
+                     base_model_name_or_path or str(result.model_folder))
+
+
+def write_outputs(result: TrainResult, out, base_model_name_or_path: str | None = None,
+                  extra: dict | None = None) -> dict:
+    """Everything a run leaves in `out`: model/ (the merged Hugging Face model the scoring
+    pipeline loads), adapters/ (PEFT, LoRA runs), history.csv / history.json and run.json
+    (config with the seed, counts, versions). Returns {name: path}."""
+    import platform
+
+    from ..reports import write_csv, write_json
+
+    out = Path(out)
+    paths = {"model": save_hf_model(out / "model", result.model_cfg, tuned_params(result), result.model_folder)}
+    if result.config.method == "lora":
+        paths["adapters"] = save_peft_adapters(out / "adapters", result, base_model_name_or_path)
+    if result.history:
+        paths["history_csv"] = write_csv(out / "history.csv", result.history)
+    paths["history_json"] = write_json(out / "history.json", result.history)
+    last = result.history[-1] if result.history else {}
+    run = dict(config=dataclasses.asdict(result.config), seed=result.config.seed, model_folder=str(result.model_folder),
+               model_config=dataclasses.asdict(result.model_cfg), trained_layers=result.layers,
+               steps=len(result.history), final_loss=last.get("loss"), final_val_loss=last.get("val_loss"),
+               n_truncated=result.n_truncated, n_val_truncated=result.n_val_truncated,
+               resumed_from=result.resumed_from, versions=dict(python=platform.python_version(), jax=jax.__version__,
+                                                               optax=optax.__version__), **(extra or {}))
+    paths["run"] = write_json(out / "run.json", run)
+    return paths

@@ -1,0 +1,45 @@
+"""Instruction-tune a model on Association (or control) JSONL: `python scripts/finetune.py --help`.
+
+    python scripts/finetune.py --model /models/llama-2-7b --train data/assoc/train.jsonl \
+        --val data/assoc/val.jsonl --out runs/lora --tune.method lora --tune.fmt llama2
+    python scripts/finetune.py ... --tune.method frozen --tune.layers last:4 --out runs/frozen
+
+Writes OUT/model (merged Hugging Face model for scripts/score.py --model.path), OUT/adapters
+(PEFT, LoRA only), OUT/history.csv|json, OUT/run.json; checkpoints go to OUT/checkpoints
+unless --tune.checkpoint-dir is given, and a rerun of the same command resumes from them.
+"""
+import dataclasses
+from pathlib import Path
+
+import tyro
+
+from assocjax.tune import dataset
+from assocjax.tune.train import TrainConfig, train, write_outputs
+
+
+@dataclasses.dataclass
+class Args:
+    model: Path                      # Hugging Face folder (config.json, safetensors, tokenizer)
+    train: Path                      # training JSONL
+    out: Path                        # output folder
+    val: Path | None = None          # validation JSONL
+    tune: TrainConfig = TrainConfig()
+    base_name: str | None = None     # base_model_name_or_path in the PEFT config (default: --model)
+
+
+def main(args: Args) -> None:
+    train_records = dataset.read_jsonl(args.train)
+    val_records = dataset.read_jsonl(args.val) if args.val else []
+    cfg = args.tune
+    if cfg.checkpoint_dir is None:
+        cfg = dataclasses.replace(cfg, checkpoint_dir=args.out / "checkpoints")
+    result = train(cfg, args.model, train_records, val_records)
+    paths = write_outputs(result, args.out, args.base_name,
+                          extra=dict(train_file=str(args.train), val_file=str(args.val) if args.val else None))
+    last = result.history[-1] if result.history else {}
+    print(f"{cfg.method}: {len(result.history)} steps, loss {last.get('loss')}, validation {last.get('val_loss')}; "
+          f"{result.n_truncated} training records cut to {cfg.max_len} tokens -> {paths['model']}")
+
+
+if __name__ == "__main__":
+    main(tyro.cli(Args))

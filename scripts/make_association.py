@@ -1,0 +1,46 @@
+"""Build the Association dataset (train/validation JSONL) from stories and augmentation files:
+`python scripts/make_association.py --help`.
+
+    python scripts/make_association.py --stories ../shared/narratives --augmentations augs/ --out data/assoc
+    python scripts/make_association.py --stories ../shared/narratives --augmentations augs/ \
+        --task continue --out data/control-continue          # the same passages, non-associative outputs
+"""
+import dataclasses
+from pathlib import Path
+from typing import Literal
+
+import tyro
+
+from assocjax.reports import write_json
+from assocjax.tune import dataset
+
+
+@dataclasses.dataclass
+class Args:
+    stories: tuple[Path, ...]        # align.csv/align.json files, stimuli/gentle folders or Narratives roots
+    augmentations: tuple[Path, ...]  # augmentation JSON files or folders of them
+    out: Path                        # writes train.jsonl, val.jsonl, dataset.json
+    n: int = 1000                    # records (the paper's 1000); insertions are reused when fewer
+    seed: int = 0
+    val_fraction: float = 0.1        # share of records in validation (whole stories)
+    passage_words: tuple[int, int] = (30, 80)  # min, max words of story before each anchor
+    task: Literal["association", "continue", "summarise"] = "association"  # continue, summarise: controls
+
+
+def main(args: Args) -> None:
+    stories = dataset.load_stories(args.stories)
+    augs = dataset.load_augmentations(args.augmentations, stories)
+    records = dataset.build_records({s: stories[s] for s in augs}, augs, args.n, args.seed, args.passage_words,
+                                    args.task)
+    train, val = dataset.split_by_story(records, args.val_fraction, args.seed)
+    dataset.write_jsonl(train, args.out / "train.jsonl")
+    dataset.write_jsonl(val, args.out / "val.jsonl")
+    summary = dict(args=dataclasses.asdict(args), **dataset.describe(records), n_train=len(train), n_val=len(val),
+                   train_stories=sorted({r["story"] for r in train}), val_stories=sorted({r["story"] for r in val}))
+    write_json(args.out / "dataset.json", summary)
+    print(f"{len(records)} {args.task} records ({summary['n_repeats']} reusing an insertion) from "
+          f"{summary['n_stories']} stories: {len(train)} train, {len(val)} validation -> {args.out}")
+
+
+if __name__ == "__main__":
+    main(tyro.cli(Args))
