@@ -31,6 +31,7 @@ from assocjax.models import load_pretrained
 from assocjax.models.modeling import forward_logits
 from assocjax.reports import write_json
 from assocjax.tune import LoraConfig, init_adapters, lora_params, save_peft
+from common import matmul_gflops, torch_matmul_gflops
 
 
 @dataclasses.dataclass
@@ -48,7 +49,9 @@ class Config:
     alpha: float = 16.0
     targets: tuple[str, ...] = ("q", "k", "v", "o", "gate", "up", "down")
     warmup: int = 3          # untimed steps each (PyTorch's first ones are slow too)
-    steps: int = 5           # timed steps each, alternating
+    steps: int = 5           # timed steps each
+    block: int = 1           # consecutive steps per turn: 1 alternates step by step; larger blocks keep each
+                             # library's memory warm (a torch step frees GBs that the next XLA step faults in again)
     torch_threads: int = 2
     seed: int = 0
 
@@ -74,29 +77,6 @@ def step_flops(cfg, lora: LoraConfig, batch: int, seq: int) -> dict:
     bwd = 2 * t * (base + adapters + head + 2 * attn) + 2 * t * adapters
     return {"forward": fwd, "backward": bwd, "total": fwd + bwd, "adapter_params": adapters,
             "base_params": base + 2 * head}
-
-
-def matmul_gflops(repeats: int = 10) -> float:
-    a, b = jnp.ones((4096, 768), jnp.float32), jnp.ones((768, 3072), jnp.float32)
-    f = jax.jit(lambda a, b: a @ b)
-    f(a, b).block_until_ready()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        f(a, b).block_until_ready()
-        times.append(time.perf_counter() - t0)
-    return 2 * 4096 * 768 * 3072 / statistics.median(times) / 1e9
-
-
-def torch_matmul_gflops(repeats: int = 10) -> float:
-    a, b = torch.ones(4096, 768), torch.ones(768, 3072)
-    a @ b
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        a @ b
-        times.append(time.perf_counter() - t0)
-    return 2 * 4096 * 768 * 3072 / statistics.median(times) / 1e9
 
 
 def cross_entropy(logits_BSV, ids_BS):
@@ -205,12 +185,14 @@ def main(c: Config):
     for _ in range(c.warmup - 1):
         jax_step(), torch_step()
     times, last = {"assocjax": [], "torch": []}, {}
-    for i in range(c.steps):
+    for i in range(0, c.steps, c.block):
         for name, fn in (("assocjax", jax_step), ("torch", torch_step)):
-            t0 = time.perf_counter()
-            last[name] = fn()
-            times[name].append(time.perf_counter() - t0)
-        print(f"step {i}: assocjax {times['assocjax'][-1]:.2f} s  torch {times['torch'][-1]:.2f} s")
+            for _ in range(min(c.block, c.steps - i)):
+                t0 = time.perf_counter()
+                last[name] = fn()
+                times[name].append(time.perf_counter() - t0)
+        print(f"steps {i}..: assocjax {' '.join(f'{t:.2f}' for t in times['assocjax'][i:])} s  "
+              f"torch {' '.join(f'{t:.2f}' for t in times['torch'][i:])} s")
     print(f"last-step loss: assocjax {last['assocjax']:.6f}  torch {last['torch']:.6f}")
 
     mm, mm_torch = matmul_gflops(), torch_matmul_gflops()

@@ -7,12 +7,8 @@
 from __future__ import annotations
 
 import dataclasses
-import statistics
 import tempfile
-import time
-from pathlib import Path
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import torch
@@ -20,6 +16,7 @@ import tyro
 from transformers import AutoModel, AutoModelForCausalLM, GPT2Config, LlamaConfig
 
 from assocjax.models import load_pretrained
+from common import matmul_gflops, median_time
 
 
 @dataclasses.dataclass
@@ -49,24 +46,6 @@ def model_flops(cfg, batch, seq):
     per_token = 2 * cfg.n_layers * (qkv + out + mlp)
     attn = 2 * 2 * cfg.n_layers * seq * cfg.n_heads * cfg.head_dim
     return batch * seq * (per_token + attn)
-
-
-def median_time(fn, repeats):
-    fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
-
-
-def matmul_gflops():
-    a = jnp.ones((4096, 768), jnp.float32)
-    b = jnp.ones((768, 3072), jnp.float32)
-    f = jax.jit(lambda a, b: a @ b)
-    secs = median_time(lambda: f(a, b).block_until_ready(), 10)
-    return 2 * 4096 * 768 * 3072 / secs / 1e9
 
 
 def main(cfg: Config):

@@ -19,11 +19,11 @@ import time
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import tyro
 
 from assocjax.ridge import RidgeCV, choose_solver, grouped_kfold
+from common import matmul_gflops
 
 
 @dataclasses.dataclass
@@ -82,19 +82,6 @@ def solve_flops(n, p, t, a, folds, solver):
     return total
 
 
-def matmul_gflops(repeats=5):
-    a = jnp.ones((6000, 1536), jnp.float32)
-    b = jnp.ones((1536, 8192), jnp.float32)
-    f = jax.jit(lambda a, b: a @ b)
-    f(a, b).block_until_ready()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        f(a, b).block_until_ready()
-        times.append(time.perf_counter() - t0)
-    return 2 * 6000 * 1536 * 8192 / statistics.median(times) / 1e9
-
-
 def timed(fn, repeats):
     times, out = [], None
     for _ in range(repeats):
@@ -142,7 +129,7 @@ def main(cfg: Config):
     n_train = max(len(tr) for tr, _ in folds)
     solver = choose_solver(n_train, cfg.n_features)
     flops = solve_flops(cfg.n_samples, cfg.n_features, cfg.n_targets, len(alphas), folds, solver)
-    mm = matmul_gflops()
+    mm = matmul_gflops(6000, 1536, 8192, repeats=5)
     ours_s, ours_alpha, ours_r, solver = run_ours(cfg, x, y, groups, alphas, folds)
     rows = [dict(name=f"assocjax ({solver})", seconds=ours_s, ratio=1.0, same_alpha=1.0, max_dr=0.0)]
     for peer in cfg.peers:

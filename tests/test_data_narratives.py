@@ -1,8 +1,6 @@
 """assocjax.data: Narratives metadata (the real release in ../shared) and image reading (fakes)."""
-import csv
 import json
 import re
-import warnings
 from collections import Counter
 from pathlib import Path
 

@@ -91,7 +91,7 @@ def test_layout_parses_like_narratives(ds):
         assert t.n_missing > 0 and len(t.words) > 500
         onsets, _ = t.times(3.0)  # audio clock -> scan clock: the story event starts at onset TR 8
         assert onsets[0] >= 8 * 1.5 and onsets[-1] < (8 + 250) * 1.5
-    vol = nib.load(root / f"derivatives/afni-nosmooth/sub-001/func/sub-001_task-storya_space-MNI152NLin2009cAsym_res-native_desc-clean_bold.nii.gz")
+    vol = nib.load(root / "derivatives/afni-nosmooth/sub-001/func/sub-001_task-storya_space-MNI152NLin2009cAsym_res-native_desc-clean_bold.nii.gz")
     assert vol.shape == (5, 6, 5, m["scans"][0]["n_trs"]) and vol.header.get_zooms()[3] == 1.5
     brain = nib.load(root / "derivatives/fmriprep/sub-001/func/sub-001_task-storya_space-MNI152NLin2009cAsym_desc-brain_mask.nii.gz")
     inside = np.asarray(brain.dataobj).astype(bool)

@@ -9,3 +9,10 @@ from .sentences import DEFAULT_GAP_S, find_transcript, sentence_ends, story_sent
 from .chat import ChatClient, ChatError
 from .generate import ChatGenerator, GenerationError, LMGenerator, generate_augmentation
 from .oracle import oracle_augmentation, synthetic_oracle
+
+__all__ = ["FORMAT", "LEVELS", "SOURCES", "VERSION", "Augmentation", "Insertion", "augmented_words",
+           "from_json", "load", "save", "story_hash", "to_json", "validate", "import_json", "map_tokens",
+           "normalize", "parse_inline", "POSITIONS", "random_match", "token_count", "DEFAULT_GAP_S",
+           "find_transcript", "sentence_ends", "story_sentence_ends", "ChatClient", "ChatError",
+           "ChatGenerator", "GenerationError", "LMGenerator", "generate_augmentation", "oracle_augmentation",
+           "synthetic_oracle"]
