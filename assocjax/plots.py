@@ -219,7 +219,8 @@ def plot_gains(rows, path: str | os.PathLike, fdr: float = 0.05, hemi: str = "bo
             rr = sorted((r for r in rows if r["region"] == region and r["comparison"] == comp), key=lambda r: r["layer"])
             if not rr:
                 continue
-            x = np.array([int(r["layer"]) for r in rr])
+            # comparisons side by side at each layer, so their points and CIs do not overlap
+            x = np.array([int(r["layer"]) for r in rr]) + 0.12 * (i - (len(comparisons) - 1) / 2)
             y, lo, hi = (np.array([_f(r[k]) for r in rr]) for k in ("change", "change_ci_low", "change_ci_high"))
             sig = np.array([_f(r["q"]) < fdr for r in rr])
             line, = ax.plot(x, y, "-", color=f"C{i}", label=comp)
@@ -234,7 +235,7 @@ def plot_gains(rows, path: str | os.PathLike, fdr: float = 0.05, hemi: str = "bo
         layers = sorted({int(r["layer"]) for r in rows})
         if len(layers) <= 12:
             ax.set_xticks(layers)
-            ax.set_xlim(layers[0] - 0.5, layers[-1] + 0.5)
+            ax.set_xlim(layers[0] - 0.6, layers[-1] + 0.6)
         else:
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     axes[0].set_ylabel("score change (r)")
