@@ -11,6 +11,7 @@ from typing import Literal
 
 import tyro
 
+from assocjax.augment.sentences import DEFAULT_GAP_S, story_sentence_ends
 from assocjax.reports import write_json
 from assocjax.tune import dataset
 
@@ -25,13 +26,17 @@ class Args:
     val_fraction: float = 0.1        # share of records in validation (whole stories)
     passage_words: tuple[int, int] = (30, 80)  # min, max words of story before each anchor
     task: Literal["association", "continue", "summarise"] = "association"  # continue, summarise: controls
+    gap_s: float = DEFAULT_GAP_S     # pause (s) that ends a sentence when there is no transcript.txt
 
 
 def main(args: Args) -> None:
-    stories = dataset.load_stories(args.stories)
+    transcripts = dataset.load_transcripts(args.stories)
+    stories = {name: list(t.words) for name, t in transcripts.items()}
     augs = dataset.load_augmentations(args.augmentations, stories)
+    # sentence ends as everywhere else: transcript.txt punctuation beside the alignment, else pauses
+    ends = {name: story_sentence_ends(transcripts[name], gap_s=args.gap_s) for name in augs}
     records = dataset.build_records({s: stories[s] for s in augs}, augs, args.n, args.seed, args.passage_words,
-                                    args.task)
+                                    args.task, sentence_ends=ends)
     train, val = dataset.split_by_story(records, args.val_fraction, args.seed)
     dataset.write_jsonl(train, args.out / "train.jsonl")
     dataset.write_jsonl(val, args.out / "val.jsonl")

@@ -11,10 +11,10 @@ VOCAB = [f"w{i}" for i in range(30)]
 
 
 def make_stories(n_stories=4, n_words=120, seed=0):
-    """Stories of pseudo-words (every 7th capitalised, so capitals mark sentence starts) and
-    one augmentation per story with 6 insertions of 1-5 words."""
+    """Stories of pseudo-words (every 7th ends a sentence with a full stop) and one
+    augmentation per story with 6 insertions of 1-5 words."""
     rng = np.random.default_rng(seed)
-    stories = {f"s{k}": [VOCAB[i].capitalize() if j % 7 == 0 else VOCAB[i]
+    stories = {f"s{k}": [VOCAB[i] + "." if j % 7 == 6 else VOCAB[i]
                          for j, i in enumerate(rng.integers(0, len(VOCAB), n_words))] for k in range(n_stories)}
     augs = {}
     for s, words in stories.items():
@@ -82,7 +82,7 @@ def test_more_samples_than_insertions_draws_with_replacement(data):
 
 def test_control_tasks_share_passages_and_take_outputs_from_the_story(data):
     stories, augs, assoc = data
-    ends = {s: dataset.sentence_ends(w) for s, w in stories.items()}
+    ends = {s: np.array([w.endswith(".") or i == len(ws) - 1 for i, w in enumerate(ws)]) for s, ws in stories.items()}
     for task in ("continue", "summarise"):
         ctrl = dataset.build_records(stories, augs, n=20, seed=1, passage_words=(5, 12), task=task)
         assert [r["input"] for r in ctrl] == [r["input"] for r in assoc]
@@ -102,9 +102,12 @@ def test_control_tasks_share_passages_and_take_outputs_from_the_story(data):
                 last = first + len(out) - 1
                 assert e[last] or last == a or len(out) == dataset.SUMMARY_MAX_WORDS
                 assert not e[first: last].any()
-    # Capitals mark sentence starts when there is no punctuation; "I" does not.
-    assert dataset.sentence_ends(["a", "b", "I", "c", "Dd", "e"]).tolist() == [False, False, False, True, False, True]
-    assert dataset.sentence_ends(["Hi.", "I", "went", "home!"]).tolist() == [True, False, False, True]
+    # Given sentence ends (e.g. from pauses) override the words' own punctuation.
+    s0 = {"s0": stories["s0"]}
+    given = dataset.build_records(s0, {"s0": augs["s0"]}, n=6, seed=1, task="continue",
+                                  sentence_ends={"s0": [len(stories["s0"]) - 1]})
+    for r in given:  # no sentence end before the story's last word: the continuation runs to its cap
+        assert len(r["output"].split()) == min(dataset.CONTINUE_MAX_WORDS, len(stories["s0"]) - 1 - r["anchor"])
 
 
 def test_build_records_errors(data):

@@ -20,9 +20,10 @@ itself, so "any instruction tuning" can be told apart from "associative" tuning:
   passage), else its leading words up to the first sentence end; at most
   `SUMMARY_MAX_WORDS` words.
 
-Sentence ends: a word ending in . ! or ? (quotes/brackets after it allowed) when the story
-carries punctuation; Gentle alignments carry none, so then a sentence ends before a
-capitalised word other than "I"/"I'm"/... (an approximation: proper nouns also split).
+Sentence ends: given per story (`build_records(sentence_ends=...)`, heard-word indices as
+`assocjax.augment.sentences` gives them: transcript.txt punctuation, else pauses; what
+`scripts/make_association.py` passes); by default the punctuation the words themselves carry
+(Gentle words carry none: then only the story's last word ends a sentence).
 
 Sampling is seeded: with n <= the number of insertions each is used at most once; with
 more, every insertion is used once and the rest are drawn with replacement (`draw` > 0
@@ -33,7 +34,6 @@ share one pool).
 from __future__ import annotations
 
 import json
-import re
 from collections import Counter
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable, Mapping, Sequence
@@ -41,9 +41,11 @@ from typing import TYPE_CHECKING, Iterable, Mapping, Sequence
 import numpy as np
 
 from ..atomic import atomic_write_text
+from ..augment.sentences import sentence_ends as find_sentence_ends
 
 if TYPE_CHECKING:  # the augmentation format is only read through .story / .insertions
     from ..augment.format import Augmentation
+    from ..stimuli import Transcript
 
 TASKS = ("association", "continue", "summarise")
 # Instructions that ask for associations (the paper's "associative memory" content).
@@ -73,26 +75,16 @@ SUMMARY_MAX_WORDS = 30
 REQUIRED = {"instruction": str, "input": str, "output": str, "story": str, "id": str}
 OPTIONAL = {"task": str, "anchor": int, "draw": int}
 NONEMPTY = ("instruction", "output", "story", "id")
-_END = re.compile(r"[.!?][\"')\]]*$")
-_PRONOUN_I = {"i", "i'm", "i'd", "i'll", "i've"}
 
 
 # -- building ------------------------------------------------------------------------------
-def sentence_ends(words: Sequence[str]) -> np.ndarray:
-    """(W,) bool: word i ends a sentence (module docstring: punctuation, else capitals)."""
-    punct = np.array([bool(_END.search(w)) for w in words], bool)
-    if punct.any():
-        return punct
-    starts_next = np.array([w[:1].isupper() and w.lower() not in _PRONOUN_I for w in words[1:]] + [True], bool)
-    return starts_next
-
-
 def build_records(stories: Mapping[str, Sequence[str]], augmentations: Mapping[str, Sequence["Augmentation"]],
                   n: int = 1000, seed: int = 0, passage_words: tuple[int, int] = (30, 80),
-                  task: str = "association") -> list[dict]:
+                  task: str = "association", sentence_ends: Mapping[str, Sequence[int]] | None = None) -> list[dict]:
     """`n` records (module docstring) from `stories` (name -> heard words) and their
     augmentations (name -> Augmentation list). The same seed gives the same passages for
-    every task, so a control set differs from the association set only in its outputs."""
+    every task, so a control set differs from the association set only in its outputs.
+    sentence_ends: name -> indices of the words ending a sentence (module docstring)."""
     if task not in TASKS:
         raise ValueError(f"task {task!r} is not one of {', '.join(TASKS)}")
     lo, hi = passage_words
@@ -106,7 +98,12 @@ def build_records(stories: Mapping[str, Sequence[str]], augmentations: Mapping[s
     lengths = rng.integers(lo, hi + 1, size=n)
     which = rng.integers(0, len(TEMPLATES), size=n)
     words_of = {s: list(stories[s]) for s in {p[0] for p in pool}}
-    ends = {s: sentence_ends(w) for s, w in words_of.items()}
+    ends = {}
+    for name, words in words_of.items():
+        idx = (sentence_ends or {}).get(name)
+        if idx is None:
+            idx = find_sentence_ends(words, None, None, " ".join(words))
+        ends[name] = np.isin(np.arange(len(words)), np.asarray(idx, int))
     records, draws = [], Counter()
     for k, length, t in zip(picks, lengths, which):
         story, a, j, anchor, text = pool[k]
@@ -176,16 +173,16 @@ def _output(task, text, words, ends, start, anchor) -> str:
     return " ".join(out)
 
 
-def load_stories(paths: Sequence) -> dict[str, list[str]]:
-    """Story name -> heard words from Gentle alignments. Each path is an align.csv /
-    align.json file (the story is its folder's name), a `stimuli/gentle` folder of
-    <story>/align.csv, or a Narratives root holding stimuli/gentle."""
+def load_transcripts(paths: Sequence) -> dict[str, "Transcript"]:
+    """Story name -> its Gentle alignment (words, times, source file). Each path is an
+    align.csv / align.json file (the story is its folder's name), a `stimuli/gentle` folder
+    of <story>/align.csv, or a Narratives root holding stimuli/gentle."""
     from ..stimuli import read_alignment, story_alignment
 
-    stories: dict[str, list[str]] = {}
+    stories: dict[str, Transcript] = {}
     for p in map(Path, paths):
         if p.is_file():
-            stories[p.parent.name] = list(read_alignment(p).words)
+            stories[p.parent.name] = read_alignment(p)
             continue
         gentle = p / "stimuli" / "gentle" if (p / "stimuli" / "gentle").is_dir() else p
         if not gentle.is_dir():
@@ -195,7 +192,7 @@ def load_stories(paths: Sequence) -> dict[str, list[str]]:
         if not names:
             raise FileNotFoundError(f"{gentle}: no <story>/align.csv or align.json inside")
         for name in names:
-            stories[name] = list(story_alignment(gentle, name).words)
+            stories[name] = story_alignment(gentle, name)
     return stories
 
 
