@@ -16,8 +16,8 @@ from assocjax.tune import (TARGETS, LoraConfig, block_tree, frozen_forward_logit
                            lora_params, merge, optax_labels, parse_layers, save_peft, split_trainable, stack_tree)
 from conftest import save_tiny
 
-torch = pytest.importorskip("torch")
-peft = pytest.importorskip("peft")
+import peft  # noqa: E402  (test extras: a missing one must fail, not skip)
+import torch  # noqa: E402
 from transformers import AutoModelForCausalLM  # noqa: E402
 
 IDS = np.random.default_rng(0).integers(0, 101, (2, 9))
