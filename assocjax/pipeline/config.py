@@ -47,6 +47,9 @@ class DataOptions:
     """annot under derivatives/freesurfer/<space>/label (aparc.a2009s, synthetic), auto (the first found) or none"""
     on_unsorted: Literal["error", "sort", "warn"] = "sort"
     """what to do with alignments whose word onsets go backwards"""
+    trim_start: int = 6
+    """TRs dropped after each story's onset (the onset transient), from BOLD and design alike;
+    words heard then still reach later TRs through the FIR delays"""
 
 
 @dataclasses.dataclass
@@ -115,10 +118,14 @@ class RidgeOptions:
     """grouped folds choosing alpha (capped at the number of training groups)"""
     story_chunks: int | None = None
     """contiguous chunks per story, each a CV group; unset: 1 with 3+ stories, else enough for 4 groups"""
+    buffer_trs: int | None = None
+    """training TRs dropped on each side of a held-out chunk of the same story (outer and inner folds),
+    so autocorrelated BOLD and slowly drifting features cannot leak across the chunk edge;
+    unset: max(delays) + 4. Held-out whole stories need none"""
     per_subject: bool = True
     """fit every subject as well as the subject mean (all in one solve)"""
-    target_chunk: int = 8192
-    """targets per compiled ridge call (bounds memory)"""
+    target_chunk: int | None = None
+    """targets per compiled ridge call; unset: as many as --memory-gb allows (at most 65536)"""
 
 
 @dataclasses.dataclass
@@ -201,6 +208,9 @@ class ScoreConfig:
     ceiling: CeilingOptions = dataclasses.field(default_factory=CeilingOptions)
     report: ReportOptions = dataclasses.field(default_factory=ReportOptions)
     synthetic: SyntheticOptions = dataclasses.field(default_factory=SyntheticOptions)
+    memory_gb: float | None = None
+    """memory budget of the run in GiB: BOLD is streamed and fitted in vertex chunks sized to it;
+    unset: half of the machine's memory (of the accelerator's, for the device part)"""
     seed: int = 0
     """seed of the ceiling splits and bootstrap draws"""
     progress: bool = True

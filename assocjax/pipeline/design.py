@@ -1,71 +1,28 @@
-"""The regression's inputs: BOLD Y (TRs, subjects, vertices), CV groups, and each layer's X.
+"""The regression's design: CV groups over the rows, and each layer's X (the BOLD is in `bold`).
 
-Stories are concatenated in the selection's order. Each subject's BOLD is z-scored per
-vertex within each story (the usual per-run treatment), so story-level offsets cannot
-masquerade as signal. A story's design is built over its reference scan's TRs and then cut
-to the story, exactly as its BOLD is, so words just before the story still reach it
-through the FIR delays.
+Stories are concatenated in the selection's order. A story's design is built over its
+reference scan's TRs and then cut to the story (minus the onset trim), exactly as its BOLD
+is, so words just before the story still reach it through the FIR delays.
 """
 from __future__ import annotations
 
-import dataclasses
 import math
 
 import numpy as np
 
 from ..augment import augmented_words
-from ..data import read_surface, read_volume, trim_to_story
 from ..features import tr_features, word_features
 from .inputs import Selection
 
 
-@dataclasses.dataclass(frozen=True)
-class Bold:
-    y_NSV: np.ndarray          # float32, finite vertices only (see `keep_V`)
-    keep_V: np.ndarray         # bool over all vertices of the space (L then R for surfaces)
-    hemi_sizes: tuple[int, ...]
-    hemis: tuple[str, ...]
-    brain_mask: np.ndarray | None = None  # volumes: the voxels (C order) the columns are
-    affine: np.ndarray | None = None
+def story_rows(sel: Selection, trim_start: int) -> list[int]:
+    """Rows each story contributes after the onset trim."""
+    return [s.n_trs - trim_start for s in sel.stories]
 
 
-def _zscore(y_TV: np.ndarray) -> np.ndarray:
-    sd = y_TV.std(0)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return (y_TV - y_TV.mean(0)) / np.where(sd > 0, sd, np.nan)  # constant vertices -> NaN -> left out
-
-
-def load_bold(sel: Selection, progress: bool = False) -> Bold:
-    """Every subject's story blocks, z-scored; vertices not finite for all subjects are dropped."""
-    blocks: list[list[np.ndarray]] = []
-    first = None
-    subjects = sel.subjects
-    if progress:
-        from tqdm.auto import tqdm
-        subjects = tqdm(subjects, desc="reading BOLD", unit="subject")
-    for sub in subjects:
-        cache, row = {}, []
-        for story in sel.stories:
-            scan, st = sel.scans[(sub, story.name)]
-            if scan.stem not in cache:
-                if sel.kind == "surface":
-                    cache[scan.stem] = read_surface(scan, sel.hemi, sel.derivative, sel.space)
-                else:  # one voxel set for everyone: the first scan's brain mask
-                    mask = None if first is None else first.brain_mask
-                    cache[scan.stem] = read_volume(scan, sel.derivative, sel.space, mask=mask)
-                first = first or cache[scan.stem]
-            row.append(_zscore(trim_to_story(cache[scan.stem], story=st).data))
-        blocks.append(row)
-    y = np.stack([np.concatenate(row, 0) for row in blocks], 1).astype(np.float32)  # (N, S, V)
-    keep = np.isfinite(y).all((0, 1))
-    if not keep.any():
-        raise ValueError("no vertex has finite, non-constant data in every selected scan")
-    return Bold(np.ascontiguousarray(y[:, :, keep]), keep, first.hemi_sizes or (keep.size,), first.hemis,
-                first.brain_mask, first.affine)
-
-
-def story_lengths(sel: Selection) -> list[int]:
-    return [s.n_trs for s in sel.stories]
+def run_ids(lengths: list[int]) -> np.ndarray:
+    """(N,) story index of every row of the concatenated stories."""
+    return np.repeat(np.arange(len(lengths), dtype=np.int32), lengths)
 
 
 def cv_groups(lengths: list[int], chunks: int | None) -> tuple[np.ndarray, int]:
@@ -115,14 +72,15 @@ def word_feats(model, tok, sel: Selection, opts, cache_dir, progress: bool = Fal
     return [story_features(model, tok, s, sel, opts, cache_dir, augs.get(s.name), mode) for s in stories]
 
 
-def layer_design(feats, sel: Selection, layer: int, opts) -> np.ndarray:
-    """(N, D * n_delays [* 2 with an inserted block]) design of one hidden state over all stories."""
+def layer_design(feats, sel: Selection, layer: int, opts, trim_start: int = 0) -> np.ndarray:
+    """(N, D * n_delays [* 2 with an inserted block]) design of one hidden state over all stories,
+    each cut to its story minus the first `trim_start` TRs, exactly as the BOLD is."""
     parts = []
     for (heard, extra), s in zip(feats, sel.stories):
         blocks = [(heard, s.word_times)] + ([extra] if extra is not None else [])
         x = np.concatenate([tr_features(f, t, s.scan_trs, s.tr, layers=[layer], method=opts.downsample,
                                         delays=tuple(opts.delays))[0] for f, t in blocks], axis=-1)
-        parts.append(x[s.onset_tr:])
+        parts.append(x[s.onset_tr + trim_start:])
     widths = {p.shape[1] for p in parts}
     if len(widths) > 1:  # timed mode needs every story augmented (inputs.resolve_augmentations checks)
         raise ValueError(f"stories give designs of different widths {sorted(widths)}")

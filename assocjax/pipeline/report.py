@@ -10,7 +10,7 @@ import numpy as np
 
 from ..atomic import atomic_write_bytes
 from ..reports import write_csv, write_json
-from .design import Bold
+from .bold import Bold
 from .tables import WHOLE
 
 MAP_ARRAYS = ("r", "ceiling_max_r", "normalized")
@@ -76,11 +76,12 @@ def write_figures(out: Path, rows: list[dict], summary: dict, best_map_V: np.nda
 def _figures(plots, out, rows, summary, best_map_V, bold, title) -> list[Path]:
     figs = out / "figures"
     figs.mkdir(parents=True, exist_ok=True)
-    both = summary["hemi"]
-    mean = [r for r in rows if r["fit"] == "mean" and r["hemi"] == both]
+    both, fit = summary["hemi"], summary["fit"]
+    head = [r for r in rows if r["fit"] == fit and r["hemi"] == both]
     paths = [figs / "layer_curve.png", figs / "region_bars.png"]
-    plots.plot_layer_curve(mean, paths[0], title=f"{title}: subject-mean fit")
-    best = [r for r in mean if r["layer"] == summary["best_layer"]]
+    what = "per-subject fits, mean over subjects (subject-bootstrap CI)" if fit == "subjects" else "subject-mean fit"
+    plots.plot_layer_curve(head, paths[0], title=f"{title}: {what}")
+    best = [r for r in head if r["layer"] == summary["best_layer"]]
     plots.plot_region_bars(best, paths[1], title=f"{title}: layer {summary['best_layer']}")
     if bold.brain_mask is None:
         n = max(bold.hemi_sizes)
@@ -94,13 +95,22 @@ def _figures(plots, out, rows, summary, best_map_V, bold, title) -> list[Path]:
 
 def summary_text(summary: dict, info: dict) -> str:
     s = summary
-    ci = "" if s["best_ci"][0] is None or np.isnan(s["best_ci"][0]) else \
-        f" (95% CI over held-out stories {s['best_ci'][0]:.3f}..{s['best_ci'][1]:.3f})"
+    lo, hi = s["best_ci"]
+    ci = "" if lo is None or np.isnan(lo) else f" (95% CI over subjects {lo:.3f}..{hi:.3f})"
+    what = (f"per-subject fits averaged over {info['n_subjects']} subjects" if s["fit"] == "subjects"
+            else "subject-mean fit")
     lines = [
         f"{info['n_layers']} layers of {info['model']} on {info['n_subjects']} subject(s), {info['n_stories']} "
         f"stories ({info['n_trs']} TRs, {info['n_targets']} {info['targets']})",
-        f"best layer {s['best_layer']}: brain score r = {s['best_score']:.3f}{ci} (subject-mean fit, mean over {WHOLE} {info['targets']})",
+        f"best layer {s['best_layer']}: brain score r = {s['best_score']:.3f}{ci} ({what}, mean over {WHOLE} "
+        f"{info['targets']})",
         f"ceiling (max r) {s['ceiling']:.3f}, normalized score {s['normalized']:.3f}",
-        "per layer: " + ", ".join(f"{l}: {v:.3f}" for l, v in s["layer_scores"].items()),
     ]
+    if "cv_best_score" in s:
+        lines.append(f"cross-validated best layer: r = {s['cv_best_score']:.3f} (layer chosen on the other outer "
+                     f"folds, per fold: {', '.join(map(str, s['cv_best_layers']))})")
+    if s["fit"] == "subjects" and np.isfinite(s.get("mean_fit_score", np.nan)):
+        lines.append(f"subject-mean fit at layer {s['best_layer']}: r = {s['mean_fit_score']:.3f} "
+                     f"(ceiling {s['mean_fit_ceiling']:.3f})")
+    lines.append("per layer: " + ", ".join(f"{l}: {v:.3f}" for l, v in s["layer_scores"].items()))
     return "\n".join(lines)

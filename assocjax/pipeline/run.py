@@ -23,11 +23,14 @@ from ..atomic import atomic_write_text
 from ..ceiling import normalized_score
 from ..models import load_pretrained
 from ..reports import write_json
-from ..ridge import brain_score
+from ..ridge import nested
+from . import bold as bold_mod
+from . import budget as budget_mod
 from . import report, store, tables
 from .assets import ensure_builtin, planting
+from .bold import Bold, vertex_chunks
 from .config import ScoreConfig
-from .design import Bold, cv_groups, layer_design, load_bold, story_lengths, word_feats
+from .design import cv_groups, layer_design, run_ids, story_rows, word_feats
 from .inputs import Selection, describe, resolve_augmentations, resolve_model, select
 
 
@@ -79,11 +82,71 @@ def _atlas(sel: Selection, bold: Bold) -> rois.Atlas | None:
     return atlas
 
 
-def _layers(cfg: ScoreConfig, sel: Selection, y_NFV, groups, folder: Path, alphas, augs):
+@dataclasses.dataclass(frozen=True)
+class Fitting:
+    """What every layer's nested ridge shares: the rows' CV groups and stories, the folds, the
+    alphas, the fits (subjects then mean, or the mean only) and the memory budget."""
+
+    groups: np.ndarray
+    runs: np.ndarray
+    folds: object
+    alphas: np.ndarray
+    per_subject: bool
+    budget: budget_mod.Budget
+    target_chunk: int | None
+
+    def fits(self, bold: Bold) -> int:
+        return len(bold.subjects) + 1 if self.per_subject else 1
+
+
+def _solve_layer(x_NP: np.ndarray, bold: Bold, fit: Fitting, progress: bool, desc: str) -> dict:
+    """One layer's nested ridge over every fit and kept vertex, streamed in vertex chunks:
+    one decomposition per outer fold shared by all chunks; per vertex only the fold scores
+    and the chosen alphas are kept."""
+    plan = nested.prepare_nested(x_NP, fit.folds, fit.alphas)
+    n, f, v = bold.n_rows, fit.fits(bold), bold.n_vertices
+    per_call = budget_mod.chunk_targets(fit.budget, nested.bytes_per_target(plan), n, fit.target_chunk)
+    width = max(1, min(v, per_call // f))
+    k = len(fit.folds.outer)
+    r_folds = np.full((k, f, v), np.nan, np.float32)
+    alpha_idx = np.zeros((k, f, v), np.uint16)
+    n_masked = 0
+    chunks = list(vertex_chunks(v, width))
+    if progress:
+        from tqdm.auto import tqdm
+        chunks = tqdm(chunks, desc=desc, unit="chunk", leave=False)
+
+    def block(v0, v1):
+        y = bold.chunk(v0, v1, fit.groups, fit.per_subject)               # (N, F, Vc)
+        if v1 - v0 < width:  # flat padding columns (NaN results, dropped) keep one compiled shape
+            y = np.pad(y, ((0, 0), (0, 0), (0, width - (v1 - v0))))
+        return y.reshape(n, f * width)
+
+    pending = None
+    for v0, v1 in chunks:
+        out = nested.solve_nested(plan, block(v0, v1))   # dispatched asynchronously: the next read overlaps it
+        if pending is not None:
+            n_masked += _collect(*pending, r_folds, alpha_idx, f, width)
+        pending = (out, v0, v1)
+    n_masked += _collect(*pending, r_folds, alpha_idx, f, width)
+    return dict(r_folds=r_folds, alpha_idx=alpha_idx, test_groups=np.asarray(json.dumps(fit.folds.test_groups)),
+                solver=np.asarray(nested.solver_of(plan)), chunk_vertices=np.asarray(width))
+
+
+def _collect(out, v0, v1, r_folds, alpha_idx, f, width) -> int:
+    got = nested.fetch(out)
+    used = v1 - v0
+    r_folds[:, :, v0:v1] = got.r_folds.reshape(-1, f, width)[:, :, :used]
+    alpha_idx[:, :, v0:v1] = got.alpha_idx.reshape(-1, f, width)[:, :, :used]
+    return int(got.n_masked)
+
+
+def _layers(cfg: ScoreConfig, sel: Selection, bold: Bold, fit: Fitting, folder: Path, augs):
     results, todo = {}, []
+    shape = (len(fit.folds.outer), fit.fits(bold), bold.n_vertices)
     for layer in sel.layers:
         got = store.load(store.layer_path(folder, layer))
-        if got is not None and got["r_folds"].shape[1:] == y_NFV.shape[1:]:
+        if got is not None and got["r_folds"].shape == shape:
             results[layer] = got
         else:
             todo.append(layer)
@@ -97,11 +160,8 @@ def _layers(cfg: ScoreConfig, sel: Selection, y_NFV, groups, folder: Path, alpha
         from tqdm.auto import tqdm
         steps = tqdm(todo, desc="scoring layers", unit="layer")
     for layer in steps:
-        x = layer_design(feats, sel, layer, cfg.features)
-        res = brain_score(x, y_NFV, groups, alphas=alphas, outer_folds=cfg.ridge.outer_folds,
-                          inner_folds=cfg.ridge.inner_folds, target_chunk=cfg.ridge.target_chunk)
-        out = dict(r=res.r, r_folds=res.r_folds, alpha_idx=np.searchsorted(alphas, res.best_alphas).astype(np.uint16),
-                   test_groups=np.asarray(json.dumps(res.test_groups)), solver=np.asarray(res.solver))
+        x = layer_design(feats, sel, layer, cfg.features, cfg.data.trim_start)
+        out = _solve_layer(x, bold, fit, cfg.progress, f"layer {layer}: vertex chunks")
         if jax.process_index() == 0:
             store.save(store.layer_path(folder, layer), **out)
         results[layer] = out
@@ -142,6 +202,23 @@ def _write(cfg: ScoreConfig, sel: Selection, bold: Bold, rows, summary, r_LV, ma
     return files + figs, [note] if note else []
 
 
+def _fitting(cfg: ScoreConfig, sel: Selection, rows: list[int]) -> tuple[Fitting, dict]:
+    groups, chunks = cv_groups(rows, cfg.ridge.story_chunks)
+    runs = run_ids(rows)
+    buffer = cfg.ridge.buffer_trs if cfg.ridge.buffer_trs is not None else max(cfg.features.delays, default=0) + 4
+    if buffer < 0:
+        raise ValueError(f"--ridge.buffer-trs must be >= 0, got {buffer}")
+    folds = nested.nested_folds(groups, cfg.ridge.outer_folds, cfg.ridge.inner_folds, runs_N=runs,
+                                buffer=buffer if chunks > 1 else 0)
+    alphas = np.sort(np.asarray(cfg.ridge.alphas, np.float64))
+    fit = Fitting(groups, runs, folds, alphas, cfg.ridge.per_subject and len(sel.subjects) > 1,
+                  budget_mod.memory_budget(cfg.memory_gb), cfg.ridge.target_chunk)
+    info = dict(groups=int(len(np.unique(groups))), chunks_per_story=chunks, buffer_trs=buffer if chunks > 1 else 0,
+                bold_zscore="per CV group (story, or chunk of a story)", per_subject=fit.per_subject,
+                test_groups=[list(t) for t in folds.test_groups])
+    return fit, info
+
+
 def score(cfg: ScoreConfig) -> ScoreResult:
     """Run the pipeline (module docstring); returns the numbers and writes cfg.output."""
     t0 = time.perf_counter()
@@ -155,30 +232,40 @@ def score(cfg: ScoreConfig) -> ScoreResult:
     folder = store.results_dir(cfg.cache_dir, key)
     write_json(folder / "key.json", key)
 
-    bold = load_bold(sel, cfg.progress)
+    rows_per_story = story_rows(sel, cfg.data.trim_start)
+    fit, cv_info = _fitting(cfg, sel, rows_per_story)
+    times = {}
+    t = time.perf_counter()
+    bold = bold_mod.prepare(sel, cfg.cache_dir, cfg.data.trim_start, cfg.progress)
+    times["bold"] = time.perf_counter() - t
     atlas = _atlas(sel, bold)
-    groups, chunks = cv_groups(story_lengths(sel), cfg.ridge.story_chunks)
-    ceil = store.ceiling(bold.y_NSV, folder, cfg.ceiling.n_splits, cfg.seed, cfg.ceiling.vertex_chunk)
-    per_subject = cfg.ridge.per_subject and len(sel.subjects) > 1
-    mean = bold.y_NSV.mean(1, keepdims=True)
-    y = np.concatenate([bold.y_NSV, mean], 1) if per_subject else mean
-    alphas = np.sort(np.asarray(cfg.ridge.alphas, np.float64))
-    results, computed = _layers(cfg, sel, y, groups, folder, alphas, augs)
+    t = time.perf_counter()
+    width = budget_mod.ceiling_vertices(fit.budget, len(bold.subjects), bold.n_rows, cfg.ceiling.vertex_chunk)
+    ceil = store.ceiling(bold, fit.groups, folder, cfg.ceiling.n_splits, cfg.seed, width)
+    times["ceiling"] = time.perf_counter() - t
+    t = time.perf_counter()
+    results, computed = _layers(cfg, sel, bold, fit, folder, augs)
+    times["layers"] = time.perf_counter() - t
 
     hemi_V = np.repeat(np.asarray(bold.hemis or ("",)), bold.hemi_sizes)
     regs = tables.regions(atlas, hemi_V, bold.keep_V)
-    subjects = sel.subjects if per_subject else ()
+    subjects = sel.subjects if fit.per_subject else ()
     rows = [row for layer in sel.layers for row in tables.layer_rows(
-        layer, results[layer], ceil, alphas, subjects, regs, cfg.ceiling.min_ceiling, cfg.report.n_boot,
+        layer, results[layer], ceil, fit.alphas, subjects, regs, cfg.ceiling.min_ceiling, cfg.report.n_boot,
         cfg.report.ci, cfg.seed)]
-    summary = tables.summary(rows)
+    whole = next(m for name, h, m in regs if name == tables.WHOLE and h in ("both", regs[0][1]))
+    folds_LK = np.stack([tables.fold_headline(results[l], whole) for l in sel.layers])
+    summary = tables.summary(rows, folds_LK, sel.layers)
     r_LV = report.full(np.stack([tables.fold_mean(results[l]["r_folds"])[-1] for l in sel.layers]), bold.keep_V)
     max_r_V = report.full(ceil["max_r"], bold.keep_V)
     label = "the built-in random GPT-2" if manifest and cfg.model.path is None else sel.model_folder.name
     info = dict(n_layers=len(sel.layers), model=label, n_subjects=len(sel.subjects), n_stories=len(sel.stories),
-                n_trs=int(y.shape[0]), n_targets=int(bold.keep_V.sum()),
-                targets="voxels" if sel.kind == "volume" else "vertices")
+                n_trs=bold.n_rows, n_targets=bold.n_vertices, targets="voxels" if sel.kind == "volume" else "vertices")
     files, notes = [], list(sel.notes)
+    dropped = {s: n for s, n in bold.dropped().items() if n}
+    if dropped:
+        notes.append(f"{len(dropped)} subject(s) lack data at some kept {info['targets']} (their scores are NaN "
+                     f"there): " + ", ".join(f"{s}: {n}" for s, n in list(dropped.items())[:5]))
     if jax.process_index() == 0:
         files, more = _write(cfg, sel, bold, rows, summary, r_LV, max_r_V, label)
         notes += more
@@ -187,13 +274,16 @@ def score(cfg: ScoreConfig) -> ScoreResult:
             seeds=dict(ceiling_splits=cfg.seed, bootstrap=cfg.seed, synthetic=cfg.synthetic.seed if manifest else None),
             data_root=root, model=sel.model_folder, selection=describe(sel),
             augmentation=dict(mode=cfg.augment.mode, files=[str(f) for f in cfg.augment.files],
-                              ids={n: a.id for n, a in augs.items()}) if augs else None, cv=dict(
-                groups=int(len(np.unique(groups))), chunks_per_story=chunks, per_subject=per_subject,
-                solver=str(results[sel.layers[0]]["solver"]),
-                test_groups=json.loads(str(results[sel.layers[0]]["test_groups"]))),
+                              ids={n: a.id for n, a in augs.items()}) if augs else None,
+            cv=cv_info | dict(solver=str(results[sel.layers[0]]["solver"]), trim_start=cfg.data.trim_start,
+                              rows_per_story=dict(zip([s.name for s in sel.stories], rows_per_story))),
+            memory=fit.budget.describe() | dict(ceiling_chunk_vertices=width, ridge_chunk_vertices={
+                int(l): int(results[l]["chunk_vertices"]) for l in sel.layers if "chunk_vertices" in results[l]}),
+            vertices=dict(space_total=int(bold.keep_V.size), kept=bold.n_vertices,
+                          dropped_everywhere=int(bold.keep_V.size - bold.n_vertices), missing_per_subject=bold.dropped()),
             results_dir=folder, results_key=key, computed_layers=list(computed),
             reused_layers=[l for l in sel.layers if l not in computed], summary=report.clean_nans(summary),
-            notes=notes, seconds=time.perf_counter() - t0,
+            notes=notes, seconds=time.perf_counter() - t0, stage_seconds=times,
             builtin=dict(planted=planting(cfg.synthetic), manifest=root / "manifest.json") if manifest else None)
         files.append(write_json(cfg.output / "run.json", record))
         files.append(atomic_write_text(cfg.output / "summary.txt", report.summary_text(summary, info) + "\n"))

@@ -22,9 +22,10 @@ from ..atomic import atomic_write_bytes
 from ..ceiling import loso_isc, max_r_from_reliability, split_half_ceiling
 from ..data import surface_paths, volume_paths
 from .config import ScoreConfig
+from .bold import vertex_chunks
 from .inputs import Selection, describe, model_files
 
-PIPELINE_VERSION = 1
+PIPELINE_VERSION = 2  # 2: streamed nested ridge, buffered chunk folds, per-group BOLD z-scoring
 
 
 def _stat(path: Path) -> list:
@@ -45,7 +46,8 @@ def results_key(cfg: ScoreConfig, sel: Selection, augs: dict | None = None) -> d
         version=PIPELINE_VERSION, selection=selection, model_dtype=cfg.model.dtype,
         features={k: v for k, v in dataclasses.asdict(cfg.features).items() if k not in ("layers", "batch_size")},
         ridge={k: v for k, v in dataclasses.asdict(cfg.ridge).items() if k != "target_chunk"},
-        ceiling=dict(n_splits=cfg.ceiling.n_splits), on_unsorted=cfg.data.on_unsorted, seed=cfg.seed,
+        ceiling=dict(n_splits=cfg.ceiling.n_splits), on_unsorted=cfg.data.on_unsorted, trim_start=cfg.data.trim_start,
+        seed=cfg.seed,
         files=[_stat(p) for p in sorted(set(map(str, files)))],
     )
 
@@ -76,36 +78,42 @@ def layer_path(folder: Path, layer: int) -> Path:
     return folder / f"layer-{layer:03d}.npz"
 
 
-def subject_max_r(split_half_V: np.ndarray, loso_SV: np.ndarray) -> np.ndarray:
-    """(S, V) the r a noise-free model reaches against each subject: its leave-one-out ISC
-    divided by the max r of the other subjects' mean. A single subject's reliability comes
-    from the group's split-half one by inverting Spearman-Brown; the mean of S-1 subjects'
-    reliability follows from it by Spearman-Brown again."""
-    s = loso_SV.shape[0]
+def others_reliability(split_half_V: np.ndarray, n_subjects: int) -> np.ndarray:
+    """(V,) reliability of the mean of S-1 subjects, from the S-subject split-half reliability:
+    a single subject's reliability by inverting Spearman-Brown, then Spearman-Brown up to S-1."""
+    s = n_subjects
     with np.errstate(invalid="ignore", divide="ignore"):
         one = split_half_V / (s - (s - 1) * split_half_V)
-        others = (s - 1) * one / (1 + (s - 2) * one)
+        return ((s - 1) * one / (1 + (s - 2) * one)).astype(np.float32)
+
+
+def subject_max_r(split_half_V: np.ndarray, loso_SV: np.ndarray) -> np.ndarray:
+    """(S, V) the r a noise-free model reaches against each subject: its leave-one-out ISC
+    divided by the max r of the other subjects' mean (`others_reliability`)."""
+    others = others_reliability(split_half_V, loso_SV.shape[0])
+    with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(others > 0, loso_SV / np.sqrt(np.where(others > 0, others, 1.0)), np.nan).astype(np.float32)
 
 
-def ceiling(y_NSV: np.ndarray, folder: Path, n_splits: int, seed: int, chunk: int) -> dict:
+def ceiling(bold, groups_N: np.ndarray, folder: Path, n_splits: int, seed: int, width: int) -> dict:
     """split_half, max_r (V,) of the subject mean; loso ISC and subject_max_r (S, V); cached.
 
-    Vertices are independent, so they go in fixed-width chunks (the last padded with
+    Computed on exactly the responses the ridge fits (each subject z-scored per CV group),
+    streamed in vertex chunks of `width` from the BOLD cache (the last chunk is padded with
     constant columns, which come out NaN and are dropped): one compilation, bounded memory.
     """
     path = folder / "ceiling.npz"
     got = load(path)
-    if got is not None and {"split_half", "max_r", "loso", "subject_max_r"} <= set(got):
+    v, s = bold.n_vertices, len(bold.subjects)
+    if got is not None and {"split_half", "max_r", "loso", "subject_max_r"} <= set(got) and got["loso"].shape == (s, v):
         return got
-    n, s, v = y_NSV.shape
     if s < 2:
         nan = np.full(v, np.nan, np.float32)
         return dict(split_half=nan, max_r=nan, loso=nan[None], subject_max_r=nan[None])
-    width = min(chunk, v)
+    width = max(1, min(width, v))
     rel, loso = [], []
-    for start in range(0, v, width):
-        block = np.transpose(y_NSV[:, :, start:start + width], (1, 0, 2))
+    for v0, v1 in vertex_chunks(v, width):
+        block = np.transpose(bold.chunk(v0, v1, groups_N, with_subjects=True)[:, :s], (1, 0, 2))
         used = block.shape[2]
         block = np.pad(block, ((0, 0), (0, 0), (0, width - used)))
         rel.append(np.asarray(split_half_ceiling(jnp.asarray(block), n_splits=n_splits, seed=seed))[:used])

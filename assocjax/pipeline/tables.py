@@ -1,24 +1,33 @@
 """Per-vertex results -> tidy rows: layer x fit x subject x region x hemisphere.
 
-score = Pearson r on each held-out fold (stories), averaged over folds (per-fold r is
-    blind to offsets and scales that differ between folds, which the r of the concatenated
-    predictions would count as misfit).
-fit = "mean": the subject-mean response's fit; its CI is a bootstrap over the held-out
-    folds of the fold scores, its ceiling the split-half max r.
-fit = "subject": one subject's fit; ceiling = the r a noise-free model would reach against
-    that subject (`store.subject_max_r`: its leave-one-out ISC over the others' max r); no CI.
-fit = "subjects": the mean over subjects of their region scores, with a subject-bootstrap CI.
-A region's score is the mean of its vertices' r; its ceiling the mean of their ceilings;
+score = Pearson r on each held-out fold, averaged over folds (per-fold r is blind to offsets
+    and scales that differ between folds, which the r of the concatenated predictions would
+    count as misfit).
+fit = "subjects" (the headline, the paper's metric): every subject's own fit, its region
+    score averaged over subjects, with a subject-bootstrap CI (subjects resampled).
+fit = "subject": one subject's fit; no CI.
+fit = "mean": the fit of the subject-mean response; no CI (one fit, and its few held-out folds
+    are too few units for an interval).
+A region's score is the mean r over its vertices; its ceiling is computed over THE SAME
+vertices from reliabilities averaged over all of them (negative ones included), so pure noise
+gives a ceiling near 0 instead of the mean of the lucky positive ones:
+    mean fit:      sqrt(max(mean reliability of the S-subject mean, 0))
+    subject fit:   max(mean LOSO ISC, 0) / sqrt(mean reliability of the other S-1 subjects' mean)
+    subjects:      the mean of the subjects' ceilings
 normalized = score / ceiling (NaN when the ceiling is below min_ceiling); alpha = the median
-alpha chosen over its vertices and outer folds.
+alpha chosen over the region's vertices and outer folds.
 """
 from __future__ import annotations
+
+import warnings
 
 import numpy as np
 
 from .. import rois
+from .store import others_reliability
 
 WHOLE = "all"
+HEADLINE = "subjects"
 
 
 def regions(atlas: rois.Atlas | None, hemi_V: np.ndarray, keep_V: np.ndarray) -> list[tuple[str, str, np.ndarray]]:
@@ -46,6 +55,13 @@ def region_means(values_XV: np.ndarray, masks_RV: np.ndarray) -> np.ndarray:
         return (np.where(ok, values_XV, 0.0) @ masks_RV.T) / (ok.astype(float) @ masks_RV.T)
 
 
+def _joint_means(a_XV: np.ndarray, b_XV: np.ndarray, masks_RV: np.ndarray):
+    """Region means of a and b over the vertices where BOTH are finite: (X, R) each."""
+    ok = np.isfinite(a_XV) & np.isfinite(b_XV)
+    both = np.where(ok, 1.0, np.nan)
+    return region_means(a_XV * both, masks_RV), region_means(b_XV * both, masks_RV)
+
+
 def _normalized(score, ceiling, min_ceiling):
     with np.errstate(invalid="ignore", divide="ignore"):
         return float(score / ceiling) if ceiling >= min_ceiling else np.nan
@@ -57,46 +73,108 @@ def fold_mean(r_folds_KFV: np.ndarray) -> np.ndarray:
         return np.where(ok, r_folds_KFV, 0.0).sum(0) / ok.sum(0)
 
 
+def mean_fit_ceiling(split_half_V, score_V, masks_RV):
+    """(score, ceiling) per region of the subject-mean fit over the same vertices (module doc)."""
+    score, rel = _joint_means(score_V[None], split_half_V[None], masks_RV)
+    return score[0], np.sqrt(np.clip(rel[0], 0.0, None))
+
+
+def subject_ceilings(ceil: dict, score_SV, masks_RV):
+    """(score (S, R), ceiling (S, R)) of each subject's fit over the same vertices (module doc)."""
+    loso = ceil["loso"]
+    others = np.broadcast_to(others_reliability(ceil["split_half"], loso.shape[0]), loso.shape)
+    valid = np.isfinite(score_SV) & np.isfinite(loso) & np.isfinite(others)
+    nan = np.where(valid, 1.0, np.nan)
+    score, isc, rel = (region_means(a * nan, masks_RV) for a in (score_SV, loso, others))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        c = np.where(rel > 0, np.clip(isc, 0.0, None) / np.sqrt(np.where(rel > 0, rel, 1.0)), 0.0)
+    return score, np.where(np.isfinite(rel), c, np.nan)
+
+
 def layer_rows(layer: int, res: dict, ceil: dict, alphas: np.ndarray, subjects, regs, min_ceiling: float,
                n_boot: int, ci: float, seed: int) -> list[dict]:
     """Rows of one layer; `res` holds r_folds (K, F, V) and alpha_idx (K, F, V) for
     F = the subjects then the mean (or the mean only)."""
     masks = np.stack([m for _, _, m in regs]).astype(float)
-    r = region_means(fold_mean(res["r_folds"]), masks)                 # (F, R)
+    r_FV = fold_mean(res["r_folds"])
     alpha_FV = np.median(alphas[res["alpha_idx"]], axis=0)
     alpha = np.stack([[np.median(a[m]) for _, _, m in regs] for a in alpha_FV])
-    fold = region_means(res["r_folds"][:, -1], masks)                   # (K, R) of the mean fit
-    _, lo, hi, _ = rois.bootstrap_mean_ci(fold, rois.bootstrap_indices(fold.shape[0], n_boot, seed), ci)
     base = lambda name, h, m: dict(layer=layer, region=name, hemi=h, n_vertices=int(m.sum()))  # noqa: E731
+    nan = np.nan
     rows = []
-    c_mean = region_means(ceil["max_r"][None], masks)[0]
-    for i, (name, h, m) in enumerate(regs):
-        rows.append(base(name, h, m) | dict(fit="mean", subject="mean", score=r[-1, i], ci_low=lo[i], ci_high=hi[i],
-                                                ceiling=c_mean[i], normalized=_normalized(r[-1, i], c_mean[i], min_ceiling),
-                                                alpha=alpha[-1, i]))
-    n_sub = r.shape[0] - 1
+    n_sub = r_FV.shape[0] - 1
     if n_sub:
-        c_sub = region_means(ceil["subject_max_r"], masks)                       # (S, R)
-        s_mean, s_lo, s_hi, _ = rois.bootstrap_mean_ci(r[:-1], rois.bootstrap_indices(n_sub, n_boot, seed), ci)
+        s_score, s_ceil = subject_ceilings(ceil, r_FV[:-1], masks)            # (S, R)
+        idx = rois.bootstrap_indices(n_sub, n_boot, seed)
+        mean, lo, hi, _ = rois.bootstrap_mean_ci(s_score, idx, ci)
+        c_mean = np.nanmean(np.where(np.isfinite(s_ceil), s_ceil, nan), axis=0) if np.isfinite(s_ceil).any() else \
+            np.full(len(regs), nan)
         for i, (name, h, m) in enumerate(regs):
+            rows.append(base(name, h, m) | dict(fit=HEADLINE, subject="all", score=mean[i], ci_low=lo[i],
+                                                ci_high=hi[i], ceiling=c_mean[i],
+                                                normalized=_normalized(mean[i], c_mean[i], min_ceiling),
+                                                alpha=np.median(alpha[:-1, i])))
             for s, sub in enumerate(subjects):
-                rows.append(base(name, h, m) | dict(fit="subject", subject=sub, score=r[s, i], ci_low=np.nan,
-                                                        ci_high=np.nan, ceiling=c_sub[s, i],
-                                                        normalized=_normalized(r[s, i], c_sub[s, i], min_ceiling),
-                                                        alpha=alpha[s, i]))
-            c = np.nanmean(c_sub[:, i]) if np.isfinite(c_sub[:, i]).any() else np.nan
-            rows.append(base(name, h, m) | dict(fit="subjects", subject="all", score=s_mean[i], ci_low=s_lo[i],
-                                                    ci_high=s_hi[i], ceiling=c,
-                                                    normalized=_normalized(s_mean[i], c, min_ceiling),
-                                                    alpha=np.median(alpha[:-1, i])))
+                rows.append(base(name, h, m) | dict(fit="subject", subject=sub, score=s_score[s, i], ci_low=nan,
+                                                    ci_high=nan, ceiling=s_ceil[s, i],
+                                                    normalized=_normalized(s_score[s, i], s_ceil[s, i], min_ceiling),
+                                                    alpha=alpha[s, i]))
+    m_score, m_ceil = mean_fit_ceiling(ceil["split_half"], r_FV[-1], masks)
+    for i, (name, h, m) in enumerate(regs):
+        rows.append(base(name, h, m) | dict(fit="mean", subject="mean", score=m_score[i], ci_low=nan, ci_high=nan,
+                                            ceiling=m_ceil[i], normalized=_normalized(m_score[i], m_ceil[i], min_ceiling),
+                                            alpha=alpha[-1, i]))
     return [{k: (float(v) if isinstance(v, (float, np.floating)) else v) for k, v in row.items()} for row in rows]
 
 
-def summary(rows: list[dict]) -> dict:
-    """Best layer of the subject-mean fit over every vertex (region "all", both hemispheres)."""
-    whole = [r for r in rows if r["fit"] == "mean" and r["region"] == WHOLE and r["hemi"] in ("both",)]
-    whole = whole or [r for r in rows if r["fit"] == "mean" and r["region"] == WHOLE]
-    best = max(whole, key=lambda r: -np.inf if np.isnan(r["score"]) else r["score"])
-    return dict(best_layer=best["layer"], best_score=best["score"], best_ci=[best["ci_low"], best["ci_high"]],
-                ceiling=best["ceiling"], normalized=best["normalized"], region=WHOLE, hemi=best["hemi"],
-                layer_scores={r["layer"]: r["score"] for r in whole})
+def headline_fit(rows: list[dict]) -> str:
+    """The fit the summary reports: per-subject fits averaged over subjects, when there are any."""
+    return HEADLINE if any(r["fit"] == HEADLINE for r in rows) else "mean"
+
+
+def fold_headline(res: dict, whole_V: np.ndarray) -> np.ndarray:
+    """(K,) the headline score of each outer fold over the whole-brain vertices: mean over the
+    subjects' fits (or the mean fit alone) of their mean r over the vertices."""
+    r = res["r_folds"][:, :, whole_V]                                  # (K, F, V)
+    fits = r[:, :-1] if r.shape[1] > 1 else r
+    with warnings.catch_warnings():  # a fold where a fit has no finite vertex is NaN, not an error
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.nanmean(np.nanmean(fits, axis=2), axis=1)
+
+
+def cv_best_layer(layers, folds_LK: np.ndarray) -> dict:
+    """Best layer chosen without its test data: for each outer fold k, the layer with the best
+    mean score over the OTHER outer folds, scored on fold k; the mean over k is the unbiased
+    counterpart of the plain argmax (which picks and reports on the same data)."""
+    s = np.asarray(folds_LK, np.float64)
+    n_folds = s.shape[1]
+    chosen, scores = [], []
+    for k in range(n_folds):
+        others = np.nanmean(np.delete(s, k, axis=1), axis=1)
+        pick = int(np.nanargmax(np.where(np.isfinite(others), others, -np.inf)))
+        chosen.append(int(layers[pick]))
+        scores.append(float(s[pick, k]))
+    return dict(cv_best_score=float(np.nanmean(scores)), cv_best_layers=chosen, cv_fold_scores=scores)
+
+
+def summary(rows: list[dict], folds_LK: np.ndarray | None = None, layers=()) -> dict:
+    """Best layer of the headline fit over every vertex (region "all", both hemispheres), the
+    subject-mean fit at that layer, and the cross-validated best layer (`cv_best_layer`)."""
+    fit = headline_fit(rows)
+    pick = lambda f: [r for r in rows if r["fit"] == f and r["region"] == WHOLE and r["hemi"] == "both"] or \
+        [r for r in rows if r["fit"] == f and r["region"] == WHOLE]  # noqa: E731
+    whole = pick(fit)
+    finite = [r for r in whole if np.isfinite(r["score"])]
+    if not finite:
+        raise ValueError("every layer's brain score is NaN: no vertex had a usable fit "
+                         "(check the delays, the story lengths and the data's vertices)")
+    best = max(finite, key=lambda r: r["score"])
+    mean_row = next((r for r in pick("mean") if r["layer"] == best["layer"]), None)
+    out = dict(fit=fit, best_layer=best["layer"], best_score=best["score"], best_ci=[best["ci_low"], best["ci_high"]],
+               ceiling=best["ceiling"], normalized=best["normalized"], region=WHOLE, hemi=best["hemi"],
+               layer_scores={r["layer"]: r["score"] for r in whole},
+               mean_fit_score=mean_row["score"] if mean_row else np.nan,
+               mean_fit_ceiling=mean_row["ceiling"] if mean_row else np.nan)
+    if folds_LK is not None and len(layers) > 1:
+        out |= cv_best_layer(layers, folds_LK)
+    return out

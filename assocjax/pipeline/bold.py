@@ -1,0 +1,217 @@
+"""BOLD for the ridge in bounded memory: every (subject, story) is read once, cut to the
+story (minus `trim_start` onset TRs) and stored vertex-major as float32 `.npy` under the
+cache; the fits then stream vertex chunks from those memory-mapped files, so no stage holds
+all subjects x all vertices at once (75 listeners x 81,924 fsaverage6 vertices x 281 TRs is
+6.9 GB in float32).
+
+A chunk is (N, F, Vc): N = the selected stories' rows concatenated, F = the subjects then
+their mean (or the mean only), Vc vertices. Each subject is z-scored per vertex within each
+CV group (a story, or a contiguous chunk of one), so no statistic of a held-out chunk
+reaches the training rows. A subject without data at a vertex (non-finite or constant in a
+story) is NaN there, which the ridge masks for that subject only; the subject mean averages
+the subjects that have data at the vertex. Vertices are kept where at least one subject has
+data; counts per subject are reported.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import io
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from ..atomic import atomic_write_bytes
+from ..data import read_surface, read_volume, surface_paths, trim_to_story, volume_paths
+from .inputs import Selection
+
+BOLD_CACHE_VERSION = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class Bold:
+    """Where every (subject, story) block lives, and what the space looks like.
+
+    files[(subject, story)]: (V_all, n_rows) float32 .npy, vertex-major, NaN where no data.
+    has_SV: (S, V_kept) whether each subject has data at each kept vertex (all stories).
+    keep_V: (V_all,) vertices where at least one subject has data.
+    """
+
+    files: dict
+    subjects: tuple[str, ...]
+    stories: tuple[str, ...]
+    rows: tuple[int, ...]
+    keep_V: np.ndarray
+    has_SV: np.ndarray
+    hemi_sizes: tuple[int, ...]
+    hemis: tuple[str, ...]
+    brain_mask: np.ndarray | None = None
+    affine: np.ndarray | None = None
+
+    @property
+    def n_rows(self) -> int:
+        return sum(self.rows)
+
+    @property
+    def n_vertices(self) -> int:
+        return int(self.keep_V.sum())
+
+    def dropped(self) -> dict[str, int]:
+        """Kept vertices at which each subject has no data (its scores are NaN there)."""
+        return {s: int((~self.has_SV[i]).sum()) for i, s in enumerate(self.subjects)}
+
+    def subjects_block(self, v0: int, v1: int) -> np.ndarray:
+        """(N, S, Vc) float32 raw (un-z-scored) rows of kept vertices v0:v1 for every subject."""
+        cols = np.flatnonzero(self.keep_V)[v0:v1]
+        lo, hi = int(cols[0]), int(cols[-1]) + 1
+        out = np.empty((self.n_rows, len(self.subjects), len(cols)), np.float32)
+        for i, sub in enumerate(self.subjects):
+            start = 0
+            for story, n in zip(self.stories, self.rows):
+                block = np.load(self.files[(sub, story)], mmap_mode="r")[lo:hi]  # contiguous vertex rows
+                out[start:start + n, i] = block[cols - lo].T
+                start += n
+        return out
+
+    def chunk(self, v0: int, v1: int, groups_N: np.ndarray, with_subjects: bool = True) -> np.ndarray:
+        """(N, F, Vc): subjects z-scored per CV group, then their mean (module docstring)."""
+        y = zscore_groups(self.subjects_block(v0, v1), groups_N)
+        has = np.isfinite(y).all(0)                                   # (S, Vc)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mean = np.where(has[None], y, 0.0).sum(1) / has.sum(0)    # NaN where no subject has data
+        mean = mean.astype(np.float32)[:, None]
+        return np.concatenate([y, mean], 1) if with_subjects else mean
+
+
+def zscore_groups(y_NX: np.ndarray, groups_N: np.ndarray) -> np.ndarray:
+    """Z-score every column within each group of rows (groups are contiguous runs of ids).
+    A column that is constant or non-finite within a group becomes NaN in every row, so it is
+    masked as a whole (a partly valid series would mix scales)."""
+    y = np.array(y_NX, dtype=np.float32, copy=True)
+    bad = np.zeros(y.shape[1:], bool)
+    for g in np.unique(groups_N):
+        rows = groups_N == g
+        part = y[rows].astype(np.float64)
+        mean, sd = part.mean(0), part.std(0)
+        bad |= ~np.isfinite(mean) | ~(sd > 1e-6 * np.maximum(np.abs(mean), 1.0))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            y[rows] = ((part - mean) / sd).astype(np.float32)
+    y[:, bad] = np.nan
+    return y
+
+
+def _key(sel: Selection, scan, story, trim_start: int, mask_from: str | None) -> dict:
+    if sel.kind == "surface":
+        paths = surface_paths(scan, sel.hemi, sel.derivative, sel.space)
+    else:
+        paths = (volume_paths(scan, sel.derivative, sel.space)[0],)
+    stats = [[str(p), p.stat().st_size, p.stat().st_mtime_ns] for p in paths]
+    return dict(version=BOLD_CACHE_VERSION, files=stats, story=story.name, onset_tr=story.onset_tr,
+                n_trs=story.n_trs, trim_start=trim_start, kind=sel.kind, space=sel.space, hemi=sel.hemi,
+                derivative=sel.derivative, mask_from=mask_from)
+
+
+def _save_npy(path: Path, a: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        os.chmod(tmp, 0o644)
+        with os.fdopen(fd, "wb") as f:
+            np.save(f, a)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _save_meta(path: Path, **arrays) -> None:
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def _load_cached(data: Path, meta: Path, rows: int) -> dict | None:
+    """The block's meta when both files are complete and consistent, else None (recompute)."""
+    try:
+        with np.load(meta, allow_pickle=False) as z:
+            m = {k: z[k] for k in z.files}
+        a = np.load(data, mmap_mode="r")
+        if a.dtype != np.float32 or a.ndim != 2 or a.shape != (m["has"].size, rows):
+            return None
+        return m
+    except Exception:  # missing, truncated or corrupt: the same answer, read the image again
+        return None
+
+
+def prepare(sel: Selection, cache_dir: Path, trim_start: int = 0, progress: bool = False) -> Bold:
+    """Read every selected (subject, story) once into the vertex-major cache (module docstring);
+    reruns reuse complete files keyed by the images' size and mtime, the story and the trim."""
+    folder = Path(cache_dir) / "bold"
+    rows = tuple(s.n_trs - trim_start for s in sel.stories)
+    if min(rows) < 1:
+        raise ValueError(f"--data.trim-start {trim_start} leaves no TR of story "
+                         f"{sel.stories[rows.index(min(rows))].name!r} ({min(rows) + trim_start} TRs)")
+    files, has, first = {}, [], None
+    subjects = sel.subjects
+    if progress:
+        from tqdm.auto import tqdm
+        subjects = tqdm(subjects, desc="reading BOLD", unit="subject")
+    mask_from = None
+    for sub in subjects:
+        read: dict = {}
+        mine = []
+        for story, n in zip(sel.stories, rows):
+            scan, st = sel.scans[(sub, story.name)]
+            key = _key(sel, scan, st, trim_start, mask_from)
+            digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:24]
+            data, meta = folder / f"{digest}.npy", folder / f"{digest}.meta.npz"
+            m = _load_cached(data, meta, n)
+            if m is None:
+                if scan.stem not in read:
+                    read[scan.stem] = _read(sel, scan, None if first is None else first.get("brain_mask"))
+                block = trim_to_story(read[scan.stem], story=st)
+                y = block.data[trim_start:]
+                ok = np.isfinite(y).all(0) & (y.std(0) > 1e-6 * np.maximum(np.abs(y.mean(0)), 1.0))
+                y_VN = np.ascontiguousarray(np.where(ok[None], y, np.nan).T, dtype=np.float32)
+                _save_npy(data, y_VN)
+                m = dict(has=ok, hemis=np.asarray(block.hemis, dtype="U1"),
+                         hemi_sizes=np.asarray(block.hemi_sizes or (y.shape[1],), np.int64))
+                if block.brain_mask is not None:
+                    m |= dict(brain_mask=block.brain_mask, affine=block.affine)
+                _save_meta(meta, **m)
+                del y, y_VN, block
+            if first is None:
+                first = m
+                if sel.kind == "volume":  # every later scan is read inside the first scan's brain mask
+                    mask_from = scan.stem
+            if m["has"].size != first["has"].size:
+                raise ValueError(f"{scan.stem}: {m['has'].size} vertices/voxels, but {sel.subjects[0]}'s scans have "
+                                 f"{first['has'].size}; all scans of a run must be in one space")
+            files[(sub, story.name)] = data
+            mine.append(m["has"])
+        has.append(np.logical_and.reduce(mine))
+    has_SV = np.stack(has)
+    keep = has_SV.any(0)
+    if not keep.any():
+        raise ValueError("no vertex has finite, non-constant data in any selected scan")
+    return Bold(files, sel.subjects, tuple(s.name for s in sel.stories), rows, keep, has_SV[:, keep],
+                tuple(int(h) for h in first["hemi_sizes"]), tuple(str(h) for h in first["hemis"]),
+                first.get("brain_mask"), first.get("affine"))
+
+
+def _read(sel: Selection, scan, mask):
+    if sel.kind == "surface":
+        return read_surface(scan, sel.hemi, sel.derivative, sel.space)
+    return read_volume(scan, sel.derivative, sel.space, mask=mask)
+
+
+def vertex_chunks(n_vertices: int, width: int) -> Iterator[tuple[int, int]]:
+    width = max(1, int(width))
+    for v0 in range(0, n_vertices, width):
+        yield v0, min(v0 + width, n_vertices)

@@ -1,0 +1,69 @@
+"""The run's memory budget (`--memory-gb`) and the chunk sizes that respect it.
+
+Every stage that scales with subjects x vertices works in vertex chunks: the BOLD cache is
+written one scan at a time, the ceiling and each layer's ridge read chunks of it, and results
+are kept per vertex only (a few floats per fit and vertex). The chunk width comes from the
+bytes one target (one fit at one vertex) costs in the stage.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import jax
+
+GiB = 2**30
+MAX_TARGETS = 65536   # beyond this a chunk is no faster, only bigger
+HOST_COPIES = 4       # raw rows, z-scored rows, with the mean appended, the array handed to the device
+
+
+@dataclasses.dataclass(frozen=True)
+class Budget:
+    host_bytes: int
+    device_bytes: int
+    shared: bool  # the device is the host (CPU): both parts come out of one pool
+
+    def describe(self) -> dict:
+        return dict(host_gb=round(self.host_bytes / GiB, 3), device_gb=round(self.device_bytes / GiB, 3),
+                    device_is_host=self.shared)
+
+
+def physical_memory() -> int:
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def memory_budget(gb: float | None) -> Budget:
+    """`gb` GiB for the run (unset: half the machine). On an accelerator the device part is half
+    of its own memory (as reported by the backend) unless gb is smaller."""
+    if gb is not None and not gb > 0:
+        raise ValueError(f"--memory-gb must be > 0, got {gb}")
+    host = int(gb * GiB) if gb is not None else physical_memory() // 2
+    dev = jax.local_devices()[0]
+    if dev.platform == "cpu":
+        return Budget(host, host, True)
+    stats = dev.memory_stats() or {}
+    limit = stats.get("bytes_limit")
+    device = int(limit) // 2 if limit else host
+    return Budget(host, min(device, host) if gb is not None else device, False)
+
+
+def chunk_targets(budget: Budget, device_bytes_per_target: int, n_rows: int, fixed: int | None = None) -> int:
+    """Targets per ridge call: `fixed` when given, else what the budget holds (half of it for
+    the chunk; the rest is the process, the cache reads and the results), capped at MAX_TARGETS."""
+    if fixed is not None:
+        if fixed < 1:
+            raise ValueError(f"--ridge.target-chunk must be >= 1, got {fixed}")
+        return fixed
+    host = HOST_COPIES * 4 * n_rows
+    if budget.shared:
+        n = budget.host_bytes // 2 // max(device_bytes_per_target + host, 1)
+    else:
+        n = min(budget.device_bytes // 2 // max(device_bytes_per_target, 1), budget.host_bytes // 2 // host)
+    return int(max(1, min(MAX_TARGETS, n)))
+
+
+def ceiling_vertices(budget: Budget, n_subjects: int, n_rows: int, cap: int) -> int:
+    """Vertices per ceiling call: the chunk (S x N) plus the split-half batch's half means and
+    the LOSO batch (about 2 x 8 + 8 rows of N) per vertex, in float32, with host copies."""
+    per = 4 * n_rows * (HOST_COPIES * (n_subjects + 1) + 2 * 8 + 8 + n_subjects)
+    return int(max(1, min(cap, budget.host_bytes // 2 // per)))

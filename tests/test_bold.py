@@ -1,0 +1,111 @@
+"""The streamed BOLD store (pipeline.bold): chunks equal the directly read, trimmed, per-group
+z-scored data; a subject without data at a vertex is NaN there only; the cache is reused."""
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from assocjax.data import read_surface, trim_to_story
+from assocjax.data.synthetic import SyntheticConfig, make_synthetic
+from assocjax.pipeline import DataOptions, ModelOptions, ScoreConfig
+from assocjax.pipeline.bold import prepare, vertex_chunks, zscore_groups
+from assocjax.pipeline.design import cv_groups, story_rows
+from assocjax.pipeline.inputs import select
+from conftest import SHARED
+
+N_VERT = 40
+
+
+@pytest.fixture(scope="module")
+def selection(tmp_path_factory, checkpoints):
+    tmp = tmp_path_factory.mktemp("bold")
+    make_synthetic(SyntheticConfig(out=tmp / "ds", space="tiny", n_vertices=N_VERT, story_trs=60, n_stories=2,
+                                   n_subjects=4, feature_dim=4))
+    model = tmp / "model"  # selection checks for tokenizer files; the BOLD store never uses the model
+    shutil.copytree(checkpoints["gpt2"], model)
+    for name in ("vocab.json", "merges.txt"):
+        shutil.copy(SHARED / "tokenizers" / "gpt2" / name, model / name)
+    cfg = ScoreConfig(output=tmp / "out", cache_dir=tmp / "cache", data=DataOptions(root=tmp / "ds", space="tiny"),
+                      model=ModelOptions(path=str(model)), progress=False)
+    return cfg, select(cfg, tmp / "ds", str(model), "tiny")
+
+
+def test_zscore_groups_matches_numpy_and_masks_flat_columns():
+    rng = np.random.default_rng(0)
+    y = rng.normal(3, 2, (50, 6)).astype(np.float32)
+    y[:20, 4] = 7.0                      # constant within the first group only
+    y[30, 5] = np.nan
+    groups = np.repeat([0, 1], [20, 30])
+    z = zscore_groups(y, groups)
+    for g in (0, 1):
+        part = y[groups == g, :4].astype(np.float64)
+        np.testing.assert_allclose(z[groups == g, :4], (part - part.mean(0)) / part.std(0), rtol=1e-5, atol=1e-6)
+    assert np.isnan(z[:, 4]).all() and np.isnan(z[:, 5]).all()  # whole columns, not half of one
+
+
+def test_chunks_equal_direct_reads(selection, tmp_path):
+    cfg, sel = selection
+    trim = 3
+    bold = prepare(sel, tmp_path / "cache", trim_start=trim)
+    rows = story_rows(sel, trim)
+    groups, _ = cv_groups(rows, None)
+    assert bold.rows == tuple(rows) and bold.n_rows == sum(rows)
+    direct = []
+    for sub in sel.subjects:
+        parts = []
+        for story in sel.stories:
+            scan, st = sel.scans[(sub, story.name)]
+            parts.append(trim_to_story(read_surface(scan, "both", sel.derivative, sel.space), story=st).data[trim:])
+        direct.append(np.concatenate(parts))
+    y_NSV = zscore_groups(np.stack(direct, 1)[:, :, bold.keep_V], groups)
+    assert bold.keep_V.sum() < bold.keep_V.size  # the synthetic medial wall is dropped
+    got = np.concatenate([bold.chunk(v0, v1, groups) for v0, v1 in vertex_chunks(bold.n_vertices, 7)], axis=2)
+    np.testing.assert_allclose(got[:, :-1], y_NSV, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(got[:, -1], y_NSV.mean(1), rtol=1e-5, atol=1e-5)
+    assert bold.chunk(0, 5, groups, with_subjects=False).shape == (bold.n_rows, 1, 5)
+
+
+def test_missing_subject_data_is_nan_for_that_subject_only(selection, tmp_path, monkeypatch):
+    cfg, sel = selection
+    import assocjax.pipeline.bold as mod
+
+    real = mod.read_surface
+    victim = sel.subjects[1]
+
+    def read(scan, *a, **k):
+        out = real(scan, *a, **k)
+        if scan.subject == victim:  # this subject's scan is flat at its first 5 cortical vertices
+            cols = np.flatnonzero(np.isfinite(out.data).all(0))[:5]
+            out.data[:, cols] = 0.0
+        return out
+
+    monkeypatch.setattr(mod, "read_surface", read)
+    bold = prepare(sel, tmp_path / "cache")
+    groups, _ = cv_groups(story_rows(sel, 0), None)
+    y = bold.chunk(0, bold.n_vertices, groups)
+    s = sel.subjects.index(victim)
+    assert bold.dropped() == {sub: (5 if sub == victim else 0) for sub in sel.subjects}
+    assert np.isnan(y[:, s, :5]).all() and np.isfinite(y[:, s, 5:]).all()
+    others = [i for i in range(len(sel.subjects)) if i != s]
+    assert np.isfinite(y[:, others]).all()
+    np.testing.assert_allclose(y[:, -1, :5], y[:, others, :5].mean(1), rtol=1e-5, atol=1e-6)
+
+
+def test_cache_is_reused_and_a_corrupt_file_is_reread(selection, tmp_path, monkeypatch):
+    cfg, sel = selection
+    first = prepare(sel, tmp_path / "cache")
+    groups, _ = cv_groups(story_rows(sel, 0), None)
+    want = first.chunk(0, 10, groups)
+    import assocjax.pipeline.bold as mod
+
+    calls = []
+    real = mod.read_surface
+    monkeypatch.setattr(mod, "read_surface", lambda *a, **k: calls.append(1) or real(*a, **k))
+    prepare(sel, tmp_path / "cache")
+    assert not calls
+    victim = next(iter(first.files.values()))
+    Path(victim).write_bytes(Path(victim).read_bytes()[:100])   # truncated
+    again = prepare(sel, tmp_path / "cache")
+    assert len(calls) == 1
+    np.testing.assert_array_equal(again.chunk(0, 10, groups), want)
