@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from sklearn.linear_model import Ridge
 
-from assocjax.ridge import RidgeCV, grouped_kfold, make_folds, select_alphas
+from assocjax.ridge import RidgeCV, grouped_kfold, make_folds, pad_folds, select_alphas
 from ridge_reference import ridge_cv as reference_cv
 
 ALPHAS = np.logspace(0, 6, 7)
@@ -193,3 +193,40 @@ def test_sharded_equals_unsharded():
     out = subprocess.run([sys.executable, "-c", script], env=env, cwd=root, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "sharded-ok" in out.stdout
+
+
+def test_dual_fit_never_forms_primal_weights():
+    """n_train << n_features (fMRI: ~200 TRs, thousands of features, ~10^6 targets): the
+    P x T primal weights would dwarf everything else, so fit must keep only dual weights."""
+    import re
+    import tracemalloc
+
+    from assocjax.ridge import estimator
+
+    n_groups, per, p, t, chunk = 4, 12, 1500, 3000, 1000
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((n_groups * per, p)).astype(np.float32)
+    y = rng.standard_normal((n_groups * per, t)).astype(np.float32)
+    g = np.repeat(np.arange(n_groups), per)
+    RidgeCV(alphas=ALPHAS, cv=4, target_chunk=chunk).fit(x, y, g)  # compile outside the measurement
+    est = RidgeCV(alphas=ALPHAS, cv=4, target_chunk=chunk)
+    tracemalloc.start()
+    est.fit(x, y, g)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert est.solver_ == "dual"
+    assert peak < p * t * 4 / 4, f"host allocations during fit peaked at {peak} bytes; P x T float32 is {p * t * 4}"
+    assert all(np.size(v) < p * t / 4 for v in vars(est).values()), "a fitted attribute has primal size"
+
+    pf = pad_folds(make_folds(4, len(g), g), len(g))
+    prep = estimator._prepare_layers(x[None], *pf, solver="dual", fit_intercept=True)
+    hlo = estimator._solve_layers.lower(*prep, y[:, :chunk], ALPHAS.astype(np.float32), solver="dual", score="r",
+                                        fit_intercept=True).as_text()
+    shapes = [set(map(int, dims.split("x")[:-1])) for dims in re.findall(r"tensor<([0-9x]+x?f32)>", hlo)]
+    assert shapes and not any({p, chunk} <= dims for dims in shapes), "the compiled solve forms a (P, T) array"
+
+    # coef_ is still there on request, and equals the explicit X_c.T @ dual_coef_.
+    xc = x - x.mean(0)
+    assert rel(est.coef_, xc.T.astype(np.float64) @ est.dual_coef_) < 1e-5
+    est.fit(x, y[:, :7], g)  # a refit leaves no stale weights behind
+    assert est.coef_.shape == (p, 7) and est.intercept_.shape == (7,)

@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from ..stats import pearson_r
 from . import solvers
 from .folds import Fold, make_folds, pad_folds
 
@@ -100,6 +101,8 @@ class RidgeCV:
     def fit(self, X, Y, groups=None) -> "RidgeCV":
         X = np.asarray(X)
         Y = np.asarray(Y)
+        for name in ("coef_", "dual_coef_", "_x_train"):  # a refit may switch solver: no stale weights
+            self.__dict__.pop(name, None)
         alphas = np.sort(np.asarray(self.alphas, dtype=np.float64).ravel())
         _check_inputs(X, Y, alphas)
         if self.scoring not in solvers.SCORES:
@@ -179,19 +182,24 @@ class RidgeCV:
         return cv, best, weights, y_mean, n_masked
 
     def _squeeze_layer_axis(self):
+        # Only stored arrays: coef_ is a property in the dual form, and evaluating it here
+        # would form the P x T primal weights on every fit.
         for name in ("cv_scores_", "best_alphas_", "coef_", "dual_coef_", "_x_mean", "_y_mean", "_x_train"):
-            if hasattr(self, name):
-                setattr(self, name, getattr(self, name)[0])
+            if name in self.__dict__:
+                self.__dict__[name] = self.__dict__[name][0]
 
     # -- using the fit ---------------------------------------------------------------
     @property
     def coef_(self):
+        """Primal weights (..., P, T). In the dual form they are computed on each access
+        (X_train_centred.T @ dual_coef_, chunked over targets): P x T can be far larger than
+        everything else the fit keeps, so fit never forms them."""
         if "coef_" in self.__dict__:
             return self.__dict__["coef_"]
-        if not hasattr(self, "dual_coef_"):
+        if "dual_coef_" not in self.__dict__:
             raise AttributeError("coef_ is only available after fit")
-        xc = self._x_train - self._x_mean[..., None, :]
-        return np.einsum("...np,...nt->...pt", xc, self.dual_coef_)
+        xc_t = jax.device_put(np.swapaxes(self._x_train - self._x_mean[..., None, :], -1, -2))
+        return self._by_target_chunks(lambda cols: _matmul(xc_t, jax.device_put(self.dual_coef_[..., cols])))
 
     @coef_.setter
     def coef_(self, value):
@@ -199,35 +207,50 @@ class RidgeCV:
 
     @property
     def intercept_(self):
-        """y_mean - x_mean @ coef_ (zero without fit_intercept); lazy, as coef_ may be big in dual form."""
-        return self._y_mean - np.einsum("...p,...pt->...t", self._x_mean, self.coef_)
+        """y_mean - x_mean @ coef_ (zero without fit_intercept); in the dual form computed as
+        y_mean - ((X_train - x_mean) @ x_mean) @ dual_coef_, without primal weights."""
+        if self.solver_ == "primal":
+            return self._y_mean - np.einsum("...p,...pt->...t", self._x_mean, self.coef_)
+        k_N = np.einsum("...np,...p->...n", self._x_train - self._x_mean[..., None, :], self._x_mean)
+        return self._y_mean - np.einsum("...n,...nt->...t", k_N, self.dual_coef_)
 
     def predict(self, X) -> np.ndarray:
         """Predictions with the fitted per-target alphas, shaped (..., M, *target_shape)."""
+        design = self._test_design(X)
+        pred = self._by_target_chunks(lambda cols: _predict_chunk(design, *self._weights(cols)))
+        return pred.reshape(pred.shape[:-1] + self._target_shape)
+
+    def score(self, X, Y) -> np.ndarray:
+        """Per-target score of the predictions (Pearson r or R^2, as `scoring`), computed
+        chunk by chunk of targets (predictions for all targets are never held at once)."""
+        design = self._test_design(X)
+        n = design.shape[-2]
+        y_MT = np.asarray(Y).reshape(n, -1)
+        score = partial(_score_chunk, scoring=self.scoring)
+        out = self._by_target_chunks(lambda cols: score(design, *self._weights(cols), jax.device_put(
+            np.asarray(y_MT[:, cols], dtype=self.dtype))))
+        return out.reshape(out.shape[:-1] + self._target_shape)
+
+    def _test_design(self, X):
+        """The design the weights act on: centred X (primal) or its kernel with the centred
+        training rows (dual), (..., M, P or N), on the device."""
         X = np.asarray(X, dtype=self.dtype)
         if X.shape[-1] != self._x_mean.shape[-1] or X.ndim != (3 if self._layered else 2):
             raise ValueError(f"X has shape {X.shape}; expected (..., n_samples, {self._x_mean.shape[-1]}) "
                              f"with{'' if self._layered else 'out'} a layer axis, as in fit")
-        primal = self.solver_ == "primal"
-        weights = self.coef_ if primal else self.dual_coef_
-        x_train = None if primal else jax.device_put(self._x_train)
-        pred = jax.device_get(_predict(*jax.device_put((X, weights, self._x_mean, self._y_mean)), x_train))
-        return pred.reshape(pred.shape[:-1] + self._target_shape)
+        x_train = None if self.solver_ == "primal" else jax.device_put(self._x_train)
+        return _test_design(*jax.device_put((X, self._x_mean)), x_train)
 
-    def score(self, X, Y) -> np.ndarray:
-        """Per-target score of the predictions (Pearson r or R^2, as `scoring`)."""
-        from ..stats import pearson_r
+    def _weights(self, cols):
+        weights = self.coef_ if self.solver_ == "primal" else self.dual_coef_
+        return jax.device_put(weights[..., cols]), jax.device_put(self._y_mean[..., cols])
 
-        pred = self.predict(X)
-        n = pred.shape[-1 - len(self._target_shape)]
-        y = np.asarray(Y, dtype=self.dtype).reshape(n, -1)
-        pred = pred.reshape(pred.shape[: -1 - len(self._target_shape)] + (n, -1))
-        if self.scoring == "r":
-            fn = lambda pr: pearson_r(pr, y)  # noqa: E731
-        else:
-            fn = lambda pr: r2_score(y, pr)  # noqa: E731
-        out = np.asarray(jax.vmap(fn)(pred) if self._layered else fn(pred))
-        return out.reshape(out.shape[:-1] + self._target_shape)
+    def _by_target_chunks(self, fn):
+        """Concatenate fn(columns) over chunks of `target_chunk` targets, on the host."""
+        n_targets = self._y_mean.shape[-1]
+        step = max(1, self.target_chunk)
+        parts = [np.asarray(fn(slice(s, s + step))) for s in range(0, n_targets, step)]
+        return np.concatenate(parts, axis=-1)
 
 
 def r2_score(y_NT, pred_NT):
@@ -238,11 +261,28 @@ def r2_score(y_NT, pred_NT):
 
 
 @jax.jit
-def _predict(x, weights, x_mean, y_mean, x_train):
+def _matmul(a, b):
+    return a @ b
+
+
+@jax.jit
+def _test_design(x, x_mean, x_train):
     xc = x - x_mean[..., None, :]
-    if x_train is not None:  # dual form: weights live on the training samples
-        xc = xc @ jnp.swapaxes(x_train - x_mean[..., None, :], -1, -2)
-    return xc @ weights + y_mean[..., None, :]
+    if x_train is None:
+        return xc
+    return xc @ jnp.swapaxes(x_train - x_mean[..., None, :], -1, -2)  # dual: kernel with the training rows
+
+
+@jax.jit
+def _predict_chunk(design, weights, y_mean):
+    return design @ weights + y_mean[..., None, :]
+
+
+@partial(jax.jit, static_argnames="scoring")
+def _score_chunk(design, weights, y_mean, y_MT, *, scoring):
+    pred = _predict_chunk(design, weights, y_mean)
+    fn = (lambda p: pearson_r(p, y_MT)) if scoring == "r" else (lambda p: r2_score(y_MT, p))
+    return fn(pred) if pred.ndim == 2 else jax.vmap(fn)(pred)
 
 
 def _fetch(out, used):

@@ -98,3 +98,91 @@ def pad_folds(folds: list[Fold], n_samples: int) -> PaddedFolds:
     tr, tr_m = pad([f[0] for f in folds])
     te, te_m = pad([f[1] for f in folds])
     return PaddedFolds(tr, te, tr_m, te_m)
+
+
+def run_ids(runs_N: Sequence | None, n_samples: int) -> np.ndarray:
+    """Integer run (story) id per row, checked: rows of a run must be contiguous (and are
+    taken to be in time order). None = all rows are one run, the cautious reading for a
+    buffer: every row-index distance then counts."""
+    if runs_N is None:
+        return np.zeros(n_samples, dtype=np.int64)
+    runs = np.asarray(runs_N)
+    if runs.shape != (n_samples,):
+        raise ValueError(f"runs has shape {runs.shape}, expected ({n_samples},) to match the sample axis")
+    starts = np.flatnonzero(np.r_[True, runs[1:] != runs[:-1]])
+    if len(np.unique(runs)) != len(starts):
+        raise ValueError("runs must list each run's rows contiguously (in time order); some run appears in "
+                         f"{len(starts)} separate blocks for {len(np.unique(runs))} runs")
+    return np.cumsum(np.r_[True, runs[1:] != runs[:-1]]) - 1
+
+
+def buffered(folds: list[Fold], runs_N: Sequence | None, buffer: int) -> list[Fold]:
+    """Drop training rows within `buffer` rows of any test row of the same run.
+
+    BOLD and drifting features are autocorrelated, so training rows next to a test chunk of
+    the same story carry its noise into the model (measured: pure AR(1) noise targets score
+    r > 0 without a buffer). Distance is the row-index difference inside a run (rows of a
+    run are contiguous and in time order); rows of other runs are never dropped.
+    """
+    if buffer < 0:
+        raise ValueError(f"buffer must be >= 0 rows, got {buffer}")
+    if buffer == 0:
+        return [(np.asarray(tr), np.asarray(te)) for tr, te in folds]
+    last = max(max(int(np.max(tr)), int(np.max(te))) for tr, te in folds)
+    n = last + 1 if runs_N is None else len(runs_N)
+    if last >= n:
+        raise ValueError(f"fold indices reach row {last} but runs has only {n} rows")
+    run = run_ids(runs_N, n)
+    out = []
+    for i, (tr, te) in enumerate(folds):
+        tr, te = np.asarray(tr), np.asarray(te)
+        near = np.zeros(n, dtype=bool)
+        for d in range(-buffer, buffer + 1):  # mark every row within `buffer` of a test row
+            j = te + d
+            ok = (j >= 0) & (j < n)
+            j, src = j[ok], te[ok]
+            near[j[run[j] == run[src]]] = True
+        kept = tr[~near[tr]]
+        if kept.size == 0:
+            raise ValueError(f"fold {i}: a buffer of {buffer} rows around the test rows leaves no training rows")
+        out.append((kept, te))
+    return out
+
+
+class NestedFolds(NamedTuple):
+    """Outer folds (indices into the N rows), each outer fold's inner folds (also indices
+    into the N rows, inside that fold's outer-training rows), and the groups each outer
+    fold holds out. Training rows are already buffered (see `buffered`)."""
+
+    outer: tuple[Fold, ...]
+    inner: tuple[tuple[Fold, ...], ...]
+    test_groups: tuple[tuple, ...]
+    buffer: int
+
+
+def nested_folds(groups_N: Sequence, outer_folds: int | None = None, inner_folds: int = 5,
+                 runs_N: Sequence | None = None, buffer: int = 0) -> NestedFolds:
+    """Story-grouped nested CV folds with a buffer around every test set.
+
+    outer_folds None holds each group out once (leave-one-group-out); inner folds are a
+    grouped K-fold over the outer-training groups, capped at their number. The buffer drops
+    outer-training rows near the outer test rows, and inner-training rows near the inner
+    test rows (runs_N: the run/story of each row; None = one run in time order).
+    """
+    groups = np.asarray(groups_N)
+    if groups.ndim != 1:
+        raise ValueError(f"groups must be 1-D (n_samples,), got shape {groups.shape}")
+    n = groups.shape[0]
+    runs = run_ids(runs_N, n)
+    n_groups = len(np.unique(groups))
+    outer = buffered(grouped_kfold(groups, n_groups if outer_folds is None else outer_folds), runs, buffer)
+    inner, test_groups = [], []
+    for k, (tr, te) in enumerate(outer):
+        n_inner = len(np.unique(groups[tr]))
+        if n_inner < 2:
+            raise ValueError(f"outer fold {k} (holding out {np.unique(groups[te]).tolist()}) leaves "
+                             f"{n_inner} group for training; inner CV needs at least 2 groups")
+        local = grouped_kfold(groups[tr], min(inner_folds, n_inner))
+        inner.append(tuple(buffered([(tr[a], tr[b]) for a, b in local], runs, buffer)))
+        test_groups.append(tuple(np.unique(groups[te]).tolist()))
+    return NestedFolds(tuple(outer), tuple(inner), tuple(test_groups), int(buffer))

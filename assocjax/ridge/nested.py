@@ -1,91 +1,246 @@
-"""Nested cross-validated brain scores: outer folds hold out whole stories, inner grouped
-CV on the remaining stories picks each target's alpha, and the score is the Pearson r
-between held-out predictions and the measured response."""
+"""Nested cross-validated brain scores, streamed over chunks of targets.
+
+Outer folds hold out whole groups (stories, or contiguous chunks of one story); inner grouped
+CV on the outer-training groups picks each target's alpha; the score is the Pearson r between
+held-out predictions and the measured response. Functional core:
+
+    folds = nested_folds(groups_N, runs_N=runs_N, buffer=8)        # indices, host
+    plan = prepare_nested(x_NP, folds, alphas)                      # decompositions, once
+    out = solve_nested(plan, y_NT_chunk)                            # one compiled call per chunk
+
+Everything that depends only on the features (z-scoring with the outer-training rows,
+every inner fold's spectral form, the outer-training decomposition for the refit and the
+projection of the outer test rows on it) is computed once per design and shared by every
+chunk of targets (all subjects, all vertices). Test predictions are P_test @ (g * B.T y):
+no primal weights are ever formed.
+"""
 from __future__ import annotations
 
-import dataclasses
-from typing import Sequence
+from functools import partial
+from typing import NamedTuple
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from ..alignment import zscore_apply, zscore_fit
 from ..stats import pearson_r
-from .estimator import DEFAULT_ALPHAS, RidgeCV
-from .folds import grouped_kfold
+from . import solvers
+from .folds import NestedFolds, pad_folds
+from .solvers import FoldSpec
 
 
-@dataclasses.dataclass(frozen=True)
-class BrainScore:
-    """r: (..., *targets) over the concatenated held-out predictions (all stories);
-    r_folds: (n_outer, ..., *targets) per held-out fold; best_alphas: (n_outer, ..., *targets);
-    `...` is the layer axis when X was stacked (L, N, P)."""
+class NestedPlan(NamedTuple):
+    """Device arrays for `solve_nested`; leaves of `outer` are stacked over K outer folds,
+    leaves of `inner` over (K, J) inner folds (J padded with empty folds, see inner_valid_KJ).
+    The decompositions keep only what the solve reads (no feature-space maps)."""
 
-    r: np.ndarray
-    r_folds: np.ndarray
-    best_alphas: np.ndarray
-    test_groups: tuple[tuple, ...]
-    solver: str
-    n_masked_targets: int
-    predictions: np.ndarray | None = None
+    outer: FoldSpec
+    inner: FoldSpec
+    inner_valid_KJ: jnp.ndarray
+    tested_N: jnp.ndarray  # rows held out by some outer fold (the concatenated-r rows)
+    alphas_A: jnp.ndarray
 
 
-def brain_score(X, Y, groups: Sequence, alphas: Sequence[float] = DEFAULT_ALPHAS, outer_folds: int | None = None,
-                inner_folds: int = 5, standardize: bool = True, return_predictions: bool = False,
-                **ridge_kwargs) -> BrainScore:
-    """Brain score with story-level nesting.
+class NestedResult(NamedTuple):
+    """Per chunk of T targets: r per outer fold (K, T), r over the concatenated held-out
+    predictions (T,), chosen alpha index (K, T), number of non-finite target columns, and
+    the held-out predictions (N, T) when asked for (else None)."""
 
-    outer_folds: number of grouped outer folds; None holds out one story (group) at a time.
-    inner_folds: grouped folds over the outer-training stories (capped at their number).
-    standardize: z-score features with means/stds of the outer-training rows only, so no
-        statistic of a held-out story reaches the model. (Inner validation stories do share
-        the outer-training scaler; that affects only alpha choice, never the test score.)
-    Extra keyword arguments go to `RidgeCV` (scoring, solver, target_chunk, ...).
+    r_folds_KT: jnp.ndarray
+    r_T: jnp.ndarray
+    alpha_idx_KT: jnp.ndarray
+    n_masked: jnp.ndarray
+    predictions_NT: jnp.ndarray | None
+
+
+def _pad_nested(folds: NestedFolds, n_samples: int):
+    """Outer and inner folds padded to one static shape each; missing inner folds are empty."""
+    n_inner = max(len(f) for f in folds.inner)
+    empty = (np.zeros(0, np.int64), np.zeros(0, np.int64))
+    flat = [f for inner in folds.inner for f in (*inner, *[empty] * (n_inner - len(inner)))]
+    pin = pad_folds(flat, n_samples)
+    pin = type(pin)(*(a.reshape(len(folds.inner), n_inner, -1) for a in pin))
+    valid = np.array([[j < len(inner) for j in range(n_inner)] for inner in folds.inner])
+    return pad_folds(list(folds.outer), n_samples), pin, valid
+
+
+def prepare_nested(x_NP, folds: NestedFolds, alphas, *, standardize: bool = True, solver: str = "auto",
+                   dtype=jnp.float32) -> tuple[NestedPlan, str]:
+    """Decompose every outer fold's designs once -> (plan, solver used).
+
+    x_NP may carry a leading layer axis (L, N, P); the plan's leaves then gain it too.
+    standardize z-scores the features with the outer-training rows' statistics (training
+    rows only: no statistic of a held-out row reaches its model).
     """
-    X = np.asarray(X)
-    Y = np.asarray(Y)
-    groups = np.asarray(groups)
-    n = X.shape[-2]
-    if Y.shape[:1] != (n,) or groups.shape != (n,):
-        raise ValueError(f"X {X.shape}, Y {Y.shape} and groups {groups.shape} must share n_samples on their sample axis")
-    n_groups = len(np.unique(groups))
-    outer = grouped_kfold(groups, n_groups if outer_folds is None else outer_folds)
-    target_shape = Y.shape[1:]
-    y_NT = Y.reshape(n, -1)
-    lead = X.shape[:-2]
-    preds = np.full(lead + y_NT.shape, np.nan, dtype=np.float32)
-    r_folds, alphas_folds, test_groups = [], [], []
-    solver, n_masked = None, 0
-    for train, test in outer:
-        x_tr, x_te = X[..., train, :], X[..., test, :]
+    x = np.asarray(x_NP)
+    n, p = x.shape[-2:]
+    pout, pin, valid = _pad_nested(folds, n)
+    n_train = max(pout.train_mask_KR.sum(1).max(), pin.train_mask_KR.sum(-1).max())
+    solver = solvers.choose_solver(int(n_train), p) if solver == "auto" else solver
+    if solver not in solvers.SOLVERS:
+        raise ValueError(f"solver must be 'auto' or one of {solvers.SOLVERS}, got {solver!r}")
+    tested = np.zeros(n, dtype=bool)
+    for _, te in folds.outer:
+        tested[te] = True
+    alphas_A = jnp.asarray(np.sort(np.asarray(alphas, np.float64)), dtype)
+    prep = partial(_prepare_one, pout=jax.device_put(tuple(pout)), pin=jax.device_put(tuple(pin)),
+                   solver=solver, standardize=standardize)
+    layered = x.ndim == 3
+    if layered:  # one layer at a time: bounded memory, one compilation
+        outer, inner = _stack([prep(jnp.asarray(xl, dtype)) for xl in x])
+    else:
+        outer, inner = prep(jnp.asarray(x, dtype))
+    lead = (x.shape[0],) if layered else ()
+    bcast = lambda a: jnp.broadcast_to(jnp.asarray(a), lead + np.shape(a))  # noqa: E731
+    return NestedPlan(outer, inner, bcast(valid), bcast(tested), bcast(alphas_A)), solver
+
+
+def _stack(trees):
+    return jax.tree.map(lambda *a: jnp.stack(a), *trees)
+
+
+@partial(jax.jit, static_argnames=("solver", "standardize"))
+def _prepare_one(x_NP, *, pout, pin, solver, standardize):
+    def one_outer(args):
+        tr, te, trm, tem, itr, ite, itrm, item = args
+        x = x_NP
         if standardize:
-            x_tr, x_te = _standardize(x_tr, x_te)
-        inner = min(inner_folds, len(np.unique(groups[train])))
-        est = RidgeCV(alphas=alphas, cv=inner, **ridge_kwargs).fit(x_tr, y_NT[train], groups[train])
-        pred = est.predict(x_te)
-        preds[..., test, :] = pred
-        r_folds.append(_pearson(pred, y_NT[test]))
-        alphas_folds.append(est.best_alphas_)
-        test_groups.append(tuple(np.unique(groups[test]).tolist()))
-        solver, n_masked = est.solver_, est.n_masked_targets_
-    r = _pearson(preds, y_NT)
-    shape = lambda a: a.reshape(a.shape[:-1] + target_shape)  # noqa: E731
-    return BrainScore(
-        r=shape(r), r_folds=shape(np.stack(r_folds)), best_alphas=shape(np.stack(alphas_folds)),
-        test_groups=tuple(test_groups), solver=solver, n_masked_targets=n_masked,
-        predictions=shape(preds) if return_predictions else None,
-    )
+            mask_N = jnp.zeros(x.shape[0], bool).at[tr].set(trm, mode="drop")
+            x = zscore_apply(x, *zscore_fit(x, mask_N))
+        spec = partial(solvers.fold_spec, x, solver=solver, fit_intercept=True)
+        outer = _lean(spec(tr, te, trm, tem))
+        inner = jax.lax.map(lambda f: _lean(spec(*f)), (itr, ite, itrm, item))
+        return outer, inner
+
+    return jax.lax.map(one_outer, (*pout, *pin))
 
 
-def _standardize(x_tr, x_te):
-    fit = zscore_fit if x_tr.ndim == 2 else jax.vmap(zscore_fit)
-    apply = zscore_apply if x_tr.ndim == 2 else jax.vmap(zscore_apply)
-    mean, std = fit(x_tr)
-    return np.asarray(apply(x_tr, mean, std)), np.asarray(apply(x_te, mean, std))
+def _lean(fold: FoldSpec) -> FoldSpec:
+    """Drop the feature-space map (P x k): the nested solve never needs it."""
+    return fold._replace(spec=fold.spec._replace(right_Pk=None))
 
 
-def _pearson(pred, y_NT):
-    y = y_NT.astype(pred.dtype)
-    if pred.ndim == 2:
-        return np.asarray(pearson_r(pred, y))
-    return np.asarray(jax.vmap(lambda p: pearson_r(p, y))(pred))
+@partial(jax.jit, static_argnames=("score", "return_predictions", "tile"))
+def solve_nested(plan: NestedPlan, y_NT, score: str = "r", return_predictions: bool = False,
+                 tile: int | None = None) -> NestedResult:
+    """Nested CV for one chunk of targets in one compiled call (see NestedResult).
+
+    Non-finite target columns are zeroed for the solve and get NaN results, constant
+    targets NaN r; neither touches the other targets. A held-out row enters nothing of its
+    own fold's model: not even a shared shift (its predictions are bitwise independent of it).
+    tile: solve the chunk in slices of this many targets, one after another, so that every
+    intermediate of a slice stays in cache (a CPU setting; the chunk width must be a
+    multiple of it). None solves the whole chunk at once (accelerators).
+    """
+    y, finite_T, constant_T = solvers.clean_targets(y_NT)
+    n, t = y.shape
+    if tile is None or tile >= t:
+        out = _solve_tile(plan, y, score, return_predictions)
+    else:
+        if t % tile:
+            raise ValueError(f"chunk of {t} targets is not a multiple of tile={tile}")
+        tiles = jnp.moveaxis(y.reshape(n, t // tile, tile), 1, 0)
+        out = jax.lax.map(lambda y_tile: _solve_tile(plan, y_tile, score, return_predictions), tiles)
+        out = jax.tree.map(lambda a: jnp.moveaxis(a, 0, -2).reshape(a.shape[1:-1] + (t,)), out)
+    r_KT, r_T, best_KT, pred_NT = out
+    nan_T = jnp.where(finite_T & ~constant_T, 0.0, jnp.nan).astype(y.dtype)
+    preds = pred_NT + jnp.where(finite_T, 0.0, jnp.nan).astype(y.dtype) if return_predictions else None
+    return NestedResult(r_KT + nan_T, r_T + nan_T, best_KT, jnp.sum(~finite_T), preds)
+
+
+def _solve_tile(plan: NestedPlan, y_NT, score: str, return_predictions: bool):
+    alphas = plan.alphas_A
+
+    def one_outer(args):
+        outer, inner, valid_J = args
+
+        def add_inner_fold(j, acc):  # running nanmean of the inner folds' scores
+            total, count = acc
+            s_AT = solvers.fold_scores(jax.tree.map(lambda a: a[j], inner), y_NT, alphas, score=score, fit_intercept=True)
+            ok = valid_J[j] & ~jnp.isnan(s_AT)
+            return total + jnp.where(ok, s_AT, 0), count + ok
+
+        zeros = jnp.zeros((alphas.shape[0], y_NT.shape[1]), y_NT.dtype)
+        total, count = jax.lax.fori_loop(0, valid_J.shape[0], add_inner_fold, (zeros, zeros))
+        best_T = solvers.select_alphas(jnp.where(count > 0, total / jnp.maximum(count, 1), jnp.nan))
+        pred_ET = _refit_predict(outer, y_NT, alphas[best_T])
+        yte = jnp.take(y_NT, outer.test_idx_E, axis=0, mode="fill", fill_value=0)
+        return pearson_r(pred_ET, yte, outer.test_mask_E), best_T, pred_ET
+
+    r_KT, best_KT, pred_KET = jax.lax.map(one_outer, (plan.outer, plan.inner, plan.inner_valid_KJ))
+    n, t = y_NT.shape
+    rows = plan.outer.test_idx_E.ravel()  # padding points at row n: dropped
+    pred_NT = jnp.zeros((n, t), y_NT.dtype).at[rows].set(pred_KET.reshape(-1, t), mode="drop")
+    r_T = pearson_r(pred_NT, y_NT, plan.tested_N)
+    return r_KT, r_T, best_KT.astype(jnp.int32), pred_NT if return_predictions else None
+
+
+def _refit_predict(outer: FoldSpec, y_NT, alpha_T):
+    """Refit on the outer-training rows in spectral space and predict the test rows."""
+    spec, trm = outer.spec, outer.train_mask_R
+    ytr = jnp.take(y_NT, outer.train_idx_R, axis=0, mode="fill", fill_value=0)
+    mu_T = solvers._masked_mean(ytr, trm)
+    g_kT = spec.scale_k[:, None] / (spec.eig_k[:, None] + alpha_T[None, :])
+    return outer.test_proj_Ek @ (g_kT * (spec.basis_Rk.T @ solvers._centre(ytr, trm, mu_T))) + mu_T
+
+
+def _tile_floats(plan: NestedPlan, return_predictions: bool) -> int:
+    """Floats per target live at the peak of one untiled solve (see `target_bytes`)."""
+    k_outer, _, r_in, k_in = plan.inner.spec.basis_Rk.shape[-4:]
+    e_in = plan.inner.test_proj_Ek.shape[-2]
+    r_out, k_out = plan.outer.spec.basis_Rk.shape[-2:]
+    e_out = plan.outer.test_proj_Ek.shape[-2]
+    n, a = plan.tested_N.shape[-1], plan.alphas_A.shape[-1]
+    # Inner fold: the (A E) test predictions of all alphas (pred route), or the (A, k)
+    # weighted projections with their Gram products (Gram route, E > k); its training and
+    # test rows, the (k) projections (and their centred basis product) and the per-alpha sums.
+    alpha_eval = a * e_in if e_in <= k_in else 3 * a * k_in
+    inner = alpha_eval + r_in + 2 * k_in + 5 * e_in + 4 * a
+    outer = r_out + k_out + 3 * e_out  # refit: training rows, weights, test predictions
+    # Whole chunk: the cleaned/shifted targets, the held-out predictions scattered into
+    # (N), Pearson's centred copies, and the outer folds' stacked test predictions (the
+    # loop's carried and updated copies).
+    return 4 * n + 2 * k_outer * e_out + max(inner, outer) + (n if return_predictions else 0)
+
+
+def target_bytes(plan: NestedPlan, return_predictions: bool = False, tile: int | None = None) -> tuple[int, int]:
+    """Device bytes of `solve_nested` on a chunk of T targets = per_target * T + fixed.
+
+    Returns (per_target, fixed). Untiled, every intermediate scales with T; with `tile`
+    only the chunk-wide arrays do (input, its cleaned copy, tiles, outputs) and one tile's
+    intermediates are a fixed cost. Layers of a stacked plan run one after another, so
+    only their outputs add up. Derived from XLA's buffer assignment of this solve and
+    checked against `memory_analysis()` of compiled chunks (tests/test_nested.py).
+    """
+    lead = int(np.prod(plan.alphas_A.shape[:-1], dtype=int))
+    itemsize = np.dtype(plan.alphas_A.dtype).itemsize
+    n, k_outer = plan.tested_N.shape[-1], plan.outer.test_idx_E.shape[-2]
+    outputs = lead * (2 * k_outer + 1 + (n if return_predictions else 0))
+    work = _tile_floats(plan, return_predictions)
+    # The plan, and the per-fold matrices the solve derives from it (centred bases, the
+    # alpha-weighted test projections): twice, for the folds in flight.
+    _, _, r_in, k_in = plan.inner.spec.basis_Rk.shape[-4:]
+    e_in = plan.inner.test_proj_Ek.shape[-2]
+    r_out, k_out = plan.outer.spec.basis_Rk.shape[-2:]
+    e_out = plan.outer.test_proj_Ek.shape[-2]
+    a = plan.alphas_A.shape[-1]
+    derived = 2 * ((a + 1) * e_in * k_in + r_in * k_in + (r_out + e_out) * k_out)
+    fixed = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(plan)) + itemsize * derived
+    if tile is None:
+        return itemsize * (n + work + outputs), fixed
+    tiles_out = 2 * n if return_predictions else 0  # the tiles' predictions, then reassembled
+    return itemsize * (3 * n + outputs + tiles_out), fixed + itemsize * tile * (work + n)  # + a tile of input
+
+
+def target_chunk_for(plan: NestedPlan, memory_bytes: float, return_predictions: bool = False,
+                     tile: int | None = None) -> int:
+    """Largest chunk of targets (a multiple of `tile` when given) whose solve fits in memory_bytes."""
+    per, fixed = target_bytes(plan, return_predictions, tile)
+    chunk = int((memory_bytes - fixed) // per)
+    if tile:
+        chunk = chunk // tile * tile
+    if chunk < (tile or 1):
+        raise ValueError(f"a memory budget of {memory_bytes / 2**20:.0f} MiB does not fit one chunk: the plan takes "
+                         f"{fixed / 2**20:.0f} MiB and each target {per} bytes")
+    return chunk

@@ -77,20 +77,21 @@ def _centre(a_RX, mask_R, mean_X):
     return (a_RX - mean_X) * mask_R[:, None].astype(a_RX.dtype)
 
 
+def fold_spec(x_NP, train_R, test_E, train_mask_R, test_mask_E, *, solver: str, fit_intercept: bool) -> FoldSpec:
+    """One fold's training design in spectral form, and its test rows projected on it."""
+    xtr = jnp.take(x_NP, train_R, axis=0, mode="fill", fill_value=0)
+    xte = jnp.take(x_NP, test_E, axis=0, mode="fill", fill_value=0)
+    mu = _masked_mean(xtr, train_mask_R) if fit_intercept else jnp.zeros(x_NP.shape[1], x_NP.dtype)
+    xtr, xte = _centre(xtr, train_mask_R, mu), _centre(xte, test_mask_E, mu)
+    sp = spectral(xtr, solver)
+    return FoldSpec(sp, xte @ sp.right_Pk, train_R, test_E, train_mask_R, test_mask_E)
+
+
 @partial(jax.jit, static_argnames=("solver", "fit_intercept"))
 def prepare_folds(x_NP, train_KR, test_KE, train_mask_KR, test_mask_KE, *, solver: str, fit_intercept: bool) -> FoldSpec:
     """Decompose every fold's training design once; reused by all chunks of targets."""
-
-    def one(args):
-        tr, te, trm, tem = args
-        xtr = jnp.take(x_NP, tr, axis=0, mode="fill", fill_value=0)
-        xte = jnp.take(x_NP, te, axis=0, mode="fill", fill_value=0)
-        mu = _masked_mean(xtr, trm) if fit_intercept else jnp.zeros(x_NP.shape[1], x_NP.dtype)
-        xtr, xte = _centre(xtr, trm, mu), _centre(xte, tem, mu)
-        sp = spectral(xtr, solver)
-        return FoldSpec(sp, xte @ sp.right_Pk, tr, te, trm, tem)
-
-    return jax.lax.map(one, (train_KR, test_KE, train_mask_KR, test_mask_KE))
+    one = partial(fold_spec, x_NP, solver=solver, fit_intercept=fit_intercept)
+    return jax.lax.map(lambda f: one(*f), (train_KR, test_KE, train_mask_KR, test_mask_KE))
 
 
 def gains(spec: Spectral, alphas_A: jnp.ndarray) -> jnp.ndarray:
@@ -98,40 +99,44 @@ def gains(spec: Spectral, alphas_A: jnp.ndarray) -> jnp.ndarray:
     return spec.scale_k[None, :] / (spec.eig_k[None, :] + alphas_A[:, None])
 
 
-def _pred_sq_norm(p_Ek, g_Ak, uty_kT):
-    """|P diag(g_a) u_t|^2 for every alpha and target, via the cheaper of two exact routes."""
+def _lin_quad(p_Ek, g_Ak, uty_kT, target_ET):
+    """lin[a, t] = <P diag(g_a) u_t, target_t> and quad[a, t] = |P diag(g_a) u_t|^2,
+    via the cheaper of two exact routes.
+
+    With fewer test rows than components, the test predictions of all alphas come from one
+    (A E, k) @ (k, T) product and both sums from one pass over it. With more test rows than
+    components the (k, k) Gram of P is cheaper.
+    """
     n_test, k = p_Ek.shape
+    a = g_Ak.shape[0]
     if n_test <= k:
-        a = g_Ak.shape[0]
-        pred = (g_Ak[:, None, :] * p_Ek[None]).reshape(a * n_test, k) @ uty_kT
-        return jnp.sum(pred.reshape(a, n_test, -1) ** 2, axis=1)
-    gram = p_Ek.T @ p_Ek
+        pred_AET = ((g_Ak[:, None, :] * p_Ek[None]).reshape(a * n_test, k) @ uty_kT).reshape(a, n_test, -1)
+        return jnp.sum(pred_AET * target_ET[None], axis=1), jnp.sum(pred_AET * pred_AET, axis=1)
+    lin = g_Ak @ ((p_Ek.T @ target_ET) * uty_kT)
     w_AkT = g_Ak[:, :, None] * uty_kT[None]
-    return jnp.einsum("akt,kj,ajt->at", w_AkT, gram, w_AkT)
+    return lin, jnp.einsum("akt,kj,ajt->at", w_AkT, p_Ek.T @ p_Ek, w_AkT)
 
 
 def fold_scores(fold: FoldSpec, y_NT: jnp.ndarray, alphas_A: jnp.ndarray, *, score: str, fit_intercept: bool) -> jnp.ndarray:
     """Score (Pearson r or R^2) on the fold's test rows for every alpha and target: (A, T)."""
+    trm, tem = fold.train_mask_R, fold.test_mask_E
     ytr = jnp.take(y_NT, fold.train_idx_R, axis=0, mode="fill", fill_value=0)
     yte = jnp.take(y_NT, fold.test_idx_E, axis=0, mode="fill", fill_value=0)
-    tem = fold.test_mask_E
-    mu_tr = _masked_mean(ytr, fold.train_mask_R) if fit_intercept else jnp.zeros(y_NT.shape[1], y_NT.dtype)
-    uty = fold.spec.basis_Rk.T @ _centre(ytr, fold.train_mask_R, mu_tr)
+    mu_tr = _masked_mean(ytr, trm) if fit_intercept else jnp.zeros(y_NT.shape[1], y_NT.dtype)
+    uty = fold.spec.basis_Rk.T @ _centre(ytr, trm, mu_tr)
     g = gains(fold.spec, alphas_A)
-    yc = _centre(yte, tem, _masked_mean(yte, tem))
-    ss_tot = jnp.sum(yc * yc, axis=0)
     if score == "r":
         p = _centre(fold.test_proj_Ek, tem, _masked_mean(fold.test_proj_Ek, tem))
-        lin = g @ ((p.T @ yc) * uty)
-        quad = _pred_sq_norm(p, g, uty)
+        yc = _centre(yte, tem, _masked_mean(yte, tem))
+        lin, quad = _lin_quad(p, g, uty, yc)
+        ss_tot = jnp.sum(yc * yc, axis=0)
         ok = (quad > 0) & (ss_tot > 0)
         return jnp.where(ok, lin / jnp.sqrt(jnp.where(ok, quad * ss_tot, 1.0)), jnp.nan)
     if score == "r2":
         resid0 = _centre(yte, tem, mu_tr)  # residual of the intercept-only prediction
-        p = fold.test_proj_Ek
-        lin = g @ ((p.T @ resid0) * uty)
-        quad = _pred_sq_norm(p, g, uty)
+        lin, quad = _lin_quad(fold.test_proj_Ek, g, uty, resid0)
         ss_res = jnp.sum(resid0 * resid0, axis=0) - 2 * lin + quad
+        ss_tot = jnp.sum(_centre(yte, tem, _masked_mean(yte, tem)) ** 2, axis=0)
         return jnp.where(ss_tot > 0, 1 - ss_res / jnp.where(ss_tot > 0, ss_tot, 1.0), jnp.nan)
     raise ValueError(f"unknown score {score!r}; expected one of {SCORES}")
 
@@ -166,18 +171,30 @@ def prepare_full(x_NP, *, solver: str, fit_intercept: bool):
     return spectral(x_NP - mu, solver), mu
 
 
+def clean_targets(y_NT):
+    """(y_NT with non-finite columns zeroed, finite_T, constant_T).
+
+    Non-finite columns (e.g. medial-wall vertices) are zeroed so they never touch other
+    targets; constant columns have no defined score. Both get NaN scores from the callers.
+    Constancy is tested exactly (max == min): after centring, a constant column's rounding
+    residue would otherwise give a spurious finite correlation.
+    """
+    finite_T = jnp.all(jnp.isfinite(y_NT), axis=0)
+    y = jnp.where(finite_T[None, :], y_NT, 0)
+    return y, finite_T, jnp.max(y, axis=0) == jnp.min(y, axis=0)
+
+
 @partial(jax.jit, static_argnames=("solver", "score", "fit_intercept"))
 def solve_chunk(folds: FoldSpec, full: Spectral, x_mean_P, y_NT, alphas_A, *, solver: str, score: str, fit_intercept: bool):
     """CV scores, per-target alpha and refit for one chunk of targets, in one compiled call.
 
     Non-finite target columns (e.g. medial-wall vertices) are zeroed for the solve and
-    get NaN scores and weights, so they never touch the other targets.
-    Returns (cv_AT, best_idx_T, Fit, n_masked).
+    get NaN scores and weights, so they never touch the other targets; constant targets get
+    NaN scores (hence the largest alpha). Returns (cv_AT, best_idx_T, Fit, n_masked).
     """
-    finite_T = jnp.all(jnp.isfinite(y_NT), axis=0)
-    y = jnp.where(finite_T[None, :], y_NT, 0)
+    y, finite_T, constant_T = clean_targets(y_NT)
     per_fold = jax.lax.map(lambda f: fold_scores(f, y, alphas_A, score=score, fit_intercept=fit_intercept), folds)
-    cv = jnp.nanmean(jnp.where(finite_T[None, None, :], per_fold, jnp.nan), axis=0)
+    cv = jnp.nanmean(jnp.where((finite_T & ~constant_T)[None, None, :], per_fold, jnp.nan), axis=0)
     best = select_alphas(cv)
     fit = refit(full, y, x_mean_P, alphas_A[best], fit_intercept=fit_intercept, solver=solver)
     nan_T = jnp.where(finite_T, 0.0, jnp.nan).astype(y.dtype)
