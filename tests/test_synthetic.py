@@ -275,16 +275,19 @@ def _hemi_bold(root: Path, scan: dict, hemi: str, space: str) -> np.ndarray:
     return np.stack([d.data for d in nib.load(func).darrays])
 
 
-def test_default_noise_bytes_unchanged(tmp_path):
+@pytest.mark.parametrize("workers", [1, 3])
+def test_default_noise_bytes_unchanged(tmp_path, workers):
     """With noise_ar1 left at 0 every file is byte-identical to what the generator wrote
-    before the option existed (hashes from the branch point, tests/data)."""
+    before the option existed (hashes from the branch point, tests/data), however many
+    threads write the images."""
     import hashlib
     rec = json.loads((ROOT / "tests/data/synthetic_default_sha256.json").read_text())
     if (np.__version__, nib.__version__) != (rec["numpy"], rec["nibabel"]):
         pytest.skip(f"hashes were taken with numpy {rec['numpy']} / nibabel {rec['nibabel']}, whose random "
                     f"streams and encoders the bytes depend on; this is numpy {np.__version__} / nibabel {nib.__version__}")
     out = tmp_path / "d"
-    make_synthetic(SyntheticConfig(out=out, **{**rec["config"], "volume_shape": tuple(rec["config"]["volume_shape"])}))
+    make_synthetic(SyntheticConfig(out=out, **{**rec["config"], "volume_shape": tuple(rec["config"]["volume_shape"])}),
+                   workers=workers)
     got = {str(p.relative_to(out)): hashlib.sha256(p.read_bytes()).hexdigest() for p in out.rglob("*") if p.is_file()}
     assert sorted(got) == sorted(rec["sha256"])
     assert [f for f in got if got[f] != rec["sha256"][f]] == []
