@@ -13,8 +13,10 @@ import numpy as np
 import pytest
 
 from assocjax.ceiling import split_half_ceiling
-from assocjax.data.synthetic import SyntheticConfig, make_synthetic, random_embedding, spm_hrf, stimulus_design
+from assocjax.data.synthetic import (SyntheticConfig, make_synthetic, random_embedding, spm_hrf, stimulus_design,
+                                     summary_line)
 from assocjax.stimuli import audio_onset, read_gentle_csv, read_tr
+from synthetic_null import NULL_SNR_ARGS, NULL_SPACE, make_null_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 NARRATIVES = ROOT.parent / "shared" / "narratives"
@@ -246,3 +248,152 @@ def test_from_real_metadata_cli(tmp_path):
     # Scan length: the last event ends at 437 s = 291.3 TRs -> 292, plus 8 tail TRs.
     y = _bold(out, "sub-002_task-pieman_run-1")
     assert y.shape == (300, 120) and all(s["n_trs"] == 300 for s in m["scans"])
+
+
+# ---------------------------------------------------------------- noise: white (default) and AR(1)
+
+def _noise_draws(manifest: dict, stem: str, index: int, n_trs: int, n_v: int) -> np.ndarray:
+    """The standard-normal draws of one scan, from the stream the manifest documents
+    (noise = 5, + blake2b-8 hash of the scan stem, + 0/1/2 for L/R/vol)."""
+    import hashlib
+    assert "noise=5 (+ hash of the scan stem, L/R/vol)" in manifest["seed_streams"]
+    h = int.from_bytes(hashlib.blake2b(stem.encode(), digest_size=8).digest(), "little")
+    return np.random.default_rng([manifest["seed"], 5, h, index]).standard_normal((n_trs, n_v))
+
+
+def _ar1_reference(z_TV: np.ndarray, rho: float) -> np.ndarray:
+    """float64 closed form of the stationary AR(1): e_t = rho^t z_0 + sqrt(1-rho^2) sum_{1<=k<=t} rho^(t-k) z_k."""
+    t = np.arange(z_TV.shape[0])
+    lag = t[:, None] - t[None, :]
+    L = np.where(lag >= 0, float(rho) ** np.maximum(lag, 0), 0.0) * np.sqrt(1 - rho ** 2)
+    L[:, 0] = float(rho) ** t
+    return L @ z_TV
+
+
+def _hemi_bold(root: Path, scan: dict, hemi: str, space: str) -> np.ndarray:
+    func = root / f"derivatives/afni-nosmooth/{scan['subject']}/func/{scan['stem']}_space-{space}_hemi-{hemi}_desc-clean.func.gii"
+    return np.stack([d.data for d in nib.load(func).darrays])
+
+
+@pytest.mark.parametrize("workers", [1, 3])
+def test_default_noise_bytes_unchanged(tmp_path, workers):
+    """With noise_ar1 left at 0 every file is byte-identical to what the generator wrote
+    before the option existed (hashes from the branch point, tests/data), however many
+    threads write the images."""
+    import hashlib
+    rec = json.loads((ROOT / "tests/data/synthetic_default_sha256.json").read_text())
+    if (np.__version__, nib.__version__) != (rec["numpy"], rec["nibabel"]):
+        pytest.skip(f"hashes were taken with numpy {rec['numpy']} / nibabel {rec['nibabel']}, whose random "
+                    f"streams and encoders the bytes depend on; this is numpy {np.__version__} / nibabel {nib.__version__}")
+    out = tmp_path / "d"
+    make_synthetic(SyntheticConfig(out=out, **{**rec["config"], "volume_shape": tuple(rec["config"]["volume_shape"])}),
+                   workers=workers)
+    got = {str(p.relative_to(out)): hashlib.sha256(p.read_bytes()).hexdigest() for p in out.rglob("*") if p.is_file()}
+    assert sorted(got) == sorted(rec["sha256"])
+    assert [f for f in got if got[f] != rec["sha256"][f]] == []
+    assert "noise_ar1" not in json.loads((out / "manifest.json").read_text())["config"]
+
+
+def test_default_noise_is_the_white_stream(ds):
+    """Version-independent form of the same promise: where there is no signal (visual_control,
+    SNR 0, noise_sd 1) every value is the scan's standard-normal draw itself, in float32."""
+    root, m = ds
+    assert "noise" not in m and m["parcels"]["visual_control"]["noise_sd"] == 1.0
+    for scan in m["scans"][:3]:
+        for i, h in enumerate("LR"):
+            lab, _, names = nib.freesurfer.read_annot(root / m["atlas"]["annot"][h])
+            null = lab == [n.decode() for n in names].index("visual_control")
+            z = _noise_draws(m, scan["stem"], i, scan["n_trs"], N_VERT)
+            assert np.array_equal(_hemi_bold(root, scan, h, SPACE)[:, null], z[:, null].astype(np.float32))
+
+
+def test_ar1_noise_matches_reference(tmp_path):
+    """noise_ar1 = rho: y = signal + noise_sd * AR(1)(z) with the same draws z as white noise, so
+    y_rho - noise_sd * reference(z) recovers the very signal y_0 - noise_sd * z does (float32
+    rounding apart), in every parcel, for both hemispheres and the volume."""
+    small = dict(space=SPACE, n_vertices=40, n_stories=1, n_subjects=2, story_trs=40, feature_dim=4,
+                 volume_shape=(4, 5, 4))
+    m0 = make_synthetic(SyntheticConfig(out=tmp_path / "white", **small))
+    rho = 0.7
+    m1 = make_synthetic(SyntheticConfig(out=tmp_path / "ar1", noise_ar1=rho, **small))
+    assert m1["config"]["noise_ar1"] == rho and m1["noise"]["rho"] == rho
+    assert m1["tasks"] == m0["tasks"]  # same expected ceilings: marginal variances do not change
+    sd = {i: p["noise_sd"] for p in m0["parcels"].values() if (i := p["index"])}
+    checked = 0
+    for scan in m0["scans"]:
+        for i, h in enumerate("LR"):
+            lab = nib.freesurfer.read_annot(tmp_path / "white" / m0["atlas"]["annot"][h])[0]
+            keep = lab > 0
+            sd_V = np.array([sd.get(int(l), np.nan) for l in lab])
+            z = _noise_draws(m0, scan["stem"], i, scan["n_trs"], lab.size)
+            s0 = _hemi_bold(tmp_path / "white", scan, h, SPACE) - sd_V * z
+            s1 = _hemi_bold(tmp_path / "ar1", scan, h, SPACE) - sd_V * _ar1_reference(z, rho)
+            assert np.isnan(s1[:, ~keep]).all()
+            np.testing.assert_allclose(s1[:, keep], s0[:, keep], rtol=0, atol=1e-5)
+            assert np.abs(s1[:, keep]).max() > 0.5 or scan["excluded"]  # the signal is there (or planted nowhere)
+            checked += 1
+    assert checked == 2 * len(m0["scans"])
+    vol = nib.load(tmp_path / "ar1" / f"derivatives/afni-nosmooth/sub-001/func/sub-001_task-storya_space-MNI152NLin2009cAsym_res-native_desc-clean_bold.nii.gz")
+    vol0 = nib.load(tmp_path / "white" / f"derivatives/afni-nosmooth/sub-001/func/sub-001_task-storya_space-MNI152NLin2009cAsym_res-native_desc-clean_bold.nii.gz")
+    assert not np.array_equal(vol.get_fdata(), vol0.get_fdata())  # the volume gets AR(1) noise too
+
+
+def test_ar1_noise_statistics(tmp_path):
+    """Null dataset (no signal, noise_sd 1), rho = 0.8, 3 scans x ~270 vertices x 316 TRs.
+
+    Pooled over ~800 series (~250k TR pairs), known mean 0: the lag-k autocorrelation estimate has
+    SD ~ 0.002, the variance ~ 0.005 overall and ~ 0.05 at one TR; a cross-vertex or cross-scan
+    correlation of independent AR(1) series has SD sqrt((1 + rho^2) / ((1 - rho^2) T)) = 0.12,
+    ~0.001 for the mean over all vertex pairs of a scan, ~0.007 over a scan pair's vertices.
+    Tolerances are about 5 SD.
+    """
+    rho = 0.8
+    root, m = make_null_dataset(tmp_path, rho=rho, n_subjects=3, n_vertices=150, story_trs=300)
+    assert m["noise"]["rho"] == rho
+    assert all(p["snr"] == 0.0 and p["noise_sd"] == 1.0 for p in m["parcels"].values() if p["index"])
+    labels = np.concatenate([nib.freesurfer.read_annot(root / m["atlas"]["annot"][h])[0] for h in "LR"])
+    e = np.stack([np.concatenate([_hemi_bold(root, s, h, NULL_SPACE) for h in "LR"], 1)[:, labels > 0]
+                  for s in m["scans"]]).astype(np.float64)  # (scans, T, V)
+    n_scans, T, V = e.shape
+    assert n_scans == 3 and T == 316
+    for k in (1, 2, 5):
+        assert (e[:, k:] * e[:, :-k]).mean() / (e ** 2).mean() == pytest.approx(rho ** k, abs=0.01), k
+    assert (e ** 2).mean() == pytest.approx(1.0, abs=0.025)
+    assert (e[:, 0] ** 2).mean() == pytest.approx(1.0, abs=0.25)  # stationary start: not 1 - rho^2, not 1/(1 - rho^2)
+    assert (e[:, -1] ** 2).mean() == pytest.approx(1.0, abs=0.25)
+    sd_r = np.sqrt((1 + rho ** 2) / ((1 - rho ** 2) * T))
+    for scan in e:  # across vertices of a scan
+        r = np.corrcoef(scan.T)[np.triu_indices(V, 1)]
+        assert abs(r.mean()) < 0.005 and r.std() == pytest.approx(sd_r, rel=0.1)
+    for a, b in ((0, 1), (0, 2), (1, 2)):  # across scans (subjects), vertex by vertex
+        za, zb = (x - x.mean(0) for x in (e[a], e[b]))
+        r = (za * zb).sum(0) / np.sqrt((za ** 2).sum(0) * (zb ** 2).sum(0))
+        assert abs(r.mean()) < 5 * sd_r / np.sqrt(V) and r.std() == pytest.approx(sd_r, rel=0.15)
+
+
+@pytest.mark.parametrize("rho", [-0.1, 1.0, float("nan")])
+def test_noise_ar1_must_be_in_unit_interval(tmp_path, rho):
+    with pytest.raises(ValueError, match=r"noise_ar1 \(--noise-ar1\).*\[0, 1\)"):
+        make_synthetic(SyntheticConfig(out=tmp_path / "d", space=SPACE, n_vertices=20, noise_ar1=rho))
+    assert not (tmp_path / "d").exists()
+
+
+def test_null_dataset_from_the_command_line(tmp_path):
+    """Every SNR 0 with AR(1) noise from the CLI (tyro's dict syntax: --snr.<parcel> 0) writes the
+    same files as the python helper the null tests import."""
+    out = tmp_path / "cli" / "narratives"
+    cmd = [sys.executable, str(ROOT / "scripts/make_synthetic.py"), "--out", str(out), "--n-stories", "1",
+           "--n-subjects", "2", "--story-trs", "40", "--space", NULL_SPACE, "--n-vertices", "30",
+           *NULL_SNR_ARGS, "--noise-ar1", "0.8"]
+    done = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "no signal (every SNR 0); AR(1) noise, rho 0.8" in done.stdout
+    m = json.loads((out / "manifest.json").read_text())
+    assert set(m["config"]["snr"]) == set(m["parcels"]) - {"medial_wall"} and not any(m["config"]["snr"].values())
+    assert m["config"]["noise_ar1"] == 0.8
+    assert all(c["max_r"] == 0.0 for t in m["tasks"].values() for c in t["expected_ceiling"].values())
+    api, m_api = make_null_dataset(tmp_path / "api", rho=0.8, n_subjects=2, n_vertices=30, story_trs=40)
+    assert summary_line(m_api, api) == done.stdout.strip().replace(str(out), str(api))
+    files = sorted(p.relative_to(out) for p in out.rglob("*") if p.is_file())
+    assert files == sorted(p.relative_to(api) for p in api.rglob("*") if p.is_file())
+    assert all((out / f).read_bytes() == (api / f).read_bytes() for f in files)

@@ -7,14 +7,22 @@ FreeSurfer annot atlas, optionally MNI NIfTI with an fMRIPrep-style brain mask),
 `manifest.json` with the truth and `associations.json` (word -> its associates).
 
 BOLD of every scan, per vertex v in parcel p:
-    y = signal_task(v) + noise_sd(p) * white noise       (independent per scan)
+    y = signal_task(v) + noise_sd(p) * e                 (e independent per scan and vertex)
+    e: unit-variance noise, white, or AR(1) with noise_ar1 = rho > 0 (stationary start):
+    e_0 = z_0, e_t = rho e_(t-1) + sqrt(1 - rho^2) z_t, z standard normal; the z are the
+    draws white noise uses, so rho = 0 writes the very bytes it always did.
     signal = z( X_heard W_heard[v] )                                    outside MTL
     signal = z( sqrt(1 - a) z(X_heard W_heard[v]) + sqrt(a) z(X_assoc W_assoc[v]) )   in MTL
 X_heard: features of the heard words, X_assoc: mean features of each word's associates,
 both Lanczos-resampled to TRs, feature-wise z-scored and convolved with the SPM HRF (or
 FIR-delayed); W: fixed random maps per vertex, shared by all tasks and subjects; z():
 zero mean, unit variance over the story window (event_meta.json), so for S subjects the
-group mean has reliability S*snr / (1 + S*snr) with snr = 1 / noise_sd**2.
+group mean has reliability S*snr / (1 + S*snr) with snr = 1 / noise_sd**2. AR(1) noise
+keeps every marginal variance, so this holds for any rho; what rho changes is sampling: a
+window of T TRs holds only about T (1 - rho) / (1 + rho) independent noise values, so
+estimated correlations scatter more (two independent AR(1) series: SD ~ sqrt((1 + rho^2) /
+((1 - rho^2) T)) instead of 1/sqrt(T)) and neighbouring TRs - hence contiguous CV chunks -
+share noise.
 Stories are read back from the align.csv written, the way a loader reads them (untimed
 words interpolated, times shifted by the audio onset), so the truth is reproducible from
 the files and `stimulus_design`. The excluded scan carries no stimulus signal, so a loader
@@ -22,13 +30,16 @@ that forgets the exclusion measures a visibly lower ceiling.
 """
 from __future__ import annotations
 
+import concurrent.futures
 import csv
 import dataclasses
 import gzip
 import hashlib
 import io
+import itertools
 import json
 import math
+import os
 import re
 import tempfile
 from pathlib import Path
@@ -89,6 +100,9 @@ class SyntheticConfig:
     """share of the MTL signal variance carried by the associates' features"""
     snr: dict[str, float] = dataclasses.field(default_factory=lambda: dict(DEFAULT_SNR))
     """single-subject signal / noise variance per parcel; parcels starting with mtl_ hear associates"""
+    noise_ar1: float = 0.0
+    """lag-1 autocorrelation rho of the noise, in [0, 1): per vertex a stationary AR(1) series of unit
+    variance (then scaled by the parcel's noise_sd); 0: white noise (real BOLD noise is autocorrelated)"""
     medial_wall_fraction: float = 0.1
     space: str = "fsaverage5"
     n_vertices: int | None = None
@@ -197,6 +211,20 @@ def stimulus_design(transcript: Transcript, onset_s: float, n_trs: int, tr: floa
             raise ValueError(f"response must be 'hrf' or 'fir', got {response!r}")
         out.append(x_TD)
     return out[0], out[1]
+
+
+def ar1_noise(z_TV: np.ndarray, rho: float) -> np.ndarray:
+    """Stationary unit-variance AR(1) series along axis 0 from standard-normal draws z_TV:
+    e_0 = z_0, e_t = rho e_(t-1) + sqrt(1 - rho^2) z_t. Overwrites and returns z_TV
+    (float64: the recursion must not round); rho = 0 returns it untouched."""
+    if not 0.0 <= rho < 1.0:
+        raise ValueError(f"AR(1) rho must be in [0, 1), got {rho}")
+    if rho == 0.0:
+        return z_TV
+    z_TV[1:] *= math.sqrt(1.0 - rho * rho)
+    for t in range(1, z_TV.shape[0]):  # sequential in t, vectorised over vertices
+        z_TV[t] += rho * z_TV[t - 1]
+    return z_TV
 
 
 def expected_reliability(snr: float, n_subjects: int) -> float:
@@ -425,7 +453,7 @@ def _annot_bytes(labels: np.ndarray, names: list[str]) -> bytes:
 def _gifti_bytes(y_TV: np.ndarray, hemi: str) -> bytes:
     meta = nib.gifti.GiftiMetaData({"AnatomicalStructurePrimary": "CortexLeft" if hemi == "L" else "CortexRight"})
     arrays = [nib.gifti.GiftiDataArray(row, intent="NIFTI_INTENT_TIME_SERIES", datatype="NIFTI_TYPE_FLOAT32")
-              for row in y_TV.astype(np.float32)]
+              for row in y_TV.astype(np.float32, copy=False)]
     return nib.gifti.GiftiImage(meta=meta, darrays=arrays).to_bytes()
 
 
@@ -504,11 +532,15 @@ def _split_commas(items) -> tuple[str, ...]:
     return tuple(s for item in items for s in str(item).split(",") if s)
 
 
-def make_synthetic(cfg: SyntheticConfig, features: FeatureFn | None = None, progress: bool = False) -> dict:
+def make_synthetic(cfg: SyntheticConfig, features: FeatureFn | None = None, progress: bool = False,
+                   workers: int | None = None) -> dict:
     """Write the dataset described by cfg into cfg.out and return its manifest.
 
     features: words -> (n_words, dim) array (e.g. a language-model layer; set
     cfg.planted_layer to record which); default `random_embedding(cfg.feature_dim, cfg.seed)`.
+    workers: threads writing images (default: min(8, CPUs)); each holds one hemisphere's scan
+    as float64, float32 and encoded text at once (fsaverage6: ~0.3 GB at 300 TRs, ~2 GB at
+    2248). The files do not depend on it.
     """
     cfg = dataclasses.replace(cfg, out=Path(cfg.out), stories=_split_commas(cfg.stories))
     bad = [t for t in cfg.stories if not re.fullmatch(r"[A-Za-z0-9]+", t)]
@@ -516,6 +548,9 @@ def make_synthetic(cfg: SyntheticConfig, features: FeatureFn | None = None, prog
         raise ValueError(f"story names are BIDS task labels (letters and digits only): {bad}")
     if not 0.0 <= cfg.assoc_share <= 1.0:
         raise ValueError(f"assoc_share must be in [0, 1], got {cfg.assoc_share}")
+    if not 0.0 <= cfg.noise_ar1 < 1.0:  # also catches NaN
+        raise ValueError(f"noise_ar1 (--noise-ar1) is the AR(1) rho of the noise and must be in [0, 1), "
+                         f"got {cfg.noise_ar1}")
     if MEDIAL_WALL in cfg.snr or any(v < 0 for v in cfg.snr.values()):
         raise ValueError(f"snr: non-negative values for parcels other than {MEDIAL_WALL!r}, got {cfg.snr}")
     n_vertices = cfg.n_vertices or SPACE_VERTICES.get(cfg.space)
@@ -568,30 +603,56 @@ def make_synthetic(cfg: SyntheticConfig, features: FeatureFn | None = None, prog
         lab = labels[target]
         h = int.from_bytes(hashlib.blake2b(scan.stem.encode(), digest_size=8).digest(), "little")
         rng = np.random.default_rng([cfg.seed, _NOISE, h, index])
-        y = rng.standard_normal((scan.n_trs, lab.size)) * noise_sd[lab]
+        y = ar1_noise(rng.standard_normal((scan.n_trs, lab.size)), cfg.noise_ar1)
+        y *= noise_sd[lab]  # in place: the same products as y * noise_sd, one (T, V) float64 less
         if not scan.excluded:
             y += signal(scan, target)
         y[:, lab == 0] = np.nan
         return y.astype(np.float32)
 
-    scans = sorted(plan.scans, key=lambda s: s.task)  # a task's design and signals are made once
+    def write_image(scan: _Scan, target: str, index: int) -> None:
+        func = f"derivatives/afni-nosmooth/{scan.subject}/func/{scan.stem}"
+        if target != "vol":
+            w.put(f"{func}_space-{cfg.space}_hemi-{target}_desc-clean.func.gii",
+                  _gifti_bytes(bold(scan, target, index), target))
+            return
+        vol = np.zeros(cfg.volume_shape + (scan.n_trs,), np.float32)
+        vol[mask] = np.nan_to_num(bold(scan, "vol", index)).T
+        w.put(f"{func}_space-{VOLUME_SPACE}_res-native_desc-clean_bold.nii.gz", _nifti_bytes(vol, affine, scan.tr))
+        # Real afni volumes have no mask of their own; readers take fMRIPrep's.
+        w.put(f"derivatives/fmriprep/{scan.subject}/func/{scan.stem}_space-{VOLUME_SPACE}_desc-brain_mask.nii.gz",
+              mask_bytes)
+
+    # Images are independent (own noise stream, own file), and most of their time is zlib
+    # inside nibabel's GIfTI encoder, which releases the GIL: threads write them in parallel.
+    # A task's signals are made first, in this thread, and dropped after its last image.
+    targets = ["L", "R"] + (["vol"] if cfg.volume_shape else [])
+    scans = sorted(plan.scans, key=lambda s: s.task)
+    bar = None
     if progress:
         from tqdm.auto import tqdm
-        scans = tqdm(scans, desc="synthetic scans", unit="scan")
-    for scan in scans:
-        func = f"derivatives/afni-nosmooth/{scan.subject}/func/{scan.stem}"
-        for i, h in enumerate("LR"):
-            w.put(f"{func}_space-{cfg.space}_hemi-{h}_desc-clean.func.gii", _gifti_bytes(bold(scan, h, i), h))
-        if cfg.volume_shape:
-            vol = np.zeros(cfg.volume_shape + (scan.n_trs,), np.float32)
-            vol[mask] = np.nan_to_num(bold(scan, "vol", 2)).T
-            w.put(f"{func}_space-{VOLUME_SPACE}_res-native_desc-clean_bold.nii.gz", _nifti_bytes(vol, affine, scan.tr))
-            # Real afni volumes have no mask of their own; readers take fMRIPrep's.
-            w.put(f"derivatives/fmriprep/{scan.subject}/func/{scan.stem}_space-{VOLUME_SPACE}_desc-brain_mask.nii.gz",
-                  mask_bytes)
-        if len(signals) > 9:  # scans come task by task: keep memory flat over many stories
+        bar = tqdm(total=len(scans) * len(targets), desc="synthetic images", unit="image")
+    n_workers = max(1, workers or min(8, os.cpu_count() or 1))
+    with concurrent.futures.ThreadPoolExecutor(n_workers) as pool:
+        for _, group in itertools.groupby(scans, key=lambda s: s.task):
+            group = list(group)
+            for scan in group:
+                for target in targets:
+                    signal(scan, target)
+            jobs = [pool.submit(write_image, scan, t, i) for scan in group for i, t in enumerate(targets)]
+            try:
+                for job in concurrent.futures.as_completed(jobs):
+                    job.result()
+                    if bar is not None:
+                        bar.update()
+            except BaseException:
+                for job in jobs:
+                    job.cancel()
+                raise
             designs.clear()
             signals.clear()
+    if bar is not None:
+        bar.close()
 
     manifest = _manifest(cfg, plan, names, snr, noise_sd, is_mtl, labels, annots, feats, features is None,
                          dims["features"], w.files)
@@ -601,7 +662,16 @@ def make_synthetic(cfg: SyntheticConfig, features: FeatureFn | None = None, prog
 
 def _manifest(cfg, plan, names, snr, noise_sd, is_mtl, labels, annots, feats, default_features, n_regressors,
               files) -> dict:
-    config = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in ("out", "overwrite")}
+    # noise_ar1 = 0 (white noise) is left out, so default datasets keep the bytes they had
+    # before the option existed: a manifest without it means white noise.
+    config = {k: v for k, v in dataclasses.asdict(cfg).items()
+              if k not in ("out", "overwrite") and not (k == "noise_ar1" and v == 0.0)}
+    ar1 = {} if cfg.noise_ar1 == 0.0 else dict(noise=dict(
+        model="AR(1) per vertex, stationary start, unit variance, times noise_sd", rho=cfg.noise_ar1,
+        note="marginal variances are those of white noise, so expected_ceiling holds; a window of T TRs has "
+             "about T (1 - rho) / (1 + rho) independent noise values, so estimated r scatter more (null r "
+             "between two such series: SD ~ sqrt((1 + rho^2) / ((1 - rho^2) T))) and neighbouring TRs, hence "
+             "contiguous CV chunks, share noise"))
     tasks = {}
     for task in plan.tasks:
         mine = [s for s in plan.scans if s.task == task]
@@ -631,7 +701,7 @@ def _manifest(cfg, plan, names, snr, noise_sd, is_mtl, labels, annots, feats, de
                  for i, p in enumerate(names)},
         ceiling_note="reliability of the mean of the included subjects' scans (one per subject) over "
                      "story_window_trs: S*snr / (1 + S*snr); max_r = sqrt(reliability)",
-        tasks=tasks,
+        **ar1, tasks=tasks,
         scans=[dict(subject=s.subject, task=s.task, stem=s.stem, tr=s.tr, n_trs=s.n_trs, audio_onset=s.audio_onset,
                     excluded=s.excluded, has_signal=not s.excluded) for s in plan.scans],
         versions=dict(numpy=np.__version__, nibabel=nib.__version__),
@@ -645,11 +715,12 @@ def summary_line(manifest: dict, out: Path) -> str:
             if manifest["parcels"][p]["snr"]]
     nv = manifest["parcels"]
     n_vert = sum(p["n_vertices"]["L"] for p in nv.values())
+    truth = f"expected max r {min(ceil):.2f}-{max(ceil):.2f} in signal parcels" if ceil else "no signal (every SNR 0)"
+    noise = f"; AR(1) noise, rho {manifest['noise']['rho']}" if "noise" in manifest else ""
     return (f"wrote {len(scans)} scans ({len({s['subject'] for s in scans})} subjects, {len(manifest['tasks'])} "
-            f"stories, 2x{n_vert} vertices in {manifest['space']}) to {out}; expected max r "
-            f"{min(ceil):.2f}-{max(ceil):.2f} in signal parcels")
+            f"stories, 2x{n_vert} vertices in {manifest['space']}) to {out}; {truth}{noise}")
 
 
-__all__ = ["SyntheticConfig", "make_synthetic", "stimulus_design", "random_embedding", "spm_hrf",
+__all__ = ["SyntheticConfig", "make_synthetic", "stimulus_design", "random_embedding", "spm_hrf", "ar1_noise",
            "expected_reliability", "association_graph", "pseudo_words", "parcel_labels", "normalize_word",
            "summary_line", "DEFAULT_SNR", "MEDIAL_WALL", "MTL_PREFIX", "SPACE_VERTICES", "FeatureFn"]
