@@ -10,7 +10,7 @@ from assocjax.data import read_surface, trim_to_story
 from assocjax.data.synthetic import SyntheticConfig, make_synthetic
 from assocjax.pipeline import DataOptions, ModelOptions, ScoreConfig
 from assocjax.pipeline.bold import prepare, vertex_chunks, zscore_groups
-from assocjax.pipeline.design import cv_groups, story_rows
+from assocjax.pipeline.design import run_ids, story_rows
 from assocjax.pipeline.inputs import select
 from conftest import SHARED
 
@@ -49,7 +49,7 @@ def test_chunks_equal_direct_reads(selection, tmp_path):
     trim = 3
     bold = prepare(sel, tmp_path / "cache", trim_start=trim)
     rows = story_rows(sel, trim)
-    groups, _ = cv_groups(rows, None)
+    groups = run_ids(rows)
     assert bold.rows == tuple(rows) and bold.n_rows == sum(rows)
     direct = []
     for sub in sel.subjects:
@@ -82,7 +82,7 @@ def test_missing_subject_data_is_nan_for_that_subject_only(selection, tmp_path, 
 
     monkeypatch.setattr(mod, "read_surface", read)
     bold = prepare(sel, tmp_path / "cache")
-    groups, _ = cv_groups(story_rows(sel, 0), None)
+    groups = run_ids(story_rows(sel, 0))
     y = bold.chunk(0, bold.n_vertices, groups)
     s = sel.subjects.index(victim)
     assert bold.dropped() == {sub: (5 if sub == victim else 0) for sub in sel.subjects}
@@ -95,7 +95,7 @@ def test_missing_subject_data_is_nan_for_that_subject_only(selection, tmp_path, 
 def test_cache_is_reused_and_a_corrupt_file_is_reread(selection, tmp_path, monkeypatch):
     cfg, sel = selection
     first = prepare(sel, tmp_path / "cache")
-    groups, _ = cv_groups(story_rows(sel, 0), None)
+    groups = run_ids(story_rows(sel, 0))
     want = first.chunk(0, 10, groups)
     import assocjax.pipeline.bold as mod
 

@@ -47,19 +47,24 @@ def memory_budget(gb: float | None) -> Budget:
     return Budget(host, min(device, host) if gb is not None else device, False)
 
 
-def chunk_targets(budget: Budget, device_bytes_per_target: int, n_rows: int, fixed: int | None = None) -> int:
-    """Targets per ridge call: `fixed` when given, else what the budget holds (half of it for
-    the chunk; the rest is the process, the cache reads and the results), capped at MAX_TARGETS."""
-    if fixed is not None:
-        if fixed < 1:
-            raise ValueError(f"--ridge.target-chunk must be >= 1, got {fixed}")
-        return fixed
+def chunk_targets(budget: Budget, per_target: int, fixed: int, n_rows: int, requested: int | None = None) -> int:
+    """Targets per ridge call: `requested` when given, else what half the budget holds (the rest
+    is the process, the cache reads and the results): the solve's device bytes (`fixed` + per
+    target, from `ridge.target_bytes`) plus the host copies of each target's rows; at most
+    MAX_TARGETS."""
+    if requested is not None:
+        if requested < 1:
+            raise ValueError(f"--ridge.target-chunk must be >= 1, got {requested}")
+        return requested
     host = HOST_COPIES * 4 * n_rows
     if budget.shared:
-        n = budget.host_bytes // 2 // max(device_bytes_per_target + host, 1)
+        n = (budget.host_bytes // 2 - fixed) // max(per_target + host, 1)
     else:
-        n = min(budget.device_bytes // 2 // max(device_bytes_per_target, 1), budget.host_bytes // 2 // host)
-    return int(max(1, min(MAX_TARGETS, n)))
+        n = min((budget.device_bytes // 2 - fixed) // max(per_target, 1), budget.host_bytes // 2 // host)
+    if n < 1:
+        raise ValueError(f"--memory-gb {budget.host_bytes / GiB:.2f} is too small for one ridge chunk: its fixed part "
+                         f"alone takes {fixed / GiB:.2f} GiB")
+    return int(min(MAX_TARGETS, n))
 
 
 def ceiling_vertices(budget: Budget, n_subjects: int, n_rows: int, cap: int) -> int:

@@ -23,7 +23,8 @@ from ..atomic import atomic_write_text
 from ..ceiling import normalized_score
 from ..models import load_pretrained
 from ..reports import write_json
-from ..ridge import nested
+from .. import ridge
+from ..ridge.streaming import CPU_TILE
 from . import bold as bold_mod
 from . import budget as budget_mod
 from . import report, store, tables
@@ -103,42 +104,41 @@ def _solve_layer(x_NP: np.ndarray, bold: Bold, fit: Fitting, progress: bool, des
     """One layer's nested ridge over every fit and kept vertex, streamed in vertex chunks:
     one decomposition per outer fold shared by all chunks; per vertex only the fold scores
     and the chosen alphas are kept."""
-    plan = nested.prepare_nested(x_NP, fit.folds, fit.alphas)
+    plan, solver = ridge.prepare_nested(x_NP, fit.folds, fit.alphas, target_runs_N=fit.runs)
+    tile = CPU_TILE if jax.local_devices()[0].platform == "cpu" else None
     n, f, v = bold.n_rows, fit.fits(bold), bold.n_vertices
-    per_call = budget_mod.chunk_targets(fit.budget, nested.bytes_per_target(plan), n, fit.target_chunk)
-    width = max(1, min(v, per_call // f))
+    per, fixed = ridge.target_bytes(plan, tile=tile)
+    targets = budget_mod.chunk_targets(fit.budget, per, fixed, n, fit.target_chunk)
+    width = max(1, min(v, targets // f))
+    cols = f * width if tile is None else -(-f * width // tile) * tile   # whole tiles; padding columns are flat
+    tile = tile if tile is not None and cols > tile else None
     k = len(fit.folds.outer)
     r_folds = np.full((k, f, v), np.nan, np.float32)
     alpha_idx = np.zeros((k, f, v), np.uint16)
-    n_masked = 0
     chunks = list(vertex_chunks(v, width))
     if progress:
         from tqdm.auto import tqdm
         chunks = tqdm(chunks, desc=desc, unit="chunk", leave=False)
 
     def block(v0, v1):
-        y = bold.chunk(v0, v1, fit.groups, fit.per_subject)               # (N, F, Vc)
-        if v1 - v0 < width:  # flat padding columns (NaN results, dropped) keep one compiled shape
-            y = np.pad(y, ((0, 0), (0, 0), (0, width - (v1 - v0))))
-        return y.reshape(n, f * width)
+        y = bold.chunk(v0, v1, fit.runs, fit.per_subject).reshape(n, -1)     # (N, F * Vc), fit-major
+        return np.pad(y, ((0, 0), (0, cols - y.shape[1])))  # flat padding (NaN results) keeps one compiled shape
+
+    def collect(out, v0, v1):
+        got = jax.device_get(out)
+        used = f * (v1 - v0)
+        r_folds[:, :, v0:v1] = got.r_folds_KT[:, :used].reshape(k, f, v1 - v0)
+        alpha_idx[:, :, v0:v1] = got.alpha_idx_KT[:, :used].reshape(k, f, v1 - v0)
 
     pending = None
     for v0, v1 in chunks:
-        out = nested.solve_nested(plan, block(v0, v1))   # dispatched asynchronously: the next read overlaps it
+        out = ridge.solve_nested(plan, jnp.asarray(block(v0, v1)), tile=tile)  # async: the next read overlaps it
         if pending is not None:
-            n_masked += _collect(*pending, r_folds, alpha_idx, f, width)
+            collect(*pending)
         pending = (out, v0, v1)
-    n_masked += _collect(*pending, r_folds, alpha_idx, f, width)
+    collect(*pending)
     return dict(r_folds=r_folds, alpha_idx=alpha_idx, test_groups=np.asarray(json.dumps(fit.folds.test_groups)),
-                solver=np.asarray(nested.solver_of(plan)), chunk_vertices=np.asarray(width))
-
-
-def _collect(out, v0, v1, r_folds, alpha_idx, f, width) -> int:
-    got = nested.fetch(out)
-    used = v1 - v0
-    r_folds[:, :, v0:v1] = got.r_folds.reshape(-1, f, width)[:, :, :used]
-    alpha_idx[:, :, v0:v1] = got.alpha_idx.reshape(-1, f, width)[:, :, :used]
-    return int(got.n_masked)
+                solver=np.asarray(solver), chunk_vertices=np.asarray(width))
 
 
 def _layers(cfg: ScoreConfig, sel: Selection, bold: Bold, fit: Fitting, folder: Path, augs):
@@ -205,16 +205,17 @@ def _write(cfg: ScoreConfig, sel: Selection, bold: Bold, rows, summary, r_LV, ma
 def _fitting(cfg: ScoreConfig, sel: Selection, rows: list[int]) -> tuple[Fitting, dict]:
     groups, chunks = cv_groups(rows, cfg.ridge.story_chunks)
     runs = run_ids(rows)
-    buffer = cfg.ridge.buffer_trs if cfg.ridge.buffer_trs is not None else max(cfg.features.delays, default=0) + 4
+    buffer = cfg.ridge.buffer_trs if cfg.ridge.buffer_trs is not None else max(cfg.features.delays, default=0) + 8
     if buffer < 0:
         raise ValueError(f"--ridge.buffer-trs must be >= 0, got {buffer}")
-    folds = nested.nested_folds(groups, cfg.ridge.outer_folds, cfg.ridge.inner_folds, runs_N=runs,
+    folds = ridge.nested_folds(groups, cfg.ridge.outer_folds, cfg.ridge.inner_folds, runs_N=runs,
                                 buffer=buffer if chunks > 1 else 0)
     alphas = np.sort(np.asarray(cfg.ridge.alphas, np.float64))
     fit = Fitting(groups, runs, folds, alphas, cfg.ridge.per_subject and len(sel.subjects) > 1,
                   budget_mod.memory_budget(cfg.memory_gb), cfg.ridge.target_chunk)
     info = dict(groups=int(len(np.unique(groups))), chunks_per_story=chunks, buffer_trs=buffer if chunks > 1 else 0,
-                bold_zscore="per CV group (story, or chunk of a story)", per_subject=fit.per_subject,
+                bold_zscore=("each subject per story (to average subjects); inside every outer fold each target again per "
+                             "story with that fold's training rows only"), per_subject=fit.per_subject,
                 test_groups=[list(t) for t in folds.test_groups])
     return fit, info
 
@@ -241,7 +242,7 @@ def score(cfg: ScoreConfig) -> ScoreResult:
     atlas = _atlas(sel, bold)
     t = time.perf_counter()
     width = budget_mod.ceiling_vertices(fit.budget, len(bold.subjects), bold.n_rows, cfg.ceiling.vertex_chunk)
-    ceil = store.ceiling(bold, fit.groups, folder, cfg.ceiling.n_splits, cfg.seed, width)
+    ceil = store.ceiling(bold, fit.runs, folder, cfg.ceiling.n_splits, cfg.seed, width)
     times["ceiling"] = time.perf_counter() - t
     t = time.perf_counter()
     results, computed = _layers(cfg, sel, bold, fit, folder, augs)

@@ -95,10 +95,10 @@ def subject_max_r(split_half_V: np.ndarray, loso_SV: np.ndarray) -> np.ndarray:
         return np.where(others > 0, loso_SV / np.sqrt(np.where(others > 0, others, 1.0)), np.nan).astype(np.float32)
 
 
-def ceiling(bold, groups_N: np.ndarray, folder: Path, n_splits: int, seed: int, width: int) -> dict:
+def ceiling(bold, runs_N: np.ndarray, folder: Path, n_splits: int, seed: int, width: int) -> dict:
     """split_half, max_r (V,) of the subject mean; loso ISC and subject_max_r (S, V); cached.
 
-    Computed on exactly the responses the ridge fits (each subject z-scored per CV group),
+    Computed on the responses the ridge fits (each subject z-scored per story),
     streamed in vertex chunks of `width` from the BOLD cache (the last chunk is padded with
     constant columns, which come out NaN and are dropped): one compilation, bounded memory.
     """
@@ -113,7 +113,7 @@ def ceiling(bold, groups_N: np.ndarray, folder: Path, n_splits: int, seed: int, 
     width = max(1, min(width, v))
     rel, loso = [], []
     for v0, v1 in vertex_chunks(v, width):
-        block = np.transpose(bold.chunk(v0, v1, groups_N, with_subjects=True)[:, :s], (1, 0, 2))
+        block = np.transpose(bold.chunk(v0, v1, runs_N, with_subjects=True)[:, :s], (1, 0, 2))
         used = block.shape[2]
         block = np.pad(block, ((0, 0), (0, 0), (0, width - used)))
         rel.append(np.asarray(split_half_ceiling(jnp.asarray(block), n_splits=n_splits, seed=seed))[:used])

@@ -40,6 +40,7 @@ class NestedPlan(NamedTuple):
     inner_valid_KJ: jnp.ndarray
     tested_N: jnp.ndarray  # rows held out by some outer fold (the concatenated-r rows)
     alphas_A: jnp.ndarray
+    runs_NR: jnp.ndarray | None = None  # one-hot run of each row: targets z-scored per run inside each fold
 
 
 class NestedResult(NamedTuple):
@@ -66,12 +67,17 @@ def _pad_nested(folds: NestedFolds, n_samples: int):
 
 
 def prepare_nested(x_NP, folds: NestedFolds, alphas, *, standardize: bool = True, solver: str = "auto",
-                   dtype=jnp.float32) -> tuple[NestedPlan, str]:
+                   dtype=jnp.float32, target_runs_N=None) -> tuple[NestedPlan, str]:
     """Decompose every outer fold's designs once -> (plan, solver used).
 
     x_NP may carry a leading layer axis (L, N, P); the plan's leaves then gain it too.
     standardize z-scores the features with the outer-training rows' statistics (training
     rows only: no statistic of a held-out row reaches its model).
+    target_runs_N: the run (story) of each row; when given, `solve_nested` z-scores every
+    target per run inside each outer fold with that fold's training rows, so neither the
+    targets' offsets nor their scales carry anything of a held-out chunk into its model (a
+    held-out whole run has no training rows and uses its own: its r is invariant to that).
+    Predictions come back in the targets' own units.
     """
     x = np.asarray(x_NP)
     n, p = x.shape[-2:]
@@ -93,7 +99,13 @@ def prepare_nested(x_NP, folds: NestedFolds, alphas, *, standardize: bool = True
         outer, inner = prep(jnp.asarray(x, dtype))
     lead = (x.shape[0],) if layered else ()
     bcast = lambda a: jnp.broadcast_to(jnp.asarray(a), lead + np.shape(a))  # noqa: E731
-    return NestedPlan(outer, inner, bcast(valid), bcast(tested), bcast(alphas_A)), solver
+    runs = None
+    if target_runs_N is not None:
+        ids = np.unique(np.asarray(target_runs_N), return_inverse=True)[1].reshape(-1)
+        if ids.shape != (n,):
+            raise ValueError(f"target_runs_N has {ids.shape[0]} rows, the design {n}")
+        runs = bcast(np.eye(ids.max() + 1, dtype=np.dtype(dtype))[ids])
+    return NestedPlan(outer, inner, bcast(valid), bcast(tested), bcast(alphas_A), runs), solver
 
 
 def _stack(trees):
@@ -151,9 +163,11 @@ def solve_nested(plan: NestedPlan, y_NT, score: str = "r", return_predictions: b
 
 def _solve_tile(plan: NestedPlan, y_NT, score: str, return_predictions: bool):
     alphas = plan.alphas_A
+    y_raw = y_NT
 
     def one_outer(args):
         outer, inner, valid_J = args
+        y_NT, shift_NT, scale_NT = _standardize_runs(y_raw, plan.runs_NR, outer)
 
         def add_inner_fold(j, acc):  # running nanmean of the inner folds' scores
             total, count = acc
@@ -166,7 +180,12 @@ def _solve_tile(plan: NestedPlan, y_NT, score: str, return_predictions: bool):
         best_T = solvers.select_alphas(jnp.where(count > 0, total / jnp.maximum(count, 1), jnp.nan))
         pred_ET = _refit_predict(outer, y_NT, alphas[best_T])
         yte = jnp.take(y_NT, outer.test_idx_E, axis=0, mode="fill", fill_value=0)
-        return pearson_r(pred_ET, yte, outer.test_mask_E), best_T, pred_ET
+        r_T = pearson_r(pred_ET, yte, outer.test_mask_E)
+        if shift_NT is not None:  # back to the targets' units (for the concatenated r and the predictions)
+            take = lambda a: jnp.take(a, outer.test_idx_E, axis=0, mode="fill", fill_value=0)  # noqa: E731
+            pred_ET = pred_ET * take(scale_NT) + take(shift_NT)
+            r_T = jnp.where(jnp.all(scale_NT > 0, axis=0), r_T, jnp.nan)
+        return r_T, best_T, pred_ET
 
     r_KT, best_KT, pred_KET = jax.lax.map(one_outer, (plan.outer, plan.inner, plan.inner_valid_KJ))
     n, t = y_NT.shape
@@ -174,6 +193,27 @@ def _solve_tile(plan: NestedPlan, y_NT, score: str, return_predictions: bool):
     pred_NT = jnp.zeros((n, t), y_NT.dtype).at[rows].set(pred_KET.reshape(-1, t), mode="drop")
     r_T = pearson_r(pred_NT, y_NT, plan.tested_N)
     return r_KT, r_T, best_KT.astype(jnp.int32), pred_NT if return_predictions else None
+
+
+def _standardize_runs(y_NT, runs_NR, outer: FoldSpec):
+    """(z-scored targets, shift, scale) with per-run statistics of the fold's training rows
+    (a run without training rows uses its own rows); (y, None, None) without runs. A target
+    flat in a run's training rows has scale 0 there: it is zeroed and scored NaN."""
+    if runs_NR is None:
+        return y_NT, None, None
+    n = y_NT.shape[0]
+    train_N = jnp.zeros(n, y_NT.dtype).at[outer.train_idx_R].set(outer.train_mask_R.astype(y_NT.dtype), mode="drop")
+    w_NR = runs_NR * train_N[:, None]
+    w_NR = jnp.where(jnp.sum(w_NR, axis=0) > 0, w_NR, runs_NR)
+    count_R = jnp.maximum(jnp.sum(w_NR, axis=0), 1.0)[:, None]
+    hi = jax.lax.Precision.HIGHEST
+    mean_RT = jnp.matmul(w_NR.T, y_NT, precision=hi) / count_R
+    shift_NT = jnp.matmul(runs_NR, mean_RT, precision=hi)
+    c_NT = y_NT - shift_NT
+    sd_RT = jnp.sqrt(jnp.matmul(w_NR.T, c_NT * c_NT, precision=hi) / count_R)
+    sd_RT = jnp.where(sd_RT > 1e-6 * (jnp.abs(mean_RT) + 1.0), sd_RT, 0.0)
+    scale_NT = jnp.matmul(runs_NR, sd_RT, precision=hi)
+    return jnp.where(scale_NT > 0, c_NT / jnp.where(scale_NT > 0, scale_NT, 1.0), 0.0), shift_NT, scale_NT
 
 
 def _refit_predict(outer: FoldSpec, y_NT, alpha_T):
@@ -201,7 +241,8 @@ def _tile_floats(plan: NestedPlan, return_predictions: bool) -> int:
     # Whole chunk: the cleaned/shifted targets, the held-out predictions scattered into
     # (N), Pearson's centred copies, and the outer folds' stacked test predictions (the
     # loop's carried and updated copies).
-    return 4 * n + 2 * k_outer * e_out + max(inner, outer) + (n if return_predictions else 0)
+    runs = 4 * n if plan.runs_NR is not None else 0  # per-fold z-scored targets, their shift, scale, centred copy
+    return 4 * n + runs + 2 * k_outer * e_out + max(inner, outer) + (n if return_predictions else 0)
 
 
 def target_bytes(plan: NestedPlan, return_predictions: bool = False, tile: int | None = None) -> tuple[int, int]:

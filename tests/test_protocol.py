@@ -1,0 +1,55 @@
+"""The scoring protocol on data where the truth is known to be nothing: pure AR(1) noise (rho
+0.8, every SNR 0), one story cut into contiguous CV chunks, features that drift slowly over the
+story. Scored through scripts/score.py as a user would, the brain score and the ceiling must be
+~0: no leakage across chunk edges (buffered folds, per-chunk BOLD z-scoring) and no ceiling
+made of the lucky positive reliabilities."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from synthetic_null import NULL_SPACE, make_drifting_model, make_null_dataset
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def null_run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("null")
+    root, _ = make_null_dataset(tmp, rho=0.8, n_subjects=6, n_vertices=200, story_trs=300)
+    model = make_drifting_model(tmp / "model")
+    out = tmp / "out"
+    cmd = [sys.executable, "scripts/score.py", "--data.root", str(root), "--data.space", NULL_SPACE,
+           "--model.path", str(model), "--features.context", "2048", "--output", str(out),
+           "--cache-dir", str(tmp / "cache"), "--no-progress", "--report.no-figures", "--report.no-maps"]
+    subprocess.run(cmd, cwd=REPO, check=True, capture_output=True, text=True,
+                   env=os.environ | {"PYTHONPATH": str(REPO)})
+    return json.loads((out / "scores.json").read_text()), json.loads((out / "run.json").read_text())
+
+
+def test_null_ar1_scores_zero_with_a_ci_covering_it(null_run):
+    scores, run = null_run
+    s = scores["summary"]
+    assert s["fit"] == "subjects"  # the headline is the per-subject fits averaged over subjects
+    assert abs(s["best_score"]) < 0.01, s
+    assert s["best_ci"][0] <= 0 <= s["best_ci"][1], s
+    heads = [r for r in scores["rows"] if r["fit"] == "subjects" and r["region"] == "all" and r["hemi"] == "both"]
+    assert heads and all(abs(r["score"]) < 0.01 and r["ci_low"] <= 0 <= r["ci_high"] for r in heads)
+
+
+def test_null_ar1_ceiling_is_near_zero(null_run):
+    scores, _ = null_run
+    for r in scores["rows"]:
+        if r["region"] == "all" and r["ceiling"] is not None:
+            assert r["ceiling"] < 0.05, r
+
+
+def test_run_records_the_protocol(null_run):
+    _, run = null_run
+    cv = run["cv"]
+    assert cv["chunks_per_story"] == 4 and cv["buffer_trs"] == 12 and cv["trim_start"] == 6
+    assert cv["rows_per_story"] == {"storya": 294}
+    assert "training rows only" in cv["bold_zscore"]
