@@ -1,0 +1,382 @@
+"""Full-resolution brain-score benchmark (issue 12): wall time and peak memory of one
+`scripts/score.py` run on a synthetic copy of a real Narratives story at fsaverage6
+(2 x 40962 vertices), with a GPT-2-small-shaped random model and the real GPT-2 tokenizer.
+
+    python benchmarks/pipeline.py                                   # pieman, all 75 usable listeners, 13 hidden states
+    python benchmarks/pipeline.py --n-subjects 4 --layers 0 6       # first 4 listeners, 2 hidden states
+    python benchmarks/pipeline.py --story 21styear --memory-gb 60   # the longest story (2225 story TRs)
+    python benchmarks/pipeline.py --build-only                      # make the cached inputs and stop
+    python benchmarks/pipeline.py --n-subjects 2 -- --ridge.target-chunk 4096   # after --: score.py options
+    python benchmarks/pipeline.py --n-subjects 2 --extra="--ridge.target-chunk 4096"   # the same (note the =)
+
+Inputs are built once and cached under --work (default /work/bench_data, outside the repo):
+  data/<story>-<space>-seed<S>/narratives  every usable listener of the story (real participants,
+      exclusions, events, sidecars and alignment; synthetic images), by scripts/make_synthetic.py,
+      timed like the score run (generation.json)
+  models/gpt2-small-random-seed<S>  config.json + model.safetensors written with numpy (12 layers,
+      768 hidden, 12 heads, 1024 positions, vocab 50257, N(0, 0.02) weights, zero biases, unit
+      norms, tied embeddings) + the real GPT-2 tokenizer files
+Each score run gets a fresh --cache-dir (so nothing is reused; deleted afterwards unless
+--keep-cache) and runs as a subprocess with PYTHONPATH = this repository. The harness polls
+the RSS of the whole process tree every --poll seconds (psutil: a benchmark-only dependency,
+`pip install psutil`) and also reads the kernel's max RSS of the child on exit (wait4).
+The JSON record is printed and written to runs/<name>/record.json (and appended to --record).
+"""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import datetime
+import hashlib
+import json
+import os
+import platform
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import tyro
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+GIB = 2 ** 30
+GPT2_SMALL = dict(n_layer=12, n_embd=768, n_head=12, n_positions=1024, vocab_size=50257)
+
+
+@dataclasses.dataclass
+class Config:
+    """Benchmark scripts/score.py at full resolution (module docstring)."""
+
+    work: Path = Path("/work/bench_data")
+    """cache of the synthetic dataset, the model and the runs (not in the repository)"""
+    story: str = "pieman"
+    """Narratives task; the dataset holds every usable listener of it"""
+    n_subjects: int | None = None
+    """score only the first N included subjects (passed as --data.subjects); unset: all"""
+    layers: tuple[int, ...] = ()
+    """hidden states to score (--features.layers); empty: all 13"""
+    memory_gb: float | None = None
+    """passed as --memory-gb, only if this score.py accepts it (checked with --help)"""
+    extra: str = ""
+    """more score.py options as one shell-quoted string, given with = (--extra="--a 1"), or put them after --"""
+    space: str = "fsaverage6"
+    seed: int = 0
+    """seed of the synthetic data and of the random model"""
+    metadata: Path = SHARED / "narratives"
+    """real Narratives metadata (participants, exclusions, events, sidecars, alignments)"""
+    tokenizer: Path = SHARED / "tokenizers" / "gpt2"
+    """folder with the GPT-2 vocab.json and merges.txt"""
+    poll: float = 0.2
+    """seconds between RSS samples"""
+    build_only: bool = False
+    """make (or check) the cached dataset and model, then stop"""
+    keep_cache: bool = False
+    """keep the run's --cache-dir (word features, per-layer results)"""
+    record: Path | None = None
+    """also append the JSON record (one line) to this file"""
+
+
+# ---------------------------------------------------------------- measuring a process tree
+
+def run_measured(cmd: list[str], log: Path, poll: float = 0.2, env: dict | None = None, bin_s: float = 5.0) -> dict:
+    """Run cmd (stdout + stderr -> log) and measure it: wall seconds, the peak of the summed RSS
+    of the process and all its descendants (sampled every `poll` s), the kernel's max RSS of
+    the process (wait4; its largest single moment, sampling-free), and the RSS over time
+    (the largest sample of every `bin_s` seconds, [start s, GiB])."""
+    import psutil
+
+    log.parent.mkdir(parents=True, exist_ok=True)
+    peak, timeline = 0, {}
+    with open(log, "wb") as out:
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=REPO)
+        root = psutil.Process(proc.pid)
+        while True:
+            total = 0
+            try:
+                for p in [root] + root.children(recursive=True):
+                    try:
+                        total += p.memory_info().rss
+                    except (psutil.NoSuchProcess, psutil.AccessDenied):
+                        pass
+            except psutil.NoSuchProcess:
+                pass
+            peak = max(peak, total)
+            b = int((time.perf_counter() - t0) // bin_s)
+            timeline[b] = max(timeline.get(b, 0), total)
+            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                break
+            time.sleep(poll)
+        wall = time.perf_counter() - t0
+    proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here: Popen must not wait again
+    return dict(returncode=proc.returncode, wall_s=round(wall, 2), peak_rss_gib=round(peak / GIB, 3),
+                max_rss_gib=round(usage.ru_maxrss * 1024 / GIB, 3), poll_s=poll, t0_unix=time.time() - wall,
+                rss_timeline=[[b * bin_s, round(v / GIB, 2)] for b, v in sorted(timeline.items())])
+
+
+def _env() -> dict:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO)] + [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p])
+    return env
+
+
+def _machine() -> dict:
+    import psutil
+
+    return dict(host=platform.node(), cpus=os.cpu_count(), ram_gib=round(psutil.virtual_memory().total / GIB, 1),
+                load_avg=[round(x, 2) for x in os.getloadavg()], python=platform.python_version())
+
+
+def _git() -> dict:
+    def git(*args):
+        done = subprocess.run(["git", *args], capture_output=True, text=True, cwd=REPO)
+        return done.stdout.strip() if done.returncode == 0 else None
+
+    return dict(commit=git("rev-parse", "HEAD"), branch=git("rev-parse", "--abbrev-ref", "HEAD"),
+                dirty=bool(git("status", "--porcelain", "--untracked-files=no")))
+
+
+# ---------------------------------------------------------------- cached inputs
+
+def _listed_subjects(metadata: Path, story: str) -> int:
+    """Participants listing the story: an upper bound on its usable listeners (the generator
+    takes the first N usable ones, so asking for this many takes all of them)."""
+    with open(metadata / "participants.tsv", newline="") as f:
+        return sum(story in row["task"].split(",") for row in csv.DictReader(f, delimiter="\t"))
+
+
+def _estimate_bytes(metadata: Path, story: str, space: str) -> int:
+    """Rough size of the images: every listed scan, two hemispheres, float32 that zlib cannot
+    shrink, base64 (x 4/3). Scan lengths come from event_meta (the generator adds the events' end)."""
+    from assocjax.data.synthetic import SPACE_VERTICES
+
+    meta = json.loads((metadata / "code/event_meta.json").read_text())[story]
+    n_trs = max(s["onset"] + s["duration"] for s in meta.values()) + 20
+    n_scans = len(list(metadata.glob(f"sub-*/func/sub-*_task-{story}_*bold.json")))
+    return int(n_scans * 2 * SPACE_VERTICES[space] * n_trs * 4 * 4 / 3)
+
+
+def ensure_dataset(cfg: Config) -> tuple[Path, dict]:
+    """(root, generation record) of the cached dataset, generated first if missing."""
+    n = _listed_subjects(cfg.metadata, cfg.story)
+    if n == 0:
+        raise ValueError(f"no participant in {cfg.metadata}/participants.tsv lists story {cfg.story!r}")
+    args = ["--from-metadata", str(cfg.metadata), "--stories", cfg.story, "--n-subjects", str(n),
+            "--space", cfg.space, "--seed", str(cfg.seed)]
+    final = cfg.work / "data" / f"{cfg.story}-{cfg.space}-seed{cfg.seed}"
+    done = final / "generation.json"
+    if done.is_file():
+        rec = json.loads(done.read_text())
+        if rec["args"] == args:
+            return final / "narratives", rec
+        raise RuntimeError(f"{final} was made with other options ({rec['args']}); delete it to rebuild")
+    need, free = _estimate_bytes(cfg.metadata, cfg.story, cfg.space), shutil.disk_usage(cfg.work).free
+    if need > 0.9 * free:
+        raise RuntimeError(f"the {cfg.story} dataset needs about {need / GIB:.0f} GiB; {cfg.work} has "
+                           f"{free / GIB:.0f} GiB free")
+    tmp = final.with_name(f".{final.name}.{os.getpid()}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    cmd = [sys.executable, str(REPO / "scripts/make_synthetic.py"), "--out", str(tmp / "narratives"), *args]
+    print(f"generating {cfg.story} ({n} listed subjects, ~{need / GIB:.0f} GiB): {shlex.join(cmd)}", flush=True)
+    try:
+        run = run_measured(cmd, tmp / "generation.log", cfg.poll, _env())
+        if run["returncode"] != 0:
+            raise RuntimeError(f"generation failed ({run['returncode']}); see {tmp / 'generation.log'}:\n"
+                               + (tmp / "generation.log").read_text()[-3000:])
+        manifest = json.loads((tmp / "narratives/manifest.json").read_text())
+        size = sum(p.stat().st_size for p in (tmp / "narratives").rglob("*") if p.is_file())
+        rec = dict(args=args, command=shlex.join(cmd), **run, bytes_gib=round(size / GIB, 2),
+                   n_scans=len(manifest["scans"]), machine=_machine(), git=_git(),
+                   made=datetime.datetime.now().isoformat(timespec="seconds"))
+        (tmp / "generation.json").write_text(json.dumps(rec, indent=1) + "\n")
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(tmp, final)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return final / "narratives", rec
+
+
+def write_random_gpt2(folder: Path, tokenizer: Path, seed: int = 0, std: float = 0.02, **shape) -> Path:
+    """A Hugging Face GPT-2 folder with random weights, written with numpy + safetensors (no torch):
+    N(0, std) embeddings and weight matrices (Conv1D layout: in x out), zero biases, unit norms,
+    tied output embeddings; the tokenizer's vocab.json and merges.txt copied beside them."""
+    from safetensors.numpy import save_file
+
+    s = {**GPT2_SMALL, **shape}
+    d, layers = s["n_embd"], s["n_layer"]
+    rng = np.random.default_rng([seed, 12])
+
+    def normal(*dims):
+        return (rng.standard_normal(dims, dtype=np.float32) * np.float32(std))
+
+    t = {"transformer.wte.weight": normal(s["vocab_size"], d), "transformer.wpe.weight": normal(s["n_positions"], d)}
+    for i in range(layers):
+        p = f"transformer.h.{i}."
+        for name, (n_in, n_out) in {"attn.c_attn": (d, 3 * d), "attn.c_proj": (d, d),
+                                    "mlp.c_fc": (d, 4 * d), "mlp.c_proj": (4 * d, d)}.items():
+            t[p + name + ".weight"], t[p + name + ".bias"] = normal(n_in, n_out), np.zeros(n_out, np.float32)
+        for ln in ("ln_1", "ln_2"):
+            t[p + ln + ".weight"], t[p + ln + ".bias"] = np.ones(d, np.float32), np.zeros(d, np.float32)
+    t["transformer.ln_f.weight"], t["transformer.ln_f.bias"] = np.ones(d, np.float32), np.zeros(d, np.float32)
+    eos = s["vocab_size"] - 1  # <|endoftext|> in the GPT-2 vocabulary
+    config = dict(model_type="gpt2", architectures=["GPT2LMHeadModel"], n_ctx=s["n_positions"],
+                  activation_function="gelu_new", layer_norm_epsilon=1e-5, initializer_range=std,
+                  tie_word_embeddings=True, bos_token_id=eos, eos_token_id=eos, torch_dtype="float32", **s)
+    special = "<|endoftext|>"
+    tok_config = dict(tokenizer_class="GPT2Tokenizer", model_max_length=s["n_positions"], add_prefix_space=False,
+                      bos_token=special, eos_token=special, unk_token=special)
+    tmp = folder.with_name(f".{folder.name}.{os.getpid()}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        save_file(t, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+        os.chmod(tmp / "model.safetensors", 0o644)  # safetensors writes 0600
+        (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+        (tmp / "tokenizer_config.json").write_text(json.dumps(tok_config, indent=2) + "\n")
+        for f in ("vocab.json", "merges.txt"):
+            if not (tokenizer / f).is_file():
+                raise FileNotFoundError(f"{tokenizer / f} not found: --tokenizer needs GPT-2's vocab.json and merges.txt")
+            shutil.copyfile(tokenizer / f, tmp / f)
+        shutil.rmtree(folder, ignore_errors=True)
+        os.replace(tmp, folder)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return folder
+
+
+def check_tokenizer(folder: Path) -> None:
+    """AutoTokenizer loads the folder as the real GPT-2 tokenizer."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(folder))
+    ids = tok("Hello world")["input_ids"]
+    if ids != [15496, 995] or len(tok) != 50257 or tok.eos_token != "<|endoftext|>":
+        raise RuntimeError(f"{folder}: not GPT-2's tokenizer ({type(tok).__name__}: 'Hello world' -> {ids}, "
+                           f"{len(tok)} tokens, eos {tok.eos_token!r})")
+
+
+def ensure_model(cfg: Config) -> Path:
+    folder = cfg.work / "models" / f"gpt2-small-random-seed{cfg.seed}"
+    if not (folder / "model.safetensors").is_file():
+        print(f"writing the random GPT-2-small model to {folder}", flush=True)
+        write_random_gpt2(folder, cfg.tokenizer, cfg.seed)
+    check_tokenizer(folder)
+    return folder
+
+
+# ---------------------------------------------------------------- the score run
+
+def score_accepts(option: str) -> bool:
+    """Whether this repository's scripts/score.py has `option` (from its --help)."""
+    done = subprocess.run([sys.executable, str(REPO / "scripts/score.py"), "--help"], capture_output=True,
+                          text=True, env={**_env(), "COLUMNS": "200"}, cwd=REPO)
+    if done.returncode != 0:
+        raise RuntimeError(f"scripts/score.py --help failed:\n{done.stderr[-2000:]}")
+    return re.search(rf"{re.escape(option)}\b", done.stdout) is not None
+
+
+def _written(folder: Path, t0_unix: float) -> list:
+    """[seconds after the start, MiB, path] of every file under folder, by time: when the run
+    wrote its word features, ceiling and each layer's results (stage ends, without the run's help)."""
+    files = [(p.stat().st_mtime - t0_unix, p.stat().st_size / 2 ** 20, str(p.relative_to(folder)))
+             for p in folder.rglob("*") if p.is_file()]
+    return [[round(t, 1), round(mb, 1), name] for t, mb, name in sorted(files)]
+
+
+def _stage_timings(run: dict) -> dict:
+    """Whatever timing the run recorded: its total seconds and any timing/stage entries."""
+    keys = [k for k in run if k == "seconds" or re.search(r"tim(e|ing)|stage", k)]
+    return {k: run[k] for k in keys}
+
+
+def run_score(cfg: Config, root: Path, model: Path, extra: list[str]) -> dict:
+    manifest = json.loads((root / "manifest.json").read_text())
+    task = manifest["tasks"][cfg.story]
+    subjects = task["included_subjects"]
+    if cfg.n_subjects is not None:
+        if not 1 <= cfg.n_subjects <= len(subjects):
+            raise ValueError(f"--n-subjects {cfg.n_subjects}: the {cfg.story} dataset has {len(subjects)} included subjects")
+        subjects = subjects[: cfg.n_subjects]
+    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    name = f"{cfg.story}-n{len(subjects)}-L{'-'.join(map(str, cfg.layers)) or 'all'}-{stamp}"
+    folder = cfg.work / "runs" / name
+    cmd = [sys.executable, str(REPO / "scripts/score.py"), "--data.root", str(root), "--model.path", str(model),
+           "--data.tasks", cfg.story, "--data.space", cfg.space, "--output", str(folder / "output"),
+           "--cache-dir", str(folder / "cache"), "--no-progress"]
+    if cfg.n_subjects is not None:
+        cmd += ["--data.subjects", *subjects]
+    if cfg.layers:
+        cmd += ["--features.layers", *map(str, cfg.layers)]
+    notes = []
+    if cfg.memory_gb is not None:
+        if score_accepts("--memory-gb"):
+            cmd += ["--memory-gb", str(cfg.memory_gb)]
+        else:
+            notes.append(f"--memory-gb {cfg.memory_gb} not passed: this scripts/score.py has no --memory-gb")
+    cmd += extra
+    print(f"running: {shlex.join(cmd)}", flush=True)
+    machine = _machine()
+    run = run_measured(cmd, folder / "score.log", cfg.poll, _env())
+    if run["returncode"] != 0:
+        notes.append("score.py failed: see score.log (tail below)")
+        notes.append((folder / "score.log").read_text()[-3000:])
+    run_json = folder / "output" / "run.json"
+    got = json.loads(run_json.read_text()) if run_json.is_file() else {}
+    n_v = {h: sum(p["n_vertices"][h] for p in manifest["parcels"].values()) for h in "LR"}
+    scans = [s for s in manifest["scans"] if s["task"] == cfg.story]
+    a, b = task["story_window_trs"]
+    n_layers = json.loads((model / "config.json").read_text())["n_layer"] + 1
+    record = dict(
+        benchmark="pipeline", story=cfg.story, space=cfg.space, n_subjects=len(subjects),
+        n_vertices=sum(n_v.values()),
+        n_vertices_with_data=sum(p["n_vertices"][h] for name, p in manifest["parcels"].items() if p["index"] for h in "LR"),
+        n_trs_scan=max(s["n_trs"] for s in scans), n_trs_story=b - a,
+        layers=list(cfg.layers) or f"all ({n_layers})", n_layers_scored=len(cfg.layers) or n_layers,
+        memory_gb=cfg.memory_gb, extra=extra, **run, run_json=_stage_timings(got),
+        cache_written=_written(folder / "cache", run["t0_unix"]),
+        run_summary={k: got.get("summary", {}).get(k) for k in ("best_layer",)} if got else None,
+        command=shlex.join(cmd), folder=str(folder), machine_before=machine, load_avg_after=_machine()["load_avg"],
+        git=_git(), notes=notes)
+    if not cfg.keep_cache:
+        shutil.rmtree(folder / "cache", ignore_errors=True)
+    (folder / "record.json").write_text(json.dumps(record, indent=1, default=str) + "\n")
+    return record
+
+
+def himalaya_side_by_side(cfg: Config, root: Path, model: Path, record: dict) -> dict:
+    """TO BE WRITTEN (issue 12, the lead): the same ridge problem as `record`'s run solved by
+    himalaya in the same process/machine, for a peer time and peak-memory ratio. Not called
+    by main(); nothing here is implemented yet."""
+    raise NotImplementedError("himalaya side-by-side: not written yet (issue 12)")
+
+
+def main(cfg: Config, extra: list[str]) -> dict | None:
+    cfg.work.mkdir(parents=True, exist_ok=True)
+    root, gen = ensure_dataset(cfg)
+    print(f"dataset: {root} (generated in {gen['wall_s']} s, peak RSS {gen['peak_rss_gib']} GiB, "
+          f"{gen['bytes_gib']} GiB on disk, {gen['n_scans']} scans)", flush=True)
+    model = ensure_model(cfg)
+    if cfg.build_only:
+        return None
+    record = run_score(cfg, root, model, shlex.split(cfg.extra) + extra)
+    record["generation"] = {k: gen[k] for k in ("wall_s", "peak_rss_gib", "max_rss_gib", "bytes_gib", "n_scans")}
+    line = json.dumps(record, default=str)
+    print(json.dumps(record, indent=1, default=str))
+    if cfg.record is not None:
+        with open(cfg.record, "a") as f:
+            f.write(line + "\n")
+    if record["returncode"] != 0:
+        sys.exit(record["returncode"])
+    return record
+
+
+if __name__ == "__main__":
+    argv = sys.argv[1:]
+    cut = argv.index("--") if "--" in argv else len(argv)
+    main(tyro.cli(Config, args=argv[:cut]), argv[cut + 1:])
