@@ -188,12 +188,16 @@ def trim_runs(x_TD, run_ids_T, start: int, end: int):
     return jnp.asarray(x_TD)[keep], jnp.asarray(runs[keep]), jnp.asarray(keep)
 
 
-def _std_or_one(var_D, meansq_D):
-    # A column whose spread is only rounding noise relative to its magnitude is constant;
-    # it gets std 1 so z-scoring just centres it instead of dividing by ~0.
+def _flat(var_D, meansq_D):
+    # A column whose spread is only rounding noise relative to its magnitude is constant.
     tiny = 100 * jnp.finfo(var_D.dtype).eps
-    flat = var_D <= (tiny**2) * meansq_D
-    return jnp.where(flat, 1.0, jnp.sqrt(jnp.where(flat, 1.0, var_D)))
+    return var_D <= (tiny**2) * meansq_D
+
+
+def _std(var_D, meansq_D, constant: str = "one"):
+    """Column std; a constant column gets 1 (z-scoring just centres it) or NaN (it is left out)."""
+    flat = _flat(var_D, meansq_D)
+    return jnp.where(flat, 1.0 if constant == "one" else jnp.nan, jnp.sqrt(jnp.where(flat, 1.0, var_D)))
 
 
 def zscore_fit(x_TD, mask_T=None) -> tuple[jnp.ndarray, jnp.ndarray]:
@@ -211,7 +215,7 @@ def zscore_fit(x_TD, mask_T=None) -> tuple[jnp.ndarray, jnp.ndarray]:
     mean = jnp.sum(x * w[:, None], axis=0) / n
     var = jnp.sum((x - mean) ** 2 * w[:, None], axis=0) / n
     meansq = jnp.sum(x**2 * w[:, None], axis=0) / n
-    return mean, _std_or_one(var, meansq)
+    return mean, _std(var, meansq)
 
 
 def zscore_apply(x_TD, mean_D, std_D) -> jnp.ndarray:
@@ -219,11 +223,16 @@ def zscore_apply(x_TD, mean_D, std_D) -> jnp.ndarray:
     return (_float(x_TD) - mean_D) / std_D
 
 
-def zscore_per_run(x_TD, run_ids_T, n_runs: int) -> jnp.ndarray:
+def zscore_per_run(x_TD, run_ids_T, n_runs: int, constant: str = "one") -> jnp.ndarray:
     """Z-score each run with its own column statistics (the usual per-story BOLD treatment).
 
-    n_runs must be static under jit; constant columns within a run get std 1.
+    constant: what a column that is constant within a run becomes in that run's rows: "one"
+    divides by 1 (it is only centred, e.g. a feature silent in one story), "nan" makes it NaN
+    (e.g. a vertex without signal in one scan, which must then be left out). A non-finite
+    value stays non-finite in its run's rows only. n_runs and constant must be static under jit.
     """
+    if constant not in ("one", "nan"):
+        raise ValueError(f"constant must be 'one' or 'nan', got {constant!r}")
     x = _float(x_TD)
     runs = jnp.asarray(run_ids_T)
     count_R = jnp.maximum(jax.ops.segment_sum(jnp.ones(x.shape[0], x.dtype), runs, num_segments=n_runs), 1.0)
@@ -231,4 +240,4 @@ def zscore_per_run(x_TD, run_ids_T, n_runs: int) -> jnp.ndarray:
     centred = x - mean_RD[runs]
     var_RD = jax.ops.segment_sum(centred**2, runs, num_segments=n_runs) / count_R[:, None]
     meansq_RD = jax.ops.segment_sum(x**2, runs, num_segments=n_runs) / count_R[:, None]
-    return centred / _std_or_one(var_RD, meansq_RD)[runs]
+    return centred / _std(var_RD, meansq_RD, constant)[runs]

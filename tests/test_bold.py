@@ -9,7 +9,7 @@ import pytest
 from assocjax.data import read_surface, trim_to_story
 from assocjax.data.synthetic import SyntheticConfig, make_synthetic
 from assocjax.pipeline import DataOptions, ModelOptions, ScoreConfig
-from assocjax.pipeline.bold import prepare, vertex_chunks, zscore_groups
+from assocjax.pipeline.bold import prepare, vertex_chunks
 from assocjax.pipeline.design import run_ids, story_rows
 from assocjax.pipeline.inputs import select
 from conftest import SHARED
@@ -31,17 +31,33 @@ def selection(tmp_path_factory, checkpoints):
     return cfg, select(cfg, tmp / "ds", str(model), "tiny")
 
 
-def test_zscore_groups_matches_numpy_and_masks_flat_columns():
+def zscore_reference(y_NX, runs_N):
+    """float64 NumPy: per-run z-score; a column flat or non-finite in any run is NaN throughout."""
+    y = np.asarray(y_NX, np.float64).copy()
+    bad = np.zeros(y.shape[1:], bool)
+    for r in np.unique(runs_N):
+        part = y[runs_N == r]
+        sd = part.std(0)
+        bad |= ~np.isfinite(sd) | (sd <= 1e-6 * np.maximum(np.abs(part.mean(0)), 1))
+        y[runs_N == r] = (part - part.mean(0)) / np.where(sd > 0, sd, 1)
+    y[:, bad] = np.nan
+    return y
+
+
+def test_fits_from_block_matches_numpy_and_masks_flat_columns():
+    from assocjax.pipeline.bold import fits_from_block
+
     rng = np.random.default_rng(0)
-    y = rng.normal(3, 2, (50, 6)).astype(np.float32)
-    y[:20, 4] = 7.0                      # constant within the first group only
-    y[30, 5] = np.nan
-    groups = np.repeat([0, 1], [20, 30])
-    z = zscore_groups(y, groups)
-    for g in (0, 1):
-        part = y[groups == g, :4].astype(np.float64)
-        np.testing.assert_allclose(z[groups == g, :4], (part - part.mean(0)) / part.std(0), rtol=1e-5, atol=1e-6)
-    assert np.isnan(z[:, 4]).all() and np.isnan(z[:, 5]).all()  # whole columns, not half of one
+    y = rng.normal(3, 2, (50, 2, 6)).astype(np.float32)
+    y[:20, 0, 4] = 7.0                      # constant within the first story only
+    y[30, 1, 5] = np.nan
+    runs = np.repeat([0, 1], [20, 30])
+    got = np.asarray(fits_from_block(y, runs, n_runs=2))
+    want = zscore_reference(y.reshape(50, -1), runs).reshape(50, 2, 6)
+    np.testing.assert_allclose(got[:, :2], want, rtol=1e-5, atol=1e-5)
+    assert np.isnan(got[:, 0, 4]).all() and np.isnan(got[:, 1, 5]).all()  # whole columns, not half of one
+    np.testing.assert_allclose(got[:, 2, :4], want[:, :, :4].mean(1), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(got[:, 2, 4], want[:, 1, 4], rtol=1e-5, atol=1e-5)   # the subject with data
 
 
 def test_chunks_equal_direct_reads(selection, tmp_path):
@@ -58,9 +74,10 @@ def test_chunks_equal_direct_reads(selection, tmp_path):
             scan, st = sel.scans[(sub, story.name)]
             parts.append(trim_to_story(read_surface(scan, "both", sel.derivative, sel.space), story=st).data[trim:])
         direct.append(np.concatenate(parts))
-    y_NSV = zscore_groups(np.stack(direct, 1)[:, :, bold.keep_V], groups)
+    raw = np.stack(direct, 1)[:, :, bold.keep_V]
+    y_NSV = zscore_reference(raw.reshape(raw.shape[0], -1), groups).reshape(raw.shape)
     assert bold.keep_V.sum() < bold.keep_V.size  # the synthetic medial wall is dropped
-    got = np.concatenate([bold.chunk(v0, v1, groups) for v0, v1 in vertex_chunks(bold.n_vertices, 7)], axis=2)
+    got = np.concatenate([np.asarray(bold.chunk(v0, v1, groups)) for v0, v1 in vertex_chunks(bold.n_vertices, 7)], axis=2)
     np.testing.assert_allclose(got[:, :-1], y_NSV, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(got[:, -1], y_NSV.mean(1), rtol=1e-5, atol=1e-5)
     assert bold.chunk(0, 5, groups, with_subjects=False).shape == (bold.n_rows, 1, 5)
@@ -83,7 +100,7 @@ def test_missing_subject_data_is_nan_for_that_subject_only(selection, tmp_path, 
     monkeypatch.setattr(mod, "read_surface", read)
     bold = prepare(sel, tmp_path / "cache")
     groups = run_ids(story_rows(sel, 0))
-    y = bold.chunk(0, bold.n_vertices, groups)
+    y = np.asarray(bold.chunk(0, bold.n_vertices, groups))
     s = sel.subjects.index(victim)
     assert bold.dropped() == {sub: (5 if sub == victim else 0) for sub in sel.subjects}
     assert np.isnan(y[:, s, :5]).all() and np.isfinite(y[:, s, 5:]).all()
@@ -96,7 +113,7 @@ def test_cache_is_reused_and_a_corrupt_file_is_reread(selection, tmp_path, monke
     cfg, sel = selection
     first = prepare(sel, tmp_path / "cache")
     groups = run_ids(story_rows(sel, 0))
-    want = first.chunk(0, 10, groups)
+    want = np.asarray(first.chunk(0, 10, groups))
     import assocjax.pipeline.bold as mod
 
     calls = []
@@ -108,4 +125,4 @@ def test_cache_is_reused_and_a_corrupt_file_is_reread(selection, tmp_path, monke
     Path(victim).write_bytes(Path(victim).read_bytes()[:100])   # truncated
     again = prepare(sel, tmp_path / "cache")
     assert len(calls) == 1
-    np.testing.assert_array_equal(again.chunk(0, 10, groups), want)
+    np.testing.assert_array_equal(np.asarray(again.chunk(0, 10, groups)), want)

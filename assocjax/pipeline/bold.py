@@ -24,11 +24,15 @@ import io
 import json
 import os
 import tempfile
+from functools import partial
 from pathlib import Path
 from typing import Iterator
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
+from ..alignment import zscore_per_run
 from ..atomic import atomic_write_bytes
 from ..data import read_surface, read_volume, surface_paths, trim_to_story, volume_paths
 from .inputs import Selection
@@ -81,31 +85,25 @@ class Bold:
                 start += n
         return out
 
-    def chunk(self, v0: int, v1: int, runs_N: np.ndarray, with_subjects: bool = True) -> np.ndarray:
-        """(N, F, Vc): subjects z-scored per story (`runs_N`), then their mean (module docstring)."""
-        y = zscore_groups(self.subjects_block(v0, v1), runs_N)
-        has = np.isfinite(y).all(0)                                   # (S, Vc)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            mean = np.where(has[None], y, 0.0).sum(1) / has.sum(0)    # NaN where no subject has data
-        mean = mean.astype(np.float32)[:, None]
-        return np.concatenate([y, mean], 1) if with_subjects else mean
+    def chunk(self, v0: int, v1: int, runs_N: np.ndarray, with_subjects: bool = True) -> jnp.ndarray:
+        """(N, F, Vc) on the device: subjects z-scored per story (`runs_N`), then their mean
+        (module docstring). Only the raw block passes through host memory."""
+        runs = np.unique(runs_N, return_inverse=True)[1].reshape(-1)
+        return fits_from_block(jnp.asarray(self.subjects_block(v0, v1)), jnp.asarray(runs, jnp.int32),
+                               n_runs=int(runs.max()) + 1, with_subjects=with_subjects)
 
 
-def zscore_groups(y_NX: np.ndarray, groups_N: np.ndarray) -> np.ndarray:
-    """Z-score every column within each group of rows (groups are contiguous runs of ids).
-    A column that is constant or non-finite within a group becomes NaN in every row, so it is
-    masked as a whole (a partly valid series would mix scales)."""
-    y = np.array(y_NX, dtype=np.float32, copy=True)
-    bad = np.zeros(y.shape[1:], bool)
-    for g in np.unique(groups_N):
-        rows = groups_N == g
-        part = y[rows].astype(np.float64)
-        mean, sd = part.mean(0), part.std(0)
-        bad |= ~np.isfinite(mean) | ~(sd > 1e-6 * np.maximum(np.abs(mean), 1.0))
-        with np.errstate(invalid="ignore", divide="ignore"):
-            y[rows] = ((part - mean) / sd).astype(np.float32)
-    y[:, bad] = np.nan
-    return y
+@partial(jax.jit, static_argnames=("n_runs", "with_subjects"))
+def fits_from_block(raw_NSV, runs_N, n_runs: int, with_subjects: bool = True):
+    """(N, F, V): each subject z-scored per run ("nan" policy: flat in a story = no data there),
+    a subject without data at a vertex NaN in its whole column, and the mean over the subjects
+    that have data (NaN where none has)."""
+    n, s, v = raw_NSV.shape
+    z = zscore_per_run(raw_NSV.reshape(n, s * v), runs_N, n_runs, constant="nan").reshape(n, s, v)
+    has_SV = jnp.all(jnp.isfinite(z), axis=0)
+    z = jnp.where(has_SV[None], z, jnp.nan)
+    mean = jnp.sum(jnp.where(has_SV[None], z, 0.0), axis=1) / jnp.where(has_SV.any(0), has_SV.sum(0), jnp.nan)
+    return jnp.concatenate([z, mean[:, None]], 1) if with_subjects else mean[:, None]
 
 
 def _key(sel: Selection, scan, story, trim_start: int, mask_from: str | None) -> dict:

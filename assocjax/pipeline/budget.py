@@ -7,14 +7,20 @@ bytes one target (one fit at one vertex) costs in the stage.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
+import resource
+import time
 
 import jax
 
 GiB = 2**30
 MAX_TARGETS = 65536   # beyond this a chunk is no faster, only bigger
-HOST_COPIES = 4       # raw rows, z-scored rows, with the mean appended, the array handed to the device
+# Floats per row a target costs before the solve: its raw rows on the host (two chunks are in
+# flight: one solving while the next is read), their device copy, the z-scored rows, the fits
+# with the mean appended and the padded chunk.
+STAGING = 6
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,13 +56,13 @@ def memory_budget(gb: float | None) -> Budget:
 def chunk_targets(budget: Budget, per_target: int, fixed: int, n_rows: int, requested: int | None = None) -> int:
     """Targets per ridge call: `requested` when given, else what half the budget holds (the rest
     is the process, the cache reads and the results): the solve's device bytes (`fixed` + per
-    target, from `ridge.target_bytes`) plus the host copies of each target's rows; at most
+    target, from `ridge.target_bytes`) plus each target's staged rows (STAGING); at most
     MAX_TARGETS."""
     if requested is not None:
         if requested < 1:
             raise ValueError(f"--ridge.target-chunk must be >= 1, got {requested}")
         return requested
-    host = HOST_COPIES * 4 * n_rows
+    host = STAGING * 4 * n_rows
     if budget.shared:
         n = (budget.host_bytes // 2 - fixed) // max(per_target + host, 1)
     else:
@@ -70,5 +76,25 @@ def chunk_targets(budget: Budget, per_target: int, fixed: int, n_rows: int, requ
 def ceiling_vertices(budget: Budget, n_subjects: int, n_rows: int, cap: int) -> int:
     """Vertices per ceiling call: the chunk (S x N) plus the split-half batch's half means and
     the LOSO batch (about 2 x 8 + 8 rows of N) per vertex, in float32, with host copies."""
-    per = 4 * n_rows * (HOST_COPIES * (n_subjects + 1) + 2 * 8 + 8 + n_subjects)
+    per = 4 * n_rows * (STAGING * (n_subjects + 1) + 2 * 8 + 8 + n_subjects)
     return int(max(1, min(cap, budget.host_bytes // 2 // per)))
+
+
+def peak_rss() -> int:
+    """The process's peak resident memory so far, in bytes (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+class Stages:
+    """Seconds and peak RSS of each stage of a run, for run.json ("measure memory as well as
+    time"): the peak is the process's high-water mark at the stage's end, so a stage's
+    `peak_rss_gb` above the previous one's is memory that stage itself needed."""
+
+    def __init__(self):
+        self.record = {"start": dict(peak_rss_gb=round(peak_rss() / GiB, 3))}
+
+    @contextlib.contextmanager
+    def __call__(self, name: str):
+        t = time.perf_counter()
+        yield
+        self.record[name] = dict(seconds=round(time.perf_counter() - t, 3), peak_rss_gb=round(peak_rss() / GiB, 3))

@@ -122,7 +122,7 @@ def _solve_layer(x_NP: np.ndarray, bold: Bold, fit: Fitting, progress: bool, des
 
     def block(v0, v1):
         y = bold.chunk(v0, v1, fit.runs, fit.per_subject).reshape(n, -1)     # (N, F * Vc), fit-major
-        return np.pad(y, ((0, 0), (0, cols - y.shape[1])))  # flat padding (NaN results) keeps one compiled shape
+        return jnp.pad(y, ((0, 0), (0, cols - y.shape[1])))  # flat padding (NaN results) keeps one compiled shape
 
     def collect(out, v0, v1):
         got = jax.device_get(out)
@@ -132,7 +132,7 @@ def _solve_layer(x_NP: np.ndarray, bold: Bold, fit: Fitting, progress: bool, des
 
     pending = None
     for v0, v1 in chunks:
-        out = ridge.solve_nested(plan, jnp.asarray(block(v0, v1)), tile=tile)  # async: the next read overlaps it
+        out = ridge.solve_nested(plan, block(v0, v1), tile=tile)  # async: the next read overlaps it
         if pending is not None:
             collect(*pending)
         pending = (out, v0, v1)
@@ -235,18 +235,15 @@ def score(cfg: ScoreConfig) -> ScoreResult:
 
     rows_per_story = story_rows(sel, cfg.data.trim_start)
     fit, cv_info = _fitting(cfg, sel, rows_per_story)
-    times = {}
-    t = time.perf_counter()
-    bold = bold_mod.prepare(sel, cfg.cache_dir, cfg.data.trim_start, cfg.progress)
-    times["bold"] = time.perf_counter() - t
+    stages = budget_mod.Stages()
+    with stages("bold"):
+        bold = bold_mod.prepare(sel, cfg.cache_dir, cfg.data.trim_start, cfg.progress)
     atlas = _atlas(sel, bold)
-    t = time.perf_counter()
     width = budget_mod.ceiling_vertices(fit.budget, len(bold.subjects), bold.n_rows, cfg.ceiling.vertex_chunk)
-    ceil = store.ceiling(bold, fit.runs, folder, cfg.ceiling.n_splits, cfg.seed, width)
-    times["ceiling"] = time.perf_counter() - t
-    t = time.perf_counter()
-    results, computed = _layers(cfg, sel, bold, fit, folder, augs)
-    times["layers"] = time.perf_counter() - t
+    with stages("ceiling"):
+        ceil = store.ceiling(bold, fit.runs, folder, cfg.ceiling.n_splits, cfg.seed, width)
+    with stages("layers"):
+        results, computed = _layers(cfg, sel, bold, fit, folder, augs)
 
     hemi_V = np.repeat(np.asarray(bold.hemis or ("",)), bold.hemi_sizes)
     regs = tables.regions(atlas, hemi_V, bold.keep_V)
@@ -284,7 +281,7 @@ def score(cfg: ScoreConfig) -> ScoreResult:
                           dropped_everywhere=int(bold.keep_V.size - bold.n_vertices), missing_per_subject=bold.dropped()),
             results_dir=folder, results_key=key, computed_layers=list(computed),
             reused_layers=[l for l in sel.layers if l not in computed], summary=report.clean_nans(summary),
-            notes=notes, seconds=time.perf_counter() - t0, stage_seconds=times,
+            notes=notes, seconds=time.perf_counter() - t0, stages=stages.record,
             builtin=dict(planted=planting(cfg.synthetic), manifest=root / "manifest.json") if manifest else None)
         files.append(write_json(cfg.output / "run.json", record))
         files.append(atomic_write_text(cfg.output / "summary.txt", report.summary_text(summary, info) + "\n"))

@@ -113,11 +113,11 @@ def ceiling(bold, runs_N: np.ndarray, folder: Path, n_splits: int, seed: int, wi
     width = max(1, min(width, v))
     rel, loso = [], []
     for v0, v1 in vertex_chunks(v, width):
-        block = np.transpose(bold.chunk(v0, v1, runs_N, with_subjects=True)[:, :s], (1, 0, 2))
+        block = jnp.transpose(bold.chunk(v0, v1, runs_N, with_subjects=True)[:, :s], (1, 0, 2))
         used = block.shape[2]
-        block = np.pad(block, ((0, 0), (0, 0), (0, width - used)))
-        rel.append(np.asarray(split_half_ceiling(jnp.asarray(block), n_splits=n_splits, seed=seed))[:used])
-        loso.append(np.asarray(loso_isc(jnp.asarray(block)))[:, :used])
+        block = jnp.pad(block, ((0, 0), (0, 0), (0, width - used)))
+        rel.append(np.asarray(split_half_ceiling(block, n_splits=n_splits, seed=seed))[:used])
+        loso.append(np.asarray(loso_isc(block))[:, :used])
     rel, loso = np.concatenate(rel), np.concatenate(loso, 1)
     out = dict(split_half=rel, max_r=np.asarray(max_r_from_reliability(rel)), loso=loso,
                subject_max_r=subject_max_r(rel, loso))
