@@ -216,3 +216,25 @@ def test_bfloat16_loading_holds_one_model_in_memory(tmp_path, ckpt_dtype):
     assert got["dtypes"] == ["bfloat16"] and got["exact"]
     fixed = 64 * 2**20  # the loader's compiled update programs and allocator slack, independent of model size
     assert model_bf16 <= got["peak_kib"] * 1024 < model_bf16 + largest + fixed, (got, model_bf16, largest)
+
+
+def test_bfloat16_forward_does_not_convert_all_layers_at_once():
+    """XLA:CPU computes bfloat16 products in float32; the layer loop must convert one layer's
+    weights per iteration, not hoist a float32 copy of every layer out of the loop."""
+    from flax import nnx
+
+    from assocjax.models import CausalLM
+    from assocjax.models.modeling import forward_logits
+
+    temps = {}
+    for n in (2, 10):
+        cfg = from_hf(dict(model_type="llama", hidden_size=256, num_hidden_layers=n, num_attention_heads=4,
+                           intermediate_size=1024, vocab_size=64, max_position_embeddings=64))
+        abstract = nnx.eval_shape(lambda: CausalLM(cfg, rngs=nnx.Rngs(0), dtype=jnp.bfloat16))
+        params = nnx.to_pure_dict(nnx.state(abstract.params, nnx.Param))
+        ids = jax.ShapeDtypeStruct((1, 32), jnp.int32)
+        for name, fn in (("hidden", forward_hidden), ("logits", forward_logits)):
+            temps[name, n] = fn.lower(cfg, params, ids).compile().memory_analysis().temp_size_in_bytes
+    layer_f32 = 4 * (4 * 256 * 256 + 3 * 256 * 1024)  # one layer's weights in float32
+    for name in ("hidden", "logits"):
+        assert temps[name, 10] - temps[name, 2] < layer_f32, (name, temps, layer_f32)

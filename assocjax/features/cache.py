@@ -30,7 +30,7 @@ import numpy as np
 
 from ..atomic import atomic_path, atomic_write_text
 
-FEATURES_VERSION = 2  # bump when the extraction's numbers change (2: BOS in every window, reading spans)
+FEATURES_VERSION = 2  # bump when features or word times change (2: BOS in every window, transcript readings, midpoints)
 
 
 def weights_hash(model) -> str:

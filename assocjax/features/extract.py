@@ -21,6 +21,7 @@ memory-mapped file), so no (L + 1, n_tokens, D) copy is ever held.
 """
 from __future__ import annotations
 
+import mmap
 from typing import NamedTuple, Sequence
 
 import jax
@@ -156,6 +157,15 @@ def pool_words(token_feats_LND: np.ndarray, word_of_N: np.ndarray, n_words: int,
     return np.asarray(sums / counts[None, :, None])
 
 
+def _release(out_LWD) -> None:
+    """Unmap the written pages of a memory-mapped output from this process: the file's page
+    cache keeps them, but they stop counting as this process's resident memory, so a long
+    story's (L + 1, W, D) features never sit in RAM beside the model."""
+    mapping = getattr(out_LWD, "_mmap", None)  # np.memmap's mapping (None for plain arrays)
+    if isinstance(mapping, mmap.mmap) and hasattr(mmap, "MADV_DONTNEED"):
+        mapping.madvise(mmap.MADV_DONTNEED)  # shared file mapping: contents are kept, pages refault
+
+
 def pool_into(out_LWD, model, tokens: Tokens, context: int, stride: int, pooling: str = "last",
               batch_size: int = 8, progress: bool = False):
     """Fill out_LWD (zeros, (L + 1, W, D) float32: an array or a writable memory map) with
@@ -179,6 +189,7 @@ def pool_into(out_LWD, model, tokens: Tokens, context: int, stride: int, pooling
             rows, cols, words = map(np.concatenate, (rows, cols, words))
             for layer in range(n_layers):
                 out_LWD[layer, words] = np.asarray(hs[layer])[rows, cols]
+            _release(out_LWD)
             continue
         for layer in range(n_layers):
             h = np.asarray(hs[layer])
@@ -189,10 +200,12 @@ def pool_into(out_LWD, model, tokens: Tokens, context: int, stride: int, pooling
                 t, w = tok[mine], wtok[mine]
                 starts = np.r_[0, np.flatnonzero(w[1:] != w[:-1]) + 1]  # runs of one word
                 out_LWD[layer, w[starts]] += np.add.reduceat(h[j, p + t - s].astype(np.float32), starts, axis=0)
+        _release(out_LWD)
     if pooling == "mean":
         counts = np.bincount(wtok, minlength=n_words).astype(np.float32)
         for layer in range(n_layers):
             out_LWD[layer] /= counts[:, None]
+            _release(out_LWD)
     return out_LWD
 
 

@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .modeling import forward_cached, init_cache, positions_and_mask
+from .modeling import LAYER_LOOP_OPTIONS, forward_cached, init_cache, positions_and_mask
 
 
 class Generation(NamedTuple):
@@ -46,7 +46,8 @@ def sample_logits(logits_BV, key, temperature, top_p):
     return jnp.take_along_axis(order, choice[:, None], axis=-1)[:, 0].astype(jnp.int32)
 
 
-@partial(jax.jit, static_argnames=("cfg", "max_new_tokens", "greedy", "return_scores"))
+@partial(jax.jit, static_argnames=("cfg", "max_new_tokens", "greedy", "return_scores"),
+         compiler_options=LAYER_LOOP_OPTIONS)
 def generate_tokens(cfg, params, ids_BP, mask_BP, key, temperature=1.0, top_p=1.0, stop_tokens=None, pad_token_id=0,
                     *, max_new_tokens: int, greedy: bool, return_scores: bool = False):
     """Pure core of `generate` (inputs already validated; mask left-padded, bool).

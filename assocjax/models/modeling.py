@@ -25,6 +25,14 @@ from flax import nnx
 from .config import ModelConfig
 
 NEG_INF = -1e30  # finite, so a fully masked row (a left-pad query) gives zeros, not NaN
+# XLA's CPU backend computes bfloat16 products in float32, and its loop-invariant code
+# motion then hoists the conversion of the scanned (stacked) weights out of the layer loop:
+# a float32 copy of every layer's weights (26 GB for a bfloat16 7B model) alive for the
+# whole forward. Without that pass each layer's weights are converted in their own
+# iteration (and it was faster in a CPU check); what it would otherwise hoist here (RoPE
+# tables, masks) is tiny. Applies to the jitted entry points below; a jit that calls them
+# from inside its own trace (fine-tuning steps) uses its own options.
+LAYER_LOOP_OPTIONS = {"xla_disable_hlo_passes": "while-loop-invariant-code-motion"}
 
 
 # -- building blocks ---------------------------------------------------------------------
@@ -193,7 +201,7 @@ def run_layers(cfg: ModelConfig, params, h, positions, allowed, collect: bool):
     return jax.lax.scan(step, h, params["layers"])
 
 
-@partial(jax.jit, static_argnames=("cfg",))
+@partial(jax.jit, static_argnames=("cfg",), compiler_options=LAYER_LOOP_OPTIONS)
 def forward_hidden(cfg: ModelConfig, params, ids_BS, attention_mask_BS=None):
     """(L + 1, B, S, D) hidden states in the transformers convention (module docstring)."""
     positions, allowed = positions_and_mask(ids_BS, attention_mask_BS)
@@ -202,7 +210,7 @@ def forward_hidden(cfg: ModelConfig, params, ids_BS, attention_mask_BS=None):
     return jnp.concatenate([inputs, final_norm(cfg, params, h)[None]], axis=0)
 
 
-@partial(jax.jit, static_argnames=("cfg",))
+@partial(jax.jit, static_argnames=("cfg",), compiler_options=LAYER_LOOP_OPTIONS)
 def forward_logits(cfg: ModelConfig, params, ids_BS, attention_mask_BS=None):
     positions, allowed = positions_and_mask(ids_BS, attention_mask_BS)
     h, _ = run_layers(cfg, params, embed(cfg, params, ids_BS, positions), positions, allowed, collect=False)
