@@ -76,8 +76,8 @@ def test_story_in_one_window_equals_full_prefix_with_bos(llama):
 def test_batches_are_never_padded_with_empty_windows(llama, monkeypatch):
     model, tok = llama
     shapes = []
-    real = extract.forward_hidden
-    monkeypatch.setattr(extract, "forward_hidden", lambda cfg, p, ids: shapes.append(ids.shape) or real(cfg, p, ids))
+    real = extract.forward_hidden_top
+    monkeypatch.setattr(extract, "forward_hidden_top", lambda cfg, p, ids: shapes.append(ids.shape) or real(cfg, p, ids))
     ids, _, _ = F.word_token_index(tok, WORDS)
     n_windows = len(F.windows(len(ids), 23, 8))
     full = F.word_features(model, tok, WORDS, context=24, stride=8, batch_size=8 * n_windows)

@@ -219,12 +219,14 @@ def test_bfloat16_loading_holds_one_model_in_memory(tmp_path, ckpt_dtype):
 
 
 def test_bfloat16_forward_does_not_convert_all_layers_at_once():
-    """XLA:CPU computes bfloat16 products in float32; the layer loop must convert one layer's
-    weights per iteration, not hoist a float32 copy of every layer out of the loop."""
+    """XLA:CPU computes bfloat16 products in float32; the layer loop of feature extraction and
+    generation must convert one layer's weights per iteration, not hoist a float32 copy of
+    every layer out of the loop."""
     from flax import nnx
 
     from assocjax.models import CausalLM
-    from assocjax.models.modeling import forward_logits
+    from assocjax.models.generation import _generate_tokens_top
+    from assocjax.models.modeling import forward_hidden_top
 
     temps = {}
     for n in (2, 10):
@@ -233,8 +235,9 @@ def test_bfloat16_forward_does_not_convert_all_layers_at_once():
         abstract = nnx.eval_shape(lambda: CausalLM(cfg, rngs=nnx.Rngs(0), dtype=jnp.bfloat16))
         params = nnx.to_pure_dict(nnx.state(abstract.params, nnx.Param))
         ids = jax.ShapeDtypeStruct((1, 32), jnp.int32)
-        for name, fn in (("hidden", forward_hidden), ("logits", forward_logits)):
-            temps[name, n] = fn.lower(cfg, params, ids).compile().memory_analysis().temp_size_in_bytes
+        temps["hidden", n] = forward_hidden_top.lower(cfg, params, ids).compile().memory_analysis().temp_size_in_bytes
+        gen = _generate_tokens_top.lower(cfg, params, ids, ids, jax.random.key(0), max_new_tokens=4, greedy=True)
+        temps["generate", n] = gen.compile().memory_analysis().temp_size_in_bytes
     layer_f32 = 4 * (4 * 256 * 256 + 3 * 256 * 1024)  # one layer's weights in float32
-    for name in ("hidden", "logits"):
+    for name in ("hidden", "generate"):
         assert temps[name, 10] - temps[name, 2] < layer_f32, (name, temps, layer_f32)

@@ -29,7 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..alignment import downsample, fir_delays
-from ..models.modeling import forward_hidden
+from ..models.modeling import forward_hidden_top
 from ..stimuli import Reading
 
 POOLINGS = ("last", "mean")
@@ -125,7 +125,7 @@ def _window_batches(model, ids, context: int, stride: int, batch_size: int, pref
         batch[:, :p] = prefix
         for j, (s, _, e) in enumerate(chunk):
             batch[j, p:p + e - s] = ids[s:e]
-        yield forward_hidden(model.cfg, params, jnp.asarray(batch)), chunk
+        yield forward_hidden_top(model.cfg, params, jnp.asarray(batch)), chunk
 
 
 def token_features(model, ids: np.ndarray, context: int, stride: int, batch_size: int = 8,

@@ -30,9 +30,17 @@ NEG_INF = -1e30  # finite, so a fully masked row (a left-pad query) gives zeros,
 # a float32 copy of every layer's weights (26 GB for a bfloat16 7B model) alive for the
 # whole forward. Without that pass each layer's weights are converted in their own
 # iteration (and it was faster in a CPU check); what it would otherwise hoist here (RoPE
-# tables, masks) is tiny. Applies to the jitted entry points below; a jit that calls them
-# from inside its own trace (fine-tuning steps) uses its own options.
+# tables, masks) is tiny. JAX accepts compiler options only on a jit called with concrete
+# arrays, so they go on separate `top_level` variants used by the host-facing entry points
+# (feature extraction, `generate`); the plain jitted functions still compose inside other
+# jits and transformations (fine-tuning steps use their own options).
 LAYER_LOOP_OPTIONS = {"xla_disable_hlo_passes": "while-loop-invariant-code-motion"}
+
+
+def top_level(fn, **jit_kwargs):
+    """A jit of `fn` (the function a `jax.jit` wraps) with LAYER_LOOP_OPTIONS; call it on
+    concrete arrays only, never from inside another jit or transformation."""
+    return jax.jit(getattr(fn, "__wrapped__", fn), compiler_options=LAYER_LOOP_OPTIONS, **jit_kwargs)
 
 
 # -- building blocks ---------------------------------------------------------------------
@@ -201,7 +209,7 @@ def run_layers(cfg: ModelConfig, params, h, positions, allowed, collect: bool):
     return jax.lax.scan(step, h, params["layers"])
 
 
-@partial(jax.jit, static_argnames=("cfg",), compiler_options=LAYER_LOOP_OPTIONS)
+@partial(jax.jit, static_argnames=("cfg",))
 def forward_hidden(cfg: ModelConfig, params, ids_BS, attention_mask_BS=None):
     """(L + 1, B, S, D) hidden states in the transformers convention (module docstring)."""
     positions, allowed = positions_and_mask(ids_BS, attention_mask_BS)
@@ -210,11 +218,14 @@ def forward_hidden(cfg: ModelConfig, params, ids_BS, attention_mask_BS=None):
     return jnp.concatenate([inputs, final_norm(cfg, params, h)[None]], axis=0)
 
 
-@partial(jax.jit, static_argnames=("cfg",), compiler_options=LAYER_LOOP_OPTIONS)
+@partial(jax.jit, static_argnames=("cfg",))
 def forward_logits(cfg: ModelConfig, params, ids_BS, attention_mask_BS=None):
     positions, allowed = positions_and_mask(ids_BS, attention_mask_BS)
     h, _ = run_layers(cfg, params, embed(cfg, params, ids_BS, positions), positions, allowed, collect=False)
     return unembed(cfg, params, final_norm(cfg, params, h)).astype(jnp.float32)
+
+
+forward_hidden_top = top_level(forward_hidden, static_argnames=("cfg",))  # for concrete calls (features)
 
 
 def forward_cached(cfg: ModelConfig, params, ids_BS, positions_BS, slot_mask_BK, cache: KVCache):
