@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import functools
 import hashlib
 import json
 import os
@@ -72,9 +73,10 @@ class Reading:
         h.update(np.ascontiguousarray(self.spans_W2, np.int64).tobytes())
         return h.hexdigest()
 
+    @functools.cached_property
     def piece_ends(self) -> np.ndarray:
         """(W,) where word i's piece ends: its span extended over the characters attached to it
-        ("hospital," -> after the comma), up to a space or the next word."""
+        ("hospital," -> after the comma), up to a space or the next word. Computed once."""
         ends = self.spans_W2[:, 1].copy()
         for i, (_, b) in enumerate(self.spans_W2):
             limit = self.spans_W2[i + 1, 0] if i + 1 < len(self) else len(self.text)
@@ -88,7 +90,7 @@ class Reading:
         ("\"Hello," ... "there."); for plain words: " ".join(words[first:last + 1])."""
         if not 0 <= first <= last < len(self):
             raise ValueError(f"passage {first}..{last} is outside the {len(self)} words")
-        ends = self.piece_ends()
+        ends = self.piece_ends
         start = self.spans_W2[first, 0]
         floor = ends[first - 1] if first else 0
         while start > floor and not self.text[start - 1].isspace():
@@ -102,7 +104,7 @@ class Reading:
         heard_index_A: the heard word's index, -1 for inserted words; anchor_A: a heard word's
         own index, or the heard word an inserted word follows.
         """
-        ends = self.piece_ends()
+        ends = self.piece_ends
         parts, spans, heard, anchor = [], [], [], []
         pos, length = 0, 0  # pos: read up to here in self.text; length: of the output so far
         for k, (a, b) in enumerate(self.spans_W2):
