@@ -37,13 +37,12 @@ def test_every_window_starts_with_bos(llama):
     feats = F.word_features(model, tok, WORDS, context=context, stride=stride)
     wins = F.windows(len(ids), context - 1, stride)  # the BOS takes one of the context positions
     assert len(wins) > 4
+    forwards = {w: np.asarray(model.hidden_states(np.r_[prefix, ids[w[0]:w[2]]][None]))[:, 0] for w in wins}
     for i in range(len(WORDS)):
         last = np.flatnonzero(word_of == i)[-1]
-        start, _, _ = next(w for w in wins if w[1] <= last < w[2])
-        assert last - start >= context - 1 - stride or start == 0  # the same causal-context rule as without BOS
-        window = np.r_[prefix, ids[start:last + 1]][None]
-        expected = np.asarray(model.hidden_states(window))[:, 0, -1]
-        np.testing.assert_allclose(feats[:, i], expected, atol=1e-5, err_msg=f"word {i}")
+        win = next(w for w in wins if w[1] <= last < w[2])
+        assert last - win[0] >= context - 1 - stride or win[0] == 0  # the same causal-context rule as without BOS
+        np.testing.assert_allclose(feats[:, i], forwards[win][:, 1 + last - win[0]], atol=1e-5, err_msg=f"word {i}")
     # Without its BOS a mid-story window reads differently: the BOS is what changes them.
     i = len(WORDS) - 1
     last = np.flatnonzero(word_of == i)[-1]
