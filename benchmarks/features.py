@@ -77,7 +77,8 @@ def main(cfg: Config):
             shutil.copy(cfg.shared / "tokenizers" / "gpt2" / f, Path(tmp) / f)
         ours, tok = load_pretrained(tmp)
         ref = AutoModel.from_pretrained(tmp, dtype=torch.float32).eval()
-    ids, word_of = F.word_token_index(tok, words)
+    ids, word_of, prefix = F.word_token_index(tok, words)
+    assert not prefix, "GPT-2's tokenizer adds no BOS: the torch windows below need none"
     kw = dict(context=cfg.context, stride=cfg.stride, batch_size=cfg.batch_size)
     F.word_features(ours, tok, words, **kw)  # compile the window shape outside the timing (once per process)
     feats_ref = torch_windows(ref, ids, word_of, len(words), cfg.context, cfg.stride, cfg.batch_size)  # warm-up

@@ -147,7 +147,7 @@ class Generate(StoryArgs):
                                     batch_size=self.batch_size, name=str(self.model_path))
         aug = generate_augmentation(t.words, ends, name, generator, level=self.level, every=self.every,
                                     seed=self.seed, context_words=self.context_words, prompt_template=template,
-                                    max_words=self.max_words, retries=self.retries,
+                                    max_words=self.max_words, retries=self.retries, reading=t.reading(),
                                     provenance={"alignment": str(align_path), "sentence_boundaries": boundaries})
         fmt.save(aug, self.out, t.words)
         print(f"wrote {self.out}: {len(aug.insertions)} {self.level}-level insertions, "

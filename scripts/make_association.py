@@ -35,13 +35,16 @@ def main(args: Args) -> None:
     augs = dataset.load_augmentations(args.augmentations, stories)
     # sentence ends as everywhere else: transcript.txt punctuation beside the alignment, else pauses
     ends = {name: story_sentence_ends(transcripts[name], gap_s=args.gap_s) for name in augs}
+    # passages quote what the language model reads: the punctuated transcript.txt when there is one
+    readings = {name: transcripts[name].reading() for name in augs}
     records = dataset.build_records({s: stories[s] for s in augs}, augs, args.n, args.seed, args.passage_words,
-                                    args.task, sentence_ends=ends)
+                                    args.task, sentence_ends=ends, readings=readings)
     train, val = dataset.split_by_story(records, args.val_fraction, args.seed)
     dataset.write_jsonl(train, args.out / "train.jsonl")
     dataset.write_jsonl(val, args.out / "val.jsonl")
     summary = dict(args=dataclasses.asdict(args), **dataset.describe(records), n_train=len(train), n_val=len(val),
-                   train_stories=sorted({r["story"] for r in train}), val_stories=sorted({r["story"] for r in val}))
+                   train_stories=sorted({r["story"] for r in train}), val_stories=sorted({r["story"] for r in val}),
+                   text_sources={name: transcripts[name].text_source for name in sorted(augs)})
     write_json(args.out / "dataset.json", summary)
     print(f"{len(records)} {args.task} records ({summary['n_repeats']} reusing an insertion) from "
           f"{summary['n_stories']} stories: {len(train)} train, {len(val)} validation -> {args.out}")

@@ -45,3 +45,77 @@ def checkpoints(tmp_path_factory):
         "llama_bf16": save_tiny("llama", root / "llama_bf16", dtype="bfloat16"),
         "llama_sharded": save_tiny("llama", root / "llama_sharded", shard="20KB", rope_theta=500.0),
     }
+
+
+def save_llama_tokenizer(folder: Path, texts, vocab_size: int = 400) -> Path:
+    """A LLaMA-style BPE tokenizer ("▁" word marks, <s> added before every text) trained
+    offline on `texts`; saved as tokenizer.json + tokenizer_config.json."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    backend = Tokenizer(models.BPE(unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="first")
+    backend.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="first")
+    backend.train_from_iterator(list(texts), trainers.BpeTrainer(vocab_size=vocab_size,
+                                                                 special_tokens=["<unk>", "<s>", "</s>"]))
+    backend.post_processor = processors.TemplateProcessing(single="<s> $A", pair="<s> $A <s> $B",
+                                                           special_tokens=[("<s>", backend.token_to_id("<s>"))])
+    tok = PreTrainedTokenizerFast(tokenizer_object=backend, bos_token="<s>", eos_token="</s>", unk_token="<unk>")
+    tok.save_pretrained(str(folder))
+    return folder
+
+
+def save_random_llama(folder: Path, hidden: int, layers: int, heads: int, kv_heads: int, intermediate: int,
+                      vocab: int, dtype: str = "bfloat16", positions: int = 4096, layers_per_shard: int | None = None,
+                      seed: int = 0) -> tuple[int, int]:
+    """A random LLaMA checkpoint written with numpy only (no torch), shard by shard so that
+    a 7B-sized one never needs more than one shard in memory. Returns (bytes of all tensors,
+    bytes of the largest one)."""
+    import json
+
+    import ml_dtypes
+    import numpy as np
+    from safetensors.numpy import save_file
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    np_dtype = {"bfloat16": ml_dtypes.bfloat16, "float16": np.float16, "float32": np.float32}[dtype]
+    rng = np.random.default_rng(seed)
+    hd = hidden // heads
+
+    def rand(*shape):
+        return (0.02 * rng.standard_normal(shape, np.float32)).astype(np_dtype)
+
+    def norm():
+        return (1 + 0.1 * rng.standard_normal(hidden, np.float32)).astype(np_dtype)
+
+    def layer(i):
+        p = f"model.layers.{i}."
+        return {p + "input_layernorm.weight": norm(), p + "post_attention_layernorm.weight": norm(),
+                p + "self_attn.q_proj.weight": rand(heads * hd, hidden), p + "self_attn.k_proj.weight": rand(kv_heads * hd, hidden),
+                p + "self_attn.v_proj.weight": rand(kv_heads * hd, hidden), p + "self_attn.o_proj.weight": rand(hidden, heads * hd),
+                p + "mlp.gate_proj.weight": rand(intermediate, hidden), p + "mlp.up_proj.weight": rand(intermediate, hidden),
+                p + "mlp.down_proj.weight": rand(hidden, intermediate)}
+
+    per = layers_per_shard or layers
+    groups = [list(range(a, min(a + per, layers))) for a in range(0, layers, per)]
+    shards = [{"model.embed_tokens.weight": rand(vocab, hidden)}] + [None] * len(groups) + [
+        {"model.norm.weight": norm(), "lm_head.weight": rand(vocab, hidden)}]
+    n = len(shards)
+    weight_map, total, largest = {}, 0, 0
+    for k in range(n):
+        tensors = shards[k] if shards[k] is not None else {a: b for i in groups[k - 1] for a, b in layer(i).items()}
+        name = f"model-{k + 1:05d}-of-{n:05d}.safetensors"
+        save_file(tensors, str(folder / name))
+        weight_map |= {t: name for t in tensors}
+        total += sum(a.nbytes for a in tensors.values())
+        largest = max([largest] + [a.nbytes for a in tensors.values()])
+        del tensors
+    (folder / "model.safetensors.index.json").write_text(json.dumps({"metadata": {"total_size": total},
+                                                                      "weight_map": weight_map}))
+    cfg = dict(model_type="llama", architectures=["LlamaForCausalLM"], hidden_size=hidden, num_hidden_layers=layers,
+               num_attention_heads=heads, num_key_value_heads=kv_heads, intermediate_size=intermediate,
+               vocab_size=vocab, max_position_embeddings=positions, rms_norm_eps=1e-5, rope_theta=10000.0,
+               tie_word_embeddings=False, hidden_act="silu", torch_dtype=dtype, bos_token_id=1, eos_token_id=2)
+    (folder / "config.json").write_text(json.dumps(cfg, indent=2))
+    return total, largest

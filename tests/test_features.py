@@ -1,3 +1,4 @@
+import json
 import shutil
 import warnings
 
@@ -32,7 +33,7 @@ def story_words():
 def test_word_token_index_covers_every_word(lm, story_words):
     _, tok = lm
     words = story_words[:12] + ["pie-man,", "'struck", "again'."]
-    ids, word_of = F.word_token_index(tok, words)
+    ids, word_of, _ = F.word_token_index(tok, words)
     assert np.all(np.diff(word_of) >= 0) and set(word_of) == set(range(len(words)))
     for i, w in enumerate(words):
         assert tok.decode(ids[word_of == i]).strip() == w
@@ -51,7 +52,7 @@ def naive_prefix_features(model, ids, word_of, n_words, start=0):
 def test_windowed_equals_full_prefix_when_context_covers_story(lm, story_words):
     model, tok = lm
     words = story_words[:30]
-    ids, word_of = F.word_token_index(tok, words)
+    ids, word_of, _ = F.word_token_index(tok, words)
     assert len(ids) <= 64
     feats = F.word_features(model, tok, words, context=64, stride=32)
     assert feats.shape == (model.cfg.n_layers + 1, 30, 16)
@@ -60,7 +61,7 @@ def test_windowed_equals_full_prefix_when_context_covers_story(lm, story_words):
 
 def test_long_stories_use_the_documented_windows(lm, story_words):
     model, tok = lm
-    ids, word_of = F.word_token_index(tok, story_words)
+    ids, word_of, _ = F.word_token_index(tok, story_words)
     context, stride = 24, 8
     feats = F.word_features(model, tok, story_words, context=context, stride=stride)
     wins = F.windows(len(ids), context, stride)
@@ -93,7 +94,7 @@ def test_no_word_sees_its_future(lm, story_words):
 def test_mean_pooling_averages_the_words_tokens(lm):
     model, tok = lm
     words = ["unbelievably", "pie-man,", "said"]
-    ids, word_of = F.word_token_index(tok, words)
+    ids, word_of, _ = F.word_token_index(tok, words)
     tokens = F.token_features(model, ids, 64, 32)
     mean = F.word_features(model, tok, words, context=64, stride=32, pooling="mean")
     np.testing.assert_allclose(mean[:, 1], tokens[:, word_of == 1].mean(1), atol=1e-6)
@@ -122,7 +123,7 @@ def test_every_story_reads_and_tokenizes(lm):
     assert len(stories) >= 26
     for story in stories:
         t = stimuli.story_alignment(GENTLE, story)  # all 26 are monotonic: strict policy
-        ids, word_of = F.word_token_index(tok, t.words)
+        ids, word_of, _ = F.word_token_index(tok, t.words)
         assert len(t.words) > 100 and len(ids) >= len(t.words) and word_of[-1] == len(t.words) - 1
 
 
@@ -139,13 +140,31 @@ def test_cache_hits_recomputes_and_survives_corruption(lm, story_words, tmp_path
     F.word_features(model, tok, story_words, context=32, stride=8, cache_dir=tmp_path)
     F.word_features(model, tok, story_words, **kw, augmentation_id="assoc-words")
     assert len(calls) == 3
-    (path,) = [p for p in tmp_path.glob("*.npz") if np.load(p)["key"].item().find('"stride": 16') > 0
-               and "assoc" not in np.load(p)["key"].item()]
-    path.write_bytes(path.read_bytes()[:200])
+    metas = {p: json.loads(p.read_text()) for p in tmp_path.glob("*.json")}
+    (meta,) = [p for p, m in metas.items() if m["key"]["stride"] == 16 and m["key"]["augmentation"] == "none"]
+    npy = meta.with_suffix(".npy")
+    assert isinstance(first, np.memmap) and not first.flags.writeable  # a read-only map of the cache file
+    np.testing.assert_array_equal(first, real(model, tok, story_words, context=32, stride=16))  # = uncached
+    assert F.cache.verify(tmp_path, metas[meta]["key"])
+    first = np.array(first)  # the test damages the file in place below (the cache itself only renames)
+    npy.write_bytes(npy.read_bytes()[:-200])  # truncated: caught by the size check, no checksum pass needed
     with pytest.warns(UserWarning, match="corrupt"):
         healed = F.word_features(model, tok, story_words, **kw)
     assert len(calls) == 4
     np.testing.assert_array_equal(healed, first)
+    meta.write_text("{not json")
+    with pytest.warns(UserWarning, match="corrupt"):
+        F.word_features(model, tok, story_words, **kw)
+    assert len(calls) == 5
+    data = bytearray(npy.read_bytes())
+    data[-1] ^= 0xFF  # same size, one flipped bit: only the full verification sees it
+    npy.write_bytes(bytes(data))
+    assert not F.cache.verify(tmp_path, metas[meta]["key"])
+    meta.unlink()  # an entry without its .json is unfinished: recomputed without a warning
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        F.word_features(model, tok, story_words, **kw)
+    assert len(calls) == 6 and F.cache.verify(tmp_path, metas[meta]["key"])
     assert not list(tmp_path.glob(".*.tmp"))
 
 

@@ -1,5 +1,6 @@
 import json
 import shutil
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -7,7 +8,7 @@ import numpy as np
 import pytest
 
 from assocjax.models import forward_hidden, from_hf, load_pretrained
-from conftest import SHARED, save_tiny
+from conftest import SHARED, save_random_llama, save_tiny
 
 torch = pytest.importorskip("torch")
 from transformers import AutoModelForCausalLM  # noqa: E402
@@ -171,3 +172,72 @@ def test_blocked_causal_attention_equals_full():
     blocked = causal_attention(q, k, v, allowed, block=8)
     np.testing.assert_allclose(np.asarray(blocked)[:, 5:], np.asarray(full)[:, 5:], atol=1e-6)
     np.testing.assert_allclose(np.asarray(blocked)[0], np.asarray(full)[0], atol=1e-6)
+
+
+LOAD_PEAK = """
+import json, sys
+import jax, jax.numpy as jnp, numpy as np
+jnp.ones(3).block_until_ready()  # the runtime's own memory is not the loader's
+from assocjax.models import load_pretrained
+from assocjax.models.loading import SafetensorsReader, weight_files
+
+def hwm_kib():  # this process's peak resident memory (VmHWM starts afresh at exec, unlike ru_maxrss)
+    return int(next(l for l in open("/proc/self/status") if l.startswith("VmHWM:")).split()[1])
+
+before = hwm_kib()
+model, _ = load_pretrained(sys.argv[1], dtype=jnp.bfloat16, tokenizer=False)
+peak_kib = hwm_kib() - before
+p = model.param_tree()
+reader = SafetensorsReader(weight_files(__import__("pathlib").Path(sys.argv[1])))
+ref = {"q": reader("model.layers.2.self_attn.q_proj.weight").T, "embed": reader("model.embed_tokens.weight")}
+ours = {"q": np.asarray(p["layers"]["q_w"][2]), "embed": np.asarray(p["embed"])}
+exact = all(np.array_equal(ref[k].astype(ours[k].dtype).view(np.uint16), ours[k].view(np.uint16)) for k in ref)
+print(json.dumps(dict(peak_kib=peak_kib, dtypes=sorted({str(a.dtype) for a in jax.tree.leaves(p)}), exact=exact)))
+"""
+
+
+@pytest.mark.parametrize("ckpt_dtype", ["bfloat16", "float32"])
+def test_bfloat16_loading_holds_one_model_in_memory(tmp_path, ckpt_dtype):
+    """dtype=bfloat16 builds every leaf in bfloat16 from the file (no float32 leaf, no host
+    stack beside the device copy): the process's peak grows by about the bfloat16 model plus
+    one checkpoint tensor. The old loader (host stack + device copy + memory-mapped pages)
+    needed about twice the model (bfloat16 file) or three times (float32 file)."""
+    import subprocess
+    import sys
+
+    if not Path("/proc/self/status").is_file():
+        pytest.skip("needs /proc/self/status (Linux) to read the peak memory")
+    total, largest = save_random_llama(tmp_path, hidden=1024, layers=4, heads=16, kv_heads=16, intermediate=2816,
+                                       vocab=16000, dtype=ckpt_dtype)
+    model_bf16 = total // (2 if ckpt_dtype == "float32" else 1)
+    out = subprocess.run([sys.executable, "-c", LOAD_PEAK, str(tmp_path)], capture_output=True, text=True,
+                         timeout=300, check=True)
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    assert got["dtypes"] == ["bfloat16"] and got["exact"]
+    fixed = 64 * 2**20  # the loader's compiled update programs and allocator slack, independent of model size
+    assert model_bf16 <= got["peak_kib"] * 1024 < model_bf16 + largest + fixed, (got, model_bf16, largest)
+
+
+def test_bfloat16_forward_does_not_convert_all_layers_at_once():
+    """XLA:CPU computes bfloat16 products in float32; the layer loop of feature extraction and
+    generation must convert one layer's weights per iteration, not hoist a float32 copy of
+    every layer out of the loop."""
+    from flax import nnx
+
+    from assocjax.models import CausalLM
+    from assocjax.models.generation import _generate_tokens_top
+    from assocjax.models.modeling import forward_hidden_top
+
+    temps = {}
+    for n in (2, 10):
+        cfg = from_hf(dict(model_type="llama", hidden_size=256, num_hidden_layers=n, num_attention_heads=4,
+                           intermediate_size=1024, vocab_size=64, max_position_embeddings=64))
+        abstract = nnx.eval_shape(lambda: CausalLM(cfg, rngs=nnx.Rngs(0), dtype=jnp.bfloat16))
+        params = nnx.to_pure_dict(nnx.state(abstract.params, nnx.Param))
+        ids = jax.ShapeDtypeStruct((1, 32), jnp.int32)
+        temps["hidden", n] = forward_hidden_top.lower(cfg, params, ids).compile().memory_analysis().temp_size_in_bytes
+        gen = _generate_tokens_top.lower(cfg, params, ids, ids, jax.random.key(0), max_new_tokens=4, greedy=True)
+        temps["generate", n] = gen.compile().memory_analysis().temp_size_in_bytes
+    layer_f32 = 4 * (4 * 256 * 256 + 3 * 256 * 1024)  # one layer's weights in float32
+    for name in ("hidden", "generate"):
+        assert temps[name, 10] - temps[name, 2] < layer_f32, (name, temps, layer_f32)

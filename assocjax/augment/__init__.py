@@ -1,8 +1,8 @@
 """Associative-memory augmentation of stories: the file format, manual annotations,
 sentence boundaries, model/endpoint-generated associations, the length-matched random control
 and (for synthetic data) the true augmentation."""
-from .format import (FORMAT, LEVELS, SOURCES, VERSION, Augmentation, Insertion, augmented_words, from_json, load,
-                     save, story_hash, to_json, validate)
+from .format import (FORMAT, LEVELS, SOURCES, VERSION, Augmentation, Insertion, augmented_reading, augmented_words,
+                     from_json, load, save, story_hash, to_json, validate)
 from .manual import import_json, map_tokens, normalize, parse_inline
 from .random_control import POSITIONS, random_match, token_count
 from .sentences import DEFAULT_GAP_S, find_transcript, sentence_ends, story_sentence_ends
@@ -10,7 +10,7 @@ from .chat import ChatClient, ChatError
 from .generate import ChatGenerator, GenerationError, LMGenerator, generate_augmentation
 from .oracle import oracle_augmentation, synthetic_oracle
 
-__all__ = ["FORMAT", "LEVELS", "SOURCES", "VERSION", "Augmentation", "Insertion", "augmented_words",
+__all__ = ["FORMAT", "LEVELS", "SOURCES", "VERSION", "Augmentation", "Insertion", "augmented_reading", "augmented_words",
            "from_json", "load", "save", "story_hash", "to_json", "validate", "import_json", "map_tokens",
            "normalize", "parse_inline", "POSITIONS", "random_match", "token_count", "DEFAULT_GAP_S",
            "find_transcript", "sentence_ends", "story_sentence_ends", "ChatClient", "ChatError",

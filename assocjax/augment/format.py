@@ -27,6 +27,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..atomic import atomic_write_text
+from ..stimuli import Reading
 
 LEVELS = ("word", "sentence")
 SOURCES = ("manual", "model", "random")
@@ -257,24 +258,25 @@ def save(aug: Augmentation, path: str | os.PathLike, words: Sequence[str] | None
     return atomic_write_text(path, text)
 
 
-def augmented_words(words: Sequence[str], aug: Augmentation) -> tuple[list[str], np.ndarray, np.ndarray]:
-    """(augmented words, heard_index_A, anchor_A) with A = len(words) + aug.n_inserted_words.
+def augmented_reading(reading: Reading, aug: Augmentation) -> tuple[Reading, np.ndarray, np.ndarray]:
+    """(the reading with the insertions, heard_index_A, anchor_A), A = words + inserted words.
 
-    Inserted words follow their anchor word (several insertions at one anchor in file order).
-    heard_index_A: index of the heard word, -1 for inserted words. anchor_A: a heard word's
-    own index, or for inserted words the heard word they follow.
+    Inserted words follow their anchor word and its punctuation ("hospital, [doctor nurse]
+    and"), several insertions at one anchor in file order, each whitespace-separated word
+    of an insertion a word of its own. heard_index_A: index of the heard word, -1 for
+    inserted words. anchor_A: a heard word's own index, or for inserted words the heard
+    word they follow.
     """
-    validate(aug, words)
+    if aug.n_words != len(reading):
+        raise ValueError(f"augmentation of {aug.n_words} words for a reading of {len(reading)} words")
     after: dict[int, list[str]] = {}
     for ins in aug.insertions:
         after.setdefault(int(ins.anchor), []).extend(ins.text.split())
-    out, heard, anchor = [], [], []
-    for k, w in enumerate(words):
-        out.append(w)
-        heard.append(k)
-        anchor.append(k)
-        extra = after.get(k, ())
-        out.extend(extra)
-        heard.extend([-1] * len(extra))
-        anchor.extend([k] * len(extra))
-    return out, np.asarray(heard, np.int32), np.asarray(anchor, np.int32)
+    return reading.with_insertions(after)
+
+
+def augmented_words(words: Sequence[str], aug: Augmentation) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """`augmented_reading` of the words joined by spaces, as a word list."""
+    validate(aug, words)
+    read, heard, anchor = augmented_reading(Reading.from_words(words), aug)
+    return read.words, heard, anchor

@@ -33,6 +33,7 @@ from typing import Protocol, Sequence
 import numpy as np
 
 from .chat import ChatClient
+from ..stimuli import Reading
 from .format import Augmentation, Insertion, story_hash, validate
 
 LEVELS = ("word", "sentence")
@@ -191,10 +192,13 @@ def _template(prompt_template: str | None, level: str) -> str:
 
 
 def build_prompt(template: str, words: Sequence[str], anchor: int, context_words: int, story: str,
-                 max_words: int) -> str:
+                 max_words: int, reading: Reading | None = None) -> str:
     """The prompt for `anchor`: only the heard words up to and including it (the last
-    context_words of them), so no association can depend on what comes later."""
-    context = " ".join(words[max(0, anchor + 1 - context_words): anchor + 1])
+    context_words of them), so no association can depend on what comes later. With a
+    `reading` (the transcript's punctuated text) the context is its text of those words,
+    with the anchor's own punctuation; else the words joined by spaces."""
+    first = max(0, anchor + 1 - context_words)
+    context = " ".join(words[first: anchor + 1]) if reading is None else reading.passage(first, anchor)
     return template.format(context=context, word=_EDGE.sub("", words[anchor]), max_words=max_words, story=story)
 
 
@@ -221,24 +225,28 @@ def describe_generator(generator) -> dict:
 def generate_augmentation(words: Sequence[str], sentence_ends, story: str, generator: Generator,
                           level: str = "sentence", every: int = 4, seed: int = 0, context_words: int = 200,
                           prompt_template: str | None = None, max_words: int = 3, retries: int = 2,
-                          provenance: dict | None = None) -> Augmentation:
+                          provenance: dict | None = None, reading: Reading | None = None) -> Augmentation:
     """An augmentation of `story` (source "model") whose insertions come from `generator`.
 
     words: the story's alignment words; sentence_ends: heard word indices that end a
     sentence (assocjax.augment.sentences). See the module docstring for the protocol.
     prompt_template: a str.format template with {context} ({word} too at word level;
     {max_words} and {story} optional). provenance: extra JSON-able entries to record (e.g.
-    where the sentence boundaries came from). Raises GenerationError after `retries`
+    where the sentence boundaries came from). reading: what the prompts quote of the story
+    (`Transcript.reading()`: the punctuated transcript when there is one; default the
+    words joined by spaces). Raises GenerationError after `retries`
     unusable replies for any anchor; ValueError on bad arguments.
     """
     words = list(words)
+    if reading is not None and len(reading) != len(words):
+        raise ValueError(f"story {story!r}: the reading has {len(reading)} words, the story {len(words)}")
     ends = _check_inputs(words, sentence_ends, story, level, every, context_words, max_words, retries)
     template = _template(prompt_template, level)
     anchors = sentence_anchors(ends, len(words), every) if level == "sentence" else word_anchors(words, ends, every)
     if anchors.size == 0:
         raise ValueError(f"story {story!r}: no {level}-level anchor (there are {ends.size} sentence ends, "
                          f"every={every}); lower `every` or check the sentence boundaries")
-    prompts = [build_prompt(template, words, int(a), context_words, story, max_words) for a in anchors]
+    prompts = [build_prompt(template, words, int(a), context_words, story, max_words, reading) for a in anchors]
     seeded = _takes_seed(generator)
     texts: list[str | None] = [None] * len(prompts)
     raw: list[str] = [""] * len(prompts)
@@ -264,6 +272,7 @@ def generate_augmentation(words: Sequence[str], sentence_ends, story: str, gener
     insertions = tuple(Insertion(int(a), t, level, "model", words[int(a)]) for a, t in zip(anchors, texts))
     meta = {"generator": describe_generator(generator), "prompt_template": template, "level": level,
             "every": int(every), "seed": int(seed), "context_words": int(context_words), "retries": int(retries),
+            "prompt_text": reading.source if reading is not None else "alignment words",
             **({"max_words": int(max_words)} if level == "word" else {}), **(provenance or {})}
     aug = Augmentation(story, story_hash(words), len(words), insertions, meta)
     validate(aug, words, where=f"generated augmentation of {story!r}")

@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import os
 import re
-from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
-from ..stimuli import Transcript
+from ..stimuli import Transcript, find_transcript, read_transcript  # noqa: F401 (find_transcript: re-exported)
 from .manual import map_tokens, normalize
 
 DEFAULT_GAP_S = 0.8
@@ -69,22 +68,15 @@ def sentence_ends(words: Sequence[str], onsets_s, offsets_s, transcript_text: st
     return np.union1d(ends, [n - 1]).astype(np.int64)
 
 
-def find_transcript(align_path: str | os.PathLike) -> Path | None:
-    """The `transcript.txt` beside an alignment file, or None."""
-    path = Path(align_path).parent / "transcript.txt"
-    return path if path.is_file() else None
-
-
 def story_sentence_ends(transcript: Transcript, align_path: str | os.PathLike | None = None,
                         gap_s: float = DEFAULT_GAP_S) -> np.ndarray:
-    """`sentence_ends` for a story: punctuation of the transcript.txt beside its alignment
-    (default: the file the Transcript was read from) when there is one, else pauses."""
-    align_path = align_path if align_path is not None else (transcript.source or None)
-    text_path = find_transcript(align_path) if align_path else None
-    if text_path is None:
-        return sentence_ends(transcript.words, transcript.onsets, transcript.offsets, None, gap_s)
-    text = text_path.read_text(encoding="utf-8")
-    try:
-        return sentence_ends(transcript.words, transcript.onsets, transcript.offsets, text, gap_s)
-    except ValueError as e:
-        raise ValueError(f"{text_path}: does not match the alignment {align_path}: {e}") from None
+    """`sentence_ends` for a story: punctuation of its transcript.txt when there is one (the
+    text the Transcript was read with, or the file beside `align_path` / the Transcript's
+    source, read by `stimuli.read_transcript`), else pauses."""
+    if align_path is None and transcript.transcript_text is not None:
+        text = transcript.transcript_text
+    else:
+        align_path = align_path if align_path is not None else (transcript.source or None)
+        found = read_transcript(align_path, transcript.words) if align_path else None
+        text = found[0] if found else None
+    return sentence_ends(transcript.words, transcript.onsets, transcript.offsets, text, gap_s)

@@ -5,27 +5,37 @@ from __future__ import annotations
 from pathlib import Path
 
 from . import cache
-from .extract import POOLINGS, check_tokenizer, pool_words, token_features, tr_features, windows, word_token_index
+from .extract import (POOLINGS, Tokens, WordColumns, as_reading, check_tokenizer, pool_words, token_features,
+                      tr_features, windows, word_token_index)
 from .extract import word_features as _word_features
 
 
 def word_features(model, tokenizer, words, context: int = 1024, stride: int = 512, pooling: str = "last",
                   batch_size: int = 8, progress: bool = False, cache_dir: str | Path | None = None,
-                  augmentation_id: str = "none"):
-    """(n_layers + 1, n_words, hidden) strictly causal word features (see `extract`).
+                  augmentation_id: str = "none", weights_id: str | None = None):
+    """(n_layers + 1, n_words, hidden) float32 strictly causal word features (see `extract`).
 
-    With cache_dir, results are stored and reused under a key of the model's weights,
-    the tokenizer, the exact words, context, stride, pooling and augmentation_id.
+    words: a `stimuli.Reading` (e.g. `transcript.reading()`: the punctuated transcript when
+    there is one) or words to join by spaces. With cache_dir, results are stored and reused
+    under a key of the weights, the tokenizer, the reading, context, stride, pooling and
+    augmentation_id, and returned as a read-only memory map (one layer is read at a time).
+    weights_id: `cache.weights_hash(model)`; pass it when extracting several stories, so
+    the weights are hashed once rather than per call.
     """
+    reading = as_reading(words)
+    kw = dict(context=context, stride=stride, pooling=pooling, batch_size=batch_size, progress=progress)
     if cache_dir is None:
-        return _word_features(model, tokenizer, words, context, stride, pooling, batch_size, progress)
-    key = cache.feature_key(model, tokenizer, words, context, stride, pooling, augmentation_id)
+        return _word_features(model, tokenizer, reading, **kw)
+    weights_id = weights_id or cache.weights_hash(model)
+    key = cache.feature_key(weights_id, tokenizer, reading, context, stride, pooling, augmentation_id)
     feats = cache.load(Path(cache_dir), key)
     if feats is None:
-        feats = _word_features(model, tokenizer, words, context, stride, pooling, batch_size, progress)
-        cache.save(Path(cache_dir), key, feats)
+        shape = (model.cfg.n_layers + 1, len(reading), model.cfg.hidden)
+        with cache.writing(Path(cache_dir), key, shape) as out:
+            _word_features(model, tokenizer, reading, out=out, **kw)
+        feats = cache.load(Path(cache_dir), key)
     return feats
 
 
-__all__ = ["POOLINGS", "check_tokenizer", "pool_words", "token_features", "tr_features", "windows",
-           "word_token_index", "word_features", "cache"]
+__all__ = ["POOLINGS", "Tokens", "WordColumns", "as_reading", "check_tokenizer", "pool_words", "token_features",
+           "tr_features", "windows", "word_token_index", "word_features", "cache"]

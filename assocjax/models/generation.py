@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .modeling import forward_cached, init_cache, positions_and_mask
+from .modeling import forward_cached, init_cache, positions_and_mask, top_level
 
 
 class Generation(NamedTuple):
@@ -94,6 +94,11 @@ def generate_tokens(cfg, params, ids_BP, mask_BP, key, temperature=1.0, top_p=1.
     return tokens, lengths, stopped, scores
 
 
+# `generate` calls it on concrete arrays: compiled without hoisting bfloat16 weight conversions
+# out of the layer loop (modeling.LAYER_LOOP_OPTIONS)
+_generate_tokens_top = top_level(generate_tokens, static_argnames=("cfg", "max_new_tokens", "greedy", "return_scores"))
+
+
 def generate(model, input_ids, attention_mask=None, *, max_new_tokens: int = 20, temperature: float = 0.0,
              top_p: float = 1.0, stop_tokens=(), pad_token_id: int = 0, seed: int = 0,
              return_scores: bool = False) -> Generation:
@@ -126,7 +131,7 @@ def generate(model, input_ids, attention_mask=None, *, max_new_tokens: int = 20,
     if not 0 < top_p <= 1:
         raise ValueError(f"top_p must be in (0, 1]; got {top_p}")
     stops = (stop_tokens,) if isinstance(stop_tokens, (int, np.integer)) else tuple(stop_tokens)
-    out = generate_tokens(cfg, model.param_tree(), jnp.asarray(ids, jnp.int32), jnp.asarray(mask),
+    out = _generate_tokens_top(cfg, model.param_tree(), jnp.asarray(ids, jnp.int32), jnp.asarray(mask),
                           jax.random.key(seed), jnp.float32(temperature or 1.0), jnp.float32(top_p),
                           jnp.asarray(stops, jnp.int32).reshape(-1), jnp.int32(pad_token_id),
                           max_new_tokens=int(max_new_tokens), greedy=temperature == 0, return_scores=return_scores)

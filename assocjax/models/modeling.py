@@ -25,6 +25,22 @@ from flax import nnx
 from .config import ModelConfig
 
 NEG_INF = -1e30  # finite, so a fully masked row (a left-pad query) gives zeros, not NaN
+# XLA's CPU backend computes bfloat16 products in float32, and its loop-invariant code
+# motion then hoists the conversion of the scanned (stacked) weights out of the layer loop:
+# a float32 copy of every layer's weights (26 GB for a bfloat16 7B model) alive for the
+# whole forward. Without that pass each layer's weights are converted in their own
+# iteration (and it was faster in a CPU check); what it would otherwise hoist here (RoPE
+# tables, masks) is tiny. JAX accepts compiler options only on a jit called with concrete
+# arrays, so they go on separate `top_level` variants used by the host-facing entry points
+# (feature extraction, `generate`); the plain jitted functions still compose inside other
+# jits and transformations (fine-tuning steps use their own options).
+LAYER_LOOP_OPTIONS = {"xla_disable_hlo_passes": "while-loop-invariant-code-motion"}
+
+
+def top_level(fn, **jit_kwargs):
+    """A jit of `fn` (the function a `jax.jit` wraps) with LAYER_LOOP_OPTIONS; call it on
+    concrete arrays only, never from inside another jit or transformation."""
+    return jax.jit(getattr(fn, "__wrapped__", fn), compiler_options=LAYER_LOOP_OPTIONS, **jit_kwargs)
 
 
 # -- building blocks ---------------------------------------------------------------------
@@ -207,6 +223,9 @@ def forward_logits(cfg: ModelConfig, params, ids_BS, attention_mask_BS=None):
     positions, allowed = positions_and_mask(ids_BS, attention_mask_BS)
     h, _ = run_layers(cfg, params, embed(cfg, params, ids_BS, positions), positions, allowed, collect=False)
     return unembed(cfg, params, final_norm(cfg, params, h)).astype(jnp.float32)
+
+
+forward_hidden_top = top_level(forward_hidden, static_argnames=("cfg",))  # for concrete calls (features)
 
 
 def forward_cached(cfg: ModelConfig, params, ids_BS, positions_BS, slot_mask_BK, cache: KVCache):

@@ -8,7 +8,7 @@ and are transposed to (in, out).
 from __future__ import annotations
 
 import re
-from typing import Callable, NamedTuple
+from typing import NamedTuple
 
 import numpy as np
 
@@ -87,11 +87,21 @@ def expected_names(cfg: ModelConfig, names: set[str]) -> dict[str, tuple[Rule, i
     return out
 
 
-def params_from_hf(cfg: ModelConfig, names: set[str], read: Callable[[str], np.ndarray], source: str) -> dict:
-    """Our nested parameter dict from Hugging Face tensors (`read(name)` loads one).
+class Leaf(NamedTuple):
+    """Where one leaf of our tree comes from: one Hugging Face tensor, or one per layer
+    (`stacked`: stacked along a new leading axis), each transformed by `transform`."""
+
+    names: tuple[str, ...]
+    stacked: bool
+    transform: str
+
+
+def weight_plan(cfg: ModelConfig, names: set[str], source: str) -> dict[str, Leaf]:
+    """Our leaf path ("layers/q_w") -> its `Leaf`, for the tensors `names` of a checkpoint.
 
     Missing or unexpected names raise one error listing them (known buffers and a tied
-    head's redundant copy are ignored).
+    head's redundant copy are ignored). The loader builds leaves one at a time from this
+    plan, so no second copy of the whole model is ever needed.
     """
     expected = expected_names(cfg, names)
     ignorable = {n for n in names if IGNORED.search(n)}
@@ -103,20 +113,24 @@ def params_from_hf(cfg: ModelConfig, names: set[str], read: Callable[[str], np.n
         raise ValueError(f"{source}: weights do not match the {cfg.arch} config "
                          f"({cfg.n_layers} layers): missing {missing[:20]}{' ...' if len(missing) > 20 else ''}; "
                          f"unexpected {unexpected[:20]}{' ...' if len(unexpected) > 20 else ''}")
-    flat: dict[str, object] = {}
+    per_leaf: dict[str, list] = {}
+    rules: dict[str, Rule] = {}
     for name, (rule, layer) in expected.items():
-        a = _transform(read(name), rule.transform)
-        if layer is None:
-            flat[rule.ours] = a
-        else:
-            flat.setdefault(rule.ours, [None] * cfg.n_layers)[layer] = a
+        slots = per_leaf.setdefault(rule.ours, [None] * (cfg.n_layers if layer is not None else 1))
+        slots[layer or 0] = name
+        rules[rule.ours] = rule
+    return {path: Leaf(tuple(slots), "{i}" in rules[path].hf, rules[path].transform) for path, slots in per_leaf.items()}
+
+
+def nest(flat: dict[str, object]) -> dict:
+    """{"layers/q_w": x, ...} -> {"layers": {"q_w": x}, ...}."""
     tree: dict = {}
     for path, value in flat.items():
         node = tree
         *parents, leaf = path.split("/")
         for p in parents:
             node = node.setdefault(p, {})
-        node[leaf] = np.stack(value) if isinstance(value, list) else value
+        node[leaf] = value
     return tree
 
 

@@ -19,12 +19,12 @@ from flax import nnx
 
 from ..atomic import atomic_write_text
 from ..data.synthetic import SyntheticConfig, make_synthetic, pseudo_words
-from ..features import word_features
+from ..features import cache, word_features
 from ..models import CausalLM, from_hf, load_pretrained
 from ..models.params import params_to_hf
 from .config import SyntheticOptions
 
-ASSETS_VERSION = 1  # bump when what is built for the same options changes
+ASSETS_VERSION = 2  # bump when what is built for the same options changes (2: words at their midpoints)
 VOCAB_SIZE = 200
 UNK, EOS = "[UNK]", "[EOS]"
 # The generator draws its vocabulary from numpy stream [seed, 0] (manifest: seed_streams
@@ -74,13 +74,14 @@ def _build(opts: SyntheticOptions, out: Path, feature_cache: Path, progress: boo
     model, tok = load_pretrained(out / "model")
     plant = planting(opts)
     known = set(vocab)
+    weights_id = cache.weights_hash(model)  # once, not per story
 
     def layer_features(words):
         unknown = sorted({w.lower() for w in words} - known)
         if unknown:  # the generator's vocabulary stream moved: the tokenizer would read [UNK]
             raise RuntimeError(f"synthetic words missing from the built-in tokenizer: {unknown[:5]}")
         return word_features(model, tok, list(words), plant["context"], plant["stride"], plant["pooling"],
-                             cache_dir=feature_cache)[plant["layer"]]
+                             cache_dir=feature_cache, weights_id=weights_id)[plant["layer"]]
 
     layer_features.__name__ = f"builtin GPT-2 hidden state {opts.planted_layer}"
     cfg = SyntheticConfig(out=out / "narratives", n_stories=opts.n_stories, n_subjects=opts.n_subjects,

@@ -10,8 +10,8 @@ import math
 
 import numpy as np
 
-from ..augment import augmented_words
-from ..features import tr_features, word_features
+from ..augment import augmented_reading
+from ..features import WordColumns, cache, tr_features, word_features
 from .inputs import Selection
 
 
@@ -41,35 +41,42 @@ def cv_groups(lengths: list[int], chunks: int | None) -> tuple[np.ndarray, int]:
     return np.concatenate(ids).astype(np.int32), chunks
 
 
-def story_features(model, tok, story, sel: Selection, opts, cache_dir, aug=None, mode: str = "context"):
+def story_features(model, tok, story, sel: Selection, opts, cache_dir, aug=None, mode: str = "context",
+                   weights_id: str | None = None):
     """(heard (L + 1, W, D), inserted block or None) of one story, through the feature cache.
 
-    With an augmentation the model reads the story with the inserted words, and the heard
-    words' features are taken from that reading (at their real onsets). mode "timed" also
-    returns the inserted words' features with their times (their anchor word's onset), which
-    `layer_design` adds as a second block: the inserted content gets its own ridge weights
-    instead of being summed into the heard words' dimensions.
+    The model reads the story's `Transcript.reading()` (its transcript.txt when there is
+    one, else the alignment words). With an augmentation it reads that text with the
+    inserted words, and the heard words' features are taken from that reading (at their
+    real times). mode "timed" also returns the inserted words' features with their times
+    (their anchor word's time), which `layer_design` adds as a second block: the inserted
+    content gets its own ridge weights instead of being summed into the heard words'
+    dimensions. Features are memory maps of the cache (or `WordColumns` views of one):
+    indexing a layer reads that layer only. weights_id: `cache.weights_hash(model)`,
+    computed once per run by `word_feats`.
     """
-    words = list(story.transcript.words)
-    kw = dict(batch_size=opts.batch_size, cache_dir=cache_dir)
+    reading = story.transcript.reading()
+    kw = dict(batch_size=opts.batch_size, cache_dir=cache_dir, weights_id=weights_id)
     if aug is None:
-        return word_features(model, tok, words, sel.context, sel.stride, opts.pooling, **kw), None
-    read, heard, anchor = augmented_words(words, aug)
+        return word_features(model, tok, reading, sel.context, sel.stride, opts.pooling, **kw), None
+    read, heard, anchor = augmented_reading(reading, aug)
     feats = word_features(model, tok, read, sel.context, sel.stride, opts.pooling, augmentation_id=aug.id, **kw)
     if mode == "context":
-        return feats[:, heard >= 0], None
+        return WordColumns(feats, heard >= 0), None
     inserted = heard < 0
-    return feats[:, heard >= 0], (feats[:, inserted], story.word_times[anchor[inserted]])
+    return WordColumns(feats, heard >= 0), (WordColumns(feats, inserted), story.word_times[anchor[inserted]])
 
 
 def word_feats(model, tok, sel: Selection, opts, cache_dir, progress: bool = False, augs=None, mode="context"):
-    """`story_features` of every selected story (augs: story name -> Augmentation)."""
+    """`story_features` of every selected story (augs: story name -> Augmentation). The
+    weights are fingerprinted once here for all stories' cache keys."""
     stories = sel.stories
     if progress:
         from tqdm.auto import tqdm
         stories = tqdm(stories, desc="word features", unit="story")
     augs = augs or {}
-    return [story_features(model, tok, s, sel, opts, cache_dir, augs.get(s.name), mode) for s in stories]
+    weights_id = cache.weights_hash(model) if cache_dir is not None else None
+    return [story_features(model, tok, s, sel, opts, cache_dir, augs.get(s.name), mode, weights_id) for s in stories]
 
 
 def layer_design(feats, sel: Selection, layer: int, opts, trim_start: int = 0) -> np.ndarray:

@@ -28,11 +28,16 @@ class StoryDesign:
 
     name: str
     transcript: stimuli.Transcript
-    word_times: np.ndarray  # (W,) scan seconds in the reference scan
+    word_times: np.ndarray  # (W,) word midpoints, scan seconds in the reference scan
     audio_onset: float
     onset_tr: int
     n_trs: int
     tr: float
+
+    @property
+    def text_source(self) -> str:
+        """What the model reads for this story: "transcript.txt" (punctuated) or "alignment words"."""
+        return self.transcript.text_source
 
     @property
     def scan_trs(self) -> int:

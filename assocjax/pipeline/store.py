@@ -21,6 +21,7 @@ import numpy as np
 from ..atomic import atomic_write_bytes
 from ..ceiling import loso_isc, max_r_from_reliability, split_half_ceiling
 from ..data import surface_paths, volume_paths
+from ..features.cache import FEATURES_VERSION
 from .config import ScoreConfig
 from .bold import vertex_chunks
 from .inputs import Selection, describe, model_files
@@ -35,6 +36,7 @@ def _stat(path: Path) -> list:
 
 def results_key(cfg: ScoreConfig, sel: Selection, augs: dict | None = None) -> dict:
     files = model_files(sel.model_folder) + [Path(s.transcript.source) for s in sel.stories]
+    files += [Path(s.transcript.transcript_path) for s in sel.stories if s.transcript.transcript_path]  # what the model reads
     for scan, _ in sel.scans.values():
         if sel.kind == "surface":
             files += surface_paths(scan, sel.hemi, sel.derivative, sel.space)
@@ -45,6 +47,7 @@ def results_key(cfg: ScoreConfig, sel: Selection, augs: dict | None = None) -> d
     return extra | dict(
         version=PIPELINE_VERSION, selection=selection, model_dtype=cfg.model.dtype,
         features={k: v for k, v in dataclasses.asdict(cfg.features).items() if k not in ("layers", "batch_size")},
+        features_version=FEATURES_VERSION,
         ridge={k: v for k, v in dataclasses.asdict(cfg.ridge).items() if k != "target_chunk"},
         ceiling=dict(n_splits=cfg.ceiling.n_splits), on_unsorted=cfg.data.on_unsorted, trim_start=cfg.data.trim_start,
         seed=cfg.seed,

@@ -42,6 +42,7 @@ import numpy as np
 
 from ..atomic import atomic_write_text
 from ..augment.sentences import sentence_ends as find_sentence_ends
+from ..stimuli import Reading
 
 if TYPE_CHECKING:  # the augmentation format is only read through .story / .insertions
     from ..augment.format import Augmentation
@@ -80,11 +81,15 @@ NONEMPTY = ("instruction", "output", "story", "id")
 # -- building ------------------------------------------------------------------------------
 def build_records(stories: Mapping[str, Sequence[str]], augmentations: Mapping[str, Sequence["Augmentation"]],
                   n: int = 1000, seed: int = 0, passage_words: tuple[int, int] = (30, 80),
-                  task: str = "association", sentence_ends: Mapping[str, Sequence[int]] | None = None) -> list[dict]:
+                  task: str = "association", sentence_ends: Mapping[str, Sequence[int]] | None = None,
+                  readings: Mapping[str, "Reading"] | None = None) -> list[dict]:
     """`n` records (module docstring) from `stories` (name -> heard words) and their
     augmentations (name -> Augmentation list). The same seed gives the same passages for
     every task, so a control set differs from the association set only in its outputs.
-    sentence_ends: name -> indices of the words ending a sentence (module docstring)."""
+    sentence_ends: name -> indices of the words ending a sentence (module docstring).
+    readings: name -> `Transcript.reading()`: passages and story-text outputs are quoted from
+    it (the punctuated transcript, as the language model reads the story); by default the
+    words joined by spaces."""
     if task not in TASKS:
         raise ValueError(f"task {task!r} is not one of {', '.join(TASKS)}")
     lo, hi = passage_words
@@ -98,23 +103,27 @@ def build_records(stories: Mapping[str, Sequence[str]], augmentations: Mapping[s
     lengths = rng.integers(lo, hi + 1, size=n)
     which = rng.integers(0, len(TEMPLATES), size=n)
     words_of = {s: list(stories[s]) for s in {p[0] for p in pool}}
+    texts = {s: (readings or {}).get(s) or Reading.from_words(words) for s, words in words_of.items()}
+    for name, words in words_of.items():
+        if len(texts[name]) != len(words):
+            raise ValueError(f"story {name!r}: the reading has {len(texts[name])} words, the story {len(words)}")
     ends = {}
     for name, words in words_of.items():
         idx = (sentence_ends or {}).get(name)
         if idx is None:
-            idx = find_sentence_ends(words, None, None, " ".join(words))
+            idx = find_sentence_ends(words, None, None, texts[name].text)
         ends[name] = np.isin(np.arange(len(words)), np.asarray(idx, int))
     records, draws = [], Counter()
     for k, length, t in zip(picks, lengths, which):
         story, a, j, anchor, text = pool[k]
         words = words_of[story]
         start = max(0, anchor + 1 - int(length))
-        passage = words[start: anchor + 1]
-        output = _output(task, text, words, ends[story], start, anchor)
+        span = _output_span(task, len(words), ends[story], start, anchor)
+        output = text if span is None else texts[story].passage(*span)
         instruction = (TEMPLATES if task == "association" else CONTROL_TEMPLATES[task])[t]
         draw = draws[k]
         draws[k] += 1
-        records.append(dict(instruction=instruction, input=" ".join(passage), output=output, story=story,
+        records.append(dict(instruction=instruction, input=texts[story].passage(start, anchor), output=output, story=story,
                             id=f"{task}/{story}/{a}/{j}/{draw}", task=task, anchor=int(anchor), draw=draw))
     return records
 
@@ -150,27 +159,24 @@ def _sample(n_pool: int, n: int, rng) -> np.ndarray:
     return rng.permutation(np.concatenate([np.arange(n_pool), extra]))
 
 
-def _output(task, text, words, ends, start, anchor) -> str:
+def _output_span(task, n_words, ends, start, anchor) -> tuple[int, int] | None:
+    """(first, last) story words of a control task's output; None for association."""
     if task == "association":
-        return text
+        return None
     if task == "continue":
-        out = []
-        for i in range(anchor + 1, min(len(words), anchor + 1 + CONTINUE_MAX_WORDS)):
-            out.append(words[i])
-            if ends[i]:
-                break
-        return " ".join(out)
+        last = anchor + 1
+        while last < min(n_words, anchor + 1 + CONTINUE_MAX_WORDS) - 1 and not ends[last]:
+            last += 1
+        return anchor + 1, last
     # summarise: lead-1 of the passage
     first = start
     if start > 0 and not ends[start - 1]:  # the passage opens mid-sentence: skip to the next sentence
         inside = [i for i in range(start, anchor) if ends[i]]
         first = inside[0] + 1 if inside else start
-    out = []
-    for i in range(first, anchor + 1):
-        out.append(words[i])
-        if ends[i] or len(out) == SUMMARY_MAX_WORDS:
-            break
-    return " ".join(out)
+    last = first
+    while last < anchor and not ends[last] and last - first + 1 < SUMMARY_MAX_WORDS:
+        last += 1
+    return first, last
 
 
 def load_transcripts(paths: Sequence) -> dict[str, "Transcript"]:
