@@ -260,6 +260,10 @@ def score(cfg: ScoreConfig) -> ScoreResult:
     info = dict(n_layers=len(sel.layers), model=label, n_subjects=len(sel.subjects), n_stories=len(sel.stories),
                 n_trs=bold.n_rows, n_targets=bold.n_vertices, targets="voxels" if sel.kind == "volume" else "vertices")
     files, notes = [], list(sel.notes)
+    plain = [st.name for st in sel.stories if st.text_source != "transcript.txt"]
+    if plain:
+        notes.append(f"no transcript.txt beside the alignment of {', '.join(plain)}: the model read the aligned words "
+                     "without punctuation or case (features are not comparable with punctuated readings)")
     dropped = {s: n for s, n in bold.dropped().items() if n}
     if dropped:
         notes.append(f"{len(dropped)} subject(s) lack data at some kept {info['targets']} (their scores are NaN "
@@ -275,6 +279,7 @@ def score(cfg: ScoreConfig) -> ScoreResult:
                               ids={n: a.id for n, a in augs.items()}) if augs else None,
             cv=cv_info | dict(solver=str(results[sel.layers[0]]["solver"]), trim_start=cfg.data.trim_start,
                               rows_per_story=dict(zip([s.name for s in sel.stories], rows_per_story))),
+            text={st.name: st.text_source for st in sel.stories},
             memory=fit.budget.describe() | dict(ceiling_chunk_vertices=width, ridge_chunk_vertices={
                 int(l): int(results[l]["chunk_vertices"]) for l in sel.layers if "chunk_vertices" in results[l]}),
             vertices=dict(space_total=int(bold.keep_V.size), kept=bold.n_vertices,
