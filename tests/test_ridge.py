@@ -185,6 +185,11 @@ def test_sharded_equals_unsharded():
         np.testing.assert_array_equal(one.best_alphas_, many.best_alphas_)
         np.testing.assert_allclose(one.cv_scores_, many.cv_scores_, rtol=1e-6, atol=1e-7)
         np.testing.assert_allclose(one.coef_, many.coef_, rtol=1e-5, atol=1e-6 * np.abs(one.coef_).max())
+        from assocjax.ridge import brain_score
+        b_one = brain_score(x, y, g, alphas=ALPHAS, outer_folds=4, inner_folds=3, buffer=2, shard_targets=False)
+        b_many = brain_score(x, y, g, alphas=ALPHAS, outer_folds=4, inner_folds=3, buffer=2, target_chunk=20)
+        np.testing.assert_array_equal(b_one.alpha_idx, b_many.alpha_idx)
+        np.testing.assert_allclose(b_one.r_folds, b_many.r_folds, rtol=1e-5, atol=1e-6)
         print("sharded-ok")
         """
     )

@@ -178,21 +178,29 @@ def _solve_tile(plan: NestedPlan, y_NT, score: str, return_predictions: bool):
         zeros = jnp.zeros((alphas.shape[0], y_NT.shape[1]), y_NT.dtype)
         total, count = jax.lax.fori_loop(0, valid_J.shape[0], add_inner_fold, (zeros, zeros))
         best_T = solvers.select_alphas(jnp.where(count > 0, total / jnp.maximum(count, 1), jnp.nan))
-        pred_ET = _refit_predict(outer, y_NT, alphas[best_T])
+        dev_ET, mu_T = _refit_predict(outer, y_NT, alphas[best_T])
         yte = jnp.take(y_NT, outer.test_idx_E, axis=0, mode="fill", fill_value=0)
-        r_T = pearson_r(pred_ET, yte, outer.test_mask_E)
+        # r of the deviations from the intercept: the same r, without the float32 rounding of
+        # a large intercept added to a small spread (heavily regularised targets)
+        r_T = pearson_r(dev_ET, yte, outer.test_mask_E)
+        off_ET = jnp.broadcast_to(mu_T, dev_ET.shape)
         if shift_NT is not None:  # back to the targets' units (for the concatenated r and the predictions)
             take = lambda a: jnp.take(a, outer.test_idx_E, axis=0, mode="fill", fill_value=0)  # noqa: E731
-            pred_ET = pred_ET * take(scale_NT) + take(shift_NT)
+            dev_ET, off_ET = dev_ET * take(scale_NT), off_ET * take(scale_NT) + take(shift_NT)
             r_T = jnp.where(jnp.all(scale_NT > 0, axis=0), r_T, jnp.nan)
-        return r_T, best_T, pred_ET
+        return r_T, best_T, dev_ET, off_ET
 
-    r_KT, best_KT, pred_KET = jax.lax.map(one_outer, (plan.outer, plan.inner, plan.inner_valid_KJ))
+    r_KT, best_KT, dev_KET, off_KET = jax.lax.map(one_outer, (plan.outer, plan.inner, plan.inner_valid_KJ))
     n, t = y_NT.shape
     rows = plan.outer.test_idx_E.ravel()  # padding points at row n: dropped
-    pred_NT = jnp.zeros((n, t), y_NT.dtype).at[rows].set(pred_KET.reshape(-1, t), mode="drop")
-    r_T = pearson_r(pred_NT, y_NT, plan.tested_N)
-    return r_KT, r_T, best_KT.astype(jnp.int32), pred_NT if return_predictions else None
+
+    def scatter(pred_KET):
+        return jnp.zeros((n, t), y_NT.dtype).at[rows].set(pred_KET.reshape(-1, t), mode="drop")
+
+    # Concatenated r: the folds' intercepts differ, so they count; shifting every row by their
+    # mean changes no r but keeps the float32 offsets small.
+    r_T = pearson_r(scatter(dev_KET + (off_KET - off_KET.mean((0, 1)))), y_NT, plan.tested_N)
+    return r_KT, r_T, best_KT.astype(jnp.int32), scatter(dev_KET + off_KET) if return_predictions else None
 
 
 def _standardize_runs(y_NT, runs_NR, outer: FoldSpec):
@@ -217,12 +225,13 @@ def _standardize_runs(y_NT, runs_NR, outer: FoldSpec):
 
 
 def _refit_predict(outer: FoldSpec, y_NT, alpha_T):
-    """Refit on the outer-training rows in spectral space and predict the test rows."""
+    """Refit on the outer-training rows in spectral space -> (test predictions minus the
+    intercept (E, T), the intercept = training mean (T,))."""
     spec, trm = outer.spec, outer.train_mask_R
     ytr = jnp.take(y_NT, outer.train_idx_R, axis=0, mode="fill", fill_value=0)
     mu_T = solvers._masked_mean(ytr, trm)
     g_kT = spec.scale_k[:, None] / (spec.eig_k[:, None] + alpha_T[None, :])
-    return outer.test_proj_Ek @ (g_kT * (spec.basis_Rk.T @ solvers._centre(ytr, trm, mu_T))) + mu_T
+    return outer.test_proj_Ek @ (g_kT * (spec.basis_Rk.T @ solvers._centre(ytr, trm, mu_T))), mu_T
 
 
 def _tile_floats(plan: NestedPlan, return_predictions: bool) -> int:
@@ -240,9 +249,9 @@ def _tile_floats(plan: NestedPlan, return_predictions: bool) -> int:
     outer = r_out + k_out + 3 * e_out  # refit: training rows, weights, test predictions
     # Whole chunk: the cleaned/shifted targets, the held-out predictions scattered into
     # (N), Pearson's centred copies, and the outer folds' stacked test predictions (the
-    # loop's carried and updated copies).
+    # loop's carried and updated copies, and their per-row offsets).
     runs = 4 * n if plan.runs_NR is not None else 0  # per-fold z-scored targets, their shift, scale, centred copy
-    return 4 * n + runs + 2 * k_outer * e_out + max(inner, outer) + (n if return_predictions else 0)
+    return 4 * n + runs + 3 * k_outer * e_out + max(inner, outer) + (n if return_predictions else 0)
 
 
 def target_bytes(plan: NestedPlan, return_predictions: bool = False, tile: int | None = None) -> tuple[int, int]:
@@ -270,7 +279,7 @@ def target_bytes(plan: NestedPlan, return_predictions: bool = False, tile: int |
     fixed = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(plan)) + itemsize * derived
     if tile is None:
         return itemsize * (n + work + outputs), fixed
-    tiles_out = 2 * n if return_predictions else 0  # the tiles' predictions, then reassembled
+    tiles_out = n if return_predictions else 0  # the tiles' predictions, then reassembled
     return itemsize * (3 * n + outputs + tiles_out), fixed + itemsize * tile * (work + n)  # + a tile of input
 
 
