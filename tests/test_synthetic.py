@@ -278,7 +278,7 @@ def _hemi_bold(root: Path, scan: dict, hemi: str, space: str) -> np.ndarray:
 @pytest.mark.parametrize("workers", [1, 3])
 def test_default_noise_bytes_unchanged(tmp_path, workers):
     """With noise_ar1 left at 0 every file is byte-identical to what the generator wrote
-    before the option existed (hashes from the branch point, tests/data), however many
+    before the option existed (hashes in tests/data, retaken when midpoints moved the signal), however many
     threads write the images."""
     import hashlib
     rec = json.loads((ROOT / "tests/data/synthetic_default_sha256.json").read_text())

@@ -11,6 +11,7 @@ import contextlib
 import dataclasses
 import os
 import resource
+import sys
 import time
 
 import jax
@@ -81,8 +82,18 @@ def ceiling_vertices(budget: Budget, n_subjects: int, n_rows: int, cap: int) -> 
 
 
 def peak_rss() -> int:
-    """The process's peak resident memory so far, in bytes (Linux reports KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    """The process's peak resident memory so far, in bytes: Linux's VmHWM (getrusage's
+    ru_maxrss keeps the parent's peak across fork + exec, so a run started from a big
+    process would report that), else ru_maxrss (KiB on Linux, bytes on macOS)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if sys.platform == "darwin" else peak * 1024
 
 
 class Stages:
