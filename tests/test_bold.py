@@ -126,3 +126,27 @@ def test_cache_is_reused_and_a_corrupt_file_is_reread(selection, tmp_path, monke
     again = prepare(sel, tmp_path / "cache")
     assert len(calls) == 1
     np.testing.assert_array_equal(np.asarray(again.chunk(0, 10, groups)), want)
+
+
+def test_one_subjects_missing_hemisphere_is_dropped_for_that_subject_only(selection, tmp_path, monkeypatch):
+    cfg, sel = selection
+    import assocjax.pipeline.bold as mod
+
+    real = mod.read_surface
+    victim = sel.subjects[0]
+
+    def read(scan, *a, **k):
+        out = real(scan, *a, **k)
+        if scan.subject == victim:  # this subject's right hemisphere is all NaN (a failed resampling)
+            out.data[:, N_VERT:] = np.nan
+        return out
+
+    monkeypatch.setattr(mod, "read_surface", read)
+    bold = prepare(sel, tmp_path / "cache")
+    right = np.arange(bold.keep_V.size) >= N_VERT
+    assert bold.keep_V[right].any()                      # the hemisphere stays for the others
+    lost = int(bold.keep_V[right].sum())
+    assert bold.dropped() == {sub: (lost if sub == victim else 0) for sub in sel.subjects}
+    y = np.asarray(bold.chunk(0, bold.n_vertices, run_ids(story_rows(sel, 0))))
+    kept_right = right[bold.keep_V]
+    assert np.isnan(y[:, 0][:, kept_right]).all() and np.isfinite(y[:, 1:][:, :, kept_right]).all()

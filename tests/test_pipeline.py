@@ -17,7 +17,8 @@ import numpy as np
 import pytest
 
 from assocjax.data.synthetic import expected_reliability
-from assocjax.pipeline import DataOptions, FeatureOptions, ModelOptions, ScoreConfig, SyntheticOptions, score
+from assocjax.pipeline import (CeilingOptions, DataOptions, FeatureOptions, ModelOptions, RidgeOptions, ScoreConfig,
+                               SyntheticOptions, score)
 
 REPO = Path(__file__).resolve().parents[1]
 # 1500 vertices per hemisphere make each layer's solve take about a second, so the
@@ -137,6 +138,12 @@ def _bad(run, tmp_path, **kw):
                        model=ModelOptions(path=model), progress=False, **kw)
 
 
+def _bad_output_file(run, tmp_path):
+    cfg = _bad(run, tmp_path)
+    (tmp_path / "out").write_text("not a folder")
+    return cfg
+
+
 def _no_weights(tmp_path, run):
     folder = tmp_path / "noweights"
     shutil.copytree(run[1].model_path, folder, ignore=shutil.ignore_patterns("*.safetensors"))
@@ -153,6 +160,14 @@ def _no_weights(tmp_path, run):
     ("subject_without_story", ValueError, "subject sub-003: no usable scan"),
     ("layer", ValueError, r"layers \[7\] out of range.*0\.\.4"),
     ("excluded", ValueError, "excluded by code/scan_exclude.json"),
+    ("delays_empty", ValueError, "--features.delays is empty"),
+    ("delays_acausal", ValueError, r"--features.delays \[0, -1\] <= 0.*--features.allow-acausal"),
+    ("delays_too_long", ValueError, "--features.delays up to 1000 TRs: longer than story"),
+    ("context_zero", ValueError, "--features.context 0 must be >= 1"),
+    ("batch_zero", ValueError, "--features.batch-size 0 must be >= 1"),
+    ("vertex_chunk_zero", ValueError, "--ceiling.vertex-chunk 0 must be >= 1"),
+    ("alphas", ValueError, r"--ridge.alphas \[10.0, -1.0\] must be finite values > 0"),
+    ("output_is_file", NotADirectoryError, "exists and is not a folder"),
 ])
 def test_bad_inputs_fail_early_with_clear_errors(run, tmp_path, case, error, match):
     cfg = {
@@ -166,11 +181,20 @@ def test_bad_inputs_fail_early_with_clear_errors(run, tmp_path, case, error, mat
         "layer": lambda: _bad(run, tmp_path, features=FeatureOptions(layers=(0, 7))),
         # the generator excludes the first subject's scan of the last story
         "excluded": lambda: _bad(run, tmp_path, data=dict(tasks=("storyc",), subjects=("sub-001",))),
+        "delays_empty": lambda: _bad(run, tmp_path, features=FeatureOptions(delays=())),
+        "delays_acausal": lambda: _bad(run, tmp_path, features=FeatureOptions(delays=(0, -1, 2))),
+        "delays_too_long": lambda: _bad(run, tmp_path, features=FeatureOptions(delays=(1, 1000))),
+        "context_zero": lambda: _bad(run, tmp_path, features=FeatureOptions(context=0)),
+        "batch_zero": lambda: _bad(run, tmp_path, features=FeatureOptions(batch_size=0)),
+        "vertex_chunk_zero": lambda: _bad(run, tmp_path, ceiling=CeilingOptions(vertex_chunk=0)),
+        "alphas": lambda: _bad(run, tmp_path, ridge=RidgeOptions(alphas=(10.0, -1.0))),
+        "output_is_file": lambda: _bad_output_file(run, tmp_path),
     }[case]()
     t0 = time.perf_counter()
     with pytest.raises(error, match=match):
         score(cfg)
-    assert time.perf_counter() - t0 < 10 and not cfg.output.exists() and not (cfg.cache_dir / "scores").exists()
+    assert time.perf_counter() - t0 < 10 and not (cfg.cache_dir / "scores").exists() and not (cfg.cache_dir / "bold").exists()
+    assert not cfg.output.is_dir()
 
 
 def test_cli_help_documents_every_option():
@@ -184,3 +208,39 @@ def test_cli_help_documents_every_option():
     undocumented = [l for i, l in enumerate(lines) if l.lstrip("│ ").startswith("--")
                     and lines[i + 1].strip("│ ").startswith("(default")]
     assert not undocumented
+
+
+def test_rerun_with_fewer_layers_leaves_no_stale_maps(run, tmp_path):
+    cfg, res = run
+    out = tmp_path / "rerun"
+    shutil.copytree(cfg.output, out)
+    fewer = res.layers[:2]
+    again = score(dataclasses.replace(cfg, output=out, features=FeatureOptions(layers=fewer)))
+    assert again.reused_layers == fewer  # from the results cache: no refit
+    maps = sorted(p.name for p in (out / "maps").iterdir())
+    assert maps == sorted(f"layer-{l:03d}_hemi-{h}_score.func.gii" for l in fewer for h in "LR")
+    assert {r["layer"] for r in json.loads((out / "scores.json").read_text())["rows"]} == set(fewer)
+
+
+def _ms_times(run, tmp_path) -> Path:
+    """A copy of the built-in dataset whose first story's alignment is in milliseconds."""
+    _, res = run
+    root = tmp_path / "ms"
+    shutil.copytree(res.data_root, root)
+    align = root / "stimuli/gentle/storya/align.csv"
+    rows = [line.split(",") for line in align.read_text().splitlines()]
+    ms = lambda v: f"{float(v) * 1000:.0f}" if v else v  # noqa: E731
+    align.write_text("\n".join(",".join([w, a, ms(t0), ms(t1)]) for w, a, t0, t1 in rows) + "\n")
+    return root
+
+
+def test_word_times_in_the_wrong_unit_are_refused(run, tmp_path):
+    root = _ms_times(run, tmp_path)
+    cfg = _bad(run, tmp_path, data=dict(root=root, stories=("storya",)))
+    with pytest.raises(ValueError, match=r"story 'storya'.*words fall outside its scan.*milliseconds"):
+        score(cfg)
+    assert not (cfg.cache_dir / "bold").exists()  # refused before any BOLD was read
+    # accepting them on purpose leaves a design with no words: refused as well, naming the story
+    lenient = dataclasses.replace(cfg, data=dataclasses.replace(cfg.data, max_words_outside=1.0))
+    with pytest.raises(ValueError, match=r"story 'storya', hidden state \d+: \d+ of the design's \d+ columns are zero"):
+        score(lenient)

@@ -7,6 +7,8 @@ is the option's help text.
 from __future__ import annotations
 
 import dataclasses
+import math
+import os
 from pathlib import Path
 from typing import Literal
 
@@ -47,6 +49,9 @@ class DataOptions:
     """annot under derivatives/freesurfer/<space>/label (aparc.a2009s, synthetic), auto (the first found) or none"""
     on_unsorted: Literal["error", "sort", "warn"] = "sort"
     """what to do with alignments whose word onsets go backwards"""
+    max_words_outside: float = 0.05
+    """largest share of a story's words whose times fall outside its scan before the run refuses (times in
+    the wrong unit or the wrong events.tsv drop them silently otherwise); 1 accepts any"""
     trim_start: int = 6
     """TRs dropped after each story's onset (the onset transient), from BOLD and design alike;
     words heard then still reach later TRs through the FIR delays"""
@@ -67,7 +72,12 @@ class FeatureOptions:
     batch_size: int = 8
     """windows per forward pass"""
     delays: tuple[int, ...] = (1, 2, 3, 4)
-    """FIR delays in TRs"""
+    """FIR delays in TRs (> 0: the response now depends on the stimulus that long ago)"""
+    allow_acausal: bool = False
+    """allow delays <= 0, which put the response to words not yet heard into the design (recorded in run.json)"""
+    allow_zero_columns: bool = False
+    """accept a story whose design has a column that is zero at every TR (no word reached it: usually
+    word times that miss the scan, or a feature the model never uses)"""
     downsample: Literal["lanczos", "mean", "sum", "last"] = "lanczos"
     """words -> TRs resampling"""
 
@@ -218,6 +228,52 @@ class ScoreConfig:
     """show progress bars"""
     distributed: bool = False
     """call jax.distributed.initialize() first (multi-host runs)"""
+
+
+def check_options(cfg: ScoreConfig) -> None:
+    """Everything that can be checked from the options alone, before any file is read: each
+    error names the option and what would be valid."""
+    f, r, c = cfg.features, cfg.ridge, cfg.ceiling
+    if not f.delays:
+        raise ValueError("--features.delays is empty: give at least one FIR delay in TRs (e.g. 1 2 3 4)")
+    if len(set(f.delays)) != len(f.delays):
+        raise ValueError(f"--features.delays {list(f.delays)} repeats a delay")
+    acausal = [d for d in f.delays if d <= 0]
+    if acausal and not f.allow_acausal:
+        raise ValueError(f"--features.delays {acausal} <= 0 put responses to words not yet heard into the design; "
+                         "pass --features.allow-acausal to do it on purpose")
+    for name, value in (("--features.context", f.context), ("--features.stride", f.stride)):
+        if value is not None and value < 1:
+            raise ValueError(f"{name} {value} must be >= 1 (leave it unset for the default)")
+    positive = {"--features.batch-size": f.batch_size, "--ridge.inner-folds": r.inner_folds,
+                "--ceiling.n-splits": c.n_splits, "--ceiling.vertex-chunk": c.vertex_chunk,
+                "--report.n-boot": cfg.report.n_boot}
+    optional = {"--ridge.story-chunks": r.story_chunks, "--ridge.target-chunk": r.target_chunk,
+                "--ridge.outer-folds": r.outer_folds}
+    for name, value in positive.items() | {k: v for k, v in optional.items() if v is not None}.items():
+        if value < 1:
+            raise ValueError(f"{name} {value} must be >= 1")
+    if r.inner_folds < 2 or (r.outer_folds is not None and r.outer_folds < 2):
+        raise ValueError("--ridge.inner-folds and --ridge.outer-folds need at least 2 folds")
+    if r.buffer_trs is not None and r.buffer_trs < 0:
+        raise ValueError(f"--ridge.buffer-trs {r.buffer_trs} must be >= 0")
+    alphas = list(r.alphas)
+    if not alphas or not all(math.isfinite(a) and a > 0 for a in alphas):
+        raise ValueError(f"--ridge.alphas {alphas} must be finite values > 0 (at least one)")
+    if not 0 < cfg.report.ci < 1:
+        raise ValueError(f"--report.ci {cfg.report.ci} must be between 0 and 1")
+    if not 0 <= cfg.data.max_words_outside <= 1:
+        raise ValueError(f"--data.max-words-outside {cfg.data.max_words_outside} is a share: 0..1")
+    if cfg.data.trim_start < 0:
+        raise ValueError(f"--data.trim-start {cfg.data.trim_start} must be >= 0")
+    if cfg.memory_gb is not None and not cfg.memory_gb > 0:
+        raise ValueError(f"--memory-gb {cfg.memory_gb} must be > 0")
+    out = Path(cfg.output)
+    if out.exists() and not out.is_dir():
+        raise NotADirectoryError(f"--output {out} exists and is not a folder")
+    parent = next((p for p in (out, *out.parents) if p.exists()), Path("."))
+    if not os.access(parent, os.W_OK):
+        raise PermissionError(f"--output {out}: {parent} is not writable")
 
 
 def split_commas(items) -> tuple[str, ...]:

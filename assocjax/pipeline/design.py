@@ -87,7 +87,13 @@ def layer_design(feats, sel: Selection, layer: int, opts, trim_start: int = 0) -
         blocks = [(heard, s.word_times)] + ([extra] if extra is not None else [])
         x = np.concatenate([tr_features(f, t, s.scan_trs, s.tr, layers=[layer], method=opts.downsample,
                                         delays=tuple(opts.delays))[0] for f, t in blocks], axis=-1)
-        parts.append(x[s.onset_tr + trim_start:])
+        part = x[s.onset_tr + trim_start:]
+        zero = np.flatnonzero(~np.any(part != 0, axis=0))
+        if zero.size and not opts.allow_zero_columns:
+            raise ValueError(f"story {s.name!r}, hidden state {layer}: {zero.size} of the design's {part.shape[1]} "
+                             f"columns are zero at every TR (first: {zero[:5].tolist()}); no word's features reach them. "
+                             "Check the word times against the scan, or pass --features.allow-zero-columns")
+        parts.append(part)
     widths = {p.shape[1] for p in parts}
     if len(widths) > 1:  # timed mode needs every story augmented (inputs.resolve_augmentations checks)
         raise ValueError(f"stories give designs of different widths {sorted(widths)}")

@@ -33,6 +33,7 @@ class StoryDesign:
     onset_tr: int
     n_trs: int
     tr: float
+    scan_end_tr: int = 0  # where the last story of the scan ends (slumlordreach: two stories share one alignment)
 
     @property
     def text_source(self) -> str:
@@ -122,12 +123,31 @@ def _atlas(root: Path, space: str, name: str) -> tuple[tuple[Path, Path] | None,
 
 def select(cfg: ScoreConfig, root: Path, model_path: str, default_space: str) -> Selection:
     """Check the model, layers, dataset, stories, subjects and images; see module docstring."""
-    notes: list[str] = []
     folder, mcfg = resolve_model(model_path)
     layers = resolve_layers(cfg.features.layers, mcfg, str(folder))
     context, stride = resolve_window(cfg.features.context, cfg.features.stride, mcfg)
-
     d = cfg.data
+    ds, scans, subjects = _scans(d, root)
+    space = d.space or default_space
+    kind = "volume" if space == VOLUME_SPACE else "surface"
+    reader = _images(d, root, scans, space, kind)
+    notes = [f"skipped (no image): {m}" for m in reader.missing]
+    table, more = _stories_by_subject(reader.scans)
+    names = _story_names(d, table)
+    designs, kept, skipped = _listeners(ds, table, names, subjects, d.on_unsorted)
+    atlas, note = _atlas(root, space, d.atlas) if kind == "surface" else (None, None)
+    stories = tuple(designs[n] for n in names)
+    notes += more + skipped + ([note] if note else []) + _check_words_outside(stories, d.max_words_outside)
+    _check_delays(stories, cfg)
+    return Selection(dataset=ds, stories=stories, subjects=tuple(kept),
+                     scans={(s, n): table[s][n] for s in kept for n in names}, kind=kind, space=space,
+                     hemi=d.hemi if kind == "surface" else "both", derivative=d.derivative, atlas=atlas,
+                     model_folder=folder, model_cfg=mcfg, layers=layers, context=context, stride=stride,
+                     notes=tuple(notes))
+
+
+def _scans(d, root: Path):
+    """(dataset, its scans of the asked tasks and subjects, the asked subjects)."""
     ds = load_dataset(root)
     tasks = split_commas(d.tasks)
     unknown = sorted(set(tasks) - set(ds.tasks))
@@ -137,43 +157,56 @@ def select(cfg: ScoreConfig, root: Path, model_path: str, default_space: str) ->
     unknown = sorted(set(subjects) - set(ds.subjects))
     if unknown:
         raise ValueError(f"unknown subject(s) {unknown} in {root}; known: {_short(ds.subjects)}")
-    scans = ds.scans(task=list(tasks) or None, subjects=subjects or None, include_excluded=d.include_excluded)
+    return ds, ds.scans(task=list(tasks) or None, subjects=subjects or None, include_excluded=d.include_excluded), subjects
 
-    space = d.space or default_space
-    kind = "volume" if space == VOLUME_SPACE else "surface"
+
+def _images(d, root: Path, scans, space: str, kind: str):
+    """The scans whose images exist (a reader; missing ones listed), or an error naming the spaces there are."""
     kw = dict(derivative=d.derivative, space=space) | (dict(hemi=d.hemi) if kind == "surface" else {})
     try:
-        reader = read_scans(scans, kind, on_missing="warn", **kw)
+        return read_scans(scans, kind, on_missing="warn", **kw)
     except FileNotFoundError as e:  # none left: say which spaces there are instead of listing every file
         func = root / "derivatives" / d.derivative / scans[0].subject / "func"
         have = sorted({p.name.split("_space-")[1].split("_")[0] for p in func.glob(f"{scans[0].stem}_space-*")})
         raise FileNotFoundError(f"no {d.derivative} {kind} images in space {space!r} for the {len(scans)} selected "
                                 f"scans; {scans[0].stem} has spaces: {', '.join(have) or 'none'} (--data.space)") from e
-    notes += [f"skipped (no image): {m}" for m in reader.missing]
 
+
+def _stories_by_subject(scans) -> tuple[dict[str, dict[str, tuple[Scan, Story]]], list[str]]:
+    """subject -> story name -> (its first scan holding the story, the story); notes on repeats."""
     table: dict[str, dict[str, tuple[Scan, Story]]] = {}
-    for scan in reader.scans:
+    notes = []
+    for scan in scans:
         for st in scan.stories:
             mine = table.setdefault(scan.subject, {})
             if st.name in mine:
                 notes.append(f"{scan.subject}: story {st.name!r} in several scans; using {mine[st.name][0].stem}")
                 continue
             mine[st.name] = (scan, st)
+    return table, notes
+
+
+def _story_names(d, table) -> list[str]:
+    """The selected stories' names (all stories of the selected scans when none are asked)."""
     found = {st.name: st for per in table.values() for _, st in per.values()}
     wanted = split_commas(d.stories)
     unknown = [w for w in wanted if not any(w in (s.name, s.audio, s.gentle) for s in found.values())]
     if unknown:
         raise ValueError(f"unknown story/stories {unknown} among the selected scans; known: {', '.join(sorted(found))}")
-    names = sorted(n for n, s in found.items() if not wanted or any(w in (s.name, s.audio, s.gentle) for w in wanted))
+    return sorted(n for n, s in found.items() if not wanted or any(w in (s.name, s.audio, s.gentle) for w in wanted))
 
-    designs, kept = {}, []
+
+def _listeners(ds, table, names, subjects, on_unsorted):
+    """(story designs, subjects with a usable scan of every story, notes on the others); an
+    asked-for subject without one is an error."""
+    designs, kept, notes = {}, [], []
     for sub in sorted(set(subjects) | {s for s, mine in table.items() if set(names) & set(mine)}):
         missing = [n for n in names if n not in table.get(sub, {})]
         problem = f"no usable scan of {missing}" if missing else None
         for n in names if not problem else ():
             scan, st = table[sub][n]
             if n not in designs:
-                designs[n] = _design(ds, scan, st, d.on_unsorted)
+                designs[n] = _design(ds, scan, st, on_unsorted)
             problem = problem or _timing_mismatch(designs[n], scan, st)
         if problem and sub in subjects:
             raise ValueError(f"subject {sub}: {problem} (stories: {', '.join(names)})")
@@ -185,12 +218,42 @@ def select(cfg: ScoreConfig, root: Path, model_path: str, default_space: str) ->
         counts = ", ".join(f"{n}: {sum(n in t for t in table.values())}" for n in names)
         raise ValueError(f"no subject has a usable scan of every selected story ({counts} subjects); "
                          "choose stories heard by the same subjects with --data.stories / --data.subjects")
-    atlas, note = _atlas(root, space, d.atlas) if kind == "surface" else (None, None)
-    notes += [note] if note else []
-    return Selection(ds, tuple(designs[n] for n in names), tuple(kept),
-                     {(s, n): table[s][n] for s in kept for n in names}, kind, space,
-                     d.hemi if kind == "surface" else "both", d.derivative, atlas, folder, mcfg, layers,
-                     context, stride, tuple(notes))
+    return designs, kept, notes
+
+
+def words_outside(story: StoryDesign) -> tuple[int, int]:
+    """(words before the scan starts, words after the scan's last story ends): a large share
+    means times in the wrong unit or the wrong events.tsv. (Words after this story's end but
+    within the scan belong to the story that follows in it, as in slumlordreach.)"""
+    t = np.asarray(story.word_times)
+    return int(np.sum(t < 0)), int(np.sum(t >= max(story.scan_end_tr, story.scan_trs) * story.tr))
+
+
+def _check_words_outside(stories, max_share: float) -> list[str]:
+    notes = []
+    for s in stories:
+        before, after = words_outside(s)
+        n = len(s.word_times)
+        if before + after > max_share * n:
+            raise ValueError(
+                f"story {s.name!r} ({s.transcript.source}): {before + after} of its {n} words fall outside its scan "
+                f"({before} before the scan starts, {after} after its stories end at "
+                f"{max(s.scan_end_tr, s.scan_trs) * s.tr:.1f} s; "
+                f"word times run {np.min(s.word_times):.1f}..{np.max(s.word_times):.1f} s). Times in milliseconds, or "
+                f"the wrong events.tsv? --data.max-words-outside {max_share} allows at most {max_share:.0%}")
+        if before + after:
+            notes.append(f"story {s.name!r}: {before + after} of {n} words outside the scan ({before} before, "
+                         f"{after} after) are left out of the design")
+    return notes
+
+
+def _check_delays(stories, cfg: ScoreConfig) -> None:
+    rows = min(s.n_trs - cfg.data.trim_start for s in stories)
+    longest = max(abs(d) for d in cfg.features.delays)
+    if longest >= rows:
+        short = min(stories, key=lambda s: s.n_trs)
+        raise ValueError(f"--features.delays up to {longest} TRs: longer than story {short.name!r} "
+                         f"({rows} TRs after --data.trim-start {cfg.data.trim_start}); every design row would be empty")
 
 
 def _design(ds: Narratives, scan: Scan, st: Story, on_unsorted: str) -> StoryDesign:
@@ -198,7 +261,7 @@ def _design(ds: Narratives, scan: Scan, st: Story, on_unsorted: str) -> StoryDes
         raise ValueError(f"{scan.stem}: story {st.name!r} has no audio onset (events.tsv) to place its words")
     transcript = ds.alignment(st, on_unsorted=on_unsorted)
     times, _ = transcript.times(st.audio_onset)
-    return StoryDesign(st.name, transcript, times, st.audio_onset, st.onset_tr, st.n_trs, scan.tr)
+    return StoryDesign(st.name, transcript, times, st.audio_onset, st.onset_tr, st.n_trs, scan.tr, scan.n_trs_needed)
 
 
 def _timing_mismatch(ref: StoryDesign, scan: Scan, st: Story) -> str | None:

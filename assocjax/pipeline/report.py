@@ -59,6 +59,17 @@ def write_maps(out: Path, bold: Bold, layer: int, maps_XV: np.ndarray) -> list[P
     return paths
 
 
+def prune(out: Path, written: list[Path], folders=("maps", "figures")) -> list[Path]:
+    """Remove what an earlier run left in the run's own subfolders and this run did not write
+    (a rerun with fewer layers must not leave the old layers' maps beside the new ones)."""
+    keep = {Path(p).resolve() for p in written}
+    gone = [p for sub in folders if (out / sub).is_dir() for p in (out / sub).iterdir()
+            if p.is_file() and p.resolve() not in keep]
+    for p in gone:
+        p.unlink()
+    return gone
+
+
 def write_figures(out: Path, rows: list[dict], summary: dict, best_map_V: np.ndarray, bold: Bold,
                   title: str) -> tuple[list[Path], str | None]:
     """Layer curve, region bars at the best layer, and the best layer's surface map, via

@@ -30,7 +30,7 @@ from . import budget as budget_mod
 from . import report, store, tables
 from .assets import ensure_builtin, planting
 from .bold import Bold, vertex_chunks
-from .config import ScoreConfig
+from .config import ScoreConfig, check_options
 from .design import cv_groups, layer_design, run_ids, story_rows, word_feats
 from .inputs import Selection, describe, resolve_augmentations, resolve_model, select
 
@@ -195,11 +195,13 @@ def _write(cfg: ScoreConfig, sel: Selection, bold: Bold, rows, summary, r_LV, ma
         norm = np.asarray(normalized_score(jnp.asarray(r_LV), jnp.asarray(max_r_V), cfg.ceiling.min_ceiling))
         for i, layer in enumerate(sel.layers):
             files += report.write_maps(out, bold, layer, np.stack([r_LV[i], max_r_V, norm[i]]))
-    if not cfg.report.figures:
-        return files, []
-    best = sel.layers.index(summary["best_layer"])
-    figs, note = report.write_figures(out, rows, summary, r_LV[best], bold, label)
-    return files + figs, [note] if note else []
+    notes = []
+    if cfg.report.figures:
+        best = sel.layers.index(summary["best_layer"])
+        figs, note = report.write_figures(out, rows, summary, r_LV[best], bold, label)
+        files, notes = files + figs, [note] if note else []
+    report.prune(out, files)
+    return files, notes
 
 
 def _fitting(cfg: ScoreConfig, sel: Selection, rows: list[int]) -> tuple[Fitting, dict]:
@@ -223,6 +225,7 @@ def _fitting(cfg: ScoreConfig, sel: Selection, rows: list[int]) -> tuple[Fitting
 def score(cfg: ScoreConfig) -> ScoreResult:
     """Run the pipeline (module docstring); returns the numbers and writes cfg.output."""
     t0 = time.perf_counter()
+    check_options(cfg)
     if cfg.distributed:
         jax.distributed.initialize()
     root, model_path, space, manifest = _sources(cfg)
@@ -260,6 +263,10 @@ def score(cfg: ScoreConfig) -> ScoreResult:
     info = dict(n_layers=len(sel.layers), model=label, n_subjects=len(sel.subjects), n_stories=len(sel.stories),
                 n_trs=bold.n_rows, n_targets=bold.n_vertices, targets="voxels" if sel.kind == "volume" else "vertices")
     files, notes = [], list(sel.notes)
+    acausal = [d for d in cfg.features.delays if d <= 0]
+    if acausal:
+        notes.append(f"delays {acausal} <= 0 (--features.allow-acausal): the design holds responses to words not "
+                     "yet heard")
     plain = [st.name for st in sel.stories if st.text_source != "transcript.txt"]
     if plain:
         notes.append(f"no transcript.txt beside the alignment of {', '.join(plain)}: the model read the aligned words "
