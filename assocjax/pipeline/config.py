@@ -32,7 +32,7 @@ class DataOptions:
     root: Path | None = None
     """Narratives BIDS root (needs --model.path); unset: the built-in synthetic dataset"""
     tasks: tuple[str, ...] = ()
-    """tasks to read (comma lists allowed); empty: all"""
+    """tasks to read (comma lists allowed); empty or "all": every task"""
     stories: tuple[str, ...] = ()
     """stories to score, by story, audio or alignment name; empty: every story of the tasks"""
     subjects: tuple[str, ...] = ()
@@ -43,6 +43,10 @@ class DataOptions:
     """hemisphere(s) of surface data"""
     derivative: Literal["afni-nosmooth", "afni-smooth", "fmriprep"] = "afni-nosmooth"
     """preprocessed images to read"""
+    pool_stories: bool = False
+    """fit the selected stories together (outer folds hold out whole stories; only subjects who heard every
+    one), instead of each story on its own with all its listeners (the default; scores are then averaged
+    per subject over the stories they heard, weighted by TRs)"""
     include_excluded: bool = False
     """also use scans listed in code/scan_exclude.json"""
     atlas: str = "auto"
@@ -226,6 +230,9 @@ class ScoreConfig:
     """seed of the ceiling splits and bootstrap draws"""
     progress: bool = True
     """show progress bars"""
+    aggregate: bool = False
+    """only build the tables from the results cache (the last step of a sweep whose jobs filled it): a
+    missing (story, layer) is an error naming it, nothing is fitted"""
     distributed: bool = False
     """call jax.distributed.initialize() first (multi-host runs)"""
 

@@ -1,8 +1,10 @@
 """Resolve and check every input before any long computation.
 
-One run scores one story set: the selected stories, and the subjects with a usable scan of
-every one of them (so all subjects share one design X and one ridge solve). Each error
-names the thing that is wrong (path, story, subject, layer) and what would be valid.
+A run scores the selected stories in fit groups: by default each story on its own with every
+subject who heard it (`Selection.groups`: one design and one ridge solve per story, its
+listeners sharing it); with `--data.pool-stories` all selected stories together, with the
+subjects who heard every one of them. Each error names the thing that is wrong (path,
+story, subject, layer) and what would be valid.
 """
 from __future__ import annotations
 
@@ -68,6 +70,26 @@ class Selection:
     context: int
     stride: int
     notes: tuple[str, ...]
+    listeners: dict = dataclasses.field(default_factory=dict)   # story name -> its subjects (sorted)
+    pooled: bool = False
+
+    def groups(self) -> list["Selection"]:
+        """The fit groups, each a Selection of its own: one per story with its listeners, or
+        (pooled) one of all stories with the subjects who heard every one."""
+        if self.pooled or len(self.stories) == 1:
+            return [self]
+        return [self.only(s.name) for s in self.stories]
+
+    def only(self, story: str) -> "Selection":
+        subjects = self.listeners[story]
+        return dataclasses.replace(self, stories=tuple(s for s in self.stories if s.name == story), subjects=subjects,
+                                   scans={(sub, story): self.scans[(sub, story)] for sub in subjects},
+                                   listeners={story: subjects})
+
+    @property
+    def name(self) -> str:
+        """The group's name in tables and caches: its story, or its stories joined by '+'."""
+        return "+".join(s.name for s in self.stories)
 
 
 def resolve_model(path: str) -> tuple[Path, ModelConfig]:
@@ -134,22 +156,23 @@ def select(cfg: ScoreConfig, root: Path, model_path: str, default_space: str) ->
     notes = [f"skipped (no image): {m}" for m in reader.missing]
     table, more = _stories_by_subject(reader.scans)
     names = _story_names(d, table)
-    designs, kept, skipped = _listeners(ds, table, names, subjects, d.on_unsorted)
+    designs, listeners, skipped = _listeners(ds, table, names, subjects, d.on_unsorted, d.pool_stories)
     atlas, note = _atlas(root, space, d.atlas) if kind == "surface" else (None, None)
     stories = tuple(designs[n] for n in names)
     notes += more + skipped + ([note] if note else []) + _check_words_outside(stories, d.max_words_outside)
     _check_delays(stories, cfg)
-    return Selection(dataset=ds, stories=stories, subjects=tuple(kept),
-                     scans={(s, n): table[s][n] for s in kept for n in names}, kind=kind, space=space,
-                     hemi=d.hemi if kind == "surface" else "both", derivative=d.derivative, atlas=atlas,
+    every = tuple(sorted({sub for subs in listeners.values() for sub in subs}))
+    return Selection(dataset=ds, stories=stories, subjects=every,
+                     scans={(s, n): table[s][n] for n, subs in listeners.items() for s in subs}, kind=kind,
+                     space=space, hemi=d.hemi if kind == "surface" else "both", derivative=d.derivative, atlas=atlas,
                      model_folder=folder, model_cfg=mcfg, layers=layers, context=context, stride=stride,
-                     notes=tuple(notes))
+                     notes=tuple(notes), listeners=listeners, pooled=d.pool_stories)
 
 
 def _scans(d, root: Path):
     """(dataset, its scans of the asked tasks and subjects, the asked subjects)."""
     ds = load_dataset(root)
-    tasks = split_commas(d.tasks)
+    tasks = [t for t in split_commas(d.tasks) if t != "all"]
     unknown = sorted(set(tasks) - set(ds.tasks))
     if unknown:
         raise ValueError(f"unknown task(s) {unknown} in {root}; known: {', '.join(ds.tasks)}")
@@ -196,29 +219,48 @@ def _story_names(d, table) -> list[str]:
     return sorted(n for n, s in found.items() if not wanted or any(w in (s.name, s.audio, s.gentle) for w in wanted))
 
 
-def _listeners(ds, table, names, subjects, on_unsorted):
-    """(story designs, subjects with a usable scan of every story, notes on the others); an
-    asked-for subject without one is an error."""
-    designs, kept, notes = {}, [], []
-    for sub in sorted(set(subjects) | {s for s, mine in table.items() if set(names) & set(mine)}):
-        missing = [n for n in names if n not in table.get(sub, {})]
-        problem = f"no usable scan of {missing}" if missing else None
-        for n in names if not problem else ():
+def _listeners(ds, table, names, subjects, on_unsorted, pooled: bool):
+    """(story designs, story -> its listeners, notes on the subjects left out and why).
+
+    A listener has a usable scan of the story whose timing agrees with the story's design
+    (the first listener's). Pooled: only subjects with every story count, for every story.
+    An asked-for subject who cannot be used at all is an error."""
+    designs, usable, notes = {}, {n: [] for n in names}, []
+    candidates = sorted(set(subjects) | {s for s, mine in table.items() if set(names) & set(mine)})
+    for sub in candidates:
+        problems = {}
+        for n in names:
+            if n not in table.get(sub, {}):
+                problems[n] = "no usable scan"
+                continue
             scan, st = table[sub][n]
             if n not in designs:
                 designs[n] = _design(ds, scan, st, on_unsorted)
-            problem = problem or _timing_mismatch(designs[n], scan, st)
-        if problem and sub in subjects:
-            raise ValueError(f"subject {sub}: {problem} (stories: {', '.join(names)})")
-        if problem:
-            notes.append(f"skipped {sub}: {problem}")
+            problem = _timing_mismatch(designs[n], scan, st)
+            if problem:
+                problems[n] = problem
+            else:
+                usable[n].append(sub)
+        if pooled and problems:
+            for n in names:
+                if sub in usable[n]:
+                    usable[n].remove(sub)
+            if sub in subjects:
+                raise ValueError(f"subject {sub}: " + "; ".join(f"{n}: {p}" for n, p in problems.items())
+                                 + f" (stories fitted together: {', '.join(names)})")
+            notes.append(f"skipped {sub} (stories are pooled): " + "; ".join(f"{n}: {p}" for n, p in problems.items()))
+        elif problems and sub in subjects and len(problems) == len(names):
+            raise ValueError(f"subject {sub}: " + "; ".join(f"{n}: {p}" for n, p in problems.items()))
         else:
-            kept.append(sub)
-    if not kept:
+            notes += [f"{sub} not used for {n}: {p}" for n, p in problems.items() if n in table.get(sub, {})]
+    empty = [n for n in names if not usable[n]]
+    if empty:
         counts = ", ".join(f"{n}: {sum(n in t for t in table.values())}" for n in names)
-        raise ValueError(f"no subject has a usable scan of every selected story ({counts} subjects); "
-                         "choose stories heard by the same subjects with --data.stories / --data.subjects")
-    return designs, kept, notes
+        how = ("no subject has a usable scan of every selected story" if pooled
+               else f"no usable listener for {empty}")
+        raise ValueError(f"{how} ({counts} subjects with a scan); choose stories and subjects with "
+                         "--data.stories / --data.subjects")
+    return designs, {n: tuple(usable[n]) for n in names}, notes
 
 
 def words_outside(story: StoryDesign) -> tuple[int, int]:
@@ -284,7 +326,8 @@ def model_files(folder: Path) -> list[Path]:
 
 
 def describe(sel: Selection) -> dict:
-    return dict(stories=[s.name for s in sel.stories], subjects=list(sel.subjects), kind=sel.kind, space=sel.space,
+    return dict(stories=[s.name for s in sel.stories], subjects=list(sel.subjects), pooled=sel.pooled,
+                listeners={n: list(subs) for n, subs in sel.listeners.items()}, kind=sel.kind, space=sel.space,
                 hemi=sel.hemi, derivative=sel.derivative, atlas=[str(p) for p in sel.atlas] if sel.atlas else None,
                 model=str(sel.model_folder), model_config=dataclasses.asdict(sel.model_cfg), layers=list(sel.layers),
                 context=sel.context, stride=sel.stride, scans={f"{s}/{n}": sc.stem for (s, n), (sc, _) in sel.scans.items()},

@@ -110,6 +110,9 @@ def summary_text(summary: dict, info: dict) -> str:
     ci = "" if lo is None or np.isnan(lo) else f" (95% CI over subjects {lo:.3f}..{hi:.3f})"
     what = (f"per-subject fits averaged over {info['n_subjects']} subjects" if s["fit"] == "subjects"
             else "subject-mean fit")
+    if not info.get("pooled", True):
+        what += ("; each story fitted with its own listeners, a subject's score averaged over its stories "
+                 "weighted by TRs" if s["fit"] == "subjects" else "; stories averaged weighted by TRs")
     lines = [
         f"{info['n_layers']} layers of {info['model']} on {info['n_subjects']} subject(s), {info['n_stories']} "
         f"stories ({info['n_trs']} TRs, {info['n_targets']} {info['targets']})",

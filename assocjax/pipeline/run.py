@@ -1,14 +1,14 @@
 """`score(config)`: the whole brain-score run behind `scripts/score.py`.
 
-Order: inputs are checked first (`inputs.select`), then BOLD is read, the ceiling and
-each layer's nested ridge are computed or taken from the results cache, and the reports
-are written. Every layer is one ridge solve over the subjects and their mean together
-(targets = subjects x vertices, plus the mean's vertices), saved as soon as it finishes.
+Order: inputs are checked first (`config.check_options`, `inputs.select`), then for every fit
+group (a story with its listeners, or the pooled stories) the BOLD is cached vertex-major,
+its ceiling computed and each layer's nested ridge fitted or taken from the results cache
+(`fitting`); the groups' tables are combined over stories (`aggregate`) and the reports
+written. Finished (story, layer) results are saved at once: a killed run resumes there.
 """
 from __future__ import annotations
 
 import dataclasses
-import json
 import platform
 import sys
 import time
@@ -23,37 +23,55 @@ from ..atomic import atomic_write_text
 from ..ceiling import normalized_score
 from ..models import load_pretrained
 from ..reports import write_json
-from .. import ridge
-from ..ridge.streaming import CPU_TILE
+from . import aggregate
 from . import bold as bold_mod
 from . import budget as budget_mod
 from . import report, store, tables
 from .assets import ensure_builtin, planting
-from .bold import Bold, vertex_chunks
+from .bold import Bold
 from .config import ScoreConfig, check_options
-from .design import cv_groups, layer_design, run_ids, story_rows, word_feats
+from .design import word_feats
+from .fitting import Group, fit_layers, fitting
 from .inputs import Selection, describe, resolve_augmentations, resolve_model, select
 
 
 @dataclasses.dataclass
 class ScoreResult:
-    """What a run produced. r_LV / max_r_V are the subject-mean fit's per-vertex score (fold-mean
-    r) of each scored layer and its ceiling, on every vertex of the space (NaN where there is no data)."""
+    """What a run produced. rows: the tables the summary reads (combined over stories when there
+    are several, story "all"); story_rows: every story's own rows. r_LV / max_r_V: the subject-mean
+    fit's per-vertex score (fold-mean r) of each scored layer and its ceiling, on every vertex of
+    the space (TR-weighted over stories; NaN where there is no data)."""
 
     output: Path
     summary: dict
     rows: list[dict]
+    story_rows: list[dict]
     layers: tuple[int, ...]
     r_LV: np.ndarray
     max_r_V: np.ndarray
-    computed_layers: tuple[int, ...]
-    reused_layers: tuple[int, ...]
-    results_dir: Path
+    computed: dict
+    results_dirs: dict
     data_root: Path
     model_path: Path
     manifest: dict | None
     files: list[Path]
     notes: tuple[str, ...]
+
+    @property
+    def computed_layers(self) -> tuple[int, ...]:
+        """Layers fitted by this run in any story (the rest came from the results cache)."""
+        return tuple(sorted({l for ls in self.computed.values() for l in ls}))
+
+    @property
+    def reused_layers(self) -> tuple[int, ...]:
+        return tuple(l for l in self.layers if l not in self.computed_layers)
+
+    @property
+    def results_dir(self) -> Path:
+        """The results folder of the only story (group) of the run."""
+        if len(self.results_dirs) != 1:
+            raise AttributeError(f"{len(self.results_dirs)} stories have their own results folders: see results_dirs")
+        return next(iter(self.results_dirs.values()))
 
 
 def _sources(cfg: ScoreConfig):
@@ -83,91 +101,6 @@ def _atlas(sel: Selection, bold: Bold) -> rois.Atlas | None:
     return atlas
 
 
-@dataclasses.dataclass(frozen=True)
-class Fitting:
-    """What every layer's nested ridge shares: the rows' CV groups and stories, the folds, the
-    alphas, the fits (subjects then mean, or the mean only) and the memory budget."""
-
-    groups: np.ndarray
-    runs: np.ndarray
-    folds: object
-    alphas: np.ndarray
-    per_subject: bool
-    budget: budget_mod.Budget
-    target_chunk: int | None
-
-    def fits(self, bold: Bold) -> int:
-        return len(bold.subjects) + 1 if self.per_subject else 1
-
-
-def _solve_layer(x_NP: np.ndarray, bold: Bold, fit: Fitting, progress: bool, desc: str) -> dict:
-    """One layer's nested ridge over every fit and kept vertex, streamed in vertex chunks:
-    one decomposition per outer fold shared by all chunks; per vertex only the fold scores
-    and the chosen alphas are kept."""
-    plan, solver = ridge.prepare_nested(x_NP, fit.folds, fit.alphas, target_runs_N=fit.runs)
-    tile = CPU_TILE if jax.local_devices()[0].platform == "cpu" else None
-    n, f, v = bold.n_rows, fit.fits(bold), bold.n_vertices
-    per, fixed = ridge.target_bytes(plan, tile=tile)
-    targets = budget_mod.chunk_targets(fit.budget, per, fixed, n, fit.target_chunk)
-    width = max(1, min(v, targets // f))
-    cols = f * width if tile is None else -(-f * width // tile) * tile   # whole tiles; padding columns are flat
-    tile = tile if tile is not None and cols > tile else None
-    k = len(fit.folds.outer)
-    r_folds = np.full((k, f, v), np.nan, np.float32)
-    alpha_idx = np.zeros((k, f, v), np.uint16)
-    chunks = list(vertex_chunks(v, width))
-    if progress:
-        from tqdm.auto import tqdm
-        chunks = tqdm(chunks, desc=desc, unit="chunk", leave=False)
-
-    def block(v0, v1):
-        y = bold.chunk(v0, v1, fit.runs, fit.per_subject).reshape(n, -1)     # (N, F * Vc), fit-major
-        return jnp.pad(y, ((0, 0), (0, cols - y.shape[1])))  # flat padding (NaN results) keeps one compiled shape
-
-    def collect(out, v0, v1):
-        got = jax.device_get(out)
-        used = f * (v1 - v0)
-        r_folds[:, :, v0:v1] = got.r_folds_KT[:, :used].reshape(k, f, v1 - v0)
-        alpha_idx[:, :, v0:v1] = got.alpha_idx_KT[:, :used].reshape(k, f, v1 - v0)
-
-    pending = None
-    for v0, v1 in chunks:
-        out = ridge.solve_nested(plan, block(v0, v1), tile=tile)  # async: the next read overlaps it
-        if pending is not None:
-            collect(*pending)
-        pending = (out, v0, v1)
-    collect(*pending)
-    return dict(r_folds=r_folds, alpha_idx=alpha_idx, test_groups=np.asarray(json.dumps(fit.folds.test_groups)),
-                solver=np.asarray(solver), chunk_vertices=np.asarray(width))
-
-
-def _layers(cfg: ScoreConfig, sel: Selection, bold: Bold, fit: Fitting, folder: Path, augs):
-    results, todo = {}, []
-    shape = (len(fit.folds.outer), fit.fits(bold), bold.n_vertices)
-    for layer in sel.layers:
-        got = store.load(store.layer_path(folder, layer))
-        if got is not None and got["r_folds"].shape == shape:
-            results[layer] = got
-        else:
-            todo.append(layer)
-    if not todo:
-        return results, ()
-    model, tok = load_pretrained(sel.model_folder, dtype=getattr(jnp, cfg.model.dtype))
-    feats = word_feats(model, tok, sel, cfg.features, cfg.cache_dir / "features", cfg.progress, augs, cfg.augment.mode)
-    del model
-    steps = todo
-    if cfg.progress:
-        from tqdm.auto import tqdm
-        steps = tqdm(todo, desc="scoring layers", unit="layer")
-    for layer in steps:
-        x = layer_design(feats, sel, layer, cfg.features, cfg.data.trim_start)
-        out = _solve_layer(x, bold, fit, cfg.progress, f"layer {layer}: vertex chunks")
-        if jax.process_index() == 0:
-            store.save(store.layer_path(folder, layer), **out)
-        results[layer] = out
-    return results, tuple(todo)
-
-
 def _print_notes(notes, most: int = 10) -> None:
     for note in list(notes)[:most]:
         print(f"note: {note}", file=sys.stderr)
@@ -187,82 +120,89 @@ def _versions() -> dict:
                 devices=[str(d) for d in jax.devices()], platform=platform.platform())
 
 
-def _write(cfg: ScoreConfig, sel: Selection, bold: Bold, rows, summary, r_LV, max_r_V, label):
+def _groups(cfg: ScoreConfig, sel: Selection, augs: dict, budget) -> list[Group]:
+    """Each fit group with its results folder (keyed by everything that sets its numbers)."""
+    out = []
+    for g in sel.groups():
+        mine = {n: a for n, a in augs.items() if n in {s.name for s in g.stories}}
+        key = store.results_key(cfg, g, mine)
+        folder = store.results_dir(cfg.cache_dir, key)
+        write_json(folder / "key.json", key)
+        out.append(Group(g, folder, key, fitting(cfg, g, budget)))
+    return out
+
+
+def _features(cfg: ScoreConfig, sel: Selection, augs: dict):
+    """A function giving story name -> word features (the model loaded once, on first use)."""
+    def feats_of():
+        model, tok = load_pretrained(sel.model_folder, dtype=getattr(jnp, cfg.model.dtype))
+        feats = word_feats(model, tok, sel, cfg.features, cfg.cache_dir / "features", cfg.progress, augs,
+                           cfg.augment.mode)
+        return {s.name: f for s, f in zip(sel.stories, feats)}
+    return feats_of
+
+
+@dataclasses.dataclass
+class Tables:
+    rows: list[dict]
+    story_rows: list[dict]
+    summary: dict
+    r_LV: np.ndarray
+    max_r_V: np.ndarray
+
+
+def _group_rows(cfg: ScoreConfig, g: Group, atlas) -> tuple[list[dict], np.ndarray]:
+    """(the group's rows tagged with its story, its (L, K) headline score per outer fold)."""
+    hemi_V = np.repeat(np.asarray(g.bold.hemis or ("",)), g.bold.hemi_sizes)
+    regs = tables.regions(atlas, hemi_V, g.bold.keep_V)
+    subjects = g.sel.subjects if g.fit.per_subject else ()
+    rows = [dict(story=g.name) | row for layer in g.sel.layers for row in tables.layer_rows(
+        layer, g.results[layer], g.ceiling, g.fit.alphas, subjects, regs, cfg.ceiling.min_ceiling, cfg.report.n_boot,
+        cfg.report.ci, cfg.seed)]
+    whole = next(m for name, h, m in regs if name == tables.WHOLE and h in ("both", regs[0][1]))
+    return rows, np.stack([tables.fold_headline(g.results[l], whole) for l in g.sel.layers])
+
+
+def _tables(cfg: ScoreConfig, sel: Selection, groups: list[Group], atlases) -> Tables:
+    """Every group's rows, the rows the summary reads (combined over groups when several), the
+    summary (best layer, cross-validated best layer over all groups' outer folds) and the maps."""
+    parts = [_group_rows(cfg, g, atlases[g.name]) for g in groups]
+    story_rows = [r for rows, _ in parts for r in rows]
+    weights = [g.bold.n_rows for g in groups]
+    if len(groups) == 1:
+        rows = story_rows
+    else:
+        rows = aggregate.combine([(rows, w, g.sel.subjects) for (rows, _), w, g in zip(parts, weights, groups)],
+                                 cfg.report.n_boot, cfg.report.ci, cfg.seed, cfg.ceiling.min_ceiling)
+    folds_LK = np.concatenate([f for _, f in parts], axis=1)
+    fold_w = np.concatenate([np.full(f.shape[1], w / f.shape[1]) for (_, f), w in zip(parts, weights)])
+    summary = tables.summary(rows, folds_LK, sel.layers, fold_w)
+    r_GLV = [report.full(np.stack([tables.fold_mean(g.results[l]["r_folds"])[-1] for l in sel.layers]), g.bold.keep_V)
+             for g in groups]
+    max_GV = [report.full(g.ceiling["max_r"], g.bold.keep_V) for g in groups]
+    return Tables(rows, story_rows, summary, aggregate.weighted_maps(r_GLV, weights).astype(np.float32),
+                  aggregate.weighted_maps(max_GV, weights).astype(np.float32))
+
+
+def _write(cfg: ScoreConfig, sel: Selection, bold: Bold, t: Tables, label: str):
     """Tables, maps and figures -> (paths written, notes)."""
     out = Path(cfg.output)
-    files = report.write_tables(out, rows, summary)
+    files = report.write_tables(out, t.rows if t.rows is t.story_rows else t.story_rows + t.rows, t.summary)
     if cfg.report.maps:
-        norm = np.asarray(normalized_score(jnp.asarray(r_LV), jnp.asarray(max_r_V), cfg.ceiling.min_ceiling))
+        norm = np.asarray(normalized_score(jnp.asarray(t.r_LV), jnp.asarray(t.max_r_V), cfg.ceiling.min_ceiling))
         for i, layer in enumerate(sel.layers):
-            files += report.write_maps(out, bold, layer, np.stack([r_LV[i], max_r_V, norm[i]]))
+            files += report.write_maps(out, bold, layer, np.stack([t.r_LV[i], t.max_r_V, norm[i]]))
     notes = []
     if cfg.report.figures:
-        best = sel.layers.index(summary["best_layer"])
-        figs, note = report.write_figures(out, rows, summary, r_LV[best], bold, label)
+        best = sel.layers.index(t.summary["best_layer"])
+        figs, note = report.write_figures(out, t.rows, t.summary, t.r_LV[best], bold, label)
         files, notes = files + figs, [note] if note else []
     report.prune(out, files)
     return files, notes
 
 
-def _fitting(cfg: ScoreConfig, sel: Selection, rows: list[int]) -> tuple[Fitting, dict]:
-    groups, chunks = cv_groups(rows, cfg.ridge.story_chunks)
-    runs = run_ids(rows)
-    buffer = cfg.ridge.buffer_trs if cfg.ridge.buffer_trs is not None else max(cfg.features.delays, default=0) + 8
-    if buffer < 0:
-        raise ValueError(f"--ridge.buffer-trs must be >= 0, got {buffer}")
-    folds = ridge.nested_folds(groups, cfg.ridge.outer_folds, cfg.ridge.inner_folds, runs_N=runs,
-                                buffer=buffer if chunks > 1 else 0)
-    alphas = np.sort(np.asarray(cfg.ridge.alphas, np.float64))
-    fit = Fitting(groups, runs, folds, alphas, cfg.ridge.per_subject and len(sel.subjects) > 1,
-                  budget_mod.memory_budget(cfg.memory_gb), cfg.ridge.target_chunk)
-    info = dict(groups=int(len(np.unique(groups))), chunks_per_story=chunks, buffer_trs=buffer if chunks > 1 else 0,
-                bold_zscore=("each subject per story (to average subjects); inside every outer fold each target again per "
-                             "story with that fold's training rows only"), per_subject=fit.per_subject,
-                test_groups=[list(t) for t in folds.test_groups])
-    return fit, info
-
-
-def score(cfg: ScoreConfig) -> ScoreResult:
-    """Run the pipeline (module docstring); returns the numbers and writes cfg.output."""
-    t0 = time.perf_counter()
-    check_options(cfg)
-    if cfg.distributed:
-        jax.distributed.initialize()
-    root, model_path, space, manifest = _sources(cfg)
-    sel = select(cfg, root, model_path, space)
-    _print_notes(sel.notes)
-    augs = resolve_augmentations(cfg.augment.files, sel.stories)
-    key = store.results_key(cfg, sel, augs)
-    folder = store.results_dir(cfg.cache_dir, key)
-    write_json(folder / "key.json", key)
-
-    rows_per_story = story_rows(sel, cfg.data.trim_start)
-    fit, cv_info = _fitting(cfg, sel, rows_per_story)
-    stages = budget_mod.Stages()
-    with stages("bold"):
-        bold = bold_mod.prepare(sel, cfg.cache_dir, cfg.data.trim_start, cfg.progress)
-    atlas = _atlas(sel, bold)
-    width = budget_mod.ceiling_vertices(fit.budget, len(bold.subjects), bold.n_rows, cfg.ceiling.vertex_chunk)
-    with stages("ceiling"):
-        ceil = store.ceiling(bold, fit.runs, folder, cfg.ceiling.n_splits, cfg.seed, width)
-    with stages("layers"):
-        results, computed = _layers(cfg, sel, bold, fit, folder, augs)
-
-    hemi_V = np.repeat(np.asarray(bold.hemis or ("",)), bold.hemi_sizes)
-    regs = tables.regions(atlas, hemi_V, bold.keep_V)
-    subjects = sel.subjects if fit.per_subject else ()
-    rows = [row for layer in sel.layers for row in tables.layer_rows(
-        layer, results[layer], ceil, fit.alphas, subjects, regs, cfg.ceiling.min_ceiling, cfg.report.n_boot,
-        cfg.report.ci, cfg.seed)]
-    whole = next(m for name, h, m in regs if name == tables.WHOLE and h in ("both", regs[0][1]))
-    folds_LK = np.stack([tables.fold_headline(results[l], whole) for l in sel.layers])
-    summary = tables.summary(rows, folds_LK, sel.layers)
-    r_LV = report.full(np.stack([tables.fold_mean(results[l]["r_folds"])[-1] for l in sel.layers]), bold.keep_V)
-    max_r_V = report.full(ceil["max_r"], bold.keep_V)
-    label = "the built-in random GPT-2" if manifest and cfg.model.path is None else sel.model_folder.name
-    info = dict(n_layers=len(sel.layers), model=label, n_subjects=len(sel.subjects), n_stories=len(sel.stories),
-                n_trs=bold.n_rows, n_targets=bold.n_vertices, targets="voxels" if sel.kind == "volume" else "vertices")
-    files, notes = [], list(sel.notes)
+def _run_notes(cfg: ScoreConfig, sel: Selection, groups: list[Group]) -> list[str]:
+    notes = []
     acausal = [d for d in cfg.features.delays if d <= 0]
     if acausal:
         notes.append(f"delays {acausal} <= 0 (--features.allow-acausal): the design holds responses to words not "
@@ -271,35 +211,80 @@ def score(cfg: ScoreConfig) -> ScoreResult:
     if plain:
         notes.append(f"no transcript.txt beside the alignment of {', '.join(plain)}: the model read the aligned words "
                      "without punctuation or case (features are not comparable with punctuated readings)")
-    dropped = {s: n for s, n in bold.dropped().items() if n}
-    if dropped:
-        notes.append(f"{len(dropped)} subject(s) lack data at some kept {info['targets']} (their scores are NaN "
-                     f"there): " + ", ".join(f"{s}: {n}" for s, n in list(dropped.items())[:5]))
+    for g in groups:
+        dropped = {s: n for s, n in g.bold.dropped().items() if n}
+        if dropped:
+            notes.append(f"{g.name}: {len(dropped)} subject(s) lack data at some kept vertices (their scores are NaN "
+                         f"there): " + ", ".join(f"{s}: {n}" for s, n in list(dropped.items())[:5]))
+    return notes
+
+
+def _record(cfg, sel, groups, t: Tables, root, manifest, augs, notes, stages, t0) -> dict:
+    """run.json: what was run on what, and what it cost."""
+    return dict(
+        config=dataclasses.asdict(cfg), command=sys.argv, versions=_versions(),
+        seeds=dict(ceiling_splits=cfg.seed, bootstrap=cfg.seed, synthetic=cfg.synthetic.seed if manifest else None),
+        data_root=root, model=sel.model_folder, selection=describe(sel),
+        augmentation=dict(mode=cfg.augment.mode, files=[str(f) for f in cfg.augment.files],
+                          ids={n: a.id for n, a in augs.items()}) if augs else None,
+        stories={g.name: dict(subjects=list(g.sel.subjects), n_trs=g.bold.n_rows, weight=g.bold.n_rows,
+                              cv=g.fit.info | dict(solver=str(g.results[sel.layers[0]]["solver"])),
+                              results_dir=g.folder, computed_layers=list(g.computed),
+                              vertices=dict(space_total=int(g.bold.keep_V.size), kept=g.bold.n_vertices,
+                                            missing_per_subject=g.bold.dropped()),
+                              ridge_chunk_vertices={int(l): int(g.results[l]["chunk_vertices"]) for l in sel.layers
+                                                    if "chunk_vertices" in g.results[l]})
+                 for g in groups},
+        text={st.name: st.text_source for st in sel.stories},
+        memory=groups[0].fit.budget.describe(), devices=[str(d) for d in jax.devices()],
+        computed_layers=sorted({l for g in groups for l in g.computed}),
+        reused_layers=[l for l in sel.layers if not any(l in g.computed for g in groups)],
+        summary=report.clean_nans(t.summary), notes=notes, seconds=time.perf_counter() - t0, stages=stages.record,
+        builtin=dict(planted=planting(cfg.synthetic), manifest=root / "manifest.json") if manifest else None)
+
+
+def score(cfg: ScoreConfig) -> ScoreResult:
+    """Run the pipeline (module docstring); returns the numbers and writes cfg.output.
+    With cfg.aggregate the tables come from the results cache only; a missing (story, layer) is
+    an error naming it (the last step of a sweep whose jobs filled the cache)."""
+    t0 = time.perf_counter()
+    check_options(cfg)
+    if cfg.distributed:
+        jax.distributed.initialize()
+    root, model_path, space, manifest = _sources(cfg)
+    sel = select(cfg, root, model_path, space)
+    _print_notes(sel.notes)
+    print(f"devices: {', '.join(str(d) for d in jax.devices())}", file=sys.stderr)
+    augs = resolve_augmentations(cfg.augment.files, sel.stories)
+    budget = budget_mod.memory_budget(cfg.memory_gb)
+    groups = _groups(cfg, sel, augs, budget)
+    stages = budget_mod.Stages()
+    with stages("bold"):
+        for g in groups:
+            g.bold = bold_mod.prepare(g.sel, cfg.cache_dir, cfg.data.trim_start, cfg.progress)
+    atlases = {g.name: _atlas(g.sel, g.bold) for g in groups}
+    with stages("ceiling"):
+        for g in groups:
+            width = budget_mod.ceiling_vertices(budget, len(g.bold.subjects), g.bold.n_rows, cfg.ceiling.vertex_chunk)
+            g.ceiling = store.ceiling(g.bold, g.fit.runs, g.folder, cfg.ceiling.n_splits, cfg.seed, width)
+    with stages("layers"):
+        fit_layers(cfg, sel, groups, _features(cfg, sel, augs), cfg.aggregate)
+    t = _tables(cfg, sel, groups, atlases)
+    label = "the built-in random GPT-2" if manifest and cfg.model.path is None else sel.model_folder.name
+    info = dict(n_layers=len(sel.layers), model=label, n_subjects=len(sel.subjects), n_stories=len(sel.stories),
+                n_trs=sum(g.bold.n_rows for g in groups), n_targets=max(g.bold.n_vertices for g in groups),
+                targets="voxels" if sel.kind == "volume" else "vertices", pooled=sel.pooled or len(groups) == 1)
+    files, notes = [], list(sel.notes) + _run_notes(cfg, sel, groups)
     if jax.process_index() == 0:
-        files, more = _write(cfg, sel, bold, rows, summary, r_LV, max_r_V, label)
+        files, more = _write(cfg, sel, groups[0].bold, t, label)
         notes += more
-        record = dict(
-            config=dataclasses.asdict(cfg), command=sys.argv, versions=_versions(),
-            seeds=dict(ceiling_splits=cfg.seed, bootstrap=cfg.seed, synthetic=cfg.synthetic.seed if manifest else None),
-            data_root=root, model=sel.model_folder, selection=describe(sel),
-            augmentation=dict(mode=cfg.augment.mode, files=[str(f) for f in cfg.augment.files],
-                              ids={n: a.id for n, a in augs.items()}) if augs else None,
-            cv=cv_info | dict(solver=str(results[sel.layers[0]]["solver"]), trim_start=cfg.data.trim_start,
-                              rows_per_story=dict(zip([s.name for s in sel.stories], rows_per_story))),
-            text={st.name: st.text_source for st in sel.stories},
-            memory=fit.budget.describe() | dict(ceiling_chunk_vertices=width, ridge_chunk_vertices={
-                int(l): int(results[l]["chunk_vertices"]) for l in sel.layers if "chunk_vertices" in results[l]}),
-            vertices=dict(space_total=int(bold.keep_V.size), kept=bold.n_vertices,
-                          dropped_everywhere=int(bold.keep_V.size - bold.n_vertices), missing_per_subject=bold.dropped()),
-            results_dir=folder, results_key=key, computed_layers=list(computed),
-            reused_layers=[l for l in sel.layers if l not in computed], summary=report.clean_nans(summary),
-            notes=notes, seconds=time.perf_counter() - t0, stages=stages.record,
-            builtin=dict(planted=planting(cfg.synthetic), manifest=root / "manifest.json") if manifest else None)
-        files.append(write_json(cfg.output / "run.json", record))
-        files.append(atomic_write_text(cfg.output / "summary.txt", report.summary_text(summary, info) + "\n"))
+        files.append(write_json(cfg.output / "run.json", _record(cfg, sel, groups, t, root, manifest, augs, notes,
+                                                                  stages, t0)))
+        files.append(atomic_write_text(cfg.output / "summary.txt", report.summary_text(t.summary, info) + "\n"))
     _print_notes(notes[len(sel.notes):])
-    print(report.summary_text(summary, info))
+    print(report.summary_text(t.summary, info))
     print(f"wrote {cfg.output} ({len(files)} files) in {time.perf_counter() - t0:.1f} s")
-    return ScoreResult(Path(cfg.output), summary, rows, sel.layers, r_LV, max_r_V, tuple(computed),
-                       tuple(l for l in sel.layers if l not in computed), folder, root, sel.model_folder, manifest,
-                       files, tuple(notes))
+    return ScoreResult(output=Path(cfg.output), summary=t.summary, rows=t.rows, story_rows=t.story_rows,
+                       layers=sel.layers, r_LV=t.r_LV, max_r_V=t.max_r_V, computed={g.name: g.computed for g in groups},
+                       results_dirs={g.name: g.folder for g in groups}, data_root=root, model_path=sel.model_folder,
+                       manifest=manifest, files=files, notes=tuple(notes))

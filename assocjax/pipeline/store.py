@@ -42,11 +42,12 @@ def results_key(cfg: ScoreConfig, sel: Selection, augs: dict | None = None) -> d
             files += surface_paths(scan, sel.hemi, sel.derivative, sel.space)
         else:
             files.append(volume_paths(scan, sel.derivative, sel.space)[0])
-    selection = {k: v for k, v in describe(sel).items() if k not in ("layers", "notes")}
+    selection = {k: v for k, v in describe(sel).items() if k not in ("layers", "notes", "pooled")}
     extra = dict(augmentation=dict(mode=cfg.augment.mode, ids={n: a.id for n, a in sorted(augs.items())})) if augs else {}
     return extra | dict(
         version=PIPELINE_VERSION, selection=selection, model_dtype=cfg.model.dtype,
-        features={k: v for k, v in dataclasses.asdict(cfg.features).items() if k not in ("layers", "batch_size")},
+        features={k: v for k, v in dataclasses.asdict(cfg.features).items()
+                  if k not in ("layers", "batch_size", "allow_acausal", "allow_zero_columns")},
         features_version=FEATURES_VERSION,
         ridge={k: v for k, v in dataclasses.asdict(cfg.ridge).items() if k != "target_chunk"},
         ceiling=dict(n_splits=cfg.ceiling.n_splits), on_unsorted=cfg.data.on_unsorted, trim_start=cfg.data.trim_start,

@@ -142,22 +142,29 @@ def fold_headline(res: dict, whole_V: np.ndarray) -> np.ndarray:
         return np.nanmean(np.nanmean(fits, axis=2), axis=1)
 
 
-def cv_best_layer(layers, folds_LK: np.ndarray) -> dict:
+def cv_best_layer(layers, folds_LK: np.ndarray, weights_K=None) -> dict:
     """Best layer chosen without its test data: for each outer fold k, the layer with the best
-    mean score over the OTHER outer folds, scored on fold k; the mean over k is the unbiased
-    counterpart of the plain argmax (which picks and reports on the same data)."""
+    (weighted) mean score over the OTHER outer folds, scored on fold k; the (weighted) mean over
+    k is the unbiased counterpart of the plain argmax (which picks and reports on the same
+    data). Folds of several stories pool, weighted by their rows (`weights_K`)."""
     s = np.asarray(folds_LK, np.float64)
     n_folds = s.shape[1]
+    w = np.ones(n_folds) if weights_K is None else np.asarray(weights_K, np.float64)
     chosen, scores = [], []
     for k in range(n_folds):
-        others = np.nanmean(np.delete(s, k, axis=1), axis=1)
-        pick = int(np.nanargmax(np.where(np.isfinite(others), others, -np.inf)))
+        rest, wr = np.delete(s, k, axis=1), np.delete(w, k)
+        ok = np.isfinite(rest)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            others = (np.where(ok, rest, 0) * wr).sum(1) / (ok * wr).sum(1)
+        pick = int(np.argmax(np.where(np.isfinite(others), others, -np.inf)))
         chosen.append(int(layers[pick]))
         scores.append(float(s[pick, k]))
-    return dict(cv_best_score=float(np.nanmean(scores)), cv_best_layers=chosen, cv_fold_scores=scores)
+    ok = np.isfinite(scores)
+    best = float(np.sum(np.asarray(scores)[ok] * w[ok]) / np.sum(w[ok])) if ok.any() else np.nan
+    return dict(cv_best_score=best, cv_best_layers=chosen, cv_fold_scores=scores)
 
 
-def summary(rows: list[dict], folds_LK: np.ndarray | None = None, layers=()) -> dict:
+def summary(rows: list[dict], folds_LK: np.ndarray | None = None, layers=(), weights_K=None) -> dict:
     """Best layer of the headline fit over every vertex (region "all", both hemispheres), the
     subject-mean fit at that layer, and the cross-validated best layer (`cv_best_layer`)."""
     fit = headline_fit(rows)
@@ -176,5 +183,5 @@ def summary(rows: list[dict], folds_LK: np.ndarray | None = None, layers=()) -> 
                mean_fit_score=mean_row["score"] if mean_row else np.nan,
                mean_fit_ceiling=mean_row["ceiling"] if mean_row else np.nan)
     if folds_LK is not None and len(layers) > 1:
-        out |= cv_best_layer(layers, folds_LK)
+        out |= cv_best_layer(layers, folds_LK, weights_K)
     return out

@@ -1,0 +1,155 @@
+"""One fit group's nested ridge, layer by layer, streamed in vertex chunks (see `run`).
+
+A fit group is a story with its listeners (or, pooled, several stories with the subjects who
+heard them all). Per layer there is one decomposition per outer fold, shared by every
+subject, the subject mean and every vertex chunk; per vertex only the fold scores and the
+chosen alphas are kept. Finished layers are saved at once, so a killed run resumes.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .. import ridge
+from ..ridge.streaming import CPU_TILE
+from . import budget as budget_mod
+from . import store
+from .bold import Bold, vertex_chunks
+from .config import ScoreConfig
+from .design import cv_groups, layer_design, run_ids, story_rows
+from .inputs import Selection
+
+
+@dataclasses.dataclass(frozen=True)
+class Fitting:
+    """What every layer's nested ridge of one group shares: the rows' CV groups and stories,
+    the folds, the alphas, the fits (subjects then mean, or the mean only) and the budget."""
+
+    groups: np.ndarray
+    runs: np.ndarray
+    folds: ridge.NestedFolds
+    alphas: np.ndarray
+    per_subject: bool
+    budget: budget_mod.Budget
+    target_chunk: int | None
+    info: dict
+
+    def fits(self, bold: Bold) -> int:
+        return len(bold.subjects) + 1 if self.per_subject else 1
+
+
+def fitting(cfg: ScoreConfig, sel: Selection, budget: budget_mod.Budget) -> Fitting:
+    """CV groups (stories, or contiguous chunks of them), buffered nested folds and alphas."""
+    rows = story_rows(sel, cfg.data.trim_start)
+    groups, chunks = cv_groups(rows, cfg.ridge.story_chunks)
+    runs = run_ids(rows)
+    buffer = cfg.ridge.buffer_trs if cfg.ridge.buffer_trs is not None else max(cfg.features.delays) + 8
+    buffer = buffer if chunks > 1 else 0  # held-out whole stories need none
+    folds = ridge.nested_folds(groups, cfg.ridge.outer_folds, cfg.ridge.inner_folds, runs_N=runs, buffer=buffer)
+    info = dict(groups=int(len(np.unique(groups))), chunks_per_story=chunks, buffer_trs=buffer,
+                bold_zscore=("each subject per story (to average subjects); inside every outer fold each target again "
+                             "per story with that fold's training rows only"),
+                per_subject=cfg.ridge.per_subject and len(sel.subjects) > 1,
+                test_groups=[list(t) for t in folds.test_groups], trim_start=cfg.data.trim_start,
+                rows_per_story=dict(zip([s.name for s in sel.stories], rows)))
+    return Fitting(groups, runs, folds, np.sort(np.asarray(cfg.ridge.alphas, np.float64)), info["per_subject"], budget,
+                   cfg.ridge.target_chunk, info)
+
+
+def solve_layer(x_NP: np.ndarray, bold: Bold, fit: Fitting, progress: bool = False, desc: str = "") -> dict:
+    """One layer's nested ridge over every fit and kept vertex (module docstring)."""
+    plan, solver = ridge.prepare_nested(x_NP, fit.folds, fit.alphas, target_runs_N=fit.runs)
+    tile = CPU_TILE if jax.local_devices()[0].platform == "cpu" else None
+    n, f, v = bold.n_rows, fit.fits(bold), bold.n_vertices
+    per, fixed = ridge.target_bytes(plan, tile=tile)
+    targets = budget_mod.chunk_targets(fit.budget, per, fixed, n, fit.target_chunk)
+    width = max(1, min(v, targets // f))
+    cols = f * width if tile is None else -(-f * width // tile) * tile   # whole tiles; padding columns are flat
+    tile = tile if tile is not None and cols > tile else None
+    k = len(fit.folds.outer)
+    r_folds = np.full((k, f, v), np.nan, np.float32)
+    alpha_idx = np.zeros((k, f, v), np.uint16)
+    chunks = list(vertex_chunks(v, width))
+    if progress:
+        from tqdm.auto import tqdm
+        chunks = tqdm(chunks, desc=desc, unit="chunk", leave=False)
+
+    def block(v0, v1):
+        y = bold.chunk(v0, v1, fit.runs, fit.per_subject).reshape(n, -1)     # (N, F * Vc), fit-major
+        return jnp.pad(y, ((0, 0), (0, cols - y.shape[1])))  # flat padding (NaN results) keeps one compiled shape
+
+    def collect(out, v0, v1):
+        got = jax.device_get(out)
+        used = f * (v1 - v0)
+        r_folds[:, :, v0:v1] = got.r_folds_KT[:, :used].reshape(k, f, v1 - v0)
+        alpha_idx[:, :, v0:v1] = got.alpha_idx_KT[:, :used].reshape(k, f, v1 - v0)
+
+    pending = None
+    for v0, v1 in chunks:
+        out = ridge.solve_nested(plan, block(v0, v1), tile=tile)  # async: the next read overlaps it
+        if pending is not None:
+            collect(*pending)
+        pending = (out, v0, v1)
+    collect(*pending)
+    return dict(r_folds=r_folds, alpha_idx=alpha_idx, test_groups=np.asarray(json.dumps(fit.folds.test_groups)),
+                solver=np.asarray(solver), chunk_vertices=np.asarray(width))
+
+
+@dataclasses.dataclass
+class Group:
+    """A fit group on its way through the run: its selection, results folder and fitting,
+    then its BOLD store, ceiling and per-layer results."""
+
+    sel: Selection
+    folder: Path
+    key: dict
+    fit: Fitting
+    bold: Bold | None = None
+    ceiling: dict | None = None
+    results: dict = dataclasses.field(default_factory=dict)
+    computed: tuple[int, ...] = ()
+
+    @property
+    def name(self) -> str:
+        return self.sel.name
+
+    def cached(self, layer: int) -> dict | None:
+        got = store.load(store.layer_path(self.folder, layer))
+        shape = (len(self.fit.folds.outer), self.fit.fits(self.bold), self.bold.n_vertices)
+        return got if got is not None and got["r_folds"].shape == shape else None
+
+
+def fit_layers(cfg: ScoreConfig, sel: Selection, groups: list[Group], feats_of, aggregate_only: bool = False) -> None:
+    """Every group's missing layers: the model and word features are made once for all groups
+    (`feats_of()` -> story name -> features), only when some (group, layer) is not cached."""
+    todo = {}
+    for g in groups:
+        for layer in sel.layers:
+            got = g.cached(layer)
+            if got is None:
+                todo.setdefault(g.name, []).append(layer)
+            else:
+                g.results[layer] = got
+    if not todo:
+        return
+    if aggregate_only:
+        missing = ", ".join(f"{name}: layers {layers}" for name, layers in todo.items())
+        raise FileNotFoundError(f"--aggregate: results missing from {cfg.cache_dir / 'scores'} for {missing}; run "
+                                "their jobs first (the same options), or drop --aggregate to compute them here")
+    feats = feats_of()
+    steps = [(g, layer) for g in groups for layer in todo.get(g.name, ())]
+    if cfg.progress:
+        from tqdm.auto import tqdm
+        steps = tqdm(steps, desc="scoring (story, layer)", unit="fit")
+    for g, layer in steps:
+        x = layer_design([feats[s.name] for s in g.sel.stories], g.sel, layer, cfg.features, cfg.data.trim_start)
+        out = solve_layer(x, g.bold, g.fit, cfg.progress, f"{g.name} layer {layer}: vertex chunks")
+        if jax.process_index() == 0:
+            store.save(store.layer_path(g.folder, layer), **out)
+        g.results[layer] = out
+        g.computed += (layer,)
