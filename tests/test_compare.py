@@ -51,7 +51,7 @@ def world(tmp_path_factory):
         control = augment.random_match(aug, words, pool, seed=1, positions="matched", tokenizer=tok, pool_name="other stories")
         files["random"].append(augment.save(control, tmp / "aug" / f"{story}_random.json", words))
     cfg = ScoreConfig(output=tmp / "out", cache_dir=tmp / "cache", progress=False,
-                      model=ModelOptions(path=str(model_dir)), data=DataOptions(root=root, space=SPACE),
+                      model=ModelOptions(path=str(model_dir)), data=DataOptions(root=root, space=SPACE, pool_stories=True),
                       features=FeatureOptions(layers=(0,)), ceiling=CeilingOptions(n_splits=10),
                       report=ReportOptions(maps=False, figures=True),
                       augment=AugmentOptions(files=tuple(files["oracle"] + files["random"]), mode="timed", compare=True))
@@ -66,7 +66,7 @@ def test_true_augmentation_gains_in_mtl_only(world):
     _, res, *_ = world
     rows = _rows(res, "oracle vs plain")
     mtl = rows["mtl"]
-    assert mtl["kind"] == "F" and mtl["n_subjects"] == 6
+    assert mtl["kind"] == "F" and mtl["n_subjects"] == 6  # pooled stories: the subjects who heard all four
     assert mtl["change"] > 0.05 and mtl["change_ci_low"] > 0 and mtl["q"] < 0.05, mtl
     for region in ("language", "parietal", "frontal_gyrus", "visual_control"):
         r = rows[region]
