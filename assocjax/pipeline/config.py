@@ -234,7 +234,15 @@ class ScoreConfig:
     """only build the tables from the results cache (the last step of a sweep whose jobs filled it): a
     missing (story, layer) is an error naming it, nothing is fitted"""
     distributed: bool = False
-    """call jax.distributed.initialize() first (multi-host runs)"""
+    """multi-process run (several hosts, or one process per accelerator): call jax.distributed.initialize()
+    first (arguments detected on SLURM, Open MPI and TPU pods, else the three below); each process fits its
+    share of the vertices with its own devices; --cache-dir must be shared"""
+    coordinator: str | None = None
+    """with --distributed: host:port of process 0"""
+    num_processes: int | None = None
+    """with --distributed: how many processes"""
+    process_id: int | None = None
+    """with --distributed: this process's index (0 writes the reports)"""
 
 
 def check_options(cfg: ScoreConfig) -> None:

@@ -14,9 +14,10 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec
 
 from .. import ridge
-from ..ridge.streaming import CPU_TILE
+from ..ridge.streaming import CPU_TILE, target_mesh
 from . import budget as budget_mod
 from . import store
 from .bold import Bold, vertex_chunks
@@ -61,33 +62,44 @@ def fitting(cfg: ScoreConfig, sel: Selection, budget: budget_mod.Budget) -> Fitt
                    cfg.ridge.target_chunk, info)
 
 
-def solve_layer(x_NP: np.ndarray, bold: Bold, fit: Fitting, progress: bool = False, desc: str = "") -> dict:
-    """One layer's nested ridge over every fit and kept vertex (module docstring)."""
+def solve_layer(x_NP: np.ndarray, bold: Bold, fit: Fitting, progress: bool = False, desc: str = "",
+                vertices: tuple[int, int] | None = None) -> dict:
+    """One layer's nested ridge over every fit and kept vertex (module docstring); with
+    `vertices` = (lo, hi) only that range of kept vertices (one process's share of a
+    multi-process run), the arrays then cover that range only."""
     plan, solver = ridge.prepare_nested(x_NP, fit.folds, fit.alphas, target_runs_N=fit.runs)
     tile = CPU_TILE if jax.local_devices()[0].platform == "cpu" else None
-    n, f, v = bold.n_rows, fit.fits(bold), bold.n_vertices
+    mesh = target_mesh()  # several local devices: each chunk's targets spread over them
+    n_dev = mesh.size if mesh is not None else 1
+    lo, hi = vertices or (0, bold.n_vertices)
+    n, f, v = bold.n_rows, fit.fits(bold), hi - lo
     per, fixed = ridge.target_bytes(plan, tile=tile)
-    targets = budget_mod.chunk_targets(fit.budget, per, fixed, n, fit.target_chunk)
+    targets = budget_mod.chunk_targets(fit.budget, per, fixed, n, fit.target_chunk) * n_dev
     width = max(1, min(v, targets // f))
-    cols = f * width if tile is None else -(-f * width // tile) * tile   # whole tiles; padding columns are flat
-    tile = tile if tile is not None and cols > tile else None
+    unit = (tile or 1) * n_dev
+    cols = -(-f * width // unit) * unit   # whole tiles on every device; padding columns are flat (NaN results)
+    tile = tile if tile is not None and cols // n_dev > tile else None
+    if mesh is not None:
+        plan = jax.device_put(plan, NamedSharding(mesh, PartitionSpec()))
+        columns = NamedSharding(mesh, PartitionSpec(None, "targets"))
     k = len(fit.folds.outer)
     r_folds = np.full((k, f, v), np.nan, np.float32)
     alpha_idx = np.zeros((k, f, v), np.uint16)
-    chunks = list(vertex_chunks(v, width))
+    chunks = [(lo + a, lo + b) for a, b in vertex_chunks(v, width)]
     if progress:
         from tqdm.auto import tqdm
         chunks = tqdm(chunks, desc=desc, unit="chunk", leave=False)
 
     def block(v0, v1):
         y = bold.chunk(v0, v1, fit.runs, fit.per_subject).reshape(n, -1)     # (N, F * Vc), fit-major
-        return jnp.pad(y, ((0, 0), (0, cols - y.shape[1])))  # flat padding (NaN results) keeps one compiled shape
+        y = jnp.pad(y, ((0, 0), (0, cols - y.shape[1])))  # flat padding (NaN results) keeps one compiled shape
+        return jax.device_put(y, columns) if mesh is not None else y
 
     def collect(out, v0, v1):
         got = jax.device_get(out)
         used = f * (v1 - v0)
-        r_folds[:, :, v0:v1] = got.r_folds_KT[:, :used].reshape(k, f, v1 - v0)
-        alpha_idx[:, :, v0:v1] = got.alpha_idx_KT[:, :used].reshape(k, f, v1 - v0)
+        r_folds[:, :, v0 - lo:v1 - lo] = got.r_folds_KT[:, :used].reshape(k, f, v1 - v0)
+        alpha_idx[:, :, v0 - lo:v1 - lo] = got.alpha_idx_KT[:, :used].reshape(k, f, v1 - v0)
 
     pending = None
     for v0, v1 in chunks:
@@ -148,8 +160,39 @@ def fit_layers(cfg: ScoreConfig, sel: Selection, groups: list[Group], feats_of, 
         steps = tqdm(steps, desc="scoring (story, layer)", unit="fit")
     for g, layer in steps:
         x = layer_design([feats[s.name] for s in g.sel.stories], g.sel, layer, cfg.features, cfg.data.trim_start)
-        out = solve_layer(x, g.bold, g.fit, cfg.progress, f"{g.name} layer {layer}: vertex chunks")
-        if jax.process_index() == 0:
+        desc = f"{g.name} layer {layer}: vertex chunks"
+        if jax.process_count() == 1:
+            out = solve_layer(x, g.bold, g.fit, cfg.progress, desc)
             store.save(store.layer_path(g.folder, layer), **out)
+        else:
+            out = _solve_in_parts(x, g, layer, cfg.progress, desc)
         g.results[layer] = out
         g.computed += (layer,)
+
+
+def _solve_in_parts(x_NP, g: Group, layer: int, progress: bool, desc: str, poll_s: float = 1.0) -> dict:
+    """Multi-process runs (jax.distributed): process p of P solves the p-th range of the kept
+    vertices with its own devices and saves it beside the layer file (a shared --cache-dir);
+    process 0 joins the parts into the layer file, which every process then reads."""
+    import time
+
+    p, n_proc = jax.process_index(), jax.process_count()
+    edges = np.linspace(0, g.bold.n_vertices, n_proc + 1).astype(int)
+    final = store.layer_path(g.folder, layer)
+    part = final.with_name(f"{final.stem}.part-{p}-of-{n_proc}.npz")
+    if store.load(part) is None:
+        store.save(part, **solve_layer(x_NP, g.bold, g.fit, progress, desc, vertices=(edges[p], edges[p + 1])))
+    if p == 0:
+        paths = [final.with_name(f"{final.stem}.part-{i}-of-{n_proc}.npz") for i in range(n_proc)]
+        while not all(q.is_file() for q in paths):
+            time.sleep(poll_s)
+        parts = [store.load(q) for q in paths]
+        out = dict(parts[0], r_folds=np.concatenate([q["r_folds"] for q in parts], axis=2),
+                   alpha_idx=np.concatenate([q["alpha_idx"] for q in parts], axis=2))
+        store.save(final, **out)
+        for q in paths:
+            q.unlink()
+        return out
+    while not final.is_file():
+        time.sleep(poll_s)
+    return store.load(final)

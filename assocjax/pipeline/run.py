@@ -250,7 +250,7 @@ def score(cfg: ScoreConfig) -> ScoreResult:
     t0 = time.perf_counter()
     check_options(cfg)
     if cfg.distributed:
-        jax.distributed.initialize()
+        jax.distributed.initialize(cfg.coordinator, cfg.num_processes, cfg.process_id)
     root, model_path, space, manifest = _sources(cfg)
     sel = select(cfg, root, model_path, space)
     _print_notes(sel.notes)

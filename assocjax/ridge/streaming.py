@@ -89,7 +89,7 @@ def brain_score(X, Y, groups: Sequence, alphas: Sequence[float] = DEFAULT_ALPHAS
 
     folds = nested_folds(groups, outer_folds, inner_folds, runs, buffer)
     plan, solver = prepare_nested(X, folds, alphas, standardize=standardize, solver=solver, dtype=dtype)
-    mesh = _target_mesh(shard_targets)
+    mesh = target_mesh(shard_targets)
     if mesh is not None:
         plan = jax.device_put(plan, NamedSharding(mesh, PartitionSpec()))
     tile = CPU_TILE if jax.devices()[0].platform == "cpu" else None
@@ -162,7 +162,8 @@ def _stream(plan, y_NT, chunk, tile, mesh, score, return_predictions, dtype, pro
         yield pending[0], pending[1], jax.device_get(pending[2])
 
 
-def _target_mesh(shard: bool):
+def target_mesh(shard: bool = True):
+    """A 1-D mesh over the local devices for spreading targets (None with one device, or shard=False)."""
     devices = jax.local_devices()
     if not shard or len(devices) == 1:
         return None
