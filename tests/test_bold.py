@@ -26,7 +26,7 @@ def selection(tmp_path_factory, checkpoints):
     shutil.copytree(checkpoints["gpt2"], model)
     for name in ("vocab.json", "merges.txt"):
         shutil.copy(SHARED / "tokenizers" / "gpt2" / name, model / name)
-    cfg = ScoreConfig(output=tmp / "out", cache_dir=tmp / "cache", data=DataOptions(root=tmp / "ds", space="tiny"),
+    cfg = ScoreConfig(output=tmp / "out", cache_dir=tmp / "cache", data=DataOptions(root=tmp / "ds", space="tiny", pool_stories=True),
                       model=ModelOptions(path=str(model)), progress=False)
     return cfg, select(cfg, tmp / "ds", str(model), "tiny")
 

@@ -154,6 +154,9 @@ def _load_cached(data: Path, meta: Path, rows: int) -> dict | None:
 def prepare(sel: Selection, cache_dir: Path, trim_start: int = 0, progress: bool = False) -> Bold:
     """Read every selected (subject, story) once into the vertex-major cache (module docstring);
     reruns reuse complete files keyed by the images' size and mtime, the story and the trim."""
+    if len(sel.groups()) != 1:  # a per-story selection is read one fit group at a time
+        raise ValueError(f"pipeline.bold.prepare needs one fit group, got stories {[s.name for s in sel.stories]} "
+                         "fitted separately: call it on each of sel.groups()")
     folder = Path(cache_dir) / "bold"
     rows = tuple(s.n_trs - trim_start for s in sel.stories)
     if min(rows) < 1:
