@@ -102,6 +102,22 @@ def _committed(tree):  # as train() passes them, so the compiled step is shared
     return jax.tree.map(lambda x: jax.device_put(jnp.array(x), x.sharding), tree)
 
 
+@pytest.mark.parametrize("method", ["lora", "full"])
+def test_weight_decay_acts_on_matrices_and_embeddings_only(setup, method):
+    """With zero gradients an AdamW update is the decay alone: weight_decay * w on every
+    adapter (A and B), weight matrix and embedding; nothing on norm scales (or biases)."""
+    model, _ = load_pretrained(setup["model"], tokenizer=False)
+    spec = _spec(model.cfg, dataclasses.replace(BASE, method=method, weight_decay=0.1))
+    tree = (init_adapters(model.cfg, BASE.lora, jax.random.key(0)) if method == "lora" else model.param_tree())
+    tree = jax.tree.map(lambda a: a + 1.0, tree)  # B = 0 at init: no zero leaf may hide a missing decay
+    opt = optimizer(spec)
+    updates, _ = opt.update(jax.tree.map(jnp.zeros_like, tree), opt.init(tree), tree)
+    decayed = {k: bool(np.allclose(u, 0.1 * _leaves(tree)[k], rtol=1e-6)) for k, u in _leaves(updates).items()}
+    kept = {k: not u.any() for k, u in _leaves(updates).items()}
+    expect = {k: method == "lora" or not k.endswith(("norm']", "_b']")) for k in decayed}
+    assert decayed == expect and kept == {k: not v for k, v in expect.items()}, decayed
+
+
 def test_grad_accumulation_equals_one_big_batch(setup):
     """k=2 micro-batches of 2 rows == 1 batch of 4 rows: loss and gradient (read from
     Adam's first moment, (1 - b1) * g) are means over all target tokens of the step; the

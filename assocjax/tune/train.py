@@ -176,6 +176,8 @@ def loss_sums(spec: StepSpec, trainable, base, batch: Batch, dropout_key=None):
 
 def _decays(path, _) -> bool:
     name = str(getattr(path[-1], "key", path[-1]))
+    if name.endswith(("_lora_a", "_lora_b")):  # adapter matrices (B is no bias)
+        return True
     return not name.endswith(("_b", "bias", "scale", "norm"))  # matrices and embeddings decay
 
 
