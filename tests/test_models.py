@@ -6,12 +6,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import torch
+from transformers import AutoModelForCausalLM
 
 from assocjax.models import forward_hidden, from_hf, load_pretrained
 from conftest import SHARED, save_random_llama, save_tiny
-
-torch = pytest.importorskip("torch")
-from transformers import AutoModelForCausalLM  # noqa: E402
 
 
 def hf_outputs(folder, ids, mask=None):

@@ -94,8 +94,7 @@ def test_frozen_tuning_changes_only_the_chosen_blocks(setup):
 
 
 def _spec(model_cfg, cfg: TrainConfig) -> StepSpec:
-    return StepSpec(model_cfg, cfg.method, cfg.lora if cfg.method == "lora" else None, cfg.dtype, cfg.clip_norm,
-                    cfg.weight_decay, (cfg.adam_b1, cfg.adam_b2, cfg.adam_eps))
+    return StepSpec.of(cfg, model_cfg)
 
 
 def _committed(tree):  # as train() passes them, so the compiled step is shared
@@ -292,3 +291,38 @@ def test_make_association_then_finetune_scripts(setup, tmp_path, capsys):
     assert {p.name for p in (run / "adapters").iterdir()} >= {"adapter_config.json", "adapter_model.safetensors"}
     model, _ = load_pretrained(run / "model")
     assert model.cfg == load_pretrained(setup["model"], tokenizer=False)[0].cfg
+
+
+@pytest.mark.parametrize("method", ["lora", "frozen"])
+def test_bfloat16_train_step_does_not_convert_all_layers_at_once(method):
+    """As the forwards of feature extraction and generation (test_models), the compiled step
+    converts one layer's bfloat16 weights to float32 per loop iteration: its scratch memory
+    grows by far less than one layer's float32 weights per layer (a hoisted float32 copy of
+    every layer grows it by more)."""
+    from flax import nnx
+
+    from assocjax.models import CausalLM, from_hf
+    from assocjax.tune import split_trainable
+    from assocjax.tune.prompts import Batch
+
+    S = jax.ShapeDtypeStruct
+    temps = {}
+    for n in (2, 6):
+        cfg = from_hf(dict(model_type="llama", hidden_size=128, num_hidden_layers=n, num_attention_heads=4,
+                           intermediate_size=512, vocab_size=64, max_position_embeddings=64))
+        abstract = nnx.eval_shape(lambda: CausalLM(cfg, rngs=nnx.Rngs(0), dtype=jnp.bfloat16))
+        params = nnx.to_pure_dict(nnx.state(abstract.params, nnx.Param))
+        tc = TrainConfig(method=method, dtype="bfloat16", layers="last:1")
+        if method == "lora":
+            trainable, base = jax.eval_shape(lambda: init_adapters(cfg, tc.lora, jax.random.key(0))), params
+        else:
+            trainable, base = jax.eval_shape(lambda p: split_trainable(p, (n - 1,)), params)
+            trainable = jax.tree.map(lambda s: S(s.shape, jnp.float32), trainable)  # trained in float32
+        spec = StepSpec.of(tc, cfg)
+        opt_state = jax.eval_shape(optimizer(spec).init, trainable)
+        batch = Batch(*[S((1, 1, 16), t) for t in (jnp.int32, bool, bool, jnp.int32, jnp.int32)])
+        step = train_step.lower(spec, trainable, opt_state, base, batch, S((), jnp.int32), S((), jnp.float32),
+                                jax.random.key(0))
+        temps[n] = step.compile().memory_analysis().temp_size_in_bytes
+    layer_f32 = 4 * (4 * 128 * 128 + 3 * 128 * 512)  # one layer's weights in float32
+    assert (temps[6] - temps[2]) / 4 < 0.5 * layer_f32, (temps, layer_f32)

@@ -22,8 +22,8 @@ import numpy as np
 from flax import nnx
 
 from .config import ModelConfig, from_hf
-from .modeling import CausalLM, param_shapes
-from .params import nest, weight_plan
+from .modeling import CausalLM
+from .params import nest, param_shapes, weight_plan
 
 _ALIGN = 64  # bytes; XLA's CPU client aliases host arrays aligned like this instead of copying them
 _DTYPES = {"F64": np.float64, "F32": np.float32, "F16": np.float16, "BF16": ml_dtypes.bfloat16,
