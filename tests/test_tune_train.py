@@ -199,8 +199,13 @@ def killed(setup):
     return folder
 
 
-def test_kill_and_resume_reproduces_the_uninterrupted_run(setup, killed):
-    full = train(RESUME, setup["model"], setup["train"])  # same run, no checkpoints, never stopped
+@pytest.fixture(scope="module")
+def full(setup):
+    """The same run as `killed`, without checkpoints, never stopped."""
+    return train(RESUME, setup["model"], setup["train"])
+
+
+def test_kill_and_resume_reproduces_the_uninterrupted_run(setup, killed, full):
     folder = setup["root"] / "ckpt_resume"
     shutil.copytree(killed, folder)
     resumed = train(dataclasses.replace(RESUME, checkpoint_dir=folder), setup["model"], setup["train"])
@@ -212,6 +217,39 @@ def test_kill_and_resume_reproduces_the_uninterrupted_run(setup, killed):
     a, b = _leaves(resumed.trainable), _leaves(full.trainable)
     assert all(np.allclose(a[k], b[k], rtol=1e-6, atol=1e-9) for k in a)
     assert sorted(p.name for p in folder.iterdir() if p.name.isdigit()) == ["4", "6"]  # keep=2
+
+
+def _damage(step_folder):
+    """Truncate a checkpoint step's array files (as a disk-full or interrupted copy would)."""
+    files = [f for f in step_folder.rglob("*") if f.is_file() and f.parent.name == "d"]
+    assert files
+    for f in files:
+        with open(f, "r+b") as h:
+            h.truncate(10)
+
+
+def test_corrupt_latest_checkpoint_falls_back_to_the_newest_intact_one(setup, killed, full, tmp_path):
+    folder = tmp_path / "ckpt"
+    shutil.copytree(killed, folder)
+    _damage(folder / "4")
+    cfg = dataclasses.replace(RESUME, checkpoint_dir=folder)
+    with pytest.warns(UserWarning, match=rf"checkpoint {folder / '4'} cannot be read .*moved it to 4.corrupt"):
+        resumed = train(cfg, setup["model"], setup["train"])
+    assert resumed.resumed_from == 2
+    np.testing.assert_allclose([h["loss"] for h in resumed.history], [h["loss"] for h in full.history],
+                               rtol=1e-6, atol=0)
+    for step in (4, 6):  # steps 4 and 6 were saved again; nothing intact is left behind
+        _damage(folder / str(step))
+    with pytest.warns(UserWarning), pytest.raises(ValueError) as err:
+        train(cfg, setup["model"], setup["train"])
+    assert str(err.value).startswith(f"{folder}: no intact checkpoint") and "\n" not in str(err.value)
+
+
+def test_resuming_a_longer_run_than_total_steps_is_refused(setup, killed, tmp_path):
+    folder = tmp_path / "ckpt"
+    shutil.copytree(killed, folder)
+    with pytest.raises(ValueError, match=r"trained for 4 steps, more than total_steps=3"):
+        train(dataclasses.replace(RESUME, checkpoint_dir=folder, total_steps=3), setup["model"], setup["train"])
 
 
 def test_checkpoint_of_another_model_is_refused(setup, killed, tmp_path):

@@ -306,7 +306,7 @@ def train(cfg: TrainConfig, model_folder, train_records: Sequence[dict], val_rec
         ckpt = Checkpoints(cfg.checkpoint_dir, _identity(cfg, model_cfg, params, layers, train_records), cfg.keep)
     try:
         if ckpt is not None and ckpt.latest_step() is not None:
-            state = _resume(ckpt, state)
+            state = _resume(ckpt, state, cfg.total_steps)
             resumed_from = state.step
         end = cfg.total_steps if stop_after is None else min(cfg.total_steps, stop_after)
         _run_steps(cfg, spec, state, base, enc, val_enc, pad_id, end, ckpt)
@@ -358,10 +358,16 @@ def _fresh_state(spec: StepSpec, trainable) -> _State:
     return _State(trainable, opt_state)
 
 
-def _resume(ckpt: Checkpoints, fresh: _State) -> _State:
-    """The state of the checkpoint folder's latest step (`fresh` gives the tree structure)."""
+def _resume(ckpt: Checkpoints, fresh: _State, total_steps: int) -> _State:
+    """The state of the checkpoint folder's newest intact step (`fresh` gives the tree
+    structure); a checkpoint past total_steps is refused (its model is trained longer)."""
     arrays, meta = ckpt.restore(fresh.arrays())
-    return _State(arrays["trainable"], arrays["opt_state"], int(arrays["step"]), meta["history"])
+    state = _State(arrays["trainable"], arrays["opt_state"], int(arrays["step"]), meta["history"])
+    if state.step > total_steps:
+        raise ValueError(f"checkpoint folder {ckpt.directory} holds a run trained for {state.step} steps, more than "
+                         f"total_steps={total_steps} asks for; raise total_steps to at least {state.step}, or use "
+                         "another checkpoint folder to start afresh")
+    return state
 
 
 def _run_steps(cfg: TrainConfig, spec: StepSpec, state: _State, base, enc: Encoded, val_enc: Encoded | None,
