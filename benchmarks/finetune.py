@@ -30,7 +30,7 @@ from transformers import AutoModelForCausalLM, LlamaConfig
 from assocjax.models import load_pretrained
 from assocjax.models.modeling import forward_logits
 from assocjax.reports import write_json
-from assocjax.tune import LoraConfig, init_adapters, lora_params, save_peft
+from assocjax.tune import LoraConfig, init_adapters, lora_inputs, save_peft
 from common import matmul_gflops, torch_matmul_gflops
 
 
@@ -96,7 +96,7 @@ def make_jax_step(cfg, lora: LoraConfig, opt):
         # The base tree is an argument of the step but not of the differentiated function:
         # no weight gradient is formed for it.
         def loss_fn(ad):
-            return cross_entropy(forward_logits(cfg, lora_params(params, ad, lora), ids_BS), ids_BS)
+            return cross_entropy(forward_logits(cfg, params, ids_BS, lora=lora_inputs(params, ad, lora)), ids_BS)
 
         loss, grads = jax.value_and_grad(loss_fn)(adapters)
         updates, opt_state = opt.update(grads, opt_state, adapters)

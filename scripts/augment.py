@@ -38,6 +38,7 @@ from assocjax.augment.generate import (ChatGenerator, GenerationError, LMGenerat
 from assocjax.augment.manual import import_json, parse_inline
 from assocjax.augment.random_control import random_match
 from assocjax.augment.sentences import DEFAULT_GAP_S, find_transcript, story_sentence_ends
+from assocjax.cli import run_cli
 
 Positional = tyro.conf.Positional
 
@@ -340,14 +341,13 @@ COMMANDS = {"generate": Generate, "import": Import, "random-match": RandomMatch,
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Parse argv (default: sys.argv[1:]), run the subcommand; 0 on success, 1 on an error
-    (printed to stderr; no output file is written)."""
-    cmd = tyro.extras.subcommand_cli_from_dict(COMMANDS, args=argv, description=__doc__.split("\n")[0])
-    try:
-        return cmd.run()
-    except (ValueError, FileNotFoundError, GenerationError, ChatError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 1
+    """Parse argv (default: sys.argv[1:]), run the subcommand; 0 on success, 2 on an error
+    (one line on stderr, the traceback with --debug; no output file is written), 1 when
+    `validate` finds the file invalid."""
+    def parse(args):
+        return tyro.extras.subcommand_cli_from_dict(COMMANDS, args=args, description=__doc__.split("\n")[0])
+
+    return run_cli(lambda cmd: cmd.run(), parse, argv, errors=(GenerationError, ChatError))
 
 
 if __name__ == "__main__":

@@ -7,12 +7,15 @@
 Writes OUT/model (merged Hugging Face model for scripts/score.py --model.path), OUT/adapters
 (PEFT, LoRA only), OUT/history.csv|json, OUT/run.json; checkpoints go to OUT/checkpoints
 unless --tune.checkpoint-dir is given, and a rerun of the same command resumes from them.
+--model is a local folder; a Hugging Face hub name ("org/name") is downloaded only with --hub.
+Bad input ends with one line on stderr and exit code 2 (--debug: the traceback).
 """
 import dataclasses
+import sys
 from pathlib import Path
 
-import tyro
-
+from assocjax.cli import run_cli
+from assocjax.models.loading import check_weights, resolve
 from assocjax.tune import dataset
 from assocjax.tune.train import TrainConfig, train, write_outputs
 
@@ -25,16 +28,19 @@ class Args:
     val: Path | None = None          # validation JSONL
     tune: TrainConfig = TrainConfig()
     base_name: str | None = None     # base_model_name_or_path in the PEFT config (default: --model)
+    hub: bool = False                # --model is a Hugging Face hub name: download it (needs network)
 
 
 def main(args: Args) -> None:
+    folder = resolve(args.model, hub=args.hub)
+    check_weights(folder)  # config.json and the weights' headers, before anything long
     train_records = dataset.read_jsonl(args.train)
     val_records = dataset.read_jsonl(args.val) if args.val else []
     cfg = args.tune
     if cfg.checkpoint_dir is None:
         cfg = dataclasses.replace(cfg, checkpoint_dir=args.out / "checkpoints")
-    result = train(cfg, args.model, train_records, val_records)
-    paths = write_outputs(result, args.out, args.base_name,
+    result = train(cfg, folder, train_records, val_records)
+    paths = write_outputs(result, args.out, args.base_name or str(args.model),
                           extra=dict(train_file=str(args.train), val_file=str(args.val) if args.val else None))
     last = result.history[-1] if result.history else {}
     print(f"{cfg.method}: {len(result.history)} steps, loss {last.get('loss')}, validation {last.get('val_loss')}; "
@@ -42,4 +48,4 @@ def main(args: Args) -> None:
 
 
 if __name__ == "__main__":
-    main(tyro.cli(Args))
+    sys.exit(run_cli(main, Args, description=__doc__))

@@ -4,14 +4,16 @@
     python scripts/make_association.py --stories ../shared/narratives --augmentations augs/ --out data/assoc
     python scripts/make_association.py --stories ../shared/narratives --augmentations augs/ \
         --task continue --out data/control-continue          # the same passages, non-associative outputs
+
+Bad input ends with one line on stderr and exit code 2 (--debug: the traceback).
 """
 import dataclasses
+import sys
 from pathlib import Path
 from typing import Literal
 
-import tyro
-
 from assocjax.augment.sentences import DEFAULT_GAP_S, story_sentence_ends
+from assocjax.cli import run_cli
 from assocjax.reports import write_json
 from assocjax.tune import dataset
 
@@ -51,4 +53,4 @@ def main(args: Args) -> None:
 
 
 if __name__ == "__main__":
-    main(tyro.cli(Args))
+    sys.exit(run_cli(main, Args, description=__doc__))

@@ -420,7 +420,7 @@ def test_cli_generate_random_match_validate_show(cli, stub, stories, tmp_path, c
     assert all(w.startswith("pool") for i in control.insertions for w in i.text.split())
     rc, _, err = run_cli(cli, capsys, "random-match", "--augmentation", out, "--align", story, "--pool-align", story,
                          "--out", tmp_path / "out" / "self.json")
-    assert rc == 1 and "the story 'tiny' itself" in err and not (tmp_path / "out" / "self.json").exists()
+    assert rc == 2 and "the story 'tiny' itself" in err and not (tmp_path / "out" / "self.json").exists()
 
     rc, text, _ = run_cli(cli, capsys, "validate", out, "--align", story)
     assert rc == 0 and text.startswith("OK:")
@@ -444,14 +444,14 @@ def test_cli_writes_nothing_on_generator_or_endpoint_error(cli, stub, stories, t
     base = ["generate", "--align", story, "--endpoint", stub.url + "/v1", "--every", "2", "--out", out]
     stub.reply = lambda req: (200, completion("  [ ]  "), 0, {})
     rc, _, err = run_cli(cli, capsys, *base, "--retries", "1")
-    assert rc == 1 and "no usable sentence-level association" in err and "story 'tiny'" in err
+    assert rc == 2 and "no usable sentence-level association" in err and "story 'tiny'" in err
     stub.script = [(200, completion("A fine sentence."), 0, {})]  # the first anchor succeeds, then 400
     stub.reply = lambda req: (400, "bad request", 0, {})
     rc, _, err = run_cli(cli, capsys, *base)
-    assert rc == 1 and "HTTP 400" in err
+    assert rc == 2 and "HTTP 400" in err
     assert not out.parent.exists() or not any(out.parent.iterdir())  # no file, no temp file
     rc, _, err = run_cli(cli, capsys, "generate", "--align", story, "--out", out)
-    assert rc == 1 and "exactly one backend" in err
+    assert rc == 2 and "exactly one backend" in err
 
 
 def test_cli_import_inline_and_data_root(cli, stories, tmp_path, capsys):

@@ -2,12 +2,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import torch
+from transformers import AutoModelForCausalLM, GPT2Config, LlamaConfig
 
 from assocjax.models import load_pretrained
 from assocjax.models.generation import generate, generate_tokens, sample_logits
-
-torch = pytest.importorskip("torch")
-from transformers import AutoModelForCausalLM, GPT2Config, LlamaConfig  # noqa: E402
 
 jax.config.update("jax_default_matmul_precision", "highest")
 

@@ -6,12 +6,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import torch
+from transformers import AutoModelForCausalLM
 
 from assocjax.models import forward_hidden, from_hf, load_pretrained
+from assocjax.models.loading import SafetensorsReader, check_weights, resolve
 from conftest import SHARED, save_random_llama, save_tiny
-
-torch = pytest.importorskip("torch")
-from transformers import AutoModelForCausalLM  # noqa: E402
 
 
 def hf_outputs(folder, ids, mask=None):
@@ -156,6 +156,80 @@ def test_bad_checkpoints_get_clear_errors(checkpoints, tmp_path):
     model, _ = load_pretrained(checkpoints["gpt2"], tokenizer=False)
     with pytest.raises(ValueError, match="49 tokens exceeds the model's 48 positions"):
         model(np.zeros((1, 49), int))
+
+
+def _edit_config(folder, **changes):
+    cfg = json.loads((folder / "config.json").read_text())
+    cfg.update(changes)
+    for k in [k for k, v in changes.items() if v is None]:
+        cfg.pop(k)
+    (folder / "config.json").write_text(json.dumps(cfg))
+
+
+def test_broken_weight_files_and_configs_are_named_before_any_tensor_is_read(checkpoints, tmp_path, monkeypatch):
+    weights = checkpoints["gpt2"] / "model.safetensors"
+    size = weights.stat().st_size
+    truncated = _break(checkpoints["gpt2"], tmp_path / "t", lambda d: (d / "model.safetensors").write_bytes(
+        weights.read_bytes()[: size // 2]))
+    noise = _break(checkpoints["gpt2"], tmp_path / "r", lambda d: (d / "model.safetensors").write_bytes(
+        np.random.default_rng(0).bytes(5000)))
+    bad_json = _break(checkpoints["gpt2"], tmp_path / "j", lambda d: (d / "config.json").write_text("{n_layer: 3"))
+    twelve = _break(checkpoints["gpt2"], tmp_path / "w", lambda d: _edit_config(d, n_layer="twelve"))
+    no_hidden = _break(checkpoints["llama_gqa"], tmp_path / "h", lambda d: _edit_config(d, hidden_size=None))
+    cases = {truncated: rf"{truncated / 'model.safetensors'}: truncated: its header needs {size} bytes .* has {size // 2}",
+             noise: rf"{noise / 'model.safetensors'}: not a safetensors file, or truncated: its header would take \d+ "
+                    "bytes, the file has 4992",
+             bad_json: rf"{bad_json / 'config.json'}: not valid JSON",
+             twelve: rf"{twelve / 'config.json'}: field 'n_layer' must be a positive integer; got 'twelve'",
+             no_hidden: rf"{no_hidden / 'config.json'}: missing field 'hidden_size'"}
+    monkeypatch.setattr(SafetensorsReader, "__call__", lambda *a: pytest.fail("a tensor was read"))
+    for folder, message in cases.items():
+        with pytest.raises(ValueError, match=message):
+            check_weights(folder)
+        with pytest.raises(ValueError, match=message):
+            load_pretrained(folder, tokenizer=False)
+
+
+def test_weight_headers_are_checked_against_the_config(checkpoints, tmp_path, monkeypatch):
+    from safetensors.numpy import load_file, save_file
+
+    monkeypatch.setattr(SafetensorsReader, "__call__", lambda *a: pytest.fail("a tensor was read"))
+    assert check_weights(checkpoints["llama_sharded"]) == from_hf(
+        json.loads((checkpoints["llama_sharded"] / "config.json").read_text()))
+    monkeypatch.undo()
+
+    def edit(name, value):
+        def apply(d):
+            t = load_file(d / "model.safetensors")
+            t[name] = value(t[name])
+            save_file(t, d / "model.safetensors")
+        return apply
+
+    q = "model.layers.1.self_attn.q_proj.weight"
+    wide = _break(checkpoints["llama_gqa"], tmp_path / "s", edit(q, lambda a: np.zeros((32, 40), a.dtype)))
+    with pytest.raises(ValueError, match=rf"model.safetensors: tensor {q} of shape \(32, 40\) where the config "
+                                         r"needs \(32, 32\)"):
+        check_weights(wide)
+    ints = _break(checkpoints["llama_gqa"], tmp_path / "i", edit(q, lambda a: a.astype(np.int8)))
+    with pytest.raises(ValueError, match=rf"tensor {q} has dtype I8; weights must be one of F64, F32, F16, BF16"):
+        check_weights(ints)
+    more = _break(checkpoints["llama_gqa"], tmp_path / "m", lambda d: _edit_config(d, num_hidden_layers=4))
+    with pytest.raises(ValueError, match=r"missing \['model.layers.3.input_layernorm.weight'"):
+        check_weights(more)
+
+
+def test_a_missing_relative_path_is_a_local_error_not_a_hub_lookup(monkeypatch, tmp_path):
+    from assocjax.models import loading
+
+    monkeypatch.setattr(loading, "_download", lambda name: pytest.fail(f"looked up {name!r} on the hub"))
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(FileNotFoundError, match=rf"model folder not found: {tmp_path / 'nosuchdir' / 'model'}; hub "
+                                                "names are downloaded only when allowed explicitly"):
+        load_pretrained("nosuchdir/model")
+    with pytest.raises(FileNotFoundError, match="model folder not found"):
+        resolve("./nosuchdir/model", hub=True)  # a path, not a hub name
+    monkeypatch.setattr(loading, "_download", lambda name: tmp_path / name.replace("/", "--"))
+    assert resolve("org/model", hub=True) == tmp_path / "org--model"
 
 
 def test_blocked_causal_attention_equals_full():

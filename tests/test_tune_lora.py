@@ -7,13 +7,12 @@ import re
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 import pytest
 
 from assocjax.models import forward_logits, load_pretrained
-from assocjax.models.modeling import dense
-from assocjax.tune import (TARGETS, LoraConfig, block_tree, frozen_forward_logits, init_adapters, join, load_peft,
-                           lora_params, merge, optax_labels, parse_layers, save_peft, split_trainable, stack_tree)
+from assocjax.models.modeling import Adapter, dense
+from assocjax.tune import (TARGETS, LoraConfig, frozen_params, init_adapters, join, load_peft, lora_inputs, merge,
+                           parse_layers, save_peft, split_trainable)
 from conftest import save_tiny
 
 import peft  # noqa: E402  (test extras: a missing one must fail, not skip)
@@ -56,19 +55,21 @@ def test_lora_forward_matches_merge_and_float64_reference(models, kind):
     _, cfg, params = models[kind]
     lora = LORAS[kind]
     ad = random_adapters(cfg, lora)
-    adapted = np.asarray(forward_logits(cfg, lora_params(params, ad, lora), IDS))
+    adapted = np.asarray(forward_logits(cfg, params, IDS, lora=lora_inputs(params, ad, lora)))
     merged = np.asarray(forward_logits(cfg, merge(params, ad, lora), IDS))
     np.testing.assert_allclose(adapted, merged, atol=1e-5, rtol=1e-5)
     assert np.abs(adapted - np.asarray(forward_logits(cfg, params, IDS))).max() > 1e-2  # the adapters do act
 
     # One layer's weight products: x @ W + (alpha / r) * x @ A @ B in float64 numpy.
-    layer = jax.tree.map(lambda a: a[1], lora_params(params, ad, lora)["layers"])
-    xs = {t: np.random.default_rng(3).normal(size=(2, 5, layer[f"{t}_w"].shape[0])) for t in lora.targets}
-    ours = jax.jit(lambda layer, xs: {t: dense(x, layer, t) for t, x in xs.items()})(
-        layer, {t: jnp.asarray(x, jnp.float32) for t, x in xs.items()})
+    w = {t: params["layers"][f"{t}_w"][1] for t in lora.targets}
+    ab = {t: (ad["layers"][f"{t}_lora_a"][1], ad["layers"][f"{t}_lora_b"][1]) for t in lora.targets}
+    xs = {t: np.random.default_rng(3).normal(size=(2, 5, w[t].shape[0])) for t in lora.targets}
+    products = jax.jit(lambda w, ab, xs: {t: dense(x, w[t], Adapter(*ab[t], jnp.float32(1.5), None, None))
+                                          for t, x in xs.items()})
+    ours = products(w, ab, {t: jnp.asarray(x, jnp.float32) for t, x in xs.items()})
     for t, x in xs.items():
-        w, a, b = (np.asarray(layer[n], np.float64) for n in (f"{t}_w", f"{t}_lora_a", f"{t}_lora_b"))
-        np.testing.assert_allclose(ours[t], x @ w + 1.5 * (x @ a) @ b, atol=1e-5, rtol=1e-5, err_msg=t)
+        w64, a, b = (np.asarray(m, np.float64) for m in (w[t], *ab[t]))
+        np.testing.assert_allclose(ours[t], x @ w64 + 1.5 * (x @ a) @ b, atol=1e-5, rtol=1e-5, err_msg=t)
 
 
 @pytest.mark.parametrize("kind", ["llama", "gpt2"])
@@ -85,17 +86,17 @@ def test_fresh_adapters_leave_the_model_unchanged(models, kind):
     # differently once a second product reads the same input, a float32-rounding difference.
     same = np.testing.assert_array_equal if kind == "llama" else (
         lambda a, b: np.testing.assert_allclose(a, b, rtol=0, atol=1e-6))
-    same(np.asarray(forward_logits(cfg, lora_params(params, ad, lora), IDS)), base)
+    same(np.asarray(forward_logits(cfg, params, IDS, lora=lora_inputs(params, ad, lora))), base)
     # dropout acts on the LoRA branch's input only: with B = 0 it cannot change the output
-    with_dropout = lora_params(params, ad, lora, dropout_key=jax.random.key(1))
-    same(np.asarray(forward_logits(cfg, with_dropout, IDS)), base)
+    with_dropout = lora_inputs(params, ad, lora, dropout_key=jax.random.key(1))
+    same(np.asarray(forward_logits(cfg, params, IDS, lora=with_dropout)), base)
 
 
 def test_dropout_is_deterministic_per_key(models):
     _, cfg, params = models["llama"]
     lora = dataclasses.replace(LORAS["llama"], dropout=0.3)
     ad = random_adapters(cfg, lora)
-    run = lambda key, lc=lora: np.asarray(forward_logits(cfg, lora_params(params, ad, lc, dropout_key=key), IDS))
+    run = lambda key, lc=lora: np.asarray(forward_logits(cfg, params, IDS, lora=lora_inputs(params, ad, lc, key)))
     plain = run(None)
     k1, k2 = run(jax.random.key(1)), run(jax.random.key(2))
     assert np.abs(k1 - plain).max() > 1e-3 and np.abs(k1 - k2).max() > 1e-3
@@ -120,7 +121,7 @@ def test_peft_export_loads_in_transformers_with_same_logits_and_grads(models, ki
 
     assert adapted == {f"{prefix}.{i}.{HF_MODULES[kind][t]}" for i in range(cfg.n_layers) for t in lora.targets}
     logits_ref = pm(torch.tensor(IDS)).logits
-    ours = lambda adapters: forward_logits(cfg, lora_params(params, adapters, lora), IDS)
+    ours = lambda adapters: forward_logits(cfg, params, IDS, lora=lora_inputs(params, adapters, lora))
     np.testing.assert_allclose(np.asarray(ours(ad)), logits_ref.detach().numpy(), atol=1e-4, rtol=1e-4)
 
     # gradients w.r.t. the adapters only (the base tree is closed over)
@@ -159,7 +160,8 @@ def test_peft_made_adapter_loads(models, tmp_path):
     assert not np.asarray(ad["layers"]["k_lora_b"][1]).any()  # layer 1 is not adapted
     with torch.no_grad():
         ref = pm.eval()(torch.tensor(IDS)).logits.numpy()
-    np.testing.assert_allclose(np.asarray(forward_logits(cfg, lora_params(params, ad, lora), IDS)), ref, atol=1e-4)
+    np.testing.assert_allclose(np.asarray(forward_logits(cfg, params, IDS, lora=lora_inputs(params, ad, lora))), ref,
+                               atol=1e-4)
 
 
 def test_bad_input_errors(models, tmp_path):
@@ -171,7 +173,7 @@ def test_bad_input_errors(models, tmp_path):
     with pytest.raises(ValueError, match="dropout"):
         LoraConfig(dropout=1.0)
     with pytest.raises(ValueError, match="expected"):  # rank mismatch between adapters and config
-        lora_params(params, init_adapters(cfg, LoraConfig(rank=2, targets=("qkv",)), jax.random.key(0)),
+        lora_inputs(params, init_adapters(cfg, LoraConfig(rank=2, targets=("qkv",)), jax.random.key(0)),
                     LoraConfig(rank=4, targets=("qkv",)))
     with pytest.raises(FileNotFoundError, match="adapter_config.json"):
         load_peft(tmp_path, cfg)
@@ -226,6 +228,19 @@ def _scans(jaxpr):
     return out
 
 
+def test_plain_forward_has_no_lora_ops(models):
+    """Without adapters each scanned block holds only its weight products (7 for LLaMA) and
+    the 2 attention products; adapters on q and v add their 2 x 2 products."""
+    _, cfg, params = models["llama"]
+    lora = LoraConfig(rank=2, targets=("q", "v"))
+    ad = init_adapters(cfg, lora, jax.random.key(0))
+    plain = _scans(jax.make_jaxpr(lambda p: forward_logits(cfg, p, IDS))(params).jaxpr)
+    adapted = _scans(jax.make_jaxpr(lambda p, a: forward_logits(cfg, p, IDS, lora=lora_inputs(p, a, lora)))(
+        params, ad).jaxpr)
+    assert plain == [(cfg.n_layers, len(TARGETS["llama"]) + 2)]
+    assert adapted == [(cfg.n_layers, len(TARGETS["llama"]) + 2 + 4)]
+
+
 @pytest.fixture(scope="module")
 def frozen_setup(models):
     _, cfg, params = models["llama"]  # 3 blocks
@@ -239,7 +254,7 @@ def test_frozen_grads_equal_slices_of_full_grads(frozen_setup, spec):
     layers = parse_layers(spec, cfg.n_layers)
     trainable, frozen = split_trainable(params, layers)
     jax.tree.map(np.testing.assert_array_equal, join(trainable, frozen), params)
-    loss = lambda t: jnp.sum(frozen_forward_logits(cfg, t, frozen, IDS) * WEIGHTS)
+    loss = lambda t: jnp.sum(forward_logits(cfg, frozen_params(t, frozen), IDS) * WEIGHTS)
     value, grads = jax.value_and_grad(loss)(trainable)
     np.testing.assert_allclose(value, full_loss, rtol=1e-6)
     expected, _ = split_trainable(full_grads, layers)
@@ -255,7 +270,7 @@ def test_frozen_backward_skips_frozen_blocks(frozen_setup):
     n_weights = len(TARGETS["llama"])  # weight products per block = weight gradients a trainable block adds
     # last block trainable: the frozen prefix (length n - 1) only appears as its forward scan
     trainable, frozen = split_trainable(params, (n - 1,))
-    loss = lambda t: jnp.sum(frozen_forward_logits(cfg, t, frozen, IDS) * WEIGHTS)
+    loss = lambda t: jnp.sum(forward_logits(cfg, frozen_params(t, frozen), IDS) * WEIGHTS)
     fwd = _scans(jax.make_jaxpr(loss)(trainable).jaxpr)
     assert [s for s in fwd if s[0] == n - 1] == [(n - 1, fwd[0][1])]
     bwd = _scans(jax.make_jaxpr(jax.grad(loss))(trainable).jaxpr)
@@ -266,26 +281,7 @@ def test_frozen_backward_skips_frozen_blocks(frozen_setup):
     assert sorted(full) == [(n, fwd[0][1]), (n, trainable_bwd)]  # what a full-tree gradient costs
     # blocks 0 and 2 trainable: block 1's backward carries dx only (n_weights fewer products)
     trainable, frozen = split_trainable(params, (0, 2))
-    loss = lambda t: jnp.sum(frozen_forward_logits(cfg, t, frozen, IDS) * WEIGHTS)
+    loss = lambda t: jnp.sum(forward_logits(cfg, frozen_params(t, frozen), IDS) * WEIGHTS)
     counts = sorted(d for _, d in _scans(jax.make_jaxpr(jax.grad(loss))(trainable).jaxpr))
     f = fwd[0][1]
     assert counts == sorted([f, f, f, trainable_bwd - n_weights, trainable_bwd, trainable_bwd])
-
-
-def test_optax_mask_route_keeps_frozen_blocks(frozen_setup):
-    cfg, params, (_, full_grads), _ = frozen_setup
-    blocks = block_tree(params)
-    jax.tree.map(np.testing.assert_array_equal, stack_tree(blocks), params)
-    opt = optax.partition({"train": optax.adamw(1e-2), "frozen": optax.set_to_zero()}, optax_labels(blocks, "last:1"))
-
-    @jax.jit
-    def step(blocks, grads):  # the gradient of the block tree is the block tree of the full gradient
-        updates, _ = opt.update(grads, opt.init(blocks), blocks)
-        return optax.apply_updates(blocks, updates)
-
-    new = step(blocks, block_tree(full_grads))
-    for i in range(cfg.n_layers):
-        same = [bool(np.array_equal(a, b)) for a, b in zip(jax.tree.leaves(new["layers"][str(i)]),
-                                                             jax.tree.leaves(blocks["layers"][str(i)]))]
-        assert all(same) if i < cfg.n_layers - 1 else not any(same)
-    np.testing.assert_array_equal(new["embed"], blocks["embed"])

@@ -94,12 +94,27 @@ def test_frozen_tuning_changes_only_the_chosen_blocks(setup):
 
 
 def _spec(model_cfg, cfg: TrainConfig) -> StepSpec:
-    return StepSpec(model_cfg, cfg.method, cfg.lora if cfg.method == "lora" else None, cfg.dtype, cfg.clip_norm,
-                    cfg.weight_decay, (cfg.adam_b1, cfg.adam_b2, cfg.adam_eps))
+    return StepSpec.of(cfg, model_cfg)
 
 
 def _committed(tree):  # as train() passes them, so the compiled step is shared
     return jax.tree.map(lambda x: jax.device_put(jnp.array(x), x.sharding), tree)
+
+
+@pytest.mark.parametrize("method", ["lora", "full"])
+def test_weight_decay_acts_on_matrices_and_embeddings_only(setup, method):
+    """With zero gradients an AdamW update is the decay alone: weight_decay * w on every
+    adapter (A and B), weight matrix and embedding; nothing on norm scales (or biases)."""
+    model, _ = load_pretrained(setup["model"], tokenizer=False)
+    spec = _spec(model.cfg, dataclasses.replace(BASE, method=method, weight_decay=0.1))
+    tree = (init_adapters(model.cfg, BASE.lora, jax.random.key(0)) if method == "lora" else model.param_tree())
+    tree = jax.tree.map(lambda a: a + 1.0, tree)  # B = 0 at init: no zero leaf may hide a missing decay
+    opt = optimizer(spec)
+    updates, _ = opt.update(jax.tree.map(jnp.zeros_like, tree), opt.init(tree), tree)
+    decayed = {k: bool(np.allclose(u, 0.1 * _leaves(tree)[k], rtol=1e-6)) for k, u in _leaves(updates).items()}
+    kept = {k: not u.any() for k, u in _leaves(updates).items()}
+    expect = {k: method == "lora" or not k.endswith(("norm']", "_b']")) for k in decayed}
+    assert decayed == expect and kept == {k: not v for k, v in expect.items()}, decayed
 
 
 def test_grad_accumulation_equals_one_big_batch(setup):
@@ -184,8 +199,13 @@ def killed(setup):
     return folder
 
 
-def test_kill_and_resume_reproduces_the_uninterrupted_run(setup, killed):
-    full = train(RESUME, setup["model"], setup["train"])  # same run, no checkpoints, never stopped
+@pytest.fixture(scope="module")
+def full(setup):
+    """The same run as `killed`, without checkpoints, never stopped."""
+    return train(RESUME, setup["model"], setup["train"])
+
+
+def test_kill_and_resume_reproduces_the_uninterrupted_run(setup, killed, full):
     folder = setup["root"] / "ckpt_resume"
     shutil.copytree(killed, folder)
     resumed = train(dataclasses.replace(RESUME, checkpoint_dir=folder), setup["model"], setup["train"])
@@ -197,6 +217,39 @@ def test_kill_and_resume_reproduces_the_uninterrupted_run(setup, killed):
     a, b = _leaves(resumed.trainable), _leaves(full.trainable)
     assert all(np.allclose(a[k], b[k], rtol=1e-6, atol=1e-9) for k in a)
     assert sorted(p.name for p in folder.iterdir() if p.name.isdigit()) == ["4", "6"]  # keep=2
+
+
+def _damage(step_folder):
+    """Truncate a checkpoint step's array files (as a disk-full or interrupted copy would)."""
+    files = [f for f in step_folder.rglob("*") if f.is_file() and f.parent.name == "d"]
+    assert files
+    for f in files:
+        with open(f, "r+b") as h:
+            h.truncate(10)
+
+
+def test_corrupt_latest_checkpoint_falls_back_to_the_newest_intact_one(setup, killed, full, tmp_path):
+    folder = tmp_path / "ckpt"
+    shutil.copytree(killed, folder)
+    _damage(folder / "4")
+    cfg = dataclasses.replace(RESUME, checkpoint_dir=folder)
+    with pytest.warns(UserWarning, match=rf"checkpoint {folder / '4'} cannot be read .*moved it to 4.corrupt"):
+        resumed = train(cfg, setup["model"], setup["train"])
+    assert resumed.resumed_from == 2
+    np.testing.assert_allclose([h["loss"] for h in resumed.history], [h["loss"] for h in full.history],
+                               rtol=1e-6, atol=0)
+    for step in (4, 6):  # steps 4 and 6 were saved again; nothing intact is left behind
+        _damage(folder / str(step))
+    with pytest.warns(UserWarning), pytest.raises(ValueError) as err:
+        train(cfg, setup["model"], setup["train"])
+    assert str(err.value).startswith(f"{folder}: no intact checkpoint") and "\n" not in str(err.value)
+
+
+def test_resuming_a_longer_run_than_total_steps_is_refused(setup, killed, tmp_path):
+    folder = tmp_path / "ckpt"
+    shutil.copytree(killed, folder)
+    with pytest.raises(ValueError, match=r"trained for 4 steps, more than total_steps=3"):
+        train(dataclasses.replace(RESUME, checkpoint_dir=folder, total_steps=3), setup["model"], setup["train"])
 
 
 def test_checkpoint_of_another_model_is_refused(setup, killed, tmp_path):
@@ -276,3 +329,38 @@ def test_make_association_then_finetune_scripts(setup, tmp_path, capsys):
     assert {p.name for p in (run / "adapters").iterdir()} >= {"adapter_config.json", "adapter_model.safetensors"}
     model, _ = load_pretrained(run / "model")
     assert model.cfg == load_pretrained(setup["model"], tokenizer=False)[0].cfg
+
+
+@pytest.mark.parametrize("method", ["lora", "frozen"])
+def test_bfloat16_train_step_does_not_convert_all_layers_at_once(method):
+    """As the forwards of feature extraction and generation (test_models), the compiled step
+    converts one layer's bfloat16 weights to float32 per loop iteration: its scratch memory
+    grows by far less than one layer's float32 weights per layer (a hoisted float32 copy of
+    every layer grows it by more)."""
+    from flax import nnx
+
+    from assocjax.models import CausalLM, from_hf
+    from assocjax.tune import split_trainable
+    from assocjax.tune.prompts import Batch
+
+    S = jax.ShapeDtypeStruct
+    temps = {}
+    for n in (2, 6):
+        cfg = from_hf(dict(model_type="llama", hidden_size=128, num_hidden_layers=n, num_attention_heads=4,
+                           intermediate_size=512, vocab_size=64, max_position_embeddings=64))
+        abstract = nnx.eval_shape(lambda: CausalLM(cfg, rngs=nnx.Rngs(0), dtype=jnp.bfloat16))
+        params = nnx.to_pure_dict(nnx.state(abstract.params, nnx.Param))
+        tc = TrainConfig(method=method, dtype="bfloat16", layers="last:1")
+        if method == "lora":
+            trainable, base = jax.eval_shape(lambda: init_adapters(cfg, tc.lora, jax.random.key(0))), params
+        else:
+            trainable, base = jax.eval_shape(lambda p: split_trainable(p, (n - 1,)), params)
+            trainable = jax.tree.map(lambda s: S(s.shape, jnp.float32), trainable)  # trained in float32
+        spec = StepSpec.of(tc, cfg)
+        opt_state = jax.eval_shape(optimizer(spec).init, trainable)
+        batch = Batch(*[S((1, 1, 16), t) for t in (jnp.int32, bool, bool, jnp.int32, jnp.int32)])
+        step = train_step.lower(spec, trainable, opt_state, base, batch, S((), jnp.int32), S((), jnp.float32),
+                                jax.random.key(0))
+        temps[n] = step.compile().memory_analysis().temp_size_in_bytes
+    layer_f32 = 4 * (4 * 128 * 128 + 3 * 128 * 512)  # one layer's weights in float32
+    assert (temps[6] - temps[2]) / 4 < 0.5 * layer_f32, (temps, layer_f32)

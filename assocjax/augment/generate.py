@@ -329,8 +329,9 @@ class LMGenerator:
     def format(self, prompt: str) -> str:
         if self.chat_format == "plain":
             return prompt
-        sys = f"<<SYS>>\n{self.system_prompt}\n<</SYS>>\n\n" if self.system_prompt else ""
-        return f"[INST] {sys}{prompt} [/INST]"
+        from ..tune.prompts import llama2_chat  # imported here as generate is: assocjax.tune loads optax/orbax
+
+        return llama2_chat(prompt, self.system_prompt)
 
     def __call__(self, prompts: list[str], seed: int | None = None) -> list[str]:
         from ..models.generation import generate

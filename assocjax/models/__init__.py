@@ -2,8 +2,8 @@
 from .config import SUPPORTED, ModelConfig, from_hf
 from .generation import Generation, generate, generate_tokens, sample_logits
 from .loading import build_model, load_pretrained
-from .modeling import CausalLM, forward_hidden, forward_logits
+from .modeling import CausalLM, LoraInputs, forward, forward_hidden, forward_logits
 
 __all__ = ["SUPPORTED", "ModelConfig", "from_hf", "build_model", "load_pretrained", "CausalLM",
-           "forward_hidden", "forward_logits", "Generation", "generate",
+           "LoraInputs", "forward", "forward_hidden", "forward_logits", "Generation", "generate",
            "generate_tokens", "sample_logits"]

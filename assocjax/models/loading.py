@@ -1,5 +1,6 @@
 """Load Hugging Face checkpoints (config.json + safetensors, single or sharded) from a
-local folder — or, when online, a hub name — into a `CausalLM` and its tokenizer.
+local folder — or, when asked explicitly (hub=True) and online, a hub name — into a
+`CausalLM` and its tokenizer. `check_weights` checks a folder from its headers alone.
 
 Memory: the parameters are built one leaf at a time directly on the device in the target
 dtype: a stacked per-layer leaf is allocated there once and each layer's tensor is read
@@ -11,6 +12,7 @@ model, and no whole host copy beside the device copy.
 from __future__ import annotations
 
 import json
+import re
 import struct
 from functools import partial
 from pathlib import Path
@@ -22,27 +24,55 @@ import numpy as np
 from flax import nnx
 
 from .config import ModelConfig, from_hf
-from .modeling import CausalLM, param_shapes
-from .params import nest, weight_plan
+from .modeling import CausalLM
+from .params import nest, param_shapes, weight_plan
 
 _ALIGN = 64  # bytes; XLA's CPU client aliases host arrays aligned like this instead of copying them
 _DTYPES = {"F64": np.float64, "F32": np.float32, "F16": np.float16, "BF16": ml_dtypes.bfloat16,
            "I64": np.int64, "I32": np.int32, "I16": np.int16, "I8": np.int8, "U8": np.uint8, "BOOL": np.bool_}
+_FLOATS = ("F64", "F32", "F16", "BF16")  # weight dtypes (integer tensors would be quantized weights: refused)
 
 
 def read_safetensors_header(path: Path) -> tuple[dict, int]:
-    """(tensor table, byte offset of the data) of one .safetensors file."""
+    """(tensor table, byte offset of the data) of one .safetensors file, checked against
+    the file's size before any tensor is read: a truncated or random-bytes file is a
+    ValueError naming the file and the expected and actual byte counts."""
+    size = path.stat().st_size
     with open(path, "rb") as f:
         raw = f.read(8)
         if len(raw) != 8:
-            raise ValueError(f"{path}: not a safetensors file (too short)")
+            raise ValueError(f"{path}: not a safetensors file ({size} bytes; its header length alone takes 8)")
         (n,) = struct.unpack("<Q", raw)
+        if n > size - 8:
+            raise ValueError(f"{path}: not a safetensors file, or truncated: its header would take {n} bytes, "
+                             f"the file has {size - 8} after the 8-byte length")
         try:
             header = json.loads(f.read(n))
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise ValueError(f"{path}: corrupt safetensors header ({e})") from None
+    if not isinstance(header, dict):
+        raise ValueError(f"{path}: corrupt safetensors header (a JSON {type(header).__name__}, not an object)")
     header.pop("__metadata__", None)
+    data = size - 8 - n
+    needed = max([_tensor_end(path, name, info) for name, info in header.items()], default=0)
+    if needed > data:
+        raise ValueError(f"{path}: truncated: its header needs {8 + n + needed} bytes (tensor data up to there), "
+                         f"the file has {size}")
     return header, 8 + n
+
+
+def _tensor_end(path: Path, name: str, info) -> int:
+    """End of one tensor's bytes in the data section, after checking its header entry."""
+    try:
+        dtype, shape, (start, end) = info["dtype"], [int(d) for d in info["shape"]], info["data_offsets"]
+        ok = isinstance(start, int) and isinstance(end, int) and 0 <= start <= end and min(shape, default=0) >= 0
+    except (TypeError, KeyError, ValueError):
+        ok = False
+    if not ok:
+        raise ValueError(f"{path}: corrupt safetensors header entry for tensor {name}: {info!r}")
+    if dtype in _DTYPES and end - start != np.dtype(_DTYPES[dtype]).itemsize * int(np.prod(shape, dtype=np.int64)):
+        raise ValueError(f"{path}: tensor {name} has {end - start} bytes for shape {shape} {dtype}")
+    return end
 
 
 class SafetensorsReader:
@@ -63,15 +93,17 @@ class SafetensorsReader:
     def names(self) -> set[str]:
         return set(self.where)
 
+    def info(self, name: str) -> tuple[Path, tuple[int, ...], str]:
+        """(file, shape, safetensors dtype such as "BF16") of a tensor, from the header."""
+        path, info, _ = self.where[name]
+        return path, tuple(info["shape"]), info["dtype"]
+
     def __call__(self, name: str) -> np.ndarray:
         path, info, offset = self.where[name]
         if info["dtype"] not in _DTYPES:
             raise ValueError(f"{path}: tensor {name} has unsupported dtype {info['dtype']}")
         dtype = np.dtype(_DTYPES[info["dtype"]])
-        start, end = info["data_offsets"]
-        count = (end - start) // dtype.itemsize
-        if count * dtype.itemsize != end - start or count != int(np.prod(info["shape"], dtype=np.int64)):
-            raise ValueError(f"{path}: tensor {name} has {end - start} bytes for shape {info['shape']} {info['dtype']}")
+        start, end = info["data_offsets"]  # consistent with the shape and the file size (read_safetensors_header)
         raw = np.empty(end - start + _ALIGN, np.uint8)
         buf = raw[(-raw.ctypes.data) % _ALIGN:][:end - start]  # aligned: `jax.device_put` can then use it in place on CPU
         with open(path, "rb") as f:
@@ -85,8 +117,10 @@ def weight_files(folder: Path) -> list[Path]:
     index = folder / "model.safetensors.index.json"
     single = folder / "model.safetensors"
     if index.is_file():
-        shards = sorted(set(json.loads(index.read_text())["weight_map"].values()))
-        return [folder / s for s in shards]
+        weight_map = _read_json(index).get("weight_map")
+        if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
+            raise ValueError(f"{index}: field 'weight_map' must map tensor names to shard file names")
+        return [folder / s for s in sorted(set(weight_map.values()))]
     if single.is_file():
         return [single]
     raise FileNotFoundError(f"{folder}: no model.safetensors or model.safetensors.index.json "
@@ -97,7 +131,76 @@ def read_config(folder: Path) -> ModelConfig:
     path = folder / "config.json"
     if not path.is_file():
         raise FileNotFoundError(f"config file not found: {path}")
-    return from_hf(json.loads(path.read_text()), str(path))
+    return from_hf(_read_json(path), str(path))
+
+
+def _read_json(path: Path) -> dict:
+    """A JSON object from a file; ValueError naming the file when it is not one."""
+    try:
+        value = json.loads(path.read_bytes())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"{path}: expected a JSON object, found a {type(value).__name__}")
+    return value
+
+
+def resolve(path: str | Path, hub: bool = False) -> Path:
+    """The local folder of a model. `path` is a local folder; a relative path that does not
+    exist is an error, never a hub lookup. With hub=True a path that is not there and has
+    the form of a Hugging Face hub name ("org/name") is downloaded (needs network)."""
+    folder = Path(path)
+    if folder.exists():
+        if not folder.is_dir():
+            raise NotADirectoryError(f"model path {folder} is not a folder")
+        return folder
+    if hub and is_hub_name(str(path)):
+        return _download(str(path))
+    hint = ("; hub names are downloaded only when allowed explicitly (hub=True; finetune.py --hub, score.py "
+            "--model.hub)") if is_hub_name(str(path)) and not hub else ""
+    raise FileNotFoundError(f"model folder not found: {folder.absolute()}{hint}")
+
+
+def is_hub_name(path: str) -> bool:
+    """Whether `path` has the form of a hub repository id: "org/name", no leading "." "/" "~"."""
+    return re.fullmatch(r"[A-Za-z0-9][\w.-]*/[\w.-]+", path) is not None and ".." not in path
+
+
+def check_weights(folder: str | Path) -> ModelConfig:
+    """Check a model folder from its headers alone, before any long work: config.json (valid
+    JSON, a supported model, fields of the right types), each safetensors file's header
+    (complete, its tensors inside the file) and every tensor the config needs (name, shape,
+    a floating dtype); missing or unexpected tensors are listed. Reads no tensor data.
+    Returns the config; raises ValueError / FileNotFoundError naming the file."""
+    folder = Path(folder)
+    cfg = read_config(folder)
+    reader = SafetensorsReader(weight_files(folder))
+    _check_tensors(cfg, reader, str(folder))
+    return cfg
+
+
+def _check_tensors(cfg: ModelConfig, reader, source: str) -> dict:
+    """weight_plan(...) after checking each tensor's shape and dtype in the headers."""
+    plan = weight_plan(cfg, reader.names(), source)
+    shapes = param_shapes(cfg)
+    for path, leaf in plan.items():
+        want = _node(shapes, path)
+        per_tensor = want[1:] if leaf.stacked else want
+        for name in leaf.names:
+            file, shape, dtype = reader.info(name)
+            got = shape[::-1] if leaf.transform == "transpose" else shape
+            if got != tuple(per_tensor):
+                raise ValueError(f"{file}: tensor {name} of shape {shape} where the config needs "
+                                 f"{tuple(per_tensor[::-1]) if leaf.transform == 'transpose' else tuple(per_tensor)}")
+            if dtype not in _FLOATS:
+                raise ValueError(f"{file}: tensor {name} has dtype {dtype}; weights must be one of {', '.join(_FLOATS)}")
+    return plan
+
+
+def _node(tree: dict, path: str):
+    for part in path.split("/"):
+        tree = tree[part]
+    return tree
 
 
 def build_model(cfg: ModelConfig, params: dict, dtype=jnp.float32) -> CausalLM:
@@ -131,28 +234,19 @@ def _set_layer(stack, x, i, transpose: bool):
 
 def load_params(cfg: ModelConfig, reader, dtype, source: str) -> dict:
     """Our parameter tree on the default device in `dtype`, built leaf by leaf from
-    `reader(name)` tensors (module docstring: about one tensor beyond the model's size).
+    `reader(name)` tensors (module docstring: about one tensor beyond the model's size),
+    after checking every tensor's name, shape and dtype in the headers (`check_weights`).
     Conversions happen on the device: exact for bfloat16 -> float32 and float16 -> float32,
     round-to-nearest-even for float32 -> bfloat16 (as numpy / ml_dtypes casts)."""
     shapes = param_shapes(cfg)
     out = {}
-    for path, leaf in weight_plan(cfg, reader.names(), source).items():
-        node = shapes
-        for part in path.split("/"):
-            node = node[part]
-        want = tuple(node)
+    for path, leaf in _check_tensors(cfg, reader, source).items():
+        want = tuple(_node(shapes, path))
         transpose = leaf.transform == "transpose"
-        per_tensor = want[1:] if leaf.stacked else want
         if leaf.stacked:
             value = jnp.zeros(want, dtype)
         for i, name in enumerate(leaf.names):
-            host = reader(name)
-            got = tuple(host.shape[::-1]) if transpose else tuple(host.shape)
-            if got != per_tensor:
-                raise ValueError(f"{source}: tensor {name} of shape {tuple(host.shape)} where the config needs "
-                                 f"{per_tensor[::-1] if transpose else per_tensor}")
-            x = jax.device_put(host)  # one tensor in the checkpoint's dtype (CPU: no copy at all)
-            del host
+            x = jax.device_put(reader(name))  # one tensor in the checkpoint's dtype (CPU: no copy at all)
             if leaf.stacked:
                 value = _set_layer(value, x, i, transpose=transpose)
             else:
@@ -165,20 +259,16 @@ def load_params(cfg: ModelConfig, reader, dtype, source: str) -> dict:
     return nest(out)
 
 
-def load_pretrained(path: str | Path, dtype=jnp.float32, tokenizer: bool = True):
-    """(model, tokenizer) from a local Hugging Face folder, or a hub name when online.
+def load_pretrained(path: str | Path, dtype=jnp.float32, tokenizer: bool = True, hub: bool = False):
+    """(model, tokenizer) from a local Hugging Face folder, or with hub=True a hub name
+    (downloaded; needs network), see `resolve`.
 
     Reads config.json, model.safetensors or a sharded model.safetensors.index.json, and
     the tokenizer files of the same folder (transformers AutoTokenizer; tokenizer=False
     skips it and returns None). dtype: jnp.float32 or jnp.bfloat16; weights are converted
     to it leaf by leaf on the device (`load_params`), never through a float32 copy.
     """
-    folder = Path(path)
-    if not folder.exists():
-        if "/" in str(path) and not str(path).startswith((".", "/")):
-            folder = _download(str(path))
-        else:
-            raise FileNotFoundError(f"model folder not found: {folder}")
+    folder = resolve(path, hub)
     cfg = read_config(folder)
     reader = SafetensorsReader(weight_files(folder))
     model = build_model(cfg, load_params(cfg, reader, dtype, str(folder)), dtype)

@@ -1,8 +1,12 @@
 """GPT-2 and LLaMA decoders in Flax NNX with layers stacked and run by `lax.scan`.
 
-The modules hold parameters (nnx.Param, per-layer weights stacked on a leading axis);
-the maths is in pure functions of (config, parameter tree, arrays) so that feature
-extraction, generation and fine-tuning can jit, vmap and differentiate them directly.
+The modules hold parameters (nnx.Param, per-layer weights stacked on a leading axis; the
+declarative spec is `params.param_spec`); the maths is in pure functions of (config,
+parameter tree, arrays) so that feature extraction, generation and fine-tuning can jit,
+vmap and differentiate them directly. `forward` (embed -> blocks -> final norm) is the one
+decoder pass: `forward_hidden`, `forward_logits`, `forward_cached` (generation) and the
+fine-tuning step (`tune.train`) only choose its inputs and read its outputs. LoRA adapters
+are an explicit `lora=` argument (`LoraInputs`), never leaves of the parameter tree.
 
 Hidden-state convention (identical to transformers' `output_hidden_states`): entry 0 is
 the embedding output (GPT-2: token + position embeddings), entry i (1 <= i < L) the
@@ -23,6 +27,7 @@ import numpy as np
 from flax import nnx
 
 from .config import ModelConfig
+from .params import param_spec
 
 NEG_INF = -1e30  # finite, so a fully masked row (a left-pad query) gives zeros, not NaN
 # XLA's CPU backend computes bfloat16 products in float32, and its loop-invariant code
@@ -32,8 +37,8 @@ NEG_INF = -1e30  # finite, so a fully masked row (a left-pad query) gives zeros,
 # iteration (and it was faster in a CPU check); what it would otherwise hoist here (RoPE
 # tables, masks) is tiny. JAX accepts compiler options only on a jit called with concrete
 # arrays, so they go on separate `top_level` variants used by the host-facing entry points
-# (feature extraction, `generate`); the plain jitted functions still compose inside other
-# jits and transformations (fine-tuning steps use their own options).
+# (feature extraction, `generate`, the fine-tuning step); the plain jitted functions still
+# compose inside other jits and transformations.
 LAYER_LOOP_OPTIONS = {"xla_disable_hlo_passes": "while-loop-invariant-code-motion"}
 
 
@@ -117,54 +122,90 @@ def _attend(cfg, q, k, v, allowed, cache_kv, index):
     return attention(q, k, v, allowed), (k, v)
 
 
-def dense(x, p, name: str):
-    """x @ p[f"{name}_w"] (one block's weight product), plus a LoRA branch when the layer
-    tree holds f"{name}_lora_a" (in, r) / f"{name}_lora_b" (r, out) leaves (added by
-    assocjax.tune.lora.lora_params). Without them the ops are exactly x @ W."""
-    y = x @ p[f"{name}_w"]
-    if f"{name}_lora_a" not in p:
+class LoraInputs(NamedTuple):
+    """LoRA inputs of a forward, as PEFT's LoRA Linear: x @ W + scale * (dropout(x) @ A) @ B.
+
+    Every field is stacked over the L layers: a, b: target name ("q", "qkv", ...) -> A
+    (L, in, r) and B (L, r, out); scale: (L,) alpha / r; dropout: (L,) rate and key: (L,)
+    keys, both None without dropout (evaluation). Inside a block the same tuple holds one
+    layer's slices. Made from an adapter tree by `assocjax.tune.lora.lora_inputs`.
+    """
+
+    a: dict
+    b: dict
+    scale: jax.Array
+    dropout: jax.Array | None = None
+    key: jax.Array | None = None
+
+
+class Adapter(NamedTuple):
+    """One weight's LoRA branch in one block: A (in, r), B (r, out), scale, dropout rate and
+    key (None: no dropout)."""
+
+    a: jax.Array
+    b: jax.Array
+    scale: jax.Array
+    dropout: jax.Array | None
+    key: jax.Array | None
+
+
+def adapter(lora: LoraInputs | None, name: str) -> Adapter | None:
+    """The block's adapter of weight `name`, or None when it has none."""
+    if lora is None or name not in lora.a:
+        return None
+    # each target draws its own dropout mask, as PEFT's per-module nn.Dropout
+    key = None if lora.key is None else jax.random.fold_in(lora.key, zlib.crc32(name.encode()))
+    return Adapter(lora.a[name], lora.b[name], lora.scale, lora.dropout, key)
+
+
+def dense(x, w, lora: Adapter | None = None):
+    """x @ w (one block's weight product), plus the LoRA branch when an adapter is given.
+    Without one the ops are exactly x @ w."""
+    y = x @ w
+    if lora is None:
         return y
-    return y + lora_branch(x, p, name)
+    return y + lora_branch(x, lora)
 
 
-def lora_branch(x, p, name: str):
-    """scale * (dropout(x) @ A) @ B, as PEFT's LoRA Linear. The scale ("lora_scale"), the
-    dropout rate ("lora_dropout") and this layer's dropout key ("lora_dropout_key") are
-    leaves of the layer tree, so blocks stay pure functions that `lax.scan` can carry.
-    Adapters are cast to the compute dtype (float32 master adapters, bfloat16 compute)."""
-    if "lora_dropout_key" in p:  # each target draws its own mask, as PEFT's per-module nn.Dropout
-        keep = 1.0 - p["lora_dropout"]
-        key = jax.random.fold_in(p["lora_dropout_key"], zlib.crc32(name.encode()))
-        x = jnp.where(jax.random.bernoulli(key, keep, x.shape), x / keep.astype(x.dtype), jnp.zeros((), x.dtype))
+def lora_branch(x, ad: Adapter):
+    """scale * (dropout(x) @ A) @ B, as PEFT's LoRA Linear. Adapters are cast to the
+    compute dtype (float32 master adapters, bfloat16 compute)."""
+    if ad.key is not None:
+        keep = 1.0 - ad.dropout
+        x = jnp.where(jax.random.bernoulli(ad.key, keep, x.shape), x / keep.astype(x.dtype), jnp.zeros((), x.dtype))
     # 2-D products: the backward then contracts one token axis, which XLA's CPU dots take
     # without transposing the large (tokens, out) gradients (several times faster there).
     x2 = x.reshape(-1, x.shape[-1])
-    xa = (x2 @ p[f"{name}_lora_a"].astype(x.dtype)) * p["lora_scale"].astype(x.dtype)
-    return (xa @ p[f"{name}_lora_b"].astype(x.dtype)).reshape(*x.shape[:-1], -1)
+    xa = (x2 @ ad.a.astype(x.dtype)) * ad.scale.astype(x.dtype)
+    return (xa @ ad.b.astype(x.dtype)).reshape(*x.shape[:-1], -1)
 
 
-def gpt2_block(cfg: ModelConfig, p, h, positions, allowed, cache_kv=None, index=None):
+def gpt2_block(cfg: ModelConfig, p, h, positions, allowed, cache_kv=None, index=None, lora=None):
     b, s, _ = h.shape
     x = layer_norm(h, p["ln1_scale"], p["ln1_bias"], cfg.norm_eps)
-    q, k, v = jnp.split(dense(x, p, "qkv") + p["qkv_b"], 3, axis=-1)
+    q, k, v = jnp.split(dense(x, p["qkv_w"], adapter(lora, "qkv")) + p["qkv_b"], 3, axis=-1)
     shape = (b, s, cfg.n_heads, cfg.head_dim)
     a, cache_kv = _attend(cfg, q.reshape(shape), k.reshape(shape), v.reshape(shape), allowed, cache_kv, index)
-    h = h + dense(a, p, "out") + p["out_b"]
+    h = h + dense(a, p["out_w"], adapter(lora, "out")) + p["out_b"]
     x = layer_norm(h, p["ln2_scale"], p["ln2_bias"], cfg.norm_eps)
-    h = h + dense(jax.nn.gelu(dense(x, p, "fc") + p["fc_b"], approximate=True), p, "proj") + p["proj_b"]
+    x = jax.nn.gelu(dense(x, p["fc_w"], adapter(lora, "fc")) + p["fc_b"], approximate=True)
+    h = h + dense(x, p["proj_w"], adapter(lora, "proj")) + p["proj_b"]
     return h, cache_kv
 
 
-def llama_block(cfg: ModelConfig, p, h, positions, allowed, cache_kv=None, index=None):
+def llama_block(cfg: ModelConfig, p, h, positions, allowed, cache_kv=None, index=None, lora=None):
     b, s, _ = h.shape
     x = rms_norm(h, p["attn_norm"], cfg.norm_eps)
-    q = rope(dense(x, p, "q").reshape(b, s, cfg.n_heads, cfg.head_dim), positions, cfg.rope_theta, cfg.rope_scaling_factor)
-    k = rope(dense(x, p, "k").reshape(b, s, cfg.n_kv_heads, cfg.head_dim), positions, cfg.rope_theta, cfg.rope_scaling_factor)
-    v = dense(x, p, "v").reshape(b, s, cfg.n_kv_heads, cfg.head_dim)
+    q = rope(dense(x, p["q_w"], adapter(lora, "q")).reshape(b, s, cfg.n_heads, cfg.head_dim), positions,
+             cfg.rope_theta, cfg.rope_scaling_factor)
+    k = rope(dense(x, p["k_w"], adapter(lora, "k")).reshape(b, s, cfg.n_kv_heads, cfg.head_dim), positions,
+             cfg.rope_theta, cfg.rope_scaling_factor)
+    v = dense(x, p["v_w"], adapter(lora, "v")).reshape(b, s, cfg.n_kv_heads, cfg.head_dim)
     a, cache_kv = _attend(cfg, q, k, v, allowed, cache_kv, index)
-    h = h + dense(a, p, "o")
+    h = h + dense(a, p["o_w"], adapter(lora, "o"))
     x = rms_norm(h, p["mlp_norm"], cfg.norm_eps)
-    h = h + dense(jax.nn.silu(dense(x, p, "gate")) * dense(x, p, "up"), p, "down")
+    h = h + dense(jax.nn.silu(dense(x, p["gate_w"], adapter(lora, "gate"))) * dense(x, p["up_w"], adapter(lora, "up")),
+                  p["down_w"], adapter(lora, "down"))
     return h, cache_kv
 
 
@@ -184,8 +225,9 @@ def final_norm(cfg: ModelConfig, params, h):
 
 
 def unembed(cfg: ModelConfig, params, h):
+    """float32 logits of final-normed hidden states."""
     head = params.get("lm_head", params["wte" if cfg.arch == "gpt2" else "embed"])
-    return h @ head.T
+    return (h @ head.T).astype(jnp.float32)
 
 
 def positions_and_mask(ids_BS, attention_mask_BS):
@@ -198,31 +240,69 @@ def positions_and_mask(ids_BS, attention_mask_BS):
     return positions, causal[None] & mask[:, None, :]
 
 
-def run_layers(cfg: ModelConfig, params, h, positions, allowed, collect: bool):
-    """Scan the stacked blocks; with collect=True also return every block's input (L, B, S, D)."""
+class Forward(NamedTuple):
+    h: jax.Array                  # (B, S, D) the last block's output after the final norm
+    inputs: jax.Array | None      # (L, B, S, D) every block's input (collect=True)
+    cache: KVCache | None         # the updated cache (when one was given)
+
+
+def forward(cfg: ModelConfig, params, ids_BS, positions_BS, allowed_BSK, *, lora: LoraInputs | None = None,
+            cache: KVCache | None = None, collect: bool = False) -> Forward:
+    """The decoder: embed -> blocks (one `lax.scan` over the stacked layers) -> final norm.
+
+    positions_BS: each token's position; allowed_BSK: which key slots each query reads
+    (K = S without a cache). params["layers"] is one stacked tree, or a list of stacked
+    trees (consecutive runs of blocks, in order, each its own scan: frozen tuning). lora:
+    adapters for the blocks (single stacked tree only). cache: run the S new tokens
+    against a KV cache (written at cache.index ..). collect: also return every block's input.
+    """
+    h = embed(cfg, params, ids_BS, positions_BS)
+    layers = params["layers"]
+    if isinstance(layers, (list, tuple)):
+        if lora is not None or cache is not None or collect:
+            raise ValueError("layer runs (a list of stacked trees) take no lora, cache or collect")
+        for run in layers:
+            h, inputs, _ = _scan_blocks(cfg, run, h, positions_BS, allowed_BSK, None, None, False)
+    else:
+        h, inputs, cache = _scan_blocks(cfg, layers, h, positions_BS, allowed_BSK, lora, cache, collect)
+    return Forward(final_norm(cfg, params, h), inputs, cache)
+
+
+def _scan_blocks(cfg: ModelConfig, layers, h, positions, allowed, lora, cache, collect):
+    """(h, block inputs or None, cache or None) after every block of one stacked tree."""
     block = BLOCKS[cfg.arch]
+    # the LoRA inputs are scanned with the weights: each step gets its layer's slices
+    if cache is None:
+        def step(h, xs):
+            p, lx = xs
+            out, _ = block(cfg, p, h, positions, allowed, lora=lx)
+            return out, (h if collect else None)
 
-    def step(h, p):
-        out, _ = block(cfg, p, h, positions, allowed)
-        return out, (h if collect else None)
+        h, inputs = jax.lax.scan(step, h, (layers, lora))
+        return h, inputs, None
 
-    return jax.lax.scan(step, h, params["layers"])
+    def cached_step(h, xs):
+        p, lx, ck, cv = xs
+        out, (nk, nv) = block(cfg, p, h, positions, allowed, (ck, cv), cache.index, lora=lx)
+        return out, (nk, nv)
+
+    h, (k, v) = jax.lax.scan(cached_step, h, (layers, lora, cache.k, cache.v))
+    return h, None, KVCache(k, v, cache.index + h.shape[1])
 
 
 @partial(jax.jit, static_argnames=("cfg",))
-def forward_hidden(cfg: ModelConfig, params, ids_BS, attention_mask_BS=None):
+def forward_hidden(cfg: ModelConfig, params, ids_BS, attention_mask_BS=None, lora: LoraInputs | None = None):
     """(L + 1, B, S, D) hidden states in the transformers convention (module docstring)."""
     positions, allowed = positions_and_mask(ids_BS, attention_mask_BS)
-    h = embed(cfg, params, ids_BS, positions)
-    h, inputs = run_layers(cfg, params, h, positions, allowed, collect=True)
-    return jnp.concatenate([inputs, final_norm(cfg, params, h)[None]], axis=0)
+    out = forward(cfg, params, ids_BS, positions, allowed, lora=lora, collect=True)
+    return jnp.concatenate([out.inputs, out.h[None]], axis=0)
 
 
 @partial(jax.jit, static_argnames=("cfg",))
-def forward_logits(cfg: ModelConfig, params, ids_BS, attention_mask_BS=None):
+def forward_logits(cfg: ModelConfig, params, ids_BS, attention_mask_BS=None, lora: LoraInputs | None = None):
+    """float32 logits (B, S, V)."""
     positions, allowed = positions_and_mask(ids_BS, attention_mask_BS)
-    h, _ = run_layers(cfg, params, embed(cfg, params, ids_BS, positions), positions, allowed, collect=False)
-    return unembed(cfg, params, final_norm(cfg, params, h)).astype(jnp.float32)
+    return unembed(cfg, params, forward(cfg, params, ids_BS, positions, allowed, lora=lora).h)
 
 
 forward_hidden_top = top_level(forward_hidden, static_argnames=("cfg",))  # for concrete calls (features)
@@ -238,17 +318,8 @@ def forward_cached(cfg: ModelConfig, params, ids_BS, positions_BS, slot_mask_BK,
     k_slots = cache.k.shape[2]
     q_slot = cache.index + jnp.arange(s)
     allowed = (jnp.arange(k_slots)[None, :] <= q_slot[:, None])[None] & slot_mask_BK[:, None, :].astype(bool)
-    block = BLOCKS[cfg.arch]
-
-    def step(h, layer):
-        p, ck, cv = layer
-        out, (nk, nv) = block(cfg, p, h, positions_BS, allowed, (ck, cv), cache.index)
-        return out, (nk, nv)
-
-    h = embed(cfg, params, ids_BS, positions_BS)
-    h, (k, v) = jax.lax.scan(step, h, (params["layers"], cache.k, cache.v))
-    logits = unembed(cfg, params, final_norm(cfg, params, h)).astype(jnp.float32)
-    return logits, KVCache(k, v, cache.index + s)
+    out = forward(cfg, params, ids_BS, positions_BS, allowed, cache=cache)
+    return unembed(cfg, params, out.h), out.cache
 
 
 def init_cache(cfg: ModelConfig, batch: int, slots: int, dtype) -> KVCache:
@@ -256,42 +327,24 @@ def init_cache(cfg: ModelConfig, batch: int, slots: int, dtype) -> KVCache:
     return KVCache(jnp.zeros(shape, dtype), jnp.zeros(shape, dtype), jnp.zeros((), jnp.int32))
 
 
-# -- parameter shapes and NNX modules ---------------------------------------------------
-def param_shapes(cfg: ModelConfig) -> dict:
-    """Our parameter tree's shapes (per-layer weights lead with n_layers)."""
-    L, D, F, V = cfg.n_layers, cfg.hidden, cfg.intermediate, cfg.vocab_size
-    if cfg.arch == "gpt2":
-        layers = dict(ln1_scale=(L, D), ln1_bias=(L, D), qkv_w=(L, D, 3 * D), qkv_b=(L, 3 * D), out_w=(L, D, D),
-                      out_b=(L, D), ln2_scale=(L, D), ln2_bias=(L, D), fc_w=(L, D, F), fc_b=(L, F),
-                      proj_w=(L, F, D), proj_b=(L, D))
-        tree = dict(wte=(V, D), wpe=(cfg.max_positions, D), layers=layers, lnf_scale=(D,), lnf_bias=(D,))
-    else:
-        qd, kvd = cfg.n_heads * cfg.head_dim, cfg.n_kv_heads * cfg.head_dim
-        layers = dict(attn_norm=(L, D), q_w=(L, D, qd), k_w=(L, D, kvd), v_w=(L, D, kvd), o_w=(L, qd, D),
-                      mlp_norm=(L, D), gate_w=(L, D, F), up_w=(L, D, F), down_w=(L, F, D))
-        tree = dict(embed=(V, D), layers=layers, final_norm=(D,))
-    if not cfg.tie_embeddings:
-        tree["lm_head"] = (V, D)
-    return tree
-
-
-def _init_value(name: str, shape, key, dtype):
-    if name.endswith(("scale", "norm")):
+# -- NNX modules -------------------------------------------------------------------------
+def _init_value(role: str, shape, key, dtype):
+    if role == "scale":
         return jnp.ones(shape, dtype)
-    if name.endswith(("_b", "bias")):
+    if role == "bias":
         return jnp.zeros(shape, dtype)
-    return (0.02 * jax.random.normal(key, shape)).astype(dtype)
+    return (0.02 * jax.random.normal(key, shape)).astype(dtype)  # matrices and embeddings
 
 
 class _Params(nnx.Module):
     """A node of the parameter tree: one nnx.Param per leaf, sub-nodes for dicts."""
 
-    def __init__(self, shapes: dict, rngs: nnx.Rngs, dtype):
-        for name, shape in shapes.items():
-            if isinstance(shape, dict):
-                setattr(self, name, _Params(shape, rngs, dtype))
+    def __init__(self, spec: dict, rngs: nnx.Rngs, dtype):
+        for name, p in spec.items():
+            if isinstance(p, dict):
+                setattr(self, name, _Params(p, rngs, dtype))
             else:
-                setattr(self, name, nnx.Param(_init_value(name, shape, rngs.params(), dtype)))
+                setattr(self, name, nnx.Param(_init_value(p.role, p.shape, rngs.params(), dtype)))
 
 
 class CausalLM(nnx.Module):
@@ -305,7 +358,7 @@ class CausalLM(nnx.Module):
     def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs, dtype=jnp.float32):
         self.cfg = cfg
         self.dtype = dtype
-        self.params = _Params(param_shapes(cfg), rngs, dtype)
+        self.params = _Params(param_spec(cfg), rngs, dtype)
 
     def param_tree(self) -> dict:
         return nnx.to_pure_dict(nnx.state(self.params, nnx.Param))

@@ -1,4 +1,9 @@
-"""Declarative map from Hugging Face weight names to assocjax's parameter tree.
+"""Declarative parameter spec of each architecture, and the map from Hugging Face weight
+names to it.
+
+`param_spec(cfg)` is the tree of every parameter's shape and role (matrix, bias, scale,
+embedding); initialisation, weight decay and any rule that treats kinds of weights
+differently read the role from here, never from the name.
 
 Each rule is (Hugging Face name after the model prefix, our path, transform). `{i}` marks
 a per-layer weight: those are stacked along a new leading axis (layers are scanned).
@@ -13,6 +18,56 @@ from typing import NamedTuple
 import numpy as np
 
 from .config import ModelConfig
+
+
+ROLES = ("matrix", "bias", "scale", "embedding")  # scale: a norm's weight
+WEIGHT_ROLES = ("matrix", "embedding")  # what weight decay and initial scales act on (not biases or norms)
+
+
+class ParamSpec(NamedTuple):
+    shape: tuple[int, ...]
+    role: str  # one of ROLES
+
+
+def param_spec(cfg: ModelConfig) -> dict:
+    """Our parameter tree: {name: ParamSpec, "layers": {name: ParamSpec}}; per-layer
+    weights lead with n_layers (layers are scanned)."""
+    L, D, F, V = cfg.n_layers, cfg.hidden, cfg.intermediate, cfg.vocab_size
+    M, B, S, E = ROLES  # matrix, bias, scale, embedding
+    P = ParamSpec
+    if cfg.arch == "gpt2":
+        layers = dict(ln1_scale=P((L, D), S), ln1_bias=P((L, D), B), qkv_w=P((L, D, 3 * D), M), qkv_b=P((L, 3 * D), B),
+                      out_w=P((L, D, D), M), out_b=P((L, D), B), ln2_scale=P((L, D), S), ln2_bias=P((L, D), B),
+                      fc_w=P((L, D, F), M), fc_b=P((L, F), B), proj_w=P((L, F, D), M), proj_b=P((L, D), B))
+        tree = dict(wte=P((V, D), E), wpe=P((cfg.max_positions, D), E), layers=layers, lnf_scale=P((D,), S),
+                    lnf_bias=P((D,), B))
+    else:
+        qd, kvd = cfg.n_heads * cfg.head_dim, cfg.n_kv_heads * cfg.head_dim
+        layers = dict(attn_norm=P((L, D), S), q_w=P((L, D, qd), M), k_w=P((L, D, kvd), M), v_w=P((L, D, kvd), M),
+                      o_w=P((L, qd, D), M), mlp_norm=P((L, D), S), gate_w=P((L, D, F), M), up_w=P((L, D, F), M),
+                      down_w=P((L, F, D), M))
+        tree = dict(embed=P((V, D), E), layers=layers, final_norm=P((D,), S))
+    if not cfg.tie_embeddings:
+        tree["lm_head"] = P((V, D), M)
+    return tree
+
+
+def param_shapes(cfg: ModelConfig) -> dict:
+    """The spec's shapes, same tree."""
+    return _map(lambda p: p.shape, param_spec(cfg))
+
+
+def param_roles(cfg: ModelConfig) -> dict[str, str]:
+    """Leaf name -> role ("qkv_w" -> "matrix"); leaf names are unique within a model, so
+    trees that regroup the leaves (the runs of frozen tuning) look their roles up by name."""
+    out = {}
+    for name, p in param_spec(cfg).items():
+        out.update({n: q.role for n, q in p.items()} if isinstance(p, dict) else {name: p.role})
+    return out
+
+
+def _map(fn, tree: dict) -> dict:
+    return {k: _map(fn, v) if isinstance(v, dict) else fn(v) for k, v in tree.items()}
 
 
 class Rule(NamedTuple):

@@ -21,7 +21,7 @@ from ..atomic import atomic_write_text
 from ..data.synthetic import SyntheticConfig, make_synthetic, pseudo_words
 from ..features import cache, word_features
 from ..models import CausalLM, from_hf, load_pretrained
-from ..models.params import params_to_hf
+from ..models.params import WEIGHT_ROLES, param_roles, params_to_hf
 from .config import SyntheticOptions
 
 ASSETS_VERSION = 2  # bump when what is built for the same options changes (2: words at their midpoints)
@@ -114,11 +114,11 @@ def save_random_gpt2(opts: SyntheticOptions, vocab_size: int, folder: Path) -> N
               activation_function="gelu_new", tie_word_embeddings=True, bos_token_id=1, eos_token_id=1)
     cfg = from_hf(hf)
     params = CausalLM(cfg, rngs=nnx.Rngs(opts.seed)).param_tree()
+    roles = param_roles(cfg)
 
     def rescale(path, a):
         a = np.asarray(a, np.float32)
-        name = str(path[-1].key)
-        if not (name.endswith("_w") or name in ("wte", "wpe")):  # norms and biases keep their init
+        if roles[path[-1].key] not in WEIGHT_ROLES:  # norms and biases keep their init
             return a
         return np.ascontiguousarray(a / a.std() * opts.init_std)
 

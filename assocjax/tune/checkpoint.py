@@ -13,13 +13,17 @@ step restores the data order; the identity's data entries make sure it is the sa
 Resuming into a run whose identity differs raises an error naming every mismatch, e.g.
 "checkpoint ... was made for hidden=64, n_layers=2; this run has hidden=32, n_layers=3".
 Orbax writes each step to a temporary folder and renames it when complete, so a run
-killed while saving leaves the previous checkpoints intact.
+killed while saving leaves the previous checkpoints intact; a step damaged afterwards is
+set aside and the run resumes from the newest intact one (`Checkpoints.restore`).
 """
 from __future__ import annotations
 
 import dataclasses
 import hashlib
 import json
+import os
+import sys
+import warnings
 from pathlib import Path
 
 import jax
@@ -29,6 +33,9 @@ import orbax.checkpoint as ocp
 from ..models.config import ModelConfig
 
 FORMAT_VERSION = 1
+# What reading a damaged step folder raises: TensorStore's DATA_LOSS / OUT_OF_RANGE
+# (ValueError), a missing item (KeyError), broken JSON (ValueError), I/O errors (OSError).
+READ_ERRORS = (ValueError, KeyError, OSError)
 # Sections of the identity, in the order mismatches are reported; "model" fields are
 # reported one by one (hidden=64, n_layers=2), the others as a whole.
 SECTIONS = ("model", "weights", "method", "lora", "layers", "data", "run")
@@ -88,6 +95,23 @@ def _fields(d: dict, keys) -> str:
     return ", ".join(f"{k}={d.get(k)!r}" if isinstance(d.get(k), str) else f"{k}={d.get(k)}" for k in keys)
 
 
+def _quiet_closed_loop_callbacks() -> None:
+    """When a read of a damaged step fails, Orbax's restore ends and closes its event loop
+    while other TensorStore reads are still in flight; each of them then reports a
+    RuntimeError("Event loop is closed") through sys.unraisablehook, a traceback per read
+    on stderr although nothing is lost. Drop exactly those reports (installed once)."""
+    previous = sys.unraisablehook
+    if getattr(previous, "_drops_closed_loop", False):
+        return
+
+    def hook(report):
+        if not (isinstance(report.exc_value, RuntimeError) and str(report.exc_value) == "Event loop is closed"):
+            previous(report)
+
+    hook._drops_closed_loop = True
+    sys.unraisablehook = hook
+
+
 class Checkpoints:
     """A CheckpointManager for one run: `latest_step`, `restore(template)`, `save(step, ...)`.
 
@@ -107,19 +131,53 @@ class Checkpoints:
         return self.manager.latest_step()
 
     def restore(self, template: dict) -> tuple[dict, dict]:
-        """(state, meta) of the latest step, after checking the identity; `template` is a
-        state tree of the right structure (its values are not used)."""
-        step = self.latest_step()
-        if step is None:
+        """(state, meta) of the newest intact step, after checking the identity; `template`
+        is a state tree of the right structure (its values are not used).
+
+        A step whose files cannot be read (truncated, overwritten, half deleted) is moved
+        aside to "<step>.corrupt" (so later saves do not collide with it) with a warning
+        naming it, and the next older step is tried; when none is intact, a ValueError
+        names the folder. A readable step of another run is an error, never skipped."""
+        steps = sorted(self.manager.all_steps(), reverse=True)
+        if not steps:
             raise FileNotFoundError(f"no checkpoint in {self.directory}")
-        meta = self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
-        problems = mismatches(meta.get("identity", {}), self.identity)
+        abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, template)
+        _quiet_closed_loop_callbacks()
+        bad = []
+        for step in steps:
+            try:
+                meta = self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
+            except READ_ERRORS as e:
+                bad.append(self._set_aside(step, e))
+                continue
+            self._check_identity(step, meta)
+            try:
+                state = self.manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)))
+            except READ_ERRORS as e:
+                bad.append(self._set_aside(step, e))
+                continue
+            return state.state, meta
+        raise ValueError(f"{self.directory}: no intact checkpoint (moved aside as unreadable: {', '.join(bad)}); "
+                         "delete the folder or give another one to start afresh")
+
+    def _check_identity(self, step: int, meta: dict) -> None:
+        problems = mismatches(meta.get("identity", {}) if isinstance(meta, dict) else {}, self.identity)
         if problems:
             raise ValueError(f"checkpoint {self.directory / str(step)} does not fit this run: " + "; ".join(problems)
                              + ". Use another checkpoint folder to start afresh.")
-        abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, template)
-        state = self.manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract))).state
-        return state, meta
+
+    def _set_aside(self, step: int, error: BaseException) -> str:
+        """Rename an unreadable step folder to <step>.corrupt[-k] and warn; returns the new name."""
+        folder = self.directory / str(step)
+        target, k = folder.with_name(f"{step}.corrupt"), 1
+        while target.exists():
+            target, k = folder.with_name(f"{step}.corrupt-{k}"), k + 1
+        os.replace(folder, target)
+        self.manager.reload()
+        reason = " ".join(str(error).split())[:300]
+        warnings.warn(f"checkpoint {folder} cannot be read ({type(error).__name__}: {reason}); moved it to "
+                      f"{target.name} and trying the next older step", stacklevel=3)
+        return target.name
 
     def save(self, step: int, state: dict, extra: dict) -> None:
         meta = {"identity": self.identity, **extra}

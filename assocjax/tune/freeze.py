@@ -4,35 +4,23 @@
 "first-last" (inclusive block indices, e.g. "10-11"): the trainable runs go to one tree,
 the frozen runs and every other weight (embeddings, final norm, head) to the other. The
 keys carry the block indices in the tree structure, so both trees are plain dicts of
-arrays (jit, optax and Orbax take them as they are) and `frozen_forward_logits` knows
-statically which run goes where. It runs each run as its own `lax.scan`, frozen runs with
-stop_gradient weights, so differentiating with respect to the trainable tree
+arrays (jit, optax and Orbax take them as they are) and `frozen_params` knows statically
+which run goes where. It gives `modeling.forward` the runs in block order, each run its
+own `lax.scan`, the frozen ones (and every other fixed weight) under stop_gradient, so
+differentiating with respect to the trainable tree
 
 - never forms a weight gradient for a frozen block, the embeddings or the head, and
 - never runs a backward pass through the frozen prefix (the blocks before the first
   trainable one): its output does not depend on anything being differentiated.
 
 For the last k blocks that is one frozen scan without any backward plus one trainable scan.
-
-Optax masks are the alternative for users who keep the full tree: `block_tree` unstacks
-the layers into one subtree per block, `optax_mask` / `optax_labels` mark the trainable
-blocks, and `optax.partition({"train": optax.adamw(lr), "frozen": optax.set_to_zero()},
-optax_labels(blocks, layers))` keeps the frozen part fixed. That route differentiates the
-whole tree: a backward pass through every block, weight gradients for all of them, the
-(vocab x hidden) head and embedding gradients, all computed and then thrown away, so it
-costs about a full fine-tuning step (the split route costs a forward pass plus the
-backward of the trainable suffix).
 """
 from __future__ import annotations
 
 from collections.abc import Sequence
-from functools import partial
 
 import jax
 import jax.numpy as jnp
-
-from assocjax.models.config import ModelConfig
-from assocjax.models.modeling import embed, final_norm, positions_and_mask, run_layers, unembed
 
 
 def parse_layers(spec: str | Sequence[int], n_layers: int) -> tuple[int, ...]:
@@ -127,8 +115,6 @@ def ordered_runs(trainable: dict, frozen: dict) -> list[tuple[int, int, bool, di
     return runs
 
 
-
-
 def join(trainable: dict, frozen: dict) -> dict:
     """The full parameter tree again (stacked layers in block order)."""
     trees = [tree for *_, tree in ordered_runs(trainable, frozen)]
@@ -136,49 +122,10 @@ def join(trainable: dict, frozen: dict) -> dict:
     return {**{k: v for k, v in frozen.items() if k != "layers"}, "layers": layers}
 
 
-@partial(jax.jit, static_argnames=("cfg",))
-def frozen_forward_logits(cfg: ModelConfig, trainable: dict, frozen: dict, ids_BS, mask_BS=None):
-    """float32 logits (B, S, V) of join(trainable, frozen), computed run by run so that only
-    the trainable blocks are differentiated (module docstring)."""
-    frozen = jax.lax.stop_gradient(frozen)  # frozen stays frozen even if someone differentiates it
-    positions, allowed = positions_and_mask(ids_BS, mask_BS)
-    h = embed(cfg, frozen, ids_BS, positions)
-    for *_, tree in ordered_runs(trainable, frozen):
-        h, _ = run_layers(cfg, {"layers": tree}, h, positions, allowed, collect=False)
-    return unembed(cfg, frozen, final_norm(cfg, frozen, h)).astype(jnp.float32)
-
-
-# -- the Optax-mask route (full tree, per-block leaves) ----------------------------------
-def block_tree(params: dict) -> dict:
-    """The tree with the stacked layers unstacked into one subtree per block,
-    {"layers": {"0": {...}, "1": {...}, ...}}, so a per-leaf optax mask can pick blocks."""
-    n = _n_layers(params)
-    blocks = {str(i): jax.tree.map(lambda x: x[i], params["layers"]) for i in range(n)}
-    return {**params, "layers": blocks}
-
-
-def stack_tree(blocks: dict) -> dict:
-    """Inverse of block_tree (the form the forward functions take)."""
-    n = len(blocks["layers"])
-    layers = jax.tree.map(lambda *xs: jnp.stack(xs), *[blocks["layers"][str(i)] for i in range(n)])
-    return {**blocks, "layers": layers}
-
-
-def optax_labels(blocks: dict, layers: Sequence[int]) -> dict:
-    """"train" / "frozen" per leaf of a block_tree, for optax.partition."""
-    n = len(blocks["layers"])
-    if not all(k.isdigit() for k in blocks["layers"]):
-        raise ValueError("optax_labels needs one subtree per block: pass block_tree(params) (stacked layer "
-                         "arrays hold trainable and frozen blocks in one leaf)")
-    chosen = set(parse_layers(layers, n))
-    labels = jax.tree.map(lambda _: "frozen", {k: v for k, v in blocks.items() if k != "layers"})
-    labels["layers"] = {k: jax.tree.map(lambda _, t=int(k) in chosen: "train" if t else "frozen", v)
-                        for k, v in blocks["layers"].items()}
-    return labels
-
-
-def optax_mask(blocks: dict, layers: Sequence[int]) -> dict:
-    """True (trainable) / False per leaf of a block_tree, for optax.masked. Note that
-    optax.masked passes unmasked updates through unchanged: pair it with
-    optax.masked(optax.set_to_zero(), inverted mask), or use optax_labels + partition."""
-    return jax.tree.map(lambda label: label == "train", optax_labels(blocks, layers))
+def frozen_params(trainable: dict, frozen: dict) -> dict:
+    """The parameter tree `modeling.forward` takes for frozen tuning: the fixed weights
+    under stop_gradient (frozen stays frozen even if someone differentiates it) and
+    "layers" as the list of runs in block order (module docstring)."""
+    frozen = jax.lax.stop_gradient(frozen)
+    return {**{k: v for k, v in frozen.items() if k != "layers"},
+            "layers": [tree for *_, tree in ordered_runs(trainable, frozen)]}

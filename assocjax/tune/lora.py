@@ -2,10 +2,11 @@
 
 Adapters live in their own tree, {"layers": {f"{t}_lora_a": (L, in, r), f"{t}_lora_b":
 (L, r, out)}}, stored (in, out) like our weights (x @ W); PEFT's lora_A.weight is the
-transpose of one layer's A, lora_B.weight of one layer's B. `lora_params` adds them (plus
-the scale and dropout leaves) to the base tree, and the blocks of
-`assocjax.models.modeling` compute x @ W + scale * (dropout(x) @ A) @ B, so a loss
-differentiated with respect to the adapters alone never forms a gradient for W.
+transpose of one layer's A, lora_B.weight of one layer's B. `lora_inputs` turns them (with
+the scale and dropout) into the `lora=` argument of the forwards of
+`assocjax.models.modeling`, whose blocks compute x @ W + scale * (dropout(x) @ A) @ B; the
+base parameter tree is left as it is, and a loss differentiated with respect to the
+adapters alone never forms a gradient for W.
 
 Targets (our names -> Hugging Face module): LLaMA q, k, v, o (self_attn.{q,k,v,o}_proj),
 gate, up, down (mlp.{gate,up,down}_proj); GPT-2 qkv (attn.c_attn, fused), out
@@ -21,7 +22,8 @@ import jax
 import jax.numpy as jnp
 
 from assocjax.models.config import ModelConfig
-from assocjax.models.modeling import param_shapes
+from assocjax.models.modeling import LoraInputs
+from assocjax.models.params import param_shapes
 
 TARGETS = {"llama": ("q", "k", "v", "o", "gate", "up", "down"), "gpt2": ("qkv", "out", "fc", "proj")}
 
@@ -103,21 +105,20 @@ def _check(params: dict, adapters: dict, lora: LoraConfig) -> int:
     return n_layers
 
 
-def lora_params(params: dict, adapters: dict, lora: LoraConfig, dropout_key=None) -> dict:
-    """The base tree plus the adapter leaves, the per-layer scale and, when dropout_key is
-    given and lora.dropout > 0, per-layer dropout keys and rate; every forward of
-    assocjax.models.modeling accepts it. Pass a fresh dropout_key each training step; for
+def lora_inputs(params: dict, adapters: dict, lora: LoraConfig, dropout_key=None) -> LoraInputs:
+    """The `lora=` argument of the forwards for these adapters (checked against the base
+    tree `params`): the scale and, when dropout_key is given and lora.dropout > 0, the
+    dropout rate and keys. Pass a fresh dropout_key each training step; for
     evaluation leave it out (no dropout, as PEFT in eval mode)."""
     n_layers = _check(params, adapters, lora)
-    layers = dict(params["layers"])
-    for t in lora.targets:
-        layers[f"{t}_lora_a"] = adapters["layers"][f"{t}_lora_a"]
-        layers[f"{t}_lora_b"] = adapters["layers"][f"{t}_lora_b"]
-    layers["lora_scale"] = jnp.full((n_layers,), lora.scaling, jnp.float32)
+    layers = adapters["layers"]
+    dropout = key = None
     if dropout_key is not None and lora.dropout > 0:
-        layers["lora_dropout_key"] = jax.random.split(dropout_key, n_layers)
-        layers["lora_dropout"] = jnp.full((n_layers,), lora.dropout, jnp.float32)
-    return {**params, "layers": layers}
+        dropout = jnp.full((n_layers,), lora.dropout, jnp.float32)
+        key = jax.random.split(dropout_key, n_layers)
+    return LoraInputs(a={t: layers[f"{t}_lora_a"] for t in lora.targets},
+                      b={t: layers[f"{t}_lora_b"] for t in lora.targets},
+                      scale=jnp.full((n_layers,), lora.scaling, jnp.float32), dropout=dropout, key=key)
 
 
 @partial(jax.jit, static_argnames=("lora",))

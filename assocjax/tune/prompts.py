@@ -41,6 +41,17 @@ B_INST, E_INST = "[INST]", "[/INST]"
 B_SYS, E_SYS = "<<SYS>>\n", "\n<</SYS>>\n\n"
 
 
+def llama2_system(system: str | None) -> str:
+    """LLaMA-2-chat's system block "<<SYS>>\n{system}\n<</SYS>>\n\n", or "" without one."""
+    return f"{B_SYS}{system}{E_SYS}" if system else ""
+
+
+def llama2_chat(user: str, system: str | None = None) -> str:
+    """One LLaMA-2-chat user turn, "[INST] {system block}{user} [/INST]" (bos is added as
+    an id by the tokenizer, never as text)."""
+    return f"{B_INST} {llama2_system(system)}{user} {E_INST}"
+
+
 def prompt_parts(record: dict, fmt: str, system: str = DEFAULT_SYSTEM) -> tuple[str, str, str]:
     """(text before the input, text after the input, output text) of a record in `fmt`."""
     instruction, output = record["instruction"].strip(), record["output"].strip()
@@ -50,7 +61,7 @@ def prompt_parts(record: dict, fmt: str, system: str = DEFAULT_SYSTEM) -> tuple[
             return f"### Instruction:\n{instruction}\n\n### Response:\n", "", output
         return f"### Instruction:\n{instruction}\n\n### Input:\n", "\n\n### Response:\n", output
     if fmt == "llama2":
-        sys = f"{B_SYS}{system.strip()}{E_SYS}" if system.strip() else ""
+        sys = llama2_system(system.strip())
         if not has_input:
             return f"{B_INST} {sys}{instruction}", f" {E_INST}", output
         return f"{B_INST} {sys}{instruction}\n\n", f" {E_INST}", output

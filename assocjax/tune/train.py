@@ -15,7 +15,9 @@
   + cosine decay schedule (`optax.warmup_cosine_decay_schedule`, evaluated at the number of
   updates done, passed to the step as a number so one compiled step serves any schedule);
 - compute dtype: parameters stay float32; with "bfloat16" the base weights are cast once
-  and the trainable ones inside the step, logits and the loss are float32;
+  and the trainable ones inside the step, logits and the loss are float32 (the step is
+  compiled with `modeling.LAYER_LOOP_OPTIONS`, so no float32 copy of every layer's
+  bfloat16 weights is hoisted out of the layer loops);
 - determinism: the rows of step t are a pure function of (seed, t) (`prompts.rows_stream`)
   and dropout keys are fold_in(seed, t, micro-batch), so a run resumed from a checkpoint
   (`checkpoint.Checkpoints`, every `save_every` steps) continues exactly as an
@@ -42,11 +44,11 @@ import optax
 from ..atomic import atomic_write_bytes, atomic_write_text
 from ..models.config import ModelConfig
 from ..models.loading import load_pretrained
-from ..models.modeling import embed, final_norm, run_layers, unembed
-from ..models.params import params_to_hf
+from ..models.modeling import forward, top_level, unembed
+from ..models.params import WEIGHT_ROLES, param_roles, params_to_hf
 from . import freeze
 from .checkpoint import Checkpoints, data_hash, run_identity
-from .lora import LoraConfig, init_adapters, lora_params, merge
+from .lora import LoraConfig, init_adapters, lora_inputs, merge
 from .prompts import DEFAULT_SYSTEM, FORMATS, Batch, Encoded, batches, encode_all, make_batch, rows_stream
 
 METHODS = ("lora", "frozen", "full")
@@ -118,6 +120,11 @@ class StepSpec:
     weight_decay: float
     adam: tuple[float, float, float]
 
+    @classmethod
+    def of(cls, cfg: TrainConfig, model: ModelConfig) -> "StepSpec":
+        return cls(model, cfg.method, cfg.lora if cfg.method == "lora" else None, cfg.dtype, float(cfg.clip_norm),
+                   float(cfg.weight_decay), (cfg.adam_b1, cfg.adam_b2, cfg.adam_eps))
+
 
 @dataclasses.dataclass
 class TrainResult:
@@ -151,19 +158,20 @@ def _cast(tree, dtype):
 
 def logits_fn(spec: StepSpec, trainable, base, ids_BS, segment_BS, position_BS, dropout_key=None):
     """float32 logits (B, S, V) of the tuned model on packed/padded rows."""
-    dtype = DTYPES[spec.dtype]
-    trainable = _cast(trainable, dtype)
+    trainable = _cast(trainable, DTYPES[spec.dtype])
     allowed = segment_attention(segment_BS)
-    cfg = spec.model
+    params, lora = forward_inputs(spec, trainable, base, dropout_key)
+    return unembed(spec.model, params, forward(spec.model, params, ids_BS, position_BS, allowed, lora=lora).h)
+
+
+def forward_inputs(spec: StepSpec, trainable, base, dropout_key=None):
+    """(parameter tree, lora) for `modeling.forward`: the frozen weights with the trained
+    blocks as runs (frozen), the base weights and the adapters (lora), or all weights (full)."""
     if spec.method == "frozen":
-        frozen = jax.lax.stop_gradient(base)
-        h = embed(cfg, frozen, ids_BS, position_BS)
-        for *_, tree in freeze.ordered_runs(trainable, frozen):
-            h, _ = run_layers(cfg, {"layers": tree}, h, position_BS, allowed, collect=False)
-        return unembed(cfg, frozen, final_norm(cfg, frozen, h)).astype(jnp.float32)
-    params = lora_params(base, trainable, spec.lora, dropout_key) if spec.method == "lora" else trainable
-    h, _ = run_layers(cfg, params, embed(cfg, params, ids_BS, position_BS), position_BS, allowed, collect=False)
-    return unembed(cfg, params, final_norm(cfg, params, h)).astype(jnp.float32)
+        return freeze.frozen_params(trainable, base), None
+    if spec.method == "lora":
+        return base, lora_inputs(base, trainable, spec.lora, dropout_key)
+    return trainable, None
 
 
 def loss_sums(spec: StepSpec, trainable, base, batch: Batch, dropout_key=None):
@@ -174,9 +182,13 @@ def loss_sums(spec: StepSpec, trainable, base, batch: Batch, dropout_key=None):
     return jnp.sum(nll * weight), jnp.sum(weight)
 
 
-def _decays(path, _) -> bool:
-    name = str(getattr(path[-1], "key", path[-1]))
-    return not name.endswith(("_b", "bias", "scale", "norm"))  # matrices and embeddings decay
+def decay_mask(spec: StepSpec, tree) -> dict:
+    """True on the leaves weight decay acts on: every adapter (LoRA), else the weight
+    matrices and embeddings by their role in the model's parameter spec (not biases or norm
+    scales, as Hugging Face's Trainer)."""
+    roles = param_roles(spec.model)
+    return jax.tree_util.tree_map_with_path(
+        lambda path, _: spec.method == "lora" or roles[path[-1].key] in WEIGHT_ROLES, tree)
 
 
 def optimizer(spec: StepSpec) -> optax.GradientTransformation:
@@ -185,8 +197,7 @@ def optimizer(spec: StepSpec) -> optax.GradientTransformation:
     parts = [optax.clip_by_global_norm(spec.clip_norm)] if spec.clip_norm > 0 else []
     parts += [optax.scale_by_adam(b1, b2, eps)]
     if spec.weight_decay:
-        parts.append(optax.add_decayed_weights(spec.weight_decay,
-                                               mask=lambda t: jax.tree_util.tree_map_with_path(_decays, t)))
+        parts.append(optax.add_decayed_weights(spec.weight_decay, mask=partial(decay_mask, spec)))
     return optax.chain(*parts)
 
 
@@ -213,8 +224,7 @@ def _with_aux(sums):
     return sums[0], sums
 
 
-@partial(jax.jit, static_argnames=("spec",), donate_argnames=("trainable", "opt_state"))
-def train_step(spec: StepSpec, trainable, opt_state, base, batch: Batch, step, lr, key):
+def _train_step(spec: StepSpec, trainable, opt_state, base, batch: Batch, step, lr, key):
     """One optimizer step (`step_grads`, then clip / Adam / weight decay, then - lr * update);
     `key` is the run's dropout key (LoRA dropout). Returns (trainable, opt_state, mean loss,
     target tokens)."""
@@ -224,9 +234,14 @@ def train_step(spec: StepSpec, trainable, opt_state, base, batch: Batch, step, l
     return trainable, opt_state, loss, count
 
 
-@partial(jax.jit, static_argnames=("spec",))
-def eval_sums(spec: StepSpec, trainable, base, batch: Batch):
+def _eval_sums(spec: StepSpec, trainable, base, batch: Batch):
     return loss_sums(spec, trainable, base, batch)
+
+
+# The step and the validation loss are called on concrete arrays: compiled as top-level jits
+# with modeling.LAYER_LOOP_OPTIONS (bfloat16 weights converted layer by layer in the loops).
+train_step = top_level(_train_step, static_argnames=("spec",), donate_argnames=("trainable", "opt_state"))
+eval_sums = top_level(_eval_sums, static_argnames=("spec",))
 
 
 # -- the loop -----------------------------------------------------------------------------------
@@ -280,70 +295,124 @@ def train(cfg: TrainConfig, model_folder, train_records: Sequence[dict], val_rec
     holding checkpoints of the same run, training resumes from the latest one.
     `stop_after` ends the run after that step (as if killed there; the schedule still
     runs to `cfg.total_steps`)."""
+    model_cfg, params, tok = _load_base(cfg, model_folder, train_records)
+    pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    enc, val_enc = _encode(cfg, tok, model_cfg, train_records, val_records)
+    trainable, base, layers = initial_trainable(cfg, model_cfg, params)
+    spec = StepSpec.of(cfg, model_cfg)
+    state, resumed_from = _fresh_state(spec, trainable), None
+    ckpt = None
+    if cfg.checkpoint_dir is not None:
+        ckpt = Checkpoints(cfg.checkpoint_dir, _identity(cfg, model_cfg, params, layers, train_records), cfg.keep)
+    try:
+        if ckpt is not None and ckpt.latest_step() is not None:
+            state = _resume(ckpt, state, cfg.total_steps)
+            resumed_from = state.step
+        end = cfg.total_steps if stop_after is None else min(cfg.total_steps, stop_after)
+        _run_steps(cfg, spec, state, base, enc, val_enc, pad_id, end, ckpt)
+    finally:
+        if ckpt is not None:
+            ckpt.close()
+    return TrainResult(cfg, model_cfg, state.history, state.trainable, base, layers, enc.n_truncated,
+                       0 if val_enc is None else val_enc.n_truncated, resumed_from, Path(model_folder))
+
+
+@dataclasses.dataclass
+class _State:
+    """What the steps change and a checkpoint holds."""
+
+    trainable: dict
+    opt_state: optax.OptState
+    step: int = 0  # optimizer steps done
+    history: list = dataclasses.field(default_factory=list)
+
+    def arrays(self) -> dict:
+        return {"trainable": self.trainable, "opt_state": self.opt_state, "step": jnp.asarray(self.step, jnp.int32)}
+
+
+def _load_base(cfg: TrainConfig, model_folder, train_records) -> tuple[ModelConfig, dict, object]:
+    """(model config, float32 parameter tree, tokenizer), after checking cfg against the model."""
     model, tok = load_pretrained(model_folder, dtype=jnp.float32)
-    model_cfg = model.cfg
-    cfg.check(model_cfg)
+    cfg.check(model.cfg)
     if not train_records:
         raise ValueError("no training records")
-    params = model.param_tree()
-    del model
-    pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    return model.cfg, model.param_tree(), tok
+
+
+def _encode(cfg: TrainConfig, tok, model_cfg: ModelConfig, train_records, val_records):
+    """(training, validation or None) records encoded; warns about records cut to max_len."""
     enc = encode_all(train_records, tok, cfg.fmt, cfg.max_len, cfg.system)
     val_enc = encode_all(val_records, tok, cfg.fmt, cfg.max_len, cfg.system) if val_records else None
     _check_vocab(enc, model_cfg, tok)
     for name, e, n in (("training", enc, len(train_records)), ("validation", val_enc, len(val_records))):
         if e is not None and e.n_truncated:
             warnings.warn(f"{e.n_truncated} of {n} {name} records were longer than max_len={cfg.max_len} tokens: "
-                          f"the oldest words of their input were dropped (outputs are kept whole)", stacklevel=2)
-    trainable, base, layers = initial_trainable(cfg, model_cfg, params)
-    spec = StepSpec(model_cfg, cfg.method, cfg.lora if cfg.method == "lora" else None, cfg.dtype,
-                    float(cfg.clip_norm), float(cfg.weight_decay), (cfg.adam_b1, cfg.adam_b2, cfg.adam_eps))
+                          f"the oldest words of their input were dropped (outputs are kept whole)", stacklevel=3)
+    return enc, val_enc
+
+
+def _fresh_state(spec: StepSpec, trainable) -> _State:
     opt_state = optimizer(spec).init(trainable)
     # Committed like the arrays Orbax restores, so a resumed run reuses the compiled step.
     trainable, opt_state = jax.tree.map(lambda x: jax.device_put(x, x.sharding), (trainable, opt_state))
-    history, start, resumed_from = [], 0, None
-    ckpt = None
-    if cfg.checkpoint_dir is not None:
-        ckpt = Checkpoints(cfg.checkpoint_dir, _identity(cfg, model_cfg, params, layers, train_records), cfg.keep)
-        if ckpt.latest_step() is not None:
-            state, meta = ckpt.restore({"trainable": trainable, "opt_state": opt_state,
-                                        "step": jnp.zeros((), jnp.int32)})
-            trainable, opt_state, start = state["trainable"], state["opt_state"], int(state["step"])
-            history, resumed_from = meta["history"], start
+    return _State(trainable, opt_state)
+
+
+def _resume(ckpt: Checkpoints, fresh: _State, total_steps: int) -> _State:
+    """The state of the checkpoint folder's newest intact step (`fresh` gives the tree
+    structure); a checkpoint past total_steps is refused (its model is trained longer)."""
+    arrays, meta = ckpt.restore(fresh.arrays())
+    state = _State(arrays["trainable"], arrays["opt_state"], int(arrays["step"]), meta["history"])
+    if state.step > total_steps:
+        raise ValueError(f"checkpoint folder {ckpt.directory} holds a run trained for {state.step} steps, more than "
+                         f"total_steps={total_steps} asks for; raise total_steps to at least {state.step}, or use "
+                         "another checkpoint folder to start afresh")
+    return state
+
+
+def _run_steps(cfg: TrainConfig, spec: StepSpec, state: _State, base, enc: Encoded, val_enc: Encoded | None,
+               pad_id: int, end: int, ckpt: Checkpoints | None) -> None:
+    """Steps state.step + 1 .. end, updating `state`: train, then validate and checkpoint when due."""
     base_c = _cast(base, DTYPES[cfg.dtype])  # one compute-dtype copy of the fixed weights
     dropout_key = _keys(cfg.seed)[1]
     lr_at = schedule(cfg)
-    rows = rows_stream([len(i) for i in enc.ids], cfg.seed, cfg.max_len, cfg.pack)
-    per_step = cfg.batch_size * cfg.accum
-    for _ in range(start * per_step):  # the rows already consumed: cheap, host-side lengths only
-        next(rows)
-    end = cfg.total_steps if stop_after is None else min(cfg.total_steps, stop_after)
-    bar = _progress(cfg, start)
+    rows = _rows_from(cfg, enc, state.step)
+    fixed = cfg.padding == "max_len"
+    bar = _progress(cfg, state.step)
     try:
-        for step in range(start, end):
-            batch = _step_batch([next(rows) for _ in range(per_step)], enc, cfg.accum, cfg.batch_size, pad_id,
-                                cfg.max_len, cfg.padding == "max_len")
+        for step in range(state.step, end):
+            batch = _step_batch([next(rows) for _ in range(cfg.batch_size * cfg.accum)], enc, cfg.accum,
+                                cfg.batch_size, pad_id, cfg.max_len, fixed)
             lr = float(lr_at(step))
-            trainable, opt_state, loss, tokens = train_step(spec, trainable, opt_state, base_c, _device(batch),
-                                                            jnp.asarray(step, jnp.int32), jnp.float32(lr), dropout_key)
-            done = step + 1
-            row = dict(step=done, loss=float(loss), val_loss=None, lr=lr, tokens=int(tokens))
-            if val_enc is not None and ((cfg.eval_every and done % cfg.eval_every == 0) or done == cfg.total_steps):
-                row["val_loss"] = evaluate(spec, trainable, base_c, val_enc, cfg.eval_batch_size, pad_id,
-                                           cfg.max_len, cfg.pack, cfg.padding == "max_len")
-            history.append(row)
+            state.trainable, state.opt_state, loss, tokens = train_step(
+                spec, state.trainable, state.opt_state, base_c, _device(batch), jnp.asarray(step, jnp.int32),
+                jnp.float32(lr), dropout_key)
+            state.step = step + 1
+            row = dict(step=state.step, loss=float(loss), val_loss=None, lr=lr, tokens=int(tokens))
+            if val_enc is not None and _due(cfg.eval_every, state.step, cfg.total_steps):
+                row["val_loss"] = evaluate(spec, state.trainable, base_c, val_enc, cfg.eval_batch_size, pad_id,
+                                           cfg.max_len, cfg.pack, fixed)
+            state.history.append(row)
             bar.update(1)
             bar.set_postfix(loss=f"{row['loss']:.4f}", **({} if row["val_loss"] is None else
                                                              {"val": f"{row['val_loss']:.4f}"}))
-            if ckpt is not None and ((cfg.save_every and done % cfg.save_every == 0) or done == cfg.total_steps):
-                ckpt.save(done, {"trainable": trainable, "opt_state": opt_state,
-                                 "step": jnp.asarray(done, jnp.int32)}, {"history": history})
+            if ckpt is not None and _due(cfg.save_every, state.step, cfg.total_steps):
+                ckpt.save(state.step, state.arrays(), {"history": state.history})
     finally:
         bar.close()
-        if ckpt is not None:
-            ckpt.close()
-    return TrainResult(cfg, model_cfg, history, trainable, base, layers, enc.n_truncated,
-                       0 if val_enc is None else val_enc.n_truncated, resumed_from, Path(model_folder))
+
+
+def _rows_from(cfg: TrainConfig, enc: Encoded, start: int):
+    """The rows of steps start + 1, ...: the data order is a pure function of (seed, step)."""
+    rows = rows_stream([len(i) for i in enc.ids], cfg.seed, cfg.max_len, cfg.pack)
+    for _ in range(start * cfg.batch_size * cfg.accum):  # the rows already consumed: cheap, host-side lengths only
+        next(rows)
+    return rows
+
+
+def _due(every: int, done: int, total: int) -> bool:
+    """Whether an every-N-steps action (0: only at the end) is due after step `done`."""
+    return bool(every and done % every == 0) or done == total
 
 
 def _identity(cfg: TrainConfig, model_cfg: ModelConfig, params, layers, train_records) -> dict:

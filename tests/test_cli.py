@@ -1,0 +1,54 @@
+"""The scripts' shell: known user errors as one line on stderr with exit code 2, the
+traceback only under --debug."""
+import dataclasses
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from assocjax.cli import EXIT_USER_ERROR, run_cli
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclasses.dataclass
+class Args:
+    path: Path
+    n: int = 1
+
+
+def _main(args: Args):
+    if args.n == 0:
+        raise ValueError(f"{args.path}: n must be >= 1\n(the second line of the message)")
+    if args.n < 0:
+        raise ZeroDivisionError("a bug, not bad input")
+    return args.n - 1
+
+
+def test_user_errors_are_one_line_with_exit_code_2(capsys):
+    assert run_cli(_main, Args, ["--path", "x"]) == 0
+    assert run_cli(_main, Args, ["--path", "x", "--n", "3"]) == 2  # main's own exit code
+    assert run_cli(_main, Args, ["--path", "in.json", "--n", "0"]) == EXIT_USER_ERROR == 2
+    assert capsys.readouterr().err == "error: in.json: n must be >= 1 (the second line of the message)\n"
+    with pytest.raises(ValueError, match="n must be >= 1"):
+        run_cli(_main, Args, ["--debug", "--path", "in.json", "--n", "0"])
+    with pytest.raises(ZeroDivisionError):  # not a user error: keeps its traceback
+        run_cli(_main, Args, ["--path", "x", "--n", "-1"])
+    assert run_cli(lambda a: a, lambda argv: len(argv), ["a", "--debug", "b"]) == 2  # a parser function
+
+
+def _script(name: str, *argv: str, cwd: Path):
+    return subprocess.run([sys.executable, str(ROOT / "scripts" / f"{name}.py"), *argv], cwd=cwd, capture_output=True,
+                          text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(ROOT)})
+
+
+def test_scripts_print_bad_input_as_one_line(tmp_path):
+    out = _script("finetune", "--model", "nosuchdir/model", "--train", "train.jsonl", "--out", "run", cwd=tmp_path)
+    assert out.returncode == 2, out.stderr
+    assert out.stderr.startswith(f"error: model folder not found: {tmp_path / 'nosuchdir' / 'model'}; hub names")
+    assert out.stderr.count("\n") == 1 and not (tmp_path / "run").exists()
+    out = _script("make_association", "--stories", "nostories", "--augmentations", "augs", "--out", "data", "--debug",
+                  cwd=tmp_path)
+    assert out.returncode == 1 and "Traceback" in out.stderr and "FileNotFoundError: stories not found" in out.stderr
