@@ -23,7 +23,7 @@ from ..atomic import atomic_write_text
 from ..gains import bh_fdr, paired_change
 from ..reports import write_csv, write_json
 from .config import ScoreConfig
-from .inputs import condition_name, read_augmentations
+from .inputs import condition_name, read_augmentations, resolve_model
 from .report import clean_nans
 from .run import ScoreResult, score
 
@@ -106,6 +106,8 @@ def compare(cfg: ScoreConfig) -> Comparison:
     if clash:
         raise ValueError(f"condition names {sorted(clash)} are used twice (augmentation conditions, model labels "
                          f"and {BASELINE!r} must differ)")
+    for path in cfg.compare.models:  # every model checked from its headers before the baseline is scored
+        resolve_model(str(path), cfg.model.hub)
     out = Path(cfg.output)
     plain = dataclasses.replace(cfg.augment, files=(), compare=False)
     one = lambda name, **kw: score(dataclasses.replace(cfg, output=out / _folder_name(name), **kw))  # noqa: E731

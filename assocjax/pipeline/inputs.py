@@ -18,7 +18,7 @@ from ..data import Narratives, Scan, Story, load_dataset, read_scans
 from ..data.layout import _subject_id
 from ..data.narratives import VOLUME_SPACE
 from ..models.config import ModelConfig
-from ..models.loading import _download, read_config, weight_files
+from ..models.loading import check_weights, resolve
 from .config import ScoreConfig, split_commas
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "tokenizer.model")
@@ -92,17 +92,11 @@ class Selection:
         return "+".join(s.name for s in self.stories)
 
 
-def resolve_model(path: str) -> tuple[Path, ModelConfig]:
-    folder = Path(path)
-    if not folder.exists():
-        if "/" in path and not path.startswith((".", "/", "~")):
-            folder = _download(path)  # a hub name; needs network
-        else:
-            raise FileNotFoundError(f"model folder not found: {folder}")
-    if not folder.is_dir():
-        raise NotADirectoryError(f"--model.path {folder} is not a folder")
-    cfg = read_config(folder)
-    weight_files(folder)  # raises, naming the folder, when there are no weights
+def resolve_model(path: str, hub: bool = False) -> tuple[Path, ModelConfig]:
+    """The model folder and its config, checked from the files' headers (config fields,
+    every tensor's name, shape and dtype, files complete) before any long work."""
+    folder = resolve(path, hub)
+    cfg = check_weights(folder)
     if not any((folder / f).is_file() for f in TOKENIZER_FILES):
         raise FileNotFoundError(f"{folder}: no tokenizer files (looked for {', '.join(TOKENIZER_FILES)})")
     return folder, cfg
@@ -145,7 +139,7 @@ def _atlas(root: Path, space: str, name: str) -> tuple[tuple[Path, Path] | None,
 
 def select(cfg: ScoreConfig, root: Path, model_path: str, default_space: str) -> Selection:
     """Check the model, layers, dataset, stories, subjects and images; see module docstring."""
-    folder, mcfg = resolve_model(model_path)
+    folder, mcfg = resolve_model(model_path, cfg.model.hub)
     layers = resolve_layers(cfg.features.layers, mcfg, str(folder))
     context, stride = resolve_window(cfg.features.context, cfg.features.stride, mcfg)
     d = cfg.data

@@ -83,7 +83,7 @@ def _sources(cfg: ScoreConfig):
             raise FileNotFoundError(f"dataset root not found: {cfg.data.root}")
         return Path(cfg.data.root), cfg.model.path, "fsaverage6", None
     if cfg.model.path is not None:
-        resolve_model(cfg.model.path)  # a bad path fails before the built-in data is generated
+        resolve_model(cfg.model.path, cfg.model.hub)  # a bad path fails before the built-in data is generated
     b = ensure_builtin(cfg.synthetic, cfg.cache_dir, cfg.progress)
     return b.root, cfg.model.path or str(b.model), b.space, b.manifest
 
