@@ -1,8 +1,8 @@
 """Brain-score demo on generated data (no downloads): `python scripts/demo.py --help`."""
-import tyro
+import sys
 
+from assocjax.cli import run_cli
 from assocjax.demo import DemoConfig, print_summary, run_demo
 
 if __name__ == "__main__":
-    cfg = tyro.cli(DemoConfig)
-    print_summary(run_demo(cfg), cfg.output)
+    sys.exit(run_cli(lambda cfg: print_summary(run_demo(cfg), cfg.output), DemoConfig, description=__doc__))

@@ -3,10 +3,11 @@
     python scripts/make_synthetic.py --out DIR
     python scripts/make_synthetic.py --out DIR --from-metadata ../shared/narratives --stories pieman,tunnel --n-subjects 4
 """
-import tyro
+import sys
 
+from assocjax.cli import run_cli
 from assocjax.data.synthetic import SyntheticConfig, make_synthetic, summary_line
 
 if __name__ == "__main__":
-    cfg = tyro.cli(SyntheticConfig)
-    print(summary_line(make_synthetic(cfg, progress=True), cfg.out))
+    sys.exit(run_cli(lambda cfg: print(summary_line(make_synthetic(cfg, progress=True), cfg.out)), SyntheticConfig,
+                     description=__doc__))

@@ -6,9 +6,10 @@
     python scripts/score.py --augment.files aug/*.json --augment.compare   # F per condition vs plain
     python scripts/score.py --model.path base --compare.models tuned-lora tuned-control   # M
 """
-import tyro
+import sys
 
+from assocjax.cli import run_cli
 from assocjax.pipeline import ScoreConfig, main
 
 if __name__ == "__main__":
-    main(tyro.cli(ScoreConfig))
+    sys.exit(run_cli(lambda cfg: main(cfg) and None, ScoreConfig, description=__doc__))

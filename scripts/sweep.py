@@ -9,11 +9,17 @@ Each job is one score run (one model, story, layer block and condition) that fil
 results cache (--base.cache-dir); the sweep then aggregates every model x condition into
 <folder>/<model>/<condition>/ from the cache, as `score.py --aggregate` does.
 """
-import tyro
+import sys
 
+from assocjax.cli import run_cli
 from assocjax.pipeline.sweep import SweepConfig, run
 
-if __name__ == "__main__":
-    for (model, condition), res in run(tyro.cli(SweepConfig)).items():
+
+def main(cfg: SweepConfig) -> None:
+    for (model, condition), res in run(cfg).items():
         s = res.summary
         print(f"{model} / {condition}: best layer {s['best_layer']}, r = {s['best_score']:.3f} -> {res.output}")
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main, SweepConfig, description=__doc__))

@@ -52,3 +52,19 @@ def test_scripts_print_bad_input_as_one_line(tmp_path):
     out = _script("make_association", "--stories", "nostories", "--augmentations", "augs", "--out", "data", "--debug",
                   cwd=tmp_path)
     assert out.returncode == 1 and "Traceback" in out.stderr and "FileNotFoundError: stories not found" in out.stderr
+
+
+def test_score_names_bad_input_in_one_line(tmp_path):
+    out = _script("score", "--model.path", "org/name", "--output", "run", cwd=tmp_path)
+    assert out.returncode == 2 and out.stderr.count("\n") == 1, out.stderr
+    assert out.stderr.startswith(f"error: model folder not found: {tmp_path / 'org' / 'name'}; hub names") and \
+        "score.py --model.hub" in out.stderr
+    bad = tmp_path / "model"
+    bad.mkdir()
+    (bad / "config.json").write_text("{not json")
+    out = _script("score", "--model.path", str(bad), "--output", "run", cwd=tmp_path)
+    assert out.returncode == 2 and out.stderr == f"error: {bad / 'config.json'}: not valid JSON " \
+        f"(Expecting property name enclosed in double quotes: line 1 column 2 (char 1))\n", out.stderr
+    out = _script("score", "--features.delays", "--debug", cwd=tmp_path)
+    assert out.returncode == 1 and "Traceback" in out.stderr and "--features.delays is empty" in out.stderr
+    assert not (tmp_path / "run").exists()
