@@ -12,7 +12,7 @@ from typing import Literal
 import tyro
 
 from assocjax.augment.sentences import DEFAULT_GAP_S, story_sentence_ends
-from assocjax.reports import write_json
+from assocjax.io import write_json
 from assocjax.tune import dataset
 
 

@@ -28,7 +28,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from ..atomic import atomic_path, atomic_write_text
+from ..io import atomic_path, atomic_write_text
 
 FEATURES_VERSION = 2  # bump when features or word times change (2: BOS in every window, transcript readings, midpoints)
 

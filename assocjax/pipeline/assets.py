@@ -17,7 +17,7 @@ import jax
 import numpy as np
 from flax import nnx
 
-from ..atomic import atomic_write_text
+from ..io import atomic_write_text
 from ..data.synthetic import SyntheticConfig, make_synthetic, pseudo_words
 from ..features import cache, word_features
 from ..models import CausalLM, from_hf, load_pretrained

@@ -33,7 +33,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..alignment import zscore_per_run
-from ..atomic import atomic_write_bytes
+from ..io import atomic_write_bytes
 from ..data import read_surface, read_volume, surface_paths, trim_to_story, volume_paths
 from .inputs import Selection
 

@@ -19,9 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..atomic import atomic_write_text
+from ..io import atomic_write_text, write_csv, write_json
 from ..gains import bh_fdr, paired_change
-from ..reports import write_csv, write_json
 from .config import ScoreConfig
 from .inputs import condition_name, read_augmentations
 from .report import clean_nans

@@ -19,10 +19,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from .. import rois
-from ..atomic import atomic_write_text
+from ..io import atomic_write_text, write_json
 from ..ceiling import normalized_score
 from ..models import load_pretrained
-from ..reports import write_json
 from .. import ridge
 from ..ridge.streaming import CPU_TILE
 from . import bold as bold_mod

@@ -18,7 +18,7 @@ from pathlib import Path
 import jax.numpy as jnp
 import numpy as np
 
-from ..atomic import atomic_write_bytes
+from ..io import atomic_write_bytes
 from ..ceiling import loso_isc, max_r_from_reliability, split_half_ceiling
 from ..data import surface_paths, volume_paths
 from ..features.cache import FEATURES_VERSION

@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from ..atomic import atomic_write_text
+from ..io import atomic_write_text
 from ..augment.sentences import sentence_ends as find_sentence_ends
 from ..stimuli import Reading
 
