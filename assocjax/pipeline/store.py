@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..io import atomic_write_bytes
-from ..ceiling import loso_isc, max_r_from_reliability, split_half_ceiling
+from ..ceiling import loso_isc, max_r_from_reliability, split_half_ceiling, subject_max_r
 from ..data import surface_paths, volume_paths
 from ..features.cache import FEATURES_VERSION
 from .config import ScoreConfig
@@ -79,23 +79,6 @@ def load(path: Path) -> dict | None:
 
 def layer_path(folder: Path, layer: int) -> Path:
     return folder / f"layer-{layer:03d}.npz"
-
-
-def others_reliability(split_half_V: np.ndarray, n_subjects: int) -> np.ndarray:
-    """(V,) reliability of the mean of S-1 subjects, from the S-subject split-half reliability:
-    a single subject's reliability by inverting Spearman-Brown, then Spearman-Brown up to S-1."""
-    s = n_subjects
-    with np.errstate(invalid="ignore", divide="ignore"):
-        one = split_half_V / (s - (s - 1) * split_half_V)
-        return ((s - 1) * one / (1 + (s - 2) * one)).astype(np.float32)
-
-
-def subject_max_r(split_half_V: np.ndarray, loso_SV: np.ndarray) -> np.ndarray:
-    """(S, V) the r a noise-free model reaches against each subject: its leave-one-out ISC
-    divided by the max r of the other subjects' mean (`others_reliability`)."""
-    others = others_reliability(split_half_V, loso_SV.shape[0])
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(others > 0, loso_SV / np.sqrt(np.where(others > 0, others, 1.0)), np.nan).astype(np.float32)
 
 
 def ceiling(bold, runs_N: np.ndarray, folder: Path, n_splits: int, seed: int, width: int) -> dict:
