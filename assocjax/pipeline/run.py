@@ -19,8 +19,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from .. import rois
-from ..io import atomic_write_text, write_json
 from ..ceiling import normalized_score
+from ..io import atomic_write_text, write_json
 from ..models import load_pretrained
 from .. import ridge
 from ..ridge.streaming import CPU_TILE

@@ -9,9 +9,7 @@ images). A file that cannot be read is recomputed with a warning.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import io
-import json
 import warnings
 from pathlib import Path
 
@@ -22,16 +20,12 @@ from ..io import atomic_write_bytes
 from ..ceiling import loso_isc, max_r_from_reliability, split_half_ceiling, subject_max_r
 from ..data import surface_paths, volume_paths
 from ..features.cache import FEATURES_VERSION
+from ..fingerprint import digest, file_stats
 from .config import ScoreConfig
 from .bold import vertex_chunks
 from .inputs import Selection, describe, model_files
 
 PIPELINE_VERSION = 2  # 2: streamed nested ridge, buffered chunk folds, per-group BOLD z-scoring
-
-
-def _stat(path: Path) -> list:
-    st = Path(path).stat()
-    return [str(path), st.st_size, st.st_mtime_ns]
 
 
 def results_key(cfg: ScoreConfig, sel: Selection, augs: dict | None = None) -> dict:
@@ -51,13 +45,12 @@ def results_key(cfg: ScoreConfig, sel: Selection, augs: dict | None = None) -> d
         ridge={k: v for k, v in dataclasses.asdict(cfg.ridge).items() if k != "target_chunk"},
         ceiling=dict(n_splits=cfg.ceiling.n_splits), on_unsorted=cfg.data.on_unsorted, trim_start=cfg.data.trim_start,
         seed=cfg.seed,
-        files=[_stat(p) for p in sorted(set(map(str, files)))],
+        files=file_stats(sorted(set(map(str, files)))),
     )
 
 
 def results_dir(cache_dir: Path, key: dict) -> Path:
-    digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()
-    return Path(cache_dir) / "scores" / digest[:20]
+    return Path(cache_dir) / "scores" / digest(key, 20)
 
 
 def save(path: Path, **arrays) -> None:
