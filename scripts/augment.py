@@ -19,8 +19,9 @@ The story is `--align FILE` (Gentle align.csv/json; the name defaults to its fol
 `--data-root DIR --story NAME` (a Narratives dataset; NAME is an alignment folder, task or
 story name). Sentence boundaries come from a `transcript.txt` beside the alignment, else
 from pauses of at least `--gap-s` seconds. Outputs are written atomically and only once
-everything succeeded. The API key is read from the environment variable `--api-key-env`
-and never written anywhere.
+everything succeeded; until then `generate` keeps the endpoint's completed replies in
+`<out>.partial`, which the same command reuses after a failure. The API key is read from the
+environment variable `--api-key-env` and never written anywhere.
 """
 from __future__ import annotations
 
@@ -32,7 +33,7 @@ from typing import Literal
 import tyro
 
 from assocjax.augment import format as fmt
-from assocjax.augment.chat import ChatClient, ChatError
+from assocjax.augment.chat import ChatClient, ChatError, ReplyStore, replies_path
 from assocjax.augment.generate import ChatGenerator, GenerationError, LMGenerator, generate_augmentation
 from assocjax.augment.manual import import_json, parse_inline
 from assocjax.augment.oracle import write_oracle
@@ -98,7 +99,7 @@ class Generate(StoryArgs):
     batch_size: int = 8
     dtype: Literal["float32", "bfloat16"] = "float32"
     timeout_s: float = 30.0
-    """Endpoint only: seconds per request."""
+    """Endpoint only: seconds per request, the whole reply included."""
     max_retries: int = 4
     """Endpoint only: retries on timeouts, connection errors, 429 and 5xx (exponential backoff)."""
     gap_s: float = DEFAULT_GAP_S
@@ -114,10 +115,12 @@ class Generate(StoryArgs):
             template = self.prompt_template.read_text(encoding="utf-8")
         name, t, align_path = self.load()
         ends = story_sentence_ends(t, align_path, self.gap_s)
+        replies = None
         if self.endpoint is not None:
+            replies = ReplyStore(replies_path(self.out))  # paid replies survive a failed run
             client = ChatClient(self.endpoint, model=self.chat_model, api_key_env=self.api_key_env,
                                 timeout_s=self.timeout_s, max_retries=self.max_retries,
-                                temperature=self.temperature, max_tokens=self.max_new_tokens)
+                                temperature=self.temperature, max_tokens=self.max_new_tokens, replies=replies)
             generator = ChatGenerator(client)
         else:
             import jax.numpy as jnp
@@ -128,12 +131,21 @@ class Generate(StoryArgs):
             generator = LMGenerator(model, tok, max_new_tokens=self.max_new_tokens, temperature=self.temperature,
                                     top_p=self.top_p, seed=self.seed, chat_format=self.chat_format,
                                     batch_size=self.batch_size, name=str(self.model_path))
-        aug = generate_augmentation(t.words, ends, name, generator, level=self.level, every=self.every,
-                                    seed=self.seed, context_words=self.context_words, prompt_template=template,
-                                    max_words=self.max_words, retries=self.retries, reading=t.reading(),
-                                    provenance={"alignment": str(align_path),
-                                                "sentence_boundaries": boundary_source(align_path, self.gap_s)})
+        try:
+            aug = generate_augmentation(t.words, ends, name, generator, level=self.level, every=self.every,
+                                        seed=self.seed, context_words=self.context_words, prompt_template=template,
+                                        max_words=self.max_words, retries=self.retries, reading=t.reading(),
+                                        provenance={"alignment": str(align_path),
+                                                    "sentence_boundaries": boundary_source(align_path, self.gap_s)})
+        except (GenerationError, ChatError) as e:
+            if replies is None or not len(replies):
+                raise
+            raise type(e)(f"{e}\n{len(replies)} completed replies are kept in {replies.path}: the same command asks "
+                          "only for the others (a higher --retries adds new tries; delete the file to ask again "
+                          "from the start)") from None
         fmt.save(aug, self.out, t.words)
+        if replies is not None:
+            replies.remove()  # the output is complete
         print(f"wrote {self.out}: {len(aug.insertions)} {self.level}-level insertions, "
               f"{aug.n_inserted_words} words, id {aug.id}")
         return 0
