@@ -144,7 +144,7 @@ def _layers(cfg: ScoreConfig, sel: Selection, bold: Bold, fit: Fitting, folder: 
     results, todo = {}, []
     shape = (len(fit.folds.outer), fit.fits(bold), bold.n_vertices)
     for layer in sel.layers:
-        got = store.load(store.layer_path(folder, layer))
+        got = store.load_layer(folder, layer)
         if got is not None and got["r_folds"].shape == shape:
             results[layer] = got
         else:
