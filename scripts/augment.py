@@ -33,7 +33,8 @@ from typing import Literal
 import tyro
 
 from assocjax.augment import format as fmt
-from assocjax.augment.chat import ChatClient, ChatError, ReplyStore, replies_path
+from assocjax.augment.chat import ChatClient, ChatError
+from assocjax.augment.replies import ReplyStore, replies_path
 from assocjax.augment.generate import ChatGenerator, GenerationError, LMGenerator, generate_augmentation
 from assocjax.augment.manual import import_json, parse_inline
 from assocjax.augment.oracle import write_oracle

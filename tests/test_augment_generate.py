@@ -231,7 +231,7 @@ def test_chat_timeout_bounds_the_whole_request_not_each_read(dripping_server):
 
 
 def test_reply_store_keeps_replies_and_refuses_a_foreign_file(stub, tmp_path):
-    from assocjax.augment.chat import ReplyStore, replies_path
+    from assocjax.augment.replies import ReplyStore, replies_path
 
     path = replies_path(tmp_path / "aug.json")
     assert path.name == "aug.json.partial"

@@ -7,6 +7,7 @@ from .manual import import_json, map_tokens, normalize, parse_inline
 from .random_control import POSITIONS, pool_from_alignments, random_match, token_count
 from .sentences import DEFAULT_GAP_S, boundary_source, find_transcript, sentence_ends, story_sentence_ends
 from .chat import ChatClient, ChatError
+from .replies import ReplyStore, replies_path
 from .generate import ChatGenerator, GenerationError, LMGenerator, generate_augmentation
 from .oracle import oracle_augmentation, synthetic_oracle, write_oracle
 from .stories import dataset_alignment, load_story
@@ -16,6 +17,6 @@ __all__ = ["FORMAT", "LEVELS", "SOURCES", "VERSION", "Augmentation", "Insertion"
            "from_json", "load", "save", "story_hash", "to_json", "validate", "import_json", "map_tokens",
            "normalize", "parse_inline", "POSITIONS", "pool_from_alignments", "random_match", "token_count",
            "DEFAULT_GAP_S", "boundary_source", "find_transcript", "sentence_ends", "story_sentence_ends", "ChatClient",
-           "ChatError", "ChatGenerator", "GenerationError", "LMGenerator", "generate_augmentation",
-           "oracle_augmentation", "synthetic_oracle", "write_oracle", "dataset_alignment", "load_story",
-           "summary_text"]
+           "ChatError", "ReplyStore", "replies_path", "ChatGenerator", "GenerationError", "LMGenerator",
+           "generate_augmentation", "oracle_augmentation", "synthetic_oracle", "write_oracle", "dataset_alignment",
+           "load_story", "summary_text"]

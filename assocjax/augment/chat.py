@@ -19,11 +19,11 @@ max_backoff_s; optional seeded jitter); other 4xx fail at once. Every failure ra
 `ChatError` naming the URL, the status and a snippet of the body. The API key is sent in the
 Authorization header only: it is never part of `describe()`, `repr()` or an error message.
 
-Resuming: with `replies=ReplyStore(path)` every completed reply is written (atomically) to
-that file as it arrives, under a digest of the URL and the whole request (model, messages,
-sampling settings, seed; never the key), and a request already answered there is not sent
-again. A run that fails at request 15 keeps the 14 paid replies; the rerun asks only for the
-rest. `replies_path(out)` is where `scripts/augment.py generate` keeps them.
+Resuming: with `replies=ReplyStore(path)` (`assocjax.augment.replies`) every completed reply
+is written to that file as it arrives, under a digest of the URL and the whole request
+(model, messages, sampling settings, seed; never the key), and a request already answered
+there is not sent again: a run that fails at request 15 keeps the 14 paid replies, and the
+rerun asks only for the rest.
 """
 from __future__ import annotations
 
@@ -36,11 +36,10 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from pathlib import Path
 from typing import Callable
 
 from ..fingerprint import digest
-from ..io import atomic_write_text
+from .replies import ReplyStore
 
 RETRY_STATUSES = frozenset({429}) | frozenset(range(500, 600))
 SNIPPET_CHARS = 300
@@ -56,48 +55,6 @@ class _Retry(Exception):
     def __init__(self, what: str, body: str = "", retry_after: float | None = None):
         super().__init__(what)
         self.what, self.body, self.retry_after = what, body, retry_after
-
-
-REPLIES_FORMAT = "assocjax-chat-replies"
-
-
-def replies_path(out: str | os.PathLike) -> Path:
-    """The partial file of completed replies kept beside an output file until it is written."""
-    out = Path(out)
-    return out.with_name(out.name + ".partial")
-
-
-class ReplyStore:
-    """Completed replies by request digest, in a JSON file rewritten atomically after each one."""
-
-    def __init__(self, path: str | os.PathLike):
-        self.path = Path(path)
-        self._replies: dict[str, str] = {}
-        if self.path.exists():
-            try:
-                obj = json.loads(self.path.read_text(encoding="utf-8"))
-                if obj.get("format") != REPLIES_FORMAT or not isinstance(obj.get("replies"), dict):
-                    raise ValueError(f"not an {REPLIES_FORMAT} file")
-            except (ValueError, UnicodeDecodeError, AttributeError) as e:
-                raise ValueError(f"{self.path}: cannot reuse this partial replies file ({e}); move it away to start "
-                                 "afresh") from None
-            self._replies = {str(k): str(v) for k, v in obj["replies"].items()}
-
-    def __len__(self) -> int:
-        return len(self._replies)
-
-    def get(self, key: str) -> str | None:
-        return self._replies.get(key)
-
-    def put(self, key: str, reply: str) -> None:
-        self._replies[key] = reply
-        atomic_write_text(self.path, json.dumps({"format": REPLIES_FORMAT, "version": 1, "replies": self._replies},
-                                                ensure_ascii=False) + "\n")
-
-    def remove(self) -> None:
-        """Delete the file (the output it was kept for is written)."""
-        self.path.unlink(missing_ok=True)
-        self._replies = {}
 
 
 class _Deadline:
