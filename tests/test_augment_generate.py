@@ -181,7 +181,7 @@ def dripping_server():
 
     def drip(conn):
         with conn:
-            conn.settimeout(0.2)
+            conn.settimeout(10)
             try:
                 while b"\r\n\r\n" not in conn.recv(65536):
                     pass
