@@ -136,7 +136,7 @@ def test_cached_layer_lacking_a_field_is_recomputed(run, tmp_path):
     with np.load(path) as z:
         kept = {k: z[k] for k in z.files if k != "alpha_idx"}
     np.savez(path, **kept)  # a valid zip, one field short
-    with pytest.warns(UserWarning, match=r"lacks field\(s\) \['alpha_idx'\]; recomputing"):
+    with pytest.warns(UserWarning, match=r"layer-\d+\.npz lacks field\(s\) \['alpha_idx'\] .*; recomputing"):
         res = score(dataclasses.replace(cfg, output=tmp_path / "out"))
     assert list(res.computed_layers) == [layer]
     np.testing.assert_allclose(res.r_LV, full.r_LV, rtol=1e-5, atol=1e-6)
