@@ -6,9 +6,10 @@ would reach a Pearson r of sqrt(reliability) against that group mean, so brain s
 (Pearson r against the group mean) are normalised by `max_r_from_reliability(rel)`, not by
 the reliability itself. `loso_isc` gives the per-subject view (subject vs. the rest).
 
-All functions take y_STV = (subjects, TRs, vertices), are pure and jit-able, and mark a
+The ceilings take y_STV = (subjects, TRs, vertices), are pure and jit-able, and mark a
 vertex NaN when it has any NaN/Inf (e.g. medial wall) or no variance, without touching
-the result of any other vertex.
+the result of any other vertex. `others_reliability` and `subject_max_r` turn a finished
+ceiling into per-subject ceilings (host-side NumPy on (V,) and (S, V) results).
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from functools import partial
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 from assocjax.stats import fisher_z_mean, pearson_r, spearman_brown
@@ -107,6 +109,23 @@ def max_r_from_reliability(rel: jnp.ndarray) -> jnp.ndarray:
     """
     rel = jnp.asarray(rel)
     return jnp.where(rel >= 0, jnp.sqrt(jnp.clip(rel, 0.0)), jnp.nan)
+
+
+def others_reliability(split_half_V: np.ndarray, n_subjects: int) -> np.ndarray:
+    """(V,) reliability of the mean of S-1 subjects, from the S-subject split-half reliability:
+    a single subject's reliability by inverting Spearman-Brown, then Spearman-Brown up to S-1."""
+    s = n_subjects
+    with np.errstate(invalid="ignore", divide="ignore"):
+        one = split_half_V / (s - (s - 1) * split_half_V)
+        return ((s - 1) * one / (1 + (s - 2) * one)).astype(np.float32)
+
+
+def subject_max_r(split_half_V: np.ndarray, loso_SV: np.ndarray) -> np.ndarray:
+    """(S, V) the r a noise-free model reaches against each subject: its leave-one-out ISC
+    divided by the max r of the other subjects' mean (`others_reliability`)."""
+    others = others_reliability(split_half_V, loso_SV.shape[0])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(others > 0, loso_SV / np.sqrt(np.where(others > 0, others, 1.0)), np.nan).astype(np.float32)
 
 
 @partial(jax.jit, static_argnames=("batch_size",))

@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import alignment, ceiling
-from .reports import write_csv, write_json
+from .io import write_csv, write_json
 from .ridge import brain_score
 
 

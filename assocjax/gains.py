@@ -8,58 +8,16 @@ M = (R(X_sft) - R(X)) / R(X): the relative change after instruction tuning, alwa
 
 Statistics are over subjects, paired (each subject's region score in both conditions):
 a percentile bootstrap of subjects (one draw of cohorts shared by every region, layer and
-condition: `rois.bootstrap_indices`), a two-sided sign-flip permutation test of the mean
-paired difference, and Benjamini-Hochberg FDR over the tested rows of one comparison.
+condition), a two-sided sign-flip permutation test of the mean paired difference, and
+Benjamini-Hochberg FDR over the tested rows of one comparison; all from `assocjax.stats`.
 """
 from __future__ import annotations
 
-import itertools
 import warnings
 
 import numpy as np
 
-from .rois import bootstrap_indices
-
-
-def sign_flip_pvalues(d_SR: np.ndarray, n_perm: int = 10000, seed: int = 0) -> np.ndarray:
-    """(R,) two-sided p of H0 "paired differences are symmetric around 0", per column.
-
-    Statistic: |sum of the finite differences| (the mean with the subject count fixed per
-    column; NaN subjects contribute 0 under every flip). Exact over all 2^S sign patterns
-    when 2^S <= n_perm, else n_perm seeded random patterns with p = (k + 1) / (n_perm + 1).
-    """
-    d = np.asarray(d_SR, np.float64)
-    n_sub = d.shape[0]
-    d0 = np.where(np.isfinite(d), d, 0.0)
-    if 2**n_sub <= n_perm:
-        signs = np.array(list(itertools.product((1.0, -1.0), repeat=n_sub)))
-        exact = True
-    else:
-        signs = np.random.default_rng(seed).choice((1.0, -1.0), size=(n_perm, n_sub))
-        exact = False
-    observed = np.abs(d0.sum(0))
-    null = np.abs(signs @ d0)                                   # (P, R)
-    # a flipped sum equal to the observed one (up to rounding) counts as extreme
-    k = (null >= observed - 1e-12 * np.maximum(1.0, observed)).sum(0)
-    p = k / len(signs) if exact else (k + 1) / (len(signs) + 1)
-    return np.where(np.isfinite(d).sum(0) > 0, p, np.nan)
-
-
-def bh_fdr(p: np.ndarray) -> np.ndarray:
-    """Benjamini-Hochberg adjusted p-values (q); NaN entries stay NaN and do not count."""
-    p = np.asarray(p, np.float64)
-    q = np.full(p.shape, np.nan)
-    ok = np.isfinite(p)
-    m = int(ok.sum())
-    if m == 0:
-        return q
-    order = np.argsort(p[ok])
-    ranked = p[ok][order] * m / np.arange(1, m + 1)
-    adjusted = np.minimum(1.0, np.minimum.accumulate(ranked[::-1])[::-1])
-    out = np.empty(m)
-    out[order] = adjusted
-    q[ok] = out
-    return q
+from .stats import bootstrap_indices, bootstrap_means, sign_flip_pvalues
 
 
 def _nanmean(x, axis=0):
@@ -83,8 +41,7 @@ def paired_change(base_SR: np.ndarray, new_SR: np.ndarray, n_boot: int = 1000, c
     base, new = np.where(both, base, np.nan), np.where(both, new, np.nan)
     d = new - base
     idx = bootstrap_indices(base.shape[0], n_boot, seed)
-    boot_base = _nanmean(base[idx], axis=1)                             # (B, R)
-    boot_new = _nanmean(new[idx], axis=1)
+    boot_base, boot_new = bootstrap_means(base, idx), bootstrap_means(new, idx)   # (B, R)
     lo_q, hi_q = (1 - ci) / 2, (1 + ci) / 2
     with warnings.catch_warnings(), np.errstate(invalid="ignore", divide="ignore"):
         warnings.simplefilter("ignore", RuntimeWarning)

@@ -20,7 +20,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
-from .atomic import atomic_write_bytes
+from .io import atomic_write_bytes
 
 FSAVERAGE5_N = 10242
 # fsaverage meshes are icosahedral subdivisions, and each finer mesh keeps the coarser mesh's

@@ -1,5 +1,7 @@
-"""Brain regions: atlases read from the user's files, the paper's region groups, and
-per-region summaries of per-vertex scores with subject-bootstrap confidence intervals.
+"""Brain regions: atlases read from the user's files, the paper's region groups, the regions
+(area x hemisphere) a summary reports, per-region means of per-vertex values, and
+per-region summaries with subject-bootstrap confidence intervals (`region_summary`; the
+score pipeline's tables use the same regions, means and bootstrap).
 
 Every atlas becomes one `Atlas`: an integer label per vertex (left hemisphere first, then
 right, as in the fMRI data) or per voxel, a key -> name table, and the hemisphere of each
@@ -9,7 +11,6 @@ tables; they live in `REGION_GROUPS` only.
 from __future__ import annotations
 
 import re
-import warnings
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,8 @@ from typing import Mapping, Sequence
 
 import nibabel as nib
 import numpy as np
+
+from .stats import bootstrap_indices, bootstrap_mean_ci
 
 ALL = "__all_labels__"  # every label of the atlas except the EXCLUDED ones (whole hemisphere)
 
@@ -206,41 +209,61 @@ def _label_keys(atlas: Atlas, group: str, strict: bool) -> list[int]:
     return [key_of[n] for n in wanted if n in key_of]
 
 
-def _hemi_mask(atlas: Atlas, hemi: str | None) -> np.ndarray:
+def _hemi_mask(hemi_V: np.ndarray | None, hemi: str | None) -> np.ndarray | bool:
+    """Vertices of one hemisphere ('L'/'lh'/'left', 'R'/...); every vertex for None."""
     if hemi is None:
-        return np.ones(atlas.labels_V.shape, bool)
+        return True
     if hemi not in _HEMI:
         raise ValueError(f"hemi must be one of {sorted(_HEMI)} or None, got {hemi!r}")
-    if atlas.hemi_V is None:
+    if hemi_V is None:
         raise ValueError("this atlas has no hemisphere information")
-    return atlas.hemi_V == _HEMI[hemi]
+    return hemi_V == _HEMI[hemi]
 
 
 def group_mask(atlas: Atlas, group: str, hemi: str | None = None, strict: bool = True) -> np.ndarray:
     """bool (V,) of the group's labels, optionally one hemisphere. strict=False tolerates
     some (not all) of the group's names being absent from the atlas."""
-    return np.isin(atlas.labels_V, _label_keys(atlas, group, strict)) & _hemi_mask(atlas, hemi)
+    return np.isin(atlas.labels_V, _label_keys(atlas, group, strict)) & _hemi_mask(atlas.hemi_V, hemi)
 
 
-def bootstrap_indices(n_subjects: int, n_boot: int = 1000, seed: int = 0) -> np.ndarray:
-    """(n_boot, n_subjects) subjects drawn with replacement; one draw serves every region,
-    so regions (and L vs R) are compared on the same resampled cohorts."""
-    return np.random.default_rng(seed).integers(0, n_subjects, size=(n_boot, n_subjects))
+def groups_for(source: str) -> list[str]:
+    """The region groups that name labels of atlas `source`, in REGION_GROUPS order."""
+    return [g for g, by_src in REGION_GROUPS.items() if source in by_src]
 
 
-def bootstrap_mean_ci(means_SR, idx_BS: np.ndarray, ci: float = 0.95):
-    """Mean over subjects and percentile CI of it, per region. NaN subjects (no finite
-    vertex in the region) are skipped, in the estimate and inside each resample."""
-    m = np.asarray(means_SR, dtype=np.float64)
-    B, S = idx_BS.shape
-    # draws as counts, so a resample's mean is one matmul over all regions
-    counts_BS = np.bincount((idx_BS + S * np.arange(B)[:, None]).ravel(), minlength=B * S).reshape(B, S)
-    ok = np.isfinite(m)
-    with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        boot_BR = (counts_BS @ np.where(ok, m, 0.0)) / (counts_BS @ ok)
-        lo, hi = np.nanquantile(boot_BR, [(1 - ci) / 2, (1 + ci) / 2], axis=0)
-        return np.nanmean(m, axis=0), lo, hi, ok.sum(0)
+@dataclass(frozen=True)
+class Region:
+    name: str          # group, label or any area name ("all")
+    level: str         # "group", "label", or what the caller's area is
+    hemi: str          # as asked ("L", "R", "both", ...)
+    mask_V: np.ndarray
+
+
+def atlas_areas(atlas: Atlas, groups: Sequence[str], labels: bool = False,
+                strict: bool = True) -> list[tuple[str, str, np.ndarray]]:
+    """(name, level, mask_V) of each region group and, with labels=True, of each atlas label
+    (excluded labels left out), both hemispheres together."""
+    areas = [(g, "group", group_mask(atlas, g, strict=strict)) for g in groups]
+    if labels:
+        drop = set(EXCLUDED.get(atlas.source, ()))
+        areas += [(n, "label", atlas.labels_V == k) for k, n in sorted(atlas.names.items()) if n not in drop]
+    return areas
+
+
+def hemisphere_regions(areas: Sequence[tuple[str, str, np.ndarray]], hemi_V: np.ndarray | None,
+                       hemis: Sequence[str]) -> list[Region]:
+    """Every area in every hemisphere of `hemis` ("both": all its vertices), area by area; an
+    area with no vertex in a hemisphere gives no region there."""
+    out = [Region(name, level, h, mask & _hemi_mask(hemi_V, None if h == "both" else h))
+           for name, level, mask in areas for h in hemis]
+    return [r for r in out if r.mask_V.any()]
+
+
+def region_means(values_XV: np.ndarray, masks_RV: np.ndarray) -> np.ndarray:
+    """(X, R) mean of the finite values in each region (NaN where none is finite)."""
+    ok = np.isfinite(values_XV)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (np.where(ok, values_XV, 0.0) @ masks_RV.T) / (ok.astype(float) @ masks_RV.T)
 
 
 def region_summary(scores_SV, atlas: Atlas, groups: Sequence[str] | None = None, n_boot: int = 1000,
@@ -250,35 +273,21 @@ def region_summary(scores_SV, atlas: Atlas, groups: Sequence[str] | None = None,
     n_vertices, mean, ci_low, ci_high, n_subjects.
 
     mean = mean over subjects of each subject's mean over the region's finite vertices; CI
-    from a seeded subject bootstrap. groups=None: every group defined for atlas.source.
-    labels=True adds one row set per atlas label (excluded labels left out). Regions with
-    no vertex in a hemisphere give no row.
+    from a seeded subject bootstrap (`stats.bootstrap_mean_ci`). groups=None: every group
+    defined for atlas.source. labels=True adds one row set per atlas label (excluded labels
+    left out). Regions with no vertex in a hemisphere give no row.
     """
     x = np.asarray(scores_SV, dtype=np.float64)
     x = x[None] if x.ndim == 1 else x
     if x.shape[1] != atlas.labels_V.shape[0]:
         raise ValueError(f"scores have {x.shape[1]} vertices, atlas has {atlas.labels_V.shape[0]}")
     hemis = ("both",) if atlas.hemi_V is None else tuple(hemis)
-    if groups is None:
-        groups = [g for g, by_src in REGION_GROUPS.items() if atlas.source in by_src]
-    regions = []  # (region, level, hemi, mask)
-    for g in groups:
-        base = group_mask(atlas, g)
-        regions += [(g, "group", h, base & _hemi_mask(atlas, None if h == "both" else h)) for h in hemis]
-    if labels:
-        drop = set(EXCLUDED.get(atlas.source, ()))
-        for k, n in sorted(atlas.names.items()):
-            if n not in drop:
-                base = atlas.labels_V == k
-                regions += [(n, "label", h, base & _hemi_mask(atlas, None if h == "both" else h)) for h in hemis]
-    regions = [r for r in regions if r[3].any()]
+    groups = groups_for(atlas.source) if groups is None else groups
+    regions = hemisphere_regions(atlas_areas(atlas, groups, labels), atlas.hemi_V, hemis)
     if not regions:
         raise ValueError(f"no regions to summarise for atlas source {atlas.source!r}")
-    ok = np.isfinite(x)
-    x0 = np.where(ok, x, 0.0)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        means_SR = np.stack([x0[:, r[3]].sum(1) / ok[:, r[3]].sum(1) for r in regions], axis=1)
+    means_SR = region_means(x, np.stack([r.mask_V for r in regions]).astype(float))
     mean, lo, hi, n = bootstrap_mean_ci(means_SR, bootstrap_indices(x.shape[0], n_boot, seed), ci)
-    return [dict(region=r[0], level=r[1], hemi=r[2], n_vertices=int(r[3].sum()), mean=float(mean[i]),
+    return [dict(region=r.name, level=r.level, hemi=r.hemi, n_vertices=int(r.mask_V.sum()), mean=float(mean[i]),
                  ci_low=float(lo[i]), ci_high=float(hi[i]), n_subjects=int(n[i]))
             for i, r in enumerate(regions)]

@@ -1,11 +1,19 @@
-"""Small statistics shared by the alignment, ridge and ceiling stages.
+"""Every statistic of the package, in one place (as himalaya keeps its scores in `scoring.py`).
 
-All functions are pure JAX and reduce over the leading (time) axis, so they vmap over
-layers, splits or subjects.
+Per-vertex scores (pure JAX, jit-able; reduce over the leading time axis, so they vmap over
+layers, splits or subjects): `pearson_r`, `r2_score`, `fisher_z_mean`, `spearman_brown`.
+
+Statistics over subjects (host-side NumPy; a few subjects x regions, float64): the subject
+bootstrap (`bootstrap_indices`, `bootstrap_means`, `bootstrap_mean_ci`), the paired
+sign-flip permutation test (`sign_flip_pvalues`) and Benjamini-Hochberg FDR (`bh_fdr`).
 """
 from __future__ import annotations
 
+import itertools
+import warnings
+
 import jax.numpy as jnp
+import numpy as np
 
 
 def pearson_r(a_TV: jnp.ndarray, b_TV: jnp.ndarray, mask_T: jnp.ndarray | None = None) -> jnp.ndarray:
@@ -30,6 +38,13 @@ def pearson_r(a_TV: jnp.ndarray, b_TV: jnp.ndarray, mask_T: jnp.ndarray | None =
     return jnp.where(flat, jnp.nan, jnp.sum(a * b, axis=0) / jnp.where(flat, 1.0, denom))
 
 
+def r2_score(y_NT, pred_NT):
+    """Coefficient of determination per target (NaN for constant targets)."""
+    ss_tot = jnp.sum((y_NT - y_NT.mean(0)) ** 2, axis=0)
+    ss_res = jnp.sum((y_NT - pred_NT) ** 2, axis=0)
+    return jnp.where(ss_tot > 0, 1 - ss_res / jnp.where(ss_tot > 0, ss_tot, 1.0), jnp.nan)
+
+
 def fisher_z_mean(r_SV: jnp.ndarray, axis: int = 0) -> jnp.ndarray:
     """Average correlations in Fisher-z space (NaNs ignored); values are clipped off +-1."""
     r = jnp.clip(r_SV, -1 + 1e-7, 1 - 1e-7)
@@ -39,3 +54,74 @@ def fisher_z_mean(r_SV: jnp.ndarray, axis: int = 0) -> jnp.ndarray:
 def spearman_brown(r: jnp.ndarray, factor: float = 2.0) -> jnp.ndarray:
     """Reliability of a measure `factor` times longer than the one that gave r."""
     return factor * r / (1 + (factor - 1) * r)
+
+
+def bootstrap_indices(n_subjects: int, n_boot: int = 1000, seed: int = 0) -> np.ndarray:
+    """(n_boot, n_subjects) subjects drawn with replacement; one draw serves every region,
+    layer and condition, so they are compared on the same resampled cohorts."""
+    return np.random.default_rng(seed).integers(0, n_subjects, size=(n_boot, n_subjects))
+
+
+def bootstrap_means(values_SR, idx_BS: np.ndarray) -> np.ndarray:
+    """(B, R) mean over each resampled cohort of the finite subjects, per column (NaN where a
+    resample holds no finite subject)."""
+    m = np.asarray(values_SR, dtype=np.float64)
+    B, S = idx_BS.shape
+    # draws as counts, so a resample's mean is one matmul over all columns
+    counts_BS = np.bincount((idx_BS + S * np.arange(B)[:, None]).ravel(), minlength=B * S).reshape(B, S)
+    ok = np.isfinite(m)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return (counts_BS @ np.where(ok, m, 0.0)) / (counts_BS @ ok)
+
+
+def bootstrap_mean_ci(means_SR, idx_BS: np.ndarray, ci: float = 0.95):
+    """(mean over subjects, CI low, CI high, finite subjects) per column: the percentile CI of
+    `bootstrap_means`. NaN subjects (e.g. no finite vertex in a region) are skipped, in the
+    estimate and inside each resample."""
+    m = np.asarray(means_SR, dtype=np.float64)
+    boot_BR = bootstrap_means(m, idx_BS)
+    with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        lo, hi = np.nanquantile(boot_BR, [(1 - ci) / 2, (1 + ci) / 2], axis=0)
+        return np.nanmean(m, axis=0), lo, hi, np.isfinite(m).sum(0)
+
+
+def sign_flip_pvalues(d_SR: np.ndarray, n_perm: int = 10000, seed: int = 0) -> np.ndarray:
+    """(R,) two-sided p of H0 "paired differences are symmetric around 0", per column.
+
+    Statistic: |sum of the finite differences| (the mean with the subject count fixed per
+    column; NaN subjects contribute 0 under every flip). Exact over all 2^S sign patterns
+    when 2^S <= n_perm, else n_perm seeded random patterns with p = (k + 1) / (n_perm + 1).
+    """
+    d = np.asarray(d_SR, np.float64)
+    n_sub = d.shape[0]
+    d0 = np.where(np.isfinite(d), d, 0.0)
+    if 2**n_sub <= n_perm:
+        signs = np.array(list(itertools.product((1.0, -1.0), repeat=n_sub)))
+        exact = True
+    else:
+        signs = np.random.default_rng(seed).choice((1.0, -1.0), size=(n_perm, n_sub))
+        exact = False
+    observed = np.abs(d0.sum(0))
+    null = np.abs(signs @ d0)                                   # (P, R)
+    # a flipped sum equal to the observed one (up to rounding) counts as extreme
+    k = (null >= observed - 1e-12 * np.maximum(1.0, observed)).sum(0)
+    p = k / len(signs) if exact else (k + 1) / (len(signs) + 1)
+    return np.where(np.isfinite(d).sum(0) > 0, p, np.nan)
+
+
+def bh_fdr(p: np.ndarray) -> np.ndarray:
+    """Benjamini-Hochberg adjusted p-values (q); NaN entries stay NaN and do not count."""
+    p = np.asarray(p, np.float64)
+    q = np.full(p.shape, np.nan)
+    ok = np.isfinite(p)
+    m = int(ok.sum())
+    if m == 0:
+        return q
+    order = np.argsort(p[ok])
+    ranked = p[ok][order] * m / np.arange(1, m + 1)
+    adjusted = np.minimum(1.0, np.minimum.accumulate(ranked[::-1])[::-1])
+    out = np.empty(m)
+    out[order] = adjusted
+    q[ok] = out
+    return q

@@ -50,7 +50,7 @@ class Config:
 MEASURE = r"""
 import json, sys, time
 import jax, jax.numpy as jnp
-from assocjax import features as F, stimuli
+from assocjax import features as F, fingerprint, stimuli
 
 def hwm_gib():
     return int(next(l for l in open("/proc/self/status") if l.startswith("VmHWM:")).split()[1]) / 2**20
@@ -63,7 +63,7 @@ model, tok = load_pretrained(folder, dtype=jnp.bfloat16)
 out.update(load_s=time.perf_counter() - t0, rss_after_load_gib=hwm_gib(),
            model_gib=sum(a.nbytes for a in jax.tree.leaves(model.param_tree())) / 2**30)
 t0 = time.perf_counter()
-weights_id = F.cache.weights_hash(model)
+weights_id = fingerprint.weights_id(model)
 out.update(hash_s=time.perf_counter() - t0)
 reading = stimuli.story_alignment(gentle, story).reading()
 tokens = F.word_token_index(tok, reading)

@@ -29,7 +29,7 @@ from transformers import AutoModelForCausalLM, LlamaConfig
 
 from assocjax.models import load_pretrained
 from assocjax.models.modeling import forward_logits
-from assocjax.reports import write_json
+from assocjax.io import write_json
 from assocjax.tune import LoraConfig, init_adapters, lora_inputs, save_peft
 from common import matmul_gflops, torch_matmul_gflops
 

@@ -19,8 +19,9 @@ The story is `--align FILE` (Gentle align.csv/json; the name defaults to its fol
 `--data-root DIR --story NAME` (a Narratives dataset; NAME is an alignment folder, task or
 story name). Sentence boundaries come from a `transcript.txt` beside the alignment, else
 from pauses of at least `--gap-s` seconds. Outputs are written atomically and only once
-everything succeeded. The API key is read from the environment variable `--api-key-env`
-and never written anywhere.
+everything succeeded; until then `generate` keeps the endpoint's completed replies in
+`<out>.partial`, which the same command reuses after a failure. The API key is read from the
+environment variable `--api-key-env` and never written anywhere.
 """
 from __future__ import annotations
 
@@ -31,13 +32,16 @@ from typing import Literal
 
 import tyro
 
-from assocjax import stimuli
 from assocjax.augment import format as fmt
 from assocjax.augment.chat import ChatClient, ChatError
-from assocjax.augment.generate import (ChatGenerator, GenerationError, LMGenerator, generate_augmentation)
+from assocjax.augment.replies import ReplyStore, replies_path
+from assocjax.augment.generate import ChatGenerator, GenerationError, LMGenerator, generate_augmentation
 from assocjax.augment.manual import import_json, parse_inline
-from assocjax.augment.random_control import random_match
-from assocjax.augment.sentences import DEFAULT_GAP_S, find_transcript, story_sentence_ends
+from assocjax.augment.oracle import write_oracle
+from assocjax.augment.random_control import pool_from_alignments, random_match
+from assocjax.augment.sentences import DEFAULT_GAP_S, boundary_source, story_sentence_ends
+from assocjax.augment.stories import load_story
+from assocjax.augment.summary import summary_text
 from assocjax.cli import run_cli
 
 Positional = tyro.conf.Positional
@@ -55,26 +59,9 @@ class StoryArgs:
     def given(self) -> bool:
         return self.align is not None or self.data_root is not None
 
-    def load(self) -> tuple[str, stimuli.Transcript, Path]:
-        """(story name, alignment, alignment file)."""
-        if self.align is not None and self.data_root is not None:
-            raise ValueError("give either --align or --data-root/--story, not both")
-        if self.align is not None:
-            t = stimuli.read_alignment(self.align)
-            return self.story or self.align.resolve().parent.name, t, self.align
-        if self.data_root is None or not self.story:
-            raise ValueError("name the story: --align FILE, or --data-root DIR --story NAME")
-        from assocjax.data import load_dataset
-
-        ds = load_dataset(self.data_root)
-        gentle = self.story if self.story in ds.gentle_stories else next(
-            (st.gentle for sc in ds.all_scans for st in sc.stories
-             if self.story in (st.name, st.audio, st.gentle, sc.task) and st.gentle), None)
-        if gentle is None:
-            raise ValueError(f"{self.data_root}: no alignment for story {self.story!r}; alignments: "
-                             f"{', '.join(ds.gentle_stories) or 'none'}")
-        t = stimuli.story_alignment(ds.gentle_dir, gentle)
-        return gentle, t, Path(t.source)
+    def load(self):
+        """(story name, alignment, alignment file): `assocjax.augment.load_story`."""
+        return load_story(self.align, self.data_root, self.story)
 
 
 @dataclasses.dataclass(kw_only=True)
@@ -114,7 +101,7 @@ class Generate(StoryArgs):
     batch_size: int = 8
     dtype: Literal["float32", "bfloat16"] = "float32"
     timeout_s: float = 30.0
-    """Endpoint only: seconds per request."""
+    """Endpoint only: seconds per request, the whole reply included."""
     max_retries: int = 4
     """Endpoint only: retries on timeouts, connection errors, 429 and 5xx (exponential backoff)."""
     gap_s: float = DEFAULT_GAP_S
@@ -130,12 +117,12 @@ class Generate(StoryArgs):
             template = self.prompt_template.read_text(encoding="utf-8")
         name, t, align_path = self.load()
         ends = story_sentence_ends(t, align_path, self.gap_s)
-        text = find_transcript(align_path)
-        boundaries = f"punctuation of {text}" if text else f"pauses >= {self.gap_s} s"
+        replies = None
         if self.endpoint is not None:
+            replies = ReplyStore(replies_path(self.out))  # paid replies survive a failed run
             client = ChatClient(self.endpoint, model=self.chat_model, api_key_env=self.api_key_env,
                                 timeout_s=self.timeout_s, max_retries=self.max_retries,
-                                temperature=self.temperature, max_tokens=self.max_new_tokens)
+                                temperature=self.temperature, max_tokens=self.max_new_tokens, replies=replies)
             generator = ChatGenerator(client)
         else:
             import jax.numpy as jnp
@@ -146,11 +133,21 @@ class Generate(StoryArgs):
             generator = LMGenerator(model, tok, max_new_tokens=self.max_new_tokens, temperature=self.temperature,
                                     top_p=self.top_p, seed=self.seed, chat_format=self.chat_format,
                                     batch_size=self.batch_size, name=str(self.model_path))
-        aug = generate_augmentation(t.words, ends, name, generator, level=self.level, every=self.every,
-                                    seed=self.seed, context_words=self.context_words, prompt_template=template,
-                                    max_words=self.max_words, retries=self.retries, reading=t.reading(),
-                                    provenance={"alignment": str(align_path), "sentence_boundaries": boundaries})
+        try:
+            aug = generate_augmentation(t.words, ends, name, generator, level=self.level, every=self.every,
+                                        seed=self.seed, context_words=self.context_words, prompt_template=template,
+                                        max_words=self.max_words, retries=self.retries, reading=t.reading(),
+                                        provenance={"alignment": str(align_path),
+                                                    "sentence_boundaries": boundary_source(align_path, self.gap_s)})
+        except (GenerationError, ChatError) as e:
+            if replies is None or not len(replies):
+                raise
+            raise type(e)(f"{e}\n{len(replies)} completed replies are kept in {replies.path}: the same command asks "
+                          "only for the others (a higher --retries adds new tries; delete the file to ask again "
+                          "from the start)") from None
         fmt.save(aug, self.out, t.words)
+        if replies is not None:
+            replies.remove()  # the output is complete
         print(f"wrote {self.out}: {len(aug.insertions)} {self.level}-level insertions, "
               f"{aug.n_inserted_words} words, id {aug.id}")
         return 0
@@ -200,22 +197,9 @@ class RandomMatch(StoryArgs):
     def run(self) -> int:
         name, t, align_path = self.load()
         aug = fmt.load(self.augmentation, t.words)
-        own = fmt.story_hash(t.words)
-        pool: list[str] = []
-        for path in self.pool_align:
-            words = stimuli.read_alignment(path).words
-            if fmt.story_hash(words) == own:
-                raise ValueError(f"--pool-align {path} is the story {name!r} itself; the pool must be unrelated text")
-            pool.extend(words)
-        if not pool:
-            raise ValueError("give --pool-align with at least one other story's alignment")
-        tok = None
-        if self.tokenizer is not None:
-            from transformers import AutoTokenizer
-
-            tok = AutoTokenizer.from_pretrained(str(self.tokenizer))
+        pool = pool_from_alignments(self.pool_align, t.words, name)
         ends = story_sentence_ends(t, align_path, self.gap_s)
-        control = random_match(aug, t.words, pool, self.seed, self.positions, tok, ends,
+        control = random_match(aug, t.words, pool, self.seed, self.positions, _tokenizer(self.tokenizer), ends,
                                pool_name=",".join(p.resolve().parent.name for p in self.pool_align))
         fmt.save(control, self.out, t.words)
         print(f"wrote {self.out}: {len(control.insertions)} random insertions, {control.n_inserted_words} words, "
@@ -256,47 +240,16 @@ class Show(StoryArgs):
     def run(self) -> int:
         words = self.load()[1].words if self.given() else None
         aug = fmt.load(self.file, words)
-        print(summary(aug, self.file, words, self.n, self.context, self._tokenizer()))
+        print(summary_text(aug, self.file, words, self.n, self.context, _tokenizer(self.tokenizer)))
         return 0
 
-    def _tokenizer(self):
-        if self.tokenizer is None:
-            return None
-        from transformers import AutoTokenizer
 
-        return AutoTokenizer.from_pretrained(str(self.tokenizer))
+def _tokenizer(folder: Path | None):
+    if folder is None:
+        return None
+    from transformers import AutoTokenizer
 
-
-def summary(aug: fmt.Augmentation, path, words=None, n: int = 5, context: int = 6, tokenizer=None) -> str:
-    counts: dict[tuple[str, str], int] = {}
-    for ins in aug.insertions:
-        counts[ins.level, ins.source] = counts.get((ins.level, ins.source), 0) + 1
-    lines = [f"file: {path} (id {aug.id})",
-             f"story: {aug.story} ({aug.n_words} words, story_hash {aug.story_hash[:12]}...)"
-             + (", matches the given alignment" if words is not None else ""),
-             f"insertions: {len(aug.insertions)} (" + ", ".join(f"{lv}/{src}: {c}" for (lv, src), c in
-                                                           sorted(counts.items())) + ")",
-             f"inserted words: {aug.n_inserted_words} ({100 * aug.n_inserted_words / aug.n_words:.1f}% of "
-             f"{aug.n_words} heard words)"]
-    if tokenizer is not None:
-        from assocjax.augment.random_control import token_count
-
-        n_tok = sum(token_count(tokenizer, ins.text) for ins in aug.insertions)
-        lines.append(f"inserted tokens: {n_tok} ({getattr(tokenizer, 'name_or_path', '')})")
-    gen = aug.provenance.get("generator")
-    lines.append("provenance: " + ", ".join(f"{k}={v}" for k, v in aug.provenance.items()
-                                            if k not in ("prompt_template", "generator"))
-                 + (f", generator={gen}" if gen is not None else ""))
-    lines.append(f"first {min(n, len(aug.insertions))} insertions:")
-    for k, ins in enumerate(aug.insertions[:n]):
-        if words is None:
-            lines.append(f"  {k}: word {ins.anchor}: {ins.after_word or '?'} [{ins.text}]")
-            continue
-        before = words[max(0, ins.anchor + 1 - context): ins.anchor + 1]
-        after = words[ins.anchor + 1: ins.anchor + 1 + context]
-        lines.append(f"  {k}: word {ins.anchor}: {'... ' if ins.anchor + 1 > context else ''}{' '.join(before)} "
-                     f"[{ins.text}] {' '.join(after)}{' ...' if ins.anchor + 1 + context < len(words) else ''}")
-    return "\n".join(lines)
+    return AutoTokenizer.from_pretrained(str(folder))
 
 
 @dataclasses.dataclass(kw_only=True)
@@ -316,23 +269,14 @@ class Oracle:
     """Also write the random controls."""
 
     def run(self) -> int:
-        from assocjax.augment.oracle import synthetic_oracle
-
         root = self.data_root
         if root is None:
             from assocjax.pipeline.assets import ensure_builtin
             from assocjax.pipeline.config import SyntheticOptions
 
             root = ensure_builtin(SyntheticOptions(), self.cache_dir).root
-        stories = synthetic_oracle(root)
-        written = []
-        for story, (words, aug) in stories.items():
-            written.append(fmt.save(aug, self.out_dir / f"{story}_oracle.json", words))
-            if self.controls:
-                pool = [w for other, (ws, _) in stories.items() if other != story for w in ws]
-                control = random_match(aug, words, pool, self.seed, "matched", pool_name="other stories")
-                written.append(fmt.save(control, self.out_dir / f"{story}_random.json", words))
-        print(f"wrote {len(written)} files to {self.out_dir} ({len(stories)} stories of {root})")
+        written = write_oracle(root, self.out_dir, self.seed, self.controls)
+        print(f"wrote {sum(map(len, written.values()))} files to {self.out_dir} ({len(written)} stories of {root})")
         return 0
 
 

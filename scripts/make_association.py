@@ -14,7 +14,7 @@ from typing import Literal
 
 from assocjax.augment.sentences import DEFAULT_GAP_S, story_sentence_ends
 from assocjax.cli import run_cli
-from assocjax.reports import write_json
+from assocjax.io import write_json
 from assocjax.tune import dataset
 
 

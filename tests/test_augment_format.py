@@ -11,6 +11,7 @@ from assocjax.augment import format as fmt
 from assocjax.augment.manual import import_json, normalize, parse_inline
 from assocjax.augment.random_control import random_match, token_count
 from assocjax.augment.sentences import find_transcript, sentence_ends, story_sentence_ends
+from assocjax.augment.stories import dataset_alignment
 
 WORDS = ["I", "went", "to", "the", "hospital", "and", "the", "nurse", "said", "hello"]
 PIEMAN = SHARED / "narratives" / "stimuli" / "gentle" / "pieman" / "align.csv"
@@ -369,3 +370,18 @@ def test_random_control_errors(gpt2_tok):
         random_match(aug, words, list("abcdefghij"), seed=0, positions="random", sentence_ends=[4, 9])
     with pytest.raises(ValueError, match="different story"):
         random_match(aug, words[::-1], list("abcdefghij"), seed=0)
+
+
+# ---------------------------------------------------------------------------- story lookup
+
+@pytest.mark.skipif(not (SHARED / "narratives").is_dir(), reason="../shared/narratives not present")
+def test_dataset_alignment_by_folder_story_and_task():
+    from assocjax.data import load_dataset
+
+    root = SHARED / "narratives"
+    first_scan = next(s for s in load_dataset(root).all_scans if s.task == "milkyway")  # dataset order
+    assert dataset_alignment(root, "reach")[0] == "slumlordreach"  # a story whose alignment has another name
+    gentle, t = dataset_alignment(root, "milkyway")                 # a task: the first such scan's story
+    assert gentle == first_scan.stories[0].gentle != "milkyway" and t.words
+    with pytest.raises(ValueError, match="no alignment for story 'nope'; alignments: 21styear, bigbang"):
+        dataset_alignment(root, "nope")

@@ -171,6 +171,82 @@ def test_chat_connection_refused_is_retried():
     assert sleeps == [1.0, 2.0]
 
 
+@pytest.fixture
+def dripping_server():
+    """A raw TCP server on 127.0.0.1 that answers every request with a valid reply sent one
+    byte every 2 s: each read gets data well within a 3 s socket timeout."""
+    stop = threading.Event()
+    srv = socket.create_server(("127.0.0.1", 0))
+    srv.settimeout(0.2)
+
+    def drip(conn):
+        with conn:
+            conn.settimeout(10)
+            try:
+                while b"\r\n\r\n" not in conn.recv(65536):
+                    pass
+            except OSError:
+                return
+            reply = f"HTTP/1.1 200 OK\r\nContent-Length: {len(completion('hi'))}\r\n\r\n{completion('hi')}".encode()
+            for i in range(len(reply)):
+                try:
+                    conn.sendall(reply[i:i + 1])
+                except OSError:  # the client gave up
+                    return
+                if stop.wait(2.0):
+                    return
+
+    def serve():
+        while not stop.is_set():
+            try:
+                conn, _ = srv.accept()
+            except OSError:
+                continue
+            threading.Thread(target=drip, args=(conn,), daemon=True).start()
+
+    threading.Thread(target=serve, daemon=True).start()
+    yield f"http://127.0.0.1:{srv.getsockname()[1]}/v1"
+    stop.set()
+    srv.close()
+
+
+def test_chat_timeout_bounds_the_whole_request_not_each_read(dripping_server):
+    c = ChatClient(dripping_server, api_key=SECRET, timeout_s=3, max_retries=1, sleep=lambda s: None)
+    outcome = {}
+
+    def ask():
+        t0 = time.perf_counter()
+        try:
+            c.complete(MSG)
+        except ChatError as e:
+            outcome["error"] = str(e)
+        outcome["s"] = time.perf_counter() - t0
+
+    asker = threading.Thread(target=ask, daemon=True)
+    asker.start()
+    asker.join(timeout=15)
+    assert not asker.is_alive(), "the dripped reply held the request open past its timeout"
+    assert "after 2 tries: no reply within the 3 s timeout" in outcome["error"]
+    assert 6 <= outcome["s"] < 9  # two tries of 3 s each, not a byte every 2 s for ever
+
+
+def test_reply_store_keeps_replies_and_refuses_a_foreign_file(stub, tmp_path):
+    from assocjax.augment.replies import ReplyStore, replies_path
+
+    path = replies_path(tmp_path / "aug.json")
+    assert path.name == "aug.json.partial"
+    c = client(stub, replies=ReplyStore(path))
+    assert c.complete(MSG, seed=1) == "The reporter remembered an old newspaper."
+    again = client(stub, replies=ReplyStore(path))          # a new run reads the file
+    assert again.complete(MSG, seed=1) == "The reporter remembered an old newspaper." and len(stub.requests) == 1
+    again.complete(MSG, seed=2)                               # another request: asked
+    assert len(stub.requests) == 2 and len(ReplyStore(path)) == 2
+    assert SECRET not in path.read_text()
+    path.write_text("{not json")
+    with pytest.raises(ValueError, match="aug.json.partial: cannot reuse this partial replies file"):
+        ReplyStore(path)
+
+
 # ---------------------------------------------------------------- generate_augmentation
 
 def unique_words(n):
@@ -445,13 +521,37 @@ def test_cli_writes_nothing_on_generator_or_endpoint_error(cli, stub, stories, t
     stub.reply = lambda req: (200, completion("  [ ]  "), 0, {})
     rc, _, err = run_cli(cli, capsys, *base, "--retries", "1")
     assert rc == 2 and "no usable sentence-level association" in err and "story 'tiny'" in err
+    assert "completed replies are kept in" in err  # the unusable replies were paid for too
+    out.with_name(out.name + ".partial").unlink()
     stub.script = [(200, completion("A fine sentence."), 0, {})]  # the first anchor succeeds, then 400
     stub.reply = lambda req: (400, "bad request", 0, {})
     rc, _, err = run_cli(cli, capsys, *base)
-    assert rc == 2 and "HTTP 400" in err
-    assert not out.parent.exists() or not any(out.parent.iterdir())  # no file, no temp file
+    assert rc == 2 and "HTTP 400" in err and "1 completed replies are kept in" in err
+    assert [p.name for p in out.parent.iterdir()] == ["never.json.partial"]  # no output, no temp file
     rc, _, err = run_cli(cli, capsys, "generate", "--align", story, "--out", out)
     assert rc == 2 and "exactly one backend" in err
+
+
+def test_cli_generate_keeps_paid_replies_of_a_failed_run_and_resumes(cli, stub, stories, tmp_path, capsys):
+    words, story, _ = stories
+    out = tmp_path / "out" / "tiny.json"
+    base = ["generate", "--align", story, "--endpoint", stub.url + "/v1", "--level", "word", "--every", "1",
+            "--out", out]
+    word = lambda n: "assoc" + "".join("abcdefghij"[int(d)] for d in str(n))  # noqa: E731  (letters only)
+    stub.script = [(200, completion(word(i)), 0, {}) for i in (1, 2, 3)] + [(200, "<html>proxy</html>", 0, {})]
+    rc, _, err = run_cli(cli, capsys, *base)
+    assert rc == 2 and "not JSON" in err and "3 completed replies are kept in" in err
+    partial = out.with_name("tiny.json.partial")
+    assert not out.exists() and partial.is_file()
+    n_first = len(stub.requests)
+    stub.reply = lambda req: (200, completion(word(len(stub.requests))), 0, {})
+    rc, text, err = run_cli(cli, capsys, *base)
+    assert rc == 0, err
+    aug = fmt.load(out, words)
+    asked = len(stub.requests) - n_first
+    assert asked == len(aug.insertions) - 3            # the 3 paid replies were not asked again
+    assert [i.text for i in aug.insertions[:3]] == [word(1), word(2), word(3)]
+    assert not partial.exists()                         # the output is complete: the partial file goes
 
 
 def test_cli_import_inline_and_data_root(cli, stories, tmp_path, capsys):

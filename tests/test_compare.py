@@ -11,7 +11,7 @@ import pytest
 from safetensors.numpy import load_file, save_file
 
 from assocjax import augment
-from assocjax.augment.oracle import synthetic_oracle
+from assocjax.augment.oracle import synthetic_oracle, write_oracle
 from assocjax.data.synthetic import SyntheticConfig, make_synthetic, pseudo_words
 from assocjax.features import word_features
 from assocjax.models import load_pretrained
@@ -44,12 +44,8 @@ def world(tmp_path_factory):
                                    n_vertices=N_VERT, planted_layer=0, seed=0, snr=SNR),
                    features=lambda words: word_features(model, tok, list(words), 512, 256)[0])
     oracle = synthetic_oracle(root)
-    files = {"oracle": [], "random": []}
-    for story, (words, aug) in oracle.items():
-        files["oracle"].append(augment.save(aug, tmp / "aug" / f"{story}_oracle.json", words))
-        pool = [w for other, (ws, _) in oracle.items() if other != story for w in ws]
-        control = augment.random_match(aug, words, pool, seed=1, positions="matched", tokenizer=tok, pool_name="other stories")
-        files["random"].append(augment.save(control, tmp / "aug" / f"{story}_random.json", words))
+    written = write_oracle(root, tmp / "aug", seed=1, tokenizer=tok)   # story -> [oracle file, its random control]
+    files = {"oracle": [w[0] for w in written.values()], "random": [w[1] for w in written.values()]}
     cfg = ScoreConfig(output=tmp / "out", cache_dir=tmp / "cache", progress=False,
                       model=ModelOptions(path=str(model_dir)), data=DataOptions(root=root, space=SPACE, pool_stories=True),
                       features=FeatureOptions(layers=(0,)), ceiling=CeilingOptions(n_splits=10),

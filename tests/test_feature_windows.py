@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from assocjax import features as F
-from assocjax import stimuli
+from assocjax import fingerprint, stimuli
 from assocjax.features import extract
 from assocjax.models import load_pretrained
 from assocjax.pipeline import design
@@ -90,8 +90,8 @@ def test_batches_are_never_padded_with_empty_windows(llama, monkeypatch):
 def test_weights_are_hashed_once_per_run(llama, tmp_path, monkeypatch):
     model, tok = llama
     calls = []
-    real = F.cache.weights_hash
-    monkeypatch.setattr(F.cache, "weights_hash", lambda m: calls.append(1) or real(m))
+    real = fingerprint.weights_id
+    monkeypatch.setattr(fingerprint, "weights_id", lambda m: calls.append(1) or real(m))
     stories = []
     for k in range(3):
         words = WORDS[10 * k:10 * k + 30]

@@ -2,7 +2,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from assocjax.gains import bh_fdr, paired_change, sign_flip_pvalues
+from assocjax.gains import paired_change
+from assocjax.stats import bh_fdr, sign_flip_pvalues
 
 
 def test_bh_fdr_matches_scipy_and_keeps_nan():

@@ -134,6 +134,21 @@ def test_kill_and_resume_gives_the_same_numbers(run, tmp_path):
     assert res.summary["best_layer"] == full.summary["best_layer"]
 
 
+def test_cached_layer_lacking_a_field_is_recomputed(run, tmp_path):
+    cfg, full = run
+    layer = full.layers[-1]
+    path = next(cfg.cache_dir.glob(f"scores/*/layer-{layer:03d}.npz"))
+    with np.load(path) as z:
+        kept = {k: z[k] for k in z.files if k != "alpha_idx"}
+    np.savez(path, **kept)  # a valid zip, one field short
+    with pytest.warns(UserWarning, match=r"layer-\d+\.npz lacks field\(s\) \['alpha_idx'\] .*; recomputing"):
+        res = score(dataclasses.replace(cfg, output=tmp_path / "out"))
+    assert list(res.computed_layers) == [layer]
+    np.testing.assert_allclose(res.r_LV, full.r_LV, rtol=1e-5, atol=1e-6)
+    with np.load(path) as z:
+        assert "alpha_idx" in z.files  # the cache holds the whole layer again
+
+
 def _bad(run, tmp_path, **kw):
     cfg, res = run
     data = dict(root=res.data_root, space=TINY.space, pool_stories=True) | kw.pop("data", {})

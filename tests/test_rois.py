@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from nibabel.gifti import GiftiDataArray, GiftiImage, GiftiLabel, GiftiLabelTable
 
-from assocjax import rois
+from assocjax import rois, stats
 
 # FreeSurferColorLUT.txt entries 11100-11175 (ctx_lh_ prefix removed): the label names of
 # FreeSurfer's aparc.a2009s (Destrieux 2009) annot, in colour-table order. nilearn ships no
@@ -222,7 +222,7 @@ def test_bootstrap_matches_plain_numpy_and_is_seeded():
     x[3, :10] = np.nan  # subject 3 has no left-hemisphere data
     atlas = _atlas(10, 10)
     rows = rois.region_summary(x, atlas, groups=[], labels=True, n_boot=B, seed=5, ci=0.9)
-    idx = rois.bootstrap_indices(S, B, seed=5)
+    idx = stats.bootstrap_indices(S, B, seed=5)
     for r in rows:
         mask = (atlas.labels_V == (0 if r["region"] == "a" else 1)) & (r["hemi"] == "both" or atlas.hemi_V == r["hemi"])
         with warnings.catch_warnings():

@@ -26,7 +26,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..atomic import atomic_write_text
+from ..io import atomic_write_text
 from ..stimuli import Reading
 
 LEVELS = ("word", "sentence")

@@ -12,7 +12,8 @@ from pathlib import Path
 
 from ..data.synthetic import normalize_word
 from ..stimuli import read_gentle_csv
-from .format import Augmentation, Insertion, story_hash
+from .format import Augmentation, Insertion, save, story_hash
+from .random_control import random_match
 
 CONDITION = "oracle"
 
@@ -40,3 +41,19 @@ def synthetic_oracle(root: str | Path) -> dict[str, tuple[list[str], Augmentatio
     if not out:
         raise FileNotFoundError(f"no stimuli/gentle/*/align.csv under {root}")
     return out
+
+
+def write_oracle(root: str | Path, out_dir: str | Path, seed: int = 0, controls: bool = True,
+                 tokenizer=None) -> dict[str, list[Path]]:
+    """story -> files written: <story>_oracle.json for every story of the synthetic dataset at
+    `root` and, with controls, its length-matched random control <story>_random.json (content:
+    the other stories' words, drawn with `seed`; lengths in `tokenizer`'s tokens when given)."""
+    stories = synthetic_oracle(root)
+    written = {}
+    for story, (words, aug) in stories.items():
+        written[story] = [save(aug, Path(out_dir) / f"{story}_oracle.json", words)]
+        if controls:
+            pool = [w for other, (ws, _) in stories.items() if other != story for w in ws]
+            control = random_match(aug, words, pool, seed, "matched", tokenizer, pool_name="other stories")
+            written[story].append(save(control, Path(out_dir) / f"{story}_random.json", words))
+    return written

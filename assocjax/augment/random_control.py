@@ -8,10 +8,12 @@ control. Host-side NumPy: this runs once per augmentation.
 """
 from __future__ import annotations
 
+import os
 from typing import Callable, Sequence
 
 import numpy as np
 
+from ..stimuli import read_alignment
 from .format import Augmentation, Insertion, story_hash, validate
 
 POSITIONS = ("matched", "random")
@@ -21,6 +23,21 @@ MAX_STARTS = 2000  # random starts tried per insertion before giving up on an ex
 def token_count(tokenizer, text: str) -> int:
     """Tokens of `text` as it appears inside the augmented story: after a space."""
     return len(tokenizer(" " + text, add_special_tokens=False)["input_ids"])
+
+
+def pool_from_alignments(paths: Sequence[str | os.PathLike], words: Sequence[str], story: str) -> list[str]:
+    """The words of other stories' alignments, in order: the content of a random control for
+    `story` (its `words`). An alignment of the story itself is an error: the pool must be
+    unrelated text."""
+    own, pool = story_hash(words), []
+    for path in paths:
+        other = read_alignment(path).words
+        if story_hash(other) == own:
+            raise ValueError(f"--pool-align {path} is the story {story!r} itself; the pool must be unrelated text")
+        pool.extend(other)
+    if not pool:
+        raise ValueError("give --pool-align with at least one other story's alignment")
+    return pool
 
 
 def _run(pool: Sequence[str], start: int, length: int) -> str:

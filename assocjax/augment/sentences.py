@@ -12,7 +12,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ..stimuli import Transcript, find_transcript, read_transcript  # noqa: F401 (find_transcript: re-exported)
+from ..stimuli import Transcript, find_transcript, read_transcript
 from .manual import map_tokens, normalize
 
 DEFAULT_GAP_S = 0.8
@@ -80,3 +80,9 @@ def story_sentence_ends(transcript: Transcript, align_path: str | os.PathLike | 
         found = read_transcript(align_path, transcript.words) if align_path else None
         text = found[0] if found else None
     return sentence_ends(transcript.words, transcript.onsets, transcript.offsets, text, gap_s)
+
+
+def boundary_source(align_path: str | os.PathLike, gap_s: float = DEFAULT_GAP_S) -> str:
+    """Where `story_sentence_ends(t, align_path, gap_s)` finds the sentence ends, for provenance."""
+    text = find_transcript(align_path)
+    return f"punctuation of {text}" if text else f"pauses >= {gap_s} s"

@@ -113,10 +113,15 @@ class Scan:
             if len(self.stories) != 1:
                 raise ValueError(f"{self.stem} holds {len(names)} stories ({', '.join(names) or 'none'}); name one")
             return self.stories[0]
-        for s in self.stories:
-            if story in (s.name, s.audio, s.gentle):
-                return s
-        raise ValueError(f"{self.stem} has no story {story!r}; it holds: {', '.join(names) or 'none'}")
+        found = find_story(self.stories, story)
+        if found is None:
+            raise ValueError(f"{self.stem} has no story {story!r}; it holds: {', '.join(names) or 'none'}")
+        return found
+
+
+def find_story(stories: Iterable[Story], name: str) -> Story | None:
+    """The first story called `name` by its name, audio file or alignment folder; None if none is."""
+    return next((s for s in stories if name in (s.name, s.audio, s.gentle)), None)
 
 
 def _read_tsv(path: Path) -> list[dict[str, str]]:
@@ -300,7 +305,7 @@ class Narratives:
         hits = [s for s in self.all_scans
                 if (tasks is None or s.task in tasks) and (subs is None or s.subject in subs)
                 and (condition is None or s.condition == condition)
-                and (story is None or any(story in (st.name, st.audio, st.gentle) for st in s.stories))]
+                and (story is None or find_story(s.stories, story) is not None)]
         kept = [s for s in hits if include_excluded or not s.excluded]
         if not kept:
             why = (f"all {len(hits)} matching scan(s) are excluded by code/scan_exclude.json "

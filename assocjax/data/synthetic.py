@@ -49,8 +49,7 @@ import nibabel as nib
 import numpy as np
 
 from ..alignment import downsample, fir_delays
-from ..atomic import atomic_write_bytes
-from ..reports import write_json
+from ..io import atomic_write_bytes, write_json
 from ..stimuli import Transcript, audio_onset, read_gentle_csv, read_tr
 
 MEDIAL_WALL = "medial_wall"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .. import fingerprint
 from . import cache
 from .extract import (POOLINGS, Tokens, WordColumns, as_reading, check_tokenizer, pool_words, token_features,
                       tr_features, windows, word_token_index)
@@ -19,14 +20,14 @@ def word_features(model, tokenizer, words, context: int = 1024, stride: int = 51
     there is one) or words to join by spaces. With cache_dir, results are stored and reused
     under a key of the weights, the tokenizer, the reading, context, stride, pooling and
     augmentation_id, and returned as a read-only memory map (one layer is read at a time).
-    weights_id: `cache.weights_hash(model)`; pass it when extracting several stories, so
+    weights_id: `fingerprint.weights_id(model)`; pass it when extracting several stories, so
     the weights are hashed once rather than per call.
     """
     reading = as_reading(words)
     kw = dict(context=context, stride=stride, pooling=pooling, batch_size=batch_size, progress=progress)
     if cache_dir is None:
         return _word_features(model, tokenizer, reading, **kw)
-    weights_id = weights_id or cache.weights_hash(model)
+    weights_id = weights_id or fingerprint.weights_id(model)
     key = cache.feature_key(weights_id, tokenizer, reading, context, stride, pooling, augmentation_id)
     feats = cache.load(Path(cache_dir), key)
     if feats is None:

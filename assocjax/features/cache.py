@@ -3,9 +3,9 @@
 Key: the weights' fingerprint, the tokenizer's hash, what the model reads (the reading's
 text and word spans), context, stride, pooling, augmentation id and the feature-code
 version. The weights' fingerprint is a sha256 over the config and every parameter's
-bytes (`weights_hash`): sound for any model, including one changed in memory after
-loading; it reads all weights once, so callers compute it once per model and pass it as
-`weights_id` to every story's lookup (`pipeline.design.word_feats` does).
+bytes (`assocjax.fingerprint.weights_id`): sound for any model, including one changed in
+memory after loading; it reads all weights once, so callers compute it once per model and
+pass it as `weights_id` to every story's lookup (`pipeline.design.word_feats` does).
 
 One entry = `<h>.npy` (float32 (L + 1, W, D), read back as a read-only memory map, so a
 design that needs one layer reads one layer) + `<h>.json` (the key, shape and a sha256 of
@@ -25,23 +25,12 @@ import json
 import warnings
 from pathlib import Path
 
-import jax
 import numpy as np
 
-from ..atomic import atomic_path, atomic_write_text
+from ..fingerprint import digest
+from ..io import atomic_path, atomic_write_text
 
 FEATURES_VERSION = 2  # bump when features or word times change (2: BOS in every window, transcript readings, midpoints)
-
-
-def weights_hash(model) -> str:
-    """sha256 of the config and every parameter (name, dtype, shape, bytes), leaf by leaf."""
-    h = hashlib.sha256(repr(model.cfg).encode())
-    leaves = jax.tree_util.tree_flatten_with_path(model.param_tree())[0]
-    for path, leaf in sorted(leaves, key=lambda kv: jax.tree_util.keystr(kv[0])):
-        a = np.asarray(leaf)
-        h.update(f"{jax.tree_util.keystr(path)}{a.dtype}{a.shape}".encode())
-        h.update(np.ascontiguousarray(a).view(np.uint8).data)
-    return h.hexdigest()
 
 
 def tokenizer_hash(tokenizer) -> str:
@@ -51,7 +40,7 @@ def tokenizer_hash(tokenizer) -> str:
 
 
 def feature_key(weights_id: str, tokenizer, reading, context, stride, pooling, augmentation_id="none") -> dict:
-    """The cache key; weights_id: `weights_hash(model)`, computed once per model."""
+    """The cache key; weights_id: `fingerprint.weights_id(model)`, computed once per model."""
     return dict(
         weights=str(weights_id), tokenizer=tokenizer_hash(tokenizer), reading=reading.id, n_words=len(reading),
         text_source=reading.source, context=int(context), stride=int(stride), pooling=pooling,
@@ -60,7 +49,7 @@ def feature_key(weights_id: str, tokenizer, reading, context, stride, pooling, a
 
 
 def _paths(cache_dir: Path, key: dict) -> tuple[Path, Path]:
-    stem = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:32]
+    stem = digest(key, 32)
     return cache_dir / f"{stem}.npy", cache_dir / f"{stem}.json"
 
 

@@ -7,7 +7,6 @@ run goes through exactly the loaders a real run uses.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
 import shutil
@@ -17,9 +16,10 @@ import jax
 import numpy as np
 from flax import nnx
 
-from ..atomic import atomic_write_text
 from ..data.synthetic import SyntheticConfig, make_synthetic, pseudo_words
-from ..features import cache, word_features
+from ..features import word_features
+from ..fingerprint import digest, weights_id
+from ..io import atomic_write_text
 from ..models import CausalLM, from_hf, load_pretrained
 from ..models.params import WEIGHT_ROLES, param_roles, params_to_hf
 from .config import SyntheticOptions
@@ -50,8 +50,7 @@ def ensure_builtin(opts: SyntheticOptions, cache_dir: Path, progress: bool = Tru
     if not 0 <= opts.planted_layer <= opts.n_layers:
         raise ValueError(f"--synthetic.planted-layer {opts.planted_layer} is out of range: the model has "
                          f"hidden states 0..{opts.n_layers}")
-    key = hashlib.sha256(json.dumps([ASSETS_VERSION, dataclasses.asdict(opts)], sort_keys=True).encode()).hexdigest()
-    final = Path(cache_dir) / "builtin" / key[:16]
+    final = Path(cache_dir) / "builtin" / digest([ASSETS_VERSION, dataclasses.asdict(opts)], 16)
     if not (final / "done.json").is_file():
         tmp = final.with_name(f".{final.name}.{os.getpid()}.tmp")
         shutil.rmtree(tmp, ignore_errors=True)
@@ -74,14 +73,14 @@ def _build(opts: SyntheticOptions, out: Path, feature_cache: Path, progress: boo
     model, tok = load_pretrained(out / "model")
     plant = planting(opts)
     known = set(vocab)
-    weights_id = cache.weights_hash(model)  # once, not per story
+    model_id = weights_id(model)  # once, not per story
 
     def layer_features(words):
         unknown = sorted({w.lower() for w in words} - known)
         if unknown:  # the generator's vocabulary stream moved: the tokenizer would read [UNK]
             raise RuntimeError(f"synthetic words missing from the built-in tokenizer: {unknown[:5]}")
         return word_features(model, tok, list(words), plant["context"], plant["stride"], plant["pooling"],
-                             cache_dir=feature_cache, weights_id=weights_id)[plant["layer"]]
+                             cache_dir=feature_cache, weights_id=model_id)[plant["layer"]]
 
     layer_features.__name__ = f"builtin GPT-2 hidden state {opts.planted_layer}"
     cfg = SyntheticConfig(out=out / "narratives", n_stories=opts.n_stories, n_subjects=opts.n_subjects,

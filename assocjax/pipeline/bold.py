@@ -19,9 +19,7 @@ data; counts per subject are reported.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import io
-import json
 import os
 import tempfile
 from functools import partial
@@ -33,8 +31,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..alignment import zscore_per_run
-from ..atomic import atomic_write_bytes
 from ..data import read_surface, read_volume, surface_paths, trim_to_story, volume_paths
+from ..fingerprint import digest, file_stats
+from ..io import atomic_write_bytes
 from .inputs import Selection
 
 BOLD_CACHE_VERSION = 1
@@ -111,8 +110,7 @@ def _key(sel: Selection, scan, story, trim_start: int, mask_from: str | None) ->
         paths = surface_paths(scan, sel.hemi, sel.derivative, sel.space)
     else:
         paths = (volume_paths(scan, sel.derivative, sel.space)[0],)
-    stats = [[str(p), p.stat().st_size, p.stat().st_mtime_ns] for p in paths]
-    return dict(version=BOLD_CACHE_VERSION, files=stats, story=story.name, onset_tr=story.onset_tr,
+    return dict(version=BOLD_CACHE_VERSION, files=file_stats(paths), story=story.name, onset_tr=story.onset_tr,
                 n_trs=story.n_trs, trim_start=trim_start, kind=sel.kind, space=sel.space, hemi=sel.hemi,
                 derivative=sel.derivative, mask_from=mask_from)
 
@@ -174,8 +172,8 @@ def prepare(sel: Selection, cache_dir: Path, trim_start: int = 0, progress: bool
         for story, n in zip(sel.stories, rows):
             scan, st = sel.scans[(sub, story.name)]
             key = _key(sel, scan, st, trim_start, mask_from)
-            digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:24]
-            data, meta = folder / f"{digest}.npy", folder / f"{digest}.meta.npz"
+            name = digest(key, 24)
+            data, meta = folder / f"{name}.npy", folder / f"{name}.meta.npz"
             m = _load_cached(data, meta, n)
             if m is None:
                 if scan.stem not in read:

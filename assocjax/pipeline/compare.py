@@ -7,7 +7,7 @@ subjects' region scores:
     F  = R(augmented) - R(plain)            each augmentation condition vs the plain stories
     M  = (R(tuned) - R(base)) / R(base)     each --compare.models folder vs --model.path
     contrast = R(A) - R(B)                  every pair of conditions (e.g. associative vs random)
-with the statistics of `assocjax.gains` (paired subject bootstrap CI, sign-flip p, BH q over
+with the statistics of `assocjax.gains` / `assocjax.stats` (paired subject bootstrap CI, sign-flip p, BH q over
 the layer x region x hemisphere rows of one comparison). Written: gains.csv / gains.json (tidy
 rows), gains.png (change per layer, one panel per region) and the runs' own folders.
 """
@@ -19,9 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..atomic import atomic_write_text
-from ..gains import bh_fdr, paired_change
-from ..reports import write_csv, write_json
+from ..gains import paired_change
+from ..io import atomic_write_text, write_csv, write_json
+from ..stats import bh_fdr
 from .config import ScoreConfig
 from .inputs import condition_name, read_augmentations, resolve_model
 from .report import clean_nans

@@ -10,8 +10,9 @@ import math
 
 import numpy as np
 
+from .. import fingerprint
 from ..augment import augmented_reading
-from ..features import WordColumns, cache, tr_features, word_features
+from ..features import WordColumns, tr_features, word_features
 from .inputs import Selection
 
 
@@ -52,7 +53,7 @@ def story_features(model, tok, story, sel: Selection, opts, cache_dir, aug=None,
     (their anchor word's time), which `layer_design` adds as a second block: the inserted
     content gets its own ridge weights instead of being summed into the heard words'
     dimensions. Features are memory maps of the cache (or `WordColumns` views of one):
-    indexing a layer reads that layer only. weights_id: `cache.weights_hash(model)`,
+    indexing a layer reads that layer only. weights_id: `fingerprint.weights_id(model)`,
     computed once per run by `word_feats`.
     """
     reading = story.transcript.reading()
@@ -75,7 +76,7 @@ def word_feats(model, tok, sel: Selection, opts, cache_dir, progress: bool = Fal
         from tqdm.auto import tqdm
         stories = tqdm(stories, desc="word features", unit="story")
     augs = augs or {}
-    weights_id = cache.weights_hash(model) if cache_dir is not None else None
+    weights_id = fingerprint.weights_id(model) if cache_dir is not None else None
     return [story_features(model, tok, s, sel, opts, cache_dir, augs.get(s.name), mode, weights_id) for s in stories]
 
 

@@ -131,7 +131,7 @@ class Group:
         return self.sel.name
 
     def cached(self, layer: int) -> dict | None:
-        got = store.load(store.layer_path(self.folder, layer))
+        got = store.load_layer(self.folder, layer)
         shape = (len(self.fit.folds.outer), self.fit.fits(self.bold), self.bold.n_vertices)
         return got if got is not None and got["r_folds"].shape == shape else None
 
@@ -180,13 +180,13 @@ def _solve_in_parts(x_NP, g: Group, layer: int, progress: bool, desc: str, poll_
     edges = np.linspace(0, g.bold.n_vertices, n_proc + 1).astype(int)
     final = store.layer_path(g.folder, layer)
     part = final.with_name(f"{final.stem}.part-{p}-of-{n_proc}.npz")
-    if store.load(part) is None:
+    if store.load(part, store.LAYER_FIELDS) is None:
         store.save(part, **solve_layer(x_NP, g.bold, g.fit, progress, desc, vertices=(edges[p], edges[p + 1])))
     if p == 0:
         paths = [final.with_name(f"{final.stem}.part-{i}-of-{n_proc}.npz") for i in range(n_proc)]
         while not all(q.is_file() for q in paths):
             time.sleep(poll_s)
-        parts = [store.load(q) for q in paths]
+        parts = [store.load(q, store.LAYER_FIELDS) for q in paths]
         out = dict(parts[0], r_folds=np.concatenate([q["r_folds"] for q in parts], axis=2),
                    alpha_idx=np.concatenate([q["alpha_idx"] for q in parts], axis=2))
         store.save(final, **out)
@@ -195,4 +195,4 @@ def _solve_in_parts(x_NP, g: Group, layer: int, progress: bool, desc: str, poll_
         return out
     while not final.is_file():
         time.sleep(poll_s)
-    return store.load(final)
+    return store.load_layer(g.folder, layer)

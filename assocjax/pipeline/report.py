@@ -8,8 +8,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
-from ..atomic import atomic_write_bytes
-from ..reports import write_csv, write_json
+from ..io import atomic_write_bytes, write_csv, write_json
 from .bold import Bold
 from .tables import WHOLE
 

@@ -19,10 +19,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from .. import rois
-from ..atomic import atomic_write_text
 from ..ceiling import normalized_score
+from ..io import atomic_write_text, write_json
 from ..models import load_pretrained
-from ..reports import write_json
 from . import aggregate
 from . import bold as bold_mod
 from . import budget as budget_mod

@@ -4,34 +4,33 @@ folder keyed by everything that determines the numbers.
 The key hashes the pipeline version, the options that change results (not the layer list,
 output folder, report or progress options, so adding layers reuses finished ones), the
 selection, and the size and modification time of every file read (model, alignments,
-images). A file that cannot be read is recomputed with a warning.
+images). A file that cannot be read, or that lacks one of its fields (`LAYER_FIELDS`,
+`CEILING_FIELDS`), is recomputed with a warning.
 """
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import io
-import json
 import warnings
 from pathlib import Path
 
 import jax.numpy as jnp
 import numpy as np
 
-from ..atomic import atomic_write_bytes
-from ..ceiling import loso_isc, max_r_from_reliability, split_half_ceiling
+from ..ceiling import loso_isc, max_r_from_reliability, split_half_ceiling, subject_max_r
 from ..data import surface_paths, volume_paths
 from ..features.cache import FEATURES_VERSION
+from ..fingerprint import digest, file_stats
+from ..io import atomic_write_bytes
 from .config import ScoreConfig
 from .bold import vertex_chunks
 from .inputs import Selection, describe, model_files
 
 PIPELINE_VERSION = 2  # 2: streamed nested ridge, buffered chunk folds, per-group BOLD z-scoring
-
-
-def _stat(path: Path) -> list:
-    st = Path(path).stat()
-    return [str(path), st.st_size, st.st_mtime_ns]
+# What a layer file must hold to be used (run._solve_layer writes these and chunk_vertices,
+# which older files lack), and the ceiling file.
+LAYER_FIELDS = ("r_folds", "alpha_idx", "test_groups", "solver")
+CEILING_FIELDS = ("split_half", "max_r", "loso", "subject_max_r")
 
 
 def results_key(cfg: ScoreConfig, sel: Selection, augs: dict | None = None) -> dict:
@@ -52,13 +51,12 @@ def results_key(cfg: ScoreConfig, sel: Selection, augs: dict | None = None) -> d
         ridge={k: v for k, v in dataclasses.asdict(cfg.ridge).items() if k != "target_chunk"},
         ceiling=dict(n_splits=cfg.ceiling.n_splits), on_unsorted=cfg.data.on_unsorted, trim_start=cfg.data.trim_start,
         seed=cfg.seed,
-        files=[_stat(p) for p in sorted(set(map(str, files)))],
+        files=file_stats(sorted(set(map(str, files)))),
     )
 
 
 def results_dir(cache_dir: Path, key: dict) -> Path:
-    digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()
-    return Path(cache_dir) / "scores" / digest[:20]
+    return Path(cache_dir) / "scores" / digest(key, 20)
 
 
 def save(path: Path, **arrays) -> None:
@@ -67,36 +65,31 @@ def save(path: Path, **arrays) -> None:
     atomic_write_bytes(path, buf.getvalue())
 
 
-def load(path: Path) -> dict | None:
+def load(path: Path, fields=()) -> dict | None:
+    """The arrays of a cached .npz, or None (recompute) when it is missing, unreadable or lacks
+    one of `fields` (a readable zip of the wrong content is as unusable as a corrupt one)."""
     if not path.is_file():
         return None
     try:
         with np.load(path, allow_pickle=False) as z:
-            return {k: z[k] for k in z.files}
+            got = {k: z[k] for k in z.files}
     except Exception as e:  # any unreadable file means the same thing: compute it again
         warnings.warn(f"cached result {path} is unreadable ({e}); recomputing", stacklevel=2)
         return None
+    missing = [f for f in fields if f not in got]
+    if missing:
+        warnings.warn(f"cached result {path} lacks field(s) {missing} (has {sorted(got)}); recomputing", stacklevel=2)
+        return None
+    return got
 
 
 def layer_path(folder: Path, layer: int) -> Path:
     return folder / f"layer-{layer:03d}.npz"
 
 
-def others_reliability(split_half_V: np.ndarray, n_subjects: int) -> np.ndarray:
-    """(V,) reliability of the mean of S-1 subjects, from the S-subject split-half reliability:
-    a single subject's reliability by inverting Spearman-Brown, then Spearman-Brown up to S-1."""
-    s = n_subjects
-    with np.errstate(invalid="ignore", divide="ignore"):
-        one = split_half_V / (s - (s - 1) * split_half_V)
-        return ((s - 1) * one / (1 + (s - 2) * one)).astype(np.float32)
-
-
-def subject_max_r(split_half_V: np.ndarray, loso_SV: np.ndarray) -> np.ndarray:
-    """(S, V) the r a noise-free model reaches against each subject: its leave-one-out ISC
-    divided by the max r of the other subjects' mean (`others_reliability`)."""
-    others = others_reliability(split_half_V, loso_SV.shape[0])
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(others > 0, loso_SV / np.sqrt(np.where(others > 0, others, 1.0)), np.nan).astype(np.float32)
+def load_layer(folder: Path, layer: int) -> dict | None:
+    """A finished layer's results (`LAYER_FIELDS`), or None to compute it."""
+    return load(layer_path(folder, layer), LAYER_FIELDS)
 
 
 def ceiling(bold, runs_N: np.ndarray, folder: Path, n_splits: int, seed: int, width: int) -> dict:
@@ -107,9 +100,9 @@ def ceiling(bold, runs_N: np.ndarray, folder: Path, n_splits: int, seed: int, wi
     constant columns, which come out NaN and are dropped): one compilation, bounded memory.
     """
     path = folder / "ceiling.npz"
-    got = load(path)
+    got = load(path, CEILING_FIELDS)
     v, s = bold.n_vertices, len(bold.subjects)
-    if got is not None and {"split_half", "max_r", "loso", "subject_max_r"} <= set(got) and got["loso"].shape == (s, v):
+    if got is not None and got["loso"].shape == (s, v):
         return got
     if s < 2:
         nan = np.full(v, np.nan, np.float32)

@@ -24,7 +24,8 @@ import warnings
 import numpy as np
 
 from .. import rois
-from .store import others_reliability
+from ..ceiling import others_reliability
+from ..stats import bootstrap_indices, bootstrap_mean_ci
 
 WHOLE = "all"
 HEADLINE = "subjects"
@@ -32,34 +33,21 @@ HEADLINE = "subjects"
 
 def regions(atlas: rois.Atlas | None, hemi_V: np.ndarray, keep_V: np.ndarray) -> list[tuple[str, str, np.ndarray]]:
     """(region, hemi, mask over the kept vertices): every kept vertex ("all") and the atlas's
-    region groups, per hemisphere and both."""
+    region groups, per hemisphere and both (`rois.hemisphere_regions`)."""
     hemis = sorted(set(hemi_V.tolist()) - {""})
-    groups = [(WHOLE, np.ones(keep_V.size, bool))]
+    areas = [(WHOLE, "all", np.ones(keep_V.size, bool))]
     if atlas is not None:
-        for g, by_src in rois.REGION_GROUPS.items():
-            if atlas.source in by_src and g != "cortex":
-                groups.append((g, rois.group_mask(atlas, g, strict=False)))
-    out = []
-    for name, mask in groups:
-        for h in hemis + (["both"] if len(hemis) != 1 else []):
-            m = (mask & ((hemi_V == h) if h != "both" else True))[keep_V]
-            if m.any():
-                out.append((name, h, m))
-    return out
-
-
-def region_means(values_XV: np.ndarray, masks_RV: np.ndarray) -> np.ndarray:
-    """(X, R) mean of the finite values in each region (NaN where none is finite)."""
-    ok = np.isfinite(values_XV)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return (np.where(ok, values_XV, 0.0) @ masks_RV.T) / (ok.astype(float) @ masks_RV.T)
+        areas += rois.atlas_areas(atlas, [g for g in rois.groups_for(atlas.source) if g != "cortex"], strict=False)
+    kept = [(name, level, mask[keep_V]) for name, level, mask in areas]
+    regs = rois.hemisphere_regions(kept, hemi_V[keep_V], hemis + (["both"] if len(hemis) != 1 else []))
+    return [(r.name, r.hemi, r.mask_V) for r in regs]
 
 
 def _joint_means(a_XV: np.ndarray, b_XV: np.ndarray, masks_RV: np.ndarray):
     """Region means of a and b over the vertices where BOTH are finite: (X, R) each."""
     ok = np.isfinite(a_XV) & np.isfinite(b_XV)
     both = np.where(ok, 1.0, np.nan)
-    return region_means(a_XV * both, masks_RV), region_means(b_XV * both, masks_RV)
+    return rois.region_means(a_XV * both, masks_RV), rois.region_means(b_XV * both, masks_RV)
 
 
 def _normalized(score, ceiling, min_ceiling):
@@ -85,7 +73,7 @@ def subject_ceilings(ceil: dict, score_SV, masks_RV):
     others = np.broadcast_to(others_reliability(ceil["split_half"], loso.shape[0]), loso.shape)
     valid = np.isfinite(score_SV) & np.isfinite(loso) & np.isfinite(others)
     nan = np.where(valid, 1.0, np.nan)
-    score, isc, rel = (region_means(a * nan, masks_RV) for a in (score_SV, loso, others))
+    score, isc, rel = (rois.region_means(a * nan, masks_RV) for a in (score_SV, loso, others))
     with np.errstate(invalid="ignore", divide="ignore"):
         c = np.where(rel > 0, np.clip(isc, 0.0, None) / np.sqrt(np.where(rel > 0, rel, 1.0)), 0.0)
     return score, np.where(np.isfinite(rel), c, np.nan)
@@ -105,8 +93,7 @@ def layer_rows(layer: int, res: dict, ceil: dict, alphas: np.ndarray, subjects, 
     n_sub = r_FV.shape[0] - 1
     if n_sub:
         s_score, s_ceil = subject_ceilings(ceil, r_FV[:-1], masks)            # (S, R)
-        idx = rois.bootstrap_indices(n_sub, n_boot, seed)
-        mean, lo, hi, _ = rois.bootstrap_mean_ci(s_score, idx, ci)
+        mean, lo, hi, _ = bootstrap_mean_ci(s_score, bootstrap_indices(n_sub, n_boot, seed), ci)
         c_mean = np.nanmean(np.where(np.isfinite(s_ceil), s_ceil, nan), axis=0) if np.isfinite(s_ceil).any() else \
             np.full(len(regs), nan)
         for i, (name, h, m) in enumerate(regs):

@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from ..stats import pearson_r
+from ..stats import pearson_r, r2_score  # r2_score: also re-exported by assocjax.ridge
 from . import solvers
 from .folds import Fold, make_folds, pad_folds
 
@@ -251,13 +251,6 @@ class RidgeCV:
         step = max(1, self.target_chunk)
         parts = [np.asarray(fn(slice(s, s + step))) for s in range(0, n_targets, step)]
         return np.concatenate(parts, axis=-1)
-
-
-def r2_score(y_NT, pred_NT):
-    """Coefficient of determination per target (NaN for constant targets)."""
-    ss_tot = jnp.sum((y_NT - y_NT.mean(0)) ** 2, axis=0)
-    ss_res = jnp.sum((y_NT - pred_NT) ** 2, axis=0)
-    return jnp.where(ss_tot > 0, 1 - ss_res / jnp.where(ss_tot > 0, ss_tot, 1.0), jnp.nan)
 
 
 @jax.jit

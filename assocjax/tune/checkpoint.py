@@ -27,9 +27,9 @@ import warnings
 from pathlib import Path
 
 import jax
-import numpy as np
 import orbax.checkpoint as ocp
 
+from ..fingerprint import digest, sampled_weights_id
 from ..models.config import ModelConfig
 
 FORMAT_VERSION = 1
@@ -42,21 +42,7 @@ SECTIONS = ("model", "weights", "method", "lora", "layers", "data", "run")
 
 
 def config_hash(cfg: ModelConfig) -> str:
-    return hashlib.sha256(json.dumps(dataclasses.asdict(cfg), sort_keys=True).encode()).hexdigest()[:16]
-
-
-def weights_fingerprint(params: dict, samples: int = 4096) -> str:
-    """A 16-hex fingerprint of a parameter tree: every leaf's path, shape and dtype and
-    `samples` evenly strided values (on device; only the samples are copied to the host).
-    Cheap for 7B models, and any re-initialised or differently tuned base changes it."""
-    h = hashlib.sha256()
-    for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
-        flat = leaf.reshape(-1)
-        stride = max(1, flat.shape[0] // samples)
-        sample = np.asarray(flat[::stride][:samples], np.float32)
-        h.update(f"{jax.tree_util.keystr(path)}|{tuple(leaf.shape)}|{leaf.dtype}|".encode())
-        h.update(sample.tobytes())
-    return h.hexdigest()[:16]
+    return digest(dataclasses.asdict(cfg), 16)
 
 
 def data_hash(records) -> str:
@@ -71,7 +57,7 @@ def run_identity(cfg: ModelConfig, base_params: dict, method: str, lora: dict | 
                  run: dict) -> dict:
     """The JSON record a checkpoint must match to be resumed (see module docstring)."""
     return dict(version=FORMAT_VERSION, model={**dataclasses.asdict(cfg), "config_hash": config_hash(cfg)},
-                weights=weights_fingerprint(base_params), method=method, lora=lora,
+                weights=sampled_weights_id(base_params), method=method, lora=lora,
                 layers=None if layers is None else [int(i) for i in layers], data=data, run=run)
 
 

@@ -40,8 +40,8 @@ from typing import TYPE_CHECKING, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from ..atomic import atomic_write_text
 from ..augment.sentences import sentence_ends as find_sentence_ends
+from ..io import atomic_write_text
 from ..stimuli import Reading
 
 if TYPE_CHECKING:  # the augmentation format is only read through .story / .insertions

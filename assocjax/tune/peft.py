@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import safetensors.numpy
 
-from assocjax.atomic import atomic_write_bytes, atomic_write_text
+from assocjax.io import atomic_write_bytes, atomic_write_text
 from assocjax.models.config import ModelConfig
 from assocjax.models.loading import SafetensorsReader
 

@@ -41,7 +41,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from ..atomic import atomic_write_bytes, atomic_write_text
+from ..io import atomic_write_bytes, atomic_write_text
 from ..models.config import ModelConfig
 from ..models.loading import load_pretrained
 from ..models.modeling import forward, top_level, unembed
@@ -485,7 +485,7 @@ def write_outputs(result: TrainResult, out, base_model_name_or_path: str | None 
     (config with the seed, counts, versions). Returns {name: path}."""
     import platform
 
-    from ..reports import write_csv, write_json
+    from ..io import write_csv, write_json
 
     out = Path(out)
     paths = {"model": save_hf_model(out / "model", result.model_cfg, tuned_params(result), result.model_folder)}

@@ -1,11 +1,16 @@
-"""Atomic file writes: the data goes to a temporary file in the target folder, then a
-rename puts it in place, so a crash or Ctrl-C never leaves a half-written file."""
+"""Files the package writes: atomic writes (a temporary file in the target folder, then a
+rename, so a crash or Ctrl-C never leaves a half-written file) and the tidy CSV/JSON
+outputs a user loads with pandas, written through them."""
 from __future__ import annotations
 
 import contextlib
+import csv
+import io
+import json
 import os
 import tempfile
 from pathlib import Path
+from typing import Iterable, Mapping
 
 
 @contextlib.contextmanager
@@ -36,3 +41,26 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def write_json(path, obj) -> Path:
+    return atomic_write_text(path, json.dumps(obj, indent=2, default=_jsonable) + "\n")
+
+
+def write_csv(path, rows: Iterable[Mapping]) -> Path:
+    rows = list(rows)
+    if not rows:
+        raise ValueError(f"no rows to write to {path}")
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(rows[0].keys()))
+    writer.writeheader()
+    writer.writerows(rows)
+    return atomic_write_text(path, buf.getvalue())
+
+
+def _jsonable(obj):
+    if hasattr(obj, "tolist"):
+        return obj.tolist()
+    if isinstance(obj, os.PathLike):
+        return str(obj)
+    raise TypeError(f"cannot write {type(obj).__name__} to JSON")

@@ -1,0 +1,65 @@
+"""Fingerprints: short, stable identities of what determines a cached or resumed result.
+
+- `digest(obj, n)`: sha256 of the canonical JSON of `obj` (sorted keys; a value JSON cannot
+  write is written as its str). Every cache key and keyed folder name goes through it.
+- `weights_id(model)`: sha256 of the config and every parameter's bytes. Exact, so the
+  feature cache keys on it; it reads all weights (14 s for a 7B model), so compute it once
+  per model and run and pass it on.
+- `sampled_weights_id(params)`: 16 hex digits from evenly strided samples of every leaf,
+  taken on device. Cheap for 7B models: what a fine-tune checkpoint records of its base, to
+  refuse a resume onto other base weights.
+- `file_stats(paths)`: [path, size, mtime_ns] per file: inputs keyed without reading them
+  (the BOLD cache, the results cache).
+
+The digest strings are stored in caches and checkpoints: changing how one is computed must
+come with a bump of that cache's version constant, so old entries are ignored, not misread.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Iterable
+
+import jax
+import numpy as np
+
+
+def digest(obj, n: int | None = None) -> str:
+    """sha256 hex of `json.dumps(obj, sort_keys=True)` (non-JSON values as str), first n digits."""
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:n]
+
+
+def weights_id(model) -> str:
+    """sha256 of the config and every parameter (name, dtype, shape, bytes), leaf by leaf."""
+    h = hashlib.sha256(repr(model.cfg).encode())
+    leaves = jax.tree_util.tree_flatten_with_path(model.param_tree())[0]
+    for path, leaf in sorted(leaves, key=lambda kv: jax.tree_util.keystr(kv[0])):
+        a = np.asarray(leaf)
+        h.update(f"{jax.tree_util.keystr(path)}{a.dtype}{a.shape}".encode())
+        h.update(np.ascontiguousarray(a).view(np.uint8).data)
+    return h.hexdigest()
+
+
+def sampled_weights_id(params: dict, samples: int = 4096) -> str:
+    """A 16-hex fingerprint of a parameter tree: every leaf's path, shape and dtype and
+    `samples` evenly strided values (on device; only the samples are copied to the host).
+    Any re-initialised or differently tuned base changes it."""
+    h = hashlib.sha256()
+    for path, leaf in jax.tree_util.tree_flatten_with_path(params)[0]:
+        flat = leaf.reshape(-1)
+        stride = max(1, flat.shape[0] // samples)
+        sample = np.asarray(flat[::stride][:samples], np.float32)
+        h.update(f"{jax.tree_util.keystr(path)}|{tuple(leaf.shape)}|{leaf.dtype}|".encode())
+        h.update(sample.tobytes())
+    return h.hexdigest()[:16]
+
+
+def file_stats(paths: Iterable[str | os.PathLike]) -> list[list]:
+    """[path, size in bytes, mtime in ns] of each file, in the given order."""
+    out = []
+    for p in paths:
+        st = Path(p).stat()
+        out.append([str(p), st.st_size, st.st_mtime_ns])
+    return out
