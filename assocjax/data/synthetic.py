@@ -48,7 +48,7 @@ from typing import Callable, Literal, Sequence
 import nibabel as nib
 import numpy as np
 
-from ..alignment import downsample, fir_delays
+from ..alignment import downsample, fir_delays, zscore_apply, zscore_fit
 from ..atomic import atomic_write_bytes
 from ..reports import write_json
 from ..stimuli import Transcript, audio_onset, read_gentle_csv, read_tr
@@ -173,10 +173,12 @@ def spm_hrf(tr: float, length: float = 32.0) -> np.ndarray:
     return h / h.sum()
 
 
-def _zscore(x, window):
-    a, b = window
-    sd = x[a:b].std(0)
-    return (x - x[a:b].mean(0)) / np.where(sd > 1e-12, sd, 1.0)
+def _zscore(x_TD, window):
+    """z(): zero mean, unit variance per column over the rows of `window` (a constant column
+    is only centred), applied to all rows; `alignment.zscore_fit` on the NumPy float64 array."""
+    mask_T = np.zeros(x_TD.shape[0], bool)
+    mask_T[window[0]:window[1]] = True
+    return zscore_apply(x_TD, *zscore_fit(x_TD, mask_T, constant="one"))
 
 
 def stimulus_design(transcript: Transcript, onset_s: float, n_trs: int, tr: float, features: FeatureFn,
