@@ -66,9 +66,7 @@ class StoryArgs:
         from assocjax.data import load_dataset
 
         ds = load_dataset(self.data_root)
-        gentle = self.story if self.story in ds.gentle_stories else next(
-            (st.gentle for sc in ds.all_scans for st in sc.stories
-             if self.story in (st.name, st.audio, st.gentle, sc.task) and st.gentle), None)
+        gentle = ds.alignment_name(self.story)
         if gentle is None:
             raise ValueError(f"{self.data_root}: no alignment for story {self.story!r}; alignments: "
                              f"{', '.join(ds.gentle_stories) or 'none'}")

@@ -52,6 +52,7 @@ from ..alignment import downsample, fir_delays, zscore_apply, zscore_fit
 from ..atomic import atomic_write_bytes
 from ..reports import write_json
 from ..stimuli import Transcript, audio_onset, read_gentle_csv, read_tr
+from .layout import split_commas
 
 MEDIAL_WALL = "medial_wall"
 MTL_PREFIX = "mtl_"
@@ -530,10 +531,6 @@ def _prepare_out(out: Path, overwrite: bool) -> None:
         old.unlink()
 
 
-def _split_commas(items) -> tuple[str, ...]:
-    return tuple(s for item in items for s in str(item).split(",") if s)
-
-
 def make_synthetic(cfg: SyntheticConfig, features: FeatureFn | None = None, progress: bool = False,
                    workers: int | None = None) -> dict:
     """Write the dataset described by cfg into cfg.out and return its manifest.
@@ -544,7 +541,7 @@ def make_synthetic(cfg: SyntheticConfig, features: FeatureFn | None = None, prog
     as float64, float32 and encoded text at once (fsaverage6: ~0.3 GB at 300 TRs, ~2 GB at
     2248). The files do not depend on it.
     """
-    cfg = dataclasses.replace(cfg, out=Path(cfg.out), stories=_split_commas(cfg.stories))
+    cfg = dataclasses.replace(cfg, out=Path(cfg.out), stories=split_commas(cfg.stories))
     bad = [t for t in cfg.stories if not re.fullmatch(r"[A-Za-z0-9]+", t)]
     if bad:
         raise ValueError(f"story names are BIDS task labels (letters and digits only): {bad}")

@@ -219,6 +219,3 @@ class ScoreConfig:
     distributed: bool = False
     """call jax.distributed.initialize() first (multi-host runs)"""
 
-
-def split_commas(items) -> tuple[str, ...]:
-    return tuple(s.strip() for item in items for s in str(item).split(",") if s.strip())
