@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from assocjax.ceiling import split_half_ceiling
-from assocjax.data.synthetic import (SyntheticConfig, make_synthetic, random_embedding, spm_hrf, stimulus_design,
-                                     summary_line)
+from assocjax.data.synthetic import (Parcels, SyntheticConfig, make_synthetic, planted_signal, random_embedding,
+                                     scan_bold, spm_hrf, stimulus_design, summary_line, vertex_maps)
 from assocjax.stimuli import audio_onset, read_gentle_csv, read_tr
 from synthetic_null import NULL_SNR_ARGS, NULL_SPACE, make_null_dataset
 
@@ -135,6 +135,30 @@ def test_ceiling_matches_manifest(ds):
         want = m["tasks"][task]["expected_ceiling"][name]
         assert want["max_r"] == pytest.approx(np.sqrt(want["reliability"]))
         assert np.median(rel[labels == i]) == pytest.approx(want["reliability"], abs=0.06), name
+
+
+def test_images_are_the_model_functions_of_the_files(ds):
+    """The writer adds nothing to the generative model: a scan's image is `scan_bold` of the
+    `planted_signal` of `stimulus_design` over the files written (alignment, associations,
+    atlas), with the manifest's seed and window; the excluded scan is noise only."""
+    root, m = ds
+    cfg = SyntheticConfig(out=root, **TINY)
+    parcels = Parcels.from_snr(cfg.snr)
+    assoc = json.loads((root / "associations.json").read_text())
+    for scan in (next(s for s in m["scans"] if not s["excluded"]), next(s for s in m["scans"] if s["excluded"])):
+        window = tuple(m["tasks"][scan["task"]]["story_window_trs"])
+        t = read_gentle_csv(root / f"stimuli/gentle/{scan['task']}/align.csv", on_unsorted="sort")
+        heard, assoc_TF = stimulus_design(t, scan["audio_onset"], scan["n_trs"], scan["tr"],
+                                          random_embedding(cfg.feature_dim, cfg.seed), assoc, window)
+        for h in "LR":
+            labels = nib.freesurfer.read_annot(root / m["atlas"]["annot"][h])[0]
+            maps = vertex_maps(cfg.seed, h, heard.shape[1], assoc_TF.shape[1], labels.size)
+            signal = None if scan["excluded"] else planted_signal(heard, assoc_TF, maps, labels, parcels,
+                                                                  cfg.assoc_share, window)
+            want = scan_bold(cfg.seed, scan["stem"], h, labels, parcels, cfg.noise_ar1, scan["n_trs"], signal)
+            img = nib.load(root / f"derivatives/afni-nosmooth/{scan['subject']}/func/{scan['stem']}_space-{SPACE}"
+                                  f"_hemi-{h}_desc-clean.func.gii")
+            np.testing.assert_array_equal(np.stack([d.data for d in img.darrays]), want)
 
 
 def test_excluded_scan_has_no_signal(ds):
