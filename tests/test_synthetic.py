@@ -421,3 +421,29 @@ def test_null_dataset_from_the_command_line(tmp_path):
     files = sorted(p.relative_to(out) for p in out.rglob("*") if p.is_file())
     assert files == sorted(p.relative_to(api) for p in api.rglob("*") if p.is_file())
     assert all((out / f).read_bytes() == (api / f).read_bytes() for f in files)
+
+
+def test_builtin_options_reach_the_generator_by_name(tmp_path):
+    """`SyntheticOptions` (score.py --synthetic.*) passes every generator field on under its
+    own name; the rest of `SyntheticConfig` keeps the generator's defaults."""
+    import dataclasses
+
+    from assocjax.pipeline import SyntheticOptions
+
+    opts = SyntheticOptions(n_stories=3, n_subjects=5, story_trs=77, space="somesphere", n_vertices=99,
+                            planted_layer=1, response="fir", seed=4)
+    cfg = opts.generator_config(tmp_path, vocab_size=123)
+    generator = {f.name: f for f in dataclasses.fields(SyntheticConfig)}
+    passed = [f.name for f in dataclasses.fields(opts) if f.name not in SyntheticOptions.MODEL_FIELDS]
+    assert not set(SyntheticOptions.MODEL_FIELDS) & set(generator)
+    assert len(passed) == 8 and all(getattr(cfg, k) == getattr(opts, k) for k in passed)
+    assert cfg.out == tmp_path and cfg.vocab_size == 123
+    defaults = SyntheticConfig(out=tmp_path)
+    assert all(getattr(cfg, k) == getattr(defaults, k) for k in generator if k not in passed + ["out", "vocab_size"])
+
+    @dataclasses.dataclass
+    class Diverged(SyntheticOptions):
+        not_a_generator_field: int = 1
+
+    with pytest.raises(TypeError, match="not_a_generator_field"):
+        Diverged().generator_config(tmp_path)
