@@ -172,6 +172,7 @@ def test_solve_makes_no_host_round_trip():
     assert est.cv_scores_.shape == (len(ALPHAS), 20)
 
 
+@pytest.mark.slow
 def test_sharded_equals_unsharded():
     script = textwrap.dedent(
         """

@@ -59,6 +59,7 @@ def lora_run(setup):
     return train(cfg, setup["model"], setup["train"][:4], setup["val"])
 
 
+@pytest.mark.slow
 def test_lora_loss_falls_and_base_weights_stay_bitwise(setup, lora_run):
     losses = [h["loss"] for h in lora_run.history]
     assert len(losses) == 25 and losses[-1] < 0.5 * losses[0], losses
@@ -102,6 +103,7 @@ def _committed(tree):  # as train() passes them, so the compiled step is shared
     return jax.tree.map(lambda x: jax.device_put(jnp.array(x), x.sharding), tree)
 
 
+@pytest.mark.slow
 def test_grad_accumulation_equals_one_big_batch(setup):
     """k=2 micro-batches of 2 rows == 1 batch of 4 rows: loss and gradient (read from
     Adam's first moment, (1 - b1) * g) are means over all target tokens of the step; the
@@ -184,6 +186,7 @@ def killed(setup):
     return folder
 
 
+@pytest.mark.slow
 def test_kill_and_resume_reproduces_the_uninterrupted_run(setup, killed):
     full = train(RESUME, setup["model"], setup["train"])  # same run, no checkpoints, never stopped
     folder = setup["root"] / "ckpt_resume"
@@ -199,6 +202,7 @@ def test_kill_and_resume_reproduces_the_uninterrupted_run(setup, killed):
     assert sorted(p.name for p in folder.iterdir() if p.name.isdigit()) == ["4", "6"]  # keep=2
 
 
+@pytest.mark.slow
 def test_checkpoint_of_another_model_is_refused(setup, killed, tmp_path):
     tok = setup["tok"]
     other = _model(tmp_path / "wide", tok, hidden_size=48, intermediate_size=64)
