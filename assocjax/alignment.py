@@ -2,7 +2,9 @@
 
 Shape suffixes: W words, T TRs, D feature dims, R runs (stories). Everything except
 the input-parsing helpers (`interpolate_missing_times`, `run_ids_from_lengths`,
-`trim_runs`) is pure JAX and jit-able, with the documented arguments static.
+`trim_runs`, `words_outside`) is pure JAX and jit-able, with the documented arguments
+static; the z-scoring functions also take NumPy arrays and then stay in NumPy (float64
+kept), so the package has one z-scoring for device and host arrays.
 """
 from __future__ import annotations
 
@@ -188,26 +190,65 @@ def trim_runs(x_TD, run_ids_T, start: int, end: int):
     return jnp.asarray(x_TD)[keep], jnp.asarray(runs[keep]), jnp.asarray(keep)
 
 
-def _flat(var_D, meansq_D):
+CONSTANT_POLICIES = ("one", "nan")
+
+
+def _namespace(x):
+    """NumPy for host arrays (they stay on the host in their own float precision, float64
+    included), jax.numpy for everything else (device arrays, tracers under jit)."""
+    return np if isinstance(x, np.ndarray) else jnp
+
+
+def _float_of(x, xp):
+    if xp is np:
+        return x.astype(np.result_type(x.dtype, np.float32), copy=False)
+    return _float(x)
+
+
+def _check_constant(constant: str) -> None:
+    if constant not in CONSTANT_POLICIES:
+        raise ValueError(f"constant must be one of {CONSTANT_POLICIES}, got {constant!r}")
+
+
+def _flat(var_D, meansq_D, xp=jnp):
     # A column whose spread is only rounding noise relative to its magnitude is constant.
-    tiny = 100 * jnp.finfo(var_D.dtype).eps
+    tiny = 100 * xp.finfo(var_D.dtype).eps
     return var_D <= (tiny**2) * meansq_D
 
 
-def _std(var_D, meansq_D, constant: str = "one"):
+def _std(var_D, meansq_D, constant: str = "one", xp=jnp):
     """Column std; a constant column gets 1 (z-scoring just centres it) or NaN (it is left out)."""
-    flat = _flat(var_D, meansq_D)
-    return jnp.where(flat, 1.0 if constant == "one" else jnp.nan, jnp.sqrt(jnp.where(flat, 1.0, var_D)))
+    flat = _flat(var_D, meansq_D, xp)
+    return xp.where(flat, 1.0 if constant == "one" else xp.nan, xp.sqrt(xp.where(flat, 1.0, var_D)))
 
 
-def zscore_fit(x_TD, mask_T=None) -> tuple[jnp.ndarray, jnp.ndarray]:
+def zscore_fit(x_TD, mask_T=None, constant: str = "one") -> tuple:
     """Column (mean_D, std_D) from the rows where mask_T is true (population std, ddof=0).
 
     Fit on training rows only, so no statistic of the held-out stories leaks into the
-    transform applied to them. Constant columns get std 1 (no division by zero). An
-    empty mask raises on concrete input and gives NaN under jit.
+    transform applied to them. constant: the std of a column that is constant over those
+    rows (its spread within rounding of its magnitude): "one" (z-scoring only centres it) or
+    "nan" (it becomes NaN: left out). An empty mask raises on concrete input and gives NaN
+    under jit.
+
+    The one z-scoring of the package, for both kinds of arrays: JAX arrays (pure, jit-able;
+    the mask enters as weights) and NumPy arrays, which stay NumPy in their own precision
+    (float64 kept): the masked rows are taken and reduced with NumPy's own arithmetic, so
+    the result is bit-identical to `x[mask].mean(0)` / `x[mask].std(0)`.
     """
-    x = _float(x_TD)
+    _check_constant(constant)
+    xp = _namespace(x_TD)
+    x = _float_of(x_TD, xp)
+    if mask_T is not None and np.shape(mask_T) != (x.shape[0],):
+        raise ValueError(f"mask_T {np.shape(mask_T)} must have one entry per row of x_TD {x.shape}")
+    if xp is np:
+        rows = x if mask_T is None else x[np.asarray(mask_T, bool)]
+        if rows.shape[0] == 0:
+            raise ValueError("zscore_fit: mask_T selects no rows")
+        mean = rows.mean(0)
+        var = ((rows - mean) ** 2).mean(0)
+        meansq = (rows**2).mean(0)
+        return mean, _std(var, meansq, constant, np)
     w = jnp.ones(x.shape[0], x.dtype) if mask_T is None else jnp.asarray(mask_T).astype(x.dtype)
     n = jnp.sum(w)
     if _is_concrete(n) and float(n) == 0:
@@ -215,25 +256,34 @@ def zscore_fit(x_TD, mask_T=None) -> tuple[jnp.ndarray, jnp.ndarray]:
     mean = jnp.sum(x * w[:, None], axis=0) / n
     var = jnp.sum((x - mean) ** 2 * w[:, None], axis=0) / n
     meansq = jnp.sum(x**2 * w[:, None], axis=0) / n
-    return mean, _std(var, meansq)
+    return mean, _std(var, meansq, constant)
 
 
-def zscore_apply(x_TD, mean_D, std_D) -> jnp.ndarray:
-    """(x - mean) / std with parameters from `zscore_fit`."""
-    return (_float(x_TD) - mean_D) / std_D
+def zscore_apply(x_TD, mean_D, std_D):
+    """(x - mean) / std with parameters from `zscore_fit` (NumPy in, NumPy out)."""
+    return (_float_of(x_TD, _namespace(x_TD)) - mean_D) / std_D
 
 
-def zscore_per_run(x_TD, run_ids_T, n_runs: int, constant: str = "one") -> jnp.ndarray:
+def zscore_per_run(x_TD, run_ids_T, n_runs: int, constant: str = "one"):
     """Z-score each run with its own column statistics (the usual per-story BOLD treatment).
 
     constant: what a column that is constant within a run becomes in that run's rows: "one"
     divides by 1 (it is only centred, e.g. a feature silent in one story), "nan" makes it NaN
     (e.g. a vertex without signal in one scan, which must then be left out). A non-finite
-    value stays non-finite in its run's rows only. n_runs and constant must be static under jit.
+    value stays non-finite in its run's rows only. n_runs and constant must be static under
+    jit. NumPy input: `zscore_fit`/`zscore_apply` on each run's rows, on the host.
     """
-    if constant not in ("one", "nan"):
-        raise ValueError(f"constant must be 'one' or 'nan', got {constant!r}")
-    x = _float(x_TD)
+    _check_constant(constant)
+    xp = _namespace(x_TD)
+    x = _float_of(x_TD, xp)
+    if xp is np:
+        runs = np.asarray(run_ids_T)
+        out = np.full_like(x, np.nan)
+        for r in range(n_runs):
+            rows = runs == r
+            if rows.any():
+                out[rows] = zscore_apply(x[rows], *zscore_fit(x[rows], constant=constant))
+        return out
     runs = jnp.asarray(run_ids_T)
     count_R = jnp.maximum(jax.ops.segment_sum(jnp.ones(x.shape[0], x.dtype), runs, num_segments=n_runs), 1.0)
     mean_RD = jax.ops.segment_sum(x, runs, num_segments=n_runs) / count_R[:, None]

@@ -320,6 +320,15 @@ def read_alignment(path: str | Path, on_unsorted: str = "error", transcript: boo
     return read(path, on_unsorted, transcript)
 
 
+def alignment_names(stimuli_dir: str | Path) -> list[str]:
+    """The stories under a Narratives `stimuli/gentle` folder: its subfolders holding an
+    align.csv or align.json, sorted (empty when the folder does not exist)."""
+    root = Path(stimuli_dir)
+    if not root.is_dir():
+        return []
+    return sorted(d.name for d in root.iterdir() if (d / "align.csv").is_file() or (d / "align.json").is_file())
+
+
 def story_alignment(stimuli_dir: str | Path, story: str, on_unsorted: str = "error",
                     transcript: bool = True) -> Transcript:
     """The alignment of `story` under a Narratives `stimuli/gentle` folder (with its
@@ -329,7 +338,7 @@ def story_alignment(stimuli_dir: str | Path, story: str, on_unsorted: str = "err
     for name in ("align.csv", "align.json"):
         if (folder / name).is_file():
             return read_alignment(folder / name, on_unsorted, transcript)
-    known = sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
+    known = alignment_names(root)
     raise ValueError(f"unknown story {story!r}: no align.csv/align.json in {folder}; known stories: {', '.join(known) or 'none'}")
 
 

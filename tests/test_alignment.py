@@ -294,3 +294,49 @@ def test_zscore_per_run():
         np.testing.assert_allclose(seg, al.zscore_apply(x[start:start + n], m, s), atol=1e-5)
         start += n
     assert np.all(np.isfinite(z)) and np.abs(z[42:, 2]).max() < 1e-5
+
+
+def test_zscore_of_numpy_float64_is_numpys_own_arithmetic():
+    # Host arrays stay NumPy in their precision: the fit is exactly x[mask].mean(0) / .std(0)
+    # (the synthetic generator's bytes rely on it), and the transform is (x - mean) / std.
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((40, 5)) * [1.0, 1e-3, 50.0, 2.0, 1.0] + [0.0, 3.0, -7.0, 1e3, 0.0]
+    mask = np.zeros(40, bool)
+    mask[5:33] = True
+    mean, std = al.zscore_fit(x, mask)
+    assert isinstance(mean, np.ndarray) and mean.dtype == std.dtype == np.float64
+    np.testing.assert_array_equal(mean, x[5:33].mean(0))
+    np.testing.assert_array_equal(std, x[5:33].std(0))
+    np.testing.assert_array_equal(al.zscore_apply(x, mean, std), (x - x[5:33].mean(0)) / x[5:33].std(0))
+
+
+@pytest.mark.parametrize("constant", ["one", "nan"])
+def test_zscore_numpy_and_jax_paths_agree(constant):
+    rng = np.random.default_rng(7)
+    lengths = [20, 9, 14]
+    runs = np.repeat(np.arange(3), lengths)
+    x = rng.standard_normal((43, 4)).astype(np.float32) * 3 + 1
+    x[20:29, 1] = 5.0  # constant within run 1
+    x[:, 3] = -2.0  # constant everywhere
+    mask = rng.random(43) < 0.6
+    host = al.zscore_fit(x, mask, constant=constant)
+    dev = al.zscore_fit(jnp.asarray(x), jnp.asarray(mask), constant=constant)
+    assert isinstance(host[0], np.ndarray) and isinstance(dev[0], jax.Array)
+    for h, d in zip(host, dev):
+        np.testing.assert_allclose(h, np.asarray(d), rtol=1e-5, atol=1e-6, equal_nan=True)
+    assert (np.isnan(host[1][3]) and np.isnan(dev[1][3])) if constant == "nan" else host[1][3] == dev[1][3] == 1.0
+    z_host = al.zscore_per_run(x, runs, 3, constant=constant)
+    z_dev = jax.jit(al.zscore_per_run, static_argnames=("n_runs", "constant"))(jnp.asarray(x), runs, 3,
+                                                                             constant=constant)
+    assert isinstance(z_host, np.ndarray)
+    np.testing.assert_allclose(z_host, np.asarray(z_dev), rtol=1e-5, atol=1e-5, equal_nan=True)
+    flat = np.isnan(z_host[20:29, 1]).all() if constant == "nan" else np.abs(z_host[20:29, 1]).max() < 1e-5
+    assert flat and np.isfinite(z_host[:20, 1]).all()
+
+
+def test_zscore_rejects_a_bad_policy_and_a_mask_of_another_length():
+    x = np.ones((5, 2))
+    with pytest.raises(ValueError, match="constant must be one of"):
+        al.zscore_fit(x, constant="zero")
+    with pytest.raises(ValueError, match=r"mask_T \(4,\) must have one entry per row"):
+        al.zscore_fit(jnp.asarray(x), np.ones(4, bool))

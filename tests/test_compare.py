@@ -20,6 +20,8 @@ from assocjax.pipeline import (AugmentOptions, DataOptions, FeatureOptions, Mode
 from assocjax.pipeline.assets import save_random_gpt2, save_tokenizer
 from assocjax.pipeline.config import CeilingOptions
 
+pytestmark = pytest.mark.slow  # module fixtures run whole pipelines (README: Tests)
+
 SPACE, N_VERT, VOCAB = "gtsphere", 500, 120
 # Higher than the default SNR: every extra feature costs a fit some noise, and the claim under
 # test ("F ~ 0 outside MTL") concerns the planted signal, not small-sample overfitting.

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from assocjax import stimuli
-from assocjax.data import (BoldData, load_dataset, read_scans, read_surface, read_volume, surface_paths,
-                           trim_to_story, volume_paths)
+from assocjax.data import (BoldData, find_stories, find_story, load_dataset, read_scans, read_surface, read_volume,
+                           split_commas, surface_paths, trim_to_story, volume_paths)
 
 NARRATIVES = Path(__file__).resolve().parents[1].parent / "shared" / "narratives"
 needs_shared = pytest.mark.skipif(not NARRATIVES.is_dir(), reason="../shared/narratives not present")
@@ -342,3 +342,19 @@ def test_volume_with_brain_mask(fake):
         read_volume(scan, "fmriprep")
     with pytest.raises(ValueError, match=r"shape \(4, 5\).*\(4, 5, 3\)"):
         read_volume(scan, mask=np.ones((4, 5), bool))
+
+
+def test_one_story_lookup_by_name_audio_or_alignment(fake):
+    ds, _ = fake
+    slr = ds.scan(1, "slumlordreach")
+    slumlord, reach = slr.stories
+    assert find_story(slr.stories, "reach") == reach == slr.story("reach")
+    # both stories play from one audio file: by its name the first is "the" story, as before
+    assert find_story(slr.stories, "slumlordreach") == slumlord == slr.story("slumlordreach")
+    assert find_stories(slr.stories, "slumlordreach") == (slumlord, reach)
+    assert find_stories(slr.stories, "reach", "nostory") == (reach,) and find_story(slr.stories, "nostory") is None
+    assert [s.stem for s in ds.scans(story="reach")] == [slr.stem]
+    # alignment folders: by their own name, a story's (milkyway: task + condition) or a task's
+    assert ds.alignment_name("milkywaysynonyms") == ds.alignment_name("milkyway") == "milkywaysynonyms"
+    assert ds.alignment_name("reach") is None and ds.alignment_name("nostory") is None
+    assert split_commas(["a,b", " c ,", "", "d"]) == ("a", "b", "c", "d")

@@ -1,10 +1,12 @@
 import json
 
 import numpy as np
+import pytest
 
 from assocjax.demo import DemoConfig, run_demo
 
 
+@pytest.mark.slow
 def test_demo_recovers_planted_signal_and_analytic_ceiling(tmp_path):
     cfg = DemoConfig(n_stories=4, trs_per_story=120, n_voxels=120, output=tmp_path / "demo")
     summary = run_demo(cfg)

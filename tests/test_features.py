@@ -49,6 +49,7 @@ def naive_prefix_features(model, ids, word_of, n_words, start=0):
     return np.stack(out, axis=1)
 
 
+@pytest.mark.slow
 def test_windowed_equals_full_prefix_when_context_covers_story(lm, story_words):
     model, tok = lm
     words = story_words[:30]

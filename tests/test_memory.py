@@ -12,6 +12,8 @@ import pytest
 from assocjax.data.synthetic import DEFAULT_SNR, SyntheticConfig, make_synthetic
 from synthetic_null import make_drifting_model
 
+pytestmark = pytest.mark.slow  # module fixtures run whole pipelines (README: Tests)
+
 REPO = Path(__file__).resolve().parents[1]
 BUDGET_GB = 1.0
 

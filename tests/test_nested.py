@@ -132,6 +132,7 @@ def test_chunks_memmap_nonfinite_and_constant_targets():
     np.testing.assert_array_equal(chunked.best_alphas[..., 0], alone.best_alphas)
 
 
+@pytest.mark.slow
 def test_target_bytes_bounds_compiled_memory():
     """The chunk-size rule must not under-estimate what XLA allocates (checked against the
     compiled program's memory_analysis: arguments + outputs + temporaries)."""
@@ -150,6 +151,7 @@ def test_target_bytes_bounds_compiled_memory():
             assert 1.0 <= (per * t + fixed) / measured <= 1.6, (n, p, tile, preds, t, per * t + fixed, measured)
 
 
+@pytest.mark.slow
 def test_buffer_removes_leakage_between_chunks_of_one_story():
     """Pure AR(1) noise targets and AR(1) features through FIR delays: with contiguous chunks
     of one story, training rows next to the test chunk share its noise, so held-out r > 0

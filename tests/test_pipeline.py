@@ -9,6 +9,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import textwrap
 import time
 from pathlib import Path
 
@@ -20,9 +21,10 @@ from assocjax.data.synthetic import expected_reliability
 from assocjax.pipeline import (CeilingOptions, DataOptions, FeatureOptions, ModelOptions, RidgeOptions, ScoreConfig,
                                SyntheticOptions, score)
 
+pytestmark = pytest.mark.slow  # module fixtures run whole pipelines (README: Tests)
+
 REPO = Path(__file__).resolve().parents[1]
-# 1500 vertices per hemisphere make each layer's solve take about a second, so the
-# kill-and-resume test has time to kill the run between layers.
+# 1500 vertices per hemisphere: enough per parcel for the ceiling and planted-layer checks.
 TINY = SyntheticOptions(n_stories=3, n_subjects=8, story_trs=120, space="tinysphere", n_vertices=1500)
 
 
@@ -105,23 +107,45 @@ def test_planted_layer_score_and_ceiling_match_manifest(run):
 def test_kill_and_resume_gives_the_same_numbers(run, tmp_path):
     _, full = run
     cfg = tiny_config(tmp_path)
-    code = (f"from pathlib import Path; from assocjax.pipeline import *; "
-            f"score(ScoreConfig(output=Path({str(cfg.output)!r}), cache_dir=Path({str(cfg.cache_dir)!r}), "
-            f"synthetic={TINY!r}, data=DataOptions(pool_stories=True), progress=False))")
-    proc = subprocess.Popen([sys.executable, "-c", code], cwd=REPO, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    paused = tmp_path / "paused-after-first-layer"
+    # Event-driven, not timed: the child run stops for good right after its first layer file
+    # is written (and says so with a file), so the kill lands between layers on any machine.
+    code = textwrap.dedent(f"""
+        import time
+        from pathlib import Path
+        from assocjax.pipeline import *
+        from assocjax.pipeline import store
+
+        save = store.save
+
+        def save_then_wait(path, **arrays):
+            save(path, **arrays)
+            if Path(path).name.startswith("layer-"):
+                Path({str(paused)!r}).touch()
+                time.sleep(3600)
+
+        store.save = save_then_wait
+        score(ScoreConfig(output=Path({str(cfg.output)!r}), cache_dir=Path({str(cfg.cache_dir)!r}),
+                          synthetic={TINY!r}, data=DataOptions(pool_stories=True), progress=False))
+    """)
+    log = tmp_path / "child.log"
+    with open(log, "wb") as err:
+        proc = subprocess.Popen([sys.executable, "-c", code], cwd=REPO, stdout=subprocess.DEVNULL, stderr=err)
     try:
-        deadline = time.monotonic() + 300  # generous: CI machines may be loaded
-        while not list(cfg.cache_dir.glob("scores/*/layer-*.npz")) and time.monotonic() < deadline:
-            assert proc.poll() is None, "the run ended before writing a layer"
-            time.sleep(0.01)
+        deadline = time.monotonic() + 600  # generous: CI machines may be loaded
+        while not paused.exists():
+            assert proc.poll() is None, ("the run ended without stopping after a layer file (are layers still "
+                                         f"written with pipeline.store.save?): {log.read_text()[-2000:]}")
+            assert time.monotonic() < deadline, "no layer file within 10 minutes"
+            time.sleep(0.05)
         proc.send_signal(signal.SIGKILL)
         proc.wait()
     finally:
         if proc.poll() is None:
             proc.kill()
+            proc.wait()
     done = {p: p.stat().st_mtime_ns for p in cfg.cache_dir.glob("scores/*/layer-*.npz")}
-    assert 1 <= len(done) < len(full.layers), "kill came too late to test resuming"
+    assert len(done) == 1 < len(full.layers)
     assert not (cfg.output / "run.json").exists()
 
     res = score(cfg)

@@ -13,6 +13,8 @@ import pytest
 
 from synthetic_null import NULL_SPACE, make_drifting_model, make_null_dataset
 
+pytestmark = pytest.mark.slow  # module fixtures run whole pipelines (README: Tests)
+
 REPO = Path(__file__).resolve().parents[1]
 
 

@@ -6,9 +6,11 @@ import textwrap
 import jax
 import numpy as np
 import pytest
-from sklearn.linear_model import Ridge
+from sklearn.base import clone
+from sklearn.linear_model import Ridge as SkRidge
 
-from assocjax.ridge import RidgeCV, grouped_kfold, make_folds, pad_folds, select_alphas
+from assocjax.ridge import SOLVERS, Ridge, RidgeCV, grouped_kfold, make_folds, pad_folds, select_alphas
+from ridge_reference import pearson, ridge_weights
 from ridge_reference import ridge_cv as reference_cv
 
 ALPHAS = np.logspace(0, 6, 7)
@@ -33,7 +35,7 @@ def rel(a, b):
 def test_fixed_alpha_matches_sklearn(solver, fit_intercept):
     x, y, g = make_data()
     ours = RidgeCV(alphas=[7.0], cv=4, solver=solver, fit_intercept=fit_intercept).fit(x, y, g)
-    sk = Ridge(alpha=7.0, fit_intercept=fit_intercept).fit(x, y)
+    sk = SkRidge(alpha=7.0, fit_intercept=fit_intercept).fit(x, y)
     assert rel(ours.coef_, sk.coef_.T) < 1e-5
     assert rel(ours.predict(x), sk.predict(x)) < 1e-5
     if fit_intercept:
@@ -170,6 +172,7 @@ def test_solve_makes_no_host_round_trip():
     assert est.cv_scores_.shape == (len(ALPHAS), 20)
 
 
+@pytest.mark.slow
 def test_sharded_equals_unsharded():
     script = textwrap.dedent(
         """
@@ -235,3 +238,65 @@ def test_dual_fit_never_forms_primal_weights():
     assert rel(est.coef_, xc.T.astype(np.float64) @ est.dual_coef_) < 1e-5
     est.fit(x, y[:, :7], g)  # a refit leaves no stale weights behind
     assert est.coef_.shape == (p, 7) and est.intercept_.shape == (7,)
+
+
+@pytest.mark.parametrize("solver", ["primal", "dual"])
+@pytest.mark.parametrize("fit_intercept", [True, False])
+def test_fixed_alpha_ridge_matches_float64_reference(solver, fit_intercept):
+    # dual: more features than samples, where it is the natural solver
+    x, y, _ = make_data(n_groups=3, per_group=20, p=80, t=12) if solver == "dual" else make_data(t=12)
+    y[:, 5] = np.nan  # a target without data: NaN weights, the others untouched
+    ok = np.ones(12, bool)
+    ok[5] = False
+    ours = Ridge(alpha=7.0, solver=solver, fit_intercept=fit_intercept)
+    with pytest.warns(UserWarning, match="1 of 12 targets"):
+        assert ours.fit(x, y) is ours
+    mx = x.mean(0) if fit_intercept else np.zeros(x.shape[1])
+    my = y[:, ok].mean(0) if fit_intercept else np.zeros(ok.sum())
+    w = ridge_weights(x - mx, y[:, ok] - my, 7.0)
+    assert ours.solver_ == solver and ours.n_masked_targets_ == 1
+    assert rel(ours.coef_[:, ok], w) < 1e-5 and np.isnan(ours.coef_[:, 5]).all()
+    np.testing.assert_allclose(ours.intercept_[ok], my - mx @ w, rtol=1e-5, atol=1e-5)  # 0 without an intercept
+    pred = (x[:9] - mx) @ w + my
+    assert rel(ours.predict(x[:9])[:, ok], pred) < 1e-5
+    np.testing.assert_allclose(ours.score(x[:9], y[:9])[ok], pearson(pred, y[:9, ok]), atol=1e-5)
+
+
+def test_fixed_alpha_ridge_fits_layers_like_single_designs():
+    x, y, _ = make_data(t=9)
+    rng = np.random.default_rng(1)
+    layers = np.stack([x, x @ rng.standard_normal((x.shape[1], x.shape[1]))])
+    both = Ridge(alpha=3.0, target_chunk=4).fit(layers, y.reshape(-1, 3, 3))
+    assert both.coef_.shape == (2, x.shape[1], 9) and both.predict(layers[:, :5]).shape == (2, 5, 3, 3)
+    for i in range(2):
+        alone = Ridge(alpha=3.0).fit(layers[i], y)
+        assert rel(both.coef_[i], alone.coef_) < 1e-5
+        assert rel(both.intercept_[i], alone.intercept_) < 1e-5
+
+
+def test_estimators_follow_the_sklearn_protocol():
+    est = RidgeCV(alphas=(1.0, 10.0), cv=3, solver="dual", target_chunk=16)
+    params = est.get_params()
+    assert sorted(params) == ["alphas", "cv", "dtype", "fit_intercept", "progress", "scoring", "shard_targets",
+                              "solver", "target_chunk"]
+    assert (params["alphas"], params["cv"], params["solver"], params["target_chunk"]) == ((1.0, 10.0), 3, "dual", 16)
+    assert repr(est) == "RidgeCV(alphas=(1.0, 10.0), cv=3, solver='dual', target_chunk=16)"
+    x, y, g = make_data(n_groups=4, per_group=10, t=5)
+    fitted = est.fit(x, y, g)
+    twin = clone(fitted)
+    assert type(twin) is RidgeCV and twin.get_params() == params and not hasattr(twin, "best_alphas_")
+    assert est.set_params(cv=4, solver="primal") is est and (est.cv, est.solver) == (4, "primal")
+    with pytest.raises(ValueError, match="invalid parameter 'alpha' for RidgeCV"):
+        est.set_params(alpha=1.0)
+    fixed = Ridge(alpha=2.0)
+    assert fixed.get_params()["alpha"] == 2.0 and repr(fixed) == "Ridge(alpha=2.0)"
+    grid = [clone(fixed).set_params(alpha=a).fit(x, y).coef_ for a in (1e-2, 1e4)]
+    assert fixed.alpha == 2.0 and np.abs(grid[1]).max() < np.abs(grid[0]).max()
+
+
+def test_solvers_come_from_one_table():
+    assert sorted(SOLVERS) == ["dual", "primal"] and SOLVERS["dual"].dual and not SOLVERS["primal"].dual
+    x, y, g = make_data(n_groups=4, per_group=10, t=5)
+    for bad in (lambda: RidgeCV(solver="cholesky", cv=2).fit(x, y, g), lambda: Ridge(solver="cholesky").fit(x, y)):
+        with pytest.raises(ValueError, match=r"solver must be 'auto' or one of \('primal', 'dual'\), got 'cholesky'"):
+            bad()

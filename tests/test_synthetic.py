@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from assocjax.ceiling import split_half_ceiling
-from assocjax.data.synthetic import (SyntheticConfig, make_synthetic, random_embedding, spm_hrf, stimulus_design,
-                                     summary_line)
+from assocjax.data.synthetic import (Parcels, SyntheticConfig, make_synthetic, planted_signal, random_embedding,
+                                     scan_bold, spm_hrf, stimulus_design, summary_line, vertex_maps)
 from assocjax.stimuli import audio_onset, read_gentle_csv, read_tr
 from synthetic_null import NULL_SNR_ARGS, NULL_SPACE, make_null_dataset
 
@@ -135,6 +135,30 @@ def test_ceiling_matches_manifest(ds):
         want = m["tasks"][task]["expected_ceiling"][name]
         assert want["max_r"] == pytest.approx(np.sqrt(want["reliability"]))
         assert np.median(rel[labels == i]) == pytest.approx(want["reliability"], abs=0.06), name
+
+
+def test_images_are_the_model_functions_of_the_files(ds):
+    """The writer adds nothing to the generative model: a scan's image is `scan_bold` of the
+    `planted_signal` of `stimulus_design` over the files written (alignment, associations,
+    atlas), with the manifest's seed and window; the excluded scan is noise only."""
+    root, m = ds
+    cfg = SyntheticConfig(out=root, **TINY)
+    parcels = Parcels.from_snr(cfg.snr)
+    assoc = json.loads((root / "associations.json").read_text())
+    for scan in (next(s for s in m["scans"] if not s["excluded"]), next(s for s in m["scans"] if s["excluded"])):
+        window = tuple(m["tasks"][scan["task"]]["story_window_trs"])
+        t = read_gentle_csv(root / f"stimuli/gentle/{scan['task']}/align.csv", on_unsorted="sort")
+        heard, assoc_TF = stimulus_design(t, scan["audio_onset"], scan["n_trs"], scan["tr"],
+                                          random_embedding(cfg.feature_dim, cfg.seed), assoc, window)
+        for h in "LR":
+            labels = nib.freesurfer.read_annot(root / m["atlas"]["annot"][h])[0]
+            maps = vertex_maps(cfg.seed, h, heard.shape[1], assoc_TF.shape[1], labels.size)
+            signal = None if scan["excluded"] else planted_signal(heard, assoc_TF, maps, labels, parcels,
+                                                                  cfg.assoc_share, window)
+            want = scan_bold(cfg.seed, scan["stem"], h, labels, parcels, cfg.noise_ar1, scan["n_trs"], signal)
+            img = nib.load(root / f"derivatives/afni-nosmooth/{scan['subject']}/func/{scan['stem']}_space-{SPACE}"
+                                  f"_hemi-{h}_desc-clean.func.gii")
+            np.testing.assert_array_equal(np.stack([d.data for d in img.darrays]), want)
 
 
 def test_excluded_scan_has_no_signal(ds):
@@ -397,3 +421,29 @@ def test_null_dataset_from_the_command_line(tmp_path):
     files = sorted(p.relative_to(out) for p in out.rglob("*") if p.is_file())
     assert files == sorted(p.relative_to(api) for p in api.rglob("*") if p.is_file())
     assert all((out / f).read_bytes() == (api / f).read_bytes() for f in files)
+
+
+def test_builtin_options_reach_the_generator_by_name(tmp_path):
+    """`SyntheticOptions` (score.py --synthetic.*) passes every generator field on under its
+    own name; the rest of `SyntheticConfig` keeps the generator's defaults."""
+    import dataclasses
+
+    from assocjax.pipeline import SyntheticOptions
+
+    opts = SyntheticOptions(n_stories=3, n_subjects=5, story_trs=77, space="somesphere", n_vertices=99,
+                            planted_layer=1, response="fir", seed=4)
+    cfg = opts.generator_config(tmp_path, vocab_size=123)
+    generator = {f.name: f for f in dataclasses.fields(SyntheticConfig)}
+    passed = [f.name for f in dataclasses.fields(opts) if f.name not in SyntheticOptions.MODEL_FIELDS]
+    assert not set(SyntheticOptions.MODEL_FIELDS) & set(generator)
+    assert len(passed) == 8 and all(getattr(cfg, k) == getattr(opts, k) for k in passed)
+    assert cfg.out == tmp_path and cfg.vocab_size == 123
+    defaults = SyntheticConfig(out=tmp_path)
+    assert all(getattr(cfg, k) == getattr(defaults, k) for k in generator if k not in passed + ["out", "vocab_size"])
+
+    @dataclasses.dataclass
+    class Diverged(SyntheticOptions):
+        not_a_generator_field: int = 1
+
+    with pytest.raises(TypeError, match="not_a_generator_field"):
+        Diverged().generator_config(tmp_path)

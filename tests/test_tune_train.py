@@ -59,6 +59,7 @@ def lora_run(setup):
     return train(cfg, setup["model"], setup["train"][:4], setup["val"])
 
 
+@pytest.mark.slow
 def test_lora_loss_falls_and_base_weights_stay_bitwise(setup, lora_run):
     losses = [h["loss"] for h in lora_run.history]
     assert len(losses) == 25 and losses[-1] < 0.5 * losses[0], losses
@@ -117,6 +118,7 @@ def test_weight_decay_acts_on_matrices_and_embeddings_only(setup, method):
     assert decayed == expect and kept == {k: not v for k, v in expect.items()}, decayed
 
 
+@pytest.mark.slow
 def test_grad_accumulation_equals_one_big_batch(setup):
     """k=2 micro-batches of 2 rows == 1 batch of 4 rows: loss and gradient (read from
     Adam's first moment, (1 - b1) * g) are means over all target tokens of the step; the
@@ -205,6 +207,7 @@ def full(setup):
     return train(RESUME, setup["model"], setup["train"])
 
 
+@pytest.mark.slow
 def test_kill_and_resume_reproduces_the_uninterrupted_run(setup, killed, full):
     folder = setup["root"] / "ckpt_resume"
     shutil.copytree(killed, folder)

@@ -114,14 +114,31 @@ class Scan:
                 raise ValueError(f"{self.stem} holds {len(names)} stories ({', '.join(names) or 'none'}); name one")
             return self.stories[0]
         found = find_story(self.stories, story)
-        if found is None:
-            raise ValueError(f"{self.stem} has no story {story!r}; it holds: {', '.join(names) or 'none'}")
-        return found
+        if found is not None:
+            return found
+        raise ValueError(f"{self.stem} has no story {story!r}; it holds: {', '.join(names) or 'none'}")
+
+
+def story_named(story: Story, name: str) -> bool:
+    """Whether `name` names the story: its name, its audio file or its alignment folder
+    (e.g. "reach", "friends", "milkywaysynonyms")."""
+    return name in (story.name, story.audio, story.gentle)
+
+
+def find_stories(stories: Iterable[Story], *names: str) -> tuple[Story, ...]:
+    """The stories (in their order) that any of `names` names (`story_named`)."""
+    return tuple(s for s in stories if any(story_named(s, n) for n in names))
 
 
 def find_story(stories: Iterable[Story], name: str) -> Story | None:
-    """The first story called `name` by its name, audio file or alignment folder; None if none is."""
-    return next((s for s in stories if name in (s.name, s.audio, s.gentle)), None)
+    """The first story that `name` names (`story_named`), or None."""
+    return next(iter(find_stories(stories, name)), None)
+
+
+def split_commas(items: Iterable) -> tuple[str, ...]:
+    """("a,b", " c") -> ("a", "b", "c"): lists whose items may be comma-joined (command-line
+    options, participants.tsv cells); blanks around items and empty items are dropped."""
+    return tuple(s.strip() for item in items for s in str(item).split(",") if s.strip())
 
 
 def _read_tsv(path: Path) -> list[dict[str, str]]:
@@ -141,7 +158,7 @@ def _read_participants(path: Path) -> dict[str, dict[str, dict[str, str | None]]
         sub = (row.get("participant_id") or "").strip()
         if not sub:
             raise ValueError(f"{path}:{line}: no participant_id")
-        tasks = [t.strip() for t in (row.get("task") or "").split(",") if t.strip()]
+        tasks = split_commas([row.get("task") or ""])
         per_task: dict[str, dict[str, str | None]] = {t: {} for t in tasks}
         for col, value in row.items():
             if col in ("participant_id", "task") or col is None:
@@ -323,6 +340,15 @@ class Narratives:
                              f"(found: {have}); pass run= to pick one")
         return hits[0]
 
+    def alignment_name(self, name: str) -> str | None:
+        """The alignment folder (under stimuli/gentle) for a story, audio, alignment or task
+        name: `name` itself when it is a folder, else that of the first story (in scan order)
+        it names or of a story of task `name`; None when none has an alignment."""
+        if name in self.gentle_stories:
+            return name
+        return next((st.gentle for sc in self.all_scans for st in sc.stories
+                     if st.gentle and (story_named(st, name) or sc.task == name)), None)
+
     def alignment(self, story: Story, on_unsorted: str = "error") -> stimuli.Transcript:
         """The story's Gentle alignment (`stimuli.story_alignment`); times stay relative to the
         audio, so add `story.audio_onset` for scan seconds."""
@@ -374,8 +400,7 @@ def load_dataset(root: str | Path) -> Narratives:
     participants = _read_participants(root / "participants.tsv")
     event_meta = _read_json(root / "code" / "event_meta.json")
     exclude = _read_json(root / "code" / "scan_exclude.json")
-    gdir = root / "stimuli" / "gentle"
-    gentle = frozenset(p.name for p in gdir.iterdir() if p.is_dir()) if gdir.is_dir() else frozenset()
+    gentle = frozenset(stimuli.alignment_names(root / "stimuli" / "gentle"))
 
     scans, unparsed, unlisted, used_stems = [], [], [], set()
     for sidecar in sorted(root.glob("sub-*/func/*_bold.json")):

@@ -16,7 +16,7 @@ import jax
 import numpy as np
 from flax import nnx
 
-from ..data.synthetic import SyntheticConfig, make_synthetic, pseudo_words
+from ..data.synthetic import make_synthetic, pseudo_words
 from ..features import word_features
 from ..fingerprint import digest, weights_id
 from ..io import atomic_write_text
@@ -83,10 +83,8 @@ def _build(opts: SyntheticOptions, out: Path, feature_cache: Path, progress: boo
                              cache_dir=feature_cache, weights_id=model_id)[plant["layer"]]
 
     layer_features.__name__ = f"builtin GPT-2 hidden state {opts.planted_layer}"
-    cfg = SyntheticConfig(out=out / "narratives", n_stories=opts.n_stories, n_subjects=opts.n_subjects,
-                          story_trs=opts.story_trs, vocab_size=VOCAB_SIZE, planted_layer=opts.planted_layer,
-                          response=opts.response, space=opts.space, n_vertices=opts.n_vertices, seed=opts.seed)
-    make_synthetic(cfg, features=layer_features, progress=progress)
+    make_synthetic(opts.generator_config(out / "narratives", vocab_size=VOCAB_SIZE), features=layer_features,
+                   progress=progress)
 
 
 def save_tokenizer(vocab: list[str], folder: Path):

@@ -10,7 +10,7 @@ import dataclasses
 import math
 import os
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
 from ..ridge import DEFAULT_ALPHAS
 
@@ -176,6 +176,10 @@ class SyntheticOptions:
     """The built-in default: a synthetic Narratives dataset planted from one layer of a
     random GPT-2-style model (both made offline and cached). Ignored with --data.root."""
 
+    MODEL_FIELDS: ClassVar[tuple[str, ...]] = ("n_layers", "hidden", "n_heads", "positions", "init_std")
+    # The random model's fields; every other field is the generator's field of the same name
+    # (`SyntheticConfig`), passed on by `generator_config`, so none can be dropped on the way.
+
     n_stories: int = 4
     """generated stories"""
     n_subjects: int = 8
@@ -202,6 +206,15 @@ class SyntheticOptions:
     """planted response shape: SPM HRF, or FIR delays 1-4"""
     seed: int = 0
     """seed of the model, stories, subjects and noise"""
+
+    def generator_config(self, out: Path, **fixed):
+        """The `SyntheticConfig` of these options: every field outside MODEL_FIELDS under its own
+        name, plus `fixed` (e.g. the built-in vocabulary size). A field the generator does not
+        have is a TypeError here, never silently ignored."""
+        from ..data.synthetic import SyntheticConfig
+
+        mine = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in self.MODEL_FIELDS}
+        return SyntheticConfig(out=out, **mine, **fixed)
 
 
 @dataclasses.dataclass
@@ -292,6 +305,3 @@ def check_options(cfg: ScoreConfig) -> None:
     if not os.access(parent, os.W_OK):
         raise PermissionError(f"--output {out}: {parent} is not writable")
 
-
-def split_commas(items) -> tuple[str, ...]:
-    return tuple(s.strip() for item in items for s in str(item).split(",") if s.strip())

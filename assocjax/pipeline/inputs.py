@@ -15,11 +15,11 @@ import numpy as np
 
 from .. import augment, stimuli
 from ..data import Narratives, Scan, Story, load_dataset, read_scans
-from ..data.layout import _subject_id
+from ..data.layout import _subject_id, find_stories, find_story, split_commas
 from ..data.narratives import VOLUME_SPACE
 from ..models.config import ModelConfig
 from ..models.loading import check_weights, resolve
-from .config import ScoreConfig, split_commas
+from .config import ScoreConfig
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "tokenizer.model")
 
@@ -207,10 +207,10 @@ def _story_names(d, table) -> list[str]:
     """The selected stories' names (all stories of the selected scans when none are asked)."""
     found = {st.name: st for per in table.values() for _, st in per.values()}
     wanted = split_commas(d.stories)
-    unknown = [w for w in wanted if not any(w in (s.name, s.audio, s.gentle) for s in found.values())]
+    unknown = [w for w in wanted if find_story(found.values(), w) is None]
     if unknown:
         raise ValueError(f"unknown story/stories {unknown} among the selected scans; known: {', '.join(sorted(found))}")
-    return sorted(n for n, s in found.items() if not wanted or any(w in (s.name, s.audio, s.gentle) for w in wanted))
+    return sorted(s.name for s in find_stories(found.values(), *wanted)) if wanted else sorted(found)
 
 
 def _listeners(ds, table, names, subjects, on_unsorted, pooled: bool):

@@ -14,8 +14,9 @@ import dataclasses
 from pathlib import Path
 from typing import Literal
 
-from ..reports import write_json
-from .config import ScoreConfig, split_commas
+from ..io import write_json
+from ..data.layout import split_commas
+from .config import ScoreConfig
 from .inputs import condition_name, read_augmentations
 from .run import ScoreResult, score
 

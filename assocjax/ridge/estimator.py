@@ -1,4 +1,4 @@
-"""`RidgeCV`: a himalaya/scikit-learn style shell over the functional core in `solvers`.
+"""`RidgeCV` and `Ridge`: scikit-learn style shells over the functional core in `solvers`.
 
 The shell only moves data: it builds the folds, decomposes each fold once, then streams
 chunks of targets through one compiled call each (CV scores, alpha choice and refit).
@@ -6,9 +6,17 @@ Peak memory is set by `target_chunk`. With several local devices the targets of 
 are sharded over a 1-D mesh and the decompositions replicated; every target is solved
 independently, so sharded and unsharded results agree. For multi-host runs call
 `jax.distributed.initialize()` first; nothing else changes.
+
+Both follow scikit-learn's estimator protocol (`get_params` / `set_params`, constructor
+arguments stored unchanged, fitted attributes ending in `_`), so `sklearn.base.clone` and
+parameter grids work on them. The protocol is implemented here (`_Params`) rather than
+inherited from `sklearn.base.BaseEstimator`: importing scikit-learn costs every
+`import assocjax.ridge` more than a second, and its meta-estimators expect a scalar `score`,
+where ours is per target.
 """
 from __future__ import annotations
 
+import inspect
 import math
 import warnings
 from functools import partial
@@ -51,7 +59,26 @@ def _solve_layers(folds_L, full_L, mean_LP, y_NT, alphas_A, *, solver, score, fi
     return _over_layers(step)((folds_L, full_L, mean_LP), y_NT, alphas_A)
 
 
-def _check_inputs(X, Y, alphas):
+@partial(jax.jit, static_argnames=("solver", "fit_intercept"))
+def _prepare_full_layers(x_LNP, *, solver, fit_intercept):
+    return jax.lax.map(lambda x: solvers.prepare_full(x, solver=solver, fit_intercept=fit_intercept), x_LNP)
+
+
+def _refit_one(full, x_mean_P, y_NT, alpha_1, *, solver, fit_intercept):
+    """One design's refit of every target with the same alpha: (Fit, n_masked)."""
+    y, finite_T, _ = solvers.clean_targets(y_NT)
+    alpha_T = jnp.broadcast_to(alpha_1, y.shape[1:])
+    fit = solvers.refit(full, y, x_mean_P, alpha_T, fit_intercept=fit_intercept, solver=solver)
+    return solvers.nan_where_masked(fit, finite_T), jnp.sum(~finite_T)
+
+
+@partial(jax.jit, static_argnames=("solver", "fit_intercept"))
+def _refit_layers(full_L, mean_LP, y_NT, alpha_1, *, solver, fit_intercept):
+    step = partial(_refit_one, solver=solver, fit_intercept=fit_intercept)
+    return _over_layers(step)((full_L, mean_LP), y_NT, alpha_1)
+
+
+def _check_inputs(X, Y, alphas, name: str = "alphas"):
     if X.ndim not in (2, 3):
         raise ValueError(f"X must be (n_samples, n_features) or (n_layers, n_samples, n_features); got shape {X.shape}")
     if Y.ndim < 1 or Y.shape[0] != X.shape[-2]:
@@ -59,10 +86,198 @@ def _check_inputs(X, Y, alphas):
     if not np.all(np.isfinite(X)):
         raise ValueError(f"X (shape {X.shape}) contains NaN or Inf; features must be finite")
     if alphas.ndim != 1 or alphas.size == 0 or np.any(~np.isfinite(alphas)) or np.any(alphas <= 0):
-        raise ValueError(f"alphas must be a non-empty 1-D array of finite values > 0; got {alphas}")
+        raise ValueError(f"{name} must be a non-empty 1-D array of finite values > 0; got {alphas}")
 
 
-class RidgeCV:
+def _same(a, b) -> bool:
+    try:
+        return a is b or bool(a == b)
+    except (TypeError, ValueError):  # arrays: == is elementwise
+        return False
+
+
+class _Params:
+    """scikit-learn's estimator protocol: the constructor's arguments are the parameters,
+    stored under their own names (module docstring)."""
+
+    @classmethod
+    def _get_param_names(cls) -> list[str]:
+        sig = inspect.signature(cls.__init__)
+        return sorted(p.name for p in sig.parameters.values()
+                      if p.name != "self" and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD))
+
+    def get_params(self, deep: bool = True) -> dict:
+        out = {}
+        for name in self._get_param_names():
+            value = getattr(self, name)
+            if deep and hasattr(value, "get_params") and not isinstance(value, type):
+                out.update((f"{name}__{k}", v) for k, v in value.get_params().items())
+            out[name] = value
+        return out
+
+    def set_params(self, **params):
+        valid = self._get_param_names()
+        for key, value in params.items():
+            name, _, sub = key.partition("__")
+            if name not in valid:
+                raise ValueError(f"invalid parameter {name!r} for {type(self).__name__}; valid: {', '.join(valid)}")
+            if sub:
+                getattr(self, name).set_params(**{sub: value})
+            else:
+                setattr(self, name, value)
+        return self
+
+    def __repr__(self) -> str:
+        defaults = {p.name: p.default for p in inspect.signature(type(self).__init__).parameters.values()}
+        changed = [f"{k}={v!r}" for k, v in self.get_params(deep=False).items() if not _same(v, defaults.get(k))]
+        return f"{type(self).__name__}({', '.join(changed)})"
+
+
+class _RidgeShell(_Params):
+    """What both estimators share: streaming targets through one compiled call per chunk,
+    and using the fit (coef_, intercept_, predict, score)."""
+
+    def _begin_fit(self, X, Y, alphas, name: str = "alphas"):
+        """Checked inputs -> (x_LNP, y_NT, layered, alphas sorted); forgets an earlier fit."""
+        X = np.asarray(X)
+        Y = np.asarray(Y)
+        for stale in ("coef_", "dual_coef_", "_x_train"):  # a refit may switch solver: no stale weights
+            self.__dict__.pop(stale, None)
+        alphas = np.sort(np.asarray(alphas, dtype=np.float64).ravel())
+        _check_inputs(X, Y, alphas, name)
+        if self.scoring not in solvers.SCORES:
+            raise ValueError(f"scoring must be one of {solvers.SCORES}, got {self.scoring!r}")
+        layered = X.ndim == 3
+        x_LNP = X if layered else X[None]
+        self._target_shape = Y.shape[1:]
+        return x_LNP, Y.reshape(x_LNP.shape[1], -1), layered, alphas
+
+    def _put(self, mesh):
+        replicated = NamedSharding(mesh, PartitionSpec()) if mesh else None
+        return (lambda a: jax.device_put(a, replicated)) if mesh else jax.device_put
+
+    def _finish_fit(self, x_LNP, mean_LP, solver, weights, y_mean, n_masked, n_targets, layered) -> None:
+        self.solver_ = solver
+        self.n_masked_targets_ = int(n_masked)
+        if n_masked:
+            warnings.warn(f"{n_masked} of {n_targets} targets contain NaN/Inf (e.g. medial wall); "
+                          "they were left out of the solve and get NaN scores and weights", stacklevel=3)
+        self._x_mean, self._y_mean = jax.device_get(mean_LP), y_mean
+        if not solvers.SOLVERS[solver].dual:
+            self.coef_ = weights
+        else:
+            self.dual_coef_ = weights
+            self._x_train = x_LNP.astype(self.dtype)
+        if not layered:
+            self._squeeze_layer_axis()
+        self._layered = layered
+
+    def _mesh(self):
+        devices = jax.local_devices()
+        if not self.shard_targets or len(devices) == 1:
+            return None
+        return Mesh(np.array(devices), ("targets",))
+
+    def _stream(self, y_NT, mesh, solve, fetch):
+        """Run `solve` over balanced target chunks; fetch chunk i while chunk i+1 runs.
+        `fetch(out, used)` -> (arrays with the targets last..., n_masked): the arrays are
+        concatenated over chunks, the counts summed."""
+        n_targets = y_NT.shape[1]
+        n_dev = mesh.size if mesh else 1
+        n_chunks = max(1, math.ceil(n_targets / max(self.target_chunk, 1)))
+        width = math.ceil(math.ceil(n_targets / n_chunks) / n_dev) * n_dev
+        sharding = NamedSharding(mesh, PartitionSpec(None, "targets")) if mesh else None
+        starts = range(0, n_targets, width)
+        if self.progress:
+            from tqdm.auto import tqdm
+            starts = tqdm(starts, desc="ridge target chunks", unit="chunk")
+        pieces, pending = [], None
+        for start in starts:
+            block = y_NT[:, start:start + width].astype(self.dtype)
+            used = block.shape[1]
+            if used < width:  # pad with flat columns so every chunk reuses one compilation
+                block = np.pad(block, ((0, 0), (0, width - used)))
+            out = solve(jax.device_put(block, sharding) if mesh else jax.device_put(block))
+            if pending is not None:
+                pieces.append(fetch(*pending))
+            pending = (out, used)
+        pieces.append(fetch(*pending))
+        arrays = [np.concatenate([pc[i] for pc in pieces], axis=-1) for i in range(len(pieces[0]) - 1)]
+        return (*arrays, int(sum(int(pc[-1]) for pc in pieces)))
+
+    def _squeeze_layer_axis(self):
+        # Only stored arrays: coef_ is a property in the dual form, and evaluating it here
+        # would form the P x T primal weights on every fit.
+        for name in ("cv_scores_", "best_alphas_", "coef_", "dual_coef_", "_x_mean", "_y_mean", "_x_train"):
+            if name in self.__dict__:
+                self.__dict__[name] = self.__dict__[name][0]
+
+    # -- using the fit ---------------------------------------------------------------
+    @property
+    def coef_(self):
+        """Primal weights (..., P, T). In the dual form they are computed on each access
+        (X_train_centred.T @ dual_coef_, chunked over targets): P x T can be far larger than
+        everything else the fit keeps, so fit never forms them."""
+        if "coef_" in self.__dict__:
+            return self.__dict__["coef_"]
+        if "dual_coef_" not in self.__dict__:
+            raise AttributeError("coef_ is only available after fit")
+        xc_t = jax.device_put(np.swapaxes(self._x_train - self._x_mean[..., None, :], -1, -2))
+        return self._by_target_chunks(lambda cols: _matmul(xc_t, jax.device_put(self.dual_coef_[..., cols])))
+
+    @coef_.setter
+    def coef_(self, value):
+        self.__dict__["coef_"] = value
+
+    @property
+    def intercept_(self):
+        """y_mean - x_mean @ coef_ (zero without fit_intercept); in the dual form computed as
+        y_mean - ((X_train - x_mean) @ x_mean) @ dual_coef_, without primal weights."""
+        if not solvers.SOLVERS[self.solver_].dual:
+            return self._y_mean - np.einsum("...p,...pt->...t", self._x_mean, self.coef_)
+        k_N = np.einsum("...np,...p->...n", self._x_train - self._x_mean[..., None, :], self._x_mean)
+        return self._y_mean - np.einsum("...n,...nt->...t", k_N, self.dual_coef_)
+
+    def predict(self, X) -> np.ndarray:
+        """Predictions with the fitted per-target alphas, shaped (..., M, *target_shape)."""
+        design = self._test_design(X)
+        pred = self._by_target_chunks(lambda cols: _predict_chunk(design, *self._weights(cols)))
+        return pred.reshape(pred.shape[:-1] + self._target_shape)
+
+    def score(self, X, Y) -> np.ndarray:
+        """Per-target score of the predictions (Pearson r or R^2, as `scoring`), computed
+        chunk by chunk of targets (predictions for all targets are never held at once)."""
+        design = self._test_design(X)
+        n = design.shape[-2]
+        y_MT = np.asarray(Y).reshape(n, -1)
+        score = partial(_score_chunk, scoring=self.scoring)
+        out = self._by_target_chunks(lambda cols: score(design, *self._weights(cols), jax.device_put(
+            np.asarray(y_MT[:, cols], dtype=self.dtype))))
+        return out.reshape(out.shape[:-1] + self._target_shape)
+
+    def _test_design(self, X):
+        """The design the weights act on: centred X (primal) or its kernel with the centred
+        training rows (dual), (..., M, P or N), on the device."""
+        X = np.asarray(X, dtype=self.dtype)
+        if X.shape[-1] != self._x_mean.shape[-1] or X.ndim != (3 if self._layered else 2):
+            raise ValueError(f"X has shape {X.shape}; expected (..., n_samples, {self._x_mean.shape[-1]}) "
+                             f"with{'' if self._layered else 'out'} a layer axis, as in fit")
+        x_train = jax.device_put(self._x_train) if solvers.SOLVERS[self.solver_].dual else None
+        return _test_design(*jax.device_put((X, self._x_mean)), x_train)
+
+    def _weights(self, cols):
+        weights = self.dual_coef_ if solvers.SOLVERS[self.solver_].dual else self.coef_
+        return jax.device_put(weights[..., cols]), jax.device_put(self._y_mean[..., cols])
+
+    def _by_target_chunks(self, fn):
+        """Concatenate fn(columns) over chunks of `target_chunk` targets, on the host."""
+        n_targets = self._y_mean.shape[-1]
+        step = max(1, self.target_chunk)
+        parts = [np.asarray(fn(slice(s, s + step))) for s in range(0, n_targets, step)]
+        return np.concatenate(parts, axis=-1)
+
+
+class RidgeCV(_RidgeShell):
     """Ridge regression with one alpha per target chosen by (grouped) cross-validation.
 
     Parameters
@@ -99,158 +314,56 @@ class RidgeCV:
 
     # -- fitting ---------------------------------------------------------------------
     def fit(self, X, Y, groups=None) -> "RidgeCV":
-        X = np.asarray(X)
-        Y = np.asarray(Y)
-        for name in ("coef_", "dual_coef_", "_x_train"):  # a refit may switch solver: no stale weights
-            self.__dict__.pop(name, None)
-        alphas = np.sort(np.asarray(self.alphas, dtype=np.float64).ravel())
-        _check_inputs(X, Y, alphas)
-        if self.scoring not in solvers.SCORES:
-            raise ValueError(f"scoring must be one of {solvers.SCORES}, got {self.scoring!r}")
-        layered = X.ndim == 3
-        x_LNP = X if layered else X[None]
+        x_LNP, y_NT, layered, alphas = self._begin_fit(X, Y, self.alphas)
         n, p = x_LNP.shape[1:]
-        self._target_shape = Y.shape[1:]
-        y_NT = Y.reshape(n, -1)
         folds = make_folds(self.cv, n, groups)
         pf = pad_folds(folds, n)
-        solver = solvers.choose_solver(pf.train_KR.shape[1], p) if self.solver == "auto" else self.solver
-        if solver not in solvers.SOLVERS:
-            raise ValueError(f"solver must be 'auto' or one of {solvers.SOLVERS}, got {self.solver!r}")
+        solver = solvers.resolve_solver(self.solver, pf.train_KR.shape[1], p)
 
         mesh = self._mesh()
-        replicated = NamedSharding(mesh, PartitionSpec()) if mesh else None
-        put = (lambda a: jax.device_put(a, replicated)) if mesh else jax.device_put
+        put = self._put(mesh)
         x_dev = put(x_LNP.astype(self.dtype))
         folds_L, full_L, mean_LP = _prepare_layers(x_dev, *map(put, pf), solver=solver, fit_intercept=self.fit_intercept)
         alphas_dev = put(alphas.astype(self.dtype))
 
         outs = self._stream(y_NT, mesh, lambda y: _solve_layers(
-            folds_L, full_L, mean_LP, y, alphas_dev, solver=solver, score=self.scoring, fit_intercept=self.fit_intercept))
+            folds_L, full_L, mean_LP, y, alphas_dev, solver=solver, score=self.scoring, fit_intercept=self.fit_intercept),
+            _fetch_cv)
         cv, best, weights, y_mean, n_masked = outs
-        self.alphas_, self.solver_, self.n_folds_ = alphas, solver, len(folds)
-        self.n_masked_targets_ = int(n_masked)
-        if n_masked:
-            warnings.warn(f"{n_masked} of {y_NT.shape[1]} targets contain NaN/Inf (e.g. medial wall); "
-                          "they were left out of the solve and get NaN scores and weights", stacklevel=2)
+        self.alphas_, self.n_folds_ = alphas, len(folds)
         self.cv_scores_ = cv
         self.best_alphas_ = alphas[best]
-        self._x_mean, self._y_mean = jax.device_get(mean_LP), y_mean
-        if solver == "primal":
-            self.coef_ = weights
-        else:
-            self.dual_coef_ = weights
-            self._x_train = x_LNP.astype(self.dtype)
-        if not layered:
-            self._squeeze_layer_axis()
-        self._layered = layered
+        self._finish_fit(x_LNP, mean_LP, solver, weights, y_mean, n_masked, y_NT.shape[1], layered)
         return self
 
-    def _mesh(self):
-        devices = jax.local_devices()
-        if not self.shard_targets or len(devices) == 1:
-            return None
-        return Mesh(np.array(devices), ("targets",))
+class Ridge(_RidgeShell):
+    """Ridge regression with one fixed alpha for every target (the refit half of `RidgeCV`).
 
-    def _stream(self, y_NT, mesh, solve):
-        """Run `solve` over balanced target chunks; fetch chunk i while chunk i+1 runs."""
-        n_targets = y_NT.shape[1]
-        n_dev = mesh.size if mesh else 1
-        n_chunks = max(1, math.ceil(n_targets / max(self.target_chunk, 1)))
-        width = math.ceil(math.ceil(n_targets / n_chunks) / n_dev) * n_dev
-        sharding = NamedSharding(mesh, PartitionSpec(None, "targets")) if mesh else None
-        starts = range(0, n_targets, width)
-        if self.progress:
-            from tqdm.auto import tqdm
-            starts = tqdm(starts, desc="ridge target chunks", unit="chunk")
-        pieces, pending = [], None
-        for start in starts:
-            block = y_NT[:, start:start + width].astype(self.dtype)
-            used = block.shape[1]
-            if used < width:  # pad with flat columns so every chunk reuses one compilation
-                block = np.pad(block, ((0, 0), (0, width - used)))
-            out = solve(jax.device_put(block, sharding) if mesh else jax.device_put(block))
-            if pending is not None:
-                pieces.append(_fetch(*pending))
-            pending = (out, used)
-        pieces.append(_fetch(*pending))
-        cv = np.concatenate([pc[0] for pc in pieces], axis=-1)
-        best = np.concatenate([pc[1] for pc in pieces], axis=-1)
-        weights = np.concatenate([pc[2] for pc in pieces], axis=-1)
-        y_mean = np.concatenate([pc[3] for pc in pieces], axis=-1)
-        n_masked = int(sum(int(pc[4]) for pc in pieces))
-        return cv, best, weights, y_mean, n_masked
+    Parameters as `RidgeCV`'s, with `alpha` (> 0) in place of `alphas` and `cv`; `scoring`
+    ("r" or "r2") is what `score` returns. X may carry a leading layer axis and Y trailing
+    target axes, as in `RidgeCV`. Fitted attributes: coef_ (P, T) (primal; computed from
+    dual_coef_ for dual), dual_coef_ (N, T) (dual only), intercept_ (T,), solver_,
+    n_masked_targets_ (non-finite target columns: NaN weights).
+    """
 
-    def _squeeze_layer_axis(self):
-        # Only stored arrays: coef_ is a property in the dual form, and evaluating it here
-        # would form the P x T primal weights on every fit.
-        for name in ("cv_scores_", "best_alphas_", "coef_", "dual_coef_", "_x_mean", "_y_mean", "_x_train"):
-            if name in self.__dict__:
-                self.__dict__[name] = self.__dict__[name][0]
+    def __init__(self, alpha: float = 1.0, scoring: str = "r", solver: str = "auto", fit_intercept: bool = True,
+                 target_chunk: int = 8192, shard_targets: bool = True, dtype=jnp.float32, progress: bool = False):
+        self.alpha, self.scoring, self.solver, self.fit_intercept = alpha, scoring, solver, fit_intercept
+        self.target_chunk, self.shard_targets, self.dtype, self.progress = target_chunk, shard_targets, dtype, progress
 
-    # -- using the fit ---------------------------------------------------------------
-    @property
-    def coef_(self):
-        """Primal weights (..., P, T). In the dual form they are computed on each access
-        (X_train_centred.T @ dual_coef_, chunked over targets): P x T can be far larger than
-        everything else the fit keeps, so fit never forms them."""
-        if "coef_" in self.__dict__:
-            return self.__dict__["coef_"]
-        if "dual_coef_" not in self.__dict__:
-            raise AttributeError("coef_ is only available after fit")
-        xc_t = jax.device_put(np.swapaxes(self._x_train - self._x_mean[..., None, :], -1, -2))
-        return self._by_target_chunks(lambda cols: _matmul(xc_t, jax.device_put(self.dual_coef_[..., cols])))
-
-    @coef_.setter
-    def coef_(self, value):
-        self.__dict__["coef_"] = value
-
-    @property
-    def intercept_(self):
-        """y_mean - x_mean @ coef_ (zero without fit_intercept); in the dual form computed as
-        y_mean - ((X_train - x_mean) @ x_mean) @ dual_coef_, without primal weights."""
-        if self.solver_ == "primal":
-            return self._y_mean - np.einsum("...p,...pt->...t", self._x_mean, self.coef_)
-        k_N = np.einsum("...np,...p->...n", self._x_train - self._x_mean[..., None, :], self._x_mean)
-        return self._y_mean - np.einsum("...n,...nt->...t", k_N, self.dual_coef_)
-
-    def predict(self, X) -> np.ndarray:
-        """Predictions with the fitted per-target alphas, shaped (..., M, *target_shape)."""
-        design = self._test_design(X)
-        pred = self._by_target_chunks(lambda cols: _predict_chunk(design, *self._weights(cols)))
-        return pred.reshape(pred.shape[:-1] + self._target_shape)
-
-    def score(self, X, Y) -> np.ndarray:
-        """Per-target score of the predictions (Pearson r or R^2, as `scoring`), computed
-        chunk by chunk of targets (predictions for all targets are never held at once)."""
-        design = self._test_design(X)
-        n = design.shape[-2]
-        y_MT = np.asarray(Y).reshape(n, -1)
-        score = partial(_score_chunk, scoring=self.scoring)
-        out = self._by_target_chunks(lambda cols: score(design, *self._weights(cols), jax.device_put(
-            np.asarray(y_MT[:, cols], dtype=self.dtype))))
-        return out.reshape(out.shape[:-1] + self._target_shape)
-
-    def _test_design(self, X):
-        """The design the weights act on: centred X (primal) or its kernel with the centred
-        training rows (dual), (..., M, P or N), on the device."""
-        X = np.asarray(X, dtype=self.dtype)
-        if X.shape[-1] != self._x_mean.shape[-1] or X.ndim != (3 if self._layered else 2):
-            raise ValueError(f"X has shape {X.shape}; expected (..., n_samples, {self._x_mean.shape[-1]}) "
-                             f"with{'' if self._layered else 'out'} a layer axis, as in fit")
-        x_train = None if self.solver_ == "primal" else jax.device_put(self._x_train)
-        return _test_design(*jax.device_put((X, self._x_mean)), x_train)
-
-    def _weights(self, cols):
-        weights = self.coef_ if self.solver_ == "primal" else self.dual_coef_
-        return jax.device_put(weights[..., cols]), jax.device_put(self._y_mean[..., cols])
-
-    def _by_target_chunks(self, fn):
-        """Concatenate fn(columns) over chunks of `target_chunk` targets, on the host."""
-        n_targets = self._y_mean.shape[-1]
-        step = max(1, self.target_chunk)
-        parts = [np.asarray(fn(slice(s, s + step))) for s in range(0, n_targets, step)]
-        return np.concatenate(parts, axis=-1)
+    def fit(self, X, Y) -> "Ridge":
+        x_LNP, y_NT, layered, alpha = self._begin_fit(X, Y, [self.alpha], "alpha")
+        n, p = x_LNP.shape[1:]
+        solver = solvers.resolve_solver(self.solver, n, p)
+        mesh = self._mesh()
+        put = self._put(mesh)
+        full_L, mean_LP = _prepare_full_layers(put(x_LNP.astype(self.dtype)), solver=solver,
+                                               fit_intercept=self.fit_intercept)
+        alpha_dev = put(alpha.astype(self.dtype))
+        weights, y_mean, n_masked = self._stream(y_NT, mesh, lambda y: _refit_layers(
+            full_L, mean_LP, y, alpha_dev, solver=solver, fit_intercept=self.fit_intercept), _fetch_fit)
+        self._finish_fit(x_LNP, mean_LP, solver, weights, y_mean, n_masked, y_NT.shape[1], layered)
+        return self
 
 
 @jax.jit
@@ -278,6 +391,11 @@ def _score_chunk(design, weights, y_mean, y_MT, *, scoring):
     return fn(pred) if pred.ndim == 2 else jax.vmap(fn)(pred)
 
 
-def _fetch(out, used):
+def _fetch_cv(out, used):
     cv, best, fit, n_masked = jax.device_get(out)
     return cv[..., :used], best[..., :used], fit.weights[..., :used], fit.y_mean_T[..., :used], n_masked.max()
+
+
+def _fetch_fit(out, used):
+    fit, n_masked = jax.device_get(out)
+    return fit.weights[..., :used], fit.y_mean_T[..., :used], n_masked.max()

@@ -83,9 +83,7 @@ def prepare_nested(x_NP, folds: NestedFolds, alphas, *, standardize: bool = True
     n, p = x.shape[-2:]
     pout, pin, valid = _pad_nested(folds, n)
     n_train = max(pout.train_mask_KR.sum(1).max(), pin.train_mask_KR.sum(-1).max())
-    solver = solvers.choose_solver(int(n_train), p) if solver == "auto" else solver
-    if solver not in solvers.SOLVERS:
-        raise ValueError(f"solver must be 'auto' or one of {solvers.SOLVERS}, got {solver!r}")
+    solver = solvers.resolve_solver(solver, int(n_train), p)
     tested = np.zeros(n, dtype=bool)
     for _, te in folds.outer:
         tested[te] = True

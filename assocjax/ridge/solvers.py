@@ -18,12 +18,11 @@ K folds.
 from __future__ import annotations
 
 from functools import partial
-from typing import NamedTuple
+from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
 
-SOLVERS = ("primal", "dual")
 SCORES = ("r", "r2")
 
 
@@ -52,20 +51,57 @@ def choose_solver(n_train: int, n_features: int) -> str:
     return "primal" if n_train >= n_features else "dual"
 
 
+def _primal(x_RP: jnp.ndarray) -> Spectral:
+    u, s, vt = jnp.linalg.svd(x_RP, full_matrices=False)
+    return Spectral(u, s * s, s, vt.T)
+
+
+def _dual(x_RP: jnp.ndarray) -> Spectral:
+    lam, q = jnp.linalg.eigh(x_RP @ x_RP.T)
+    lam = jnp.maximum(lam, 0.0)
+    # Directions at round-off level are the kernel's null space: exactly they carry no
+    # signal, but in float32 their X_train.T q is noise that 1/alpha would amplify.
+    tol = jnp.max(lam) * jnp.finfo(lam.dtype).eps * x_RP.shape[0]
+    keep = (lam > tol).astype(lam.dtype)
+    return Spectral(q, lam, keep, x_RP.T @ q)
+
+
+class Solver(NamedTuple):
+    """One exact solver: how a training design is decomposed, and whether the fitted weights
+    live in sample space (dual: one weight per training row, acting on the kernel with the
+    training rows) or in feature space (primal)."""
+
+    decompose: Callable[[jnp.ndarray], Spectral]
+    dual: bool
+
+    def weights(self, spec: Spectral, w_kT: jnp.ndarray) -> jnp.ndarray:
+        """Refit weights from component weights: dual_coef (N, T) or coef (P, T)."""
+        return spec.basis_Rk @ w_kT if self.dual else spec.right_Pk @ w_kT
+
+
+# The one table of solvers: every dispatch on a solver name goes through it.
+SOLVERS = {"primal": Solver(_primal, dual=False), "dual": Solver(_dual, dual=True)}
+
+
+def get_solver(solver: str) -> Solver:
+    if solver not in SOLVERS:
+        raise ValueError(f"unknown solver {solver!r}; expected one of {tuple(SOLVERS)}")
+    return SOLVERS[solver]
+
+
+def resolve_solver(solver: str, n_train: int, n_features: int) -> str:
+    """The solver name to use: `choose_solver` for "auto", else the name itself when known;
+    ValueError otherwise."""
+    if solver == "auto":
+        return choose_solver(n_train, n_features)
+    if solver not in SOLVERS:
+        raise ValueError(f"solver must be 'auto' or one of {tuple(SOLVERS)}, got {solver!r}")
+    return solver
+
+
 def spectral(x_RP: jnp.ndarray, solver: str) -> Spectral:
     """Decompose a (centred, zero-padded) training design; padded zero rows are harmless."""
-    if solver == "primal":
-        u, s, vt = jnp.linalg.svd(x_RP, full_matrices=False)
-        return Spectral(u, s * s, s, vt.T)
-    if solver == "dual":
-        lam, q = jnp.linalg.eigh(x_RP @ x_RP.T)
-        lam = jnp.maximum(lam, 0.0)
-        # Directions at round-off level are the kernel's null space: exactly they carry no
-        # signal, but in float32 their X_train.T q is noise that 1/alpha would amplify.
-        tol = jnp.max(lam) * jnp.finfo(lam.dtype).eps * x_RP.shape[0]
-        keep = (lam > tol).astype(lam.dtype)
-        return Spectral(q, lam, keep, x_RP.T @ q)
-    raise ValueError(f"unknown solver {solver!r}; expected one of {SOLVERS}")
+    return get_solver(solver).decompose(x_RP)
 
 
 def _masked_mean(a_RX: jnp.ndarray, mask_R: jnp.ndarray) -> jnp.ndarray:
@@ -160,8 +196,7 @@ def refit(spec: Spectral, y_NT, x_mean_P, alpha_T, *, fit_intercept: bool, solve
     y_mean = jnp.mean(y_NT, axis=0) if fit_intercept else jnp.zeros(y_NT.shape[1], y_NT.dtype)
     g_kT = spec.scale_k[:, None] / (spec.eig_k[:, None] + alpha_T[None, :])
     w = g_kT * (spec.basis_Rk.T @ (y_NT - y_mean))
-    weights = spec.right_Pk @ w if solver == "primal" else spec.basis_Rk @ w
-    return Fit(weights, x_mean_P, y_mean)
+    return Fit(get_solver(solver).weights(spec, w), x_mean_P, y_mean)
 
 
 @partial(jax.jit, static_argnames=("solver", "fit_intercept"))
@@ -184,6 +219,12 @@ def clean_targets(y_NT):
     return y, finite_T, jnp.max(y, axis=0) == jnp.min(y, axis=0)
 
 
+def nan_where_masked(fit: Fit, finite_T) -> Fit:
+    """The fit with NaN weights and intercepts for the targets that were not finite."""
+    nan_T = jnp.where(finite_T, 0.0, jnp.nan).astype(fit.y_mean_T.dtype)
+    return Fit(fit.weights + nan_T[None, :], fit.x_mean_P, fit.y_mean_T + nan_T)
+
+
 @partial(jax.jit, static_argnames=("solver", "score", "fit_intercept"))
 def solve_chunk(folds: FoldSpec, full: Spectral, x_mean_P, y_NT, alphas_A, *, solver: str, score: str, fit_intercept: bool):
     """CV scores, per-target alpha and refit for one chunk of targets, in one compiled call.
@@ -197,7 +238,5 @@ def solve_chunk(folds: FoldSpec, full: Spectral, x_mean_P, y_NT, alphas_A, *, so
     cv = jnp.nanmean(jnp.where((finite_T & ~constant_T)[None, None, :], per_fold, jnp.nan), axis=0)
     best = select_alphas(cv)
     fit = refit(full, y, x_mean_P, alphas_A[best], fit_intercept=fit_intercept, solver=solver)
-    nan_T = jnp.where(finite_T, 0.0, jnp.nan).astype(y.dtype)
-    fit = Fit(fit.weights + nan_T[None, :], fit.x_mean_P, fit.y_mean_T + nan_T)
-    return cv, best, fit, jnp.sum(~finite_T)
+    return cv, best, nan_where_masked(fit, finite_T), jnp.sum(~finite_T)
 

@@ -183,7 +183,7 @@ def load_transcripts(paths: Sequence) -> dict[str, "Transcript"]:
     """Story name -> its Gentle alignment (words, times, source file). Each path is an
     align.csv / align.json file (the story is its folder's name), a `stimuli/gentle` folder
     of <story>/align.csv, or a Narratives root holding stimuli/gentle."""
-    from ..stimuli import read_alignment, story_alignment
+    from ..stimuli import alignment_names, read_alignment, story_alignment
 
     stories: dict[str, Transcript] = {}
     for p in map(Path, paths):
@@ -194,7 +194,7 @@ def load_transcripts(paths: Sequence) -> dict[str, "Transcript"]:
         if not gentle.is_dir():
             raise FileNotFoundError(f"stories not found: {p} (expected align.csv files, a stimuli/gentle folder "
                                     "or a Narratives root)")
-        names = sorted(d.name for d in gentle.iterdir() if (d / "align.csv").is_file() or (d / "align.json").is_file())
+        names = alignment_names(gentle)
         if not names:
             raise FileNotFoundError(f"{gentle}: no <story>/align.csv or align.json inside")
         for name in names:

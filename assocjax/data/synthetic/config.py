@@ -1,0 +1,57 @@
+"""`SyntheticConfig`: every option of the synthetic generator (`scripts/make_synthetic.py`
+is `tyro.cli(SyntheticConfig)`, so the field docstrings are its help)."""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Literal
+
+from .model import DEFAULT_SNR
+
+
+@dataclasses.dataclass
+class SyntheticConfig:
+    """A synthetic Narratives dataset (see `assocjax.data.synthetic`)."""
+
+    out: Path
+    from_metadata: Path | None = None
+    """real Narratives metadata folder: copy its stories, subjects, events, sidecars, alignments"""
+    stories: tuple[str, ...] = ()
+    """tasks to copy (with from_metadata), or names of the generated stories; comma lists allowed"""
+    n_stories: int = 2
+    n_subjects: int = 7
+    """generated subjects with scans (plus one without), or the first N usable listeners per story"""
+    tr: float = 1.5
+    lead_trs: int = 8
+    """generated scans: TRs before the story (silence, then a music event)"""
+    story_trs: int = 300
+    tail_trs: int = 8
+    """TRs after the story end: real scan lengths are not in the metadata"""
+    audio_onset: float = 3.0
+    music_seconds: float = 6.0
+    words_per_second: float = 2.5
+    untimed_fraction: float = 0.01
+    vocab_size: int = 200
+    n_associates: int = 3
+    feature_dim: int = 16
+    planted_layer: int | None = None
+    """recorded only: the language-model layer a caller's feature function uses"""
+    response: Literal["hrf", "fir"] = "hrf"
+    """SPM double-gamma HRF, or FIR delays (fir_delays)"""
+    fir_delays: tuple[int, ...] = (1, 2, 3, 4)
+    assoc_share: float = 0.5
+    """share of the MTL signal variance carried by the associates' features"""
+    snr: dict[str, float] = dataclasses.field(default_factory=lambda: dict(DEFAULT_SNR))
+    """single-subject signal / noise variance per parcel; parcels starting with mtl_ hear associates"""
+    noise_ar1: float = 0.0
+    """lag-1 autocorrelation rho of the noise, in [0, 1): per vertex a stationary AR(1) series of unit
+    variance (then scaled by the parcel's noise_sd); 0: white noise (real BOLD noise is autocorrelated)"""
+    medial_wall_fraction: float = 0.1
+    space: str = "fsaverage5"
+    n_vertices: int | None = None
+    """vertices per hemisphere; default from the space (fsaverage5: 10242)"""
+    volume_shape: tuple[int, int, int] | None = None
+    """also write MNI NIfTI images on this small grid"""
+    atlas: str = "synthetic"
+    seed: int = 0
+    overwrite: bool = False
