@@ -160,7 +160,7 @@ def prepare(sel: Selection, cache_dir: Path, trim_start: int = 0, progress: bool
     if min(rows) < 1:
         raise ValueError(f"--data.trim-start {trim_start} leaves no TR of story "
                          f"{sel.stories[rows.index(min(rows))].name!r} ({min(rows) + trim_start} TRs)")
-    files, has, first = {}, [], None
+    files, has, first, first_stem = {}, [], None, None
     subjects = sel.subjects
     if progress:
         from tqdm.auto import tqdm
@@ -190,12 +190,16 @@ def prepare(sel: Selection, cache_dir: Path, trim_start: int = 0, progress: bool
                 _save_meta(meta, **m)
                 del y, y_VN, block
             if first is None:
-                first = m
+                first, first_stem = m, scan.stem
                 if sel.kind == "volume":  # every later scan is read inside the first scan's brain mask
                     mask_from = scan.stem
             if m["has"].size != first["has"].size:
-                raise ValueError(f"{scan.stem}: {m['has'].size} vertices/voxels, but {sel.subjects[0]}'s scans have "
-                                 f"{first['has'].size}; all scans of a run must be in one space")
+                raise ValueError(f"{_files(sel, scan)}: {_sizes(m)}, but {first_stem}: {_sizes(first)}; "
+                                 f"all scans of a run must be in one space ({sel.space})")
+            if not m["has"].any():
+                raise ValueError(f"{_files(sel, scan)}: constant or non-finite at every vertex/voxel during story "
+                                 f"{story.name!r} (an empty or broken image); leave {sub} out with --data.subjects, "
+                                 "or list the scan in code/scan_exclude.json")
             files[(sub, story.name)] = data
             mine.append(m["has"])
         has.append(np.logical_and.reduce(mine))
@@ -206,6 +210,18 @@ def prepare(sel: Selection, cache_dir: Path, trim_start: int = 0, progress: bool
     return Bold(files, sel.subjects, tuple(s.name for s in sel.stories), rows, keep, has_SV[:, keep],
                 tuple(int(h) for h in first["hemi_sizes"]), tuple(str(h) for h in first["hemis"]),
                 first.get("brain_mask"), first.get("affine"))
+
+
+def _files(sel: Selection, scan) -> str:
+    """The image file(s) of a scan, for messages."""
+    if sel.kind == "surface":
+        return " and ".join(str(p) for p in surface_paths(scan, sel.hemi, sel.derivative, sel.space))
+    return str(volume_paths(scan, sel.derivative, sel.space)[0])
+
+
+def _sizes(m: dict) -> str:
+    per = ", ".join(f"hemi-{h} {n}" for h, n in zip(m["hemis"], m["hemi_sizes"])) if len(m["hemis"]) > 1 else ""
+    return f"{m['has'].size} vertices/voxels" + (f" ({per})" if per else "")
 
 
 def _read(sel: Selection, scan, mask):

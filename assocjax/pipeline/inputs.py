@@ -228,9 +228,10 @@ def _listeners(ds, table, names, subjects, on_unsorted, pooled: bool):
                 problems[n] = "no usable scan"
                 continue
             scan, st = table[sub][n]
-            if n not in designs:
+            problem = _no_onset(scan, st)
+            if problem is None and n not in designs:
                 designs[n] = _design(ds, scan, st, on_unsorted)
-            problem = _timing_mismatch(designs[n], scan, st)
+            problem = problem or _timing_mismatch(designs[n], scan, st)
             if problem:
                 problems[n] = problem
             else:
@@ -292,9 +293,17 @@ def _check_delays(stories, cfg: ScoreConfig) -> None:
                          f"({rows} TRs after --data.trim-start {cfg.data.trim_start}); every design row would be empty")
 
 
+def _no_onset(scan: Scan, st: Story) -> str | None:
+    """Why this scan cannot place the story's words (its events file missing, empty or
+    without the story's audio), or None."""
+    if st.audio_onset is not None:
+        return None
+    where = (f"{scan.events} is empty or has no row for the story's audio" if scan.events is not None
+             else f"no events file {scan.sidecar.with_name(scan.stem + '_events.tsv')}")
+    return f"{scan.stem}: story {st.name!r} has no audio onset to place its words: {where}"
+
+
 def _design(ds: Narratives, scan: Scan, st: Story, on_unsorted: str) -> StoryDesign:
-    if st.audio_onset is None:
-        raise ValueError(f"{scan.stem}: story {st.name!r} has no audio onset (events.tsv) to place its words")
     transcript = ds.alignment(st, on_unsorted=on_unsorted)
     times, _ = transcript.times(st.audio_onset)
     return StoryDesign(st.name, transcript, times, st.audio_onset, st.onset_tr, st.n_trs, scan.tr, scan.n_trs_needed)

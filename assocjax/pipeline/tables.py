@@ -44,8 +44,9 @@ def regions(atlas: rois.Atlas | None, hemi_V: np.ndarray, keep_V: np.ndarray) ->
 
 
 def _joint_means(a_XV: np.ndarray, b_XV: np.ndarray, masks_RV: np.ndarray):
-    """Region means of a and b over the vertices where BOTH are finite: (X, R) each."""
-    ok = np.isfinite(a_XV) & np.isfinite(b_XV)
+    """Region means of a and b over the vertices where BOTH are finite: (X, R) each. Where b
+    is nowhere finite (no ceiling: a story with one listener) a is averaged where it is."""
+    ok = np.isfinite(a_XV) & (np.isfinite(b_XV) | ~np.isfinite(b_XV).any())
     both = np.where(ok, 1.0, np.nan)
     return rois.region_means(a_XV * both, masks_RV), rois.region_means(b_XV * both, masks_RV)
 
@@ -71,7 +72,8 @@ def subject_ceilings(ceil: dict, score_SV, masks_RV):
     """(score (S, R), ceiling (S, R)) of each subject's fit over the same vertices (module doc)."""
     loso = ceil["loso"]
     others = np.broadcast_to(others_reliability(ceil["split_half"], loso.shape[0]), loso.shape)
-    valid = np.isfinite(score_SV) & np.isfinite(loso) & np.isfinite(others)
+    has_ceiling = np.isfinite(loso) & np.isfinite(others)
+    valid = np.isfinite(score_SV) & (has_ceiling | ~has_ceiling.any())  # one listener: scores without a ceiling
     nan = np.where(valid, 1.0, np.nan)
     score, isc, rel = (rois.region_means(a * nan, masks_RV) for a in (score_SV, loso, others))
     with np.errstate(invalid="ignore", divide="ignore"):
