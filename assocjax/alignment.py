@@ -53,7 +53,7 @@ def tr_times(n_trs: int, tr: float, offset: float = 0.5) -> jnp.ndarray:
     return (jnp.arange(n_trs, dtype=jnp.float32) + offset) * tr
 
 
-def lanczos_matrix(word_times_W, tr_times_T, tr, window: int = 3, cutoff_mult: float = 1.0) -> jnp.ndarray:
+def lanczos_matrix(word_times_W, tr_times_N, tr, window: int = 3, cutoff_mult: float = 1.0) -> jnp.ndarray:
     """(T, W) Lanczos resampling weights (Huth lab `lanczosinterp2D` / `lanczosfun`).
 
     cutoff = cutoff_mult / tr, so the kernel's band limit is the TR's Nyquist rate. With
@@ -63,13 +63,13 @@ def lanczos_matrix(word_times_W, tr_times_T, tr, window: int = 3, cutoff_mult: f
     (divide by `lanczos_matrix(...).sum(1)` if a density-free average is wanted).
     """
     cutoff = cutoff_mult / tr
-    t_TW = (_float(tr_times_T)[:, None] - _float(word_times_W)[None, :]) * cutoff
-    at_zero = t_TW == 0
+    t_NW = (_float(tr_times_N)[:, None] - _float(word_times_W)[None, :]) * cutoff
+    at_zero = t_NW == 0
     # Safe denominator so neither value nor gradient becomes NaN at t == 0.
-    s = jnp.where(at_zero, 1.0, t_TW)
+    s = jnp.where(at_zero, 1.0, t_NW)
     val = window * jnp.sin(jnp.pi * s) * jnp.sin(jnp.pi * s / window) / (jnp.pi**2 * s**2)
     val = jnp.where(at_zero, 1.0, val)
-    return jnp.where(jnp.abs(t_TW) > window, 0.0, val)
+    return jnp.where(jnp.abs(t_NW) > window, 0.0, val)
 
 
 def _tr_bins(times_W, n_trs: int, tr):
@@ -89,28 +89,28 @@ def _downsample(features_WD, word_times_W, tr, n_trs, method, window, offset):
     k, valid = _tr_bins(times, n_trs, tr)
     n_dropped = jnp.sum(~valid).astype(jnp.int32)
     if method == "lanczos":
-        w_TW = lanczos_matrix(times, tr_times(n_trs, tr, offset), tr, window)
-        w_TW = jnp.where(valid[None, :], w_TW, 0.0).astype(x.dtype)
-        return jnp.matmul(w_TW, x, precision=jax.lax.Precision.HIGHEST), n_dropped
+        w_NW = lanczos_matrix(times, tr_times(n_trs, tr, offset), tr, window)
+        w_NW = jnp.where(valid[None, :], w_NW, 0.0).astype(x.dtype)
+        return jnp.matmul(w_NW, x, precision=jax.lax.Precision.HIGHEST), n_dropped
     # Out-of-scan words go to an extra trash segment that is sliced off.
     seg = jnp.where(valid, k, n_trs)
-    count_T = jax.ops.segment_sum(jnp.ones_like(times), seg, num_segments=n_trs + 1)[:n_trs]
+    count_N = jax.ops.segment_sum(jnp.ones_like(times), seg, num_segments=n_trs + 1)[:n_trs]
     if method in ("sum", "mean"):
-        sum_TD = jax.ops.segment_sum(x, seg, num_segments=n_trs + 1)[:n_trs]
+        sum_ND = jax.ops.segment_sum(x, seg, num_segments=n_trs + 1)[:n_trs]
         if method == "sum":
-            return sum_TD, n_dropped
-        return sum_TD / jnp.maximum(count_T, 1.0)[:, None], n_dropped
+            return sum_ND, n_dropped
+        return sum_ND / jnp.maximum(count_N, 1.0)[:, None], n_dropped
     # "last": latest onset, ties broken by transcript order (stable sort), via max rank.
     order_W = jnp.argsort(times, stable=True)
     rank_W = jnp.zeros_like(order_W).at[order_W].set(jnp.arange(times.shape[0], dtype=order_W.dtype))
-    last_rank_T = jax.ops.segment_max(rank_W, seg, num_segments=n_trs + 1)[:n_trs]
-    src_T = order_W[jnp.clip(last_rank_T, 0, times.shape[0] - 1)]
-    return jnp.where((count_T > 0)[:, None], x[src_T], 0.0), n_dropped
+    last_rank_N = jax.ops.segment_max(rank_W, seg, num_segments=n_trs + 1)[:n_trs]
+    src_N = order_W[jnp.clip(last_rank_N, 0, times.shape[0] - 1)]
+    return jnp.where((count_N > 0)[:, None], x[src_N], 0.0), n_dropped
 
 
 def downsample(features_WD, word_times_W, n_trs: int, tr, method: str = "lanczos", window: int = 3,
                offset: float = 0.5) -> tuple[jnp.ndarray, jnp.ndarray]:
-    """Resample word features onto TRs -> (x_TD, n_dropped).
+    """Resample word features onto TRs -> (x_ND, n_dropped).
 
     "lanczos": Huth-style `lanczos_matrix` evaluated at `tr_times(n_trs, tr, offset)`.
     "mean"/"sum"/"last": word w belongs to TR k when k*tr <= onset_w < (k+1)*tr; empty TRs
@@ -139,7 +139,7 @@ def run_ids_from_lengths(lengths) -> jnp.ndarray:
     return jnp.asarray(np.repeat(np.arange(lengths.size, dtype=np.int32), lengths))
 
 
-def fir_delays(x_TD, delays: tuple[int, ...] = (1, 2, 3, 4), run_ids_T=None) -> jnp.ndarray:
+def fir_delays(x_ND, delays: tuple[int, ...] = (1, 2, 3, 4), run_ids_N=None) -> jnp.ndarray:
     """(T, D*len(delays)) finite-impulse-response design; block j is x delayed by delays[j].
 
     Delay d > 0: out[t] = x[t-d] (the response now depends on the stimulus d TRs ago);
@@ -148,12 +148,12 @@ def fir_delays(x_TD, delays: tuple[int, ...] = (1, 2, 3, 4), run_ids_T=None) -> 
     leaks into the next story's start. delays must be static under jit.
     """
     delays = tuple(int(d) for d in delays)
-    x = jnp.asarray(x_TD)
+    x = jnp.asarray(x_ND)
     n = x.shape[0]
     t = jnp.arange(n)
-    runs = jnp.zeros(n, jnp.int32) if run_ids_T is None else jnp.asarray(run_ids_T)
+    runs = jnp.zeros(n, jnp.int32) if run_ids_N is None else jnp.asarray(run_ids_N)
     if runs.shape != (n,):
-        raise ValueError(f"run_ids_T {runs.shape} must have one entry per row of x_TD {x.shape}")
+        raise ValueError(f"run_ids_N {runs.shape} must have one entry per row of x_ND {x.shape}")
     blocks = []
     for d in delays:
         src = t - d
@@ -163,31 +163,31 @@ def fir_delays(x_TD, delays: tuple[int, ...] = (1, 2, 3, 4), run_ids_T=None) -> 
     return jnp.concatenate(blocks, axis=1)
 
 
-def trim(x_TD, start: int, end: int) -> jnp.ndarray:
+def trim(x_ND, start: int, end: int) -> jnp.ndarray:
     """Drop `start` rows at the beginning and `end` at the end of a single run."""
-    n = x_TD.shape[0]
+    n = x_ND.shape[0]
     if start < 0 or end < 0 or start + end > n:
         raise ValueError(f"cannot trim start={start}, end={end} from {n} rows")
-    return x_TD[start:n - end]
+    return x_ND[start:n - end]
 
 
-def trim_mask(run_ids_T, start: int, end: int, n_runs: int) -> jnp.ndarray:
+def trim_mask(run_ids_N, start: int, end: int, n_runs: int) -> jnp.ndarray:
     """(T,) bool: rows kept after dropping `start`/`end` rows of every (contiguous) run."""
-    runs = jnp.asarray(run_ids_T)
+    runs = jnp.asarray(run_ids_N)
     t = jnp.arange(runs.shape[0])
-    first_R = jax.ops.segment_min(t, runs, num_segments=n_runs)
-    last_R = jax.ops.segment_max(t, runs, num_segments=n_runs)
-    return (t - first_R[runs] >= start) & (t <= last_R[runs] - end)
+    first_U = jax.ops.segment_min(t, runs, num_segments=n_runs)
+    last_U = jax.ops.segment_max(t, runs, num_segments=n_runs)
+    return (t - first_U[runs] >= start) & (t <= last_U[runs] - end)
 
 
-def trim_runs(x_TD, run_ids_T, start: int, end: int):
-    """Per-run `trim` -> (x_KD, run_ids_K, keep_T). Host-side (the output length is data-dependent)."""
-    runs = np.asarray(run_ids_T)
+def trim_runs(x_ND, run_ids_N, start: int, end: int):
+    """Per-run `trim` -> (x_ND, run_ids_N, keep_N). Host-side (the output length is data-dependent)."""
+    runs = np.asarray(run_ids_N)
     n_runs = int(runs.max()) + 1 if runs.size else 0
     keep = np.asarray(trim_mask(runs, start, end, n_runs))
     if n_runs and np.setdiff1d(np.unique(runs), np.unique(runs[keep])).size:
         raise ValueError(f"trimming start={start}, end={end} removes every row of some run")
-    return jnp.asarray(x_TD)[keep], jnp.asarray(runs[keep]), jnp.asarray(keep)
+    return jnp.asarray(x_ND)[keep], jnp.asarray(runs[keep]), jnp.asarray(keep)
 
 
 CONSTANT_POLICIES = ("one", "nan")
@@ -222,8 +222,8 @@ def _std(var_D, meansq_D, constant: str = "one", xp=jnp):
     return xp.where(flat, 1.0 if constant == "one" else xp.nan, xp.sqrt(xp.where(flat, 1.0, var_D)))
 
 
-def zscore_fit(x_TD, mask_T=None, constant: str = "one") -> tuple:
-    """Column (mean_D, std_D) from the rows where mask_T is true (population std, ddof=0).
+def zscore_fit(x_ND, mask_N=None, constant: str = "one") -> tuple:
+    """Column (mean_D, std_D) from the rows where mask_N is true (population std, ddof=0).
 
     Fit on training rows only, so no statistic of the held-out stories leaks into the
     transform applied to them. constant: the std of a column that is constant over those
@@ -237,34 +237,34 @@ def zscore_fit(x_TD, mask_T=None, constant: str = "one") -> tuple:
     the result is bit-identical to `x[mask].mean(0)` / `x[mask].std(0)`.
     """
     _check_constant(constant)
-    xp = _namespace(x_TD)
-    x = _float_of(x_TD, xp)
-    if mask_T is not None and np.shape(mask_T) != (x.shape[0],):
-        raise ValueError(f"mask_T {np.shape(mask_T)} must have one entry per row of x_TD {x.shape}")
+    xp = _namespace(x_ND)
+    x = _float_of(x_ND, xp)
+    if mask_N is not None and np.shape(mask_N) != (x.shape[0],):
+        raise ValueError(f"mask_N {np.shape(mask_N)} must have one entry per row of x_ND {x.shape}")
     if xp is np:
-        rows = x if mask_T is None else x[np.asarray(mask_T, bool)]
+        rows = x if mask_N is None else x[np.asarray(mask_N, bool)]
         if rows.shape[0] == 0:
-            raise ValueError("zscore_fit: mask_T selects no rows")
+            raise ValueError("zscore_fit: mask_N selects no rows")
         mean = rows.mean(0)
         var = ((rows - mean) ** 2).mean(0)
         meansq = (rows**2).mean(0)
         return mean, _std(var, meansq, constant, np)
-    w = jnp.ones(x.shape[0], x.dtype) if mask_T is None else jnp.asarray(mask_T).astype(x.dtype)
+    w = jnp.ones(x.shape[0], x.dtype) if mask_N is None else jnp.asarray(mask_N).astype(x.dtype)
     n = jnp.sum(w)
     if _is_concrete(n) and float(n) == 0:
-        raise ValueError("zscore_fit: mask_T selects no rows")
+        raise ValueError("zscore_fit: mask_N selects no rows")
     mean = jnp.sum(x * w[:, None], axis=0) / n
     var = jnp.sum((x - mean) ** 2 * w[:, None], axis=0) / n
     meansq = jnp.sum(x**2 * w[:, None], axis=0) / n
     return mean, _std(var, meansq, constant)
 
 
-def zscore_apply(x_TD, mean_D, std_D):
+def zscore_apply(x_ND, mean_D, std_D):
     """(x - mean) / std with parameters from `zscore_fit` (NumPy in, NumPy out)."""
-    return (_float_of(x_TD, _namespace(x_TD)) - mean_D) / std_D
+    return (_float_of(x_ND, _namespace(x_ND)) - mean_D) / std_D
 
 
-def zscore_per_run(x_TD, run_ids_T, n_runs: int, constant: str = "one"):
+def zscore_per_run(x_ND, run_ids_N, n_runs: int, constant: str = "one"):
     """Z-score each run with its own column statistics (the usual per-story BOLD treatment).
 
     constant: what a column that is constant within a run becomes in that run's rows: "one"
@@ -274,20 +274,20 @@ def zscore_per_run(x_TD, run_ids_T, n_runs: int, constant: str = "one"):
     jit. NumPy input: `zscore_fit`/`zscore_apply` on each run's rows, on the host.
     """
     _check_constant(constant)
-    xp = _namespace(x_TD)
-    x = _float_of(x_TD, xp)
+    xp = _namespace(x_ND)
+    x = _float_of(x_ND, xp)
     if xp is np:
-        runs = np.asarray(run_ids_T)
+        runs = np.asarray(run_ids_N)
         out = np.full_like(x, np.nan)
         for r in range(n_runs):
             rows = runs == r
             if rows.any():
                 out[rows] = zscore_apply(x[rows], *zscore_fit(x[rows], constant=constant))
         return out
-    runs = jnp.asarray(run_ids_T)
-    count_R = jnp.maximum(jax.ops.segment_sum(jnp.ones(x.shape[0], x.dtype), runs, num_segments=n_runs), 1.0)
-    mean_RD = jax.ops.segment_sum(x, runs, num_segments=n_runs) / count_R[:, None]
-    centred = x - mean_RD[runs]
-    var_RD = jax.ops.segment_sum(centred**2, runs, num_segments=n_runs) / count_R[:, None]
-    meansq_RD = jax.ops.segment_sum(x**2, runs, num_segments=n_runs) / count_R[:, None]
-    return centred / _std(var_RD, meansq_RD, constant)[runs]
+    runs = jnp.asarray(run_ids_N)
+    count_U = jnp.maximum(jax.ops.segment_sum(jnp.ones(x.shape[0], x.dtype), runs, num_segments=n_runs), 1.0)
+    mean_UD = jax.ops.segment_sum(x, runs, num_segments=n_runs) / count_U[:, None]
+    centred = x - mean_UD[runs]
+    var_UD = jax.ops.segment_sum(centred**2, runs, num_segments=n_runs) / count_U[:, None]
+    meansq_UD = jax.ops.segment_sum(x**2, runs, num_segments=n_runs) / count_U[:, None]
+    return centred / _std(var_UD, meansq_UD, constant)[runs]

@@ -6,7 +6,7 @@ would reach a Pearson r of sqrt(reliability) against that group mean, so brain s
 (Pearson r against the group mean) are normalised by `max_r_from_reliability(rel)`, not by
 the reliability itself. `loso_isc` gives the per-subject view (subject vs. the rest).
 
-The ceilings take y_STV = (subjects, TRs, vertices), are pure and jit-able, and mark a
+The ceilings take y_SNV = (subjects, TRs, vertices), are pure and jit-able, and mark a
 vertex NaN when it has any NaN/Inf (e.g. medial wall) or no variance, without touching
 the result of any other vertex. `others_reliability` and `subject_max_r` turn a finished
 ceiling into per-subject ceilings (host-side NumPy on (V,) and (S, V) results).
@@ -24,8 +24,8 @@ from jax import lax
 from assocjax.stats import fisher_z_mean, pearson_r, spearman_brown
 
 
-def _check_y(y_STV, name: str = "y_STV") -> jnp.ndarray:
-    y = jnp.asarray(y_STV)
+def _check_y(y_SNV, name: str = "y_SNV") -> jnp.ndarray:
+    y = jnp.asarray(y_SNV)
     if y.ndim != 3:
         raise ValueError(f"{name} must be (subjects, TRs, vertices); got shape {y.shape}")
     if y.shape[0] < 2:
@@ -34,12 +34,12 @@ def _check_y(y_STV, name: str = "y_STV") -> jnp.ndarray:
     return y.astype(jnp.promote_types(y.dtype, jnp.float32))
 
 
-def _zero_nonfinite(y_STV: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:
+def _zero_nonfinite(y_SNV: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:
     # Every reduction here is per vertex, so NaN/Inf would stay in its own column anyway;
     # zeroing makes that hold whatever XLA does to the reductions, and lets bad vertices
     # be set NaN by rule instead of by however inf - inf happens to propagate.
-    bad_V = ~jnp.all(jnp.isfinite(y_STV), axis=(0, 1))
-    return jnp.where(bad_V, 0.0, y_STV), bad_V
+    bad_V = ~jnp.all(jnp.isfinite(y_SNV), axis=(0, 1))
+    return jnp.where(bad_V, 0.0, y_SNV), bad_V
 
 
 @partial(jax.jit, static_argnames=("n_subjects", "n_splits"))
@@ -57,7 +57,7 @@ def draw_splits(n_subjects: int, n_splits: int, seed: int | jnp.ndarray = 0) -> 
 
 @partial(jax.jit, static_argnames=("n_splits", "batch_size"))
 def split_half_ceiling(
-    y_STV: jnp.ndarray, n_splits: int = 100, seed: int | jnp.ndarray = 0, *, batch_size: int = 8
+    y_SNV: jnp.ndarray, n_splits: int = 100, seed: int | jnp.ndarray = 0, *, batch_size: int = 8
 ) -> jnp.ndarray:
     """Reliability of the S-subject mean response, per vertex: (V,).
 
@@ -73,7 +73,7 @@ def split_half_ceiling(
     NaN for vertices that are non-finite in any subject/TR or constant. Splits are
     processed `batch_size` at a time, so memory is about 2 * batch_size * T * V floats.
     """
-    y = _check_y(y_STV)
+    y = _check_y(y_SNV)
     if n_splits < 1:
         raise ValueError(f"n_splits must be >= 1; got {n_splits}")
     y, bad_V = _zero_nonfinite(y)
@@ -95,10 +95,10 @@ def split_half_ceiling(
     # compile a second copy of the body for the remainder, doubling compile time.
     bs = min(batch_size, n_splits)
     perms = jnp.concatenate([perms, perms[: -n_splits % bs]])
-    rel_NV = lax.map(one_split, perms, batch_size=bs)[:n_splits]
+    rel_IV = lax.map(one_split, perms, batch_size=bs)[:n_splits]
     # Zeroed vertices are constant, so pearson_r already gives NaN; stating it keeps the
     # rule independent of pearson_r's flatness threshold.
-    return jnp.where(bad_V, jnp.nan, fisher_z_mean(rel_NV, axis=0))
+    return jnp.where(bad_V, jnp.nan, fisher_z_mean(rel_IV, axis=0))
 
 
 def max_r_from_reliability(rel: jnp.ndarray) -> jnp.ndarray:
@@ -129,7 +129,7 @@ def subject_max_r(split_half_V: np.ndarray, loso_SV: np.ndarray) -> np.ndarray:
 
 
 @partial(jax.jit, static_argnames=("batch_size",))
-def loso_isc(y_STV: jnp.ndarray, *, batch_size: int = 8) -> jnp.ndarray:
+def loso_isc(y_SNV: jnp.ndarray, *, batch_size: int = 8) -> jnp.ndarray:
     """Leave-one-subject-out inter-subject correlation: (S, V).
 
     Entry [s, v] is Pearson r between subject s and the mean of the other S-1 subjects.
@@ -137,11 +137,11 @@ def loso_isc(y_STV: jnp.ndarray, *, batch_size: int = 8) -> jnp.ndarray:
     bounded and skewed, and z-averaging is what the split-half ceiling uses too.
     NaN for vertices that are non-finite in any subject/TR or constant.
     """
-    y = _check_y(y_STV)
+    y = _check_y(y_SNV)
     y, bad_V = _zero_nonfinite(y)
     S = y.shape[0]
-    total_TV = jnp.sum(y, axis=0)
-    isc_SV = lax.map(lambda y_TV: pearson_r(y_TV, (total_TV - y_TV) / (S - 1)), y, batch_size=min(batch_size, S))
+    total_NV = jnp.sum(y, axis=0)
+    isc_SV = lax.map(lambda y_NV: pearson_r(y_NV, (total_NV - y_NV) / (S - 1)), y, batch_size=min(batch_size, S))
     return jnp.where(bad_V[None, :], jnp.nan, isc_SV)
 
 
@@ -189,16 +189,16 @@ class CeilingResult:
 
 
 def noise_ceiling(
-    y_STV: jnp.ndarray, n_splits: int = 100, seed: int | jnp.ndarray = 0, min_ceiling: float = 0.05
+    y_SNV: jnp.ndarray, n_splits: int = 100, seed: int | jnp.ndarray = 0, min_ceiling: float = 0.05
 ) -> CeilingResult:
     """Split-half reliability, its Pearson-r ceiling and the mean LOSO ISC in one result."""
-    split_half = split_half_ceiling(y_STV, n_splits=n_splits, seed=seed)
+    split_half = split_half_ceiling(y_SNV, n_splits=n_splits, seed=seed)
     return CeilingResult(
         split_half=split_half,
         max_r=max_r_from_reliability(split_half),
-        loso_isc_mean=fisher_z_mean(loso_isc(y_STV), axis=0),
+        loso_isc_mean=fisher_z_mean(loso_isc(y_SNV), axis=0),
         seed=jnp.asarray(seed),
-        n_subjects=int(jnp.shape(y_STV)[0]),
+        n_subjects=int(jnp.shape(y_SNV)[0]),
         n_splits=n_splits,
         min_ceiling=min_ceiling,
     )

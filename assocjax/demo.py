@@ -53,13 +53,13 @@ def make_stimulus(cfg: DemoConfig, rng: np.random.Generator):
         x, _ = alignment.downsample(vocab[words], onsets, cfg.trs_per_story, cfg.tr, method="lanczos")
         blocks.append(np.asarray(x))
     run_ids = alignment.run_ids_from_lengths([cfg.trs_per_story] * cfg.n_stories)
-    x_TD = alignment.zscore_per_run(jnp.concatenate(blocks), run_ids, cfg.n_stories)
-    return x_TD, run_ids
+    x_ND = alignment.zscore_per_run(jnp.concatenate(blocks), run_ids, cfg.n_stories)
+    return x_ND, run_ids
 
 
-def make_bold(cfg: DemoConfig, x_TD, run_ids, rng: np.random.Generator):
+def make_bold(cfg: DemoConfig, x_ND, run_ids, rng: np.random.Generator):
     """(S, T, V) BOLD: one shared planted response + independent noise per subject."""
-    delayed = alignment.fir_delays(x_TD, cfg.delays, run_ids)
+    delayed = alignment.fir_delays(x_ND, cfg.delays, run_ids)
     w = rng.standard_normal((delayed.shape[1], cfg.n_voxels)).astype(np.float32)
     response = delayed @ w
     signal = np.asarray(alignment.zscore_apply(response, *alignment.zscore_fit(response)))
@@ -71,13 +71,13 @@ def make_bold(cfg: DemoConfig, x_TD, run_ids, rng: np.random.Generator):
 def run_demo(cfg: DemoConfig) -> dict:
     t0 = time.perf_counter()
     rng = np.random.default_rng(cfg.seed)
-    x_TD, run_ids = make_stimulus(cfg, rng)
-    bold_STV, noise_sd = make_bold(cfg, x_TD, run_ids, rng)
-    features = np.asarray(alignment.fir_delays(x_TD, cfg.delays, run_ids))
+    x_ND, run_ids = make_stimulus(cfg, rng)
+    bold_SNV, noise_sd = make_bold(cfg, x_ND, run_ids, rng)
+    features = np.asarray(alignment.fir_delays(x_ND, cfg.delays, run_ids))
     groups = np.asarray(run_ids)
-    mean_TV = bold_STV.mean(0)
-    score = brain_score(features, mean_TV, groups)
-    ceil = ceiling.noise_ceiling(jnp.asarray(bold_STV), n_splits=50, seed=cfg.seed)
+    mean_NV = bold_SNV.mean(0)
+    score = brain_score(features, mean_NV, groups)
+    ceil = ceiling.noise_ceiling(jnp.asarray(bold_SNV), n_splits=50, seed=cfg.seed)
     normalized = np.asarray(ceil.normalize(jnp.asarray(score.r)))
     expected_r = 1 / np.sqrt(1 + noise_sd**2 / cfg.n_subjects)  # planted signal has unit variance
     rows = [dict(voxel=v, r=float(score.r[v]), ceiling_reliability=float(ceil.split_half[v]), max_r=float(ceil.max_r[v]),

@@ -16,25 +16,25 @@ import jax.numpy as jnp
 import numpy as np
 
 
-def pearson_r(a_TV: jnp.ndarray, b_TV: jnp.ndarray, mask_T: jnp.ndarray | None = None) -> jnp.ndarray:
-    """Pearson r per column between a_TV and b_TV (time on axis 0).
+def pearson_r(a_NX: jnp.ndarray, b_NX: jnp.ndarray, mask_N: jnp.ndarray | None = None) -> jnp.ndarray:
+    """Pearson r per column between a_NX and b_NX (time on axis 0).
 
-    mask_T selects the rows that count (padding rows are excluded). A column that is
+    mask_N selects the rows that count (padding rows are excluded). A column that is
     constant in either input has no defined correlation and gets NaN, never 0 or inf.
     """
-    if mask_T is None:
-        mask_T = jnp.ones(a_TV.shape[0], dtype=a_TV.dtype)
-    w = mask_T.astype(a_TV.dtype)[:, None]
+    if mask_N is None:
+        mask_N = jnp.ones(a_NX.shape[0], dtype=a_NX.dtype)
+    w = mask_N.astype(a_NX.dtype)[:, None]
     n = jnp.sum(w)
-    a = (a_TV - jnp.sum(a_TV * w, axis=0) / n) * w
-    b = (b_TV - jnp.sum(b_TV * w, axis=0) / n) * w
+    a = (a_NX - jnp.sum(a_NX * w, axis=0) / n) * w
+    b = (b_NX - jnp.sum(b_NX * w, axis=0) / n) * w
     ss_a = jnp.sum(a * a, axis=0)
     ss_b = jnp.sum(b * b, axis=0)
     denom = jnp.sqrt(ss_a * ss_b)
     # A constant column still has a spread of rounding noise after centring (about eps *
     # |value| per entry): below (16 eps)^2 of its raw power it counts as constant.
-    tiny = (16 * jnp.finfo(a_TV.dtype).eps) ** 2
-    flat = (denom <= 0) | (ss_a <= tiny * jnp.sum(a_TV**2 * w, axis=0)) | (ss_b <= tiny * jnp.sum(b_TV**2 * w, axis=0))
+    tiny = (16 * jnp.finfo(a_NX.dtype).eps) ** 2
+    flat = (denom <= 0) | (ss_a <= tiny * jnp.sum(a_NX**2 * w, axis=0)) | (ss_b <= tiny * jnp.sum(b_NX**2 * w, axis=0))
     return jnp.where(flat, jnp.nan, jnp.sum(a * b, axis=0) / jnp.where(flat, 1.0, denom))
 
 
@@ -62,27 +62,27 @@ def bootstrap_indices(n_subjects: int, n_boot: int = 1000, seed: int = 0) -> np.
     return np.random.default_rng(seed).integers(0, n_subjects, size=(n_boot, n_subjects))
 
 
-def bootstrap_means(values_SR, idx_BS: np.ndarray) -> np.ndarray:
+def bootstrap_means(values_SR, idx_IS: np.ndarray) -> np.ndarray:
     """(B, R) mean over each resampled cohort of the finite subjects, per column (NaN where a
     resample holds no finite subject)."""
     m = np.asarray(values_SR, dtype=np.float64)
-    B, S = idx_BS.shape
+    B, S = idx_IS.shape
     # draws as counts, so a resample's mean is one matmul over all columns
-    counts_BS = np.bincount((idx_BS + S * np.arange(B)[:, None]).ravel(), minlength=B * S).reshape(B, S)
+    counts_IS = np.bincount((idx_IS + S * np.arange(B)[:, None]).ravel(), minlength=B * S).reshape(B, S)
     ok = np.isfinite(m)
     with np.errstate(invalid="ignore", divide="ignore"):
-        return (counts_BS @ np.where(ok, m, 0.0)) / (counts_BS @ ok)
+        return (counts_IS @ np.where(ok, m, 0.0)) / (counts_IS @ ok)
 
 
-def bootstrap_mean_ci(means_SR, idx_BS: np.ndarray, ci: float = 0.95):
+def bootstrap_mean_ci(means_SR, idx_IS: np.ndarray, ci: float = 0.95):
     """(mean over subjects, CI low, CI high, finite subjects) per column: the percentile CI of
     `bootstrap_means`. NaN subjects (e.g. no finite vertex in a region) are skipped, in the
     estimate and inside each resample."""
     m = np.asarray(means_SR, dtype=np.float64)
-    boot_BR = bootstrap_means(m, idx_BS)
+    boot_IR = bootstrap_means(m, idx_IS)
     with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        lo, hi = np.nanquantile(boot_BR, [(1 - ci) / 2, (1 + ci) / 2], axis=0)
+        lo, hi = np.nanquantile(boot_IR, [(1 - ci) / 2, (1 + ci) / 2], axis=0)
         return np.nanmean(m, axis=0), lo, hi, np.isfinite(m).sum(0)
 
 

@@ -227,7 +227,7 @@ def test_fir_matches_reference_signed_delays():
     out = al.fir_delays(x, delays, runs)
     assert out.shape == (20, 12)
     np.testing.assert_array_equal(out, ref)
-    out_j = jax.jit(al.fir_delays, static_argnames="delays")(x, delays=delays, run_ids_T=runs)
+    out_j = jax.jit(al.fir_delays, static_argnames="delays")(x, delays=delays, run_ids_N=runs)
     np.testing.assert_array_equal(out_j, ref)
     np.testing.assert_array_equal(al.fir_delays(x, (2, -1)), fir_reference(x, (2, -1), np.zeros(20)))
 

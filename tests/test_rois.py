@@ -210,8 +210,8 @@ def test_summary_mean_is_exact_and_tidy():
     assert list(df.columns) == ["region", "level", "hemi", "n_vertices", "mean", "ci_low", "ci_high", "n_subjects"]
 
 
-def _plain_bootstrap(m_S, idx_BS, ci=0.95):
-    boot = np.array([np.nanmean(m_S[i]) for i in idx_BS])
+def _plain_bootstrap(m_S, idx_IS, ci=0.95):
+    boot = np.array([np.nanmean(m_S[i]) for i in idx_IS])
     return np.quantile(boot, [(1 - ci) / 2, (1 + ci) / 2])
 
 

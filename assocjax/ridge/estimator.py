@@ -44,9 +44,9 @@ def _over_layers(fn):
 
 
 @partial(jax.jit, static_argnames=("solver", "fit_intercept"))
-def _prepare_layers(x_LNP, train_KR, test_KE, train_mask_KR, test_mask_KE, *, solver, fit_intercept):
+def _prepare_layers(x_LNP, train_KM, test_KE, train_mask_KR, test_mask_KE, *, solver, fit_intercept):
     def one(x):
-        folds = solvers.prepare_folds(x, train_KR, test_KE, train_mask_KR, test_mask_KE, solver=solver, fit_intercept=fit_intercept)
+        folds = solvers.prepare_folds(x, train_KM, test_KE, train_mask_KR, test_mask_KE, solver=solver, fit_intercept=fit_intercept)
         full, mu = solvers.prepare_full(x, solver=solver, fit_intercept=fit_intercept)
         return folds, full, mu
 
@@ -249,10 +249,10 @@ class _RidgeShell(_Params):
         chunk by chunk of targets (predictions for all targets are never held at once)."""
         design = self._test_design(X)
         n = design.shape[-2]
-        y_MT = np.asarray(Y).reshape(n, -1)
+        y_NT = np.asarray(Y).reshape(n, -1)
         score = partial(_score_chunk, scoring=self.scoring)
         out = self._by_target_chunks(lambda cols: score(design, *self._weights(cols), jax.device_put(
-            np.asarray(y_MT[:, cols], dtype=self.dtype))))
+            np.asarray(y_NT[:, cols], dtype=self.dtype))))
         return out.reshape(out.shape[:-1] + self._target_shape)
 
     def _test_design(self, X):
@@ -318,7 +318,7 @@ class RidgeCV(_RidgeShell):
         n, p = x_LNP.shape[1:]
         folds = make_folds(self.cv, n, groups)
         pf = pad_folds(folds, n)
-        solver = solvers.resolve_solver(self.solver, pf.train_KR.shape[1], p)
+        solver = solvers.resolve_solver(self.solver, pf.train_KM.shape[1], p)
 
         mesh = self._mesh()
         put = self._put(mesh)
@@ -385,9 +385,9 @@ def _predict_chunk(design, weights, y_mean):
 
 
 @partial(jax.jit, static_argnames="scoring")
-def _score_chunk(design, weights, y_mean, y_MT, *, scoring):
+def _score_chunk(design, weights, y_mean, y_NT, *, scoring):
     pred = _predict_chunk(design, weights, y_mean)
-    fn = (lambda p: pearson_r(p, y_MT)) if scoring == "r" else (lambda p: r2_score(y_MT, p))
+    fn = (lambda p: pearson_r(p, y_NT)) if scoring == "r" else (lambda p: r2_score(y_NT, p))
     return fn(pred) if pred.ndim == 2 else jax.vmap(fn)(pred)
 
 

@@ -79,7 +79,7 @@ class PaddedFolds(NamedTuple):
     """Fold indices padded to one shape; pad entries point past the data (index n_samples)
     so `jnp.take(..., mode="fill")` reads zeros there, and the masks drop them."""
 
-    train_KR: np.ndarray
+    train_KM: np.ndarray
     test_KE: np.ndarray
     train_mask_KR: np.ndarray
     test_mask_KE: np.ndarray

@@ -40,7 +40,7 @@ class NestedPlan(NamedTuple):
     inner_valid_KJ: jnp.ndarray
     tested_N: jnp.ndarray  # rows held out by some outer fold (the concatenated-r rows)
     alphas_A: jnp.ndarray
-    runs_NR: jnp.ndarray | None = None  # one-hot run of each row: targets z-scored per run inside each fold
+    runs_NU: jnp.ndarray | None = None  # one-hot run of each row: targets z-scored per run inside each fold
 
 
 class NestedResult(NamedTuple):
@@ -165,7 +165,7 @@ def _solve_tile(plan: NestedPlan, y_NT, score: str, return_predictions: bool):
 
     def one_outer(args):
         outer, inner, valid_J = args
-        y_NT, shift_NT, scale_NT = _standardize_runs(y_raw, plan.runs_NR, outer)
+        y_NT, shift_NT, scale_NT = _standardize_runs(y_raw, plan.runs_NU, outer)
 
         def add_inner_fold(j, acc):  # running nanmean of the inner folds' scores
             total, count = acc
@@ -201,31 +201,31 @@ def _solve_tile(plan: NestedPlan, y_NT, score: str, return_predictions: bool):
     return r_KT, r_T, best_KT.astype(jnp.int32), scatter(dev_KET + off_KET) if return_predictions else None
 
 
-def _standardize_runs(y_NT, runs_NR, outer: FoldSpec):
+def _standardize_runs(y_NT, runs_NU, outer: FoldSpec):
     """(z-scored targets, shift, scale) with per-run statistics of the fold's training rows
     (a run without training rows uses its own rows); (y, None, None) without runs. A target
     flat in a run's training rows has scale 0 there: it is zeroed and scored NaN."""
-    if runs_NR is None:
+    if runs_NU is None:
         return y_NT, None, None
     n = y_NT.shape[0]
-    train_N = jnp.zeros(n, y_NT.dtype).at[outer.train_idx_R].set(outer.train_mask_R.astype(y_NT.dtype), mode="drop")
-    w_NR = runs_NR * train_N[:, None]
-    w_NR = jnp.where(jnp.sum(w_NR, axis=0) > 0, w_NR, runs_NR)
-    count_R = jnp.maximum(jnp.sum(w_NR, axis=0), 1.0)[:, None]
+    train_N = jnp.zeros(n, y_NT.dtype).at[outer.train_idx_R].set(outer.train_mask_M.astype(y_NT.dtype), mode="drop")
+    w_NU = runs_NU * train_N[:, None]
+    w_NU = jnp.where(jnp.sum(w_NU, axis=0) > 0, w_NU, runs_NU)
+    count_U = jnp.maximum(jnp.sum(w_NU, axis=0), 1.0)[:, None]
     hi = jax.lax.Precision.HIGHEST
-    mean_RT = jnp.matmul(w_NR.T, y_NT, precision=hi) / count_R
-    shift_NT = jnp.matmul(runs_NR, mean_RT, precision=hi)
+    mean_UT = jnp.matmul(w_NU.T, y_NT, precision=hi) / count_U
+    shift_NT = jnp.matmul(runs_NU, mean_UT, precision=hi)
     c_NT = y_NT - shift_NT
-    sd_RT = jnp.sqrt(jnp.matmul(w_NR.T, c_NT * c_NT, precision=hi) / count_R)
-    sd_RT = jnp.where(sd_RT > 1e-6 * (jnp.abs(mean_RT) + 1.0), sd_RT, 0.0)
-    scale_NT = jnp.matmul(runs_NR, sd_RT, precision=hi)
+    sd_UT = jnp.sqrt(jnp.matmul(w_NU.T, c_NT * c_NT, precision=hi) / count_U)
+    sd_UT = jnp.where(sd_UT > 1e-6 * (jnp.abs(mean_UT) + 1.0), sd_UT, 0.0)
+    scale_NT = jnp.matmul(runs_NU, sd_UT, precision=hi)
     return jnp.where(scale_NT > 0, c_NT / jnp.where(scale_NT > 0, scale_NT, 1.0), 0.0), shift_NT, scale_NT
 
 
 def _refit_predict(outer: FoldSpec, y_NT, alpha_T):
     """Refit on the outer-training rows in spectral space -> (test predictions minus the
     intercept (E, T), the intercept = training mean (T,))."""
-    spec, trm = outer.spec, outer.train_mask_R
+    spec, trm = outer.spec, outer.train_mask_M
     ytr = jnp.take(y_NT, outer.train_idx_R, axis=0, mode="fill", fill_value=0)
     mu_T = solvers._masked_mean(ytr, trm)
     g_kT = spec.scale_k[:, None] / (spec.eig_k[:, None] + alpha_T[None, :])
@@ -248,7 +248,7 @@ def _tile_floats(plan: NestedPlan, return_predictions: bool) -> int:
     # Whole chunk: the cleaned/shifted targets, the held-out predictions scattered into
     # (N), Pearson's centred copies, and the outer folds' stacked test predictions (the
     # loop's carried and updated copies, and their per-row offsets).
-    runs = 4 * n if plan.runs_NR is not None else 0  # per-fold z-scored targets, their shift, scale, centred copy
+    runs = 4 * n if plan.runs_NU is not None else 0  # per-fold z-scored targets, their shift, scale, centred copy
     return 4 * n + runs + 3 * k_outer * e_out + max(inner, outer) + (n if return_predictions else 0)
 
 

@@ -42,7 +42,7 @@ class FoldSpec(NamedTuple):
     test_proj_Ek: jnp.ndarray  # P = X_test @ right, intercept-centred with train means
     train_idx_R: jnp.ndarray
     test_idx_E: jnp.ndarray
-    train_mask_R: jnp.ndarray
+    train_mask_M: jnp.ndarray
     test_mask_E: jnp.ndarray
 
 
@@ -51,19 +51,19 @@ def choose_solver(n_train: int, n_features: int) -> str:
     return "primal" if n_train >= n_features else "dual"
 
 
-def _primal(x_RP: jnp.ndarray) -> Spectral:
-    u, s, vt = jnp.linalg.svd(x_RP, full_matrices=False)
+def _primal(x_MP: jnp.ndarray) -> Spectral:
+    u, s, vt = jnp.linalg.svd(x_MP, full_matrices=False)
     return Spectral(u, s * s, s, vt.T)
 
 
-def _dual(x_RP: jnp.ndarray) -> Spectral:
-    lam, q = jnp.linalg.eigh(x_RP @ x_RP.T)
+def _dual(x_MP: jnp.ndarray) -> Spectral:
+    lam, q = jnp.linalg.eigh(x_MP @ x_MP.T)
     lam = jnp.maximum(lam, 0.0)
     # Directions at round-off level are the kernel's null space: exactly they carry no
     # signal, but in float32 their X_train.T q is noise that 1/alpha would amplify.
-    tol = jnp.max(lam) * jnp.finfo(lam.dtype).eps * x_RP.shape[0]
+    tol = jnp.max(lam) * jnp.finfo(lam.dtype).eps * x_MP.shape[0]
     keep = (lam > tol).astype(lam.dtype)
-    return Spectral(q, lam, keep, x_RP.T @ q)
+    return Spectral(q, lam, keep, x_MP.T @ q)
 
 
 class Solver(NamedTuple):
@@ -99,35 +99,35 @@ def resolve_solver(solver: str, n_train: int, n_features: int) -> str:
     return solver
 
 
-def spectral(x_RP: jnp.ndarray, solver: str) -> Spectral:
+def spectral(x_MP: jnp.ndarray, solver: str) -> Spectral:
     """Decompose a (centred, zero-padded) training design; padded zero rows are harmless."""
-    return get_solver(solver).decompose(x_RP)
+    return get_solver(solver).decompose(x_MP)
 
 
-def _masked_mean(a_RX: jnp.ndarray, mask_R: jnp.ndarray) -> jnp.ndarray:
-    w = mask_R.astype(a_RX.dtype)
-    return (w @ a_RX) / jnp.maximum(jnp.sum(w), 1.0)
+def _masked_mean(a_MX: jnp.ndarray, mask_M: jnp.ndarray) -> jnp.ndarray:
+    w = mask_M.astype(a_MX.dtype)
+    return (w @ a_MX) / jnp.maximum(jnp.sum(w), 1.0)
 
 
-def _centre(a_RX, mask_R, mean_X):
-    return (a_RX - mean_X) * mask_R[:, None].astype(a_RX.dtype)
+def _centre(a_MX, mask_M, mean_X):
+    return (a_MX - mean_X) * mask_M[:, None].astype(a_MX.dtype)
 
 
-def fold_spec(x_NP, train_R, test_E, train_mask_R, test_mask_E, *, solver: str, fit_intercept: bool) -> FoldSpec:
+def fold_spec(x_NP, train_M, test_E, train_mask_M, test_mask_E, *, solver: str, fit_intercept: bool) -> FoldSpec:
     """One fold's training design in spectral form, and its test rows projected on it."""
-    xtr = jnp.take(x_NP, train_R, axis=0, mode="fill", fill_value=0)
+    xtr = jnp.take(x_NP, train_M, axis=0, mode="fill", fill_value=0)
     xte = jnp.take(x_NP, test_E, axis=0, mode="fill", fill_value=0)
-    mu = _masked_mean(xtr, train_mask_R) if fit_intercept else jnp.zeros(x_NP.shape[1], x_NP.dtype)
-    xtr, xte = _centre(xtr, train_mask_R, mu), _centre(xte, test_mask_E, mu)
+    mu = _masked_mean(xtr, train_mask_M) if fit_intercept else jnp.zeros(x_NP.shape[1], x_NP.dtype)
+    xtr, xte = _centre(xtr, train_mask_M, mu), _centre(xte, test_mask_E, mu)
     sp = spectral(xtr, solver)
-    return FoldSpec(sp, xte @ sp.right_Pk, train_R, test_E, train_mask_R, test_mask_E)
+    return FoldSpec(sp, xte @ sp.right_Pk, train_M, test_E, train_mask_M, test_mask_E)
 
 
 @partial(jax.jit, static_argnames=("solver", "fit_intercept"))
-def prepare_folds(x_NP, train_KR, test_KE, train_mask_KR, test_mask_KE, *, solver: str, fit_intercept: bool) -> FoldSpec:
+def prepare_folds(x_NP, train_KM, test_KE, train_mask_KR, test_mask_KE, *, solver: str, fit_intercept: bool) -> FoldSpec:
     """Decompose every fold's training design once; reused by all chunks of targets."""
     one = partial(fold_spec, x_NP, solver=solver, fit_intercept=fit_intercept)
-    return jax.lax.map(lambda f: one(*f), (train_KR, test_KE, train_mask_KR, test_mask_KE))
+    return jax.lax.map(lambda f: one(*f), (train_KM, test_KE, train_mask_KR, test_mask_KE))
 
 
 def gains(spec: Spectral, alphas_A: jnp.ndarray) -> jnp.ndarray:
@@ -155,7 +155,7 @@ def _lin_quad(p_Ek, g_Ak, uty_kT, target_ET):
 
 def fold_scores(fold: FoldSpec, y_NT: jnp.ndarray, alphas_A: jnp.ndarray, *, score: str, fit_intercept: bool) -> jnp.ndarray:
     """Score (Pearson r or R^2) on the fold's test rows for every alpha and target: (A, T)."""
-    trm, tem = fold.train_mask_R, fold.test_mask_E
+    trm, tem = fold.train_mask_M, fold.test_mask_E
     ytr = jnp.take(y_NT, fold.train_idx_R, axis=0, mode="fill", fill_value=0)
     yte = jnp.take(y_NT, fold.test_idx_E, axis=0, mode="fill", fill_value=0)
     mu_tr = _masked_mean(ytr, trm) if fit_intercept else jnp.zeros(y_NT.shape[1], y_NT.dtype)
