@@ -79,6 +79,15 @@ class Config:
     """keep the run's --cache-dir (word features, per-layer results)"""
     record: Path | None = None
     """also append the JSON record (one line) to this file"""
+    peer_targets: int = 0
+    """after the run, solve this many of its targets (all fits x the first vertices) with assocjax and with
+    himalaya side by side (`himalaya_side_by_side`); 0: no peer"""
+    peer_batch: int | None = None
+    """himalaya's n_targets_batch (unset: all targets at once)"""
+    peer_backend: str = "numpy"
+    """himalaya backend of the peer: numpy, torch, torch_cuda"""
+    generate_subjects: int | None = None
+    """generate only the first N listed subjects of the story (a smaller dataset, e.g. on a lent GPU machine)"""
 
 
 # ---------------------------------------------------------------- measuring a process tree
@@ -167,9 +176,10 @@ def ensure_dataset(cfg: Config) -> tuple[Path, dict]:
     n = _listed_subjects(cfg.metadata, cfg.story)
     if n == 0:
         raise ValueError(f"no participant in {cfg.metadata}/participants.tsv lists story {cfg.story!r}")
+    n = min(n, cfg.generate_subjects or n)
     args = ["--from-metadata", str(cfg.metadata), "--stories", cfg.story, "--n-subjects", str(n),
             "--space", cfg.space, "--seed", str(cfg.seed)]
-    final = cfg.work / "data" / f"{cfg.story}-{cfg.space}-seed{cfg.seed}"
+    final = cfg.work / "data" / (f"{cfg.story}-{cfg.space}-seed{cfg.seed}" + (f"-first{n}" if cfg.generate_subjects else ""))
     done = final / "generation.json"
     if done.is_file():
         rec = json.loads(done.read_text())
@@ -350,10 +360,72 @@ def run_score(cfg: Config, root: Path, model: Path, extra: list[str]) -> dict:
 
 
 def himalaya_side_by_side(cfg: Config, root: Path, model: Path, record: dict) -> dict:
-    """TO BE WRITTEN (issue 12, the lead): the same ridge problem as `record`'s run solved by
-    himalaya in the same process/machine, for a peer time and peak-memory ratio. Not called
-    by main(); nothing here is implemented yet."""
-    raise NotImplementedError("himalaya side-by-side: not written yet (issue 12)")
+    """The run's ridge problem on a slice of its targets, solved by assocjax's pipeline solver
+    (`fitting.solve_layer`) and by himalaya's KernelRidgeCV in the nested procedure a
+    researcher writes with it (benchmarks/himalaya_nested.py), in this process, one after the
+    other: same design (the first scored layer's, as score.py builds it), same BOLD (the
+    pipeline's per-story z-scored responses), same buffered folds and alphas. Returns both
+    times, the per-target rates, the ratio, and the largest |dr| between them (himalaya fits
+    an intercept on z-scored features; assocjax also z-scores each target per story inside
+    every fold: small differences are expected and reported, not hidden)."""
+    import jax
+
+    from assocjax.pipeline import DataOptions, FeatureOptions, ModelOptions, ScoreConfig
+    from assocjax.pipeline import budget as budget_mod
+    from assocjax.pipeline.bold import prepare
+    from assocjax.pipeline.design import layer_design, word_feats
+    from assocjax.pipeline.fitting import fitting, solve_layer
+    from assocjax.pipeline.inputs import select
+    from assocjax.models import load_pretrained
+    from himalaya_nested import himalaya_brain_score
+
+    layer = record["peer_layer"]
+    cache = Path(record["folder"]) / "peer-cache"
+    subjects = tuple(json.loads((root / "manifest.json").read_text())["tasks"][cfg.story]["included_subjects"])
+    subjects = subjects[: cfg.n_subjects] if cfg.n_subjects else subjects
+    sc = ScoreConfig(output=Path(record["folder"]) / "peer-output", cache_dir=cache,
+                     data=DataOptions(root=root, tasks=(cfg.story,), space=cfg.space, subjects=subjects),
+                     model=ModelOptions(path=str(model)), features=FeatureOptions(layers=(layer,)), progress=False)
+    sel = select(sc, root, str(model), cfg.space)
+    (g,) = sel.groups()
+    t0 = time.perf_counter()
+    bold = prepare(g, cache, sc.data.trim_start)
+    fit = fitting(sc, g, budget_mod.memory_budget(cfg.memory_gb))
+    lm, tok = load_pretrained(g.model_folder)
+    feats = word_feats(lm, tok, g, sc.features, cache / "features")
+    x = layer_design(feats, g, layer, sc.features, sc.data.trim_start)
+    prep_s = time.perf_counter() - t0
+    f = fit.fits(bold)
+    width = max(1, min(bold.n_vertices, cfg.peer_targets // f))
+    y = np.asarray(bold.chunk(0, width, fit.runs, fit.per_subject)).reshape(bold.n_rows, -1)   # (N, F * width)
+    ok = np.isfinite(y).all(0)
+    times = {}
+    for name in ("assocjax", "himalaya", "assocjax"):  # ours twice: the first call compiles
+        t = time.perf_counter()
+        if name == "assocjax":
+            got = solve_layer(x, bold, fit, vertices=(0, width))
+            jax.block_until_ready(got["r_folds"])
+            ours = got["r_folds"].reshape(len(fit.folds.outer), -1)
+        else:
+            peer = himalaya_brain_score(x, np.where(ok, y, 0.0).astype(np.float32), fit.folds, fit.alphas,
+                                        backend=cfg.peer_backend, targets_batch=cfg.peer_batch)
+        times.setdefault(name, []).append(time.perf_counter() - t)
+    n_t = f * width
+    dr = np.abs(np.nanmean(ours, 0) - np.nanmean(peer["r_folds"], 0))[ok]
+    out = dict(layer=layer, targets=n_t, fits=f, vertices=width, rows=int(bold.n_rows), design_columns=int(x.shape[1]),
+               outer_folds=len(fit.folds.outer), alphas=len(fit.alphas), prepare_s=round(prep_s, 1),
+               assocjax_s=[round(v, 2) for v in times["assocjax"]], himalaya_s=round(times["himalaya"][0], 2),
+               assocjax_us_per_target=round(1e6 * times["assocjax"][-1] / n_t, 1),
+               himalaya_us_per_target=round(1e6 * times["himalaya"][0] / n_t, 1),
+               ratio=round(times["himalaya"][0] / times["assocjax"][-1], 2),
+               max_abs_dr=float(np.nanmax(dr)), median_abs_dr=float(np.nanmedian(dr)),
+               himalaya_batch=cfg.peer_batch, himalaya_backend=cfg.peer_backend, devices=[str(d) for d in jax.devices()],
+               load_avg=_machine()["load_avg"])
+    print(f"peer slice: {n_t} targets ({f} fits x {width} vertices), layer {layer}: assocjax "
+          f"{out['assocjax_s'][-1]} s, himalaya {out['himalaya_s']} s -> himalaya/assocjax = {out['ratio']}x; "
+          f"max |dr| {out['max_abs_dr']:.2g}", flush=True)
+    shutil.rmtree(cache, ignore_errors=True)
+    return out
 
 
 def main(cfg: Config, extra: list[str]) -> dict | None:
@@ -366,6 +438,10 @@ def main(cfg: Config, extra: list[str]) -> dict | None:
         return None
     record = run_score(cfg, root, model, shlex.split(cfg.extra) + extra)
     record["generation"] = {k: gen[k] for k in ("wall_s", "peak_rss_gib", "max_rss_gib", "bytes_gib", "n_scans")}
+    if cfg.peer_targets and record["returncode"] == 0:
+        record["peer_layer"] = cfg.layers[0] if cfg.layers else 9
+        record["peer"] = himalaya_side_by_side(cfg, root, model, record)
+        Path(record["folder"], "record.json").write_text(json.dumps(record, indent=1, default=str) + "\n")
     line = json.dumps(record, default=str)
     print(json.dumps(record, indent=1, default=str))
     if cfg.record is not None:

@@ -183,7 +183,7 @@ def ridge_cv_problem(cfg, x, y, groups, alphas):
     rows = [row(f"assocjax RidgeCV ({solver})", wall, cpu, (wall, cpu), 1.0, 0.0, 0.0)]
     for peer in cfg.peers:
         if peer.startswith("himalaya"):
-            backend = {"himalaya-numpy": "numpy", "himalaya-torch": "torch"}[peer]
+            backend = {"himalaya-numpy": "numpy", "himalaya-torch": "torch", "himalaya-torch-cuda": "torch_cuda"}[peer]
             kernel = solver == "dual"
             w, c, alpha, r = run_himalaya(backend, x, y, alphas, folds, cfg.peer_repeats, cfg.himalaya_chunk, kernel)
             rows.append(row(f"{peer} {'KernelRidgeCV' if kernel else 'RidgeCV'}", w, c, (wall, cpu),
@@ -237,7 +237,7 @@ def nested_problem(cfg, x, y, groups, alphas):
     wall, cpu, ours = timed(score, cfg.repeats)
     rows = [row(f"assocjax brain_score ({solver})", wall, cpu, (wall, cpu), 1.0, 0.0, 0.0)]
     for peer in cfg.peers:
-        backend = {"himalaya-numpy": "numpy", "himalaya-torch": "torch"}[peer]
+        backend = {"himalaya-numpy": "numpy", "himalaya-torch": "torch", "himalaya-torch-cuda": "torch_cuda"}[peer]
         w, c, h = timed(lambda: himalaya_brain_score(x, y, folds, alphas, backend, cfg.himalaya_chunk), cfg.peer_repeats)
         rows.append(row(f"{peer} KernelRidgeCV per outer fold", w, c, (wall, cpu),
                         **compare(h["best_alphas"], ours.best_alphas, h["r_folds"], ours.r_folds)))
