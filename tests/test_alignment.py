@@ -338,5 +338,5 @@ def test_zscore_rejects_a_bad_policy_and_a_mask_of_another_length():
     x = np.ones((5, 2))
     with pytest.raises(ValueError, match="constant must be one of"):
         al.zscore_fit(x, constant="zero")
-    with pytest.raises(ValueError, match=r"mask_T \(4,\) must have one entry per row"):
+    with pytest.raises(ValueError, match=r"mask_N \(4,\) must have one entry per row"):
         al.zscore_fit(jnp.asarray(x), np.ones(4, bool))
