@@ -22,6 +22,7 @@ import numpy as np
 from jax import lax
 
 from assocjax.stats import fisher_z_mean, pearson_r, spearman_brown
+from .numerics import exact_matmuls
 
 
 def _check_y(y_SNV, name: str = "y_SNV") -> jnp.ndarray:
@@ -42,6 +43,7 @@ def _zero_nonfinite(y_SNV: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:
     return jnp.where(bad_V, 0.0, y_SNV), bad_V
 
 
+@exact_matmuls
 @partial(jax.jit, static_argnames=("n_subjects", "n_splits"))
 def draw_splits(n_subjects: int, n_splits: int, seed: int | jnp.ndarray = 0) -> jnp.ndarray:
     """(n_splits, n_subjects) int permutations; row[:n_subjects // 2] is half A, the rest half B.
@@ -55,6 +57,7 @@ def draw_splits(n_subjects: int, n_splits: int, seed: int | jnp.ndarray = 0) -> 
     )
 
 
+@exact_matmuls
 @partial(jax.jit, static_argnames=("n_splits", "batch_size"))
 def split_half_ceiling(
     y_SNV: jnp.ndarray, n_splits: int = 100, seed: int | jnp.ndarray = 0, *, batch_size: int = 8
@@ -128,6 +131,7 @@ def subject_max_r(split_half_V: np.ndarray, loso_SV: np.ndarray) -> np.ndarray:
         return np.where(others > 0, loso_SV / np.sqrt(np.where(others > 0, others, 1.0)), np.nan).astype(np.float32)
 
 
+@exact_matmuls
 @partial(jax.jit, static_argnames=("batch_size",))
 def loso_isc(y_SNV: jnp.ndarray, *, batch_size: int = 8) -> jnp.ndarray:
     """Leave-one-subject-out inter-subject correlation: (S, V).

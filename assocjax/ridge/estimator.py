@@ -30,6 +30,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from ..stats import pearson_r, r2_score  # r2_score: also re-exported by assocjax.ridge
 from . import solvers
 from .folds import Fold, make_folds, pad_folds
+from ..numerics import exact_matmuls
 
 DEFAULT_ALPHAS = tuple(np.logspace(-1, 7, 9).tolist())
 
@@ -43,6 +44,7 @@ def _over_layers(fn):
     return mapped
 
 
+@exact_matmuls
 @partial(jax.jit, static_argnames=("solver", "fit_intercept"))
 def _prepare_layers(x_LNP, train_KM, test_KE, train_mask_KR, test_mask_KE, *, solver, fit_intercept):
     def one(x):
@@ -53,12 +55,14 @@ def _prepare_layers(x_LNP, train_KM, test_KE, train_mask_KR, test_mask_KE, *, so
     return jax.lax.map(one, x_LNP)
 
 
+@exact_matmuls
 @partial(jax.jit, static_argnames=("solver", "score", "fit_intercept"))
 def _solve_layers(folds_L, full_L, mean_LP, y_NT, alphas_A, *, solver, score, fit_intercept):
     step = partial(solvers.solve_chunk, solver=solver, score=score, fit_intercept=fit_intercept)
     return _over_layers(step)((folds_L, full_L, mean_LP), y_NT, alphas_A)
 
 
+@exact_matmuls
 @partial(jax.jit, static_argnames=("solver", "fit_intercept"))
 def _prepare_full_layers(x_LNP, *, solver, fit_intercept):
     return jax.lax.map(lambda x: solvers.prepare_full(x, solver=solver, fit_intercept=fit_intercept), x_LNP)
@@ -72,6 +76,7 @@ def _refit_one(full, x_mean_P, y_NT, alpha_1, *, solver, fit_intercept):
     return solvers.nan_where_masked(fit, finite_T), jnp.sum(~finite_T)
 
 
+@exact_matmuls
 @partial(jax.jit, static_argnames=("solver", "fit_intercept"))
 def _refit_layers(full_L, mean_LP, y_NT, alpha_1, *, solver, fit_intercept):
     step = partial(_refit_one, solver=solver, fit_intercept=fit_intercept)
@@ -366,11 +371,13 @@ class Ridge(_RidgeShell):
         return self
 
 
+@exact_matmuls
 @jax.jit
 def _matmul(a, b):
     return a @ b
 
 
+@exact_matmuls
 @jax.jit
 def _test_design(x, x_mean, x_train):
     xc = x - x_mean[..., None, :]
@@ -379,11 +386,13 @@ def _test_design(x, x_mean, x_train):
     return xc @ jnp.swapaxes(x_train - x_mean[..., None, :], -1, -2)  # dual: kernel with the training rows
 
 
+@exact_matmuls
 @jax.jit
 def _predict_chunk(design, weights, y_mean):
     return design @ weights + y_mean[..., None, :]
 
 
+@exact_matmuls
 @partial(jax.jit, static_argnames="scoring")
 def _score_chunk(design, weights, y_mean, y_NT, *, scoring):
     pred = _predict_chunk(design, weights, y_mean)

@@ -28,6 +28,7 @@ from ..stats import pearson_r
 from . import solvers
 from .folds import NestedFolds, pad_folds
 from .solvers import FoldSpec
+from ..numerics import exact_matmuls
 
 
 class NestedPlan(NamedTuple):
@@ -110,6 +111,7 @@ def _stack(trees):
     return jax.tree.map(lambda *a: jnp.stack(a), *trees)
 
 
+@exact_matmuls
 @partial(jax.jit, static_argnames=("solver", "standardize"))
 def _prepare_one(x_NP, *, pout, pin, solver, standardize):
     def one_outer(args):
@@ -131,6 +133,7 @@ def _lean(fold: FoldSpec) -> FoldSpec:
     return fold._replace(spec=fold.spec._replace(right_Pk=None))
 
 
+@exact_matmuls
 @partial(jax.jit, static_argnames=("score", "return_predictions", "tile"))
 def solve_nested(plan: NestedPlan, y_NT, score: str = "r", return_predictions: bool = False,
                  tile: int | None = None) -> NestedResult:

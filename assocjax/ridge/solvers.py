@@ -22,6 +22,7 @@ from typing import Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
+from ..numerics import exact_matmuls
 
 SCORES = ("r", "r2")
 
@@ -123,6 +124,7 @@ def fold_spec(x_NP, train_M, test_E, train_mask_M, test_mask_E, *, solver: str, 
     return FoldSpec(sp, xte @ sp.right_Pk, train_M, test_E, train_mask_M, test_mask_E)
 
 
+@exact_matmuls
 @partial(jax.jit, static_argnames=("solver", "fit_intercept"))
 def prepare_folds(x_NP, train_KM, test_KE, train_mask_KR, test_mask_KE, *, solver: str, fit_intercept: bool) -> FoldSpec:
     """Decompose every fold's training design once; reused by all chunks of targets."""
@@ -199,6 +201,7 @@ def refit(spec: Spectral, y_NT, x_mean_P, alpha_T, *, fit_intercept: bool, solve
     return Fit(get_solver(solver).weights(spec, w), x_mean_P, y_mean)
 
 
+@exact_matmuls
 @partial(jax.jit, static_argnames=("solver", "fit_intercept"))
 def prepare_full(x_NP, *, solver: str, fit_intercept: bool):
     """Spectral form of the whole training design (for the refit) and its feature means."""
@@ -225,6 +228,7 @@ def nan_where_masked(fit: Fit, finite_T) -> Fit:
     return Fit(fit.weights + nan_T[None, :], fit.x_mean_P, fit.y_mean_T + nan_T)
 
 
+@exact_matmuls
 @partial(jax.jit, static_argnames=("solver", "score", "fit_intercept"))
 def solve_chunk(folds: FoldSpec, full: Spectral, x_mean_P, y_NT, alphas_A, *, solver: str, score: str, fit_intercept: bool):
     """CV scores, per-target alpha and refit for one chunk of targets, in one compiled call.

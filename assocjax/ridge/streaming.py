@@ -21,6 +21,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from .estimator import DEFAULT_ALPHAS
 from .folds import nested_folds
 from .nested import NestedPlan, prepare_nested, solve_nested, target_chunk_for
+from ..numerics import exact_matmuls
 
 DEFAULT_MEMORY_GB = 2.0
 CPU_TILE = 1024
@@ -123,6 +124,7 @@ def brain_score(X, Y, groups: Sequence, alphas: Sequence[float] = DEFAULT_ALPHAS
                       predictions=shape(preds) if preds is not None else None, buffer=folds.buffer)
 
 
+@exact_matmuls
 @partial(jax.jit, static_argnames=("score", "return_predictions", "tile"))
 def _solve_layers(plan_L: NestedPlan, y_NT, *, score, return_predictions, tile):
     """Every layer's design for one chunk of targets, one layer at a time (bounded memory)."""
