@@ -51,7 +51,8 @@ def test_null_ar1_ceiling_is_near_zero(null_run):
 
 def test_run_records_the_protocol(null_run):
     _, run = null_run
-    cv = run["cv"]
+    (story,) = run["stories"].values()  # one story: its own fit group
+    cv = story["cv"]
     assert cv["chunks_per_story"] == 4 and cv["buffer_trs"] == 12 and cv["trim_start"] == 6
     assert cv["rows_per_story"] == {"storya": 294}
     assert "training rows only" in cv["bold_zscore"]
