@@ -5,8 +5,12 @@ score pipeline's tables use the same regions, means and bootstrap).
 
 Every atlas becomes one `Atlas`: an integer label per vertex (left hemisphere first, then
 right, as in the fMRI data) or per voxel, a key -> name table, and the hemisphere of each
-entry. Region groups name atlas labels, never keys, so they survive re-ordered colour
-tables; they live in `REGION_GROUPS` only.
+entry. Surface atlases: FreeSurfer .annot pairs (Destrieux, synthetic) and GIfTI .label.gii
+pairs (HCP-MMP, as Narratives ships it), `load_surface_atlas`; volumes: Harvard-Oxford
+cortical + subcortical NIfTI (`load_harvard_oxford`, `load_harvard_oxford_fsl`). Region
+groups name atlas labels, never keys, so they survive re-ordered colour tables; they live in
+`REGION_GROUPS` only, each meaning the same anatomy on every atlas (`GROUP_ANATOMY`,
+`region_table`).
 """
 from __future__ import annotations
 
@@ -23,32 +27,60 @@ from .stats import bootstrap_indices, bootstrap_mean_ci
 
 ALL = "__all_labels__"  # every label of the atlas except the EXCLUDED ones (whole hemisphere)
 
-# group -> atlas source -> label names. Destrieux names are the aparc.a2009s annot names
-# (FreeSurferColorLUT 11100-11175 without the ctx_lh_ prefix); the hippocampus is no surface
-# label there, so its MTL is the parahippocampal gyrus. Harvard-Oxford: cortical atlas names
-# (it has no sulci, so no frontal_sulcus). HCP-MMP: Glasser 2016 area names, hemisphere
-# prefix and _ROI suffix stripped (see _canonical).
+# group -> atlas source -> label names; a group means the same anatomy on every atlas
+# (GROUP_ANATOMY; the README's table is `region_table()`). Destrieux: the aparc.a2009s annot
+# names (FreeSurferColorLUT 11100-11175 without the ctx_lh_ prefix). Harvard-Oxford: the
+# cortical atlas's names, plus the subcortical atlas's hippocampus and amygdala
+# (`load_harvard_oxford(subcortical=...)`); it has no sulci, so no frontal_sulcus. HCP-MMP:
+# Glasser 2016 area names, hemisphere prefix and _ROI suffix stripped (see _canonical),
+# chosen by the sections of Glasser et al.'s supplementary neuroanatomical results.
+# Surface atlases have no amygdala, and hippocampus only as HCP's surface area H.
+GROUP_ANATOMY: dict[str, str] = {
+    "mtl": "medial temporal lobe: hippocampal formation, entorhinal, perirhinal and parahippocampal "
+           "cortex; amygdala where the atlas has it (volumes)",
+    "parietal": "inferior parietal lobule (angular and supramarginal gyri), intraparietal sulcus, "
+                "superior parietal lobule, precuneus",
+    "frontal_gyrus": "lateral prefrontal gyri: inferior (pars opercularis, triangularis, orbitalis where "
+                     "labelled), middle and superior frontal gyrus",
+    "frontal_sulcus": "the frontal sulci: inferior (with the inferior frontal junction), middle, superior "
+                      "where labelled",
+    "language": "inferior frontal gyrus pars opercularis and triangularis, lateral superior temporal "
+                "gyrus, superior temporal sulcus, middle temporal gyrus, temporal pole, angular gyrus",
+    "visual_control": "early visual cortex (V1-V4): occipital pole, calcarine sulcus, cuneus, lingual gyrus",
+    "cortex": "every label (a hemisphere with hemi L / R)",
+}
 REGION_GROUPS: dict[str, dict[str, tuple[str, ...]]] = {
     "mtl": {
+        # the parahippocampal gyrus label holds entorhinal and parahippocampal cortex
         "destrieux": ("G_oc-temp_med-Parahip",),
-        "harvard_oxford": ("Parahippocampal Gyrus, anterior division", "Parahippocampal Gyrus, posterior division"),
-        "hcp_mmp": ("H", "EC", "PreS", "PeEc", "PHA1", "PHA2", "PHA3"),
+        "harvard_oxford": ("Parahippocampal Gyrus, anterior division", "Parahippocampal Gyrus, posterior division",
+                           "Hippocampus", "Amygdala"),
+        # Glasser's "medial temporal cortex" section
+        "hcp_mmp": ("H", "PreS", "EC", "PeEc", "PHA1", "PHA2", "PHA3"),
         "synthetic": ("mtl_hippocampus", "mtl_parahippocampal"),
     },
     "parietal": {
-        "destrieux": ("G_pariet_inf-Angular", "G_pariet_inf-Supramar", "G_parietal_sup",
+        "destrieux": ("G_pariet_inf-Angular", "G_pariet_inf-Supramar", "S_interm_prim-Jensen", "G_parietal_sup",
                       "S_intrapariet_and_P_trans", "G_precuneus"),
         "harvard_oxford": ("Angular Gyrus", "Supramarginal Gyrus, anterior division",
                            "Supramarginal Gyrus, posterior division", "Superior Parietal Lobule", "Precuneous Cortex"),
-        "hcp_mmp": ("PGi", "PGs", "PGp", "PF", "PFm", "PFop", "PFt", "IP0", "IP1", "IP2"),
+        # Glasser's inferior and superior parietal sections (7Am and 7Pm: the precuneus's medial
+        # area 7) and the rest of the precuneus, 7m and PCV; area 31 and 23 (31pd, 31pv, 31a,
+        # v23ab, d23ab) are posterior cingulate, as in Destrieux's G_cingul-Post-dorsal
+        "hcp_mmp": ("PGi", "PGs", "PGp", "PF", "PFm", "PFop", "PFt", "IP0", "IP1", "IP2",
+                    "7AL", "7PL", "7Am", "7Pm", "7PC", "LIPv", "LIPd", "VIP", "MIP", "AIP", "7m", "PCV"),
         "synthetic": ("parietal_angular",),
     },
     "frontal_gyrus": {
         "destrieux": ("G_front_inf-Opercular", "G_front_inf-Triangul", "G_front_inf-Orbital",
                       "G_front_middle", "G_front_sup"),
+        # pars orbitalis is no label of its own here
         "harvard_oxford": ("Inferior Frontal Gyrus, pars triangularis", "Inferior Frontal Gyrus, pars opercularis",
                            "Middle Frontal Gyrus", "Superior Frontal Gyrus"),
-        "hcp_mmp": ("44", "45", "47l"),
+        # the gyral areas of Glasser's inferior frontal section (its IFS / IFJ areas are
+        # frontal_sulcus) and his dorsolateral prefrontal section (middle and superior frontal gyrus)
+        "hcp_mmp": ("44", "45", "47l", "p47r",
+                    "8C", "8Av", "8Ad", "i6-8", "s6-8", "SFL", "8BL", "9p", "9a", "p9-46v", "a9-46v", "46", "9-46d"),
         "synthetic": ("frontal_ifg",),
     },
     "frontal_sulcus": {
@@ -61,13 +93,19 @@ REGION_GROUPS: dict[str, dict[str, tuple[str, ...]]] = {
         "harvard_oxford": ("Inferior Frontal Gyrus, pars triangularis", "Inferior Frontal Gyrus, pars opercularis",
                            "Temporal Pole", "Superior Temporal Gyrus, anterior division",
                            "Superior Temporal Gyrus, posterior division", "Middle Temporal Gyrus, anterior division",
-                           "Middle Temporal Gyrus, posterior division", "Angular Gyrus"),
-        "hcp_mmp": ("44", "45", "47l", "55b", "STSda", "STSdp", "STSva", "STSvp", "STGa", "TGd", "PSL", "PGi"),
+                           "Middle Temporal Gyrus, posterior division",
+                           "Middle Temporal Gyrus, temporooccipital part", "Angular Gyrus"),
+        # 44/45; lateral STG (STGa, A4, A5); STS; MTG (TE1*); temporal pole (TGd, TGv); angular
+        # gyrus (PG*). Not 55b (premotor), 47l (pars orbitalis) or PSL (Sylvian fissure): the
+        # other atlases' language group has no such anatomy
+        "hcp_mmp": ("44", "45", "STGa", "A4", "A5", "STSda", "STSdp", "STSva", "STSvp", "TE1a", "TE1m", "TE1p",
+                    "TGd", "TGv", "PGi", "PGs", "PGp"),
         "synthetic": ("language_stg",),
     },
     "visual_control": {
-        "destrieux": ("Pole_occipital", "S_calcarine", "G_cuneus", "G_occipital_middle", "G_occipital_sup"),
-        "harvard_oxford": ("Occipital Pole", "Intracalcarine Cortex", "Supracalcarine Cortex", "Cuneal Cortex"),
+        "destrieux": ("Pole_occipital", "S_calcarine", "G_cuneus", "G_oc-temp_med-Lingual"),
+        "harvard_oxford": ("Occipital Pole", "Intracalcarine Cortex", "Supracalcarine Cortex", "Cuneal Cortex",
+                           "Lingual Gyrus"),
         "hcp_mmp": ("V1", "V2", "V3", "V4"),
         "synthetic": ("visual_control",),
     },
@@ -77,6 +115,12 @@ REGION_GROUPS: dict[str, dict[str, tuple[str, ...]]] = {
 # labels that are not cortex: left out of "cortex" and of per-label summaries
 EXCLUDED = {"destrieux": ("Unknown", "Medial_wall"), "synthetic": ("unknown", "medial_wall"),
             "hcp_mmp": ("???",), "harvard_oxford": ("Background",)}
+# the Harvard-Oxford subcortical structures an atlas takes in (hemisphere prefix dropped); its
+# white matter, "cerebral cortex", ventricles, deep nuclei and brain stem are no group's anatomy.
+# They count in per-label summaries, not in "cortex".
+HO_SUBCORTICAL = ("Hippocampus", "Amygdala")
+ATLAS_TITLES = {"destrieux": "Destrieux (aparc.a2009s)", "hcp_mmp": "HCP-MMP (Glasser 2016)",
+                "harvard_oxford": "Harvard-Oxford (cortical + subcortical)"}
 _HEMI = {"L": "L", "lh": "L", "left": "L", "R": "R", "rh": "R", "right": "R"}
 
 
@@ -130,6 +174,16 @@ def load_annot(lh_path, rh_path, source: str | None = None) -> Atlas:
     return _from_hemis(parts, source or _infer_source(Path(lh_path)))
 
 
+def load_surface_atlas(lh_path, rh_path) -> Atlas:
+    """A per-hemisphere pair of FreeSurfer .annot or GIfTI .label.gii files -> Atlas (source
+    from the file name, as `load_annot`; a .label.gii is HCP-MMP unless its name says otherwise)."""
+    lh = Path(lh_path)
+    if lh.name.endswith(".label.gii"):
+        src = _infer_source(lh)
+        return load_gifti_labels(lh_path, rh_path, src if src in REGION_GROUPS["cortex"] else "hcp_mmp")
+    return load_annot(lh_path, rh_path)
+
+
 def load_destrieux(label_dir) -> Atlas:
     d = Path(label_dir)
     return load_annot(d / "lh.aparc.a2009s.annot", d / "rh.aparc.a2009s.annot", "destrieux")
@@ -154,15 +208,30 @@ def _ho_names(names) -> dict[int, str]:
     return {i: str(n) for i, n in enumerate(names)}  # nilearn style: names[value], 0 = Background
 
 
-def load_harvard_oxford(img, names, mask=None, source: str = "harvard_oxford") -> Atlas:
+def _nifti(img):
+    return nib.load(str(img)) if isinstance(img, (str, Path)) else img
+
+
+def _structure(name: str) -> str:
+    return re.sub(r"^(Left|Right) ", "", name.strip())
+
+
+def load_harvard_oxford(img, names, mask=None, source: str = "harvard_oxford", subcortical=None) -> Atlas:
     """MNI label image (path or NIfTI) + names (list indexed by value, dict, or FSL .xml).
 
     The cortical maxprob atlas labels both hemispheres alike, so hemi comes from the world
     x coordinate (x < 0 is left). mask (3D bool array or image on the same grid) selects
     voxels in the order data[mask], as nilearn's maskers do; without it every voxel counts.
+    subcortical: (image, names) of the Harvard-Oxford subcortical atlas on the same grid; its
+    HO_SUBCORTICAL structures ("Left Hippocampus" -> "Hippocampus") label their voxels, over any
+    cortical label (the cortical atlas has none for them), and its other labels are left out.
     """
-    img = nib.load(str(img)) if isinstance(img, (str, Path)) else img
+    img = _nifti(img)
     data = np.asarray(img.dataobj).astype(np.int64)
+    table = _ho_names(names)
+    data = np.where(np.isin(data, list(table)), data, -1)
+    if subcortical is not None:
+        data = _add_subcortical(data, table, img, *subcortical)
     ijk = np.indices(data.shape).reshape(3, -1).T
     x = nib.affines.apply_affine(img.affine, ijk)[:, 0].reshape(data.shape)
     sel = np.ones(data.shape, bool) if mask is None else np.asarray(
@@ -170,9 +239,44 @@ def load_harvard_oxford(img, names, mask=None, source: str = "harvard_oxford") -
     if sel.shape != data.shape:
         raise ValueError(f"mask shape {sel.shape} != atlas shape {data.shape}; resample the atlas to the "
                          "data grid first (nilearn.image.resample_to_img(..., interpolation='nearest'))")
-    table = _ho_names(names)
-    keys = np.where(np.isin(data[sel], list(table)), data[sel], -1)
-    return Atlas(keys, table, np.where(x[sel] < 0, "L", "R"), source)
+    return Atlas(data[sel], table, np.where(x[sel] < 0, "L", "R"), source)
+
+
+def _add_subcortical(data: np.ndarray, table: dict[int, str], img, sub_img, sub_names) -> np.ndarray:
+    sub_img = _nifti(sub_img)
+    if sub_img.shape[:3] != data.shape or not np.allclose(sub_img.affine, img.affine):
+        raise ValueError(f"the subcortical atlas ({sub_img.shape[:3]}) is not on the cortical atlas's grid "
+                         f"({data.shape}, same affine); use the same resolution of both")
+    sub = np.asarray(sub_img.dataobj).astype(np.int64)
+    found = set()
+    for value, name in _ho_names(sub_names).items():
+        structure = _structure(name)
+        if structure not in HO_SUBCORTICAL:
+            continue
+        key = next((k for k, n in table.items() if n == structure), max([*table, 0]) + 1)
+        table[key] = structure
+        data = np.where(sub == value, key, data)
+        found.add(structure)
+    missing = [s for s in HO_SUBCORTICAL if s not in found]
+    if missing:
+        raise ValueError(f"the subcortical atlas's names have no {missing} (Left/Right prefix allowed): "
+                         "is it the Harvard-Oxford subcortical atlas?")
+    return data
+
+
+def load_harvard_oxford_fsl(atlas_dir, mask=None, threshold: int = 25, resolution_mm: int = 2) -> Atlas:
+    """The Harvard-Oxford cortical maxprob atlas with the subcortical hippocampus and amygdala
+    from FSL's files, offline: atlas_dir is $FSLDIR/data/atlases (or nilearn's download,
+    nilearn_data/fsl/data/atlases), holding HarvardOxford/HarvardOxford-{cort,sub}-maxprob-
+    thr{threshold}-{resolution_mm}mm.nii.gz and HarvardOxford-{Cortical,Subcortical}.xml."""
+    d = Path(atlas_dir)
+    tail = f"maxprob-thr{threshold}-{resolution_mm}mm.nii.gz"
+    files = [d / "HarvardOxford" / f"HarvardOxford-cort-{tail}", d / "HarvardOxford-Cortical.xml",
+             d / "HarvardOxford" / f"HarvardOxford-sub-{tail}", d / "HarvardOxford-Subcortical.xml"]
+    missing = [str(f) for f in files if not f.is_file()]
+    if missing:
+        raise FileNotFoundError(f"Harvard-Oxford atlas files not found: {', '.join(missing)}")
+    return load_harvard_oxford(files[0], files[1], mask=mask, subcortical=(files[2], files[3]))
 
 
 def fetch_destrieux(data_dir=None) -> Atlas:
@@ -185,10 +289,12 @@ def fetch_destrieux(data_dir=None) -> Atlas:
 
 
 def fetch_harvard_oxford(atlas_name: str = "cort-maxprob-thr25-2mm", data_dir=None, mask=None) -> Atlas:
-    """Online only (untested offline): nilearn's Harvard-Oxford download -> load_harvard_oxford."""
+    """Online only (untested offline): nilearn's Harvard-Oxford download, the cortical atlas
+    and the subcortical one of the same threshold and resolution -> load_harvard_oxford."""
     from nilearn import datasets
     d = datasets.fetch_atlas_harvard_oxford(atlas_name, data_dir=data_dir)
-    return load_harvard_oxford(d["maps"], list(d["labels"]), mask=mask)
+    sub = datasets.fetch_atlas_harvard_oxford(atlas_name.replace("cort-", "sub-"), data_dir=data_dir)
+    return load_harvard_oxford(d["maps"], list(d["labels"]), mask=mask, subcortical=(sub["maps"], list(sub["labels"])))
 
 
 def _label_keys(atlas: Atlas, group: str, strict: bool) -> list[int]:
@@ -200,13 +306,30 @@ def _label_keys(atlas: Atlas, group: str, strict: bool) -> list[int]:
                          f"defined for: {sorted(by_src)}")
     wanted = by_src[atlas.source]
     if wanted == (ALL,):
-        drop = set(EXCLUDED.get(atlas.source, ()))
+        drop = set(EXCLUDED.get(atlas.source, ())) | set(HO_SUBCORTICAL if atlas.source == "harvard_oxford" else ())
         return [k for k, n in atlas.names.items() if n not in drop]
     key_of = {n: k for k, n in atlas.names.items()}
     missing = [n for n in wanted if n not in key_of]
     if missing and (strict or len(missing) == len(wanted)):
         raise ValueError(f"group {group!r}: labels missing from the {atlas.source} atlas: {missing}")
     return [key_of[n] for n in wanted if n in key_of]
+
+
+def region_table(sources: Sequence[str] = tuple(ATLAS_TITLES)) -> str:
+    """The Markdown table of every region group's labels per atlas source (the README holds it)."""
+    def cell(group: str, src: str) -> str:
+        names = REGION_GROUPS[group].get(src)
+        if names is None:
+            return "-"
+        if names == (ALL,):
+            left_out = EXCLUDED.get(src, ()) + (HO_SUBCORTICAL if src == "harvard_oxford" else ())
+            return "every label but " + ", ".join(f"`{n}`" for n in left_out)
+        return ", ".join(f"`{n}`" for n in names)
+
+    rows = ["| group | anatomy | " + " | ".join(ATLAS_TITLES.get(s, s) for s in sources) + " |",
+            "|---|---|" + "---|" * len(sources)]
+    rows += [f"| {g} | {GROUP_ANATOMY[g]} | " + " | ".join(cell(g, s) for s in sources) + " |" for g in REGION_GROUPS]
+    return "\n".join(rows) + "\n"
 
 
 def _hemi_mask(hemi_V: np.ndarray | None, hemi: str | None) -> np.ndarray | bool:

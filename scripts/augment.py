@@ -10,6 +10,9 @@
     # the length-matched random control, content from other stories
     python scripts/augment.py random-match --augmentation aug/pieman-gpt4.json --align .../pieman/align.csv \
         --pool-align .../tunnel/align.csv .../lucy/align.csv --seed 0 --out aug/pieman-random.json
+    # the shuffled control: the same associations, permuted across the same anchors
+    python scripts/augment.py random-match --kind shuffled --augmentation aug/pieman-gpt4.json \
+        --align .../pieman/align.csv --seed 0 --out aug/pieman-shuffled.json
     python scripts/augment.py validate aug/pieman-gpt4.json --align .../pieman/align.csv   # exit 1 on error
     python scripts/augment.py show aug/pieman-gpt4.json --align .../pieman/align.csv
     # synthetic data: the true augmentation (the planted associates) and its random controls
@@ -38,7 +41,7 @@ from assocjax.augment.replies import ReplyStore, replies_path
 from assocjax.augment.generate import ChatGenerator, GenerationError, LMGenerator, generate_augmentation
 from assocjax.augment.manual import import_json, parse_inline
 from assocjax.augment.oracle import write_oracle
-from assocjax.augment.random_control import pool_from_alignments, random_match
+from assocjax.augment.random_control import pool_from_alignments, random_match, shuffled_control
 from assocjax.augment.sentences import DEFAULT_GAP_S, boundary_source, story_sentence_ends
 from assocjax.augment.stories import load_story
 from assocjax.augment.summary import summary_text
@@ -180,29 +183,47 @@ class Import(StoryArgs):
 
 @dataclasses.dataclass(kw_only=True)
 class RandomMatch(StoryArgs):
-    """The length-matched random control of an augmentation, its content drawn from other stories."""
+    """A random control of an augmentation: length-matched text from other stories (--kind other-story),
+    or the same insertion texts shuffled across the same anchors (--kind shuffled)."""
 
     augmentation: Path
     """The associative augmentation to match."""
-    pool_align: tuple[Path, ...]
-    """Alignments of other stories whose words fill the control."""
     out: Path
+    kind: Literal["other-story", "shuffled"] = "other-story"
+    """other-story: content drawn from --pool-align; shuffled: the augmentation's own texts, each moved to
+    another anchor of its level (same words and form, wrong place)."""
+    pool_align: tuple[Path, ...] = ()
+    """other-story: alignments of other stories whose words fill the control."""
     seed: int = 0
     positions: Literal["matched", "random"] = "matched"
-    """Insert at the same anchors, or at seeded random ones (sentence level: random sentence ends)."""
+    """other-story: insert at the same anchors, or at seeded random ones (sentence level: random sentence ends)."""
     tokenizer: Path | None = None
-    """Tokenizer folder: match lengths in its tokens (default: in words)."""
+    """other-story: tokenizer folder; match lengths in its tokens (default: in words)."""
     gap_s: float = DEFAULT_GAP_S
 
     def run(self) -> int:
+        if self.kind == "shuffled":
+            other = [flag for flag, given in (("--pool-align", bool(self.pool_align)),
+                                              ("--positions random", self.positions != "matched"),
+                                              ("--tokenizer", self.tokenizer is not None)) if given]
+            if other:
+                raise ValueError(f"{', '.join(other)}: only for --kind other-story; --kind shuffled keeps the "
+                                 "augmentation's own texts and anchors")
         name, t, align_path = self.load()
         aug = fmt.load(self.augmentation, t.words)
-        pool = pool_from_alignments(self.pool_align, t.words, name)
-        ends = story_sentence_ends(t, align_path, self.gap_s)
-        control = random_match(aug, t.words, pool, self.seed, self.positions, _tokenizer(self.tokenizer), ends,
-                               pool_name=",".join(p.resolve().parent.name for p in self.pool_align))
+        if self.kind == "shuffled":
+            control = shuffled_control(aug, t.words, self.seed)
+            stuck = control.provenance["unmoved"]
+            detail = f"{stuck} could not move" if stuck else "every text moved"
+        else:
+            pool = pool_from_alignments(self.pool_align, t.words, name)
+            ends = story_sentence_ends(t, align_path, self.gap_s)
+            control = random_match(aug, t.words, pool, self.seed, self.positions, _tokenizer(self.tokenizer), ends,
+                                   pool_name=",".join(p.resolve().parent.name for p in self.pool_align))
+            detail = f"{control.n_inserted_words} words"
         fmt.save(control, self.out, t.words)
-        print(f"wrote {self.out}: {len(control.insertions)} random insertions, {control.n_inserted_words} words, "
+        label = "shuffled" if self.kind == "shuffled" else "random"
+        print(f"wrote {self.out}: {len(control.insertions)} {label} insertions, {detail}, "
               f"matched to {aug.id}, id {control.id}")
         return 0
 

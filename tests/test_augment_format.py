@@ -1,4 +1,5 @@
-"""The augmentation core: file format, inline annotations, sentence ends, random control."""
+"""The augmentation core: file format, inline annotations, sentence ends, random controls."""
+import itertools
 import json
 import os
 
@@ -9,7 +10,7 @@ from conftest import SHARED
 from assocjax import stimuli
 from assocjax.augment import format as fmt
 from assocjax.augment.manual import import_json, normalize, parse_inline
-from assocjax.augment.random_control import random_match, token_count
+from assocjax.augment.random_control import random_match, shuffled_control, token_count
 from assocjax.augment.sentences import find_transcript, sentence_ends, story_sentence_ends
 from assocjax.augment.stories import dataset_alignment
 
@@ -370,6 +371,72 @@ def test_random_control_errors(gpt2_tok):
         random_match(aug, words, list("abcdefghij"), seed=0, positions="random", sentence_ends=[4, 9])
     with pytest.raises(ValueError, match="different story"):
         random_match(aug, words[::-1], list("abcdefghij"), seed=0)
+
+
+# ---------------------------------------------------------------------------- shuffled control
+
+
+def _pairs(aug):
+    return sorted((i.anchor, i.level, i.text) for i in aug.insertions)
+
+
+def test_shuffled_control_moves_every_text_and_keeps_texts_and_anchors():
+    words = [f"w{k}" for k in range(60)]
+    ends = np.arange(4, 60, 5)
+    word_texts = ["doctor, nurse", "ambulance", "river, bank, fish", "snow", "doctor, nurse", "lamp"]
+    ins = [fmt.Insertion(int(e), f"Sentence number {k} was here.", "sentence", "model") for k, e in enumerate(ends)]
+    ins += [fmt.Insertion(a, t, "word", "model") for a, t in zip([7, 7, 13, 21, 30, 41], word_texts)]
+    aug = fmt.Augmentation("story", fmt.story_hash(words), len(words), tuple(ins), {"generator": "test"})
+    ctl = shuffled_control(aug, words, seed=3)
+    fmt.validate(ctl, words)
+    assert sorted(i.text for i in ctl.insertions) == sorted(i.text for i in aug.insertions)
+    assert sorted((i.anchor, i.level) for i in ctl.insertions) == sorted((i.anchor, i.level) for i in aug.insertions)
+    for level in ("sentence", "word"):  # texts move within their level: a comma list stays after a word
+        assert sorted(i.text for i in ctl.insertions if i.level == level) == sorted(
+            i.text for i in aug.insertions if i.level == level)
+    before = {(i.anchor, i.text) for i in aug.insertions}
+    assert not before & {(i.anchor, i.text) for i in ctl.insertions}  # no text left where it was (anchor 7 too)
+    assert ctl.source == "random" and all(i.after_word == words[i.anchor] for i in ctl.insertions)
+    p = ctl.provenance
+    assert (p["generator"], p["kind"], p["matched_to"], p["seed"], p["unmoved"]) == (
+        "shuffled_control", "shuffled", aug.id, 3, 0)
+    assert p["condition"] == "shuffled-mixed"
+    again, other = shuffled_control(aug, words, seed=3), shuffled_control(aug, words, seed=4)
+    assert again == ctl and again.id == ctl.id and other.id != ctl.id
+    assert _pairs(other) != _pairs(ctl)
+
+
+def test_shuffled_control_unmoved_is_the_least_possible():
+    """Checked against every permutation on small augmentations with repeated anchors and texts,
+    where single swaps can get stuck; a lone insertion of its level cannot move."""
+    words = [f"w{k}" for k in range(8)]
+    rng = np.random.default_rng(0)
+    for _ in range(60):
+        n = int(rng.integers(1, 7))
+        anchors, texts = rng.integers(0, 3, n).tolist(), rng.choice(["x y", "z", "q, r"], n).tolist()
+        aug = fmt.Augmentation("s", fmt.story_hash(words), 8,
+                               tuple(fmt.Insertion(a, t, "word", "manual") for a, t in zip(anchors, texts)), {})
+        before = {(i.anchor, i.text) for i in aug.insertions}
+        slots = [i.anchor for i in aug.insertions]
+        texts = [i.text for i in aug.insertions]
+        least = min(sum((a, texts[j]) in before for a, j in zip(slots, perm))
+                    for perm in itertools.permutations(range(n)))
+        ctl = shuffled_control(aug, words, seed=int(rng.integers(1000)))
+        assert sorted(i.text for i in ctl.insertions) == sorted(texts) and [i.anchor for i in ctl.insertions] == slots
+        assert ctl.provenance["unmoved"] == sum((i.anchor, i.text) in before for i in ctl.insertions) == least
+    lone = fmt.Augmentation("s", fmt.story_hash(words), 8, (fmt.Insertion(2, "a b", "sentence", "model"),
+                                                              fmt.Insertion(3, "c", "word", "model"),
+                                                              fmt.Insertion(5, "d", "word", "model")), {})
+    ctl = shuffled_control(lone, words, seed=0)
+    assert [i.text for i in ctl.insertions] == ["a b", "d", "c"] and ctl.provenance["unmoved"] == 1
+
+
+def test_shuffled_control_errors():
+    aug = make_aug()
+    with pytest.raises(ValueError, match="different story"):
+        shuffled_control(aug, WORDS[::-1], seed=0)
+    with pytest.raises(ValueError, match="seed must be an int"):
+        shuffled_control(aug, WORDS, seed=1.5)
 
 
 # ---------------------------------------------------------------------------- story lookup

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from assocjax.augment import format as fmt
+from assocjax.augment.random_control import shuffled_control
 from assocjax.augment.chat import ChatClient, ChatError
 from assocjax.augment.generate import (SENTENCE_TEMPLATE, ChatGenerator, GenerationError, LMGenerator, attempt_seed,
                                        clean_reply, generate_augmentation, is_content_word)
@@ -512,6 +513,30 @@ def test_cli_generate_random_match_validate_show(cli, stub, stories, tmp_path, c
     first = aug.insertions[0]
     assert "story: tiny" in text and f"sentence/model: {len(aug.insertions)}" in text
     assert f"{words[first.anchor - 1]} {words[first.anchor]} [{first.text}] {words[first.anchor + 1]}" in text
+
+
+def test_cli_random_match_shuffled_round_trip(cli, stories, tmp_path, capsys):
+    words, story, pool = stories
+    ins = tuple(fmt.Insertion(a, t, "word", "model") for a, t in ((2, "doctor, nurse"), (5, "river"), (9, "snow, ice")))
+    aug = fmt.Augmentation("tiny", fmt.story_hash(words), len(words), ins, {"generator": "test"})
+    src = fmt.save(aug, tmp_path / "aug.json", words)
+    out = tmp_path / "out" / "tiny-shuffled.json"
+    rc, text, err = run_cli(cli, capsys, "random-match", "--kind", "shuffled", "--augmentation", src, "--align", story,
+                            "--seed", "2", "--out", out)
+    assert rc == 0, err
+    control = fmt.load(out, words)
+    assert control == shuffled_control(aug, words, seed=2)  # the library's control, written as is
+    assert sorted(i.text for i in control.insertions) == sorted(i.text for i in aug.insertions)
+    assert all(c.anchor == a.anchor and c.text != a.text for c, a in zip(control.insertions, aug.insertions))
+    assert "3 shuffled insertions, every text moved" in text
+    rc, text, _ = run_cli(cli, capsys, "validate", out, "--align", story)
+    assert rc == 0 and text.startswith("OK:")
+    bad = tmp_path / "out" / "never.json"
+    rc, _, err = run_cli(cli, capsys, "random-match", "--kind", "shuffled", "--augmentation", src, "--align", story,
+                         "--pool-align", pool, "--out", bad)
+    assert rc == 2 and "--pool-align: only for --kind other-story" in err and not bad.exists()
+    rc, _, err = run_cli(cli, capsys, "random-match", "--augmentation", src, "--align", story, "--out", bad)
+    assert rc == 2 and "give --pool-align" in err and not bad.exists()  # other-story, the default, needs a pool
 
 
 def test_cli_writes_nothing_on_generator_or_endpoint_error(cli, stub, stories, tmp_path, capsys):

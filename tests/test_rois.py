@@ -1,6 +1,7 @@
 """Tests for assocjax.rois: tiny annot / label.gii / NIfTI atlases written here, group masks,
 and the subject bootstrap checked against plain NumPy."""
 import warnings
+from pathlib import Path
 
 import nibabel as nib
 import numpy as np
@@ -45,9 +46,30 @@ HO_CORTICAL = [
     "Frontal Operculum Cortex", "Central Opercular Cortex", "Parietal Operculum Cortex", "Planum Polare",
     "Heschl's Gyrus (includes H1 and H2)", "Planum Temporale", "Supracalcarine Cortex", "Occipital Pole"]
 
-# Glasser et al. 2016 HCP-MMP1.0 area names used by the groups (each seen as L_<name>_ROI in the release).
-HCP_USED = set("H EC PreS PeEc PHA1 PHA2 PHA3 PGi PGs PGp PF PFm PFop PFt IP0 IP1 IP2 44 45 47l IFSa IFSp IFJa "
-               "IFJp 55b STSda STSdp STSva STSvp STGa TGd PSL V1 V2 V3 V4".split())
+# Glasser et al. 2016 HCP-MMP1.0: its 180 areas (each L_<name>_ROI / R_<name>_ROI in the release)
+# by the 22 sections of its supplementary neuroanatomical results.
+HCP_SECTIONS = {
+    "primary_visual": "V1", "early_visual": "V2 V3 V4", "dorsal_visual": "V3A V3B V6 V6A V7 IPS1",
+    "ventral_visual": "V8 VVC PIT FFC VMV1 VMV2 VMV3", "mt_complex": "V3CD LO1 LO2 LO3 V4t FST MT MST PH",
+    "somatomotor": "4 3a 3b 1 2", "paracentral_midcingulate": "24dd 24dv 6mp 6ma SCEF 5m 5L 5mv",
+    "premotor": "55b 6d 6a FEF 6v 6r PEF", "posterior_opercular": "43 FOP1 OP4 OP1 OP2-3 PFcm",
+    "early_auditory": "A1 LBelt MBelt PBelt RI", "auditory_association": "A4 A5 STSdp STSda STSvp STSva STGa TA2",
+    "insular_frontal_opercular": "52 PI Ig PoI1 PoI2 FOP2 FOP3 MI AVI AAIC Pir FOP4 FOP5",
+    "medial_temporal": "H PreS EC PeEc PHA1 PHA2 PHA3", "lateral_temporal": "PHT TE1p TE1m TE1a TE2p TE2a TGv TGd TF",
+    "tpo_junction": "TPOJ1 TPOJ2 TPOJ3 STV PSL", "superior_parietal": "LIPv LIPd VIP AIP MIP 7PC 7AL 7Am 7PL 7Pm",
+    "inferior_parietal": "PGp PGs PGi PFm PF PFt PFop IP0 IP1 IP2",
+    "posterior_cingulate": "DVT ProS POS1 POS2 RSC v23ab d23ab 31pv 31pd 31a 23d 23c PCV 7m",
+    "anterior_cingulate_mpfc": "33pr p24pr a24pr p24 a24 p32pr a32pr d32 p32 s32 8BM 9m 10v 10r 25",
+    "orbital_polar_frontal": "47s 47m a47r 11l 13l a10p p10p 10pp 10d OFC pOFC",
+    "inferior_frontal": "44 45 IFJp IFJa IFSp IFSa 47l p47r",
+    "dlpfc": "8C 8Av i6-8 s6-8 SFL 8BL 9p 9a 8Ad p9-46v a9-46v 46 9-46d"}
+HCP_SECTIONS = {k: v.split() for k, v in HCP_SECTIONS.items()}
+HCP_MMP = [a for areas in HCP_SECTIONS.values() for a in areas]
+# FSL's HarvardOxford-Subcortical.xml labels (image value = index + 1), typo "Ventrical" included.
+HO_SUBCORTICAL = [f"{side} {s}" for side in ("Left", "Right") for s in (
+    "Cerebral White Matter", "Cerebral Cortex", "Lateral Ventrical", "Thalamus", "Caudate", "Putamen", "Pallidum",
+    "Hippocampus", "Amygdala", "Accumbens")]
+HO_SUBCORTICAL.insert(7, "Brain-Stem")
 SYNTH = ["unknown", "medial_wall", "mtl_hippocampus", "mtl_parahippocampal", "language_stg", "frontal_ifg",
          "parietal_angular", "visual_control"]
 
@@ -75,8 +97,9 @@ def destrieux(tmp_path):
 
 
 def test_group_names_are_real_atlas_labels():
-    known = {"destrieux": set(DESTRIEUX), "harvard_oxford": set(HO_CORTICAL), "hcp_mmp": HCP_USED,
-             "synthetic": set(SYNTH)}
+    assert len(set(HCP_MMP)) == len(HCP_MMP) == 180
+    known = {"destrieux": set(DESTRIEUX), "hcp_mmp": set(HCP_MMP), "synthetic": set(SYNTH),
+             "harvard_oxford": set(HO_CORTICAL) | set(rois.HO_SUBCORTICAL)}
     for group, by_src in rois.REGION_GROUPS.items():
         for src, names in by_src.items():
             assert names == (rois.ALL,) or set(names) <= known[src], (group, src, set(names) - known[src])
@@ -130,24 +153,119 @@ def test_synthetic_annot(tmp_path):
         rois.group_mask(atlas, "frontal_sulcus")
 
 
+def _write_label_gii(path, table: dict[int, str], keys):
+    labels = GiftiLabelTable()
+    for key, name in table.items():
+        lab = GiftiLabel(key=key)
+        lab.label = name
+        labels.labels.append(lab)
+    darray = GiftiDataArray(np.array(keys, np.int32), intent="NIFTI_INTENT_LABEL")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nib.save(GiftiImage(labeltable=labels, darrays=[darray]), path)
+    return path
+
+
 def test_hcp_label_gifti(tmp_path):
     paths = []
     for hemi, offset, keys in (("L", 0, [1, 2, 0, 3]), ("R", 180, [183, 181, 181])):
-        table = GiftiLabelTable()
-        for key, name in ((0, "???"), (1 + offset, f"{hemi}_H_ROI"), (2 + offset, f"{hemi}_V1_ROI"),
-                          (3 + offset, f"{hemi}_PGi_ROI")):
-            lab = GiftiLabel(key=key)
-            lab.label = name
-            table.labels.append(lab)
-        darray = GiftiDataArray(np.array(keys, np.int32), intent="NIFTI_INTENT_LABEL")
-        img = GiftiImage(labeltable=table, darrays=[darray])
-        paths.append(tmp_path / f"{hemi}.label.gii")
-        nib.save(img, paths[-1])
+        table = {0: "???", 1 + offset: f"{hemi}_H_ROI", 2 + offset: f"{hemi}_V1_ROI", 3 + offset: f"{hemi}_PGi_ROI"}
+        paths.append(_write_label_gii(tmp_path / f"{hemi}.label.gii", table, keys))
     atlas = rois.load_gifti_labels(*paths)
     assert list(_names_of(atlas)) == ["H", "V1", "???", "PGi", "PGi", "H", "H"]
     np.testing.assert_array_equal(np.flatnonzero(rois.group_mask(atlas, "mtl", "R", strict=False)), [5, 6])
     np.testing.assert_array_equal(np.flatnonzero(rois.group_mask(atlas, "parietal", strict=False)), [3, 4])
     np.testing.assert_array_equal(rois.group_mask(atlas, "cortex"), [1, 1, 0, 1, 1, 1, 1])
+
+
+def _narratives_mmp(root, derivative="afni-nosmooth", space="fsaverage6"):
+    """HCP-MMP as Narratives ships it: one label.gii per hemisphere under derivatives/<derivative>/
+    tpl-<space>, keys 1..180 (L_<area>_ROI) and 181..360 (R_<area>_ROI), every area on one vertex."""
+    folder = root / "derivatives" / derivative / f"tpl-{space}"
+    paths = []
+    for hemi, offset in (("L", 0), ("R", 180)):
+        table = {0: "???"} | {offset + 1 + i: f"{hemi}_{a}_ROI" for i, a in enumerate(HCP_MMP)}
+        keys = [0] + [offset + 1 + i for i in range(180)]
+        paths.append(_write_label_gii(folder / f"tpl-{space}_hemi-{hemi}_desc-MMP_dseg.label.gii", table, keys))
+    return tuple(paths)
+
+
+def test_narratives_mmp_label_gii_found_and_read(tmp_path):
+    from types import SimpleNamespace
+
+    from assocjax.pipeline import inputs, run
+
+    root = tmp_path / "narratives"
+    pair = _narratives_mmp(root)
+    assert inputs._atlas(root, "fsaverage6", "mmp", "afni-smooth") == (pair, None)  # afni-nosmooth's, as a fallback
+    assert inputs._atlas(root, "fsaverage6", "auto", "afni-nosmooth") == (pair, None)  # no annot: auto finds it
+    with pytest.raises(FileNotFoundError, match=r"--data.atlas mmp: no tpl-fsaverage5_hemi-L/R_desc-MMP.*tpl-fsaverage5"):
+        inputs._atlas(root, "fsaverage5", "mmp", "afni-nosmooth")
+    label = root / "derivatives" / "freesurfer" / "fsaverage6" / "label"
+    label.mkdir(parents=True)
+    for h in ("lh", "rh"):
+        _write_annot(label / f"{h}.aparc.a2009s.annot", DESTRIEUX, [1, 2])
+    assert inputs._atlas(root, "fsaverage6", "auto", "afni-nosmooth")[0][0].name == "lh.aparc.a2009s.annot"
+    assert inputs._atlas(root, "fsaverage6", "mmp", "afni-nosmooth") == (pair, None)
+
+    atlas = run._atlas(SimpleNamespace(atlas=pair, hemi="both"), SimpleNamespace(keep_V=np.ones(362, bool)))
+    assert atlas.source == "hcp_mmp" and list(atlas.hemi_V) == ["L"] * 181 + ["R"] * 181
+    names = _names_of(atlas)
+    assert list(names[1:181]) == HCP_MMP == list(names[182:]) and names[0] == names[181] == "???"
+    for group in rois.groups_for("hcp_mmp"):  # every group complete (strict) on the real area names
+        mask = rois.group_mask(atlas, group)
+        want = HCP_MMP if group == "cortex" else rois.REGION_GROUPS[group]["hcp_mmp"]
+        assert sorted(names[mask]) == sorted(want * 2), group
+    left = run._atlas(SimpleNamespace(atlas=pair, hemi="L"), SimpleNamespace(keep_V=np.ones(181, bool)))
+    assert set(left.hemi_V) == {"L"} and list(_names_of(left)[1:]) == HCP_MMP
+
+
+def test_hcp_groups_are_the_anatomy_of_the_other_atlases():
+    hcp = {g: set(by["hcp_mmp"]) for g, by in rois.REGION_GROUPS.items() if g != "cortex"}
+    sec = {k: set(v) for k, v in HCP_SECTIONS.items()}
+    # parietal: both parietal lobules, and the precuneus (medial area 7: 7Am, 7Pm, 7m; PCV), as
+    # Destrieux's G_parietal_sup / G_precuneus and Harvard-Oxford's Superior Parietal Lobule /
+    # Precuneous Cortex; area 31 and 23 stay posterior cingulate
+    assert hcp["parietal"] == sec["superior_parietal"] | sec["inferior_parietal"] | {"7m", "PCV"}
+    assert {"7AL", "7PL", "7Am", "7Pm", "7m", "PCV"} <= hcp["parietal"]
+    assert not hcp["parietal"] & {"31pd", "31pv", "31a", "v23ab", "d23ab"}
+    # frontal gyrus: inferior (44, 45, 47l, p47r), middle and superior frontal gyrus (the whole
+    # dorsolateral prefrontal section); the IFS / IFJ areas are frontal_sulcus
+    assert hcp["frontal_gyrus"] == (sec["inferior_frontal"] - hcp["frontal_sulcus"]) | sec["dlpfc"]
+    assert hcp["frontal_sulcus"] <= sec["inferior_frontal"]
+    assert hcp["mtl"] == sec["medial_temporal"]
+    assert hcp["visual_control"] == sec["primary_visual"] | sec["early_visual"]
+    assert hcp["language"] - {"44", "45"} - sec["inferior_parietal"] <= (
+        sec["auditory_association"] | sec["lateral_temporal"])
+
+
+def test_groups_overlap_alike_on_every_atlas():
+    """Which groups share labels (language with the IFG and the angular gyrus) and which do not is
+    the same on Destrieux, HCP-MMP and Harvard-Oxford."""
+    sources = ("destrieux", "hcp_mmp", "harvard_oxford")
+    groups = [g for g in rois.REGION_GROUPS if g != "cortex"]
+    assert all(src in rois.REGION_GROUPS[g] for g in groups for src in sources if g != "frontal_sulcus")
+
+    def overlaps(src):
+        named = {g: set(rois.REGION_GROUPS[g].get(src, ())) for g in groups}
+        return {(a, b) for a in groups for b in groups if a < b and named[a] & named[b]}
+
+    want = {("frontal_gyrus", "language"), ("language", "parietal")}
+    assert [overlaps(src) for src in sources] == [want] * 3
+    # ... and share the same anatomy there: IFG pars opercularis / triangularis, angular gyrus
+    shared = {src: set(rois.REGION_GROUPS["language"][src]) & set(rois.REGION_GROUPS["frontal_gyrus"][src])
+              for src in sources}
+    assert shared == {"destrieux": {"G_front_inf-Opercular", "G_front_inf-Triangul"}, "hcp_mmp": {"44", "45"},
+                      "harvard_oxford": {"Inferior Frontal Gyrus, pars triangularis",
+                                         "Inferior Frontal Gyrus, pars opercularis"}}
+
+
+def test_readme_region_table_is_generated_from_the_groups():
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    start, end = "<!-- region-table: start -->\n", "<!-- region-table: end -->"
+    assert start in readme and end in readme
+    assert readme.split(start, 1)[1].split(end, 1)[0] == rois.region_table()
+    table = rois.region_table()
+    assert "`7Am`" in table and "`Hippocampus`, `Amygdala`" in table
 
 
 def _ho_image():
@@ -165,9 +283,12 @@ def test_harvard_oxford_nifti(tmp_path):
     nib.save(img, tmp_path / "ho.nii.gz")
     atlas = rois.load_harvard_oxford(tmp_path / "ho.nii.gz", ["Background"] + HO_CORTICAL)
     assert atlas.labels_V.shape == (16,) and list(atlas.hemi_V) == ["L"] * 8 + ["R"] * 8
-    mtl = rois.group_mask(atlas, "mtl")
+    with pytest.raises(ValueError, match=r"'mtl'.*missing.*\['Hippocampus', 'Amygdala'\]"):
+        rois.group_mask(atlas, "mtl")  # the cortical atlas alone has no complete MTL
+    mtl = rois.group_mask(atlas, "mtl", strict=False)
     np.testing.assert_array_equal(mtl.reshape(data.shape), np.isin(data, [34, 35]))
-    assert rois.group_mask(atlas, "mtl", "L").sum() == 2 and rois.group_mask(atlas, "mtl", "R").sum() == 1
+    assert rois.group_mask(atlas, "mtl", "L", strict=False).sum() == 2
+    assert rois.group_mask(atlas, "mtl", "R", strict=False).sum() == 1
     # FSL XML names (value = index + 1) and a voxel mask in data[mask] order give the same labels
     items = "".join(f'<label index="{i}">{n}</label>' for i, n in enumerate(HO_CORTICAL))
     xml = f"<atlas><data>{items}</data></atlas>"
@@ -177,6 +298,49 @@ def test_harvard_oxford_nifti(tmp_path):
     np.testing.assert_array_equal(masked.labels_V, data[keep])
     assert list(masked.hemi_V) == ["L", "L", "R", "R"]
     assert rois.group_mask(masked, "parietal", strict=False).sum() == 1
+
+
+def _fsl_xml(path, names):
+    items = "".join(f'<label index="{i}">{n}</label>' for i, n in enumerate(names))
+    path.write_text(f"<atlas><data>{items}</data></atlas>".replace("'", "&apos;"))
+
+
+def test_volumetric_mtl_has_hippocampus_and_amygdala(tmp_path):
+    cort_img, cort = _ho_image()
+    sub = np.zeros(cort.shape, np.int16)
+    value = {n: 1 + HO_SUBCORTICAL.index(n) for n in HO_SUBCORTICAL}
+    sub[0, 1, 1], sub[1, 0, 1] = value["Left Hippocampus"], value["Left Amygdala"]
+    sub[3, 0, 0], sub[2, 1, 0] = value["Right Hippocampus"], value["Right Thalamus"]
+    sub[2, 0, 0] = sub[1, 1, 1] = value["Left Cerebral White Matter"]
+    sub[0, 0, 0] = value["Left Hippocampus"]  # over the cortical parahippocampal label: hippocampus wins
+    # FSL's layout ($FSLDIR/data/atlases, as nilearn downloads it)
+    (tmp_path / "HarvardOxford").mkdir()
+    nib.save(cort_img, tmp_path / "HarvardOxford" / "HarvardOxford-cort-maxprob-thr25-2mm.nii.gz")
+    nib.save(nib.Nifti1Image(sub, cort_img.affine), tmp_path / "HarvardOxford" / "HarvardOxford-sub-maxprob-thr25-2mm.nii.gz")
+    _fsl_xml(tmp_path / "HarvardOxford-Cortical.xml", HO_CORTICAL)
+    _fsl_xml(tmp_path / "HarvardOxford-Subcortical.xml", HO_SUBCORTICAL)
+    atlas = rois.load_harvard_oxford_fsl(tmp_path)
+    names = _names_of(atlas).reshape(cort.shape)
+    hippo, amyg = names == "Hippocampus", names == "Amygdala"
+    assert hippo.sum() == 3 and amyg.sum() == 1 and hippo[0, 0, 0]
+    mtl = rois.group_mask(atlas, "mtl").reshape(cort.shape)  # strict: every MTL label is there
+    np.testing.assert_array_equal(mtl, hippo | amyg | np.isin(names, HO_CORTICAL[33:35]))
+    assert mtl.sum() == 6 and not mtl[2, 1, 0] and not mtl[2, 0, 0]  # thalamus, white matter: no group's
+    assert rois.group_mask(atlas, "mtl", "R").reshape(cort.shape)[3, 0, 0]  # right hippocampus, x > 0
+    assert rois.group_mask(atlas, "mtl", "L").sum() == 4
+    assert not (rois.group_mask(atlas, "cortex").reshape(cort.shape) & (hippo | amyg)).any()
+    assert not set(atlas.names.values()) & {"Thalamus", "Cerebral White Matter", "Left Thalamus"}
+    # the same from an image and a nilearn-style name list
+    direct = rois.load_harvard_oxford(cort_img, ["Background"] + HO_CORTICAL,
+                                      subcortical=(nib.Nifti1Image(sub, cort_img.affine), ["Background"] + HO_SUBCORTICAL))
+    np.testing.assert_array_equal(np.where(_names_of(direct) == "Background", "", _names_of(direct)), _names_of(atlas))
+    with pytest.raises(ValueError, match="not on the cortical atlas's grid"):
+        rois.load_harvard_oxford(cort_img, HO_CORTICAL, subcortical=(nib.Nifti1Image(sub[:2], cort_img.affine),
+                                                                     HO_SUBCORTICAL))
+    with pytest.raises(ValueError, match=r"no \['Hippocampus', 'Amygdala'\]"):
+        rois.load_harvard_oxford(cort_img, HO_CORTICAL, subcortical=(nib.Nifti1Image(sub, cort_img.affine), HO_CORTICAL))
+    with pytest.raises(FileNotFoundError, match="HarvardOxford-cort-maxprob-thr50-1mm.nii.gz"):
+        rois.load_harvard_oxford_fsl(tmp_path, threshold=50, resolution_mm=1)
 
 
 def _atlas(n_L, n_R, names=("a", "b")):

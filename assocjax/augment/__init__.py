@@ -1,10 +1,11 @@
 """Associative-memory augmentation of stories: the file format, manual annotations,
-sentence boundaries, model/endpoint-generated associations, the length-matched random control,
+sentence boundaries, model/endpoint-generated associations, the random controls (length-matched
+other-story text, or the same texts shuffled across anchors),
 (for synthetic data) the true augmentation, and the story lookup and summary of the CLI."""
 from .format import (FORMAT, LEVELS, SOURCES, VERSION, Augmentation, Insertion, augmented_reading, augmented_words,
                      from_json, load, save, story_hash, to_json, validate)
 from .manual import import_json, map_tokens, normalize, parse_inline
-from .random_control import POSITIONS, pool_from_alignments, random_match, token_count
+from .random_control import KINDS, POSITIONS, pool_from_alignments, random_match, shuffled_control, token_count
 from .sentences import DEFAULT_GAP_S, boundary_source, find_transcript, sentence_ends, story_sentence_ends
 from .chat import ChatClient, ChatError
 from .replies import ReplyStore, replies_path
@@ -15,7 +16,8 @@ from .summary import summary_text
 
 __all__ = ["FORMAT", "LEVELS", "SOURCES", "VERSION", "Augmentation", "Insertion", "augmented_reading", "augmented_words",
            "from_json", "load", "save", "story_hash", "to_json", "validate", "import_json", "map_tokens",
-           "normalize", "parse_inline", "POSITIONS", "pool_from_alignments", "random_match", "token_count",
+           "normalize", "parse_inline", "KINDS", "POSITIONS", "pool_from_alignments", "random_match", "shuffled_control",
+           "token_count",
            "DEFAULT_GAP_S", "boundary_source", "find_transcript", "sentence_ends", "story_sentence_ends", "ChatClient",
            "ChatError", "ReplyStore", "replies_path", "ChatGenerator", "GenerationError", "LMGenerator",
            "generate_augmentation", "oracle_augmentation", "synthetic_oracle", "write_oracle", "dataset_alignment",

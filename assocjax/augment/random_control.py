@@ -1,10 +1,17 @@
-"""The length-matched random control for an associative augmentation.
+"""The random controls of an associative augmentation (`KINDS`).
 
-Same number of insertions, each as long as the one it replaces (in tokens of the model's
-tokenizer when given, else in whitespace words), its content a contiguous run of words from
-unrelated text (`pool`, e.g. other stories' words) at a seeded random start; positions the
-same anchors ("matched") or seeded random ones ("random"). The same seed gives the same
-control. Host-side NumPy: this runs once per augmentation.
+"other-story" (`random_match`): same number of insertions, each as long as the one it
+replaces (in tokens of the model's tokenizer when given, else in whitespace words), its
+content a contiguous run of words from unrelated text (`pool`, e.g. other stories' words) at
+a seeded random start; positions the same anchors ("matched") or seeded random ones
+("random").
+
+"shuffled" (`shuffled_control`): the same insertion texts over the same anchors, permuted
+(within each level) so that no text stays where it was: same words, same form (a comma list
+stays a comma list), wrong place. Association vs this control is then not also comma lists
+vs prose.
+
+The same seed gives the same control. Host-side NumPy: this runs once per augmentation.
 """
 from __future__ import annotations
 
@@ -17,6 +24,7 @@ from ..stimuli import read_alignment
 from .format import Augmentation, Insertion, story_hash, validate
 
 POSITIONS = ("matched", "random")
+KINDS = ("other-story", "shuffled")
 MAX_STARTS = 2000  # random starts tried per insertion before giving up on an exact token count
 
 
@@ -149,4 +157,68 @@ def random_match(aug: Augmentation, words: Sequence[str], pool: Sequence[str], s
     }
     out = Augmentation(aug.story, story_hash(words), len(words), insertions, provenance)
     validate(out, words, where="random_match: control")
+    return out
+
+
+def _derange(anchors: Sequence[int], texts: Sequence[str], rng: np.random.Generator) -> tuple[np.ndarray, int]:
+    """(perm, unmoved): slot k gets texts[perm[k]]; a slot is "unmoved" when its anchor held
+    that same text before. A seeded random permutation, then swaps that lower the unmoved
+    count until none does; if some remain (swaps alone can get stuck when texts or anchors
+    repeat), the exact minimum from an assignment problem (cost 1 per unmoved slot plus a
+    seeded tie-break below 1 in total), so unmoved is 0 whenever the slots allow it."""
+    _, a_k = np.unique(np.asarray(anchors), return_inverse=True)
+    names, t_k = np.unique(np.asarray(texts, dtype=object).astype(str), return_inverse=True)
+    held_AT = np.zeros((a_k.max() + 1, len(names)), bool)
+    held_AT[a_k, t_k] = True
+    n = len(texts)
+    perm = rng.permutation(n)
+
+    def stays(k, j) -> bool:
+        return bool(held_AT[a_k[k], t_k[j]])
+
+    improved = True
+    while improved:
+        improved = False
+        for k in rng.permutation(n):
+            if not stays(k, perm[k]):
+                continue
+            for j in rng.permutation(n):  # the first swap that lowers the count
+                if stays(k, perm[j]) + stays(j, perm[k]) < 1 + stays(j, perm[j]):
+                    perm[k], perm[j] = perm[j], perm[k]
+                    improved = True
+                    break
+    if any(stays(k, perm[k]) for k in range(n)):
+        from scipy.optimize import linear_sum_assignment
+
+        stays_KJ = held_AT[a_k][:, t_k]
+        _, perm = linear_sum_assignment(stays_KJ + rng.random((n, n)) / (n + 1))
+    return perm, int(sum(stays(k, perm[k]) for k in range(n)))
+
+
+def shuffled_control(aug: Augmentation, words: Sequence[str], seed: int) -> Augmentation:
+    """The shuffled control of `aug` (see module docstring): its insertion texts permuted over
+    its anchors, within each level, with a seeded permutation that leaves no text at an anchor
+    that held it where the insertions allow it (`provenance["unmoved"]` counts those that could
+    not move, e.g. a level with one insertion). Source "random"; provenance "condition"
+    shuffled-<level>, so `score.py --augment.compare` keeps it apart from the other-story control."""
+    validate(aug, words, where="shuffled_control: augmentation")
+    if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool):
+        raise ValueError(f"shuffled_control: seed must be an int, got {seed!r}")
+    rng = np.random.default_rng(seed)
+    texts = [ins.text for ins in aug.insertions]
+    unmoved = 0
+    for level in ("sentence", "word"):
+        ks = [k for k, ins in enumerate(aug.insertions) if ins.level == level]
+        if not ks:
+            continue
+        perm, stuck = _derange([aug.insertions[k].anchor for k in ks], [aug.insertions[k].text for k in ks], rng)
+        for k, j in zip(ks, perm.tolist()):
+            texts[k] = aug.insertions[ks[j]].text
+        unmoved += stuck
+    insertions = tuple(Insertion(ins.anchor, text, ins.level, "random", words[ins.anchor])
+                       for ins, text in zip(aug.insertions, texts))
+    provenance = {"generator": "shuffled_control", "kind": "shuffled", "matched_to": aug.id, "seed": int(seed),
+                  "condition": f"shuffled-{aug.level}", "unmoved": int(unmoved)}
+    out = Augmentation(aug.story, story_hash(words), len(words), insertions, provenance)
+    validate(out, words, where="shuffled_control: control")
     return out

@@ -52,7 +52,9 @@ class DataOptions:
     include_excluded: bool = False
     """also use scans listed in code/scan_exclude.json"""
     atlas: str = "auto"
-    """annot under derivatives/freesurfer/<space>/label (aparc.a2009s, synthetic), auto (the first found) or none"""
+    """annot under derivatives/freesurfer/<space>/label (aparc.a2009s, synthetic), mmp (HCP-MMP:
+    derivatives/<derivative or afni-*>/tpl-<space>/tpl-<space>_hemi-L/R_desc-MMP_dseg.label.gii, as Narratives
+    ships it), auto (the first found, in that order) or none"""
     on_unsorted: Literal["error", "sort", "warn"] = "sort"
     """what to do with alignments whose word onsets go backwards"""
     max_words_outside: float = 0.05

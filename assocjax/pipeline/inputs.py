@@ -63,7 +63,7 @@ class Selection:
     space: str
     hemi: str
     derivative: str
-    atlas: tuple[Path, Path] | None      # lh, rh annot
+    atlas: tuple[Path, Path] | None      # lh, rh annot or label.gii
     model_folder: Path
     model_cfg: ModelConfig
     layers: tuple[int, ...]
@@ -123,18 +123,43 @@ def resolve_window(context, stride, cfg: ModelConfig) -> tuple[int, int]:
     return context, stride
 
 
-def _atlas(root: Path, space: str, name: str) -> tuple[tuple[Path, Path] | None, str | None]:
+# --data.atlas names and where they live: FreeSurfer annots under derivatives/freesurfer/<space>/
+# label, HCP-MMP label.gii (Narratives: derivatives/afni-*/tpl-fsaverage6/) under a derivative.
+ANNOT_ATLASES = ("aparc.a2009s", "synthetic")
+MMP = "mmp"
+
+
+def _mmp_pair(root: Path, space: str, derivative: str) -> tuple[list[tuple[Path, Path]], list[Path]]:
+    """(existing (lh, rh) HCP-MMP label.gii pairs, the folders looked in), the run's derivative first."""
+    folders = [root / "derivatives" / d / f"tpl-{space}" for d in dict.fromkeys((derivative, "afni-nosmooth",
+                                                                                  "afni-smooth"))]
+    pairs = [tuple(f / f"tpl-{space}_hemi-{h}_desc-MMP_dseg.label.gii" for h in "LR") for f in folders]
+    return [p for p in pairs if all(x.is_file() for x in p)], folders
+
+
+def _atlas(root: Path, space: str, name: str, derivative: str = "afni-nosmooth"
+           ) -> tuple[tuple[Path, Path] | None, str | None]:
+    """(lh, rh) atlas files for --data.atlas `name` ("auto": the first of aparc.a2009s,
+    synthetic, mmp found; "none"), or (None, a note) when auto finds none."""
     if name == "none":
         return None, None
     label = root / "derivatives" / "freesurfer" / space / "label"
-    for cand in (("aparc.a2009s", "synthetic") if name == "auto" else (name,)):
+    for cand in (ANNOT_ATLASES + (MMP,) if name == "auto" else (name,)):
+        if cand == MMP:
+            found, folders = _mmp_pair(root, space, derivative)
+            if found:
+                return found[0], None
+            if name != "auto":
+                raise FileNotFoundError(f"--data.atlas mmp: no tpl-{space}_hemi-L/R_desc-MMP_dseg.label.gii pair in "
+                                        f"{', '.join(str(f) for f in folders)}")
+            continue
         pair = (label / f"lh.{cand}.annot", label / f"rh.{cand}.annot")
         if all(p.is_file() for p in pair):
             return pair, None
         if name != "auto":
             missing = next(p for p in pair if not p.is_file())
             raise FileNotFoundError(f"--data.atlas {name}: annot not found: {missing}")
-    return None, f"no atlas under {label}: whole-cortex scores only"
+    return None, f"no atlas under {label} or derivatives/*/tpl-{space}: whole-cortex scores only"
 
 
 def select(cfg: ScoreConfig, root: Path, model_path: str, default_space: str) -> Selection:
@@ -151,7 +176,7 @@ def select(cfg: ScoreConfig, root: Path, model_path: str, default_space: str) ->
     table, more = _stories_by_subject(reader.scans)
     names = _story_names(d, table)
     designs, listeners, skipped = _listeners(ds, table, names, subjects, d.on_unsorted, d.pool_stories)
-    atlas, note = _atlas(root, space, d.atlas) if kind == "surface" else (None, None)
+    atlas, note = _atlas(root, space, d.atlas, d.derivative) if kind == "surface" else (None, None)
     stories = tuple(designs[n] for n in names)
     notes += more + skipped + ([note] if note else []) + _check_words_outside(stories, d.max_words_outside)
     _check_delays(stories, cfg)

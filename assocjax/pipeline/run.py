@@ -90,7 +90,7 @@ def _sources(cfg: ScoreConfig):
 def _atlas(sel: Selection, bold: Bold) -> rois.Atlas | None:
     if sel.atlas is None:
         return None
-    atlas = rois.load_annot(*sel.atlas)
+    atlas = rois.load_surface_atlas(*sel.atlas)
     if sel.hemi != "both":
         keep = atlas.hemi_V == sel.hemi
         atlas = rois.Atlas(atlas.labels_V[keep], atlas.names, atlas.hemi_V[keep], atlas.source)
