@@ -66,7 +66,6 @@ def parse_layers(spec: str | Sequence[int], n_layers: int) -> tuple[int, ...]:
     return tuple(sorted(out))
 
 
-
 def unchanged_layers_warning(trained: Sequence[int], n_layers: int, scored: Sequence[int] | None = None) -> str | None:
     """A warning when frozen tuning of blocks `trained` cannot change the scored hidden
     states `scored` (every one at or below the first trained block), or, with scored None

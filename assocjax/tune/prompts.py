@@ -132,9 +132,9 @@ def encode_record(record: dict, tokenizer, fmt: str, max_len: int,
 
     parts, dropped = tokens(0), 0
     if size(parts) > max_len:
-        if size(tokens(len(words))) > max_len:
-            raise ValueError(f"record {where!r}: the instruction and output alone take {size(tokens(len(words)))} "
-                             f"tokens, more than max_len={max_len} (the output is never truncated)")
+        if (least := size(tokens(len(words)))) > max_len:
+            raise ValueError(f"record {where!r}: the instruction and output alone take {least} tokens, more than "
+                             f"max_len={max_len} (the output is never truncated)")
         lo, hi = 1, len(words)  # the fewest words to drop: tokens(hi) fits, tokens(lo - 1) does not
         while lo < hi:
             mid = (lo + hi) // 2
