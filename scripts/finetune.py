@@ -2,7 +2,7 @@
 
     python scripts/finetune.py --model /models/llama-2-7b --train data/assoc/train.jsonl \
         --val data/assoc/val.jsonl --out runs/lora --tune.method lora --tune.fmt llama2
-    python scripts/finetune.py ... --tune.method frozen --tune.layers last:4 --out runs/frozen
+    python scripts/finetune.py ... --tune.method frozen --out runs/frozen   # every block, embeddings/head frozen
 
 Writes OUT/model (merged Hugging Face model for scripts/score.py --model.path), OUT/adapters
 (PEFT, LoRA only), OUT/history.csv|json, OUT/run.json; checkpoints go to OUT/checkpoints

@@ -206,6 +206,67 @@ def test_loss_mask_covers_exactly_output_and_eos(fmt):
     assert tokens == prompts.render(REC, fmt).replace("<s>", "<s> ").replace("</s>", " </s>").split()
 
 
+def _llama_tokenizer(folder, texts, vocab_size):
+    from transformers import AutoTokenizer
+
+    from conftest import save_llama_tokenizer
+
+    return AutoTokenizer.from_pretrained(save_llama_tokenizer(folder, texts, vocab_size))
+
+
+def _gpt2_tokenizer():
+    from transformers import GPT2TokenizerFast
+
+    from conftest import SHARED
+
+    return GPT2TokenizerFast.from_pretrained(str(SHARED / "tokenizers" / "gpt2"))
+
+
+@pytest.mark.parametrize("kind", ["llama", "gpt2"])
+@pytest.mark.parametrize("fmt", prompts.FORMATS)
+def test_training_tokens_are_the_tokens_of_the_full_text(kind, fmt, tmp_path):
+    """A SentencePiece-style tokenizer marks the first word of an encoding with "▁", which the
+    output does not have after the plain format's "\n"; GPT-2 reads the llama2 format's
+    " output" as "Ġ" words. Training must see the full text's tokens, the prompt's own
+    tokens (as at inference) first."""
+    recs = [REC, {**REC, "input": "", "id": "r2"}, {**REC, "output": "Fish, the sea!", "id": "r3"}]
+    if kind == "llama":
+        tok = _llama_tokenizer(tmp_path, [prompts.render(r, f, bos="", eos="") for r in recs for f in prompts.FORMATS],
+                               120)
+    else:
+        tok = _gpt2_tokenizer()
+    for rec in recs:
+        ids, mask = prompts.encode(rec, tok, fmt, 256)
+        full = tok.encode(prompts.render(rec, fmt, bos="", eos="").rstrip(), add_special_tokens=False)
+        assert ids.tolist() == [tok.bos_token_id] + full + [tok.eos_token_id], (rec["id"], tok.convert_ids_to_tokens(ids))
+        first = int(np.argmax(mask))
+        assert mask[first:].all() and ids[1:first].tolist() == tok.encode(prompts.prompt_text(rec, fmt),
+                                                                          add_special_tokens=False)
+        assert tok.decode(ids[mask][:-1]).strip() == rec["output"]
+
+
+def test_boundary_inside_a_token_makes_that_token_a_target(tmp_path):
+    """A tokenizer that merges the prompt's last characters with the output's first (no
+    prefix property): the tokens stay those of the full text, and the straddling token is
+    the first target (character offsets)."""
+    tok = _llama_tokenizer(tmp_path, [prompts.render(REC, "plain", bos="", eos="")] * 20, 200)
+    full = tok.encode(prompts.render(REC, "plain", bos="", eos=""), add_special_tokens=False)
+    head = tok.encode(prompts.prompt_text(REC, "plain"), add_special_tokens=False)
+    assert full[: len(head)] != head  # the case under test
+    ids, mask = prompts.encode(REC, tok, "plain", 256)
+    assert ids.tolist() == [tok.bos_token_id] + full + [tok.eos_token_id]
+    targets = tok.convert_ids_to_tokens(ids[mask].tolist())
+    assert targets[0].endswith("\nfish") and "".join(targets[:-1]).endswith("fish▁sea")
+    assert not mask[: int(np.argmax(mask))].any() and mask[int(np.argmax(mask)):].all()
+
+    class Slow:  # a tokenizer without character offsets
+        is_fast, bos_token_id, eos_token_id = False, tok.bos_token_id, tok.eos_token_id
+        encode = tok.encode
+
+    with pytest.raises(ValueError, match="record 'r': the tokenizer merges the prompt's end with the output's start"):
+        prompts.encode(REC, Slow(), "plain", 256)
+
+
 def test_truncation_drops_oldest_input_words_and_is_counted():
     long = {**REC, "input": " ".join(f"w{i}" for i in range(30)), "id": "long"}
     tok = tokenizer_for([long, REC])

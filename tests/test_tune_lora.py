@@ -172,6 +172,8 @@ def test_bad_input_errors(models, tmp_path):
         init_adapters(models["llama"][1], LoraConfig(targets=("c_attn",)), jax.random.key(0))
     with pytest.raises(ValueError, match="dropout"):
         LoraConfig(dropout=1.0)
+    with pytest.raises(ValueError, match=r"targets is empty here: fill in the model's defaults .*\['qkv'\]"):
+        lora_inputs(params, init_adapters(cfg, LoraConfig(), jax.random.key(0)), LoraConfig())  # init fills them in
     with pytest.raises(ValueError, match="expected"):  # rank mismatch between adapters and config
         lora_inputs(params, init_adapters(cfg, LoraConfig(rank=2, targets=("qkv",)), jax.random.key(0)),
                     LoraConfig(rank=4, targets=("qkv",)))

@@ -5,8 +5,10 @@ Compiled steps are shared: the LoRA runs use one StepSpec and (1, 4, 48) batches
 resume runs (LoRA dropout on), the accumulation check ((2, 2, 48)) and frozen tuning compile
 their own step."""
 import dataclasses
+import importlib
 import json
 import shutil
+import warnings
 
 import jax
 import jax.numpy as jnp
@@ -14,13 +16,17 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file, save_file
 
-from assocjax.models import forward_logits, load_pretrained
+from assocjax.models import forward_hidden, forward_logits, load_pretrained
+from assocjax.pipeline import FeatureOptions, ModelOptions, ScoreConfig
+from assocjax.pipeline.config import CompareOptions
 from assocjax.tune import dataset, prompts
 from assocjax.tune.lora import LoraConfig, init_adapters
 from assocjax.tune.train import (StepSpec, TrainConfig, _step_batch, eval_sums, optimizer, save_hf_model, train,
-                                 train_step, tuned_params)
+                                 train_step, tuned_params, write_outputs)
 from conftest import save_tiny
 from test_tune_dataset import make_stories, tokenizer_for
+
+compare_module = importlib.import_module("assocjax.pipeline.compare")  # the package's `compare` is the function
 
 MAX_LEN = 48
 TARGETS = ("v", "down")  # two targets keep compiles short; both write into the residual stream
@@ -81,7 +87,8 @@ def test_lora_loss_falls_and_base_weights_stay_bitwise(setup, lora_run):
 
 def test_frozen_tuning_changes_only_the_chosen_blocks(setup):
     cfg = dataclasses.replace(BASE, method="frozen", layers="last:1", total_steps=3)
-    result = train(cfg, setup["model"], setup["train"][:4])
+    with pytest.warns(UserWarning, match="changes only hidden state 2: .* hidden states 0..1 are bit-identical"):
+        result = train(cfg, setup["model"], setup["train"][:4])
     assert result.layers == (1,)
     base = _leaves(load_pretrained(setup["model"], tokenizer=False)[0].param_tree())
     tuned = _leaves(tuned_params(result))
@@ -92,6 +99,90 @@ def test_frozen_tuning_changes_only_the_chosen_blocks(setup):
             assert not np.allclose(tuned[k][1], base[k][1], rtol=0, atol=1e-6), k  # trained block 1 moved
         else:
             assert np.array_equal(tuned[k], base[k]), k  # embeddings, final norm, head
+
+
+def _hidden(folder, params=None):
+    """(L + 1, S, D) hidden states of one fixed row (the base model's, or `params` in its place)."""
+    model, _ = load_pretrained(folder, tokenizer=False)
+    ids = np.arange(3, 15)[None] % model.cfg.vocab_size
+    return np.asarray(forward_hidden(model.cfg, model.param_tree() if params is None else params, ids))[:, 0]
+
+
+@pytest.fixture(scope="module")
+def deep(setup):
+    """A 4-block model: last:2 and the default differ there (on 2 blocks last:2 is all)."""
+    return _model(setup["root"] / "deep", setup["tok"], num_hidden_layers=4)
+
+
+def test_frozen_default_trains_from_the_first_block(setup, deep):
+    """Hidden state i is block i-1's output: the default must reach every hidden state above
+    the embeddings, including the low and middle ones the paper scores."""
+    cfg = dataclasses.replace(BASE, method="frozen", total_steps=2)
+    assert cfg.layers == TrainConfig().layers
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the default leaves nothing above the embeddings unchanged: no warning
+        result = train(cfg, deep, setup["train"][:4])
+    assert result.layers == (0, 1, 2, 3)
+    base, tuned = _hidden(deep), _hidden(deep, tuned_params(result))
+    assert np.array_equal(tuned[0], base[0])  # the embeddings stay frozen
+    for i in range(1, 5):
+        assert np.abs(tuned[i] - base[i]).max() > 1e-4, i
+
+
+def test_frozen_last_blocks_warn_naming_the_unchanged_layers(setup, deep, tmp_path, monkeypatch):
+    """last:2 of 4 blocks leaves hidden states 0..2 bit-identical: finetune says so, and
+    score.py --compare warns when every scored layer is one of them."""
+    cfg = dataclasses.replace(BASE, method="frozen", layers="last:2", total_steps=2)
+    with pytest.warns(UserWarning, match=r"changes only hidden states 3\.\.4: .* blocks 2-3 of 0\.\.3 trained, "
+                                         r"hidden states 0\.\.2 are bit-identical"):
+        result = train(cfg, deep, setup["train"][:4])
+    base, tuned = _hidden(deep), _hidden(deep, tuned_params(result))
+    for i in range(5):  # what the warning says is what happens
+        assert np.array_equal(tuned[i], base[i]) == (i <= 2), i
+    write_outputs(result, tmp_path / "run")
+    model = str(tmp_path / "run" / "model")
+
+    def score_cfg(layers):
+        return ScoreConfig(output=tmp_path / "out", model=ModelOptions(path=str(deep)), features=FeatureOptions(layers=layers),
+                           compare=CompareOptions(models=(model,), names=("frozen",)))
+
+    class Scored(Exception):
+        pass
+
+    def score(_):
+        raise Scored  # the warning comes before any scoring
+
+    monkeypatch.setattr(compare_module, "score", score)
+    with pytest.warns(UserWarning, match=r"--compare.models frozen \(.*run.json\): every scored layer \(1, 2\) lies at "
+                                         r"or below block 2, the first trained block"), pytest.raises(Scored):
+        compare_module.compare(score_cfg((1, 2)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert compare_module.warn_unchanged_layers("frozen", model, score_cfg((2, -1))) is None  # 4 can change
+        assert compare_module.warn_unchanged_layers("base", str(deep), score_cfg((1,))) is None  # no run.json
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2"])
+def test_lora_default_targets_are_the_attention_query_and_value(setup, arch, tmp_path):
+    """LoraConfig() works on every architecture; the adapted weights are the attention's
+    query and value projections (GPT-2: its fused qkv), as PEFT's defaults."""
+    folder = setup["model"]
+    if arch == "gpt2":
+        folder = tmp_path / "gpt2"
+        save_tiny("gpt2", folder, vocab_size=len(setup["tok"]), n_positions=64, bos_token_id=1, eos_token_id=2)
+        setup["tok"].save_pretrained(folder)
+    cfg = dataclasses.replace(BASE, lora=LoraConfig(), total_steps=2)
+    result = train(cfg, folder, setup["train"][:4])
+    want = {"llama": ("q", "v"), "gpt2": ("qkv",)}[arch]
+    assert result.config.lora.targets == want
+    base = _leaves(load_pretrained(folder, tokenizer=False)[0].param_tree())
+    tuned = _leaves(tuned_params(result))
+    assert {k for k in base if not np.array_equal(tuned[k], base[k])} == {f"['layers']['{t}_w']" for t in want}
+    write_outputs(result, tmp_path / "run")
+    info = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert tuple(info["config"]["lora"]["targets"]) == want
+    modules = json.loads((tmp_path / "run" / "adapters" / "adapter_config.json").read_text())["target_modules"]
+    assert modules == {"llama": ["q_proj", "v_proj"], "gpt2": ["c_attn"]}[arch]
 
 
 def _spec(model_cfg, cfg: TrainConfig) -> StepSpec:

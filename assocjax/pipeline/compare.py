@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +24,7 @@ from ..gains import paired_change
 from ..io import atomic_write_text, write_csv, write_json
 from ..stats import bh_fdr
 from .config import ScoreConfig
-from .inputs import condition_name, read_augmentations, resolve_model
+from .inputs import condition_name, read_augmentations, resolve_layers, resolve_model
 from .report import clean_nans
 from .run import ScoreResult, score
 
@@ -108,6 +109,8 @@ def compare(cfg: ScoreConfig) -> Comparison:
                          f"and {BASELINE!r} must differ)")
     for path in cfg.compare.models:  # every model checked from its headers before the baseline is scored
         resolve_model(str(path), cfg.model.hub)
+    for name, path in zip(names, cfg.compare.models):
+        warn_unchanged_layers(name, str(path), cfg)
     out = Path(cfg.output)
     plain = dataclasses.replace(cfg.augment, files=(), compare=False)
     one = lambda name, **kw: score(dataclasses.replace(cfg, output=out / _folder_name(name), **kw))  # noqa: E731
@@ -142,6 +145,30 @@ def compare(cfg: ScoreConfig) -> Comparison:
     return Comparison(out, runs, rows, files)
 
 
+def warn_unchanged_layers(name: str, model_path: str, cfg: ScoreConfig) -> str | None:
+    """Warn (and return the warning) when `model_path` was tuned with frozen layers, as its
+    run.json (scripts/finetune.py writes it beside the model folder) says, and every scored
+    layer lies at or below its first trained block: those hidden states are bit-identical
+    to the base model's, so M is exactly 0 by construction (`freeze.unchanged_layers_warning`)."""
+    from ..tune.freeze import unchanged_layers_warning  # here: assocjax.tune loads optax and Orbax
+
+    folder, mcfg = resolve_model(model_path, cfg.model.hub)
+    run = next((p for p in (folder / "run.json", folder.parent / "run.json") if p.is_file()), None)
+    if run is None:
+        return None
+    try:
+        info = json.loads(run.read_text())
+    except json.JSONDecodeError as e:
+        raise ValueError(f"{run} (the tuning record of --compare.models {name}): not valid JSON ({e})") from None
+    config, trained = info.get("config") or {}, info.get("trained_layers")
+    if config.get("method") != "frozen" or not trained or (info.get("model_config") or {}).get("n_layers") != mcfg.n_layers:
+        return None  # not a frozen-layer run of this model
+    note = unchanged_layers_warning(trained, mcfg.n_layers, resolve_layers(cfg.features.layers, mcfg, str(folder)))
+    if note:
+        warnings.warn(f"--compare.models {name} ({run}): {note}", stacklevel=2)
+    return note
+
+
 def summary_text(rows: list[dict], fdr: float) -> str:
     """Per comparison: the region x layer rows whose change is significant (q < fdr), largest first."""
     lines = []
@@ -171,4 +198,4 @@ def main(cfg: ScoreConfig):
     return score(cfg)
 
 
-__all__ = ["BASELINE", "Comparison", "augmentation_conditions", "change_rows", "compare", "main"]
+__all__ = ["BASELINE", "Comparison", "augmentation_conditions", "change_rows", "compare", "main", "warn_unchanged_layers"]

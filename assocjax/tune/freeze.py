@@ -14,6 +14,13 @@ differentiating with respect to the trainable tree
   trainable one): its output does not depend on anything being differentiated.
 
 For the last k blocks that is one frozen scan without any backward plus one trainable scan.
+
+Which scored layers tuning can change: hidden state i (transformers' convention) is block
+i-1's output, so hidden states 0..f, f the first trained block, are computed before any
+trained weight and stay bit-identical (M = 0 exactly there). The default, DEFAULT_LAYERS =
+"all", trains every block (embeddings, final norm and head frozen), so every hidden state
+from 1 up can change and the block that produces it is trained; `unchanged_layers_warning`
+says when a choice leaves the scored layers untouched.
 """
 from __future__ import annotations
 
@@ -21,6 +28,9 @@ from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
+
+
+DEFAULT_LAYERS = "all"  # module docstring: every hidden state from 1 up can change
 
 
 def parse_layers(spec: str | Sequence[int], n_layers: int) -> tuple[int, ...]:
@@ -54,6 +64,29 @@ def parse_layers(spec: str | Sequence[int], n_layers: int) -> tuple[int, ...]:
             raise ValueError(f"layer spec {spec!r}: layer {i} is out of range for a model with {n_layers} layers")
         out.add(i % n_layers)
     return tuple(sorted(out))
+
+
+def unchanged_layers_warning(trained: Sequence[int], n_layers: int, scored: Sequence[int] | None = None) -> str | None:
+    """A warning when frozen tuning of blocks `trained` cannot change the scored hidden
+    states `scored` (every one at or below the first trained block), or, with scored None
+    (not known yet, as when tuning), when it leaves any hidden state above the embeddings
+    unchanged; None otherwise."""
+    trained = parse_layers(list(trained), n_layers)
+    first = trained[0]
+    blocks = ", ".join(_run_key(a, b) if b - a > 1 else str(a) for a, b in _runs(trained))
+    states = "hidden state 0 is" if first == 0 else f"hidden states 0..{first} are"
+    why = (f"hidden state i is block i-1's output, so with blocks {blocks} of 0..{n_layers - 1} trained, {states} "
+           "bit-identical to the base model's and M is exactly 0 there")
+    fix = f"score layers above {first} (--features.layers)" + ("" if first == 0 else (
+        " or tune from a lower block (--tune.layers all, or first:K with K at least the highest scored layer)"))
+    if scored is None:
+        changed = f"state {n_layers}" if first + 1 == n_layers else f"states {first + 1}..{n_layers}"
+        return None if first == 0 else f"frozen tuning changes only hidden {changed}: {why}; {fix}"
+    scored = sorted({int(i) for i in scored})
+    if scored and scored[-1] <= first:
+        return (f"every scored layer ({', '.join(map(str, scored))}) lies at or below block {first}, the first trained "
+                f"block: {why}; {fix}")
+    return None
 
 
 def _runs(indices: Sequence[int]) -> list[tuple[int, int]]:

@@ -11,6 +11,12 @@ adapters alone never forms a gradient for W.
 Targets (our names -> Hugging Face module): LLaMA q, k, v, o (self_attn.{q,k,v,o}_proj),
 gate, up, down (mlp.{gate,up,down}_proj); GPT-2 qkv (attn.c_attn, fused), out
 (attn.c_proj), fc (mlp.c_fc), proj (mlp.c_proj).
+
+Default targets (`LoraConfig()` leaves them empty; `LoraConfig.for_model` fills them in):
+the attention's query and value projections, the paper's LoRA setting and PEFT's own
+default per architecture: LLaMA q, v; GPT-2 qkv, its fused query/key/value projection
+(attn.c_attn) adapted as one matrix, so the key columns are adapted too (one low-rank update
+of the fused matrix, exactly what PEFT does with target_modules=["c_attn"]).
 """
 from __future__ import annotations
 
@@ -26,17 +32,21 @@ from assocjax.models.modeling import LoraInputs
 from assocjax.models.params import param_shapes
 
 TARGETS = {"llama": ("q", "k", "v", "o", "gate", "up", "down"), "gpt2": ("qkv", "out", "fc", "proj")}
+DEFAULT_TARGETS = {"llama": ("q", "v"), "gpt2": ("qkv",)}  # attention query/value (module docstring)
 
 
 @dataclasses.dataclass(frozen=True)
 class LoraConfig:
     """rank r, alpha (scaling = alpha / rank, PEFT's default, not rsLoRA), dropout on the
-    LoRA branch's input only, and the target modules (names in TARGETS)."""
+    LoRA branch's input only, and the target modules (names in TARGETS; empty: the
+    architecture's DEFAULT_TARGETS, filled in by `for_model`)."""
 
     rank: int = 8
     alpha: float = 16.0
     dropout: float = 0.0
-    targets: tuple[str, ...] = ("q", "v")
+    # modules to adapt (TARGETS: LLaMA q k v o gate up down, GPT-2 qkv out fc proj); empty: the attention
+    # query/value projections, the paper's setting and PEFT's default: LLaMA q v, GPT-2 qkv (fused, adapted whole)
+    targets: tuple[str, ...] = ()
 
     def __post_init__(self):
         if not (isinstance(self.rank, int) and self.rank > 0):
@@ -45,8 +55,6 @@ class LoraConfig:
             raise ValueError(f"LoraConfig.dropout must be in [0, 1); got {self.dropout!r}")
         if isinstance(self.targets, str):  # ("q") is a str, not a tuple: accept it as one target
             object.__setattr__(self, "targets", (self.targets,))
-        if not self.targets:
-            raise ValueError("LoraConfig.targets is empty; name at least one module")
         if len(set(self.targets)) != len(self.targets):
             raise ValueError(f"LoraConfig.targets has duplicates: {self.targets}")
 
@@ -54,13 +62,20 @@ class LoraConfig:
     def scaling(self) -> float:
         return self.alpha / self.rank
 
+    def for_model(self, cfg: ModelConfig) -> "LoraConfig":
+        """This config with the architecture's DEFAULT_TARGETS when no targets are given."""
+        if self.targets:
+            return self
+        if cfg.arch not in DEFAULT_TARGETS:
+            raise ValueError(f"LoRA: unsupported architecture {cfg.arch!r}; supported: {', '.join(DEFAULT_TARGETS)}")
+        return dataclasses.replace(self, targets=DEFAULT_TARGETS[cfg.arch])
+
 
 def target_shapes(cfg: ModelConfig, lora: LoraConfig) -> dict[str, tuple[int, int]]:
     """target -> (in, out) of its weight; ValueError listing the valid names when a
-    target matches no module of this architecture."""
-    names = TARGETS.get(cfg.arch)
-    if names is None:
-        raise ValueError(f"LoRA: unsupported architecture {cfg.arch!r}; supported: {', '.join(TARGETS)}")
+    target matches no module of this architecture. No targets: the architecture's defaults."""
+    lora = lora.for_model(cfg)
+    names = TARGETS[cfg.arch]
     bad = [t for t in lora.targets if t not in names]
     if bad:
         raise ValueError(f"LoRA targets {bad} match no module of a {cfg.arch} model; "
@@ -89,6 +104,9 @@ def adapter_targets(adapters: dict) -> tuple[str, ...]:
 
 
 def _check(params: dict, adapters: dict, lora: LoraConfig) -> int:
+    if not lora.targets:  # the base tree does not say its architecture: defaults are filled in earlier
+        raise ValueError("LoraConfig.targets is empty here: fill in the model's defaults with lora.for_model(cfg) "
+                         f"(the adapters hold {list(adapter_targets(adapters))})")
     layers = params["layers"]
     n_layers = next(iter(layers.values())).shape[0]
     for t in lora.targets:

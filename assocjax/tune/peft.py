@@ -49,6 +49,7 @@ def _target_modules(cfg: ModelConfig, targets: tuple[str, ...]) -> list[str] | s
 
 
 def adapter_config(cfg: ModelConfig, lora: LoraConfig, base_model_name_or_path: str) -> dict:
+    lora = lora.for_model(cfg)
     alpha = int(lora.alpha) if float(lora.alpha).is_integer() else lora.alpha
     return {
         "peft_type": "LORA", "task_type": "CAUSAL_LM", "base_model_name_or_path": str(base_model_name_or_path),

@@ -12,11 +12,16 @@ tokenizer's bos/eos ids, which are added as ids, never parsed from text):
 
       <s>[INST] <<SYS>>\\n{system}\\n<</SYS>>\\n\\n{instruction}\\n\\n{input} [/INST] {output} </s>
 
-Tokenisation: the prompt (everything before the output) is encoded in one call, exactly as
-it would be at inference, and the output in a second call (so the loss mask is exact by
-construction); the tokens are bos + prompt + output + eos. `loss_mask[t]` marks the tokens
-that are *targets*: the output tokens and the eos (the loss at position t - 1 predicts
-ids[t]).
+Tokenisation: the whole text (prompt + output, joined as `render` joins them) is encoded in
+one call, so training sees exactly the tokens of the full text; the tokens are bos + those +
+eos. The prompt/output boundary is where the prompt's own tokens (encoded alone, exactly as
+at inference) end when they are a prefix of the full text's, else (a merge across the
+boundary) the first token that reaches past the prompt's last character (character offsets
+of a fast tokenizer). Encoding the output on its own would not do: a SentencePiece
+tokenizer (LLaMA) gives text at the start of an encoding a "▁" word mark it does not have
+after the plain format's "\n", and GPT-2 reads the llama2 format's " output" as "Ġ" words.
+`loss_mask[t]` marks the tokens that are *targets*: the output tokens and the eos (the loss
+at position t - 1 predicts ids[t]).
 
 Too long: when bos + prompt + output + eos exceeds `max_len`, the oldest words of the
 input (the start of the passage) are dropped until it fits, never the instruction or the
@@ -36,6 +41,7 @@ from typing import Iterator, NamedTuple, Sequence
 import numpy as np
 
 FORMATS = ("plain", "llama2")
+OUTPUT_SEP = {"plain": "", "llama2": " "}  # between the prompt and the output in the full text
 DEFAULT_SYSTEM = "You are a helpful assistant."
 B_INST, E_INST = "[INST]", "[/INST]"
 B_SYS, E_SYS = "<<SYS>>\n", "\n<</SYS>>\n\n"
@@ -71,8 +77,8 @@ def prompt_parts(record: dict, fmt: str, system: str = DEFAULT_SYSTEM) -> tuple[
 def render(record: dict, fmt: str, system: str = DEFAULT_SYSTEM, bos: str = "<s>", eos: str = "</s>") -> str:
     """The whole training text of a record (for reading; training uses ids, `encode`)."""
     head, tail, output = prompt_parts(record, fmt, system)
-    text = f"{bos}{head}{record.get('input', '').strip()}{tail}"
-    return f"{text} {output} {eos}" if fmt == "llama2" else f"{text}{output}{eos}"
+    text = f"{bos}{head}{record.get('input', '').strip()}{tail}{OUTPUT_SEP[fmt]}{output}"
+    return f"{text} {eos}" if fmt == "llama2" else f"{text}{eos}"
 
 
 def prompt_text(record: dict, fmt: str, system: str = DEFAULT_SYSTEM) -> str:
@@ -95,32 +101,49 @@ def _ids(tokenizer, text: str) -> list[int]:
     return list(tokenizer.encode(text, add_special_tokens=False)) if text else []
 
 
+def split_tokens(tokenizer, prompt: str, output: str, sep: str, where: str = "?") -> tuple[list[int], list[int]]:
+    """(prompt ids, output ids): the tokens of `prompt + sep + output` encoded as one text,
+    cut where the prompt ends (module docstring)."""
+    text = prompt + sep + output
+    full, head = _ids(tokenizer, text), _ids(tokenizer, prompt)
+    if full[: len(head)] == head:
+        return head, full[len(head):]
+    if not getattr(tokenizer, "is_fast", False):
+        raise ValueError(f"record {where!r}: the tokenizer merges the prompt's end with the output's start, and a "
+                         "slow tokenizer gives no character offsets to find the boundary (use a fast tokenizer)")
+    ends = [b for _, b in tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]]
+    cut = next(i for i, b in enumerate(ends) if b > len(prompt))
+    return full[:cut], full[cut:]
+
+
 def encode_record(record: dict, tokenizer, fmt: str, max_len: int,
                   system: str = DEFAULT_SYSTEM) -> tuple[np.ndarray, np.ndarray, int]:
     """(ids (T,) int32, loss_mask (T,) bool, words dropped from the input's start)."""
     bos, eos = _special_ids(tokenizer, fmt)
     head, tail, output = prompt_parts(record, fmt, system)
-    out_ids = _ids(tokenizer, output) + [eos]
     words = record.get("input", "").split()
-    budget = max_len - len(bos) - len(out_ids)
+    where = record.get("id", "?")
 
-    def prompt(drop: int) -> list[int]:
-        return _ids(tokenizer, head + " ".join(words[drop:]) + tail)
+    def tokens(drop: int) -> tuple[list[int], list[int]]:
+        return split_tokens(tokenizer, head + " ".join(words[drop:]) + tail, output, OUTPUT_SEP[fmt], where)
 
-    ids, dropped = prompt(0), 0
-    if len(ids) > budget:
-        if len(prompt(len(words))) > budget:
-            raise ValueError(f"record {record.get('id', '?')!r}: the instruction and output alone take "
-                             f"{len(bos) + len(prompt(len(words))) + len(out_ids)} tokens, more than max_len="
-                             f"{max_len} (the output is never truncated)")
-        lo, hi = 1, len(words)  # the fewest words to drop: prompt(hi) fits, prompt(lo - 1) does not
+    def size(t) -> int:
+        return len(bos) + len(t[0]) + len(t[1]) + 1
+
+    parts, dropped = tokens(0), 0
+    if size(parts) > max_len:
+        if (least := size(tokens(len(words)))) > max_len:
+            raise ValueError(f"record {where!r}: the instruction and output alone take {least} tokens, more than "
+                             f"max_len={max_len} (the output is never truncated)")
+        lo, hi = 1, len(words)  # the fewest words to drop: tokens(hi) fits, tokens(lo - 1) does not
         while lo < hi:
             mid = (lo + hi) // 2
-            lo, hi = (lo, mid) if len(prompt(mid)) <= budget else (mid + 1, hi)
-        dropped, ids = lo, prompt(lo)
-    all_ids = np.asarray(bos + ids + out_ids, np.int32)
+            lo, hi = (lo, mid) if size(tokens(mid)) <= max_len else (mid + 1, hi)
+        dropped, parts = lo, tokens(lo)
+    prompt_ids, out_ids = parts
+    all_ids = np.asarray(bos + prompt_ids + out_ids + [eos], np.int32)
     mask = np.zeros(len(all_ids), bool)
-    mask[len(bos) + len(ids):] = True
+    mask[len(bos) + len(prompt_ids):] = True
     return all_ids, mask, dropped
 
 

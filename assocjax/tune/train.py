@@ -62,8 +62,12 @@ class TrainConfig:
     """Everything that defines a fine-tuning run (saved with its outputs)."""
 
     method: Literal["lora", "frozen", "full"] = "lora"
-    lora: LoraConfig = LoraConfig()   # rank, alpha (scaling alpha / rank), dropout, targets
-    layers: str = "last:2"            # frozen: blocks to train (freeze.parse_layers: last:K, first:K, 0,3, all)
+    lora: LoraConfig = LoraConfig()   # rank, alpha (scaling alpha / rank), dropout, targets (default: LLaMA q v, GPT-2 qkv)
+    # frozen: the blocks to train (freeze.parse_layers: all, first:K, last:K, 0,3). Default all: the embeddings,
+    # final norm and head stay frozen, every block trains, so every hidden state from 1 up can change and the block
+    # producing each scored layer is trained (hidden state i is block i-1's output: last:K leaves states 0..L-K
+    # bit-identical, M = 0 there). Cheaper and still covering layers up to K: first:K.
+    layers: str = freeze.DEFAULT_LAYERS
     lr: float = 2e-4                  # peak learning rate
     warmup_steps: int = 10            # linear warmup from 0
     total_steps: int = 200            # optimizer steps; the cosine decays to end_lr_fraction * lr here
@@ -107,6 +111,12 @@ class TrainConfig:
         if self.max_len > model.max_positions:
             raise ValueError(f"max_len={self.max_len} exceeds the model's {model.max_positions} positions")
 
+    def for_model(self, model: ModelConfig) -> "TrainConfig":
+        """This config checked against the model, with the LoRA defaults of its architecture
+        filled in (what the run records and its checkpoints are keyed on)."""
+        self.check(model)
+        return dataclasses.replace(self, lora=self.lora.for_model(model))
+
 
 @dataclasses.dataclass(frozen=True)
 class StepSpec:
@@ -122,8 +132,8 @@ class StepSpec:
 
     @classmethod
     def of(cls, cfg: TrainConfig, model: ModelConfig) -> "StepSpec":
-        return cls(model, cfg.method, cfg.lora if cfg.method == "lora" else None, cfg.dtype, float(cfg.clip_norm),
-                   float(cfg.weight_decay), (cfg.adam_b1, cfg.adam_b2, cfg.adam_eps))
+        return cls(model, cfg.method, cfg.lora.for_model(model) if cfg.method == "lora" else None, cfg.dtype,
+                   float(cfg.clip_norm), float(cfg.weight_decay), (cfg.adam_b1, cfg.adam_b2, cfg.adam_eps))
 
 
 @dataclasses.dataclass
@@ -295,10 +305,13 @@ def train(cfg: TrainConfig, model_folder, train_records: Sequence[dict], val_rec
     holding checkpoints of the same run, training resumes from the latest one.
     `stop_after` ends the run after that step (as if killed there; the schedule still
     runs to `cfg.total_steps`)."""
-    model_cfg, params, tok = _load_base(cfg, model_folder, train_records)
+    model_cfg, params, tok = _load_base(model_folder, train_records)
+    cfg = cfg.for_model(model_cfg)
     pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
     enc, val_enc = _encode(cfg, tok, model_cfg, train_records, val_records)
     trainable, base, layers = initial_trainable(cfg, model_cfg, params)
+    if layers is not None and (note := freeze.unchanged_layers_warning(layers, model_cfg.n_layers)):
+        warnings.warn(note, stacklevel=2)
     spec = StepSpec.of(cfg, model_cfg)
     state, resumed_from = _fresh_state(spec, trainable), None
     ckpt = None
@@ -330,10 +343,9 @@ class _State:
         return {"trainable": self.trainable, "opt_state": self.opt_state, "step": jnp.asarray(self.step, jnp.int32)}
 
 
-def _load_base(cfg: TrainConfig, model_folder, train_records) -> tuple[ModelConfig, dict, object]:
-    """(model config, float32 parameter tree, tokenizer), after checking cfg against the model."""
+def _load_base(model_folder, train_records) -> tuple[ModelConfig, dict, object]:
+    """(model config, float32 parameter tree, tokenizer)."""
     model, tok = load_pretrained(model_folder, dtype=jnp.float32)
-    cfg.check(model.cfg)
     if not train_records:
         raise ValueError("no training records")
     return model.cfg, model.param_tree(), tok
