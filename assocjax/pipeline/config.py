@@ -110,8 +110,12 @@ class CompareOptions:
     """Comparisons between conditions of the same subjects (F for augmentations, M for tuned models)."""
 
     models: tuple[str, ...] = ()
-    """tuned model folders (scripts/finetune.py) to score against --model.path:
+    """tuned model folders (scripts/finetune.py OUT/model) or cross-fit folders (finetune.py --cross-fit:
+    each story scored by the fold model that held it out) to score against --model.path:
     M = (R(tuned) - R(base)) / R(base), beside the absolute change"""
+    allow_overlap: bool = False
+    """score a tuned model on stories its run.json lists among its training stories (refused otherwise:
+    M would mix association with memorised stimuli); recorded in run.json"""
     names: tuple[str, ...] = ()
     """labels of --compare.models (default: their folder names)"""
     n_perm: int = 10000
