@@ -87,6 +87,7 @@ def test_overlap_rule_names_model_run_json_and_stories():
     legacy = tuned.Tuned(a, (a,), None, {a: (run, dict(steps=3))})  # a run.json from before stories were recorded
     with pytest.raises(ValueError, match=f"{run} does not list the stories {a} was tuned on"):
         tuned.assign(legacy, {"tunnel": STORIES["tunnel"]})
+    assert tuned.assign(legacy, {"tunnel": STORIES["tunnel"]}, allow_overlap=True)[1]["unlisted"] == [str(run)]
     untuned = tuned.Tuned(a, (a,), None, {})  # no finetune run.json: nothing to check
     assert tuned.assign(untuned, STORIES)[1]["overlap"] == {}
     f0, f1 = Path("cf/fold-0/model"), Path("cf/fold-1/model")
@@ -235,6 +236,10 @@ def test_scoring_a_model_on_its_training_stories_is_refused_in_one_line(world, t
     assert err.startswith(f"error: {fold0} was tuned on stories it would be scored on: {', '.join(trained)} "
                           f"({fold0.parent / 'run.json'} lists train_stories") and err.count("\n") == 1, err
     assert not (tmp_path / "out").exists()  # refused before the baseline was scored
+    pooled = dataclasses.replace(_config(world, tmp_path / "pooled"), model=ModelOptions(path=str(world["cf"])),
+                                 data=DataOptions(root=world["root"], space=SPACE, pool_stories=True))
+    with pytest.raises(ValueError, match=r"are fitted together \(--data.pool-stories\) but scored by different models"):
+        score(pooled)
 
 
 @pytest.fixture(scope="module")

@@ -114,8 +114,8 @@ class CompareOptions:
     each story scored by the fold model that held it out) to score against --model.path:
     M = (R(tuned) - R(base)) / R(base), beside the absolute change"""
     allow_overlap: bool = False
-    """score a tuned model on stories its run.json lists among its training stories (refused otherwise:
-    M would mix association with memorised stimuli); recorded in run.json"""
+    """score a tuned model (--model.path or --compare.models) on stories its run.json lists among its
+    training stories (refused otherwise: M would mix association with memorised stimuli); recorded in run.json"""
     names: tuple[str, ...] = ()
     """labels of --compare.models (default: their folder names)"""
     n_perm: int = 10000

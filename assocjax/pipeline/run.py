@@ -305,6 +305,9 @@ def score(cfg: ScoreConfig) -> ScoreResult:
     if tuning["overlap"]:
         notes.append("--compare.allow-overlap: scored on stories its tuning saw: " + "; ".join(
             f"{s} (tuned on {', '.join(ts)})" for s, ts in tuning["overlap"].items()))
+    if tuning["unlisted"]:
+        notes.append(f"--compare.allow-overlap: {', '.join(tuning['unlisted'])} list no training stories; the model(s) "
+                     "may have been tuned on the scored stories")
     if jax.process_index() == 0:
         files, more = _write(cfg, sel, groups[0].bold, t, label)
         notes += more

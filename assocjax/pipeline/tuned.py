@@ -103,7 +103,7 @@ def assign(tuned: Tuned, stories: Mapping[str, Story], allow_overlap: bool = Fal
                              f"{'; '.join(', '.join(h) for h in tuned.held_out)}); a cross-fit scores only the stories "
                              "it was made from: select them with --data.stories")
         by_story[name] = tuned.folders[fold]
-    overlap, trained = {}, {}
+    overlap, trained, unlisted = {}, {}, []
     for folder in dict.fromkeys(by_story.values()):
         run = tuned.runs.get(folder)
         if run is None:
@@ -114,6 +114,7 @@ def assign(tuned: Tuned, stories: Mapping[str, Story], allow_overlap: bool = Fal
                 raise ValueError(f"{path} does not list the stories {folder} was tuned on (made before finetune.py "
                                  "recorded them), so it may have seen the scored stories: tune it again, or pass "
                                  "--compare.allow-overlap")
+            unlisted.append(str(path))
             continue
         trained[str(folder)] = record["train_stories"]
         mine = {n: [t for t in record["train_stories"] if tells_story(stories[n], t)]
@@ -126,5 +127,5 @@ def assign(tuned: Tuned, stories: Mapping[str, Story], allow_overlap: bool = Fal
                              "--compare.allow-overlap")
         overlap |= mine
     record = dict(path=str(tuned.path), cross_fit=tuned.cross_fit, models={n: str(f) for n, f in by_story.items()},
-                  train_stories=trained, overlap=overlap, allow_overlap=allow_overlap)
+                  train_stories=trained, overlap=overlap, unlisted=unlisted, allow_overlap=allow_overlap)
     return by_story, record
