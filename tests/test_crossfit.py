@@ -5,7 +5,6 @@ tuned model whose run.json lists a scored story (override recorded in run.json) 
 cross-fit folder story by story with the model that held the story out, and its M equals the
 per-fold runs combined by hand."""
 import dataclasses
-import importlib.util
 import json
 from pathlib import Path
 
@@ -28,20 +27,13 @@ from assocjax.tune.checkpoint import data_hash
 from assocjax.tune.crossfit import split_fold, story_folds
 from assocjax.tune.lora import LoraConfig
 from assocjax.tune.train import TrainConfig
+from test_tune_train import _script
 
-REPO = Path(__file__).resolve().parents[1]
 SPACE, VOCAB = "tiny", 60
 # LoRA on GPT-2's fused qkv, 3 steps, a checkpoint every step (the kill test resumes from step 1).
 TUNE = TrainConfig(method="lora", lora=LoraConfig(rank=4, alpha=8.0, targets=("qkv",)), lr=2e-2, warmup_steps=0,
                    total_steps=3, batch_size=2, max_len=48, padding="max_len", eval_every=0, save_every=1,
                    progress=False)
-
-
-def _script(name):
-    spec = importlib.util.spec_from_file_location(f"{name}_cli", REPO / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 # -- folds and the overlap rule (no files) ----------------------------------------------------
@@ -230,7 +222,8 @@ def test_scoring_a_model_on_its_training_stories_is_refused_in_one_line(world, t
     fold0 = world["cf"] / "fold-0" / "model"
     trained = _run(fold0.parent)["train_stories"]
     argv = ["--output", str(tmp_path / "out"), "--cache-dir", str(tmp_path / "cache"), "--model.path",
-            str(world["base"]), "--data.root", str(world["root"]), "--data.space", SPACE, "--compare.models", str(fold0)]
+            str(world["base"]), "--data.root", str(world["root"]), "--data.space", SPACE,
+            "--compare.models", str(fold0)]
     assert run_cli(lambda cfg: score_main(cfg) and None, ScoreConfig, argv) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"error: {fold0} was tuned on stories it would be scored on: {', '.join(trained)} "

@@ -145,7 +145,8 @@ def _features(cfg: ScoreConfig, sel: Selection, augs: dict):
         out = {}
         for folder in dict.fromkeys(g.sel.model_folder for g in groups):
             names = {s.name for g in groups if g.sel.model_folder == folder for s in g.sel.stories}
-            part = dataclasses.replace(sel, stories=tuple(s for s in sel.stories if s.name in names), model_folder=folder)
+            stories = tuple(s for s in sel.stories if s.name in names)
+            part = dataclasses.replace(sel, stories=stories, model_folder=folder)
             model, tok = load_pretrained(folder, dtype=getattr(jnp, cfg.model.dtype))
             feats = word_feats(model, tok, part, cfg.features, cfg.cache_dir / "features", cfg.progress, augs,
                                cfg.augment.mode)

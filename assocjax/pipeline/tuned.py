@@ -28,7 +28,7 @@ class Tuned:
     path: Path                        # as given (a model folder or a cross-fit folder)
     folders: tuple[Path, ...]         # the model folders: one, or one per fold
     cfg: ModelConfig                  # their shared architecture
-    runs: dict                        # model folder -> (its finetune run.json, the record); absent: not a finetune output
+    runs: dict                        # model folder -> (its finetune run.json, record); absent: not made by finetune
     held_out: tuple[tuple[str, ...], ...] = ()  # cross-fit: the stories each fold held out
 
     @property

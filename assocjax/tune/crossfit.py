@@ -91,8 +91,9 @@ def _check_plan(path: Path, plan: dict) -> None:
     keys = ("format", "k", "seed", "folds", "data_hash")
     diff = [k for k in keys if old.get(k) != plan[k]]
     if diff:
-        raise ValueError(f"{path} holds another cross-fit ({', '.join(f'{k}: {old.get(k)!r} vs now {plan[k]!r}' for k in diff[:2])}"
-                         f"{', ...' if len(diff) > 2 else ''}); use another --out, or delete that folder to start afresh")
+        what = ", ".join(f"{k}: {old.get(k)!r} vs now {plan[k]!r}" for k in diff[:2]) + (", ..." if len(diff) > 2 else "")
+        raise ValueError(f"{path} holds another cross-fit ({what}); use another --out, or delete that folder to start "
+                         "afresh")
 
 
 def finished(folder: Path, identity: str) -> bool:
