@@ -20,7 +20,8 @@ class ModelOptions:
     """The language model."""
 
     path: str | None = None
-    """Hugging Face folder (config.json, safetensors, tokenizer), or a hub name with --model.hub; unset: the built-in random GPT-2-style model"""
+    """Hugging Face folder (config.json, safetensors, tokenizer), a cross-fit folder (finetune.py --cross-fit: each story
+    scored by the model of the fold that held it out), or a hub name with --model.hub; unset: the built-in random GPT-2-style model"""
     hub: bool = False
     """allow --model.path to be a Hugging Face hub name (org/name) that is downloaded when not a local folder (needs network)"""
     dtype: Literal["float32", "bfloat16"] = "float32"
