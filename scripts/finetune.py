@@ -3,10 +3,18 @@
     python scripts/finetune.py --model /models/llama-2-7b --train data/assoc/train.jsonl \
         --val data/assoc/val.jsonl --out runs/lora --tune.method lora --tune.fmt llama2
     python scripts/finetune.py ... --tune.method frozen --out runs/frozen   # every block, embeddings/head frozen
+    python scripts/finetune.py --model /models/llama-2-7b --train data/assoc/train.jsonl \
+        --val data/assoc/val.jsonl --cross-fit 4 --out runs/lora-cf   # 4 models, cross-fitted by story
 
 Writes OUT/model (merged Hugging Face model for scripts/score.py --model.path), OUT/adapters
-(PEFT, LoRA only), OUT/history.csv|json, OUT/run.json; checkpoints go to OUT/checkpoints
-unless --tune.checkpoint-dir is given, and a rerun of the same command resumes from them.
+(PEFT, LoRA only), OUT/history.csv|json, OUT/run.json (with the training stories, which
+score.py refuses to score the model on); checkpoints go to OUT/checkpoints unless
+--tune.checkpoint-dir is given, and a rerun of the same command resumes from them.
+--cross-fit K: the records of --train and --val together, their stories split into K folds
+(--fold-seed; OUT/cross_fit.json); model k is tuned on the other folds' records and validated on
+its own fold's, into OUT/fold-<k>/ (the same files as above). score.py --compare.models OUT
+scores every story with the model that never saw it. A rerun keeps finished folds and resumes
+the others from their checkpoints (assocjax.tune.crossfit).
 --model is a local folder; a Hugging Face hub name ("org/name") is downloaded only with --hub.
 Bad input ends with one line on stderr and exit code 2 (--debug: the traceback).
 """
@@ -16,7 +24,7 @@ from pathlib import Path
 
 from assocjax.cli import run_cli
 from assocjax.models.loading import check_weights, resolve
-from assocjax.tune import dataset
+from assocjax.tune import crossfit, dataset
 from assocjax.tune.train import TrainConfig, train, write_outputs
 
 
@@ -29,6 +37,8 @@ class Args:
     tune: TrainConfig = TrainConfig()
     base_name: str | None = None     # base_model_name_or_path in the PEFT config (default: --model)
     hub: bool = False                # --model is a Hugging Face hub name: download it (needs network)
+    cross_fit: int = 0               # K >= 2: K models cross-fitted by story into OUT/fold-<k>; 0: one model
+    fold_seed: int = 0               # seed of the story folds of --cross-fit (recorded in OUT/cross_fit.json)
 
 
 def main(args: Args) -> None:
@@ -36,12 +46,20 @@ def main(args: Args) -> None:
     check_weights(folder)  # config.json and the weights' headers, before anything long
     train_records = dataset.read_jsonl(args.train)
     val_records = dataset.read_jsonl(args.val) if args.val else []
+    files = dict(train_file=str(args.train), val_file=str(args.val) if args.val else None)
     cfg = args.tune
+    if args.cross_fit:
+        folds = crossfit.cross_fit(cfg, folder, train_records + val_records, args.out, args.cross_fit, args.fold_seed,
+                                   args.base_name or str(args.model), extra=files)
+        for f in folds:
+            print(f"fold {f['fold']} ({f['status']}): held out {', '.join(f['held_out'])}; {f['steps']} steps, "
+                  f"loss {f['final_loss']}, held-out loss {f['final_val_loss']} -> {f['folder'] / 'model'}")
+        return
     if cfg.checkpoint_dir is None:
         cfg = dataclasses.replace(cfg, checkpoint_dir=args.out / "checkpoints")
     result = train(cfg, folder, train_records, val_records)
     paths = write_outputs(result, args.out, args.base_name or str(args.model),
-                          extra=dict(train_file=str(args.train), val_file=str(args.val) if args.val else None))
+                          extra=files | crossfit.provenance(train_records, val_records))
     last = result.history[-1] if result.history else {}
     print(f"{cfg.method}: {len(result.history)} steps, loss {last.get('loss')}, validation {last.get('val_loss')}; "
           f"{result.n_truncated} training records cut to {cfg.max_len} tokens -> {paths['model']}")

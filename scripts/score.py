@@ -5,6 +5,7 @@
         --data.tasks pieman,tunnel --features.layers 4 6 8 --output outputs/gpt2
     python scripts/score.py --augment.files aug/*.json --augment.compare   # F per condition vs plain
     python scripts/score.py --model.path base --compare.models tuned-lora tuned-control   # M
+    python scripts/score.py --model.path base --compare.models runs/lora-cf   # M, each story by its fold's model
 """
 import sys
 

@@ -419,6 +419,9 @@ def test_make_association_then_finetune_scripts(setup, tmp_path, capsys):
     assert {"model", "adapters", "checkpoints", "history.csv", "history.json", "run.json"} <= written
     info = json.loads((run / "run.json").read_text())
     assert info["seed"] == 0 and info["steps"] == 2 and info["config"]["method"] == "lora"
+    # the stories it was tuned on (score.py refuses to score it on them), and those it was validated on
+    assert info["train_stories"] == sorted({r["story"] for r in train_recs}) and info["n_train"] == len(train_recs)
+    assert info["val_stories"] == sorted({r["story"] for r in val_recs})
     assert (run / "history.csv").read_text().splitlines()[0] == "step,loss,val_loss,lr,tokens"
     assert {p.name for p in (run / "adapters").iterdir()} >= {"adapter_config.json", "adapter_model.safetensors"}
     model, _ = load_pretrained(run / "model")

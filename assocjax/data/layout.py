@@ -125,6 +125,25 @@ def story_named(story: Story, name: str) -> bool:
     return name in (story.name, story.audio, story.gentle)
 
 
+# Stimuli that tell one story: the same text told again (piemanpni: pieman retold, a third of
+# their word 6-grams shared) or with words swapped (milkyway's vodka/synonyms versions, the
+# scrambled notthefall). Tuning on one of them and scoring another leaks the story's content.
+SAME_STORY = (frozenset({"pieman", "piemanpni"}),
+              frozenset({"milkywayoriginal", "milkywaysynonyms", "milkywayvodka"}),
+              frozenset({"notthefallintact", "notthefalllongscram", "notthefallshortscram"}))
+
+
+def same_story(name: str) -> frozenset[str]:
+    """`name` and every stimulus name telling the same story (`SAME_STORY`)."""
+    return next((group for group in SAME_STORY if name in group), frozenset({name}))
+
+
+def tells_story(story: Story, name: str) -> bool:
+    """Whether `story` is, or tells the same story as, the story `name` names (`story_named`,
+    `same_story`): what makes a tuning text overlap a scored story."""
+    return any(story_named(story, n) for n in same_story(name))
+
+
 def find_stories(stories: Iterable[Story], *names: str) -> tuple[Story, ...]:
     """The stories (in their order) that any of `names` names (`story_named`)."""
     return tuple(s for s in stories if any(story_named(s, n) for n in names))

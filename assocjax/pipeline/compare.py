@@ -5,7 +5,8 @@ folder of its own under --output (each is an ordinary `score` run, so finished l
 from the results cache: the baseline of an earlier run is reused, not refit), then pairs the
 subjects' region scores:
     F  = R(augmented) - R(plain)            each augmentation condition vs the plain stories
-    M  = (R(tuned) - R(base)) / R(base)     each --compare.models folder vs --model.path
+    M  = (R(tuned) - R(base)) / R(base)     each --compare.models folder vs --model.path; a cross-fit
+                                            folder scores each story with the fold model that held it out
     contrast = R(A) - R(B)                  every pair of conditions (e.g. associative vs random)
 with the statistics of `assocjax.gains` / `assocjax.stats` (paired subject bootstrap CI, sign-flip p, BH q over
 the layer x region x hemisphere rows of one comparison). Written: gains.csv / gains.json (tidy
@@ -24,9 +25,9 @@ from ..gains import paired_change
 from ..io import atomic_write_text, write_csv, write_json
 from ..stats import bh_fdr
 from .config import ScoreConfig
-from .inputs import condition_name, read_augmentations, resolve_layers, resolve_model
+from .inputs import condition_name, read_augmentations, resolve_layers
 from .report import clean_nans
-from .run import ScoreResult, score
+from .run import ScoreResult, check_models, score
 
 BASELINE = "plain"
 
@@ -107,8 +108,8 @@ def compare(cfg: ScoreConfig) -> Comparison:
     if clash:
         raise ValueError(f"condition names {sorted(clash)} are used twice (augmentation conditions, model labels "
                          f"and {BASELINE!r} must differ)")
-    for path in cfg.compare.models:  # every model checked from its headers before the baseline is scored
-        resolve_model(str(path), cfg.model.hub)
+    if cfg.compare.models:  # headers, and no tuning on the scored stories, before the baseline is scored
+        check_models(cfg, cfg.compare.models)
     for name, path in zip(names, cfg.compare.models):
         warn_unchanged_layers(name, str(path), cfg)
     out = Path(cfg.output)

@@ -20,7 +20,8 @@ class ModelOptions:
     """The language model."""
 
     path: str | None = None
-    """Hugging Face folder (config.json, safetensors, tokenizer), or a hub name with --model.hub; unset: the built-in random GPT-2-style model"""
+    """Hugging Face folder (config.json, safetensors, tokenizer), a cross-fit folder (finetune.py --cross-fit: each story
+    scored by the model of the fold that held it out), or a hub name with --model.hub; unset: the built-in random GPT-2-style model"""
     hub: bool = False
     """allow --model.path to be a Hugging Face hub name (org/name) that is downloaded when not a local folder (needs network)"""
     dtype: Literal["float32", "bfloat16"] = "float32"
@@ -112,8 +113,12 @@ class CompareOptions:
     """Comparisons between conditions of the same subjects (F for augmentations, M for tuned models)."""
 
     models: tuple[str, ...] = ()
-    """tuned model folders (scripts/finetune.py) to score against --model.path:
+    """tuned model folders (scripts/finetune.py OUT/model) or cross-fit folders (finetune.py --cross-fit:
+    each story scored by the fold model that held it out) to score against --model.path:
     M = (R(tuned) - R(base)) / R(base), beside the absolute change"""
+    allow_overlap: bool = False
+    """score a tuned model (--model.path or --compare.models) on stories its run.json lists among its
+    training stories (refused otherwise: M would mix association with memorised stimuli); recorded in run.json"""
     names: tuple[str, ...] = ()
     """labels of --compare.models (default: their folder names)"""
     n_perm: int = 10000

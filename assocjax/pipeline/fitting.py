@@ -137,8 +137,8 @@ class Group:
 
 
 def fit_layers(cfg: ScoreConfig, sel: Selection, groups: list[Group], feats_of, aggregate_only: bool = False) -> None:
-    """Every group's missing layers: the model and word features are made once for all groups
-    (`feats_of()` -> story name -> features), only when some (group, layer) is not cached."""
+    """Every group's missing layers: word features are made once for the groups with a missing
+    (group, layer) (`feats_of(groups)` -> story name -> features), only when there is one."""
     todo = {}
     for g in groups:
         for layer in sel.layers:
@@ -153,7 +153,7 @@ def fit_layers(cfg: ScoreConfig, sel: Selection, groups: list[Group], feats_of, 
         missing = ", ".join(f"{name}: layers {layers}" for name, layers in todo.items())
         raise FileNotFoundError(f"--aggregate: results missing from {cfg.cache_dir / 'scores'} for {missing}; run "
                                 "their jobs first (the same options), or drop --aggregate to compute them here")
-    feats = feats_of()
+    feats = feats_of([g for g in groups if g.name in todo])
     steps = [(g, layer) for g in groups for layer in todo.get(g.name, ())]
     if cfg.progress:
         from tqdm.auto import tqdm

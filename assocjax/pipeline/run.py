@@ -25,13 +25,13 @@ from ..models import load_pretrained
 from . import aggregate
 from . import bold as bold_mod
 from . import budget as budget_mod
-from . import report, store, tables
+from . import report, store, tables, tuned
 from .assets import ensure_builtin, planting
 from .bold import Bold
 from .config import ScoreConfig, check_options
 from .design import word_feats
 from .fitting import Group, fit_layers, fitting
-from .inputs import Selection, describe, resolve_augmentations, resolve_model, select
+from .inputs import Selection, describe, resolve_augmentations, select
 
 
 @dataclasses.dataclass
@@ -82,7 +82,7 @@ def _sources(cfg: ScoreConfig):
             raise FileNotFoundError(f"dataset root not found: {cfg.data.root}")
         return Path(cfg.data.root), cfg.model.path, "fsaverage6", None
     if cfg.model.path is not None:
-        resolve_model(cfg.model.path, cfg.model.hub)  # a bad path fails before the built-in data is generated
+        tuned.resolve(cfg.model.path, cfg.model.hub)  # a bad path fails before the built-in data is generated
     b = ensure_builtin(cfg.synthetic, cfg.cache_dir, cfg.progress)
     return b.root, cfg.model.path or str(b.model), b.space, b.manifest
 
@@ -119,10 +119,17 @@ def _versions() -> dict:
                 devices=[str(d) for d in jax.devices()], platform=platform.platform())
 
 
-def _groups(cfg: ScoreConfig, sel: Selection, augs: dict, budget) -> list[Group]:
-    """Each fit group with its results folder (keyed by everything that sets its numbers)."""
+def _groups(cfg: ScoreConfig, sel: Selection, augs: dict, budget, by_story: dict[str, Path]) -> list[Group]:
+    """Each fit group, with the model that scores its stories (`tuned.assign`), and its results
+    folder (keyed by everything that sets its numbers, that model's files included)."""
     out = []
     for g in sel.groups():
+        folders = list(dict.fromkeys(by_story[s.name] for s in g.stories))
+        if len(folders) > 1:
+            raise ValueError(f"stories {g.name} are fitted together (--data.pool-stories) but scored by different "
+                             f"models ({', '.join(map(str, folders))}: a cross-fit's folds); fit each story on its "
+                             "own (drop --data.pool-stories), or select the stories of one fold")
+        g = dataclasses.replace(g, model_folder=folders[0])
         mine = {n: a for n, a in augs.items() if n in {s.name for s in g.stories}}
         key = store.results_key(cfg, g, mine)
         folder = store.results_dir(cfg.cache_dir, key)
@@ -132,12 +139,20 @@ def _groups(cfg: ScoreConfig, sel: Selection, augs: dict, budget) -> list[Group]
 
 
 def _features(cfg: ScoreConfig, sel: Selection, augs: dict):
-    """A function giving story name -> word features (the model loaded once, on first use)."""
-    def feats_of():
-        model, tok = load_pretrained(sel.model_folder, dtype=getattr(jnp, cfg.model.dtype))
-        feats = word_feats(model, tok, sel, cfg.features, cfg.cache_dir / "features", cfg.progress, augs,
-                           cfg.augment.mode)
-        return {s.name: f for s, f in zip(sel.stories, feats)}
+    """A function giving, for some fit groups, story name -> word features from each group's
+    model (each model loaded once, one at a time, only when called)."""
+    def feats_of(groups: list[Group]) -> dict:
+        out = {}
+        for folder in dict.fromkeys(g.sel.model_folder for g in groups):
+            names = {s.name for g in groups if g.sel.model_folder == folder for s in g.sel.stories}
+            stories = tuple(s for s in sel.stories if s.name in names)
+            part = dataclasses.replace(sel, stories=stories, model_folder=folder)
+            model, tok = load_pretrained(folder, dtype=getattr(jnp, cfg.model.dtype))
+            feats = word_feats(model, tok, part, cfg.features, cfg.cache_dir / "features", cfg.progress, augs,
+                               cfg.augment.mode)
+            out |= {s.name: f for s, f in zip(part.stories, feats)}
+            del model
+        return out
     return feats_of
 
 
@@ -218,12 +233,12 @@ def _run_notes(cfg: ScoreConfig, sel: Selection, groups: list[Group]) -> list[st
     return notes
 
 
-def _record(cfg, sel, groups, t: Tables, root, manifest, augs, notes, stages, t0) -> dict:
+def _record(cfg, sel, groups, t: Tables, root, manifest, augs, notes, stages, t0, tuning) -> dict:
     """run.json: what was run on what, and what it cost."""
     return dict(
         config=dataclasses.asdict(cfg), command=sys.argv, versions=_versions(),
         seeds=dict(ceiling_splits=cfg.seed, bootstrap=cfg.seed, synthetic=cfg.synthetic.seed if manifest else None),
-        data_root=root, model=sel.model_folder, selection=describe(sel),
+        data_root=root, model=sel.model_folder, models=tuning, selection=describe(sel),
         augmentation=dict(mode=cfg.augment.mode, files=[str(f) for f in cfg.augment.files],
                           ids={n: a.id for n, a in augs.items()}) if augs else None,
         stories={g.name: dict(subjects=list(g.sel.subjects), n_trs=g.bold.n_rows, weight=g.bold.n_rows,
@@ -242,6 +257,16 @@ def _record(cfg, sel, groups, t: Tables, root, manifest, augs, notes, stages, t0
         builtin=dict(planted=planting(cfg.synthetic), manifest=root / "manifest.json") if manifest else None)
 
 
+def check_models(cfg: ScoreConfig, paths) -> None:
+    """Before a comparison scores anything: --model.path and every model of `paths` resolve, and
+    each may score the selected stories (`tuned.assign`: none tuned on a story it would score)."""
+    root, model_path, space, _ = _sources(cfg)
+    models = [tuned.resolve(str(p), cfg.model.hub) for p in (model_path, *paths)]
+    stories = tuned.scored_stories(select(cfg, root, str(models[0].reference), space))
+    for m in models:
+        tuned.assign(m, stories, cfg.compare.allow_overlap)
+
+
 def score(cfg: ScoreConfig) -> ScoreResult:
     """Run the pipeline (module docstring); returns the numbers and writes cfg.output.
     With cfg.aggregate the tables come from the results cache only; a missing (story, layer) is
@@ -251,12 +276,14 @@ def score(cfg: ScoreConfig) -> ScoreResult:
     if cfg.distributed:
         jax.distributed.initialize(cfg.coordinator, cfg.num_processes, cfg.process_id)
     root, model_path, space, manifest = _sources(cfg)
-    sel = select(cfg, root, model_path, space)
+    models = tuned.resolve(model_path, cfg.model.hub)
+    sel = select(cfg, root, str(models.reference), space)
+    by_story, tuning = tuned.assign(models, tuned.scored_stories(sel), cfg.compare.allow_overlap)
     _print_notes(sel.notes)
     print(f"devices: {', '.join(str(d) for d in jax.devices())}", file=sys.stderr)
     augs = resolve_augmentations(cfg.augment.files, sel.stories)
     budget = budget_mod.memory_budget(cfg.memory_gb)
-    groups = _groups(cfg, sel, augs, budget)
+    groups = _groups(cfg, sel, augs, budget, by_story)
     stages = budget_mod.Stages()
     with stages("bold"):
         for g in groups:
@@ -270,15 +297,23 @@ def score(cfg: ScoreConfig) -> ScoreResult:
         fit_layers(cfg, sel, groups, _features(cfg, sel, augs), cfg.aggregate)
     t = _tables(cfg, sel, groups, atlases)
     label = "the built-in random GPT-2" if manifest and cfg.model.path is None else sel.model_folder.name
+    if models.cross_fit:
+        label = f"{models.path.name} (cross-fitted: {len(models.folders)} models)"
     info = dict(n_layers=len(sel.layers), model=label, n_subjects=len(sel.subjects), n_stories=len(sel.stories),
                 n_trs=sum(g.bold.n_rows for g in groups), n_targets=max(g.bold.n_vertices for g in groups),
                 targets="voxels" if sel.kind == "volume" else "vertices", pooled=sel.pooled or len(groups) == 1)
     files, notes = [], list(sel.notes) + _run_notes(cfg, sel, groups)
+    if tuning["overlap"]:
+        notes.append("--compare.allow-overlap: scored on stories its tuning saw: " + "; ".join(
+            f"{s} (tuned on {', '.join(ts)})" for s, ts in tuning["overlap"].items()))
+    if tuning["unlisted"]:
+        notes.append(f"--compare.allow-overlap: {', '.join(tuning['unlisted'])} list no training stories; the model(s) "
+                     "may have been tuned on the scored stories")
     if jax.process_index() == 0:
         files, more = _write(cfg, sel, groups[0].bold, t, label)
         notes += more
         files.append(write_json(cfg.output / "run.json", _record(cfg, sel, groups, t, root, manifest, augs, notes,
-                                                                  stages, t0)))
+                                                                  stages, t0, tuning)))
         files.append(atomic_write_text(cfg.output / "summary.txt", report.summary_text(t.summary, info) + "\n"))
     _print_notes(notes[len(sel.notes):])
     print(report.summary_text(t.summary, info))

@@ -1,5 +1,5 @@
 """Instruction tuning: the Association dataset, prompt formats, LoRA adapters (PEFT-compatible),
-frozen-layer tuning, the training loop and its Orbax checkpoints."""
+frozen-layer tuning, the training loop and its Orbax checkpoints, cross-fitting by story."""
 from .dataset import (CONTROL_TEMPLATES, TASKS, TEMPLATES, build_records, read_jsonl, split_by_story, validate_record,
                       write_jsonl)
 from .freeze import frozen_params, join, ordered_runs, parse_layers, split_trainable
