@@ -23,4 +23,10 @@ def exact_matmuls(fn):
         with jax.default_matmul_precision("highest"):
             return fn(*args, **kwargs)
 
+    if hasattr(fn, "lower"):  # jitted: lowering (memory analysis, HLO) sees the same precision
+        def lower(*args, **kwargs):
+            with jax.default_matmul_precision("highest"):
+                return fn.lower(*args, **kwargs)
+
+        wrapped.lower = lower
     return wrapped

@@ -300,3 +300,16 @@ def test_solvers_come_from_one_table():
     for bad in (lambda: RidgeCV(solver="cholesky", cv=2).fit(x, y, g), lambda: Ridge(solver="cholesky").fit(x, y)):
         with pytest.raises(ValueError, match=r"solver must be 'auto' or one of \('primal', 'dual'\), got 'cholesky'"):
             bad()
+
+
+def test_exact_matmuls_lowers_full_float32_products():
+    """The ridge engine's jitted functions are traced with full float32 products (no TF32 or
+    single bf16 pass on accelerators); a plain jit keeps JAX's default."""
+    from assocjax.numerics import exact_matmuls
+    from assocjax.ridge import nested
+
+    x = jax.numpy.ones((8, 8), jax.numpy.float32)
+    assert "HIGHEST" in exact_matmuls(jax.jit(lambda a, b: a @ b)).lower(x, x).as_text()
+    assert "HIGHEST" not in jax.jit(lambda a, b: a @ b).lower(x, x).as_text()
+    jitted = [f for f in vars(nested).values() if callable(f) and hasattr(f, "lower") and hasattr(f, "__wrapped__")]
+    assert jitted and all(f.lower.__qualname__.startswith("exact_matmuls") for f in jitted)

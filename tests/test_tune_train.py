@@ -144,7 +144,7 @@ def test_frozen_last_blocks_warn_naming_the_unchanged_layers(setup, deep, tmp_pa
 
     def score_cfg(layers):
         return ScoreConfig(output=tmp_path / "out", model=ModelOptions(path=str(deep)), features=FeatureOptions(layers=layers),
-                           compare=CompareOptions(models=(model,), names=("frozen",)))
+                           compare=CompareOptions(models=(model,), names=("frozen",), allow_overlap=True))
 
     class Scored(Exception):
         pass
