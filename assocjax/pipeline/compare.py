@@ -152,22 +152,20 @@ def warn_unchanged_layers(name: str, model_path: str, cfg: ScoreConfig) -> str |
     layer lies at or below its first trained block: those hidden states are bit-identical
     to the base model's, so M is exactly 0 by construction (`freeze.unchanged_layers_warning`)."""
     from ..tune.freeze import unchanged_layers_warning  # here: assocjax.tune loads optax and Orbax
+    from .tuned import resolve as resolve_tuned
 
-    folder, mcfg = resolve_model(model_path, cfg.model.hub)
-    run = next((p for p in (folder / "run.json", folder.parent / "run.json") if p.is_file()), None)
-    if run is None:
-        return None
-    try:
-        info = json.loads(run.read_text())
-    except json.JSONDecodeError as e:
-        raise ValueError(f"{run} (the tuning record of --compare.models {name}): not valid JSON ({e})") from None
-    config, trained = info.get("config") or {}, info.get("trained_layers")
-    if config.get("method") != "frozen" or not trained or (info.get("model_config") or {}).get("n_layers") != mcfg.n_layers:
-        return None  # not a frozen-layer run of this model
-    note = unchanged_layers_warning(trained, mcfg.n_layers, resolve_layers(cfg.features.layers, mcfg, str(folder)))
-    if note:
-        warnings.warn(f"--compare.models {name} ({run}): {note}", stacklevel=2)
-    return note
+    tuned = resolve_tuned(model_path, cfg.model.hub)  # a model folder, or a cross-fit folder's fold models
+    for folder, (run, info) in tuned.runs.items():
+        config, trained = info.get("config") or {}, info.get("trained_layers")
+        if config.get("method") != "frozen" or not trained or \
+                (info.get("model_config") or {}).get("n_layers") != tuned.cfg.n_layers:
+            continue  # not a frozen-layer run of this model
+        scored = resolve_layers(cfg.features.layers, tuned.cfg, str(folder))
+        note = unchanged_layers_warning(trained, tuned.cfg.n_layers, scored)
+        if note:
+            warnings.warn(f"--compare.models {name} ({run}): {note}", stacklevel=2)
+            return note  # the folds of a cross-fit share their settings: one warning
+    return None
 
 
 def summary_text(rows: list[dict], fdr: float) -> str:
