@@ -27,7 +27,6 @@ from __future__ import annotations
 import csv
 import dataclasses
 import datetime
-import hashlib
 import json
 import os
 import platform

@@ -25,7 +25,7 @@ from ..gains import paired_change
 from ..io import atomic_write_text, write_csv, write_json
 from ..stats import bh_fdr
 from .config import ScoreConfig
-from .inputs import condition_name, read_augmentations, resolve_layers, resolve_model
+from .inputs import condition_name, read_augmentations, resolve_layers
 from .report import clean_nans
 from .run import ScoreResult, check_models, score
 
