@@ -110,6 +110,16 @@ def test_experiment_1_recovers_the_planted_effect(world):
     assert c["change"] > max(contrast[r]["change"] for r in OTHERS)
 
 
+
+def test_the_printed_summary_leads_with_the_mtl_gain(world):
+    """gains.txt lists significant gains before the (larger) losses elsewhere."""
+    _, _, cfg, _ = world
+    lines = (cfg.output / "gains.txt").read_text().splitlines()
+    head = next(i for i, line in enumerate(lines) if line.startswith("oracle vs plain [F]"))
+    assert lines[head + 1].split()[:3] == ["mtl", "layer", f"{SMALL.planted_layer}:"], lines[head:head + 3]
+    assert lines[head + 1].split()[3].startswith("+")
+
+
 def test_a_changed_dataset_no_longer_gives_the_recorded_oracle(world, tmp_path):
     b, *_ = world
     copy = tmp_path / "copy"

@@ -183,7 +183,8 @@ class SyntheticOptions:
     # (`SyntheticConfig`), passed on by `generator_config`, so none can be dropped on the way.
 
     n_stories: int = 3
-    """generated stories (3 x 200 TRs with 12 subjects keep the default run's ridge work that of 4 stories with 8)"""
+    """generated stories (each fitted with all its listeners: 3 x 200 TRs with 12 subjects keep the default
+    run at 3-4 min on 2 CPU cores)"""
     n_subjects: int = 12
     """generated subjects (every third hears one story only; one scan is excluded); 12 let a consistent
     change reach q < 0.05 (exact sign-flip p >= 2 / 2^subjects)"""
