@@ -18,7 +18,7 @@ from assocjax.augment.oracle import write_oracle
 from assocjax.data.synthetic.model import read_with_associates
 from assocjax.features import word_features
 from assocjax.models import load_pretrained
-from assocjax.pipeline import (AugmentOptions, CeilingOptions, DataOptions, FeatureOptions, ReportOptions,
+from assocjax.pipeline import (AugmentOptions, CeilingOptions, FeatureOptions, ReportOptions,
                                ScoreConfig, SyntheticOptions, compare)
 from assocjax.pipeline.assets import ensure_builtin, planting
 from assocjax.pipeline.design import story_features
