@@ -281,7 +281,8 @@ class Oracle:
     out_dir: Path
     """Folder for <story>_oracle.json and <story>_random.json."""
     data_root: Path | None = None
-    """A synthetic dataset (scripts/make_synthetic.py); unset: the built-in one of scripts/score.py."""
+    """A synthetic dataset (scripts/make_synthetic.py); unset: the built-in one of scripts/score.py (its MTL
+    parcels were planted from exactly these oracle augmentations, as --augment.mode context reads them)."""
     cache_dir: Path = Path(".assocjax_cache")
     """Where the built-in dataset is cached (as scripts/score.py --cache-dir)."""
     seed: int = 0

@@ -395,6 +395,67 @@ def test_ar1_noise_statistics(tmp_path):
         assert abs(r.mean()) < 5 * sd_r / np.sqrt(V) and r.std() == pytest.approx(sd_r, rel=0.15)
 
 
+def test_context_mode_plants_the_story_read_with_its_associates(ds, tmp_path):
+    """assoc_mode "context": the MTL regressors are a context-dependent feature function's values at
+    the heard words of the story read with every word followed by its associates, and the images are
+    the model functions of exactly that design; a context-free function hears nothing new there."""
+    from assocjax.data.synthetic.model import read_with_associates
+
+    root, m = ds
+    assoc = json.loads((root / "associations.json").read_text())
+    emb = random_embedding(8, 3)
+
+    def running_mean(words):  # each word's feature depends on everything read before it
+        x = emb(words).astype(np.float64)
+        return (np.cumsum(x, 0) / np.arange(1, len(words) + 1)[:, None]).astype(np.float32)
+
+    running_mean.__name__ = "running mean"
+    words = ["Kapo", "lime", "kapo"]
+    small = {a: [f"{a}x", f"{a}y"] for a in ("kapo", "lime")}
+    read, at = read_with_associates(words, small)
+    assert read == ["Kapo", "kapox", "kapoy", "lime", "limex", "limey", "kapo", "kapox", "kapoy"]
+    assert at.tolist() == [0, 3, 6]
+
+    scan = next(s for s in m["scans"] if not s["excluded"])
+    window = tuple(m["tasks"][scan["task"]]["story_window_trs"])
+    t = read_gentle_csv(root / f"stimuli/gentle/{scan['task']}/align.csv", on_unsorted="sort")
+    kw = dict(onset_s=scan["audio_onset"], n_trs=scan["n_trs"], tr=scan["tr"], associations=assoc, window=window)
+    heard, ctx = stimulus_design(t, features=running_mean, assoc_mode="context", **kw)
+    read, at = read_with_associates(list(t.words), assoc)
+    in_context = running_mean(read)[at]
+
+    def story_in_context(ws):  # the story's words -> their in-context features (anything else: as before)
+        return in_context if list(ws) == list(t.words) else running_mean(ws)
+
+    want, _ = stimulus_design(t, features=story_in_context, **kw)  # their "heard" regressors
+    np.testing.assert_array_equal(ctx, want)
+    assert not np.allclose(ctx, heard)
+    free_heard, free_ctx = stimulus_design(t, features=emb, assoc_mode="context", **kw)
+    np.testing.assert_array_equal(free_ctx, free_heard)
+    with pytest.raises(ValueError, match="assoc_mode must be one of"):
+        stimulus_design(t, features=emb, assoc_mode="oracle", **kw)
+
+    cfg = SyntheticConfig(out=tmp_path / "ctx", **{**TINY, "n_subjects": 3, "story_trs": 60, "volume_shape": None},
+                          assoc_mode="context")
+    m2 = make_synthetic(cfg, features=running_mean)
+    assert m2["config"]["assoc_mode"] == "context" and m2["assoc_mode"]["mode"] == "context"
+    assert "assoc_mode" not in m["config"] and "assoc_mode" not in m  # the default keeps its bytes
+    parcels = Parcels.from_snr(cfg.snr)
+    assoc2 = json.loads((cfg.out / "associations.json").read_text())
+    scan = next(s for s in m2["scans"] if not s["excluded"])
+    window = tuple(m2["tasks"][scan["task"]]["story_window_trs"])
+    t = read_gentle_csv(cfg.out / f"stimuli/gentle/{scan['task']}/align.csv", on_unsorted="sort")
+    heard, ctx = stimulus_design(t, scan["audio_onset"], scan["n_trs"], scan["tr"], running_mean, assoc2, window,
+                                 assoc_mode="context")
+    labels = nib.freesurfer.read_annot(cfg.out / m2["atlas"]["annot"]["L"])[0]
+    maps = vertex_maps(cfg.seed, "L", heard.shape[1], ctx.shape[1], labels.size)
+    signal = planted_signal(heard, ctx, maps, labels, parcels, cfg.assoc_share, window)
+    want = scan_bold(cfg.seed, scan["stem"], "L", labels, parcels, cfg.noise_ar1, scan["n_trs"], signal)
+    np.testing.assert_array_equal(_hemi_bold(cfg.out, scan, "L", SPACE), want)
+    with pytest.raises(ValueError, match="assoc_mode must be one of"):
+        make_synthetic(SyntheticConfig(out=tmp_path / "bad", space=SPACE, n_vertices=20, assoc_mode="oracle"))
+
+
 @pytest.mark.parametrize("rho", [-0.1, 1.0, float("nan")])
 def test_noise_ar1_must_be_in_unit_interval(tmp_path, rho):
     with pytest.raises(ValueError, match=r"noise_ar1 \(--noise-ar1\).*\[0, 1\)"):
@@ -436,7 +497,7 @@ def test_builtin_options_reach_the_generator_by_name(tmp_path):
     generator = {f.name: f for f in dataclasses.fields(SyntheticConfig)}
     passed = [f.name for f in dataclasses.fields(opts) if f.name not in SyntheticOptions.MODEL_FIELDS]
     assert not set(SyntheticOptions.MODEL_FIELDS) & set(generator)
-    assert len(passed) == 8 and all(getattr(cfg, k) == getattr(opts, k) for k in passed)
+    assert len(passed) == 9 and all(getattr(cfg, k) == getattr(opts, k) for k in passed)
     assert cfg.out == tmp_path and cfg.vocab_size == 123
     defaults = SyntheticConfig(out=tmp_path)
     assert all(getattr(cfg, k) == getattr(defaults, k) for k in generator if k not in passed + ["out", "vocab_size"])

@@ -2,8 +2,11 @@
 whose features drive its "MTL" parcels (`associations.json`, see `assocjax.data.synthetic`).
 
 It is the ground truth an augmentation method is measured against: with it, F must be
-positive in the MTL parcels and near zero elsewhere, and a length-matched random control
-(`random_control.random_match`) must not give a gain anywhere.
+positive in the MTL parcels and near zero or below elsewhere (below where the model's features
+of the heard words change with the inserted words, as the built-in model's do), and a
+length-matched random control (`random_control.random_match`) must not give a gain anywhere.
+The built-in dataset's MTL parcels were planted from exactly these augmentations read in
+context; its manifest records their ids, which `write_oracle` checks.
 """
 from __future__ import annotations
 
@@ -47,8 +50,11 @@ def write_oracle(root: str | Path, out_dir: str | Path, seed: int = 0, controls:
                  tokenizer=None) -> dict[str, list[Path]]:
     """story -> files written: <story>_oracle.json for every story of the synthetic dataset at
     `root` and, with controls, its length-matched random control <story>_random.json (content:
-    the other stories' words, drawn with `seed`; lengths in `tokenizer`'s tokens when given)."""
+    the other stories' words, drawn with `seed`; lengths in `tokenizer`'s tokens when given).
+    A dataset whose manifest records the oracle it was planted with (the built-in one:
+    `assocjax.pipeline.assets`) must give exactly those augmentations."""
     stories = synthetic_oracle(root)
+    _check_recorded(Path(root), {story: aug.id for story, (_, aug) in stories.items()})
     written = {}
     for story, (words, aug) in stories.items():
         written[story] = [save(aug, Path(out_dir) / f"{story}_oracle.json", words)]
@@ -57,3 +63,11 @@ def write_oracle(root: str | Path, out_dir: str | Path, seed: int = 0, controls:
             control = random_match(aug, words, pool, seed, "matched", tokenizer, pool_name="other stories")
             written[story].append(save(control, Path(out_dir) / f"{story}_random.json", words))
     return written
+
+
+def _check_recorded(root: Path, ids: dict[str, str]) -> None:
+    manifest = root / "manifest.json"
+    recorded = json.loads(manifest.read_text()).get("oracle", {}).get("ids") if manifest.is_file() else None
+    if recorded is not None and recorded != ids:
+        raise ValueError(f"{manifest} records oracle augmentations {recorded}, but its associations.json and "
+                         f"alignments give {ids}: the dataset was changed after it was planted")

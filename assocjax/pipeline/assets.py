@@ -3,6 +3,14 @@ vocabulary, and a synthetic Narratives dataset whose BOLD is planted from one la
 model. Everything is made offline (no torch, no downloads), saved the way real assets are
 (Hugging Face folder, BIDS folder), and cached under a hash of the options, so the default
 run goes through exactly the loaders a real run uses.
+
+The built-in brain has associative memory in the sense the paper tests: its MTL parcels
+respond to the model's features of each story as heard *with its associations* (80 % of
+their signal variance by default: `SyntheticOptions.assoc_share`), i.e. the features `score.py --augment.files
+<story>_oracle.json` computes in the default context mode, and every other parcel to the
+plain story. The oracle augmentations are written at build time (`oracle/<story>_oracle.json`)
+and recorded in the manifest ("oracle": parcels, layer, files and augmentation ids), and the
+planted reading is checked to be exactly theirs.
 """
 from __future__ import annotations
 
@@ -16,15 +24,20 @@ import jax
 import numpy as np
 from flax import nnx
 
+from ..augment.format import augmented_words
+from ..augment.oracle import CONDITION, synthetic_oracle, write_oracle
 from ..data.synthetic import make_synthetic, pseudo_words
+from ..data.synthetic.model import read_with_associates
 from ..features import word_features
 from ..fingerprint import digest, weights_id
-from ..io import atomic_write_text
+from ..io import atomic_write_text, write_json
 from ..models import CausalLM, from_hf, load_pretrained
 from ..models.params import WEIGHT_ROLES, param_roles, params_to_hf
 from .config import SyntheticOptions
 
-ASSETS_VERSION = 2  # bump when what is built for the same options changes (2: words at their midpoints)
+# bump when what is built for the same options changes (2: words at their midpoints; 3: MTL planted
+# from the story read with its oracle augmentation, 12 subjects, oracle files recorded)
+ASSETS_VERSION = 3
 VOCAB_SIZE = 200
 UNK, EOS = "[UNK]", "[EOS]"
 # The generator draws its vocabulary from numpy stream [seed, 0] (manifest: seed_streams
@@ -36,6 +49,7 @@ _VOCAB_STREAM = 0
 class Builtin:
     root: Path
     model: Path
+    oracle: Path  # <story>_oracle.json: the augmentations the MTL parcels were planted with
     space: str
     manifest: dict
 
@@ -63,7 +77,7 @@ def ensure_builtin(opts: SyntheticOptions, cache_dir: Path, progress: bool = Tru
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
     manifest = json.loads((final / "narratives" / "manifest.json").read_text())
-    return Builtin(final / "narratives", final / "model", opts.space, manifest)
+    return Builtin(final / "narratives", final / "model", final / "oracle", opts.space, manifest)
 
 
 def _build(opts: SyntheticOptions, out: Path, feature_cache: Path, progress: bool) -> None:
@@ -83,8 +97,33 @@ def _build(opts: SyntheticOptions, out: Path, feature_cache: Path, progress: boo
                              cache_dir=feature_cache, weights_id=model_id)[plant["layer"]]
 
     layer_features.__name__ = f"builtin GPT-2 hidden state {opts.planted_layer}"
-    make_synthetic(opts.generator_config(out / "narratives", vocab_size=VOCAB_SIZE), features=layer_features,
-                   progress=progress)
+    cfg = opts.generator_config(out / "narratives", vocab_size=VOCAB_SIZE, assoc_mode="context")
+    manifest = make_synthetic(cfg, features=layer_features, progress=progress)
+    manifest["oracle"] = _record_oracle(cfg.out, out / "oracle", manifest, plant)
+    write_json(cfg.out / "manifest.json", manifest)
+
+
+def _record_oracle(root: Path, folder: Path, manifest: dict, plant: dict) -> dict:
+    """Write each story's oracle augmentation into `folder` and return the manifest's record of
+    what the MTL parcels were planted from. The generator read every story with each word's
+    associates after it (`read_with_associates`); that must be exactly the oracle file's reading,
+    or score.py's oracle condition would measure other features than the planted ones."""
+    associations = json.loads((root / "associations.json").read_text())
+    written = write_oracle(root, folder, controls=False)
+    files, ids = {}, {}
+    for story, (words, aug) in synthetic_oracle(root).items():
+        path = written[story][0]
+        planted = read_with_associates(words, associations)
+        read, heard, _ = augmented_words(words, aug)
+        if read != planted[0] or not np.array_equal(np.flatnonzero(heard >= 0), planted[1]):
+            raise RuntimeError(f"story {story!r}: the oracle augmentation's reading differs from the planted one")
+        files[story], ids[story] = str(path.relative_to(folder.parent)), aug.id
+    mtl = [p for p, v in manifest["parcels"].items() if v["mtl"]]
+    return dict(condition=CONDITION, augment_mode="context", parcels=mtl, share=manifest["assoc_share"], **plant,
+                files=files, ids=ids,
+                note="MTL parcels: sqrt(1 - share) x the plain story's features + sqrt(share) x the features of the "
+                     "heard words of the story read with its oracle augmentation (score.py --augment.files "
+                     "<these files>, --augment.mode context); every other parcel: the plain story's")
 
 
 def save_tokenizer(vocab: list[str], folder: Path):
@@ -117,7 +156,8 @@ def save_random_gpt2(opts: SyntheticOptions, vocab_size: int, folder: Path) -> N
         a = np.asarray(a, np.float32)
         if roles[path[-1].key] not in WEIGHT_ROLES:  # norms and biases keep their init
             return a
-        return np.ascontiguousarray(a / a.std() * opts.init_std)
+        scale = opts.init_std * (opts.position_scale if path[-1].key == "wpe" else 1.0)
+        return np.ascontiguousarray(a / a.std() * scale)
 
     params = jax.tree_util.tree_map_with_path(rescale, params)
     folder.mkdir(parents=True, exist_ok=True)

@@ -178,7 +178,9 @@ def summary_text(rows: list[dict], fdr: float) -> str:
             lines.append(f"{comp}: one subject, no statistics; change of the fit per region: " + ", ".join(
                 f"{r['region']}@{r['layer']} {r['change']:+.3f}" for r in mine))
             continue
-        sig = sorted((r for r in mine if r["significant"]), key=lambda r: -abs(r["change"]))
+        # gains before losses (each largest first): a gain in one region is not hidden behind larger
+        # losses elsewhere, as associations that help MTL and cost the other regions would be
+        sig = sorted((r for r in mine if r["significant"]), key=lambda r: (r["change"] < 0, -abs(r["change"])))
         lines.append(f"{comp} [{mine[0]['kind']}]: {len(sig)} of {len(mine)} region x layer rows with q < {fdr}")
         n = max(r["n_subjects"] for r in mine)
         if 2.0 ** (1 - n) >= fdr:  # the exact sign-flip test cannot go below 2 / 2^n
@@ -187,6 +189,8 @@ def summary_text(rows: list[dict], fdr: float) -> str:
             rel = "" if np.isnan(r["relative"]) else f", relative {r['relative']:+.1%}"
             lines.append(f"  {r['region']:<16} layer {r['layer']:>3}: {r['change']:+.4f} "
                          f"[{r['change_ci_low']:+.4f}, {r['change_ci_high']:+.4f}] q={r['q']:.3g}{rel}")
+        if len(sig) > 8:
+            lines.append(f"  ... {len(sig) - 8} more in gains.csv")
     return "\n".join(lines)
 
 

@@ -181,16 +181,20 @@ class ReportOptions:
 @dataclasses.dataclass
 class SyntheticOptions:
     """The built-in default: a synthetic Narratives dataset planted from one layer of a
-    random GPT-2-style model (both made offline and cached). Ignored with --data.root."""
+    random GPT-2-style model (both made offline and cached), its MTL parcels from the story read
+    with its associations (scripts/augment.py oracle writes those augmentations). Ignored with --data.root."""
 
-    MODEL_FIELDS: ClassVar[tuple[str, ...]] = ("n_layers", "hidden", "n_heads", "positions", "init_std")
+    MODEL_FIELDS: ClassVar[tuple[str, ...]] = ("n_layers", "hidden", "n_heads", "positions", "init_std",
+                                               "position_scale")
     # The random model's fields; every other field is the generator's field of the same name
     # (`SyntheticConfig`), passed on by `generator_config`, so none can be dropped on the way.
 
-    n_stories: int = 4
-    """generated stories"""
-    n_subjects: int = 8
-    """generated subjects (every third hears one story only; one scan is excluded)"""
+    n_stories: int = 3
+    """generated stories (each fitted with all its listeners: 3 x 200 TRs with 12 subjects keep the default
+    run at 3-4 min on 2 CPU cores)"""
+    n_subjects: int = 12
+    """generated subjects (every third hears one story only; one scan is excluded); 12 let a consistent
+    change reach q < 0.05 (exact sign-flip p >= 2 / 2^subjects)"""
     story_trs: int = 200
     """TRs per story"""
     space: str = "fsaverage5"
@@ -207,8 +211,18 @@ class SyntheticOptions:
     """its positions (the default feature context)"""
     init_std: float = 0.3
     """weight std of the random model (at GPT-2's 0.02 every layer stays close to the embeddings)"""
+    position_scale: float = 0.0
+    """std of its position embeddings relative to init_std; 0: none, so a word's features depend on what was
+    read before it, not on its token position (inserted text then changes them through its content only, and
+    a length-matched random insertion cannot imitate an associative one by shifting positions alike)"""
     planted_layer: int = 2
     """hidden state whose features make the BOLD signal"""
+    assoc_share: float = 0.8
+    """share of the MTL parcels' signal variance planted from the story as heard with its associations (the
+    oracle augmentation read in context, as --augment.mode context computes it); the rest, and every other
+    parcel, from the plain story. Above 0.5 the oracle reading is most of what MTL hears, so reading it
+    raises the MTL score; below 1 the plain story is part of it, so a random insertion, which reads neither,
+    lowers it (README: experiment 1)"""
     response: Literal["hrf", "fir"] = "hrf"
     """planted response shape: SPM HRF, or FIR delays 1-4"""
     seed: int = 0

@@ -41,6 +41,10 @@ class SyntheticConfig:
     fir_delays: tuple[int, ...] = (1, 2, 3, 4)
     assoc_share: float = 0.5
     """share of the MTL signal variance carried by the associates' features"""
+    assoc_mode: Literal["mean", "context"] = "mean"
+    """what the MTL parcels' associative part hears: mean, the mean features of each word's associates;
+    context, the features of each heard word with the story read with every word followed by its
+    associates (the oracle augmentation in context; a language model's features then change with them)"""
     snr: dict[str, float] = dataclasses.field(default_factory=lambda: dict(DEFAULT_SNR))
     """single-subject signal / noise variance per parcel; parcels starting with mtl_ hear associates"""
     noise_ar1: float = 0.0

@@ -7,7 +7,10 @@ BOLD of every scan, per vertex v in parcel p:
     draws white noise uses, so rho = 0 writes the very bytes it always did.
     signal = z( X_heard W_heard[v] )                                    outside MTL
     signal = z( sqrt(1 - a) z(X_heard W_heard[v]) + sqrt(a) z(X_assoc W_assoc[v]) )   in MTL
-X_heard: features of the heard words, X_assoc: mean features of each word's associates,
+X_heard: features of the heard words; X_assoc (`assoc_mode`): "mean", the mean features of
+each word's associates, or "context", the features of each heard word when the story is read
+with every word followed by its associates (the oracle augmentation read in context: with a
+language model this is associative memory as score.py --augment.mode context measures it);
 both Lanczos-resampled to TRs, feature-wise z-scored and convolved with the SPM HRF (or
 FIR-delayed) (`stimulus_design`); W: fixed random maps per vertex, shared by all tasks and
 subjects (`vertex_maps`); z(): zero mean, unit variance over the story window
@@ -43,6 +46,7 @@ VOCAB_STREAM, ASSOC_STREAM, STORY_STREAM, PEOPLE_STREAM, MAP_STREAM, NOISE_STREA
 TARGETS = ("L", "R", "vol")  # left, right hemisphere, in-brain voxels: index in the map/noise/atlas streams
 
 FeatureFn = Callable[[Sequence[str]], np.ndarray]
+ASSOC_MODES = ("mean", "context")
 
 
 def normalize_word(word: str) -> str:
@@ -94,15 +98,29 @@ def zscore_window(x_TD: np.ndarray, window: tuple[int, int]) -> np.ndarray:
     return zscore_apply(x_TD, *zscore_fit(x_TD, mask_T, constant="one"))
 
 
+def read_with_associates(words: Sequence[str], associations: dict[str, list[str]]) -> tuple[list[str], np.ndarray]:
+    """(the words with each one's associates inserted after it, index of each heard word in that
+    list): the story as read with its oracle augmentation (`assocjax.augment.oracle`)."""
+    read, heard = [], np.empty(len(words), np.int64)
+    for i, w in enumerate(words):
+        heard[i] = len(read)
+        read.append(w)
+        read.extend(associations[normalize_word(w)])
+    return read, heard
+
+
 def stimulus_design(transcript: Transcript, onset_s: float, n_trs: int, tr: float, features: FeatureFn,
                     associations: dict[str, list[str]], window: tuple[int, int], response: str = "hrf",
-                    delays: Sequence[int] = (1, 2, 3, 4)) -> tuple[np.ndarray, np.ndarray]:
-    """(heard_TF, assoc_TF): the heard words' and their associates' features as TR regressors.
+                    delays: Sequence[int] = (1, 2, 3, 4), assoc_mode: str = "mean") -> tuple[np.ndarray, np.ndarray]:
+    """(heard_TF, assoc_TF): the heard words' features and the associative regressors (module
+    docstring, `assoc_mode`) as TR regressors.
 
     Word times are the transcript's with gaps interpolated, shifted by the audio onset.
-    Associate features of a word = mean of `features` over its associates, from one call
-    on all words' associate lists concatenated. Both are Lanczos-resampled, z-scored per
-    feature over `window` (TRs) and then HRF-convolved or FIR-delayed.
+    "mean": associate features of a word = mean of `features` over its associates, from one
+    call on all words' associate lists concatenated; "context": `features` of the story read
+    with its associates (`read_with_associates`), taken at the heard words. Both are
+    Lanczos-resampled, z-scored per feature over `window` (TRs) and then HRF-convolved or
+    FIR-delayed.
     """
     words = list(transcript.words)
     times, _ = transcript.times(onset_s)
@@ -111,8 +129,14 @@ def stimulus_design(transcript: Transcript, onset_s: float, n_trs: int, tr: floa
     k = len(lists[0])
     if any(len(a) != k for a in lists):
         raise ValueError("every word needs the same number of associates")
-    assoc = np.asarray(features([a for lst in lists for a in lst]), np.float32)
-    assoc = assoc.reshape(len(words), k, -1).mean(1)
+    if assoc_mode == "mean":
+        assoc = np.asarray(features([a for lst in lists for a in lst]), np.float32)
+        assoc = assoc.reshape(len(words), k, -1).mean(1)
+    elif assoc_mode == "context":
+        read, at = read_with_associates(words, associations)
+        assoc = np.asarray(features(read), np.float32)[at]
+    else:
+        raise ValueError(f"assoc_mode must be one of {ASSOC_MODES}, got {assoc_mode!r}")
     out = []
     for x_WD in (heard, assoc):
         x_TD, _ = downsample(x_WD, times.astype(np.float32), n_trs, tr, method="lanczos")

@@ -24,7 +24,7 @@ from ...stimuli import read_gentle_csv
 from ..layout import split_commas
 from ..narratives import SPACE_VERTICES, VOLUME_SPACE
 from .config import SyntheticConfig
-from .model import (ASSOC_STREAM, ATLAS_STREAM, MEDIAL_WALL, FeatureFn, Parcels, association_graph,
+from .model import (ASSOC_MODES, ASSOC_STREAM, ATLAS_STREAM, MEDIAL_WALL, FeatureFn, Parcels, association_graph,
                     expected_reliability, parcel_labels, planted_signal, random_embedding, scan_bold,
                     stimulus_design, vertex_maps)
 from .plan import Plan, PlannedScan, json_bytes, plan_from_metadata, plan_generated
@@ -67,6 +67,8 @@ def _checked(cfg: SyntheticConfig) -> tuple[SyntheticConfig, int]:
         raise ValueError(f"story names are BIDS task labels (letters and digits only): {bad}")
     if not 0.0 <= cfg.assoc_share <= 1.0:
         raise ValueError(f"assoc_share must be in [0, 1], got {cfg.assoc_share}")
+    if cfg.assoc_mode not in ASSOC_MODES:
+        raise ValueError(f"assoc_mode must be one of {ASSOC_MODES}, got {cfg.assoc_mode!r}")
     if not 0.0 <= cfg.noise_ar1 < 1.0:  # also catches NaN
         raise ValueError(f"noise_ar1 (--noise-ar1) is the AR(1) rho of the noise and must be in [0, 1), "
                          f"got {cfg.noise_ar1}")
@@ -188,7 +190,8 @@ class _Signals:
             if design_key not in self.designs:
                 t = read_gentle_csv(cfg.out / f"stimuli/gentle/{scan.task}/align.csv", on_unsorted="sort")
                 self.designs[design_key] = stimulus_design(t, scan.audio_onset, scan.n_trs, scan.tr, self.feats,
-                                                           self.assoc, scan.window, cfg.response, cfg.fir_delays)
+                                                           self.assoc, scan.window, cfg.response, cfg.fir_delays,
+                                                           cfg.assoc_mode)
             heard, assoc = self.designs[design_key]
             self.n_regressors = heard.shape[1]
             if target not in self.maps:
@@ -258,16 +261,21 @@ def _write_images(w: _Writer, cfg: SyntheticConfig, plan: Plan, parcels: Parcels
 
 def _manifest(cfg: SyntheticConfig, plan: Plan, parcels: Parcels, labels: dict, annots: dict, feats: FeatureFn,
               default_features: bool, n_regressors: int, files: list[str]) -> dict:
-    # noise_ar1 = 0 (white noise) is left out, so default datasets keep the bytes they had
-    # before the option existed: a manifest without it means white noise.
+    # noise_ar1 = 0 (white noise) and assoc_mode "mean" are left out, so default datasets keep
+    # the bytes they had before the options existed: a manifest without them means those.
     config = {k: v for k, v in dataclasses.asdict(cfg).items()
-              if k not in ("out", "overwrite") and not (k == "noise_ar1" and v == 0.0)}
+              if k not in ("out", "overwrite") and not (k == "noise_ar1" and v == 0.0)
+              and not (k == "assoc_mode" and v == "mean")}
     ar1 = {} if cfg.noise_ar1 == 0.0 else dict(noise=dict(
         model="AR(1) per vertex, stationary start, unit variance, times noise_sd", rho=cfg.noise_ar1,
         note="marginal variances are those of white noise, so expected_ceiling holds; a window of T TRs has "
              "about T (1 - rho) / (1 + rho) independent noise values, so estimated r scatter more (null r "
              "between two such series: SD ~ sqrt((1 + rho^2) / ((1 - rho^2) T))) and neighbouring TRs, hence "
              "contiguous CV chunks, share noise"))
+    assoc_mode = {} if cfg.assoc_mode == "mean" else dict(assoc_mode=dict(
+        mode=cfg.assoc_mode, note="the MTL parcels' associative part is the features of each heard word with the "
+                                  "story read with every word followed by its associates (associations.json): the "
+                                  "oracle augmentation (assocjax.augment.oracle) read in context"))
     names, snr, noise_sd, is_mtl = parcels.names, parcels.snr_P, parcels.noise_sd_P, parcels.mtl_P
     tasks = {}
     for task in plan.tasks:
@@ -289,7 +297,7 @@ def _manifest(cfg: SyntheticConfig, plan: Plan, parcels: Parcels, labels: dict, 
         feature_source=getattr(feats, "__name__", repr(feats)),
         feature_seed=cfg.seed if default_features else None,
         feature_dim=int(n_regressors // (len(cfg.fir_delays) if cfg.response == "fir" else 1)),
-        planted_layer=cfg.planted_layer, response=cfg.response, assoc_share=cfg.assoc_share,
+        planted_layer=cfg.planted_layer, response=cfg.response, assoc_share=cfg.assoc_share, **assoc_mode,
         associations="associations.json", space=cfg.space,
         atlas=dict(name=cfg.atlas, annot=annots, medial_wall=MEDIAL_WALL),
         parcels={p: dict(index=i, mtl=bool(is_mtl[i]), snr=None if i == 0 else float(snr[i]),
