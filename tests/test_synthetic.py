@@ -148,12 +148,12 @@ def test_images_are_the_model_functions_of_the_files(ds):
     for scan in (next(s for s in m["scans"] if not s["excluded"]), next(s for s in m["scans"] if s["excluded"])):
         window = tuple(m["tasks"][scan["task"]]["story_window_trs"])
         t = read_gentle_csv(root / f"stimuli/gentle/{scan['task']}/align.csv", on_unsorted="sort")
-        heard, assoc_TF = stimulus_design(t, scan["audio_onset"], scan["n_trs"], scan["tr"],
+        heard, assoc_NP = stimulus_design(t, scan["audio_onset"], scan["n_trs"], scan["tr"],
                                           random_embedding(cfg.feature_dim, cfg.seed), assoc, window)
         for h in "LR":
             labels = nib.freesurfer.read_annot(root / m["atlas"]["annot"][h])[0]
-            maps = vertex_maps(cfg.seed, h, heard.shape[1], assoc_TF.shape[1], labels.size)
-            signal = None if scan["excluded"] else planted_signal(heard, assoc_TF, maps, labels, parcels,
+            maps = vertex_maps(cfg.seed, h, heard.shape[1], assoc_NP.shape[1], labels.size)
+            signal = None if scan["excluded"] else planted_signal(heard, assoc_NP, maps, labels, parcels,
                                                                   cfg.assoc_share, window)
             want = scan_bold(cfg.seed, scan["stem"], h, labels, parcels, cfg.noise_ar1, scan["n_trs"], signal)
             img = nib.load(root / f"derivatives/afni-nosmooth/{scan['subject']}/func/{scan['stem']}_space-{SPACE}"
@@ -285,13 +285,13 @@ def _noise_draws(manifest: dict, stem: str, index: int, n_trs: int, n_v: int) ->
     return np.random.default_rng([manifest["seed"], 5, h, index]).standard_normal((n_trs, n_v))
 
 
-def _ar1_reference(z_TV: np.ndarray, rho: float) -> np.ndarray:
+def _ar1_reference(z_NV: np.ndarray, rho: float) -> np.ndarray:
     """float64 closed form of the stationary AR(1): e_t = rho^t z_0 + sqrt(1-rho^2) sum_{1<=k<=t} rho^(t-k) z_k."""
-    t = np.arange(z_TV.shape[0])
+    t = np.arange(z_NV.shape[0])
     lag = t[:, None] - t[None, :]
     L = np.where(lag >= 0, float(rho) ** np.maximum(lag, 0), 0.0) * np.sqrt(1 - rho ** 2)
     L[:, 0] = float(rho) ** t
-    return L @ z_TV
+    return L @ z_NV
 
 
 def _hemi_bold(root: Path, scan: dict, hemi: str, space: str) -> np.ndarray:

@@ -90,12 +90,12 @@ def spm_hrf(tr: float, length: float = 32.0) -> np.ndarray:
     return h / h.sum()
 
 
-def zscore_window(x_TD: np.ndarray, window: tuple[int, int]) -> np.ndarray:
+def zscore_window(x_ND: np.ndarray, window: tuple[int, int]) -> np.ndarray:
     """z(): every column to zero mean and unit variance over rows window[0]:window[1]
     (a constant column is only centred), applied to all rows."""
-    mask_T = np.zeros(x_TD.shape[0], bool)
-    mask_T[window[0]:window[1]] = True
-    return zscore_apply(x_TD, *zscore_fit(x_TD, mask_T, constant="one"))
+    mask_N = np.zeros(x_ND.shape[0], bool)
+    mask_N[window[0]:window[1]] = True
+    return zscore_apply(x_ND, *zscore_fit(x_ND, mask_N, constant="one"))
 
 
 def read_with_associates(words: Sequence[str], associations: dict[str, list[str]]) -> tuple[list[str], np.ndarray]:
@@ -112,7 +112,7 @@ def read_with_associates(words: Sequence[str], associations: dict[str, list[str]
 def stimulus_design(transcript: Transcript, onset_s: float, n_trs: int, tr: float, features: FeatureFn,
                     associations: dict[str, list[str]], window: tuple[int, int], response: str = "hrf",
                     delays: Sequence[int] = (1, 2, 3, 4), assoc_mode: str = "mean") -> tuple[np.ndarray, np.ndarray]:
-    """(heard_TF, assoc_TF): the heard words' features and the associative regressors (module
+    """(heard_NP, assoc_NP): the heard words' features and the associative regressors (module
     docstring, `assoc_mode`) as TR regressors.
 
     Word times are the transcript's with gaps interpolated, shifted by the audio onset.
@@ -139,31 +139,31 @@ def stimulus_design(transcript: Transcript, onset_s: float, n_trs: int, tr: floa
         raise ValueError(f"assoc_mode must be one of {ASSOC_MODES}, got {assoc_mode!r}")
     out = []
     for x_WD in (heard, assoc):
-        x_TD, _ = downsample(x_WD, times.astype(np.float32), n_trs, tr, method="lanczos")
-        x_TD = zscore_window(np.asarray(x_TD, np.float64), window)
+        x_ND, _ = downsample(x_WD, times.astype(np.float32), n_trs, tr, method="lanczos")
+        x_ND = zscore_window(np.asarray(x_ND, np.float64), window)
         if response == "hrf":
             h = spm_hrf(tr)
-            x_TD = np.stack([np.convolve(col, h)[:n_trs] for col in x_TD.T], 1)
+            x_ND = np.stack([np.convolve(col, h)[:n_trs] for col in x_ND.T], 1)
         elif response == "fir":
-            x_TD = np.asarray(fir_delays(x_TD, tuple(delays)), np.float64)
+            x_ND = np.asarray(fir_delays(x_ND, tuple(delays)), np.float64)
         else:
             raise ValueError(f"response must be 'hrf' or 'fir', got {response!r}")
-        out.append(x_TD)
+        out.append(x_ND)
     return out[0], out[1]
 
 
-def ar1_noise(z_TV: np.ndarray, rho: float) -> np.ndarray:
-    """Stationary unit-variance AR(1) series along axis 0 from standard-normal draws z_TV:
-    e_0 = z_0, e_t = rho e_(t-1) + sqrt(1 - rho^2) z_t. Overwrites and returns z_TV
+def ar1_noise(z_NV: np.ndarray, rho: float) -> np.ndarray:
+    """Stationary unit-variance AR(1) series along axis 0 from standard-normal draws z_NV:
+    e_0 = z_0, e_t = rho e_(t-1) + sqrt(1 - rho^2) z_t. Overwrites and returns z_NV
     (float64: the recursion must not round); rho = 0 returns it untouched."""
     if not 0.0 <= rho < 1.0:
         raise ValueError(f"AR(1) rho must be in [0, 1), got {rho}")
     if rho == 0.0:
-        return z_TV
-    z_TV[1:] *= math.sqrt(1.0 - rho * rho)
-    for t in range(1, z_TV.shape[0]):  # sequential in t, vectorised over vertices
-        z_TV[t] += rho * z_TV[t - 1]
-    return z_TV
+        return z_NV
+    z_NV[1:] *= math.sqrt(1.0 - rho * rho)
+    for t in range(1, z_NV.shape[0]):  # sequential in t, vectorised over vertices
+        z_NV[t] += rho * z_NV[t - 1]
+    return z_NV
 
 
 def expected_reliability(snr: float, n_subjects: int) -> float:
@@ -207,21 +207,21 @@ def parcel_labels(n: int, n_parcels: int, medial_fraction: float, rng: np.random
 class Parcels:
     """Parcel 0 is the medial wall (no data); the others come from the snr table in order.
 
-    snr_P: NaN for the medial wall; noise_sd_P = 1 / sqrt(snr) where snr > 0, else 1;
-    mtl_P: parcels whose signal also carries the associates' features.
+    snr_R: NaN for the medial wall; noise_sd_R = 1 / sqrt(snr) where snr > 0, else 1;
+    mtl_R: parcels whose signal also carries the associates' features.
     """
 
     names: tuple[str, ...]
-    snr_P: np.ndarray
-    noise_sd_P: np.ndarray
-    mtl_P: np.ndarray
+    snr_R: np.ndarray
+    noise_sd_R: np.ndarray
+    mtl_R: np.ndarray
 
     @classmethod
     def from_snr(cls, snr: dict[str, float]) -> "Parcels":
         names = (MEDIAL_WALL,) + tuple(snr)
-        snr_P = np.array([np.nan] + list(snr.values()))
-        noise_sd_P = np.where(snr_P > 0, 1.0 / np.sqrt(np.where(snr_P > 0, snr_P, 1.0)), 1.0)
-        return cls(names, snr_P, noise_sd_P, np.array([n.startswith(MTL_PREFIX) for n in names]))
+        snr_R = np.array([np.nan] + list(snr.values()))
+        noise_sd_R = np.where(snr_R > 0, 1.0 / np.sqrt(np.where(snr_R > 0, snr_R, 1.0)), 1.0)
+        return cls(names, snr_R, noise_sd_R, np.array([n.startswith(MTL_PREFIX) for n in names]))
 
 
 def vertex_maps(seed: int, target: str, n_heard: int, n_assoc: int, n_vertices: int) -> tuple[np.ndarray, np.ndarray]:
@@ -230,28 +230,28 @@ def vertex_maps(seed: int, target: str, n_heard: int, n_assoc: int, n_vertices: 
     return rng.standard_normal((n_heard, n_vertices)), rng.standard_normal((n_assoc, n_vertices))
 
 
-def planted_signal(heard_TF: np.ndarray, assoc_TF: np.ndarray, maps: tuple[np.ndarray, np.ndarray],
+def planted_signal(heard_NP: np.ndarray, assoc_NP: np.ndarray, maps: tuple[np.ndarray, np.ndarray],
                    labels_V: np.ndarray, parcels: Parcels, assoc_share: float, window: tuple[int, int]) -> np.ndarray:
     """(T, V) float64 signal of one story at one target (module docstring); 0 in parcels
     without signal (snr 0, medial wall)."""
     w_heard, w_assoc = maps
-    mtl_V = parcels.mtl_P[labels_V]
-    s = zscore_window(heard_TF @ w_heard, window)
+    mtl_V = parcels.mtl_R[labels_V]
+    s = zscore_window(heard_NP @ w_heard, window)
     s[:, mtl_V] = zscore_window(np.sqrt(1 - assoc_share) * s[:, mtl_V]
-                                + np.sqrt(assoc_share) * zscore_window(assoc_TF @ w_assoc[:, mtl_V], window), window)
-    s[:, ~(parcels.snr_P[labels_V] > 0)] = 0.0
+                                + np.sqrt(assoc_share) * zscore_window(assoc_NP @ w_assoc[:, mtl_V], window), window)
+    s[:, ~(parcels.snr_R[labels_V] > 0)] = 0.0
     return s
 
 
 def scan_bold(seed: int, stem: str, target: str, labels_V: np.ndarray, parcels: Parcels, rho: float, n_trs: int,
-              signal_TV: np.ndarray | None = None) -> np.ndarray:
+              signal_NV: np.ndarray | None = None) -> np.ndarray:
     """(T, V) float32 BOLD of one scan at one target: its own noise stream (seeded by the scan
     stem) scaled per parcel, plus the planted signal (None: an excluded scan, noise only);
     NaN on the medial wall."""
     rng = np.random.default_rng([seed, NOISE_STREAM, _hash64(stem), TARGETS.index(target)])
     y = ar1_noise(rng.standard_normal((n_trs, labels_V.size)), rho)
-    y *= parcels.noise_sd_P[labels_V]  # in place: the same products as y * noise_sd, one (T, V) float64 less
-    if signal_TV is not None:
-        y += signal_TV
+    y *= parcels.noise_sd_R[labels_V]  # in place: the same products as y * noise_sd, one (T, V) float64 less
+    if signal_NV is not None:
+        y += signal_NV
     y[:, labels_V == 0] = np.nan
     return y.astype(np.float32)

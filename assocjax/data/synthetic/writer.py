@@ -131,10 +131,10 @@ def _annot_bytes(labels: np.ndarray, names: list[str]) -> bytes:
         return path.read_bytes()
 
 
-def _gifti_bytes(y_TV: np.ndarray, hemi: str) -> bytes:
+def _gifti_bytes(y_NV: np.ndarray, hemi: str) -> bytes:
     meta = nib.gifti.GiftiMetaData({"AnatomicalStructurePrimary": "CortexLeft" if hemi == "L" else "CortexRight"})
     arrays = [nib.gifti.GiftiDataArray(row, intent="NIFTI_INTENT_TIME_SERIES", datatype="NIFTI_TYPE_FLOAT32")
-              for row in y_TV.astype(np.float32, copy=False)]
+              for row in y_NV.astype(np.float32, copy=False)]
     return nib.gifti.GiftiImage(meta=meta, darrays=arrays).to_bytes()
 
 
@@ -276,7 +276,7 @@ def _manifest(cfg: SyntheticConfig, plan: Plan, parcels: Parcels, labels: dict, 
         mode=cfg.assoc_mode, note="the MTL parcels' associative part is the features of each heard word with the "
                                   "story read with every word followed by its associates (associations.json): the "
                                   "oracle augmentation (assocjax.augment.oracle) read in context"))
-    names, snr, noise_sd, is_mtl = parcels.names, parcels.snr_P, parcels.noise_sd_P, parcels.mtl_P
+    names, snr, noise_sd, is_mtl = parcels.names, parcels.snr_R, parcels.noise_sd_R, parcels.mtl_R
     tasks = {}
     for task in plan.tasks:
         mine = [s for s in plan.scans if s.task == task]
