@@ -22,6 +22,7 @@ MAX_TARGETS = 65536   # beyond this a chunk is no faster, only bigger
 # flight: one solving while the next is read), their device copy, the z-scored rows, the fits
 # with the mean appended and the padded chunk.
 STAGING = 6
+SHARE = 3  # a ridge chunk takes at most 1 / SHARE of the budget (chunk_targets)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -55,19 +56,20 @@ def memory_budget(gb: float | None) -> Budget:
 
 
 def chunk_targets(budget: Budget, per_target: int, fixed: int, n_rows: int, requested: int | None = None) -> int:
-    """Targets per ridge call: `requested` when given, else what half the budget holds (the rest
-    is the process, the cache reads and the results): the solve's device bytes (`fixed` + per
-    target, from `ridge.target_bytes`) plus each target's staged rows (STAGING); at most
-    MAX_TARGETS."""
+    """Targets per ridge call: `requested` when given, else what a third of the budget holds
+    (the rest is the process: the model and its word features, compiled programs, the cache
+    reads and the results; with half, a 1 GiB run grew to 1.002 GiB): the solve's device bytes
+    (`fixed` + per target, from `ridge.target_bytes`) plus each target's staged rows (STAGING);
+    at most MAX_TARGETS."""
     if requested is not None:
         if requested < 1:
             raise ValueError(f"--ridge.target-chunk must be >= 1, got {requested}")
         return requested
     host = STAGING * 4 * n_rows
     if budget.shared:
-        n = (budget.host_bytes // 2 - fixed) // max(per_target + host, 1)
+        n = (budget.host_bytes // SHARE - fixed) // max(per_target + host, 1)
     else:
-        n = min((budget.device_bytes // 2 - fixed) // max(per_target, 1), budget.host_bytes // 2 // host)
+        n = min((budget.device_bytes // SHARE - fixed) // max(per_target, 1), budget.host_bytes // SHARE // host)
     if n < 1:
         raise ValueError(f"--memory-gb {budget.host_bytes / GiB:.2f} is too small for one ridge chunk: its fixed part "
                          f"alone takes {fixed / GiB:.2f} GiB")
