@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import errno
 import io
 import json
 import os
@@ -28,6 +29,34 @@ def atomic_path(path: str | os.PathLike):
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+class WriteRefusedError(OSError):
+    """A write the file system refused (disk full, quota, read-only, no permission), as one
+    line naming the folder, the reason and what to do (`refused_writes`)."""
+
+
+# errno -> what the user can do about it; any other OSError is not the environment's refusal
+_REMEDY = {errno.ENOSPC: "free space", errno.EDQUOT: "free space", errno.EROFS: "make it writable",
+           errno.EACCES: "make it writable", errno.EPERM: "make it writable"}
+
+
+@contextlib.contextmanager
+def refused_writes(folder: str | os.PathLike, option: str):
+    """Turn a refused write inside the block into `WriteRefusedError`, e.g. "no space left on
+    device: .assocjax_cache/bold; free space or point --cache-dir elsewhere" (`option`: the
+    command-line option that chooses `folder`'s place)."""
+    try:
+        yield
+    except WriteRefusedError:
+        raise
+    except OSError as e:
+        if e.errno not in _REMEDY:
+            raise
+        err = WriteRefusedError(f"{os.strerror(e.errno).lower()}: {folder}; {_REMEDY[e.errno]} or point {option} "
+                                "elsewhere")
+        err.errno = e.errno
+        raise err from e
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:

@@ -11,6 +11,10 @@ their signal variance by default: `SyntheticOptions.assoc_share`), i.e. the feat
 plain story. The oracle augmentations are written at build time (`oracle/<story>_oracle.json`)
 and recorded in the manifest ("oracle": parcels, layer, files and augmentation ids), and the
 planted reading is checked to be exactly theirs.
+
+The world's folder is stamped (`done.json`: the options and every file's size and sha256) and
+checked at every use; a damaged world (a file edited, truncated, removed or added) is rebuilt
+with a warning.
 """
 from __future__ import annotations
 
@@ -18,19 +22,21 @@ import dataclasses
 import json
 import os
 import shutil
+import warnings
 from pathlib import Path
 
 import jax
 import numpy as np
 from flax import nnx
 
+from .. import cachefile
 from ..augment.format import augmented_words
 from ..augment.oracle import CONDITION, synthetic_oracle, write_oracle
 from ..data.synthetic import make_synthetic, pseudo_words
 from ..data.synthetic.model import read_with_associates
 from ..features import word_features
 from ..fingerprint import digest, weights_id
-from ..io import atomic_write_text, write_json
+from ..io import atomic_write_text, refused_writes, write_json
 from ..models import CausalLM, from_hf, load_pretrained
 from ..models.params import WEIGHT_ROLES, param_roles, params_to_hf
 from .config import SyntheticOptions
@@ -43,6 +49,7 @@ UNK, EOS = "[UNK]", "[EOS]"
 # The generator draws its vocabulary from numpy stream [seed, 0] (manifest: seed_streams
 # "vocab=0"); the tokenizer must be built before the data, whose BOLD needs the model.
 _VOCAB_STREAM = 0
+DONE = "done.json"  # the world's stamp (`cachefile.stamp_folder`): written last, checked at every use
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,18 +71,23 @@ def ensure_builtin(opts: SyntheticOptions, cache_dir: Path, progress: bool = Tru
     if not 0 <= opts.planted_layer <= opts.n_layers:
         raise ValueError(f"--synthetic.planted-layer {opts.planted_layer} is out of range: the model has "
                          f"hidden states 0..{opts.n_layers}")
-    final = Path(cache_dir) / "builtin" / digest([ASSETS_VERSION, dataclasses.asdict(opts)], 16)
-    if not (final / "done.json").is_file():
+    key = dict(version=ASSETS_VERSION, options=dataclasses.asdict(opts))
+    final = Path(cache_dir) / "builtin" / digest(key, 16)
+    why = cachefile.folder_problem(final, key, DONE)  # every file hashed: cheap beside a run, which reads them
+    if why is not None:
+        if why != "missing":
+            warnings.warn(f"built-in world {final}: {why}; rebuilding", stacklevel=2)
         tmp = final.with_name(f".{final.name}.{os.getpid()}.tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
-        try:
-            _build(opts, tmp, Path(cache_dir) / "features", progress)
-            atomic_write_text(tmp / "done.json", json.dumps(dataclasses.asdict(opts), indent=2))
-            if final.exists():  # a half-built or concurrent copy: the finished one wins
-                shutil.rmtree(final, ignore_errors=True)
-            os.replace(tmp, final)
-        finally:
+        with refused_writes(final.parent, cachefile.CACHE_OPTION):
             shutil.rmtree(tmp, ignore_errors=True)
+            try:
+                _build(opts, tmp, Path(cache_dir) / "features", progress)
+                cachefile.stamp_folder(tmp, key, DONE)
+                if final.exists():  # a damaged, half-built or concurrent copy: the finished one wins
+                    shutil.rmtree(final, ignore_errors=True)
+                os.replace(tmp, final)
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
     manifest = json.loads((final / "narratives" / "manifest.json").read_text())
     return Builtin(final / "narratives", final / "model", final / "oracle", opts.space, manifest)
 

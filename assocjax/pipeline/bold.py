@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import dataclasses
 import io
-import os
-import tempfile
 from functools import partial
 from pathlib import Path
 from typing import Iterator
@@ -30,10 +28,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .. import cachefile
 from ..alignment import zscore_per_run
 from ..data import read_surface, read_volume, surface_paths, trim_to_story, volume_paths
 from ..fingerprint import digest, file_stats
-from ..io import atomic_write_bytes
 from .inputs import Selection
 
 BOLD_CACHE_VERSION = 1
@@ -115,38 +113,30 @@ def _key(sel: Selection, scan, story, trim_start: int, mask_from: str | None) ->
                 derivative=sel.derivative, mask_from=mask_from)
 
 
-def _save_npy(path: Path, a: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.chmod(tmp, 0o644)
-        with os.fdopen(fd, "wb") as f:
-            np.save(f, a)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+def _save_npy(path: Path, a: np.ndarray, key: dict) -> None:
+    with cachefile.writing(path, key | dict(part="data")) as tmp, open(tmp, "wb") as f:
+        np.save(f, a)  # to the open file: given a path, np.save would append ".npy" to the temporary name
 
 
-def _save_meta(path: Path, **arrays) -> None:
+def _save_meta(path: Path, key: dict, **arrays) -> None:
     buf = io.BytesIO()
     np.savez(buf, **arrays)
-    atomic_write_bytes(path, buf.getvalue())
+    cachefile.write_bytes(path, buf.getvalue(), key | dict(part="meta"))
 
 
-def _load_cached(data: Path, meta: Path, rows: int) -> dict | None:
-    """The block's meta when both files are complete and consistent, else None (recompute)."""
-    try:
-        with np.load(meta, allow_pickle=False) as z:
-            m = {k: z[k] for k in z.files}
-        a = np.load(data, mmap_mode="r")
-        if a.dtype != np.float32 or a.ndim != 2 or a.shape != (m["has"].size, rows):
-            return None
-        return m
-    except Exception:  # missing, truncated or corrupt: the same answer, read the image again
+def _load_cached(data: Path, meta: Path, rows: int, key: dict) -> dict | None:
+    """The block's meta when both files are the stamped entry for `key` (`cachefile`: checked
+    byte for byte, once per run as `prepare` opens each block) and consistent, else None
+    (recompute; a damaged file with a warning)."""
+    if not (cachefile.usable(data, key | dict(part="data"), "BOLD cache file")
+            and cachefile.usable(meta, key | dict(part="meta"), "BOLD cache file")):
         return None
+    with np.load(meta, allow_pickle=False) as z:
+        m = {k: z[k] for k in z.files}
+    a = np.load(data, mmap_mode="r")
+    if a.dtype != np.float32 or a.ndim != 2 or a.shape != (m["has"].size, rows):
+        return None  # cannot happen for a file written for this key; kept as the shape contract
+    return m
 
 
 def prepare(sel: Selection, cache_dir: Path, trim_start: int = 0, progress: bool = False) -> Bold:
@@ -174,7 +164,7 @@ def prepare(sel: Selection, cache_dir: Path, trim_start: int = 0, progress: bool
             key = _key(sel, scan, st, trim_start, mask_from)
             name = digest(key, 24)
             data, meta = folder / f"{name}.npy", folder / f"{name}.meta.npz"
-            m = _load_cached(data, meta, n)
+            m = _load_cached(data, meta, n, key)
             if m is None:
                 if scan.stem not in read:
                     read[scan.stem] = _read(sel, scan, None if first is None else first.get("brain_mask"))
@@ -182,12 +172,12 @@ def prepare(sel: Selection, cache_dir: Path, trim_start: int = 0, progress: bool
                 y = block.data[trim_start:]
                 ok = np.isfinite(y).all(0) & (y.std(0) > 1e-6 * np.maximum(np.abs(y.mean(0)), 1.0))
                 y_VN = np.ascontiguousarray(np.where(ok[None], y, np.nan).T, dtype=np.float32)
-                _save_npy(data, y_VN)
+                _save_npy(data, y_VN, key)
                 m = dict(has=ok, hemis=np.asarray(block.hemis, dtype="U1"),
                          hemi_sizes=np.asarray(block.hemi_sizes or (y.shape[1],), np.int64))
                 if block.brain_mask is not None:
                     m |= dict(brain_mask=block.brain_mask, affine=block.affine)
-                _save_meta(meta, **m)
+                _save_meta(meta, key, **m)
                 del y, y_VN, block
             if first is None:
                 first, first_stem = m, scan.stem

@@ -133,7 +133,7 @@ def _groups(cfg: ScoreConfig, sel: Selection, augs: dict, budget, by_story: dict
         mine = {n: a for n, a in augs.items() if n in {s.name for s in g.stories}}
         key = store.results_key(cfg, g, mine)
         folder = store.results_dir(cfg.cache_dir, key)
-        write_json(folder / "key.json", key)
+        store.write_key(folder, key)  # only when missing or different: a read-only complete cache runs
         out.append(Group(g, folder, key, fitting(cfg, g, budget)))
     return out
 

@@ -4,13 +4,17 @@ folder keyed by everything that determines the numbers.
 The key hashes the pipeline version, the options that change results (not the layer list,
 output folder, report or progress options, so adding layers reuses finished ones), the
 selection, and the size and modification time of every file read (model, alignments,
-images). A file that cannot be read, or that lacks one of its fields (`LAYER_FIELDS`,
-`CEILING_FIELDS`), is recomputed with a warning.
+images). Each file is stamped (`cachefile`) with its own key, the folder's name (the results
+key's digest) and its file name, so a file edited in place, truncated, or copied from another
+layer or folder is recomputed with a warning, as is one that lacks one of its fields
+(`LAYER_FIELDS`, `CEILING_FIELDS`). `key.json` records the key for people and is written only
+when missing or different, so a complete cache on a read-only disk serves a run.
 """
 from __future__ import annotations
 
 import dataclasses
 import io
+import json
 import warnings
 from pathlib import Path
 
@@ -19,9 +23,10 @@ import numpy as np
 
 from ..ceiling import loso_isc, max_r_from_reliability, split_half_ceiling, subject_max_r
 from ..data import surface_paths, volume_paths
+from .. import cachefile
 from ..features.cache import FEATURES_VERSION
 from ..fingerprint import digest, file_stats
-from ..io import atomic_write_bytes
+from ..io import refused_writes, write_json
 from .config import ScoreConfig
 from .bold import vertex_chunks
 from .inputs import Selection, describe, model_files
@@ -59,23 +64,37 @@ def results_dir(cache_dir: Path, key: dict) -> Path:
     return Path(cache_dir) / "scores" / digest(key, 20)
 
 
+def write_key(folder: Path, key: dict) -> None:
+    """`folder/key.json`, unless it already holds `key` (module docstring)."""
+    path = Path(folder) / "key.json"
+    try:
+        if json.loads(path.read_text()) == json.loads(json.dumps(key, default=str)):
+            return
+    except (OSError, ValueError):  # missing or unreadable: write it
+        pass
+    with refused_writes(path.parent, cachefile.CACHE_OPTION):
+        write_json(path, key)
+
+
+def _file_key(path: Path) -> dict:
+    """What a results file is: its folder (the results key's digest) and its name."""
+    return dict(results=path.parent.name, file=path.name)
+
+
 def save(path: Path, **arrays) -> None:
     buf = io.BytesIO()
     np.savez(buf, **arrays)
-    atomic_write_bytes(path, buf.getvalue())
+    cachefile.write_bytes(path, buf.getvalue(), _file_key(Path(path)))
 
 
 def load(path: Path, fields=()) -> dict | None:
-    """The arrays of a cached .npz, or None (recompute) when it is missing, unreadable or lacks
-    one of `fields` (a readable zip of the wrong content is as unusable as a corrupt one)."""
-    if not path.is_file():
+    """The arrays of a cached .npz, or None (recompute) when it is missing, not the stamped file
+    (module docstring), or lacks one of `fields` (written by code that stored fewer)."""
+    path = Path(path)
+    if not cachefile.usable(path, _file_key(path), "cached result"):
         return None
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            got = {k: z[k] for k in z.files}
-    except Exception as e:  # any unreadable file means the same thing: compute it again
-        warnings.warn(f"cached result {path} is unreadable ({e}); recomputing", stacklevel=2)
-        return None
+    with np.load(path, allow_pickle=False) as z:  # the bytes save() wrote (checked above)
+        got = {k: z[k] for k in z.files}
     missing = [f for f in fields if f not in got]
     if missing:
         warnings.warn(f"cached result {path} lacks field(s) {missing} (has {sorted(got)}); recomputing", stacklevel=2)
