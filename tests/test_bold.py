@@ -123,9 +123,35 @@ def test_cache_is_reused_and_a_corrupt_file_is_reread(selection, tmp_path, monke
     assert not calls
     victim = next(iter(first.files.values()))
     Path(victim).write_bytes(Path(victim).read_bytes()[:100])   # truncated
-    again = prepare(sel, tmp_path / "cache")
+    with pytest.warns(UserWarning, match=f"BOLD cache file .*{Path(victim).name}: .*truncated.*; recomputing"):
+        again = prepare(sel, tmp_path / "cache")
     assert len(calls) == 1
     np.testing.assert_array_equal(np.asarray(again.chunk(0, 10, groups)), want)
+
+
+@pytest.mark.parametrize("damage", ["filled with NaN", "copied from another subject", "meta edited"])
+def test_damaged_bold_cache_is_reread_with_a_warning(selection, tmp_path, damage):
+    """Damage that keeps a block's size and shape (the old shape check passed it) is caught by
+    the stamp: the image is read again, the damaged block never used."""
+    cfg, sel = selection
+    first = prepare(sel, tmp_path / "cache")
+    groups = run_ids(story_rows(sel, 0))
+    want = np.asarray(first.chunk(0, first.n_vertices, groups))
+    victim, other = (Path(first.files[(sub, sel.stories[0].name)]) for sub in sel.subjects[:2])
+    if damage == "filled with NaN":
+        np.load(victim, mmap_mode="r+")[...] = np.nan
+    elif damage == "copied from another subject":
+        shutil.copy(other, victim)
+    else:  # one vertex marked without data: same size, a valid .npz
+        meta = victim.with_name(victim.name.replace(".npy", ".meta.npz"))
+        with np.load(meta) as z:
+            m = {k: z[k] for k in z.files}
+        m["has"][0] = not m["has"][0]
+        np.savez(meta, **m)
+        victim = meta
+    with pytest.warns(UserWarning, match=f"BOLD cache file .*{victim.name}: .*differ from the checksum"):
+        again = prepare(sel, tmp_path / "cache")
+    np.testing.assert_array_equal(np.asarray(again.chunk(0, again.n_vertices, groups)), want)
 
 
 def test_one_subjects_missing_hemisphere_is_dropped_for_that_subject_only(selection, tmp_path, monkeypatch):
@@ -150,3 +176,22 @@ def test_one_subjects_missing_hemisphere_is_dropped_for_that_subject_only(select
     y = np.asarray(bold.chunk(0, bold.n_vertices, run_ids(story_rows(sel, 0))))
     kept_right = right[bold.keep_V]
     assert np.isnan(y[:, 0][:, kept_right]).all() and np.isfinite(y[:, 1:][:, :, kept_right]).all()
+
+
+def test_full_disk_is_one_line_naming_the_cache_folder_and_leaves_no_file(selection, tmp_path, monkeypatch):
+    import errno
+    import os
+
+    from assocjax.io import WriteRefusedError
+
+    cfg, sel = selection
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "fsync", full)
+    folder = tmp_path / "cache" / "bold"
+    with pytest.raises(WriteRefusedError, match=f"^no space left on device: {folder}; free space or point --cache-dir "
+                                                "elsewhere$"):
+        prepare(sel, tmp_path / "cache")
+    assert list(folder.iterdir()) == []  # neither a partial block nor a stamp

@@ -39,6 +39,25 @@ def test_user_errors_are_one_line_with_exit_code_2(capsys):
     assert run_cli(lambda a: a, lambda argv: len(argv), ["a", "--debug", "b"]) == 2  # a parser function
 
 
+
+@pytest.mark.parametrize("code", ["ENOSPC", "EACCES", "EROFS"])
+def test_a_refused_cache_write_is_one_line(capsys, tmp_path, code):
+    import errno
+
+    from assocjax.io import atomic_write_text, refused_writes
+
+    def main(args):
+        with refused_writes(args.path, "--cache-dir"):
+            raise OSError(getattr(errno, code), os.strerror(getattr(errno, code)), str(args.path / ".x.tmp"))
+
+    assert run_cli(main, Args, ["--path", str(tmp_path / "bold")]) == EXIT_USER_ERROR
+    remedy = "free space" if code == "ENOSPC" else "make it writable"
+    want = f"error: {os.strerror(getattr(errno, code)).lower()}: {tmp_path / 'bold'}; {remedy} or point --cache-dir elsewhere\n"
+    assert capsys.readouterr().err == want
+    with pytest.raises(OSError, match="Is a directory"):  # not a refusal of the environment: unchanged
+        with refused_writes(tmp_path, "--cache-dir"):
+            atomic_write_text(tmp_path, "x")
+
 def _script(name: str, *argv: str, cwd: Path):
     return subprocess.run([sys.executable, str(ROOT / "scripts" / f"{name}.py"), *argv], cwd=cwd, capture_output=True,
                           text=True, timeout=300, env={**os.environ, "PYTHONPATH": str(ROOT)})

@@ -141,32 +141,69 @@ def test_cache_hits_recomputes_and_survives_corruption(lm, story_words, tmp_path
     F.word_features(model, tok, story_words, context=32, stride=8, cache_dir=tmp_path)
     F.word_features(model, tok, story_words, **kw, augmentation_id="assoc-words")
     assert len(calls) == 3
-    metas = {p: json.loads(p.read_text()) for p in tmp_path.glob("*.json")}
-    (meta,) = [p for p, m in metas.items() if m["key"]["stride"] == 16 and m["key"]["augmentation"] == "none"]
-    npy = meta.with_suffix(".npy")
+    stamps = {p: json.loads(p.read_text()) for p in tmp_path.glob("*.npy.stamp.json")}
+    (stamp,) = [p for p, m in stamps.items() if m["key"]["stride"] == 16 and m["key"]["augmentation"] == "none"]
+    npy = tmp_path / stamp.name.removesuffix(".stamp.json")
     assert isinstance(first, np.memmap) and not first.flags.writeable  # a read-only map of the cache file
     np.testing.assert_array_equal(first, real(model, tok, story_words, context=32, stride=16))  # = uncached
-    assert F.cache.verify(tmp_path, metas[meta]["key"])
     first = np.array(first)  # the test damages the file in place below (the cache itself only renames)
-    npy.write_bytes(npy.read_bytes()[:-200])  # truncated: caught by the size check, no checksum pass needed
-    with pytest.warns(UserWarning, match="corrupt"):
+    npy.write_bytes(npy.read_bytes()[:-200])
+    with pytest.warns(UserWarning, match="truncated"):
         healed = F.word_features(model, tok, story_words, **kw)
     assert len(calls) == 4
     np.testing.assert_array_equal(healed, first)
-    meta.write_text("{not json")
-    with pytest.warns(UserWarning, match="corrupt"):
+    stamp.write_text("{not json")
+    with pytest.warns(UserWarning, match="stamp .* is unreadable"):
         F.word_features(model, tok, story_words, **kw)
     assert len(calls) == 5
-    data = bytearray(npy.read_bytes())
-    data[-1] ^= 0xFF  # same size, one flipped bit: only the full verification sees it
-    npy.write_bytes(bytes(data))
-    assert not F.cache.verify(tmp_path, metas[meta]["key"])
-    meta.unlink()  # an entry without its .json is unfinished: recomputed without a warning
+    stamp.unlink()  # an entry without its stamp is unfinished: recomputed without a warning
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         F.word_features(model, tok, story_words, **kw)
-    assert len(calls) == 6 and F.cache.verify(tmp_path, metas[meta]["key"])
+    assert len(calls) == 6
     assert not list(tmp_path.glob(".*.tmp"))
+
+
+@pytest.mark.parametrize("damage", ["overwritten with 1.0", "copied from another entry", "copied with its stamp"])
+def test_damaged_feature_cache_is_recomputed_with_a_warning(lm, story_words, tmp_path, damage):
+    """Damage that keeps the file's size and header (the old size check passed it) is caught
+    by the stamp: the entry is recomputed, never used."""
+    model, tok = lm
+    kw = dict(context=32, cache_dir=tmp_path)
+    want = np.array(F.word_features(model, tok, story_words, stride=16, **kw))
+    other = np.array(F.word_features(model, tok, story_words, stride=8, **kw))
+    assert not np.array_equal(want, other)  # the copy below would change the numbers
+    (npy,) = [p for p in tmp_path.glob("*.npy") if np.array_equal(np.load(p), want)]
+    (src,) = [p for p in tmp_path.glob("*.npy") if p != npy]
+    if damage == "overwritten with 1.0":
+        np.load(npy, mmap_mode="r+")[...] = 1.0
+    else:
+        shutil.copy(src, npy)
+        if damage == "copied with its stamp":
+            shutil.copy(src.with_name(src.name + ".stamp.json"), npy.with_name(npy.name + ".stamp.json"))
+    match = "another key" if damage == "copied with its stamp" else "differ from the checksum"
+    with pytest.warns(UserWarning, match=f"feature cache file .*{npy.name}: .*{match}.*; recomputing"):
+        got = F.word_features(model, tok, story_words, stride=16, **kw)
+    np.testing.assert_array_equal(got, want)
+
+
+def test_feature_cache_write_on_a_full_disk_names_the_folder_and_leaves_nothing(lm, story_words, tmp_path,
+                                                                                monkeypatch):
+    import errno
+    import os
+
+    from assocjax.io import WriteRefusedError
+
+    model, tok = lm
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "fsync", full)
+    with pytest.raises(WriteRefusedError, match=f"^no space left on device: {tmp_path}; free space or point "
+                                                "--cache-dir elsewhere$"):
+        F.word_features(model, tok, story_words, context=32, stride=16, cache_dir=tmp_path)
+    assert list(tmp_path.iterdir()) == []  # no partial file, no stamp
 
 
 def test_bad_stimuli_get_clear_errors(lm, tmp_path, checkpoints):

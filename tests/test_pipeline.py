@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 from assocjax.data.synthetic import expected_reliability
+from assocjax.pipeline import assets, store
 from assocjax.pipeline import (CeilingOptions, DataOptions, FeatureOptions, ModelOptions, RidgeOptions, ScoreConfig,
                                SyntheticOptions, score)
 
@@ -164,7 +165,7 @@ def test_cached_layer_lacking_a_field_is_recomputed(run, tmp_path):
     path = next(cfg.cache_dir.glob(f"scores/*/layer-{layer:03d}.npz"))
     with np.load(path) as z:
         kept = {k: z[k] for k in z.files if k != "alpha_idx"}
-    np.savez(path, **kept)  # a valid zip, one field short
+    store.save(path, **kept)  # a stamped file one field short (written by code that stored fewer)
     with pytest.warns(UserWarning, match=r"layer-\d+\.npz lacks field\(s\) \['alpha_idx'\] .*; recomputing"):
         res = score(dataclasses.replace(cfg, output=tmp_path / "out"))
     assert list(res.computed_layers) == [layer]
@@ -172,6 +173,86 @@ def test_cached_layer_lacking_a_field_is_recomputed(run, tmp_path):
     with np.load(path) as z:
         assert "alpha_idx" in z.files  # the cache holds the whole layer again
 
+
+
+def test_damaged_results_cache_is_recomputed_with_a_warning(run, tmp_path):
+    """Another layer's file copied over a layer's, and the ceiling edited in place (valid .npz
+    files of the right shapes, which the old field checks used) are recomputed, named."""
+    cfg, full = run
+    first, last = full.layers[0], full.layers[-1]
+    folder = next(cfg.cache_dir.glob(f"scores/*/layer-{last:03d}.npz")).parent
+    shutil.copy(store.layer_path(folder, first), store.layer_path(folder, last))
+    with np.load(folder / "ceiling.npz") as z:
+        ceiling = {k: z[k] for k in z.files}
+    np.savez(folder / "ceiling.npz", **(ceiling | dict(max_r=np.ones_like(ceiling["max_r"]))))
+    with pytest.warns(UserWarning) as caught:
+        res = score(dataclasses.replace(cfg, output=tmp_path / "out"))
+    said = "\n".join(str(w.message) for w in caught)
+    assert f"layer-{last:03d}.npz: its bytes differ from the checksum" in said and "ceiling.npz: its bytes" in said
+    assert list(res.computed_layers) == [last]
+    np.testing.assert_allclose(res.r_LV, full.r_LV, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(res.max_r_V, full.max_r_V, rtol=1e-5, atol=1e-6)
+
+
+def test_a_complete_read_only_cache_serves_a_run_without_writing(run, tmp_path, monkeypatch):
+    """As root chmod does not stop writes: every way the package creates or replaces a file in
+    the cache is made to fail as a read-only disk would, and the rerun must not try any."""
+    import errno
+    import tempfile
+
+    cfg, full = run
+    cache = cfg.cache_dir.resolve()
+    tried = []
+
+    def refuse(path):
+        if cache in Path(path).resolve().parents:
+            tried.append(str(path))
+            raise PermissionError(errno.EROFS, "read-only file system", str(path))
+
+    real_mkstemp, real_replace, real_mkdir = tempfile.mkstemp, os.replace, Path.mkdir
+
+    def mkstemp(*a, dir=None, **k):
+        refuse(Path(dir) / "new")
+        return real_mkstemp(*a, dir=dir, **k)
+
+    def replace(src, dst):
+        refuse(dst)
+        return real_replace(src, dst)
+
+    def mkdir(self, *a, **k):
+        if not self.exists():
+            refuse(self / "new")
+        return real_mkdir(self, *a, **k)
+
+    monkeypatch.setattr(tempfile, "mkstemp", mkstemp)
+    monkeypatch.setattr(os, "replace", replace)
+    monkeypatch.setattr(Path, "mkdir", mkdir)
+    res = score(dataclasses.replace(cfg, output=tmp_path / "out"))
+    assert tried == [] and res.computed_layers == ()
+    assert (tmp_path / "out" / "scores.csv").is_file()
+
+
+@pytest.mark.parametrize("damage", ["edited", "added"])
+def test_damaged_builtin_world_is_rebuilt_with_a_warning(run, tmp_path, monkeypatch, damage):
+    cfg, _ = run
+    shutil.copytree(cfg.cache_dir / "builtin", tmp_path / "builtin")
+
+    def build(*a, **k):
+        raise RuntimeError("rebuilding")
+
+    monkeypatch.setattr(assets, "_build", build)
+    assets.ensure_builtin(TINY, tmp_path, progress=False)  # an intact copy is used as it is
+    image = next((tmp_path / "builtin").rglob("*.func.gii"))
+    if damage == "edited":
+        data = bytearray(image.read_bytes())
+        data[len(data) // 2] ^= 1  # same size
+        image.write_bytes(bytes(data))
+    else:
+        image.with_name("sub-999_" + image.name).write_bytes(image.read_bytes())  # an extra scan would be selected
+    match = f"/{image.name}: its bytes differ" if damage == "edited" else "files added since it was written: .*sub-999_"
+    with pytest.warns(UserWarning, match=f"built-in world .*{match}.*; rebuilding"), \
+            pytest.raises(RuntimeError, match="rebuilding"):
+        assets.ensure_builtin(TINY, tmp_path, progress=False)
 
 def _bad(run, tmp_path, **kw):
     cfg, res = run
