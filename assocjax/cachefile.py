@@ -67,6 +67,12 @@ def write_bytes(path: str | os.PathLike, data: bytes, key) -> Path:
     return Path(path)
 
 
+def remove(path: str | os.PathLike) -> None:
+    """Delete a cached file and its stamp (a consumed intermediate)."""
+    Path(path).unlink(missing_ok=True)
+    stamp_path(path).unlink(missing_ok=True)
+
+
 def problem(path: str | os.PathLike, key) -> str | None:
     """Why the stamped file at `path` is not the entry for `key` ("missing" when it or its stamp
     does not exist), or None when it is."""

@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 
-from .. import ridge
+from .. import cachefile, ridge
 from ..ridge.streaming import CPU_TILE, target_mesh
 from . import budget as budget_mod
 from . import store
@@ -191,7 +191,7 @@ def _solve_in_parts(x_NP, g: Group, layer: int, progress: bool, desc: str, poll_
                    alpha_idx=np.concatenate([q["alpha_idx"] for q in parts], axis=2))
         store.save(final, **out)
         for q in paths:
-            q.unlink()
+            cachefile.remove(q)  # the part and its stamp
         return out
     while not final.is_file():
         time.sleep(poll_s)
