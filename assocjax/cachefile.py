@@ -30,7 +30,7 @@ import warnings
 from pathlib import Path
 
 from .fingerprint import file_checksum
-from .io import atomic_path, refused_writes, write_json
+from .io import atomic_path, json_text, refused_writes, write_json
 
 STAMP_SUFFIX = ".stamp.json"
 CACHE_OPTION = "--cache-dir"  # where a user moves a cache that cannot be written
@@ -42,8 +42,8 @@ def stamp_path(path: str | os.PathLike) -> Path:
 
 
 def _plain(key):
-    """The key as it reads back from JSON (tuples as lists, paths as str), for comparison."""
-    return json.loads(json.dumps(key, sort_keys=True, default=str))
+    """The key as it reads back from its stamp (tuples as lists, numpy values as numbers), for comparison."""
+    return json.loads(json_text(key))
 
 
 @contextlib.contextmanager

@@ -72,8 +72,13 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     return atomic_write_bytes(path, text.encode("utf-8"))
 
 
+def json_text(obj) -> str:
+    """What `write_json` writes (numpy values as numbers, paths as str)."""
+    return json.dumps(obj, indent=2, default=_jsonable) + "\n"
+
+
 def write_json(path, obj) -> Path:
-    return atomic_write_text(path, json.dumps(obj, indent=2, default=_jsonable) + "\n")
+    return atomic_write_text(path, json_text(obj))
 
 
 def write_csv(path, rows: Iterable[Mapping]) -> Path:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import dataclasses
 import io
-import json
 import warnings
 from pathlib import Path
 
@@ -26,7 +25,7 @@ from ..data import surface_paths, volume_paths
 from .. import cachefile
 from ..features.cache import FEATURES_VERSION
 from ..fingerprint import digest, file_stats
-from ..io import refused_writes, write_json
+from ..io import atomic_write_text, json_text, refused_writes
 from .config import ScoreConfig
 from .bold import vertex_chunks
 from .inputs import Selection, describe, model_files
@@ -66,14 +65,14 @@ def results_dir(cache_dir: Path, key: dict) -> Path:
 
 def write_key(folder: Path, key: dict) -> None:
     """`folder/key.json`, unless it already holds `key` (module docstring)."""
-    path = Path(folder) / "key.json"
+    path, text = Path(folder) / "key.json", json_text(key)
     try:
-        if json.loads(path.read_text()) == json.loads(json.dumps(key, default=str)):
+        if path.read_text() == text:
             return
-    except (OSError, ValueError):  # missing or unreadable: write it
+    except (OSError, UnicodeDecodeError):  # missing or unreadable: write it
         pass
     with refused_writes(path.parent, cachefile.CACHE_OPTION):
-        write_json(path, key)
+        atomic_write_text(path, text)
 
 
 def _file_key(path: Path) -> dict:
