@@ -10,8 +10,9 @@ one from before stamps) and is recomputed silently, like a cache miss.
 
 Cost: the whole file is hashed at every load, and each cache loads a file once per run (the
 BOLD store once per (subject, story) in `prepare`, before the fits read chunks of it). sha256
-runs at 2.1 GB/s here (measured on a 1 GiB file on one core), so the largest cache, 75
-listeners x 81,924 vertices x 281 TRs of BOLD (6.9 GB), costs about 3.3 s a run.
+hashes 1.9 GB per CPU second (a 1 GiB file in the page cache; blake2b 1.4), so the largest
+cache, 75 listeners x 81,924 vertices x 281 TRs of BOLD (6.9 GB), costs about 3.6 s a run, on
+top of reading the files, which the fits do anyway.
 
 A folder of many files (the built-in world) has one stamp for all of them: `stamp_folder` /
 `folder_problem`, the stamp listing every file's size and checksum.

@@ -12,7 +12,7 @@
   (the BOLD cache, the results cache).
 - `text_id(text)`: sha256 of a text (a tokenizer's definition).
 - `file_checksum(path)`: sha256 of a file's bytes, what `cachefile` stamps every cached file
-  with (2.1 GB/s on one core with the CPU's SHA instructions, measured on a 1 GiB file).
+  with (1.9 GB per CPU second with the CPU's SHA instructions, measured on a 1 GiB file).
 
 The digest strings are stored in caches and checkpoints: changing how one is computed must
 come with a bump of that cache's version constant, so old entries are ignored, not misread.

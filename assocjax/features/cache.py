@@ -12,7 +12,7 @@ design that needs one layer reads one layer), written in place through a memory 
 temporary name, and its `cachefile` stamp (the key, size and sha256). On load the whole file
 is checked against the stamp (a file edited in place, copied from another entry or truncated
 is recomputed with a warning); a story's features are loaded once per run, and hashing them
-(2.1 GB/s) costs far less than the model pass that made them.
+(1.9 GB/s) costs far less than the model pass that made them.
 """
 from __future__ import annotations
 
