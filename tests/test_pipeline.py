@@ -254,6 +254,37 @@ def test_damaged_builtin_world_is_rebuilt_with_a_warning(run, tmp_path, monkeypa
             pytest.raises(RuntimeError, match="rebuilding"):
         assets.ensure_builtin(TINY, tmp_path, progress=False)
 
+
+def _disk_full(*a, **k):
+    import errno
+
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+def test_full_disk_while_saving_a_result_names_the_folder_and_leaves_nothing(tmp_path, monkeypatch):
+    from assocjax.io import WriteRefusedError
+
+    folder = tmp_path / "scores" / "abc"
+    monkeypatch.setattr(os, "fsync", _disk_full)
+    with pytest.raises(WriteRefusedError, match=f"^no space left on device: {folder}; free space or point --cache-dir "
+                                                "elsewhere$"):
+        store.save(store.layer_path(folder, 1), r_folds=np.zeros((2, 3), np.float32))
+    assert list(folder.iterdir()) == []
+
+
+def test_full_disk_while_building_the_builtin_world_names_the_folder_and_leaves_nothing(tmp_path, monkeypatch):
+    from assocjax.io import WriteRefusedError
+
+    def build(opts, out, *a):
+        (out / "narratives").mkdir(parents=True)
+        (out / "narratives" / "half.gii").write_bytes(b"half")  # the disk fills half-way through
+        _disk_full()
+
+    monkeypatch.setattr(assets, "_build", build)
+    with pytest.raises(WriteRefusedError, match=f"^no space left on device: {tmp_path / 'builtin'}; free space"):
+        assets.ensure_builtin(TINY, tmp_path, progress=False)
+    assert list((tmp_path / "builtin").iterdir()) == []  # the half-built copy is removed
+
 def _bad(run, tmp_path, **kw):
     cfg, res = run
     data = dict(root=res.data_root, space=TINY.space, pool_stories=True) | kw.pop("data", {})
