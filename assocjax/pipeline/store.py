@@ -20,9 +20,9 @@ from pathlib import Path
 import jax.numpy as jnp
 import numpy as np
 
+from .. import cachefile
 from ..ceiling import loso_isc, max_r_from_reliability, split_half_ceiling, subject_max_r
 from ..data import surface_paths, volume_paths
-from .. import cachefile
 from ..features.cache import FEATURES_VERSION
 from ..fingerprint import digest, file_stats
 from ..io import atomic_write_text, json_text, refused_writes
