@@ -10,10 +10,12 @@ from __future__ import annotations
 import sys
 from typing import Callable, Sequence, TypeVar
 
+from .outputs import OutputError
+
 # What bad input raises (the library names the file, field or option in the message);
 # anything else is a bug and keeps its traceback.
 USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError,
-                                                IsADirectoryError, PermissionError)
+                                                IsADirectoryError, PermissionError, OutputError)
 EXIT_USER_ERROR = 2  # as argparse (and tyro) for a bad command line
 DEBUG_FLAG = "--debug"
 
