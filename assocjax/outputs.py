@@ -13,7 +13,7 @@ process dies, so a killed run never blocks the next one.
 Staging: DIR/.staging-<pid>, on the output's own filesystem, so putting a file in place is a
 rename that needs no space. A failure while writing (a full disk included: one line naming
 the folder) removes the staging folder and leaves the previous outputs byte-identical.
-Manifest: DIR/.assocjax-outputs.json lists the files the tool wrote there. A file of the
+Manifest: DIR/.assocjax-outputs (JSON) lists the files the tool wrote there. A file of the
 previous run that this run did not write is removed only when the manifest lists it, so a
 user's file in the folder (or in its maps/) is never deleted; a folder written before the
 manifest existed keeps its files. Before any rename the manifest lists the old and the new
@@ -33,7 +33,7 @@ from pathlib import Path
 from .io import write_json
 
 LOCK_FILE = ".assocjax.lock"
-MANIFEST_FILE = ".assocjax-outputs.json"
+MANIFEST_FILE = ".assocjax-outputs"  # JSON; no .json suffix, so that a glob of *.json (augmentations) misses it
 MANIFEST_FORMAT = "assocjax-outputs"
 STAGING_PREFIX = ".staging-"
 DISK_FULL = (errno.ENOSPC, errno.EDQUOT)

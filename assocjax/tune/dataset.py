@@ -204,13 +204,13 @@ def load_transcripts(paths: Sequence) -> dict[str, "Transcript"]:
 
 def load_augmentations(paths: Sequence, stories: Mapping[str, Sequence[str]]) -> dict[str, list]:
     """Story name -> its augmentations, from augmentation JSON files or folders of them
-    (*.json, hidden files such as an output folder's manifest aside), each checked against its story's words (hash, anchors, after_word)."""
+    (*.json), each checked against its story's words (hash, anchors, after_word)."""
     from ..augment import format as augfmt
 
     files = []
     for p in map(Path, paths):
         if p.is_dir():
-            files += sorted(f for f in p.glob("*.json") if not f.name.startswith("."))
+            files += sorted(p.glob("*.json"))
         elif p.is_file():
             files.append(p)
         else:
