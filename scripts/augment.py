@@ -21,8 +21,8 @@
 The story is `--align FILE` (Gentle align.csv/json; the name defaults to its folder) or
 `--data-root DIR --story NAME` (a Narratives dataset; NAME is an alignment folder, task or
 story name). Sentence boundaries come from a `transcript.txt` beside the alignment, else
-from pauses of at least `--gap-s` seconds. Outputs are written atomically and only once
-everything succeeded; until then `generate` keeps the endpoint's completed replies in
+from pauses of at least `--gap-s` seconds. An existing `--out` file is refused (it may be
+hand-made) unless `--overwrite`. Outputs are written atomically and only once everything succeeded; until then `generate` keeps the endpoint's completed replies in
 `<out>.partial`, which the same command reuses after a failure. The API key is read from the
 environment variable `--api-key-env` and never written anywhere.
 """
