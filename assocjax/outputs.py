@@ -121,13 +121,15 @@ class OutputFolder:
             raise RuntimeError("OutputFolder.staging() outside its `with` block (the folder is not locked)")
         stage = self._stage()
         shutil.rmtree(stage, ignore_errors=True)
-        stage.mkdir()
         try:
             try:
+                stage.mkdir()
                 yield stage
                 new = {p.relative_to(stage).as_posix() for p in stage.rglob("*") if not p.is_dir()}
                 old = self._recorded()
                 self._check_room(new)
+                for folder in sorted({(self.path / rel).parent for rel in new}):
+                    folder.mkdir(parents=True, exist_ok=True)  # here: a full disk fails before any rename
                 self._record(old | new)  # a crash among the renames below leaves every file accounted for
             except OSError as e:
                 if e.errno in DISK_FULL:
@@ -135,12 +137,14 @@ class OutputFolder:
                                       "nothing of this run was put in place, the previous outputs are unchanged") from e
                 raise
             for rel in sorted(new):
-                target = self.path / rel
-                target.parent.mkdir(parents=True, exist_ok=True)
-                os.replace(stage / rel, target)
+                os.replace(stage / rel, self.path / rel)
             for rel in sorted(old - new):
                 (self.path / rel).unlink(missing_ok=True)
-            self._record(new)
+            try:
+                self._record(new)
+            except OSError as e:  # the outputs are complete; the manifest lists old names too, all the tool's
+                warnings.warn(f"{self.path / MANIFEST_FILE} not updated ({e}): it still lists the previous "
+                              "run's files too", stacklevel=3)
             self.written = [self.path / rel for rel in sorted(new)]
         finally:
             shutil.rmtree(stage, ignore_errors=True)
@@ -152,7 +156,7 @@ class OutputFolder:
             blocked = next((p for p in (target, *target.parents) if p != self.path and p.exists()
                             and (p.is_dir() if p == target else not p.is_dir())), None)
             if blocked is not None and self.path in blocked.parents:
-                raise IsADirectoryError(f"{self.option} {self.path}: {blocked} is in the way of the output {rel}")
+                raise FileExistsError(f"{self.option} {self.path}: {blocked} is in the way of the output {rel}")
 
     def _recorded(self) -> set[str]:
         """The files the manifest says this tool wrote here (none without a readable manifest)."""

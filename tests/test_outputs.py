@@ -132,7 +132,7 @@ def test_a_folder_in_the_way_of_an_output_is_refused_before_any_rename(tmp_path)
     write_run(out, {"a.txt": "a"})
     (out / "maps").write_text("a user's file named like the maps folder")
     before = snapshot(out)
-    with pytest.raises(IsADirectoryError, match=r"maps is in the way of the output maps/m\.gii"):
+    with pytest.raises(FileExistsError, match=r"maps is in the way of the output maps/m\.gii"):
         write_run(out, {"a.txt": "new", "maps/m.gii": "m"})
     assert snapshot(out) == before
 
