@@ -19,6 +19,7 @@ import numpy as np
 
 from . import alignment, ceiling
 from .io import write_csv, write_json
+from .outputs import OutputFolder, check_folder
 from .ridge import brain_score
 
 
@@ -70,6 +71,7 @@ def make_bold(cfg: DemoConfig, x_ND, run_ids, rng: np.random.Generator):
 
 def run_demo(cfg: DemoConfig) -> dict:
     t0 = time.perf_counter()
+    check_folder(cfg.output, "--output")
     rng = np.random.default_rng(cfg.seed)
     x_ND, run_ids = make_stimulus(cfg, rng)
     bold_SNV, noise_sd = make_bold(cfg, x_ND, run_ids, rng)
@@ -89,9 +91,10 @@ def run_demo(cfg: DemoConfig) -> dict:
         solver=score.solver, n_stories=cfg.n_stories, n_trs=int(features.shape[0]), n_features=int(features.shape[1]),
         seconds=time.perf_counter() - t0,
     )
-    write_csv(cfg.output / "voxel_scores.csv", rows)
-    write_json(cfg.output / "run.json", dict(config=dataclasses.asdict(cfg), summary=summary, seed=cfg.seed,
-                                             versions=dict(jax=jax.__version__, numpy=np.__version__, python=platform.python_version())))
+    with OutputFolder(cfg.output) as out, out.staging() as stage:  # both files appear together
+        write_csv(stage / "voxel_scores.csv", rows)
+        write_json(stage / "run.json", dict(config=dataclasses.asdict(cfg), summary=summary, seed=cfg.seed,
+                                            versions=dict(jax=jax.__version__, numpy=np.__version__, python=platform.python_version())))
     return summary
 
 

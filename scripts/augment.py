@@ -21,8 +21,8 @@
 The story is `--align FILE` (Gentle align.csv/json; the name defaults to its folder) or
 `--data-root DIR --story NAME` (a Narratives dataset; NAME is an alignment folder, task or
 story name). Sentence boundaries come from a `transcript.txt` beside the alignment, else
-from pauses of at least `--gap-s` seconds. Outputs are written atomically and only once
-everything succeeded; until then `generate` keeps the endpoint's completed replies in
+from pauses of at least `--gap-s` seconds. An existing `--out` file is refused (it may be
+hand-made) unless `--overwrite`. Outputs are written atomically and only once everything succeeded; until then `generate` keeps the endpoint's completed replies in
 `<out>.partial`, which the same command reuses after a failure. The API key is read from the
 environment variable `--api-key-env` and never written anywhere.
 """
@@ -46,6 +46,7 @@ from assocjax.augment.sentences import DEFAULT_GAP_S, boundary_source, story_sen
 from assocjax.augment.stories import load_story
 from assocjax.augment.summary import summary_text
 from assocjax.cli import run_cli
+from assocjax.outputs import OutputFolder, check_new_file
 
 Positional = tyro.conf.Positional
 
@@ -68,12 +69,22 @@ class StoryArgs:
 
 
 @dataclasses.dataclass(kw_only=True)
-class Generate(StoryArgs):
+class WritesAugmentation(StoryArgs):
+    out: Path
+    """Output augmentation file (.json); an existing one is refused unless --overwrite."""
+    overwrite: bool = False
+    """Replace an existing --out file (a hand-made augmentation is otherwise safe)."""
+
+    def check_out(self) -> None:
+        """Before any work: --out is new, or --overwrite (`assocjax.outputs.check_new_file`)."""
+        check_new_file(self.out, "--out", self.overwrite)
+
+
+@dataclasses.dataclass(kw_only=True)
+class Generate(WritesAugmentation):
     """Generate model associations (sentence: one sentence every --every sentences; word: 1..--max-words
     words after each content word of every --every-th sentence)."""
 
-    out: Path
-    """Output augmentation file (.json)."""
     model_path: Path | None = None
     """Local Hugging Face checkpoint folder of a causal LM (GPT-2 / LLaMA family)."""
     endpoint: str | None = None
@@ -113,6 +124,7 @@ class Generate(StoryArgs):
     def run(self) -> int:
         if (self.model_path is None) == (self.endpoint is None):
             raise ValueError("give exactly one backend: --model-path FOLDER or --endpoint URL")
+        self.check_out()  # a resume after a failure finds no --out (the replies are kept in <out>.partial)
         template = None
         if self.prompt_template is not None:
             if not self.prompt_template.is_file():
@@ -157,18 +169,18 @@ class Generate(StoryArgs):
 
 
 @dataclasses.dataclass(kw_only=True)
-class Import(StoryArgs):
+class Import(WritesAugmentation):
     """Import manual annotations: inline text ("... hospital [doctor, nurse] and ...") or an augmentation JSON."""
 
     input: Positional[Path]
     """Inline text file, or a .json augmentation file."""
-    out: Path
     level: Literal["word", "sentence"] = "word"
     """Level of the inline insertions."""
 
     def run(self) -> int:
         if not self.input.is_file():
             raise FileNotFoundError(f"input file not found: {self.input}")
+        self.check_out()
         name, t, _ = self.load()
         raw = self.input.read_text(encoding="utf-8")
         if self.input.suffix == ".json" or raw.lstrip().startswith("{"):
@@ -182,13 +194,12 @@ class Import(StoryArgs):
 
 
 @dataclasses.dataclass(kw_only=True)
-class RandomMatch(StoryArgs):
+class RandomMatch(WritesAugmentation):
     """A random control of an augmentation: length-matched text from other stories (--kind other-story),
     or the same insertion texts shuffled across the same anchors (--kind shuffled)."""
 
     augmentation: Path
     """The associative augmentation to match."""
-    out: Path
     kind: Literal["other-story", "shuffled"] = "other-story"
     """other-story: content drawn from --pool-align; shuffled: the augmentation's own texts, each moved to
     another anchor of its level (same words and form, wrong place)."""
@@ -209,6 +220,7 @@ class RandomMatch(StoryArgs):
             if other:
                 raise ValueError(f"{', '.join(other)}: only for --kind other-story; --kind shuffled keeps the "
                                  "augmentation's own texts and anchors")
+        self.check_out()
         name, t, align_path = self.load()
         aug = fmt.load(self.augmentation, t.words)
         if self.kind == "shuffled":
@@ -279,7 +291,7 @@ class Oracle:
     one file per story, and its length-matched random controls (content: the other stories' words)."""
 
     out_dir: Path
-    """Folder for <story>_oracle.json and <story>_random.json."""
+    """Folder for <story>_oracle.json and <story>_random.json (its other files are kept)."""
     data_root: Path | None = None
     """A synthetic dataset (scripts/make_synthetic.py); unset: the built-in one of scripts/score.py (its MTL
     parcels were planted from exactly these oracle augmentations, as --augment.mode context reads them)."""
@@ -291,13 +303,15 @@ class Oracle:
     """Also write the random controls."""
 
     def run(self) -> int:
-        root = self.data_root
-        if root is None:
-            from assocjax.pipeline.assets import ensure_builtin
-            from assocjax.pipeline.config import SyntheticOptions
+        with OutputFolder(self.out_dir, "--out-dir") as out:  # before the built-in data is made
+            root = self.data_root
+            if root is None:
+                from assocjax.pipeline.assets import ensure_builtin
+                from assocjax.pipeline.config import SyntheticOptions
 
-            root = ensure_builtin(SyntheticOptions(), self.cache_dir).root
-        written = write_oracle(root, self.out_dir, self.seed, self.controls)
+                root = ensure_builtin(SyntheticOptions(), self.cache_dir).root
+            with out.staging() as stage:  # every story's files together; files of other origin stay
+                written = write_oracle(root, stage, self.seed, self.controls)
         print(f"wrote {sum(map(len, written.values()))} files to {self.out_dir} ({len(written)} stories of {root})")
         return 0
 

@@ -24,6 +24,7 @@ from pathlib import Path
 
 from assocjax.cli import run_cli
 from assocjax.models.loading import check_weights, resolve
+from assocjax.outputs import OutputFolder
 from assocjax.tune import crossfit, dataset
 from assocjax.tune.train import TrainConfig, train, write_outputs
 
@@ -42,6 +43,13 @@ class Args:
 
 
 def main(args: Args) -> None:
+    # one run at a time in --out (a second one would train into the same checkpoints); a rerun
+    # resumes there, so the folder is locked but not staged
+    with OutputFolder(args.out, "--out"):
+        tune(args)
+
+
+def tune(args: Args) -> None:
     folder = resolve(args.model, hub=args.hub)
     check_weights(folder)  # config.json and the weights' headers, before anything long
     train_records = dataset.read_jsonl(args.train)

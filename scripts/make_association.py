@@ -15,6 +15,7 @@ from typing import Literal
 from assocjax.augment.sentences import DEFAULT_GAP_S, story_sentence_ends
 from assocjax.cli import run_cli
 from assocjax.io import write_json
+from assocjax.outputs import OutputFolder
 from assocjax.tune import dataset
 
 
@@ -32,6 +33,11 @@ class Args:
 
 
 def main(args: Args) -> None:
+    with OutputFolder(args.out, "--out") as out:  # one run at a time; the three files appear together
+        build(args, out)
+
+
+def build(args: Args, out: OutputFolder) -> None:
     transcripts = dataset.load_transcripts(args.stories)
     stories = {name: list(t.words) for name, t in transcripts.items()}
     augs = dataset.load_augmentations(args.augmentations, stories)
@@ -42,12 +48,13 @@ def main(args: Args) -> None:
     records = dataset.build_records({s: stories[s] for s in augs}, augs, args.n, args.seed, args.passage_words,
                                     args.task, sentence_ends=ends, readings=readings)
     train, val = dataset.split_by_story(records, args.val_fraction, args.seed)
-    dataset.write_jsonl(train, args.out / "train.jsonl")
-    dataset.write_jsonl(val, args.out / "val.jsonl")
     summary = dict(args=dataclasses.asdict(args), **dataset.describe(records), n_train=len(train), n_val=len(val),
                    train_stories=sorted({r["story"] for r in train}), val_stories=sorted({r["story"] for r in val}),
                    text_sources={name: transcripts[name].text_source for name in sorted(augs)})
-    write_json(args.out / "dataset.json", summary)
+    with out.staging() as stage:
+        dataset.write_jsonl(train, stage / "train.jsonl")
+        dataset.write_jsonl(val, stage / "val.jsonl")
+        write_json(stage / "dataset.json", summary)
     print(f"{len(records)} {args.task} records ({summary['n_repeats']} reusing an insertion) from "
           f"{summary['n_stories']} stories: {len(train)} train, {len(val)} validation -> {args.out}")
 

@@ -598,3 +598,24 @@ def test_cli_import_inline_and_data_root(cli, stories, tmp_path, capsys):
     assert rc == 0 and text.startswith("OK:")
     rc, _, err = run_cli(cli, capsys, "validate", out, "--data-root", root, "--story", "nope")
     assert rc == 1
+
+
+def test_cli_refuses_an_existing_out_unless_overwrite(cli, stub, stories, tmp_path, capsys):
+    words, story, pool = stories
+    hand_made = tmp_path / "aug.json"
+    hand_made.write_text("a hand-made augmentation\n")
+    inline = tmp_path / "notes.txt"
+    inline.write_text(" ".join(words[:4]) + " [doctor, nurse] " + " ".join(words[4:]))
+    commands = {
+        "generate": ["generate", "--align", story, "--endpoint", stub.url + "/v1", "--every", "2"],
+        "import": ["import", inline, "--align", story],
+        "random-match": ["random-match", "--augmentation", hand_made, "--align", story, "--pool-align", pool],
+    }
+    for name, argv in commands.items():
+        rc, _, err = run_cli(cli, capsys, *argv, "--out", hand_made)
+        assert rc == 2 and f"--out {hand_made} exists: pass --overwrite" in err, (name, err)
+        assert hand_made.read_text() == "a hand-made augmentation\n", name
+    assert not stub.requests  # refused before any paid request
+    rc, _, err = run_cli(cli, capsys, *commands["generate"], "--out", hand_made, "--overwrite")
+    assert rc == 0, err
+    assert fmt.load(hand_made, words).source == "model"

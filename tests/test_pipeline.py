@@ -2,6 +2,7 @@
 planted-layer recovery against the manifest, kill-and-resume, and early input errors."""
 import csv
 import dataclasses
+import errno
 import json
 import math
 import os
@@ -18,6 +19,7 @@ import numpy as np
 import pytest
 
 from assocjax.data.synthetic import expected_reliability
+from assocjax.outputs import STAGING_PREFIX, OutputError, OutputFolder
 from assocjax.pipeline import assets, store
 from assocjax.pipeline import (CeilingOptions, DataOptions, FeatureOptions, ModelOptions, RidgeOptions, ScoreConfig,
                                SyntheticOptions, score)
@@ -299,6 +301,12 @@ def _bad_output_file(run, tmp_path):
     return cfg
 
 
+def _output_under_a_file(run, tmp_path):
+    cfg = _bad(run, tmp_path)
+    (tmp_path / "out").write_text("not a folder")
+    return dataclasses.replace(cfg, output=tmp_path / "out" / "sub")
+
+
 def _no_weights(tmp_path, run):
     folder = tmp_path / "noweights"
     shutil.copytree(run[1].model_path, folder, ignore=shutil.ignore_patterns("*.safetensors"))
@@ -323,6 +331,7 @@ def _no_weights(tmp_path, run):
     ("vertex_chunk_zero", ValueError, "--ceiling.vertex-chunk 0 must be >= 1"),
     ("alphas", ValueError, r"--ridge.alphas \[10.0, -1.0\] must be finite values > 0"),
     ("output_is_file", NotADirectoryError, "exists and is not a folder"),
+    ("output_under_a_file", NotADirectoryError, "--output .*/out/sub: .*/out exists and is not a folder"),
 ])
 def test_bad_inputs_fail_early_with_clear_errors(run, tmp_path, case, error, match):
     cfg = {
@@ -344,6 +353,7 @@ def test_bad_inputs_fail_early_with_clear_errors(run, tmp_path, case, error, mat
         "vertex_chunk_zero": lambda: _bad(run, tmp_path, ceiling=CeilingOptions(vertex_chunk=0)),
         "alphas": lambda: _bad(run, tmp_path, ridge=RidgeOptions(alphas=(10.0, -1.0))),
         "output_is_file": lambda: _bad_output_file(run, tmp_path),
+        "output_under_a_file": lambda: _output_under_a_file(run, tmp_path),
     }[case]()
     t0 = time.perf_counter()
     with pytest.raises(error, match=match):
@@ -365,16 +375,56 @@ def test_cli_help_documents_every_option():
     assert not undocumented
 
 
-def test_rerun_with_fewer_layers_leaves_no_stale_maps(run, tmp_path):
+def test_rerun_with_fewer_layers_leaves_no_stale_maps_and_keeps_the_users_files(run, tmp_path):
     cfg, res = run
     out = tmp_path / "rerun"
     shutil.copytree(cfg.output, out)
+    users = {out / "maps" / "poster.png": b"a user's poster", out / "figures" / "talk.png": b"a user's figure"}
+    for path, data in users.items():
+        path.write_bytes(data)
     fewer = res.layers[:2]
     again = score(dataclasses.replace(cfg, output=out, features=FeatureOptions(layers=fewer)))
     assert again.reused_layers == fewer  # from the results cache: no refit
     maps = sorted(p.name for p in (out / "maps").iterdir())
-    assert maps == sorted(f"layer-{l:03d}_hemi-{h}_score.func.gii" for l in fewer for h in "LR")
+    assert maps == sorted(["poster.png"] + [f"layer-{l:03d}_hemi-{h}_score.func.gii" for l in fewer for h in "LR"])
     assert {r["layer"] for r in json.loads((out / "scores.json").read_text())["rows"]} == set(fewer)
+    assert all(path.read_bytes() == data for path, data in users.items())
+    assert all(p.is_file() and out in p.parents and STAGING_PREFIX not in str(p) for p in again.files)  # not staged
+
+
+def _snapshot(folder: Path) -> dict[str, bytes]:
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_a_second_run_into_the_same_output_fails_at_once(run, tmp_path):
+    cfg, _ = run
+    other = dataclasses.replace(cfg, output=tmp_path / "out", cache_dir=tmp_path / "cache")
+    t0 = time.perf_counter()
+    with OutputFolder(other.output):  # another run holds it
+        with pytest.raises(OutputError, match=rf"--output {other.output} is in use by another run "
+                                              rf"\(process {os.getpid()}\)"):
+            score(other)
+    assert time.perf_counter() - t0 < 10 and not other.cache_dir.exists()
+
+
+def test_full_output_disk_leaves_the_previous_outputs_byte_identical(run, tmp_path, monkeypatch):
+    cfg, res = run
+    out = tmp_path / "full"
+    shutil.copytree(cfg.output, out)
+    before = _snapshot(out)
+    real_fsync, written = os.fsync, []
+
+    def fsync(fd):  # the disk of --output fills up after the rerun's first file (scores.csv)
+        if Path(os.readlink(f"/proc/self/fd/{fd}")).is_relative_to(out.resolve()):
+            written.append(fd)
+            if len(written) > 1:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    with pytest.raises(OutputError, match=f"--output {out}: no space left on its disk"):
+        score(dataclasses.replace(cfg, output=out, features=FeatureOptions(layers=res.layers[:2])))
+    assert _snapshot(out) == before and not list(out.glob(STAGING_PREFIX + "*"))
 
 
 def _ms_times(run, tmp_path) -> Path:

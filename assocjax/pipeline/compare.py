@@ -23,6 +23,7 @@ import numpy as np
 
 from ..gains import paired_change
 from ..io import atomic_write_text, write_csv, write_json
+from ..outputs import OutputFolder
 from ..stats import bh_fdr
 from .config import ScoreConfig
 from .inputs import condition_name, read_augmentations, resolve_layers
@@ -112,6 +113,13 @@ def compare(cfg: ScoreConfig) -> Comparison:
         check_models(cfg, cfg.compare.models)
     for name, path in zip(names, cfg.compare.models):
         warn_unchanged_layers(name, str(path), cfg)
+    # one comparison at a time in --output (each condition's run locks its own subfolder too)
+    with OutputFolder(cfg.output) as folder:
+        return _compare(cfg, names, conditions, folder)
+
+
+def _compare(cfg: ScoreConfig, names, conditions: dict, folder: OutputFolder) -> Comparison:
+    """Score every condition into its subfolder of --output, then write the change tables."""
     out = Path(cfg.output)
     plain = dataclasses.replace(cfg.augment, files=(), compare=False)
     one = lambda name, **kw: score(dataclasses.replace(cfg, output=out / _folder_name(name), **kw))  # noqa: E731
@@ -133,15 +141,18 @@ def compare(cfg: ScoreConfig) -> Comparison:
         for b in others[i + 1:]:
             if kinds[a] == kinds[b]:
                 rows += change_rows(runs[b], runs[a], f"{a} vs {b}", "contrast", cfg.compare, r.n_boot, r.ci, cfg.seed)
-    files = [write_csv(out / "gains.csv", rows),
-             write_json(out / "gains.json", clean_nans(dict(baseline=BASELINE, conditions=kinds, rows=rows)))]
-    if r.figures:
-        from ..plots import plot_gains
-        files.append(plot_gains(rows, out / "gains.png", fdr=cfg.compare.fdr))
     text = summary_text(rows, cfg.compare.fdr)
-    files.append(atomic_write_text(out / "gains.txt", text + "\n"))
-    files.append(write_json(out / "compare.json", dict(conditions=kinds, runs={k: str(v.output) for k, v in runs.items()},
-                                                       config=json.loads(json.dumps(dataclasses.asdict(cfg), default=str)))))
+    with folder.staging() as stage:  # the comparison's own files appear together
+        files = [write_csv(stage / "gains.csv", rows),
+                 write_json(stage / "gains.json", clean_nans(dict(baseline=BASELINE, conditions=kinds, rows=rows)))]
+        if r.figures:
+            from ..plots import plot_gains
+            files.append(plot_gains(rows, stage / "gains.png", fdr=cfg.compare.fdr))
+        files.append(atomic_write_text(stage / "gains.txt", text + "\n"))
+        files.append(write_json(stage / "compare.json", dict(
+            conditions=kinds, runs={k: str(v.output) for k, v in runs.items()},
+            config=json.loads(json.dumps(dataclasses.asdict(cfg), default=str)))))
+        files = [folder.final(p) for p in files]
     print(text)
     return Comparison(out, runs, rows, files)
 

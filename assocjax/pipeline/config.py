@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 from pathlib import Path
 from typing import ClassVar, Literal
 
+from ..outputs import check_folder
 from ..ridge import DEFAULT_ALPHAS
 
 
@@ -319,10 +319,5 @@ def check_options(cfg: ScoreConfig) -> None:
         raise ValueError(f"--data.trim-start {cfg.data.trim_start} must be >= 0")
     if cfg.memory_gb is not None and not cfg.memory_gb > 0:
         raise ValueError(f"--memory-gb {cfg.memory_gb} must be > 0")
-    out = Path(cfg.output)
-    if out.exists() and not out.is_dir():
-        raise NotADirectoryError(f"--output {out} exists and is not a folder")
-    parent = next((p for p in (out, *out.parents) if p.exists()), Path("."))
-    if not os.access(parent, os.W_OK):
-        raise PermissionError(f"--output {out}: {parent} is not writable")
+    check_folder(cfg.output, "--output")
 

@@ -9,6 +9,7 @@ import nibabel as nib
 import numpy as np
 
 from ..io import atomic_write_bytes, write_csv, write_json
+from ..outputs import DISK_FULL
 from .bold import Bold
 from .tables import WHOLE
 
@@ -58,17 +59,6 @@ def write_maps(out: Path, bold: Bold, layer: int, maps_XV: np.ndarray) -> list[P
     return paths
 
 
-def prune(out: Path, written: list[Path], folders=("maps", "figures")) -> list[Path]:
-    """Remove what an earlier run left in the run's own subfolders and this run did not write
-    (a rerun with fewer layers must not leave the old layers' maps beside the new ones)."""
-    keep = {Path(p).resolve() for p in written}
-    gone = [p for sub in folders if (out / sub).is_dir() for p in (out / sub).iterdir()
-            if p.is_file() and p.resolve() not in keep]
-    for p in gone:
-        p.unlink()
-    return gone
-
-
 def write_figures(out: Path, rows: list[dict], summary: dict, best_map_V: np.ndarray, bold: Bold,
                   title: str) -> tuple[list[Path], str | None]:
     """Layer curve, region bars at the best layer, and the best layer's surface map, via
@@ -80,6 +70,8 @@ def write_figures(out: Path, rows: list[dict], summary: dict, best_map_V: np.nda
     try:
         return _figures(plots, out, rows, summary, best_map_V, bold, title), None
     except Exception as e:  # the tables and maps are written already; a plotting bug must not lose the run
+        if isinstance(e, OSError) and e.errno in DISK_FULL:
+            raise  # not a plotting bug: the run's outputs cannot be written (outputs.OutputFolder says so)
         return [], f"figures failed: {type(e).__name__}: {e}"
 
 

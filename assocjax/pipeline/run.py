@@ -8,6 +8,7 @@ written. Finished (story, layer) results are saved at once: a killed run resumes
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import platform
 import sys
@@ -22,6 +23,7 @@ from .. import rois
 from ..ceiling import normalized_score
 from ..io import atomic_write_text, write_json
 from ..models import load_pretrained
+from ..outputs import OutputFolder
 from . import aggregate
 from . import bold as bold_mod
 from . import budget as budget_mod
@@ -198,9 +200,8 @@ def _tables(cfg: ScoreConfig, sel: Selection, groups: list[Group], atlases) -> T
                   aggregate.weighted_maps(max_GV, weights).astype(np.float32))
 
 
-def _write(cfg: ScoreConfig, sel: Selection, bold: Bold, t: Tables, label: str):
-    """Tables, maps and figures -> (paths written, notes)."""
-    out = Path(cfg.output)
+def _write(out: Path, cfg: ScoreConfig, sel: Selection, bold: Bold, t: Tables, label: str):
+    """Tables, maps and figures into `out` (the output's staging folder) -> (paths written, notes)."""
     files = report.write_tables(out, t.rows if t.rows is t.story_rows else t.story_rows + t.rows, t.summary)
     if cfg.report.maps:
         norm = np.asarray(normalized_score(jnp.asarray(t.r_LV), jnp.asarray(t.max_r_V), cfg.ceiling.min_ceiling))
@@ -211,7 +212,6 @@ def _write(cfg: ScoreConfig, sel: Selection, bold: Bold, t: Tables, label: str):
         best = sel.layers.index(t.summary["best_layer"])
         figs, note = report.write_figures(out, t.rows, t.summary, t.r_LV[best], bold, label)
         files, notes = files + figs, [note] if note else []
-    report.prune(out, files)
     return files, notes
 
 
@@ -275,6 +275,13 @@ def score(cfg: ScoreConfig) -> ScoreResult:
     check_options(cfg)
     if cfg.distributed:
         jax.distributed.initialize(cfg.coordinator, cfg.num_processes, cfg.process_id)
+    # process 0 writes the reports: it alone locks --output, for the whole run (outputs.OutputFolder)
+    with OutputFolder(cfg.output) if jax.process_index() == 0 else contextlib.nullcontext() as out:
+        return _score(cfg, out, t0)
+
+
+def _score(cfg: ScoreConfig, out: OutputFolder | None, t0: float) -> ScoreResult:
+    """`score` with --output locked (`out`; None in the processes that write no reports)."""
     root, model_path, space, manifest = _sources(cfg)
     models = tuned.resolve(model_path, cfg.model.hub)
     sel = select(cfg, root, str(models.reference), space)
@@ -309,12 +316,14 @@ def score(cfg: ScoreConfig) -> ScoreResult:
     if tuning["unlisted"]:
         notes.append(f"--compare.allow-overlap: {', '.join(tuning['unlisted'])} list no training stories; the model(s) "
                      "may have been tuned on the scored stories")
-    if jax.process_index() == 0:
-        files, more = _write(cfg, sel, groups[0].bold, t, label)
-        notes += more
-        files.append(write_json(cfg.output / "run.json", _record(cfg, sel, groups, t, root, manifest, augs, notes,
-                                                                  stages, t0, tuning)))
-        files.append(atomic_write_text(cfg.output / "summary.txt", report.summary_text(t.summary, info) + "\n"))
+    if out is not None:
+        with out.staging() as stage:  # every file of the run appears together, or none
+            files, more = _write(stage, cfg, sel, groups[0].bold, t, label)
+            notes += more
+            files.append(write_json(stage / "run.json", _record(cfg, sel, groups, t, root, manifest, augs, notes,
+                                                                 stages, t0, tuning)))
+            files.append(atomic_write_text(stage / "summary.txt", report.summary_text(t.summary, info) + "\n"))
+            files = [out.final(p) for p in files]
     _print_notes(notes[len(sel.notes):])
     print(report.summary_text(t.summary, info))
     print(f"wrote {cfg.output} ({len(files)} files) in {time.perf_counter() - t0:.1f} s")

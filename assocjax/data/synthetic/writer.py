@@ -20,6 +20,7 @@ import nibabel as nib
 import numpy as np
 
 from ...io import atomic_write_bytes, write_json
+from ...outputs import check_folder
 from ...stimuli import read_gentle_csv
 from ..layout import split_commas
 from ..narratives import SPACE_VERTICES, VOLUME_SPACE
@@ -92,8 +93,7 @@ class _Writer:
 
 
 def _prepare_out(out: Path, overwrite: bool) -> None:
-    if out.exists() and not out.is_dir():
-        raise NotADirectoryError(f"{out} exists and is not a folder")
+    check_folder(out, "--out")
     if not out.is_dir() or not any(out.iterdir()):
         return
     if not overwrite:
