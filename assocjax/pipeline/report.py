@@ -9,6 +9,7 @@ import nibabel as nib
 import numpy as np
 
 from ..io import atomic_write_bytes, write_csv, write_json
+from . import grid_edges
 from .bold import Bold
 from .tables import WHOLE
 
@@ -126,4 +127,6 @@ def summary_text(summary: dict, info: dict) -> str:
         lines.append(f"subject-mean fit at layer {s['best_layer']}: r = {s['mean_fit_score']:.3f} "
                      f"(ceiling {s['mean_fit_ceiling']:.3f})")
     lines.append("per layer: " + ", ".join(f"{l}: {v:.3f}" for l, v in s["layer_scores"].items()))
+    if "alpha_grid_edges" in s:
+        lines.append(grid_edges.summary_line(s["alpha_grid_edges"]))
     return "\n".join(lines)
