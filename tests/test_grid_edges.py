@@ -29,7 +29,8 @@ def test_a_mean_only_fit_has_no_subject_family():
 
 def test_stories_pool_weighted_by_their_choices():
     a = dict(mean=dict(low=0.5, high=0.0, score=0.2, choices=10))
-    b = dict(mean=dict(low=0.0, high=0.3, score=0.1, choices=30), subjects=dict(low=0.2, high=0.2, score=0.0, choices=5))
+    b = dict(mean=dict(low=0.0, high=0.3, score=0.1, choices=30),
+             subjects=dict(low=0.2, high=0.2, score=0.0, choices=5))
     got = grid_edges.pooled([a, b])
     assert got["mean"] == pytest.approx(dict(low=5 / 40, high=9 / 40, score=5 / 40, choices=40))
     assert got["subjects"] == pytest.approx(b["subjects"])  # only the story that has the family
