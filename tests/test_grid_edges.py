@@ -36,14 +36,17 @@ def test_stories_pool_weighted_by_their_choices():
     assert got["subjects"] == pytest.approx(b["subjects"])  # only the story that has the family
 
 
-def _edges(low: int, high: int, r: float, n_alphas: int = 9) -> dict:
-    """A one-story, one-layer run of 10 mean-fit targets: `low` of them at the grid's smallest
-    alpha, `high` at its largest, every held-out score `r`."""
+def _results(low: int, high: int, r: float, n_alphas: int = 9) -> dict:
+    """One layer (2) of 10 mean-fit targets in one outer fold: `low` of them at the grid's
+    smallest alpha, `high` at its largest, every held-out score `r`."""
     idx = np.full((1, 1, 10), 1, np.uint16)
     idx[0, 0, :low] = 0
     idx[0, 0, low:low + high] = n_alphas - 1
-    res = {2: dict(alpha_idx=idx, r_folds=np.full((1, 1, 10), r))}
-    return grid_edges.run_edges({"storya": res}, [2], np.logspace(-1, 7, n_alphas))
+    return {2: dict(alpha_idx=idx, r_folds=np.full((1, 1, 10), r))}
+
+
+def _edges(low: int, high: int, r: float, n_alphas: int = 9) -> dict:
+    return grid_edges.run_edges({"storya": _results(low, high, r, n_alphas)}, [2], np.logspace(-1, 7, n_alphas))
 
 
 @pytest.mark.parametrize("low, high, r, n_alphas, warned", [
@@ -65,3 +68,11 @@ def test_notes_warn_past_the_threshold(low, high, r, n_alphas, warned):
 def test_summary_line_lists_each_layer():
     line = grid_edges.summary_line(_edges(2, 3, 0.1))
     assert line.endswith("per layer: 2: 20%/30%") and "smallest 0.1 / largest 1e+07" in line
+
+
+def test_stories_fitted_apart_are_judged_and_named_apart():
+    edges = grid_edges.run_edges({"storya": _results(0, 8, 0.05), "storyb": _results(0, 2, 0.05)}, [2],
+                                 np.logspace(-1, 7, 9))
+    assert edges["layers"][2]["mean"]["high"] == 0.5  # pooled over both stories: not past the threshold
+    (note,) = grid_edges.edge_notes(edges)
+    assert "80%" in note and "storya layer(s) 2" in note and "storyb" not in note
