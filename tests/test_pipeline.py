@@ -23,6 +23,7 @@ from assocjax.outputs import STAGING_PREFIX, OutputError, OutputFolder
 from assocjax.pipeline import assets, store
 from assocjax.pipeline import (CeilingOptions, DataOptions, FeatureOptions, ModelOptions, RidgeOptions, ScoreConfig,
                                SyntheticOptions, score)
+from assocjax.pipeline import grid_edges
 
 pytestmark = pytest.mark.slow  # module fixtures run whole pipelines (README: Tests)
 
@@ -286,6 +287,41 @@ def test_full_disk_while_building_the_builtin_world_names_the_folder_and_leaves_
     with pytest.raises(WriteRefusedError, match=f"^no space left on device: {tmp_path / 'builtin'}; free space"):
         assets.ensure_builtin(TINY, tmp_path, progress=False)
     assert list((tmp_path / "builtin").iterdir()) == []  # the half-built copy is removed
+
+def test_alpha_grid_edges_are_recorded_and_quiet_on_the_default_grid(run):
+    """Every layer's shares of inner-CV choices at the grid's edges, per fit, in run.json and
+    summary.txt. Measured on this data (default 9 alphas, 0.1..1e7): per-subject fits 0.12..0.21
+    low, 0.30..0.34 high; subject-mean fit 0.07..0.14 low, 0.19..0.36 high: no note."""
+    cfg, res = run
+    record = json.loads((cfg.output / "run.json").read_text())
+    edges = record["summary"]["alpha_grid_edges"]
+    assert edges["alphas"] == [min(cfg.ridge.alphas), max(cfg.ridge.alphas)]
+    assert sorted(map(int, edges["layers"])) == list(res.layers)
+    (story,) = edges["stories"].values()  # pooled stories: one fit group
+    for fits in list(edges["layers"].values()) + list(story.values()):
+        assert set(fits) == {"subjects", "mean"}
+        assert all(0 <= s["low"] <= edges["warn_above"] and 0 <= s["high"] <= edges["warn_above"] and s["choices"] > 0
+                   for s in fits.values())
+    assert not [n for n in record["notes"] if n.startswith("alpha grid")]
+    assert "alpha at the grid's edges" in (cfg.output / "summary.txt").read_text()
+
+
+def test_a_grid_stopping_too_low_is_warned_about(run, tmp_path, capsys):
+    """--ridge.alphas 0.1 1 10 on data with signal: measured 0.53..0.67 of the per-subject and
+    0.65..0.82 of the subject-mean choices at 10 (layers 0..4; on pure noise such a grid puts
+    0.42 at either edge, the default grid at most 0.26: tests/test_protocol.py)."""
+    cfg, _ = run
+    narrow = dataclasses.replace(cfg, output=tmp_path / "out", ridge=RidgeOptions(alphas=(0.1, 1.0, 10.0)),
+                                 features=FeatureOptions(layers=(TINY.planted_layer,)))
+    res = score(narrow)
+    (note,) = [n for n in res.notes if n.startswith("alpha grid")]
+    assert "the largest alpha (10)" in note and "--ridge.alphas" in note
+    assert f"note: {note}" in capsys.readouterr().err
+    record = json.loads((narrow.output / "run.json").read_text())
+    assert note in record["notes"]
+    high = record["summary"]["alpha_grid_edges"]["layers"][str(TINY.planted_layer)]["mean"]["high"]
+    assert high > grid_edges.WARN_ABOVE
+
 
 def _bad(run, tmp_path, **kw):
     cfg, res = run

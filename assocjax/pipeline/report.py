@@ -10,6 +10,7 @@ import numpy as np
 
 from ..io import atomic_write_bytes, write_csv, write_json
 from ..outputs import DISK_FULL
+from . import grid_edges
 from .bold import Bold
 from .tables import WHOLE
 
@@ -118,4 +119,6 @@ def summary_text(summary: dict, info: dict) -> str:
         lines.append(f"subject-mean fit at layer {s['best_layer']}: r = {s['mean_fit_score']:.3f} "
                      f"(ceiling {s['mean_fit_ceiling']:.3f})")
     lines.append("per layer: " + ", ".join(f"{l}: {v:.3f}" for l, v in s["layer_scores"].items()))
+    if "alpha_grid_edges" in s:
+        lines.append(grid_edges.summary_line(s["alpha_grid_edges"]))
     return "\n".join(lines)

@@ -27,7 +27,7 @@ from ..outputs import OutputFolder
 from . import aggregate
 from . import bold as bold_mod
 from . import budget as budget_mod
-from . import report, store, tables, tuned
+from . import grid_edges, report, store, tables, tuned
 from .assets import ensure_builtin, planting
 from .bold import Bold
 from .config import ScoreConfig, check_options
@@ -303,13 +303,15 @@ def _score(cfg: ScoreConfig, out: OutputFolder | None, t0: float) -> ScoreResult
     with stages("layers"):
         fit_layers(cfg, sel, groups, _features(cfg, sel, augs), cfg.aggregate)
     t = _tables(cfg, sel, groups, atlases)
+    edges = grid_edges.run_edges({g.name: g.results for g in groups}, sel.layers, groups[0].fit.alphas)
+    t.summary["alpha_grid_edges"] = edges  # in run.json, scores.json and summary.txt with the rest
     label = "the built-in random GPT-2" if manifest and cfg.model.path is None else sel.model_folder.name
     if models.cross_fit:
         label = f"{models.path.name} (cross-fitted: {len(models.folders)} models)"
     info = dict(n_layers=len(sel.layers), model=label, n_subjects=len(sel.subjects), n_stories=len(sel.stories),
                 n_trs=sum(g.bold.n_rows for g in groups), n_targets=max(g.bold.n_vertices for g in groups),
                 targets="voxels" if sel.kind == "volume" else "vertices", pooled=sel.pooled or len(groups) == 1)
-    files, notes = [], list(sel.notes) + _run_notes(cfg, sel, groups)
+    files, notes = [], list(sel.notes) + _run_notes(cfg, sel, groups) + grid_edges.edge_notes(edges)
     if tuning["overlap"]:
         notes.append("--compare.allow-overlap: scored on stories its tuning saw: " + "; ".join(
             f"{s} (tuned on {', '.join(ts)})" for s, ts in tuning["overlap"].items()))
