@@ -61,9 +61,7 @@ def planting(opts: SyntheticOptions) -> dict:
 
 def ensure_builtin(opts: SyntheticOptions, cache_dir: Path, progress: bool = True) -> Builtin:
     """The cached built-in assets for these options, made first if missing."""
-    if not 0 <= opts.planted_layer <= opts.n_layers:
-        raise ValueError(f"--synthetic.planted-layer {opts.planted_layer} is out of range: the model has "
-                         f"hidden states 0..{opts.n_layers}")
+    opts.check()
     final = Path(cache_dir) / "builtin" / digest([ASSETS_VERSION, dataclasses.asdict(opts)], 16)
     if not (final / "done.json").is_file():
         tmp = final.with_name(f".{final.name}.{os.getpid()}.tmp")
