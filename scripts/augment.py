@@ -29,6 +29,7 @@ environment variable `--api-key-env` and never written anywhere.
 from __future__ import annotations
 
 import dataclasses
+import math
 import sys
 from pathlib import Path
 from typing import Literal
@@ -46,6 +47,7 @@ from assocjax.augment.sentences import DEFAULT_GAP_S, boundary_source, story_sen
 from assocjax.augment.stories import load_story
 from assocjax.augment.summary import summary_text
 from assocjax.cli import run_cli
+from assocjax.options import at_least, between
 
 Positional = tyro.conf.Positional
 
@@ -110,9 +112,27 @@ class Generate(StoryArgs):
     gap_s: float = DEFAULT_GAP_S
     """Pause (s) that ends a sentence when there is no transcript.txt."""
 
-    def run(self) -> int:
+    def check(self) -> None:
+        """Every option in range, each error naming it, before the story or model is read."""
         if (self.model_path is None) == (self.endpoint is None):
             raise ValueError("give exactly one backend: --model-path FOLDER or --endpoint URL")
+        at_least({"--every": self.every, "--context-words": self.context_words, "--max-words": self.max_words,
+                  "--max-new-tokens": self.max_new_tokens, "--batch-size": self.batch_size}, 1)
+        at_least({"--seed": self.seed, "--retries": self.retries, "--max-retries": self.max_retries,
+                  "--temperature": self.temperature}, 0)
+        between("--top-p", self.top_p, 0, 1, lo_open=True)
+        for name, value in (("--timeout-s", self.timeout_s), ("--gap-s", self.gap_s)):
+            between(name, value, 0, math.inf, lo_open=True, hi_open=True)
+        if self.model_path is not None:  # the reply and its prompt share the model's positions
+            from assocjax.models.loading import read_config, resolve
+
+            positions = read_config(resolve(self.model_path)).max_positions
+            if self.max_new_tokens >= positions:
+                raise ValueError(f"--max-new-tokens {self.max_new_tokens} must be below the {positions} positions of "
+                                 f"--model-path {self.model_path} (the prompt needs the rest)")
+
+    def run(self) -> int:
+        self.check()
         template = None
         if self.prompt_template is not None:
             if not self.prompt_template.is_file():
@@ -202,6 +222,8 @@ class RandomMatch(StoryArgs):
     gap_s: float = DEFAULT_GAP_S
 
     def run(self) -> int:
+        at_least({"--seed": self.seed}, 0)
+        between("--gap-s", self.gap_s, 0, math.inf, lo_open=True, hi_open=True)
         if self.kind == "shuffled":
             other = [flag for flag, given in (("--pool-align", bool(self.pool_align)),
                                               ("--positions random", self.positions != "matched"),
@@ -259,6 +281,7 @@ class Show(StoryArgs):
     """Tokenizer folder: also count inserted tokens."""
 
     def run(self) -> int:
+        at_least({"--n": self.n, "--context": self.context}, 0)
         words = self.load()[1].words if self.given() else None
         aug = fmt.load(self.file, words)
         print(summary_text(aug, self.file, words, self.n, self.context, _tokenizer(self.tokenizer)))
@@ -268,6 +291,8 @@ class Show(StoryArgs):
 def _tokenizer(folder: Path | None):
     if folder is None:
         return None
+    if not folder.is_dir():  # else transformers reads it as a hub name and says "Repo id must be ..."
+        raise FileNotFoundError(f"--tokenizer {folder}: folder not found (a tokenizer folder, e.g. a model's)")
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(str(folder))
@@ -291,6 +316,7 @@ class Oracle:
     """Also write the random controls."""
 
     def run(self) -> int:
+        at_least({"--seed": self.seed}, 0)
         root = self.data_root
         if root is None:
             from assocjax.pipeline.assets import ensure_builtin
