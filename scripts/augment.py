@@ -231,6 +231,7 @@ class RandomMatch(StoryArgs):
             if other:
                 raise ValueError(f"{', '.join(other)}: only for --kind other-story; --kind shuffled keeps the "
                                  "augmentation's own texts and anchors")
+        tokenizer = _tokenizer(self.tokenizer)
         name, t, align_path = self.load()
         aug = fmt.load(self.augmentation, t.words)
         if self.kind == "shuffled":
@@ -240,7 +241,7 @@ class RandomMatch(StoryArgs):
         else:
             pool = pool_from_alignments(self.pool_align, t.words, name)
             ends = story_sentence_ends(t, align_path, self.gap_s)
-            control = random_match(aug, t.words, pool, self.seed, self.positions, _tokenizer(self.tokenizer), ends,
+            control = random_match(aug, t.words, pool, self.seed, self.positions, tokenizer, ends,
                                    pool_name=",".join(p.resolve().parent.name for p in self.pool_align))
             detail = f"{control.n_inserted_words} words"
         fmt.save(control, self.out, t.words)
@@ -282,9 +283,10 @@ class Show(StoryArgs):
 
     def run(self) -> int:
         at_least({"--n": self.n, "--context": self.context}, 0)
+        tokenizer = _tokenizer(self.tokenizer)
         words = self.load()[1].words if self.given() else None
         aug = fmt.load(self.file, words)
-        print(summary_text(aug, self.file, words, self.n, self.context, _tokenizer(self.tokenizer)))
+        print(summary_text(aug, self.file, words, self.n, self.context, tokenizer))
         return 0
 
 
