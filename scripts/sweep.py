@@ -15,6 +15,9 @@ from assocjax.cli import run_cli
 from assocjax.pipeline.sweep import JobFailed, SweepConfig, run
 
 
+ERRORS = (JobFailed,)  # a failed job is one line too: its name, its error and its log
+
+
 def main(cfg: SweepConfig) -> None:
     for (model, condition), res in run(cfg).items():
         s = res.summary
@@ -22,4 +25,4 @@ def main(cfg: SweepConfig) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(run_cli(main, SweepConfig, errors=(JobFailed,), description=__doc__))
+    sys.exit(run_cli(main, SweepConfig, errors=ERRORS, description=__doc__))

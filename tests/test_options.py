@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from assocjax.cli import EXIT_USER_ERROR, run_cli
+from assocjax.cli import EXIT_USER_ERROR, one_line, run_cli
 from assocjax.data.synthetic import SyntheticConfig, make_synthetic
 from assocjax.pipeline import SyntheticOptions
 from assocjax.pipeline.assets import save_random_gpt2, save_tokenizer
@@ -145,3 +145,44 @@ def test_bad_option_is_one_line_naming_it(shared, tmp_path, capsys, name, argv, 
     assert len(lines) == 1 and fill(error) in lines[0], err
     assert not (tmp_path / "out").exists() and not (tmp_path / "ds").exists() and not (tmp_path / "data").exists()
     assert not (cache / "builtin").exists() and not (cache / "bold").exists()  # no world made, no BOLD read
+
+
+def test_failed_sweep_job_is_one_line_with_its_error_and_log(shared, tmp_path):
+    """A job of submitit's local executor (a separate process) fails: one line naming the job,
+    the job's own error and its log file, not the nested traceback submitit re-raises; sweep.py
+    hands JobFailed to run_cli as a user error (exit 2). (No capsys: submitit's local executor
+    and pytest's captured sys.stderr do not mix.)"""
+    import tyro
+
+    module = script("sweep")
+    argv = ["--stories", "storya", "--executor", "local", "--folder", str(tmp_path / "sweep"), "--cpus-per-task", "1",
+            "--mem-gb", "2", "--base.data.root", shared["one_story"], "--base.model.path", str(tmp_path / "nomodel")]
+    with pytest.raises(module.JobFailed) as failed:
+        module.main(tyro.cli(module.SweepConfig, args=argv))
+    text = one_line(failed.value)
+    assert text == str(failed.value) and text.startswith(
+        f"sweep job nomodel_plain_storya_layers-all failed: FileNotFoundError: model folder not found: "
+        f"{tmp_path / 'nomodel'} (log: ")
+    log = Path(text.rsplit("(log: ", 1)[1].rstrip(")"))
+    assert log.is_file() and "model folder not found" in log.read_text()
+    assert module.JobFailed in module.ERRORS
+
+
+@pytest.mark.parametrize("counts, note", [({"big": 30, "small": 6, "other": 6}, True),
+                                          ({f"s{i}": 6 for i in range(10)}, False)])
+def test_validation_share_far_above_val_fraction_is_noted(counts, note):
+    """Whole stories go to validation: a share far above --val-fraction (one big story) is said,
+    with the smallest share one validation story can have; whole-story rounding is not."""
+    module = script("make_association")
+    from assocjax.tune import dataset
+
+    records = [dict(story=s) for s, k in counts.items() for _ in range(k)]
+    args = module.Args(stories=(), augmentations=(), out=Path("unused"), val_fraction=0.1, seed=1)
+    train, val = dataset.split_by_story(records, args.val_fraction, args.seed)
+    text = module.split_note(args, train, val)
+    assert (text is not None) == note
+    if note:
+        n = len(records)
+        assert text.startswith(f"--val-fraction 0.1 asked for {0.1 * n:.0f} of {n} records; whole stories give "
+                               f"validation {len(val)} ({len(val) / n:.0%}")
+        assert "The smallest story, other, holds 6" in text
