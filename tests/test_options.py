@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from assocjax.augment.oracle import write_oracle
 from assocjax.cli import EXIT_USER_ERROR, one_line, run_cli
 from assocjax.data.synthetic import SyntheticConfig, make_synthetic
 from assocjax.pipeline import SyntheticOptions
@@ -94,10 +95,11 @@ ROWS = [
     ("make_association", ["--stories", "{tmp}/s", "--augmentations", "{tmp}/a", "--out", "{tmp}/data",
                           "--passage-words", "9", "3"], "--passage-words 9 3: min must be <= max"),
     # augment.py
-    ("augment", ["show", "{tmp}/aug.json", "--tokenizer", "{tmp}/nope"], "--tokenizer {tmp}/nope: folder not found"),
-    ("augment", ["random-match", "--augmentation", "{tmp}/aug.json", "--align", "{tmp}/align.csv", "--out",
+    ("augment", ["show", "{aug}", "--align", "{align}", "--tokenizer", "{tmp}/nope"],
+     "--tokenizer {tmp}/nope: folder not found"),
+    ("augment", ["random-match", "--augmentation", "{aug}", "--align", "{align}", "--pool-align", "{pool}", "--out",
                  "{tmp}/out.json", "--tokenizer", "{tmp}/nope"], "--tokenizer {tmp}/nope: folder not found"),
-    ("augment", ["generate", "--align", "{tmp}/align.csv", "--model-path", "{model}", "--out", "{tmp}/out.json",
+    ("augment", ["generate", "--align", "{align}", "--model-path", "{model}", "--out", "{tmp}/out.json",
                  "--max-new-tokens", "100000"], "--max-new-tokens 100000 must be below the 48 positions of --model-path"),
     ("augment", ["generate", "--align", "{tmp}/align.csv", "--model-path", "{model}", "--out", "{tmp}/out.json",
                  "--top-p", "0"], "--top-p 0.0 must be in (0, 1]"),
@@ -117,9 +119,9 @@ ROWS = [
 
 @pytest.fixture(scope="module")
 def shared(tmp_path_factory):
-    """What some rows read: a one-story synthetic dataset (60 TRs: 54 rows after the trim) and
-    a model folder that reads it (a random GPT-2 with 48 positions; the rows stop before its
-    weights or the dataset's BOLD are read)."""
+    """What some rows read: a one-story synthetic dataset (60 TRs: 54 rows after the trim), its
+    oracle augmentation, and a model folder that reads it (a random GPT-2 with 48 positions; the
+    rows stop before its weights or the dataset's BOLD are read)."""
     tmp = tmp_path_factory.mktemp("options")
     one = tmp / "one"
     make_synthetic(SyntheticConfig(out=one, n_stories=1, n_subjects=3, story_trs=60, space="tinysphere", n_vertices=40))
@@ -127,12 +129,17 @@ def shared(tmp_path_factory):
     model = tmp / "model"
     save_tokenizer(vocab, model)
     save_random_gpt2(SyntheticOptions(n_layers=1, positions=48), len(vocab) + 2, model)
-    return dict(model=str(model), one_story=str(one))
+    aug = write_oracle(one, tmp / "oracle", controls=False)["storya"][0]
+    pool = tmp / "pool" / "align.csv"  # another story's words for a random control
+    pool.parent.mkdir()
+    pool.write_text("".join(f"w{i},w{i},{i:.1f},{i + 0.5:.1f}\n" for i in range(50)))
+    return dict(model=str(model), one_story=str(one), aug=str(aug), align=str(one / "stimuli/gentle/storya/align.csv"),
+                pool=str(pool))
 
 
-@pytest.mark.parametrize("name, argv, error", ROWS, ids=[f"{r[0]}:{' '.join(r[1][-2:])}" for r in ROWS])
+@pytest.mark.parametrize("name, argv, error", ROWS, ids=[f"{r[0]}:{' '.join(r[1])}" for r in ROWS])
 def test_bad_option_is_one_line_naming_it(shared, tmp_path, capsys, name, argv, error):
-    fill = lambda s: s.format(tmp=tmp_path, model=shared["model"], one_story=shared["one_story"])  # noqa: E731
+    fill = lambda s: s.format(tmp=tmp_path, **shared)  # noqa: E731
     argv = [fill(a) for a in argv]
     cache = tmp_path / "cache"
     if name == "score":
