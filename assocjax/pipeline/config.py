@@ -355,7 +355,6 @@ def check_options(cfg: ScoreConfig) -> None:
         raise PermissionError(f"--output {out}: {parent} is not writable")
 
 
-
 def _check_statistics(cfg: ScoreConfig) -> None:
     """The comparison's and the ceiling's thresholds and the permutation count."""
     c = cfg.compare
