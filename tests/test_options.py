@@ -68,6 +68,8 @@ ROWS = [
      "what fits: --ridge.buffer-trs 12"),
     ("score", DATA + ["--ridge.story-chunks", "40"], "what fits: --ridge.buffer-trs 3 or --ridge.story-chunks 4"),
     ("score", DATA + ["--ridge.story-chunks", "200"], "--ridge.story-chunks 200 must be in 1..54"),
+    ("score", DATA + ["--data.trim-start", "10000"], "--data.trim-start 10000 leaves story 'storya' (60 TRs) 0 rows, "
+     "too few for --features.delays up to 4 TRs: trim at most 55"),
     # make_synthetic.py
     ("make_synthetic", ["--out", "{tmp}/ds", "--n-vertices", "0"], "--n-vertices 0 must be >= 1"),
     ("make_synthetic", ["--out", "{tmp}/ds", "--n-subjects", "0"], "--n-subjects 0 must be >= 1"),
