@@ -9,6 +9,7 @@ complete example of the library's functional core.
 from __future__ import annotations
 
 import dataclasses
+import math
 import platform
 import time
 from pathlib import Path
@@ -20,6 +21,7 @@ import numpy as np
 from . import alignment, ceiling
 from .io import write_csv, write_json
 from .outputs import OutputFolder, check_folder
+from .options import at_least, between
 from .ridge import brain_score
 
 
@@ -40,6 +42,25 @@ class DemoConfig:
     """subject noise SD relative to the planted signal's SD (varied x0.5..x2 over voxels)"""
     seed: int = 0
     output: Path = Path("outputs/demo")
+
+
+# nested CV holds out one story and chooses alpha on at least 2 others
+MIN_STORIES = 3
+
+
+def check_config(cfg: DemoConfig) -> None:
+    """Every option in range, each error naming it (scripts/demo.py --help)."""
+    at_least({"--n-stories": cfg.n_stories}, MIN_STORIES)
+    at_least({"--n-subjects": cfg.n_subjects}, 2)  # the split-half ceiling
+    at_least({"--trs-per-story": cfg.trs_per_story, "--vocab-size": cfg.vocab_size, "--embed-dim": cfg.embed_dim,
+              "--n-voxels": cfg.n_voxels}, 1)
+    at_least({"--seed": cfg.seed, "--noise": cfg.noise}, 0)
+    for name, value in (("--tr", cfg.tr), ("--words-per-second", cfg.words_per_second)):
+        between(name, value, 0, math.inf, lo_open=True, hi_open=True)
+    if not cfg.delays or len(set(cfg.delays)) != len(cfg.delays):
+        raise ValueError(f"--delays {list(cfg.delays)}: give distinct FIR delays in TRs (e.g. 1 2 3 4)")
+    for d in cfg.delays:  # causal, and shorter than a story (a longer one leaves an empty design column)
+        between("--delays", d, 1, cfg.trs_per_story - 1, why=f"causal, and shorter than --trs-per-story {cfg.trs_per_story}")
 
 
 def make_stimulus(cfg: DemoConfig, rng: np.random.Generator):
@@ -70,6 +91,7 @@ def make_bold(cfg: DemoConfig, x_ND, run_ids, rng: np.random.Generator):
 
 
 def run_demo(cfg: DemoConfig) -> dict:
+    check_config(cfg)
     t0 = time.perf_counter()
     check_folder(cfg.output, "--output")
     rng = np.random.default_rng(cfg.seed)

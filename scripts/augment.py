@@ -29,6 +29,7 @@ environment variable `--api-key-env` and never written anywhere.
 from __future__ import annotations
 
 import dataclasses
+import math
 import sys
 from pathlib import Path
 from typing import Literal
@@ -47,6 +48,7 @@ from assocjax.augment.stories import load_story
 from assocjax.augment.summary import summary_text
 from assocjax.cli import run_cli
 from assocjax.outputs import OutputFolder, check_new_file
+from assocjax.options import at_least, between
 
 Positional = tyro.conf.Positional
 
@@ -121,9 +123,27 @@ class Generate(WritesAugmentation):
     gap_s: float = DEFAULT_GAP_S
     """Pause (s) that ends a sentence when there is no transcript.txt."""
 
-    def run(self) -> int:
+    def check(self) -> None:
+        """Every option in range, each error naming it, before the story or model is read."""
         if (self.model_path is None) == (self.endpoint is None):
             raise ValueError("give exactly one backend: --model-path FOLDER or --endpoint URL")
+        at_least({"--every": self.every, "--context-words": self.context_words, "--max-words": self.max_words,
+                  "--max-new-tokens": self.max_new_tokens, "--batch-size": self.batch_size}, 1)
+        at_least({"--seed": self.seed, "--retries": self.retries, "--max-retries": self.max_retries,
+                  "--temperature": self.temperature}, 0)
+        between("--top-p", self.top_p, 0, 1, lo_open=True)
+        for name, value in (("--timeout-s", self.timeout_s), ("--gap-s", self.gap_s)):
+            between(name, value, 0, math.inf, lo_open=True, hi_open=True)
+        if self.model_path is not None:  # the reply and its prompt share the model's positions
+            from assocjax.models.loading import read_config, resolve
+
+            positions = read_config(resolve(self.model_path)).max_positions
+            if self.max_new_tokens >= positions:
+                raise ValueError(f"--max-new-tokens {self.max_new_tokens} must be below the {positions} positions of "
+                                 f"--model-path {self.model_path} (the prompt needs the rest)")
+
+    def run(self) -> int:
+        self.check()
         self.check_out()  # a resume after a failure finds no --out (the replies are kept in <out>.partial)
         template = None
         if self.prompt_template is not None:
@@ -213,6 +233,8 @@ class RandomMatch(WritesAugmentation):
     gap_s: float = DEFAULT_GAP_S
 
     def run(self) -> int:
+        at_least({"--seed": self.seed}, 0)
+        between("--gap-s", self.gap_s, 0, math.inf, lo_open=True, hi_open=True)
         if self.kind == "shuffled":
             other = [flag for flag, given in (("--pool-align", bool(self.pool_align)),
                                               ("--positions random", self.positions != "matched"),
@@ -221,6 +243,7 @@ class RandomMatch(WritesAugmentation):
                 raise ValueError(f"{', '.join(other)}: only for --kind other-story; --kind shuffled keeps the "
                                  "augmentation's own texts and anchors")
         self.check_out()
+        tokenizer = _tokenizer(self.tokenizer)
         name, t, align_path = self.load()
         aug = fmt.load(self.augmentation, t.words)
         if self.kind == "shuffled":
@@ -230,7 +253,7 @@ class RandomMatch(WritesAugmentation):
         else:
             pool = pool_from_alignments(self.pool_align, t.words, name)
             ends = story_sentence_ends(t, align_path, self.gap_s)
-            control = random_match(aug, t.words, pool, self.seed, self.positions, _tokenizer(self.tokenizer), ends,
+            control = random_match(aug, t.words, pool, self.seed, self.positions, tokenizer, ends,
                                    pool_name=",".join(p.resolve().parent.name for p in self.pool_align))
             detail = f"{control.n_inserted_words} words"
         fmt.save(control, self.out, t.words)
@@ -271,15 +294,19 @@ class Show(StoryArgs):
     """Tokenizer folder: also count inserted tokens."""
 
     def run(self) -> int:
+        at_least({"--n": self.n, "--context": self.context}, 0)
+        tokenizer = _tokenizer(self.tokenizer)
         words = self.load()[1].words if self.given() else None
         aug = fmt.load(self.file, words)
-        print(summary_text(aug, self.file, words, self.n, self.context, _tokenizer(self.tokenizer)))
+        print(summary_text(aug, self.file, words, self.n, self.context, tokenizer))
         return 0
 
 
 def _tokenizer(folder: Path | None):
     if folder is None:
         return None
+    if not folder.is_dir():  # else transformers reads it as a hub name and says "Repo id must be ..."
+        raise FileNotFoundError(f"--tokenizer {folder}: folder not found (a tokenizer folder, e.g. a model's)")
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(str(folder))
@@ -303,6 +330,7 @@ class Oracle:
     """Also write the random controls."""
 
     def run(self) -> int:
+        at_least({"--seed": self.seed}, 0)
         with OutputFolder(self.out_dir, "--out-dir") as out:  # before the built-in data is made
             root = self.data_root
             if root is None:

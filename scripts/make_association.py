@@ -8,7 +8,9 @@
 Bad input ends with one line on stderr and exit code 2 (--debug: the traceback).
 """
 import dataclasses
+import math
 import sys
+from collections import Counter
 from pathlib import Path
 from typing import Literal
 
@@ -16,6 +18,7 @@ from assocjax.augment.sentences import DEFAULT_GAP_S, story_sentence_ends
 from assocjax.cli import run_cli
 from assocjax.io import write_json
 from assocjax.outputs import OutputFolder
+from assocjax.options import at_least, between
 from assocjax.tune import dataset
 
 
@@ -32,7 +35,32 @@ class Args:
     gap_s: float = DEFAULT_GAP_S     # pause (s) that ends a sentence when there is no transcript.txt
 
 
+def check_args(args: Args) -> None:
+    """Every option in range, each error naming it, before a file is read."""
+    at_least({"--n": args.n, "--passage-words (min)": args.passage_words[0]}, 1)
+    at_least({"--seed": args.seed}, 0)
+    if args.passage_words[0] > args.passage_words[1]:
+        raise ValueError(f"--passage-words {args.passage_words[0]} {args.passage_words[1]}: min must be <= max")
+    between("--val-fraction", args.val_fraction, 0, 1, lo_open=True, hi_open=True)
+    between("--gap-s", args.gap_s, 0, math.inf, lo_open=True, hi_open=True)
+
+
+def split_note(args: Args, train: list[dict], val: list[dict]) -> str | None:
+    """Whole stories go to validation, so its share can exceed --val-fraction by far (one story
+    with half the records makes it a 50/50 split): above twice the share asked (past the usual
+    rounding to whole stories), say what was used and what fits."""
+    n = len(train) + len(val)
+    if len(val) <= 2 * args.val_fraction * n:
+        return None
+    counts = Counter(r["story"] for r in train + val)
+    small, k = min(counts.items(), key=lambda kv: (kv[1], kv[0]))
+    return (f"--val-fraction {args.val_fraction} asked for {args.val_fraction * n:.0f} of {n} records; whole stories "
+            f"give validation {len(val)} ({len(val) / n:.0%}: {', '.join(sorted({r['story'] for r in val}))}). "
+            f"The smallest story, {small}, holds {k} ({k / n:.0%}): the smallest share one validation story can have")
+
+
 def main(args: Args) -> None:
+    check_args(args)
     with OutputFolder(args.out, "--out") as out:  # one run at a time; the three files appear together
         build(args, out)
 
@@ -48,7 +76,11 @@ def build(args: Args, out: OutputFolder) -> None:
     records = dataset.build_records({s: stories[s] for s in augs}, augs, args.n, args.seed, args.passage_words,
                                     args.task, sentence_ends=ends, readings=readings)
     train, val = dataset.split_by_story(records, args.val_fraction, args.seed)
+    note = split_note(args, train, val)
+    if note:
+        print(f"note: {note}", file=sys.stderr)
     summary = dict(args=dataclasses.asdict(args), **dataset.describe(records), n_train=len(train), n_val=len(val),
+                   split_note=note,
                    train_stories=sorted({r["story"] for r in train}), val_stories=sorted({r["story"] for r in val}),
                    text_sources={name: transcripts[name].text_source for name in sorted(augs)})
     with out.staging() as stage:

@@ -8,6 +8,10 @@ import sys
 from assocjax.cli import run_cli
 from assocjax.data.synthetic import SyntheticConfig, make_synthetic, summary_line
 
+
+def main(cfg: SyntheticConfig) -> None:
+    print(summary_line(make_synthetic(cfg, progress=True), cfg.out))
+
+
 if __name__ == "__main__":
-    sys.exit(run_cli(lambda cfg: print(summary_line(make_synthetic(cfg, progress=True), cfg.out)), SyntheticConfig,
-                     description=__doc__))
+    sys.exit(run_cli(main, SyntheticConfig, description=__doc__))

@@ -10,7 +10,13 @@
 import sys
 
 from assocjax.cli import run_cli
-from assocjax.pipeline import ScoreConfig, main
+from assocjax.pipeline import ScoreConfig
+from assocjax.pipeline import main as score
+
+
+def main(cfg: ScoreConfig) -> None:
+    score(cfg)
+
 
 if __name__ == "__main__":
-    sys.exit(run_cli(lambda cfg: main(cfg) and None, ScoreConfig, description=__doc__))
+    sys.exit(run_cli(main, ScoreConfig, description=__doc__))

@@ -12,7 +12,10 @@ results cache (--base.cache-dir); the sweep then aggregates every model x condit
 import sys
 
 from assocjax.cli import run_cli
-from assocjax.pipeline.sweep import SweepConfig, run
+from assocjax.pipeline.sweep import JobFailed, SweepConfig, run
+
+
+ERRORS = (JobFailed,)  # a failed job is one line too: its name, its error and its log
 
 
 def main(cfg: SweepConfig) -> None:
@@ -22,4 +25,4 @@ def main(cfg: SweepConfig) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(run_cli(main, SweepConfig, description=__doc__))
+    sys.exit(run_cli(main, SweepConfig, errors=ERRORS, description=__doc__))

@@ -452,13 +452,13 @@ def test_context_mode_plants_the_story_read_with_its_associates(ds, tmp_path):
     signal = planted_signal(heard, ctx, maps, labels, parcels, cfg.assoc_share, window)
     want = scan_bold(cfg.seed, scan["stem"], "L", labels, parcels, cfg.noise_ar1, scan["n_trs"], signal)
     np.testing.assert_array_equal(_hemi_bold(cfg.out, scan, "L", SPACE), want)
-    with pytest.raises(ValueError, match="assoc_mode must be one of"):
+    with pytest.raises(ValueError, match="--assoc-mode 'oracle' must be one of"):
         make_synthetic(SyntheticConfig(out=tmp_path / "bad", space=SPACE, n_vertices=20, assoc_mode="oracle"))
 
 
 @pytest.mark.parametrize("rho", [-0.1, 1.0, float("nan")])
 def test_noise_ar1_must_be_in_unit_interval(tmp_path, rho):
-    with pytest.raises(ValueError, match=r"noise_ar1 \(--noise-ar1\).*\[0, 1\)"):
+    with pytest.raises(ValueError, match=r"--noise-ar1 .* must be in \[0, 1\): the AR\(1\) rho"):
         make_synthetic(SyntheticConfig(out=tmp_path / "d", space=SPACE, n_vertices=20, noise_ar1=rho))
     assert not (tmp_path / "d").exists()
 

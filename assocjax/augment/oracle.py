@@ -54,6 +54,9 @@ def write_oracle(root: str | Path, out_dir: str | Path, seed: int = 0, controls:
     A dataset whose manifest records the oracle it was planted with (the built-in one:
     `assocjax.pipeline.assets`) must give exactly those augmentations."""
     stories = synthetic_oracle(root)
+    if controls and len(stories) < 2:
+        raise ValueError(f"{root} has one story ({', '.join(stories)}): a random control draws its words from the "
+                         "other stories; write the oracle alone (augment.py oracle --no-controls)")
     _check_recorded(Path(root), {story: aug.id for story, (_, aug) in stories.items()})
     written = {}
     for story, (words, aug) in stories.items():

@@ -68,9 +68,7 @@ def planting(opts: SyntheticOptions) -> dict:
 
 def ensure_builtin(opts: SyntheticOptions, cache_dir: Path, progress: bool = True) -> Builtin:
     """The cached built-in assets for these options, made first if missing."""
-    if not 0 <= opts.planted_layer <= opts.n_layers:
-        raise ValueError(f"--synthetic.planted-layer {opts.planted_layer} is out of range: the model has "
-                         f"hidden states 0..{opts.n_layers}")
+    opts.check()
     key = dict(version=ASSETS_VERSION, options=dataclasses.asdict(opts))
     final = Path(cache_dir) / "builtin" / digest(key, 16)
     why = cachefile.folder_problem(final, key, DONE)  # every file hashed: cheap beside a run, which reads them

@@ -25,7 +25,7 @@ from ..gains import paired_change
 from ..io import atomic_write_text, write_csv, write_json
 from ..outputs import OutputFolder
 from ..stats import bh_fdr
-from .config import ScoreConfig
+from .config import ScoreConfig, check_options
 from .inputs import condition_name, read_augmentations, resolve_layers
 from .report import clean_nans
 from .run import ScoreResult, check_models, score
@@ -101,9 +101,8 @@ def compare(cfg: ScoreConfig) -> Comparison:
     """Score the baseline and every condition, then write the change tables (module docstring)."""
     if not cfg.augment.files and not cfg.compare.models:
         raise ValueError("nothing to compare: give --augment.files (F) and/or --compare.models (M)")
+    check_options(cfg)  # before the models are read (and the built-in data made)
     names = cfg.compare.names or tuple(Path(m).name for m in cfg.compare.models)
-    if len(names) != len(cfg.compare.models) or len(set(names)) != len(names):
-        raise ValueError(f"--compare.names {list(names)} must give one distinct label per --compare.models entry")
     conditions = augmentation_conditions(cfg.augment.files)
     clash = (set(conditions) & set(names)) | ({BASELINE} & (set(conditions) | set(names)))
     if clash:

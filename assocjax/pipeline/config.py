@@ -12,7 +12,14 @@ from pathlib import Path
 from typing import ClassVar, Literal
 
 from ..outputs import check_folder
+import numpy as np
+
+from ..options import at_least, between
 from ..ridge import DEFAULT_ALPHAS
+
+# The ridge gains are ~1/alpha and the score squares them in float32: above this they underflow to
+# 0 and every prediction is flat (r NaN at every vertex).
+MAX_ALPHA = float(1 / np.sqrt(np.finfo(np.float32).tiny))
 
 
 @dataclasses.dataclass
@@ -237,6 +244,22 @@ class SyntheticOptions:
         mine = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in self.MODEL_FIELDS}
         return SyntheticConfig(out=out, **mine, **fixed)
 
+    def check(self) -> None:
+        """Every option in range (the generator's through its own `check_config`), named as
+        score.py's --synthetic.* option, before anything is built."""
+        from ..data.synthetic.config import check_config
+
+        at_least({"--synthetic.n-layers": self.n_layers, "--synthetic.hidden": self.hidden,
+                  "--synthetic.n-heads": self.n_heads, "--synthetic.positions": self.positions}, 1)
+        if self.hidden % self.n_heads:
+            raise ValueError(f"--synthetic.hidden {self.hidden} must be a multiple of --synthetic.n-heads {self.n_heads}")
+        between("--synthetic.init-std", self.init_std, 0, math.inf, lo_open=True, hi_open=True)
+        at_least({"--synthetic.position-scale": self.position_scale}, 0)
+        if not 0 <= self.planted_layer <= self.n_layers:
+            raise ValueError(f"--synthetic.planted-layer {self.planted_layer} is out of range: the model has "
+                             f"hidden states 0..{self.n_layers}")
+        check_config(self.generator_config(Path(".")), prefix="--synthetic.")
+
 
 @dataclasses.dataclass
 class ScoreConfig:
@@ -309,15 +332,38 @@ def check_options(cfg: ScoreConfig) -> None:
     if r.buffer_trs is not None and r.buffer_trs < 0:
         raise ValueError(f"--ridge.buffer-trs {r.buffer_trs} must be >= 0")
     alphas = list(r.alphas)
-    if not alphas or not all(math.isfinite(a) and a > 0 for a in alphas):
-        raise ValueError(f"--ridge.alphas {alphas} must be finite values > 0 (at least one)")
+    if not alphas or not all(math.isfinite(a) and 0 < a <= MAX_ALPHA for a in alphas):
+        raise ValueError(f"--ridge.alphas {alphas} must be values in (0, {MAX_ALPHA:.3g}] (at least one): larger ones "
+                         "underflow float32 and leave every prediction flat")
+    _check_statistics(cfg)
+    if cfg.data.root is None:
+        cfg.synthetic.check()
     if not 0 < cfg.report.ci < 1:
         raise ValueError(f"--report.ci {cfg.report.ci} must be between 0 and 1")
     if not 0 <= cfg.data.max_words_outside <= 1:
         raise ValueError(f"--data.max-words-outside {cfg.data.max_words_outside} is a share: 0..1")
     if cfg.data.trim_start < 0:
         raise ValueError(f"--data.trim-start {cfg.data.trim_start} must be >= 0")
+    at_least({"--seed": cfg.seed}, 0)
     if cfg.memory_gb is not None and not cfg.memory_gb > 0:
         raise ValueError(f"--memory-gb {cfg.memory_gb} must be > 0")
     check_folder(cfg.output, "--output")
 
+
+def _check_statistics(cfg: ScoreConfig) -> None:
+    """The comparison's and the ceiling's thresholds and the permutation count."""
+    c = cfg.compare
+    between("--compare.fdr", c.fdr, 0, 1, lo_open=True, hi_open=True, why="a false discovery rate")
+    for name, value in (("--compare.min-base", c.min_base), ("--ceiling.min-ceiling", cfg.ceiling.min_ceiling)):
+        between(name, value, 0, 1, lo_open=True, why="a correlation below which the ratio is NaN (0 or less divides "
+                                                    "by scores near 0)")
+    # sign_flip_pvalues: with random flips the smallest p is 1 / (n_perm + 1); it must be able to pass the fdr level
+    fewest = math.floor(1 / c.fdr)
+    if c.n_perm < fewest:
+        raise ValueError(f"--compare.n-perm {c.n_perm} must be >= {fewest}: the smallest p it can give, "
+                         f"1 / (n_perm + 1), must be below --compare.fdr {c.fdr}")
+    if c.names and not c.models:
+        raise ValueError(f"--compare.names {list(c.names)} labels --compare.models, which is not given")
+    names = c.names or tuple(Path(m).name for m in c.models)
+    if len(names) != len(c.models) or len(set(names)) != len(names):
+        raise ValueError(f"--compare.names {list(names)} must give one distinct label per --compare.models entry")

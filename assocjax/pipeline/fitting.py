@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from pathlib import Path
 
 import jax
@@ -51,7 +52,7 @@ def fitting(cfg: ScoreConfig, sel: Selection, budget: budget_mod.Budget) -> Fitt
     runs = run_ids(rows)
     buffer = cfg.ridge.buffer_trs if cfg.ridge.buffer_trs is not None else max(cfg.features.delays) + 8
     buffer = buffer if chunks > 1 else 0  # held-out whole stories need none
-    folds = ridge.nested_folds(groups, cfg.ridge.outer_folds, cfg.ridge.inner_folds, runs_N=runs, buffer=buffer)
+    folds = _nested_folds(cfg, sel, rows, chunks, buffer)
     info = dict(groups=int(len(np.unique(groups))), chunks_per_story=chunks, buffer_trs=buffer,
                 bold_zscore=("each subject per story (to average subjects); inside every outer fold each target again "
                              "per story with that fold's training rows only"),
@@ -60,6 +61,54 @@ def fitting(cfg: ScoreConfig, sel: Selection, budget: budget_mod.Budget) -> Fitt
                 rows_per_story=dict(zip([s.name for s in sel.stories], rows)))
     return Fitting(groups, runs, folds, np.sort(np.asarray(cfg.ridge.alphas, np.float64)), info["per_subject"], budget,
                    cfg.ridge.target_chunk, info)
+
+
+def _nested_folds(cfg: ScoreConfig, sel: Selection, rows: list[int], chunks: int, buffer: int) -> ridge.NestedFolds:
+    """The buffered nested folds; when the buffer leaves a fold no training rows, a ValueError
+    naming the options, the shortest story and the largest chunk count and buffer that fit."""
+    r = cfg.ridge
+
+    def folds(n_chunks: int, n_buffer: int) -> ridge.NestedFolds:
+        groups, _ = cv_groups(rows, n_chunks)
+        return ridge.nested_folds(groups, r.outer_folds, r.inner_folds, runs_N=run_ids(rows), buffer=n_buffer)
+
+    def fits(n_chunks: int, n_buffer: int) -> bool:
+        try:
+            folds(n_chunks, n_buffer)
+            return True
+        except ValueError:
+            return False
+
+    try:
+        return folds(chunks, buffer)
+    except ValueError as e:
+        if "leaves no training rows" not in str(e):
+            raise
+    # The largest buffer (at these chunks) that fits: a smaller buffer only adds training rows, so a
+    # bisection finds it. The largest chunk count (at this buffer): not monotone (a chunk count may
+    # fit where one fewer does not), so counted down; a failing count fails at its first folds.
+    most_buffer = _largest(lambda b: fits(chunks, b), 0, buffer - 1)
+    fewest = 1 if len(rows) >= 3 else math.ceil(3 / len(rows))  # cv_groups needs 3 CV groups
+    most_chunks = next((c for c in range(chunks - 1, fewest - 1, -1) if fits(c, buffer)), None)
+    short = min(range(len(rows)), key=rows.__getitem__)
+    unset = "" if r.buffer_trs is not None else "; unset: max(--features.delays) + 8"
+    fixes = [f"--ridge.buffer-trs {most_buffer}" if most_buffer is not None else None,
+             f"--ridge.story-chunks {most_chunks}" if most_chunks is not None else None]
+    fixes = [f for f in fixes if f] or ["shorter --features.delays and a smaller --ridge.buffer-trs, or longer stories"]
+    raise ValueError(f"a buffer of {buffer} TRs (--ridge.buffer-trs{unset}) around each held-out chunk "
+                     f"(--ridge.story-chunks {chunks}) leaves some fold no training rows of story "
+                     f"{sel.stories[short].name!r} ({rows[short]} TRs after --data.trim-start {cfg.data.trim_start}); "
+                     f"what fits: {' or '.join(fixes)}")
+
+
+def _largest(ok, lo: int, hi: int) -> int | None:
+    """The largest n in lo..hi with ok(n), for ok true up to some n and false above; None if none."""
+    if hi < lo or not ok(lo):
+        return None
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        lo, hi = (mid, hi) if ok(mid) else (lo, mid - 1)
+    return lo
 
 
 def solve_layer(x_NP: np.ndarray, bold: Bold, fit: Fitting, progress: bool = False, desc: str = "",

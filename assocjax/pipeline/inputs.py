@@ -312,8 +312,12 @@ def _check_words_outside(stories, max_share: float) -> list[str]:
 def _check_delays(stories, cfg: ScoreConfig) -> None:
     rows = min(s.n_trs - cfg.data.trim_start for s in stories)
     longest = max(abs(d) for d in cfg.features.delays)
+    short = min(stories, key=lambda s: s.n_trs)
+    if rows <= longest < short.n_trs:  # the trim, not the delays, leaves too few rows
+        raise ValueError(f"--data.trim-start {cfg.data.trim_start} leaves story {short.name!r} ({short.n_trs} TRs) "
+                         f"{max(rows, 0)} rows, too few for --features.delays up to {longest} TRs: trim at most "
+                         f"{short.n_trs - longest - 1}")
     if longest >= rows:
-        short = min(stories, key=lambda s: s.n_trs)
         raise ValueError(f"--features.delays up to {longest} TRs: longer than story {short.name!r} "
                          f"({rows} TRs after --data.trim-start {cfg.data.trim_start}); every design row would be empty")
 

@@ -11,12 +11,14 @@ model's and condition's tables from the cache without fitting anything.
 from __future__ import annotations
 
 import dataclasses
+import math
 from pathlib import Path
 from typing import Literal
 
 from ..io import write_json
+from ..options import at_least, between
 from ..data.layout import split_commas
-from .config import ScoreConfig
+from .config import ScoreConfig, check_options
 from .inputs import condition_name, read_augmentations
 from .run import ScoreResult, score
 
@@ -98,9 +100,7 @@ def jobs(cfg: SweepConfig) -> list[Job]:
         raise ValueError("--stories: name the stories to sweep (one job each)")
     models = cfg.models or (cfg.base.model.path,)
     layers = tuple(cfg.base.features.layers)
-    if cfg.layers_per_job is not None:
-        if cfg.layers_per_job < 1:
-            raise ValueError(f"--layers-per-job {cfg.layers_per_job} must be >= 1")
+    if cfg.layers_per_job is not None:  # its range: check_sweep
         if not layers:
             raise ValueError("--layers-per-job needs --base.features.layers (the layers to split)")
         blocks = [layers[i:i + cfg.layers_per_job] for i in range(0, len(layers), cfg.layers_per_job)]
@@ -124,9 +124,32 @@ def run_job(config: ScoreConfig) -> Path:
     return score(config).output
 
 
+class JobFailed(RuntimeError):
+    """A job of a scheduler executor failed; the message names it, its error and its log
+    (scripts/sweep.py prints it as one line)."""
+
+
+def _last_error(e: BaseException) -> str:
+    """The job's own error ("ValueError: ...") out of submitit's message, which holds the job's
+    traceback between two dashed lines; else the message's first line."""
+    parts = str(e).split("-" * 22)
+    lines = [line.strip() for line in (parts[1] if len(parts) > 2 else str(e)).splitlines() if line.strip()]
+    return (lines[-1] if len(parts) > 2 else lines[0]) if lines else type(e).__name__
+
+
+def check_sweep(cfg: SweepConfig) -> None:
+    """The sweep's own options and every score option (`check_options`), before a job starts."""
+    check_options(cfg.base)
+    at_least({"--layers-per-job": cfg.layers_per_job, "--timeout-min": cfg.timeout_min,
+              "--cpus-per-task": cfg.cpus_per_task, "--array-parallelism": cfg.array_parallelism}, 1)
+    at_least({"--gpus-per-node": cfg.gpus_per_node}, 0)
+    between("--mem-gb", cfg.mem_gb, 0, math.inf, lo_open=True, hi_open=True)
+
+
 def run(cfg: SweepConfig) -> dict[tuple[str, str], ScoreResult]:
     """Run every job (inline or through submitit), then aggregate each model x condition over
     the swept stories and layers from the cache -> {(model label, condition): result}."""
+    check_sweep(cfg)
     todo = jobs(cfg)
     if cfg.executor == "inline":
         for job in todo:
@@ -143,8 +166,8 @@ def run(cfg: SweepConfig) -> dict[tuple[str, str], ScoreResult]:
         for job, sub in zip(todo, submitted):
             try:
                 sub.result()
-            except Exception as e:
-                raise RuntimeError(f"sweep job {job.name} failed (logs: {sub.paths.stderr}): {e}") from None
+            except Exception as e:  # submitit re-raises the job's error with its whole traceback as text
+                raise JobFailed(f"sweep job {job.name} failed: {_last_error(e)} (log: {sub.paths.stderr})") from None
     write_json(cfg.folder / "jobs.json", [dict(name=j.name, model=j.model, story=j.story, layers=list(j.layers),
                                                 condition=j.condition, output=j.config.output) for j in todo])
     return aggregate(cfg)
@@ -162,4 +185,4 @@ def aggregate(cfg: SweepConfig) -> dict[tuple[str, str], ScoreResult]:
     return out
 
 
-__all__ = ["SweepConfig", "Job", "jobs", "run", "run_job", "aggregate", "conditions"]
+__all__ = ["SweepConfig", "Job", "JobFailed", "check_sweep", "jobs", "run", "run_job", "aggregate", "conditions"]

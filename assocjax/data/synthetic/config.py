@@ -3,10 +3,14 @@ is `tyro.cli(SyntheticConfig)`, so the field docstrings are its help)."""
 from __future__ import annotations
 
 import dataclasses
+import re
 from pathlib import Path
 from typing import Literal
 
-from .model import DEFAULT_SNR
+from ...options import at_least, between
+from ..layout import split_commas
+from ..narratives import SPACE_VERTICES
+from .model import ASSOC_MODES, DEFAULT_SNR, MEDIAL_WALL
 
 
 @dataclasses.dataclass
@@ -59,3 +63,33 @@ class SyntheticConfig:
     atlas: str = "synthetic"
     seed: int = 0
     overwrite: bool = False
+
+
+def check_config(cfg: SyntheticConfig, prefix: str = "--") -> tuple[SyntheticConfig, int]:
+    """cfg with its story list split at commas, and the vertices per hemisphere; a ValueError
+    naming the option out of range (prefix + the field's flag: `--synthetic.` in score.py)."""
+    flag = lambda field: prefix + field.replace("_", "-")  # noqa: E731
+    cfg = dataclasses.replace(cfg, out=Path(cfg.out), stories=split_commas(cfg.stories))
+    bad = [t for t in cfg.stories if not re.fullmatch(r"[A-Za-z0-9]+", t)]
+    if bad:
+        raise ValueError(f"{flag('stories')}: story names are BIDS task labels (letters and digits only): {bad}")
+    at_least({flag(f): getattr(cfg, f) for f in ("n_stories", "n_subjects", "story_trs", "vocab_size", "feature_dim",
+                                                  "n_vertices")}, 1)
+    at_least({flag(f): getattr(cfg, f) for f in ("lead_trs", "tail_trs", "audio_onset", "music_seconds", "n_associates",
+                                                  "seed")}, 0)
+    at_least({f"{flag('volume_shape')} (each side)": side for side in cfg.volume_shape or ()}, 1)
+    between(flag("tr"), cfg.tr, 0, float("inf"), lo_open=True, hi_open=True)
+    between(flag("words_per_second"), cfg.words_per_second, 0, float("inf"), lo_open=True, hi_open=True)
+    between(flag("untimed_fraction"), cfg.untimed_fraction, 0, 1, hi_open=True)
+    between(flag("medial_wall_fraction"), cfg.medial_wall_fraction, 0, 1, hi_open=True)
+    between(flag("assoc_share"), cfg.assoc_share, 0, 1)
+    between(flag("noise_ar1"), cfg.noise_ar1, 0, 1, hi_open=True, why="the AR(1) rho of the noise")
+    if cfg.assoc_mode not in ASSOC_MODES:
+        raise ValueError(f"{flag('assoc_mode')} {cfg.assoc_mode!r} must be one of {ASSOC_MODES}")
+    if MEDIAL_WALL in cfg.snr or not all(v >= 0 for v in cfg.snr.values()):  # `not >=` also catches NaN
+        raise ValueError(f"{flag('snr')}: non-negative values for parcels other than {MEDIAL_WALL!r}, got {cfg.snr}")
+    n_vertices = cfg.n_vertices or SPACE_VERTICES.get(cfg.space)
+    if n_vertices is None:
+        raise ValueError(f"{flag('space')} {cfg.space!r} is not a known space: give {flag('n_vertices')} "
+                         f"(known: {SPACE_VERTICES})")
+    return cfg, n_vertices

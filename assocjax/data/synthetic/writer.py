@@ -12,7 +12,6 @@ import itertools
 import json
 import math
 import os
-import re
 import tempfile
 from pathlib import Path
 
@@ -22,10 +21,9 @@ import numpy as np
 from ...io import atomic_write_bytes, write_json
 from ...outputs import check_folder
 from ...stimuli import read_gentle_csv
-from ..layout import split_commas
-from ..narratives import SPACE_VERTICES, VOLUME_SPACE
-from .config import SyntheticConfig
-from .model import (ASSOC_MODES, ASSOC_STREAM, ATLAS_STREAM, MEDIAL_WALL, FeatureFn, Parcels, association_graph,
+from ..narratives import VOLUME_SPACE
+from .config import SyntheticConfig, check_config
+from .model import (ASSOC_STREAM, ATLAS_STREAM, MEDIAL_WALL, FeatureFn, Parcels, association_graph,
                     expected_reliability, parcel_labels, planted_signal, random_embedding, scan_bold,
                     stimulus_design, vertex_maps)
 from .plan import Plan, PlannedScan, json_bytes, plan_from_metadata, plan_generated
@@ -41,7 +39,7 @@ def make_synthetic(cfg: SyntheticConfig, features: FeatureFn | None = None, prog
     as float64, float32 and encoded text at once (fsaverage6: ~0.3 GB at 300 TRs, ~2 GB at
     2248). The files do not depend on it.
     """
-    cfg, n_vertices = _checked(cfg)
+    cfg, n_vertices = check_config(cfg)
     _prepare_out(cfg.out, cfg.overwrite)
     plan = plan_from_metadata(cfg) if cfg.from_metadata else plan_generated(cfg)
     w = _Writer(cfg.out)
@@ -57,28 +55,6 @@ def make_synthetic(cfg: SyntheticConfig, features: FeatureFn | None = None, prog
     manifest = _manifest(cfg, plan, parcels, labels, annots, feats, features is None, signals.n_regressors, w.files)
     write_json(cfg.out / "manifest.json", manifest)
     return manifest
-
-
-def _checked(cfg: SyntheticConfig) -> tuple[SyntheticConfig, int]:
-    """cfg with its story list split at commas, and the vertices per hemisphere; ValueError
-    naming the option that is out of range."""
-    cfg = dataclasses.replace(cfg, out=Path(cfg.out), stories=split_commas(cfg.stories))
-    bad = [t for t in cfg.stories if not re.fullmatch(r"[A-Za-z0-9]+", t)]
-    if bad:
-        raise ValueError(f"story names are BIDS task labels (letters and digits only): {bad}")
-    if not 0.0 <= cfg.assoc_share <= 1.0:
-        raise ValueError(f"assoc_share must be in [0, 1], got {cfg.assoc_share}")
-    if cfg.assoc_mode not in ASSOC_MODES:
-        raise ValueError(f"assoc_mode must be one of {ASSOC_MODES}, got {cfg.assoc_mode!r}")
-    if not 0.0 <= cfg.noise_ar1 < 1.0:  # also catches NaN
-        raise ValueError(f"noise_ar1 (--noise-ar1) is the AR(1) rho of the noise and must be in [0, 1), "
-                         f"got {cfg.noise_ar1}")
-    if MEDIAL_WALL in cfg.snr or any(v < 0 for v in cfg.snr.values()):
-        raise ValueError(f"snr: non-negative values for parcels other than {MEDIAL_WALL!r}, got {cfg.snr}")
-    n_vertices = cfg.n_vertices or SPACE_VERTICES.get(cfg.space)
-    if n_vertices is None:
-        raise ValueError(f"unknown space {cfg.space!r}: give n_vertices (known: {SPACE_VERTICES})")
-    return cfg, n_vertices
 
 
 class _Writer:

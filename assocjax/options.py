@@ -1,0 +1,27 @@
+"""Range checks of command-line options, shared by every config's validation function
+(`pipeline.config.check_options`, `SyntheticConfig`'s `check_config`, the demo's and the
+scripts' own): each failure is a ValueError naming the option, its value and the allowed
+range, raised before any long work. NaN and infinities fail every range (math.isfinite),
+because a comparison with NaN is silently False."""
+from __future__ import annotations
+
+import math
+from typing import Mapping
+
+
+def at_least(options: Mapping[str, float | None], lo: float) -> None:
+    """Every option given (None: unset, skipped) is finite and >= lo."""
+    for name, value in options.items():
+        if value is not None and not (math.isfinite(value) and value >= lo):
+            raise ValueError(f"{name} {value} must be >= {lo}")
+
+
+def between(name: str, value: float | None, lo: float, hi: float, *, lo_open: bool = False,
+            hi_open: bool = False, why: str = "") -> None:
+    """value (None: unset, skipped) is finite and in the interval; `why` ends the message."""
+    if value is None:
+        return
+    ok = math.isfinite(value) and (value > lo if lo_open else value >= lo) and (value < hi if hi_open else value <= hi)
+    if not ok:
+        interval = f"{'(' if lo_open else '['}{lo}, {hi}{')' if hi_open else ']'}"
+        raise ValueError(f"{name} {value} must be in {interval}" + (f": {why}" if why else ""))
