@@ -58,3 +58,21 @@ def test_summary_headline_and_all_nan_error():
     assert tables.summary(_rows([0.1, 0.3], fit="mean"))["fit"] == "mean"
     with pytest.raises(ValueError, match="every layer's brain score is NaN"):
         tables.summary(_rows([np.nan, np.nan]))
+
+
+def test_combined_rows_count_each_fits_own_vertices():
+    from assocjax.pipeline import aggregate
+
+    def row(fit, subject, score, n):
+        return dict(layer=0, region="all", hemi="L", fit=fit, subject=subject, score=score, ceiling=0.5, alpha=1.0,
+                    n_vertices=n)
+
+    one = [row("subjects", "all", 0.2, 10), row("subject", "a", 0.2, 10), row("subject", "b", 0.2, 7),
+           row("mean", "mean", 0.3, 10)]
+    two = [row("subjects", "all", 0.1, 9), row("subject", "a", 0.1, 9), row("subject", "c", 0.1, 4),
+           row("mean", "mean", 0.2, 9)]
+    got = aggregate.combine([(one, 2.0, ("a", "b")), (two, 1.0, ("a", "c"))], n_boot=10, ci=0.95, seed=0,
+                            min_ceiling=0.05)
+    n = {(r["fit"], r["subject"]): r["n_vertices"] for r in got}
+    assert n == {("subjects", "all"): 10, ("subject", "a"): 10, ("subject", "b"): 7, ("subject", "c"): 4,
+                 ("mean", "mean"): 10}
