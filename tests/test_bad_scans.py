@@ -213,3 +213,16 @@ def test_a_trim_longer_than_the_story_names_the_trim(world):
                       model=ModelOptions(path=str(model)), features=FeatureOptions(layers=(0,)), progress=False)
     with pytest.raises(ValueError, match=r"--data.trim-start 10000 leaves no TR of story '\w+' \(\d+ TRs\)"):
         score(cfg)
+
+
+def test_a_vertex_left_with_one_subject_keeps_that_subjects_score(world, clean):
+    root = _copy(world, "two-bad-hemispheres")
+    *victims, keeper = sorted(_listeners(world))
+    for sub in victims:   # only `keeper` has left-hemisphere data: no ceiling there, its score stays
+        _edit_gifti(_gifti(root, sub, "L"), lambda y: y.__setitem__(slice(None), np.nan))
+    got = _by_fit(_run(world, root, "two-bad-hemispheres"))
+    for hemi in ("L", "R", "both"):
+        row, want = got[("subject", keeper, hemi)], clean[("subject", keeper, hemi)]
+        assert (row["score"], row["n_vertices"]) == (want["score"], want["n_vertices"]), hemi
+    assert np.isnan(got[("subject", keeper, "L")]["ceiling"]) and got[("mean", "mean", "L")]["n_vertices"] == \
+        clean[("mean", "mean", "L")]["n_vertices"]
