@@ -16,7 +16,7 @@ a negative bias of -0.003 r on pure AR(1) noise that no buffer removes.)
 A subject has no data at a vertex when, in any of its stories, the vertex's time series
 (`no_data_reasons`, in this order) holds a non-finite value (one NaN time point costs that
 subject the vertex: a hole in a series cannot be fitted), is flat, holds a spike (a value
-more than SPIKE_SDS = 1000 robust standard deviations, 1.4826 x the median absolute
+more than SPIKE_SDS (1000) robust standard deviations, 1.4826 x the median absolute
 deviation, from its median: no physiology, a corrupted value; the robust SD is floored at the
 flatness threshold, so a series flat but for a few values counts too), or is too large for
 float32 statistics (its sum of squared deviations overflows float32, so z-scoring it would
@@ -48,7 +48,7 @@ from .inputs import Selection
 BOLD_CACHE_VERSION = 2  # 2: the meta holds why each vertex has no data (spikes and float32 overflow are no data)
 SPIKE_SDS = 1000.0
 # Why a subject has no data at a vertex (module docstring): codes stored in the cache's meta.
-NO_DATA = {1: "non-finite values", 2: "flat", 3: "a spike (> 1000 robust SDs from the median)",
+NO_DATA = {1: "non-finite values", 2: "flat", 3: f"a spike (> {SPIKE_SDS:g} robust SDs from the median)",
            4: "values too large for float32 statistics"}
 
 
