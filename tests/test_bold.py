@@ -169,7 +169,7 @@ def test_no_data_reasons_name_each_kind_of_bad_series():
     want = {"normal": 0, "heavy tails (physiology, kept)": 0, "one NaN time point": "non-finite values",
             "flat": "flat", "one 1e30 spike": "a spike", "one spike of 1e6 robust SDs": "a spike",
             "all values near 1e20": "too large for float32"}
-    got = no_data_reasons(np.stack(list(series.values()), 1).astype(np.float32), block=3)  # blocks: bounded memory
+    got = no_data_reasons(np.stack(list(series.values())).astype(np.float32), block=3)  # blocks: bounded memory
     for (name, code), expected in zip(zip(series, got), want.values()):
         assert (code == 0) if expected == 0 else (code and expected in NO_DATA[code]), (name, code)
 

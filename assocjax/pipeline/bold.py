@@ -189,17 +189,17 @@ def prepare(sel: Selection, cache_dir: Path, trim_start: int = 0, progress: bool
                 if scan.stem not in read:
                     read[scan.stem] = _read(sel, scan, None if first is None else first.get("brain_mask"))
                 block = trim_to_story(read[scan.stem], story=st)
-                y = np.asarray(block.data[trim_start:], np.float32)
-                codes = no_data_reasons(y)
+                y_VN = np.ascontiguousarray(block.data[trim_start:].T, dtype=np.float32)
+                codes = no_data_reasons(y_VN)
                 ok = codes == 0
-                y_VN = np.ascontiguousarray(np.where(ok[None], y, np.nan).T, dtype=np.float32)
+                y_VN[~ok] = np.nan
                 _save_npy(data, y_VN)
                 m = dict(has=ok, why=codes, hemis=np.asarray(block.hemis, dtype="U1"),
-                         hemi_sizes=np.asarray(block.hemi_sizes or (y.shape[1],), np.int64))
+                         hemi_sizes=np.asarray(block.hemi_sizes or (y_VN.shape[0],), np.int64))
                 if block.brain_mask is not None:
                     m |= dict(brain_mask=block.brain_mask, affine=block.affine)
                 _save_meta(meta, **m)
-                del y, y_VN, block
+                del y_VN, block
             if first is None:
                 first, first_stem = m, scan.stem
                 if sel.kind == "volume":  # every later scan is read inside the first scan's brain mask
@@ -224,22 +224,21 @@ def prepare(sel: Selection, cache_dir: Path, trim_start: int = 0, progress: bool
                 first.get("brain_mask"), first.get("affine"), _loss_notes(sel, why, keep, has_SV))
 
 
-def no_data_reasons(y_NV: np.ndarray, block: int = 8192) -> np.ndarray:
-    """(V,) uint8: 0 where a vertex's time series is usable, else why not (`NO_DATA`; module
-    docstring). Float64 statistics, `block` vertices at a time (bounded memory)."""
-    y_NV = np.asarray(y_NV, np.float32)
-    why = np.zeros(y_NV.shape[1], np.uint8)
-    for v0 in range(0, y_NV.shape[1], block):
-        y = y_NV[:, v0:v0 + block].astype(np.float64)
-        finite = np.isfinite(y).all(0)
-        y = np.where(finite, y, 0.0)
-        mean = y.mean(0)
-        ss = np.square(y - mean).sum(0)
-        floor = 1e-6 * np.maximum(np.abs(mean), 1.0)       # float32 resolution: below it a series is flat
-        med = np.median(y, 0)
-        dev = np.abs(y - med)
-        robust_sd = np.maximum(1.4826 * np.median(dev, 0), floor)
-        rules = [~finite, np.sqrt(ss / len(y)) <= floor, (dev > SPIKE_SDS * robust_sd).any(0),
+def no_data_reasons(y_VN: np.ndarray, block: int = 8192) -> np.ndarray:
+    """(V,) uint8: 0 where a vertex's time series (a row of the vertex-major y_VN) is usable,
+    else why not (`NO_DATA`; module docstring). Float64 statistics, `block` vertices at a time
+    (bounded memory; rows are contiguous, so the medians are fast)."""
+    why = np.zeros(y_VN.shape[0], np.uint8)
+    for v0 in range(0, y_VN.shape[0], block):
+        y = np.asarray(y_VN[v0:v0 + block], np.float32).astype(np.float64)
+        finite = np.isfinite(y).all(1)
+        y[~finite] = 0.0
+        mean = y.mean(1, keepdims=True)
+        ss = np.square(y - mean).sum(1)
+        floor = 1e-6 * np.maximum(np.abs(mean[:, 0]), 1.0)   # float32 resolution: below it a series is flat
+        dev = np.abs(y - np.median(y, 1, keepdims=True))
+        robust_sd = np.maximum(1.4826 * np.median(dev, 1), floor)
+        rules = [~finite, np.sqrt(ss / y.shape[1]) <= floor, (dev > SPIKE_SDS * robust_sd[:, None]).any(1),
                  ss > np.finfo(np.float32).max]
         part = why[v0:v0 + block]
         for code, hit in zip(NO_DATA, rules):   # the first rule that applies names the reason
