@@ -27,8 +27,8 @@ def test_scores_and_ceilings_use_the_same_vertices():
 def test_subject_ceiling_from_region_means():
     s, v = 6, 3000
     rng = np.random.default_rng(1)
-    ceil = dict(split_half=rng.normal(0, 0.1, v).astype(np.float32), loso=rng.normal(0, 0.05, (s, v)).astype(np.float32),
-                n_subjects=np.full(v, s))
+    ceil = dict(split_half=rng.normal(0, 0.1, v).astype(np.float32),
+                loso=rng.normal(0, 0.05, (s, v)).astype(np.float32), n_subjects=np.full(v, s))
     score = rng.normal(0, 0.05, (s, v))
     _, c, _, _ = tables.subject_ceilings(ceil, score, np.ones((1, v)))
     assert np.all(c[:, 0] < 0.1)  # noise: no subject ceiling to speak of

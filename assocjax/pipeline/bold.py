@@ -120,9 +120,9 @@ def fits_from_block(raw_NSV, runs_N, n_runs: int, with_subjects: bool = True):
 
 
 def _key(sel: Selection, scan, story, trim_start: int, mask_from: str | None) -> dict:
-    return dict(version=BOLD_CACHE_VERSION, files=file_stats(_image_paths(sel, scan)), story=story.name, onset_tr=story.onset_tr,
-                n_trs=story.n_trs, trim_start=trim_start, kind=sel.kind, space=sel.space, hemi=sel.hemi,
-                derivative=sel.derivative, mask_from=mask_from)
+    return dict(version=BOLD_CACHE_VERSION, files=file_stats(_image_paths(sel, scan)), story=story.name,
+                onset_tr=story.onset_tr, n_trs=story.n_trs, trim_start=trim_start, kind=sel.kind, space=sel.space,
+                hemi=sel.hemi, derivative=sel.derivative, mask_from=mask_from)
 
 
 def _save_npy(path: Path, a: np.ndarray) -> None:
