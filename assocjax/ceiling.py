@@ -8,8 +8,12 @@ the reliability itself. `loso_isc` gives the per-subject view (subject vs. the r
 
 The ceilings take y_SNV = (subjects, TRs, vertices), are pure and jit-able, and mark a
 vertex NaN when it has any NaN/Inf (e.g. medial wall) or no variance, without touching
-the result of any other vertex. `others_reliability` and `subject_max_r` turn a finished
-ceiling into per-subject ceilings (host-side NumPy on (V,) and (S, V) results).
+the result of any other vertex. With `skip_missing=True` a subject non-finite at a vertex
+is left out there instead (the mean and the halves use the subjects that have data, as the
+score pipeline's subject mean does), so one subject's bad vertex costs that subject only;
+the vertex is NaN where fewer than 2 subjects remain. `others_reliability` and
+`subject_max_r` turn a finished ceiling into per-subject ceilings (host-side NumPy on (V,)
+and (S, V) results; their subject count may be per vertex).
 """
 from __future__ import annotations
 
@@ -35,12 +39,20 @@ def _check_y(y_SNV, name: str = "y_SNV") -> jnp.ndarray:
     return y.astype(jnp.promote_types(y.dtype, jnp.float32))
 
 
-def _zero_nonfinite(y_SNV: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:
-    # Every reduction here is per vertex, so NaN/Inf would stay in its own column anyway;
-    # zeroing makes that hold whatever XLA does to the reductions, and lets bad vertices
-    # be set NaN by rule instead of by however inf - inf happens to propagate.
-    bad_V = ~jnp.all(jnp.isfinite(y_SNV), axis=(0, 1))
-    return jnp.where(bad_V, 0.0, y_SNV), bad_V
+def _zero_nonfinite(y_SNV: jnp.ndarray, skip_missing: bool = False) -> tuple[jnp.ndarray, jnp.ndarray, jnp.ndarray]:
+    """(y with non-finite columns zeroed, has_SV: the subjects counted at each vertex, bad_V).
+
+    Every reduction here is per vertex, so NaN/Inf would stay in its own column anyway;
+    zeroing makes that hold whatever XLA does to the reductions, and lets bad vertices
+    be set NaN by rule instead of by however inf - inf happens to propagate."""
+    finite_SV = jnp.all(jnp.isfinite(y_SNV), axis=1)
+    if skip_missing:  # a subject's bad column is left out; the vertex needs 2 subjects
+        has_SV = finite_SV
+        bad_V = has_SV.sum(0) < 2
+    else:
+        bad_V = ~jnp.all(finite_SV, axis=0)
+        has_SV = jnp.broadcast_to(~bad_V, finite_SV.shape)
+    return jnp.where(has_SV[:, None, :], y_SNV, 0.0), has_SV, bad_V
 
 
 @exact_matmuls
@@ -58,9 +70,10 @@ def draw_splits(n_subjects: int, n_splits: int, seed: int | jnp.ndarray = 0) -> 
 
 
 @exact_matmuls
-@partial(jax.jit, static_argnames=("n_splits", "batch_size"))
+@partial(jax.jit, static_argnames=("n_splits", "batch_size", "skip_missing"))
 def split_half_ceiling(
-    y_SNV: jnp.ndarray, n_splits: int = 100, seed: int | jnp.ndarray = 0, *, batch_size: int = 8
+    y_SNV: jnp.ndarray, n_splits: int = 100, seed: int | jnp.ndarray = 0, *, batch_size: int = 8,
+    skip_missing: bool = False,
 ) -> jnp.ndarray:
     """Reliability of the S-subject mean response, per vertex: (V,).
 
@@ -73,26 +86,33 @@ def split_half_ceiling(
 
     The highest Pearson r a noise-free model can reach against the group mean is
     sqrt(reliability): use `max_r_from_reliability` before normalising a score.
-    NaN for vertices that are non-finite in any subject/TR or constant. Splits are
-    processed `batch_size` at a time, so memory is about 2 * batch_size * T * V floats.
+    NaN for vertices that are non-finite in any subject/TR or constant (`skip_missing`:
+    module docstring; a split whose half holds none of a vertex's subjects does not count
+    there). Splits are processed `batch_size` at a time, so memory is about
+    2 * batch_size * T * V floats.
     """
     y = _check_y(y_SNV)
     if n_splits < 1:
         raise ValueError(f"n_splits must be >= 1; got {n_splits}")
-    y, bad_V = _zero_nonfinite(y)
+    y, has_SV, bad_V = _zero_nonfinite(y, skip_missing)
     S = y.shape[0]
     n_a = S // 2
     perms = draw_splits(S, n_splits, seed)
+    has = has_SV.astype(y.dtype)
+
+    def half_mean(in_S, n):
+        # Weighted sums instead of gathers: no (S/2, T, V) copies. HIGHEST keeps GPUs from
+        # using TF32, whose ~1e-3 error is as large as the effects being measured. Where a
+        # subject of the half lacks data the sum is rescaled to the ones present (a factor
+        # of exactly 1 elsewhere, so complete vertices are unchanged bit for bit).
+        w = in_S.astype(y.dtype)
+        total = jnp.tensordot(w / n, y, axes=1, precision=lax.Precision.HIGHEST)
+        present_V = w @ has
+        return total * jnp.where(present_V > 0, n / jnp.where(present_V > 0, present_V, 1.0), jnp.nan)
 
     def one_split(perm_S):
         in_a = jnp.zeros(S, bool).at[perm_S[:n_a]].set(True)
-        w_a = in_a.astype(y.dtype) / n_a
-        w_b = (~in_a).astype(y.dtype) / (S - n_a)
-        # Weighted sums instead of gathers: no (S/2, T, V) copies. HIGHEST keeps GPUs from
-        # using TF32, whose ~1e-3 error is as large as the effects being measured.
-        mean_a = jnp.tensordot(w_a, y, axes=1, precision=lax.Precision.HIGHEST)
-        mean_b = jnp.tensordot(w_b, y, axes=1, precision=lax.Precision.HIGHEST)
-        return spearman_brown(pearson_r(mean_a, mean_b), 2.0)
+        return spearman_brown(pearson_r(half_mean(in_a, n_a), half_mean(~in_a, S - n_a)), 2.0)
 
     # Pad to whole batches with repeated splits (dropped below): lax.map would otherwise
     # compile a second copy of the body for the remainder, doubling compile time.
@@ -114,39 +134,43 @@ def max_r_from_reliability(rel: jnp.ndarray) -> jnp.ndarray:
     return jnp.where(rel >= 0, jnp.sqrt(jnp.clip(rel, 0.0)), jnp.nan)
 
 
-def others_reliability(split_half_V: np.ndarray, n_subjects: int) -> np.ndarray:
+def others_reliability(split_half_V: np.ndarray, n_subjects) -> np.ndarray:
     """(V,) reliability of the mean of S-1 subjects, from the S-subject split-half reliability:
-    a single subject's reliability by inverting Spearman-Brown, then Spearman-Brown up to S-1."""
-    s = n_subjects
+    a single subject's reliability by inverting Spearman-Brown, then Spearman-Brown up to S-1.
+    n_subjects: S, or (V,) the subjects counted at each vertex (`skip_missing`)."""
+    s = np.asarray(n_subjects, np.float64)
     with np.errstate(invalid="ignore", divide="ignore"):
         one = split_half_V / (s - (s - 1) * split_half_V)
         return ((s - 1) * one / (1 + (s - 2) * one)).astype(np.float32)
 
 
-def subject_max_r(split_half_V: np.ndarray, loso_SV: np.ndarray) -> np.ndarray:
+def subject_max_r(split_half_V: np.ndarray, loso_SV: np.ndarray, n_subjects=None) -> np.ndarray:
     """(S, V) the r a noise-free model reaches against each subject: its leave-one-out ISC
-    divided by the max r of the other subjects' mean (`others_reliability`)."""
-    others = others_reliability(split_half_V, loso_SV.shape[0])
+    divided by the max r of the other subjects' mean (`others_reliability`; n_subjects: as
+    there, default all of loso's)."""
+    others = others_reliability(split_half_V, loso_SV.shape[0] if n_subjects is None else n_subjects)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(others > 0, loso_SV / np.sqrt(np.where(others > 0, others, 1.0)), np.nan).astype(np.float32)
 
 
 @exact_matmuls
-@partial(jax.jit, static_argnames=("batch_size",))
-def loso_isc(y_SNV: jnp.ndarray, *, batch_size: int = 8) -> jnp.ndarray:
+@partial(jax.jit, static_argnames=("batch_size", "skip_missing"))
+def loso_isc(y_SNV: jnp.ndarray, *, batch_size: int = 8, skip_missing: bool = False) -> jnp.ndarray:
     """Leave-one-subject-out inter-subject correlation: (S, V).
 
     Entry [s, v] is Pearson r between subject s and the mean of the other S-1 subjects.
     Average over subjects with `fisher_z_mean(isc_SV, axis=0)`, not a plain mean: r is
     bounded and skewed, and z-averaging is what the split-half ceiling uses too.
-    NaN for vertices that are non-finite in any subject/TR or constant.
+    NaN for vertices that are non-finite in any subject/TR or constant (`skip_missing`:
+    module docstring; then also NaN for a subject without data at the vertex).
     """
     y = _check_y(y_SNV)
-    y, bad_V = _zero_nonfinite(y)
-    S = y.shape[0]
+    y, has_SV, bad_V = _zero_nonfinite(y, skip_missing)
     total_NV = jnp.sum(y, axis=0)
-    isc_SV = lax.map(lambda y_NV: pearson_r(y_NV, (total_NV - y_NV) / (S - 1)), y, batch_size=min(batch_size, S))
-    return jnp.where(bad_V[None, :], jnp.nan, isc_SV)
+    others_SV = has_SV.sum(0) - has_SV   # S - 1 where every subject has data
+    isc_SV = lax.map(lambda a: pearson_r(a[0], (total_NV - a[0]) / a[1]), (y, others_SV.astype(y.dtype)),
+                     batch_size=min(batch_size, y.shape[0]))
+    return jnp.where(bad_V[None, :] | ~has_SV, jnp.nan, isc_SV)
 
 
 def normalized_score(r: jnp.ndarray, ceiling: jnp.ndarray, min_ceiling: float = 0.05) -> jnp.ndarray:

@@ -18,7 +18,9 @@ import csv
 import dataclasses
 import functools
 import hashlib
+import io
 import json
+import math
 import os
 import re
 import warnings
@@ -215,16 +217,21 @@ def transcript_spans(text: str, words: Sequence[str], where: str = "transcript t
     return collapsed, spans
 
 
+def read_utf8(path: Path) -> str:
+    """A text file's contents; a file in another encoding (e.g. Latin-1) is an error naming it."""
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{path}: not UTF-8 text ({e})") from None
+
+
 def read_transcript(align_path: str | os.PathLike, words: Sequence[str]) -> tuple[str, np.ndarray, Path] | None:
     """(collapsed text, word spans, path) of the transcript.txt beside `align_path`, or None.
     A transcript that does not match the words raises ValueError naming both files."""
     path = find_transcript(align_path)
     if path is None:
         return None
-    try:
-        raw = path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as e:
-        raise ValueError(f"{path}: not UTF-8 text ({e})") from None
+    raw = read_utf8(path)
     try:
         text, spans = transcript_spans(raw, words, "transcript.txt")
     except ValueError as e:
@@ -286,7 +293,7 @@ def read_gentle_csv(path: str | Path, on_unsorted: str = "error", transcript: bo
     if not path.is_file():
         raise FileNotFoundError(f"alignment file not found: {path}")
     words, onsets, offsets, lines = [], [], [], []
-    with open(path, newline="", encoding="utf-8") as f:
+    with io.StringIO(read_utf8(path), newline="") as f:
         for line, row in enumerate(csv.reader(f), start=1):
             if not row or not "".join(row).strip():
                 continue
@@ -305,7 +312,7 @@ def read_gentle_json(path: str | Path, on_unsorted: str = "error", transcript: b
     if not path.is_file():
         raise FileNotFoundError(f"alignment file not found: {path}")
     try:
-        entries = json.loads(path.read_text(encoding="utf-8"))["words"]
+        entries = json.loads(read_utf8(path))["words"]
     except (json.JSONDecodeError, KeyError, TypeError) as e:
         raise ValueError(f"{path}: not a Gentle align.json ({e})") from None
     words = [w["word"] for w in entries]
@@ -347,10 +354,16 @@ def read_tr(sidecar: str | Path) -> float:
     sidecar = Path(sidecar)
     if not sidecar.is_file():
         raise FileNotFoundError(f"sidecar not found: {sidecar}")
-    meta = json.loads(sidecar.read_text())
+    meta = json.loads(read_utf8(sidecar))
     if "RepetitionTime" not in meta:
         raise ValueError(f"{sidecar}: no RepetitionTime field")
-    return float(meta["RepetitionTime"])
+    try:
+        tr = float(meta["RepetitionTime"])
+    except (TypeError, ValueError):
+        tr = math.nan
+    if not (math.isfinite(tr) and tr > 0):
+        raise ValueError(f"{sidecar}: RepetitionTime {meta['RepetitionTime']!r} must be a positive number of seconds")
+    return tr
 
 
 def audio_onset(events_tsv: str | Path) -> float:
@@ -358,7 +371,7 @@ def audio_onset(events_tsv: str | Path) -> float:
     events_tsv = Path(events_tsv)
     if not events_tsv.is_file():
         raise FileNotFoundError(f"events file not found: {events_tsv}")
-    with open(events_tsv, newline="") as f:
+    with io.StringIO(read_utf8(events_tsv), newline="") as f:
         rows = list(csv.DictReader(f, delimiter="\t"))
     if not rows or "onset" not in rows[0]:
         raise ValueError(f"{events_tsv}: no events with an 'onset' column")

@@ -91,3 +91,138 @@ def test_a_story_with_one_usable_listener_scores_without_a_ceiling(world):
     run = json.loads((res.output / "run.json").read_text())
     assert [s["subjects"] for s in run["stories"].values()] == [[keep]]
     assert whole and all(np.isfinite(r["score"]) and np.isnan(r["ceiling"]) for r in whole), whole
+
+
+def _edit_gifti(path, change):
+    """Rewrite a GIfTI time series in place: change(y_NV) edits the (TRs, vertices) array."""
+    img = nib.load(path)
+    y = np.stack([d.data for d in img.darrays]).astype(np.float32)
+    change(y)
+    nib.save(nib.gifti.GiftiImage(darrays=[nib.gifti.GiftiDataArray(row) for row in y]), path)
+
+
+def _by_fit(res):
+    return {(r["fit"], r["subject"], r["hemi"]): r for r in res.rows if r["region"] == "all"}
+
+
+@pytest.fixture(scope="module")
+def clean(world):
+    return _by_fit(_run(world, world[1], "clean"))
+
+
+def _finite_columns(path, n):
+    y = np.stack([d.data for d in nib.load(path).darrays])
+    return np.flatnonzero(np.isfinite(y).all(0))[:n]
+
+
+# damage of one subject's left hemisphere -> (how many of its vertices it loses, the reason named)
+DAMAGE = {
+    "one NaN time point": (lambda y, cols: y.__setitem__((50, slice(None)), np.nan), None, "non-finite values"),
+    "NaN hemisphere": (lambda y, cols: y.__setitem__(slice(None), np.nan), None, "non-finite values"),
+    "one 1e30 spike": (lambda y, cols: y.__setitem__((50, cols[0]), 1e30), 1, "a spike"),
+    "5 NaN vertices": (lambda y, cols: y.__setitem__((slice(None), cols[:5]), np.nan), 5, "non-finite values"),
+}
+
+
+@pytest.mark.parametrize("damage", list(DAMAGE))
+def test_one_subjects_bad_data_costs_that_subject_only(world, clean, damage):
+    change, lost, reason = DAMAGE[damage]
+    name = "bad-" + damage.replace(" ", "-")
+    root = _copy(world, name)
+    victim = sorted(_listeners(world))[0]
+    path = _gifti(root, victim, "L")
+    cols = _finite_columns(path, 5)
+    _edit_gifti(path, lambda y: change(y, cols))
+    res = _run(world, root, name)
+    got = _by_fit(res)
+    lost = clean[("subject", victim, "L")]["n_vertices"] if lost is None else lost
+    for (fit, sub, hemi), want in clean.items():
+        row = got[(fit, sub, hemi)]
+        if fit == "subject" and sub != victim:     # the other subjects' fits are untouched
+            assert (row["score"], row["n_vertices"]) == (want["score"], want["n_vertices"]), (sub, hemi)
+        elif fit == "subject" and hemi != "R":     # the victim loses exactly the damaged vertices
+            assert row["n_vertices"] == want["n_vertices"] - lost, (hemi, row)
+        else:                                      # the mean, the headline and the right hemisphere keep all
+            assert row["n_vertices"] == want["n_vertices"] and np.isfinite(row["score"]), (fit, sub, hemi, row)
+    mine = [n for n in res.notes if victim in n and str(path) in n]
+    assert len(mine) == 1 and f"no usable data at {lost} of" in mine[0] and reason in mine[0], res.notes
+    assert victim in (res.output / "summary.txt").read_text().splitlines()[1]
+
+
+def _set_tr(root, sub, tr):
+    sidecar = next((root / sub / "func").glob("*_bold.json"))
+    meta = json.loads(sidecar.read_text())
+    sidecar.write_text(json.dumps(meta | dict(RepetitionTime=tr)))
+    return sidecar
+
+
+def test_a_minority_tr_costs_only_its_subject(world):
+    root = _copy(world, "minority-tr")
+    victim, *others = sorted(_listeners(world))   # the first listener: its timing used to be the story's
+    sidecar = _set_tr(root, victim, 2.0)
+    res = _run(world, root, "minority-tr")
+    assert {r["subject"] for r in res.rows if r["fit"] == "subject"} == set(others)
+    assert any(victim in n and str(sidecar) in n and "most of its listeners" in n for n in res.notes), res.notes
+
+
+def test_a_timing_tie_names_both_files(world):
+    root = _copy(world, "tr-tie")
+    first, second, *rest = sorted(_listeners(world))
+    for sub in rest:                                # two usable listeners left, one of each TR
+        next((root / sub / "func").glob("*_events.tsv")).unlink()
+    odd = _set_tr(root, second, 2.0)
+    with pytest.raises(ValueError, match="as many listeners' scans have one timing as another") as e:
+        _run(world, root, "tr-tie")
+    assert str(odd) in str(e.value) and str(next((root / first / "func").glob("*_bold.json"))) in str(e.value)
+
+
+def _first_events(root):
+    return next((root / sorted(p.name for p in root.glob("sub-*"))[0] / "func").glob("*_events.tsv"))
+
+
+def _negative_onset(root):
+    events = _first_events(root)
+    head, first, *rest = events.read_text().splitlines()
+    events.write_text("\n".join([head, "\t".join(["-30"] + first.split("\t")[1:]), *rest]) + "\n")
+    return f"{events}:2: onset '-30'"
+
+
+def _latin1_alignment(root):
+    align = next((root / "stimuli" / "gentle").glob("*/align.csv"))
+    align.write_bytes(align.read_bytes() + "café,café,1.0,1.5\n".encode("latin-1"))
+    return f"{align}: not UTF-8 text"
+
+
+def _tr_zero(root):
+    return f"{_set_tr(root, sorted(p.name for p in root.glob('sub-*'))[0], 0)}: RepetitionTime 0 must be"
+
+
+@pytest.mark.parametrize("damage", [_negative_onset, _latin1_alignment, _tr_zero])
+def test_a_broken_metadata_file_is_named(world, damage):
+    root = _copy(world, damage.__name__)
+    message = damage(root)
+    with pytest.raises(ValueError) as e:
+        _run(world, root, damage.__name__)
+    assert message in str(e.value) and "\n" not in str(e.value)
+
+
+def test_a_trim_longer_than_the_story_names_the_trim(world):
+    tmp, root, model, _ = world
+    cfg = ScoreConfig(output=tmp / "out-trim", cache_dir=tmp / "cache-trim",
+                      data=DataOptions(root=root, space="nullsphere", trim_start=10000),
+                      model=ModelOptions(path=str(model)), features=FeatureOptions(layers=(0,)), progress=False)
+    with pytest.raises(ValueError, match=r"--data.trim-start 10000 leaves no TR of story '\w+' \(\d+ TRs\)"):
+        score(cfg)
+
+
+def test_a_vertex_left_with_one_subject_keeps_that_subjects_score(world, clean):
+    root = _copy(world, "two-bad-hemispheres")
+    *victims, keeper = sorted(_listeners(world))
+    for sub in victims:   # only `keeper` has left-hemisphere data: no ceiling there, its score stays
+        _edit_gifti(_gifti(root, sub, "L"), lambda y: y.__setitem__(slice(None), np.nan))
+    got = _by_fit(_run(world, root, "two-bad-hemispheres"))
+    for hemi in ("L", "R", "both"):
+        row, want = got[("subject", keeper, hemi)], clean[("subject", keeper, hemi)]
+        assert (row["score"], row["n_vertices"]) == (want["score"], want["n_vertices"]), hemi
+    assert np.isnan(got[("subject", keeper, "L")]["ceiling"]) and got[("mean", "mean", "L")]["n_vertices"] == \
+        clean[("mean", "mean", "L")]["n_vertices"]

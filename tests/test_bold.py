@@ -195,3 +195,49 @@ def test_full_disk_is_one_line_naming_the_cache_folder_and_leaves_no_file(select
                                                 "elsewhere$"):
         prepare(sel, tmp_path / "cache")
     assert list(folder.iterdir()) == []  # neither a partial block nor a stamp
+
+
+def test_no_data_reasons_name_each_kind_of_bad_series():
+    from assocjax.pipeline.bold import NO_DATA, no_data_reasons
+
+    rng = np.random.default_rng(0)
+    n = 200
+    series = {
+        "normal": rng.normal(5, 2, n),
+        "heavy tails (physiology, kept)": rng.standard_t(3, n),
+        "one NaN time point": np.where(np.arange(n) == 9, np.nan, rng.normal(0, 1, n)),
+        "flat": np.full(n, 7.0),
+        "one 1e30 spike": np.where(np.arange(n) == 9, 1e30, rng.normal(0, 1, n)),
+        "one spike of 1e6 robust SDs": np.where(np.arange(n) == 9, 1e6, rng.normal(0, 1, n)),
+        "all values near 1e20": rng.normal(0, 1e20, n),
+    }
+    want = {"normal": 0, "heavy tails (physiology, kept)": 0, "one NaN time point": "non-finite values",
+            "flat": "flat", "one 1e30 spike": "a spike", "one spike of 1e6 robust SDs": "a spike",
+            "all values near 1e20": "too large for float32"}
+    got = no_data_reasons(np.stack(list(series.values())).astype(np.float32), block=3)  # blocks: bounded memory
+    for (name, code), expected in zip(zip(series, got), want.values()):
+        assert (code == 0) if expected == 0 else (code and expected in NO_DATA[code]), (name, code)
+
+
+def test_notes_name_the_subject_file_and_reason(selection, tmp_path, monkeypatch):
+    cfg, sel = selection
+    import assocjax.pipeline.bold as mod
+
+    real = mod.read_surface
+    victim = sel.subjects[-1]
+    bad, st = sel.scans[(victim, sel.stories[0].name)]
+
+    def read(scan, *a, **k):
+        out = real(scan, *a, **k)
+        if scan.stem == bad.stem:  # a spike at 3 cortical vertices during the first story
+            cols = np.flatnonzero(np.isfinite(out.data).all(0))[:3]
+            out.data[st.onset_tr + 1, cols] = 1e30
+        return out
+
+    monkeypatch.setattr(mod, "read_surface", read)
+    bold = prepare(sel, tmp_path / "cache")
+    assert bold.dropped() == {sub: (3 if sub == victim else 0) for sub in sel.subjects}
+    left = mod.surface_paths(bad, sel.hemi, sel.derivative, sel.space)[0]
+    assert len(bold.notes) == 1 and victim in bold.notes[0] and f"{left} ({sel.stories[0].name}): 3 (a spike" in \
+        bold.notes[0], bold.notes
+    assert prepare(sel, tmp_path / "cache").notes == bold.notes    # the same from the cache

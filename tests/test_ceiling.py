@@ -168,6 +168,47 @@ def test_nonfinite_vertex_is_nan_and_isolated(bad):
     assert np.isfinite(np.delete(np.asarray(res.max_r), 3)).all()
 
 
+def _masked_reference(y_SNV, n_splits, seed):
+    """float64 NumPy split-half and LOSO ISC where each subject counts only at the vertices
+    where its whole series is finite (skip_missing)."""
+    y = np.asarray(y_SNV, np.float64)
+    s, _, v = y.shape
+    has = np.isfinite(y).all(1)
+    r = lambda a, b: np.corrcoef(a, b)[0, 1]  # noqa: E731
+    perms = np.asarray(draw_splits(s, n_splits, seed))
+    rel, isc = np.full(v, np.nan), np.full((s, v), np.nan)
+    for j in range(v):
+        z = []
+        for p in perms:
+            a, b = [q for q in p[:s // 2] if has[q, j]], [q for q in p[s // 2:] if has[q, j]]
+            if a and b:
+                c = r(y[a, :, j].mean(0), y[b, :, j].mean(0))
+                z.append(np.arctanh(2 * c / (1 + c)))
+        rel[j] = np.tanh(np.mean(z)) if has[:, j].sum() >= 2 else np.nan
+        for i in np.flatnonzero(has[:, j]):
+            others = [q for q in np.flatnonzero(has[:, j]) if q != i]
+            if others:
+                isc[i, j] = r(y[i, :, j], y[others, :, j].mean(0))
+    return rel, isc
+
+
+def test_skip_missing_leaves_out_only_the_subject_without_data():
+    y = _small()
+    y[4, 17, 3] = np.nan                 # one time point of one subject
+    y[:, 60, 5] = np.inf                 # every subject: no ceiling there
+    y[:SMALL_S - 1, :, 6] = np.nan       # one subject left: no ceiling there either
+    sh = np.asarray(split_half_ceiling(y, n_splits=N_SPLITS, seed=2, skip_missing=True))
+    isc = np.asarray(loso_isc(y, skip_missing=True))
+    want_sh, want_isc = _masked_reference(y, N_SPLITS, 2)
+    np.testing.assert_allclose(sh, want_sh, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(isc, want_isc, rtol=1e-4, atol=1e-5)
+    assert np.isfinite(sh[3]) and np.isnan(isc[4, 3]) and np.isfinite(np.delete(isc[:, 3], 4)).all()
+    assert np.isnan(sh[[5, 6]]).all() and np.isnan(isc[:, [5, 6]]).all()
+    complete = [j for j in range(y.shape[2]) if j not in (3, 5, 6)]   # bit for bit the default there
+    np.testing.assert_array_equal(sh[complete], np.asarray(split_half_ceiling(y, n_splits=N_SPLITS, seed=2))[complete])
+    np.testing.assert_array_equal(isc[:, complete], np.asarray(loso_isc(y))[:, complete])
+
+
 def test_constant_vertex_is_nan():
     y = _small()
     y[:, :, 0] = 2.5  # same constant in every subject

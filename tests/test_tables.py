@@ -11,7 +11,7 @@ def test_mean_fit_ceiling_is_near_zero_on_noise():
     rel = rng.normal(0.0, 0.1, 5000)            # split-half reliability of pure noise: centred on 0
     score = rng.normal(0.0, 0.05, 5000)
     masks = np.ones((1, 5000))
-    _, ceiling = tables.mean_fit_ceiling(rel, score, masks)
+    _, ceiling, _ = tables.mean_fit_ceiling(rel, score, masks)
     assert ceiling[0] < 0.05
     # averaging sqrt over the positive-reliability vertices only (the old summary) reports ~0.25
     assert np.nanmean(np.where(rel >= 0, np.sqrt(np.clip(rel, 0, None)), np.nan)) > 0.2
@@ -20,16 +20,17 @@ def test_mean_fit_ceiling_is_near_zero_on_noise():
 def test_scores_and_ceilings_use_the_same_vertices():
     rel = np.array([0.81, 0.81, 0.01, 0.01])
     score = np.array([0.5, np.nan, 0.1, np.nan])       # only vertices 0 and 2 have a score
-    s, c = tables.mean_fit_ceiling(rel, score, np.ones((1, 4)))
-    assert s[0] == pytest.approx(0.3) and c[0] == pytest.approx(np.sqrt(0.41))
+    s, c, n = tables.mean_fit_ceiling(rel, score, np.ones((1, 4)))
+    assert s[0] == pytest.approx(0.3) and c[0] == pytest.approx(np.sqrt(0.41)) and n[0] == 2
 
 
 def test_subject_ceiling_from_region_means():
     s, v = 6, 3000
     rng = np.random.default_rng(1)
-    ceil = dict(split_half=rng.normal(0, 0.1, v).astype(np.float32), loso=rng.normal(0, 0.05, (s, v)).astype(np.float32))
+    ceil = dict(split_half=rng.normal(0, 0.1, v).astype(np.float32),
+                loso=rng.normal(0, 0.05, (s, v)).astype(np.float32), n_subjects=np.full(v, s))
     score = rng.normal(0, 0.05, (s, v))
-    _, c = tables.subject_ceilings(ceil, score, np.ones((1, v)))
+    _, c, _, _ = tables.subject_ceilings(ceil, score, np.ones((1, v)))
     assert np.all(c[:, 0] < 0.1)  # noise: no subject ceiling to speak of
 
 
@@ -57,3 +58,21 @@ def test_summary_headline_and_all_nan_error():
     assert tables.summary(_rows([0.1, 0.3], fit="mean"))["fit"] == "mean"
     with pytest.raises(ValueError, match="every layer's brain score is NaN"):
         tables.summary(_rows([np.nan, np.nan]))
+
+
+def test_combined_rows_count_each_fits_own_vertices():
+    from assocjax.pipeline import aggregate
+
+    def row(fit, subject, score, n):
+        return dict(layer=0, region="all", hemi="L", fit=fit, subject=subject, score=score, ceiling=0.5, alpha=1.0,
+                    n_vertices=n)
+
+    one = [row("subjects", "all", 0.2, 10), row("subject", "a", 0.2, 10), row("subject", "b", 0.2, 7),
+           row("mean", "mean", 0.3, 10)]
+    two = [row("subjects", "all", 0.1, 9), row("subject", "a", 0.1, 9), row("subject", "c", 0.1, 4),
+           row("mean", "mean", 0.2, 9)]
+    got = aggregate.combine([(one, 2.0, ("a", "b")), (two, 1.0, ("a", "c"))], n_boot=10, ci=0.95, seed=0,
+                            min_ceiling=0.05)
+    n = {(r["fit"], r["subject"]): r["n_vertices"] for r in got}
+    assert n == {("subjects", "all"): 10, ("subject", "a"): 10, ("subject", "b"): 7, ("subject", "c"): 4,
+                 ("mean", "mean"): 10}

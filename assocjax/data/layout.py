@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import io
 import json
 import math
 import re
@@ -161,7 +162,7 @@ def split_commas(items: Iterable) -> tuple[str, ...]:
 
 
 def _read_tsv(path: Path) -> list[dict[str, str]]:
-    with open(path, newline="", encoding="utf-8") as f:
+    with io.StringIO(stimuli.read_utf8(path), newline="") as f:
         return list(csv.DictReader(f, delimiter="\t"))
 
 
@@ -201,7 +202,7 @@ def _read_json(path: Path) -> dict:
     if not path.is_file():
         return {}
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        return json.loads(stimuli.read_utf8(path))
     except json.JSONDecodeError as e:
         raise ValueError(f"{path}: not valid JSON ({e})") from None
 
@@ -230,6 +231,15 @@ def _num(row: dict, col: str, path: Path) -> float:
         return float(row[col])
     except (TypeError, ValueError):
         raise ValueError(f"{path}: {col} {row[col]!r} is not a number") from None
+
+
+def _check_onsets(path: Path, rows) -> None:
+    """Onsets are seconds from the scan's first volume: a negative one places the story before
+    the scan (a wrong unit or reference), which would shift every word of it."""
+    for line, row in enumerate(rows, start=2):
+        onset = _num(row, "onset", path)
+        if not (math.isfinite(onset) and onset >= 0):
+            raise ValueError(f"{path}:{line}: onset {row['onset']!r} must be seconds >= 0 from the scan's start")
 
 
 def _stories_from_events(path: Path, rows, tr, task, condition, meta_task, gentle) -> list[Story]:
@@ -442,6 +452,7 @@ def load_dataset(root: str | Path) -> Narratives:
         rows = _read_tsv(events) if events else []
         if events and rows and not {"onset", "duration"} <= set(rows[0]):
             raise ValueError(f"{events}: needs 'onset' and 'duration' columns, has {', '.join(rows[0])}")
+        _check_onsets(events, rows)
         meta_task = event_meta.get(task, {})
         stories = _stories_from_events(events, rows, tr, task, condition, meta_task, gentle) if rows else []
         if not stories:

@@ -8,6 +8,8 @@ Rows of each group carry `story` = the group's name; the combined rows carry sto
     fit "subjects": the headline, the mean of those over subjects, subject-bootstrap CI
     fit "mean":     the TR-weighted mean over stories of each story's subject-mean fit
 normalized = score / ceiling (NaN below min_ceiling); alpha = the median of the stories'.
+n_vertices = the most vertices a story's row of that fit (and subject) used: a subject's own,
+the headline's over its subjects, the mean fit's.
 """
 from __future__ import annotations
 
@@ -34,14 +36,15 @@ def _normalized(score, ceiling, min_ceiling):
 
 
 def subject_scores(parts: list[tuple[list[dict], float, tuple[str, ...]]]) -> dict:
-    """(subject, layer, region, hemi) -> [(score, ceiling, alpha, weight), ...] over the groups."""
+    """(subject, layer, region, hemi) -> [(score, ceiling, alpha, weight, n_vertices), ...] over the groups."""
     out: dict = {}
     for rows, weight, subjects in parts:
         own = [r for r in rows if r["fit"] == "subject"]
         if not own and len(subjects) == 1:  # one listener: the group's only fit is that subject's
             own = [r | dict(subject=subjects[0]) for r in rows if r["fit"] == "mean"]
         for r in own:
-            out.setdefault((r["subject"],) + _key(r), []).append((r["score"], r["ceiling"], r["alpha"], weight))
+            out.setdefault((r["subject"],) + _key(r), []).append((r["score"], r["ceiling"], r["alpha"], weight,
+                                                                  r["n_vertices"]))
     return out
 
 
@@ -49,44 +52,42 @@ def combine(parts: list[tuple[list[dict], float, tuple[str, ...]]], n_boot: int,
             min_ceiling: float) -> list[dict]:
     """The combined rows (module docstring) from each group's (rows, TR weight, subjects)."""
     keys = list(dict.fromkeys(_key(r) for rows, _, _ in parts for r in rows))
-    n_vertices = {}
-    for rows, _, _ in parts:
-        for r in rows:
-            n_vertices[_key(r)] = max(n_vertices.get(_key(r), 0), r["n_vertices"])
     per = subject_scores(parts)
     subjects = sorted({s for s, *_ in per})
-    head = lambda k: dict(story=ALL, layer=k[0], region=k[1], hemi=k[2], n_vertices=n_vertices[k])  # noqa: E731
+    head = lambda k, n: dict(story=ALL, layer=k[0], region=k[1], hemi=k[2], n_vertices=int(n))  # noqa: E731
     score_SK = np.full((len(subjects), len(keys)), np.nan)
     ceil_SK = np.full_like(score_SK, np.nan)
     alpha_SK = np.full_like(score_SK, np.nan)
+    n_SK = np.zeros(score_SK.shape, np.int64)
     rows = []
     for i, sub in enumerate(subjects):
         for j, k in enumerate(keys):
             got = per.get((sub,) + k)
             if got:
-                s, c, a, w = zip(*got)
+                s, c, a, w, n = zip(*got)
                 score_SK[i, j], ceil_SK[i, j], alpha_SK[i, j] = _weighted(s, w), _weighted(c, w), np.nanmedian(a)
+                n_SK[i, j] = max(n)
     if subjects:
         mean, lo, hi, _ = rois.bootstrap_mean_ci(score_SK, rois.bootstrap_indices(len(subjects), n_boot, seed), ci)
         for j, k in enumerate(keys):
             c = float(np.nanmean(ceil_SK[:, j])) if np.isfinite(ceil_SK[:, j]).any() else np.nan
-            rows.append(head(k) | dict(fit=HEADLINE, subject=ALL, score=float(mean[j]), ci_low=float(lo[j]),
-                                       ci_high=float(hi[j]), ceiling=c, normalized=_normalized(mean[j], c, min_ceiling),
-                                       alpha=float(np.nanmedian(alpha_SK[:, j]))))
+            rows.append(head(k, n_SK[:, j].max()) | dict(
+                fit=HEADLINE, subject=ALL, score=float(mean[j]), ci_low=float(lo[j]), ci_high=float(hi[j]), ceiling=c,
+                normalized=_normalized(mean[j], c, min_ceiling), alpha=float(np.nanmedian(alpha_SK[:, j]))))
             for i, sub in enumerate(subjects):
-                rows.append(head(k) | dict(fit="subject", subject=sub, score=score_SK[i, j], ci_low=np.nan,
-                                           ci_high=np.nan, ceiling=ceil_SK[i, j],
-                                           normalized=_normalized(score_SK[i, j], ceil_SK[i, j], min_ceiling),
-                                           alpha=alpha_SK[i, j]))
+                rows.append(head(k, n_SK[i, j]) | dict(
+                    fit="subject", subject=sub, score=score_SK[i, j], ci_low=np.nan, ci_high=np.nan,
+                    ceiling=ceil_SK[i, j], normalized=_normalized(score_SK[i, j], ceil_SK[i, j], min_ceiling),
+                    alpha=alpha_SK[i, j]))
     means = {}
     for prows, weight, _ in parts:
         for r in prows:
             if r["fit"] == "mean":
-                means.setdefault(_key(r), []).append((r["score"], r["ceiling"], r["alpha"], weight))
+                means.setdefault(_key(r), []).append((r["score"], r["ceiling"], r["alpha"], weight, r["n_vertices"]))
     for k in keys:
-        s, c, a, w = zip(*means[k])
+        s, c, a, w, n = zip(*means[k])
         score, ceiling = _weighted(s, w), _weighted(c, w)
-        rows.append(head(k) | dict(fit="mean", subject="mean", score=score, ci_low=np.nan, ci_high=np.nan,
+        rows.append(head(k, max(n)) | dict(fit="mean", subject="mean", score=score, ci_low=np.nan, ci_high=np.nan,
                                    ceiling=ceiling, normalized=_normalized(score, ceiling, min_ceiling),
                                    alpha=float(np.nanmedian(a))))
     return [{k: (float(v) if isinstance(v, (float, np.floating)) else v) for k, v in row.items()} for row in rows]

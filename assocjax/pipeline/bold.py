@@ -11,10 +11,19 @@ inside each outer fold with that fold's training rows only (`ridge.prepare_neste
 target_runs_N), so no statistic of a held-out chunk reaches its model. (Z-scoring each CV
 chunk on its own instead would subtract each training chunk's mean, which carries the
 neighbouring held-out chunk's autocorrelated noise into the whole training chunk: measured,
-a negative bias of -0.003 r on pure AR(1) noise that no buffer removes.) A subject without data at a vertex (non-finite or constant in a
-story) is NaN there, which the ridge masks for that subject only; the subject mean averages
-the subjects that have data at the vertex. Vertices are kept where at least one subject has
-data; counts per subject are reported.
+a negative bias of -0.003 r on pure AR(1) noise that no buffer removes.)
+
+A subject has no data at a vertex when, in any of its stories, the vertex's time series
+(`no_data_reasons`, in this order) holds a non-finite value (one NaN time point costs that
+subject the vertex: a hole in a series cannot be fitted), is flat, holds a spike (a value
+more than SPIKE_SDS (1000) robust standard deviations, 1.4826 x the median absolute
+deviation, from its median: no physiology, a corrupted value; the robust SD is floored at the
+flatness threshold, so a series flat but for a few values counts too), or is too large for
+float32 statistics (its sum of squared deviations overflows float32, so z-scoring it would
+give inf). It is NaN there, which the ridge masks for that subject only; the subject mean
+and the ceiling use the subjects that have data at the vertex. Vertices are kept where at
+least one subject has data; `Bold.notes` name every subject that lacks data at kept
+vertices, with the image file, the count and the reason.
 """
 from __future__ import annotations
 
@@ -34,7 +43,11 @@ from ..data import read_surface, read_volume, surface_paths, trim_to_story, volu
 from ..fingerprint import digest, file_stats
 from .inputs import Selection
 
-BOLD_CACHE_VERSION = 1
+BOLD_CACHE_VERSION = 2  # 2: the meta holds why each vertex has no data (spikes and float32 overflow are no data)
+SPIKE_SDS = 1000.0
+# Why a subject has no data at a vertex (module docstring): codes stored in the cache's meta.
+NO_DATA = {1: "non-finite values", 2: "flat", 3: f"a spike (> {SPIKE_SDS:g} robust SDs from the median)",
+           4: "values too large for float32 statistics"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,6 +69,7 @@ class Bold:
     hemis: tuple[str, ...]
     brain_mask: np.ndarray | None = None
     affine: np.ndarray | None = None
+    notes: tuple[str, ...] = ()   # one per subject without data at some kept vertices (module docstring)
 
     @property
     def n_rows(self) -> int:
@@ -104,13 +118,9 @@ def fits_from_block(raw_NSV, runs_N, n_runs: int, with_subjects: bool = True):
 
 
 def _key(sel: Selection, scan, story, trim_start: int, mask_from: str | None) -> dict:
-    if sel.kind == "surface":
-        paths = surface_paths(scan, sel.hemi, sel.derivative, sel.space)
-    else:
-        paths = (volume_paths(scan, sel.derivative, sel.space)[0],)
-    return dict(version=BOLD_CACHE_VERSION, files=file_stats(paths), story=story.name, onset_tr=story.onset_tr,
-                n_trs=story.n_trs, trim_start=trim_start, kind=sel.kind, space=sel.space, hemi=sel.hemi,
-                derivative=sel.derivative, mask_from=mask_from)
+    return dict(version=BOLD_CACHE_VERSION, files=file_stats(_image_paths(sel, scan)), story=story.name,
+                onset_tr=story.onset_tr, n_trs=story.n_trs, trim_start=trim_start, kind=sel.kind, space=sel.space,
+                hemi=sel.hemi, derivative=sel.derivative, mask_from=mask_from)
 
 
 def _save_npy(path: Path, a: np.ndarray, key: dict) -> None:
@@ -150,7 +160,7 @@ def prepare(sel: Selection, cache_dir: Path, trim_start: int = 0, progress: bool
     if min(rows) < 1:
         raise ValueError(f"--data.trim-start {trim_start} leaves no TR of story "
                          f"{sel.stories[rows.index(min(rows))].name!r} ({min(rows) + trim_start} TRs)")
-    files, has, first, first_stem = {}, [], None, None
+    files, has, first, first_stem, why = {}, [], None, None, {}
     subjects = sel.subjects
     if progress:
         from tqdm.auto import tqdm
@@ -169,16 +179,17 @@ def prepare(sel: Selection, cache_dir: Path, trim_start: int = 0, progress: bool
                 if scan.stem not in read:
                     read[scan.stem] = _read(sel, scan, None if first is None else first.get("brain_mask"))
                 block = trim_to_story(read[scan.stem], story=st)
-                y = block.data[trim_start:]
-                ok = np.isfinite(y).all(0) & (y.std(0) > 1e-6 * np.maximum(np.abs(y.mean(0)), 1.0))
-                y_VN = np.ascontiguousarray(np.where(ok[None], y, np.nan).T, dtype=np.float32)
+                y_VN = np.ascontiguousarray(block.data[trim_start:].T, dtype=np.float32)
+                codes = no_data_reasons(y_VN)
+                ok = codes == 0
+                y_VN[~ok] = np.nan
                 _save_npy(data, y_VN, key)
-                m = dict(has=ok, hemis=np.asarray(block.hemis, dtype="U1"),
-                         hemi_sizes=np.asarray(block.hemi_sizes or (y.shape[1],), np.int64))
+                m = dict(has=ok, why=codes, hemis=np.asarray(block.hemis, dtype="U1"),
+                         hemi_sizes=np.asarray(block.hemi_sizes or (y_VN.shape[0],), np.int64))
                 if block.brain_mask is not None:
                     m |= dict(brain_mask=block.brain_mask, affine=block.affine)
                 _save_meta(meta, key, **m)
-                del y, y_VN, block
+                del y_VN, block
             if first is None:
                 first, first_stem = m, scan.stem
                 if sel.kind == "volume":  # every later scan is read inside the first scan's brain mask
@@ -192,6 +203,7 @@ def prepare(sel: Selection, cache_dir: Path, trim_start: int = 0, progress: bool
                                  "or list the scan in code/scan_exclude.json")
             files[(sub, story.name)] = data
             mine.append(m["has"])
+            why[(sub, story.name)] = (scan, m["why"], m["hemi_sizes"])
         has.append(np.logical_and.reduce(mine))
     has_SV = np.stack(has)
     keep = has_SV.any(0)
@@ -199,14 +211,64 @@ def prepare(sel: Selection, cache_dir: Path, trim_start: int = 0, progress: bool
         raise ValueError("no vertex has finite, non-constant data in any selected scan")
     return Bold(files, sel.subjects, tuple(s.name for s in sel.stories), rows, keep, has_SV[:, keep],
                 tuple(int(h) for h in first["hemi_sizes"]), tuple(str(h) for h in first["hemis"]),
-                first.get("brain_mask"), first.get("affine"))
+                first.get("brain_mask"), first.get("affine"), _loss_notes(sel, why, keep, has_SV))
+
+
+def no_data_reasons(y_VN: np.ndarray, block: int = 8192) -> np.ndarray:
+    """(V,) uint8: 0 where a vertex's time series (a row of the vertex-major y_VN) is usable,
+    else why not (`NO_DATA`; module docstring). Float64 statistics, `block` vertices at a time
+    (bounded memory; rows are contiguous, so the medians are fast)."""
+    why = np.zeros(y_VN.shape[0], np.uint8)
+    for v0 in range(0, y_VN.shape[0], block):
+        y = np.asarray(y_VN[v0:v0 + block], np.float32).astype(np.float64)
+        finite = np.isfinite(y).all(1)
+        y[~finite] = 0.0
+        mean = y.mean(1, keepdims=True)
+        ss = np.square(y - mean).sum(1)
+        floor = 1e-6 * np.maximum(np.abs(mean[:, 0]), 1.0)   # float32 resolution: below it a series is flat
+        dev = np.abs(y - np.median(y, 1, keepdims=True))
+        robust_sd = np.maximum(1.4826 * np.median(dev, 1), floor)
+        rules = [~finite, np.sqrt(ss / y.shape[1]) <= floor, (dev > SPIKE_SDS * robust_sd[:, None]).any(1),
+                 ss > np.finfo(np.float32).max]
+        part = why[v0:v0 + block]
+        for code, hit in zip(NO_DATA, rules):   # the first rule that applies names the reason
+            part[(part == 0) & hit] = code
+    return why
+
+
+def _loss_notes(sel: Selection, why: dict, keep_V: np.ndarray, has_SV: np.ndarray) -> tuple[str, ...]:
+    """One note per subject without data at some kept vertices: how many, and per image file
+    and story how many for which reason (`NO_DATA`)."""
+    notes = []
+    for i, sub in enumerate(sel.subjects):
+        lost = keep_V & ~has_SV[i]
+        if not lost.any():
+            continue
+        parts = []
+        for story in sel.stories:
+            scan, codes, sizes = why[(sub, story.name)]
+            edges = np.cumsum([0, *sizes])
+            for path, v0, v1 in zip(_image_paths(sel, scan), edges[:-1], edges[1:]):
+                counts = {c: int(np.sum(lost[v0:v1] & (codes[v0:v1] == c))) for c in NO_DATA}
+                said = ", ".join(f"{n} ({NO_DATA[c]})" for c, n in counts.items() if n)
+                if said:
+                    parts.append(f"{path} ({story.name}): {said}")
+        notes.append(f"{sel.name}: {sub} has no usable data at {int(lost.sum())} of {int(keep_V.sum())} kept "
+                     f"vertices/voxels (left out there for that subject only: its scores, the subject mean and the "
+                     f"ceiling use the others): " + "; ".join(parts))
+    return tuple(notes)
+
+
+def _image_paths(sel: Selection, scan) -> tuple:
+    """The image file(s) of a scan, in the order of its vertices (L then R; a volume: one)."""
+    if sel.kind == "surface":
+        return surface_paths(scan, sel.hemi, sel.derivative, sel.space)
+    return (volume_paths(scan, sel.derivative, sel.space)[0],)
 
 
 def _files(sel: Selection, scan) -> str:
     """The image file(s) of a scan, for messages."""
-    if sel.kind == "surface":
-        return " and ".join(str(p) for p in surface_paths(scan, sel.hemi, sel.derivative, sel.space))
-    return str(volume_paths(scan, sel.derivative, sel.space)[0])
+    return " and ".join(str(p) for p in _image_paths(sel, scan))
 
 
 def _sizes(m: dict) -> str:

@@ -242,10 +242,14 @@ def _listeners(ds, table, names, subjects, on_unsorted, pooled: bool):
     """(story designs, story -> its listeners, notes on the subjects left out and why).
 
     A listener has a usable scan of the story whose timing agrees with the story's design
-    (the first listener's). Pooled: only subjects with every story count, for every story.
-    An asked-for subject who cannot be used at all is an error."""
+    (the timing most listeners share: `_reference`). Pooled: only subjects with every story
+    count, for every story. An asked-for subject who cannot be used at all is an error."""
     designs, usable, notes = {}, {n: [] for n in names}, []
     candidates = sorted(set(subjects) | {s for s, mine in table.items() if set(names) & set(mine)})
+    for n in names:
+        placed = [table[sub][n] for sub in candidates if n in table.get(sub, {}) and _no_onset(*table[sub][n]) is None]
+        if placed:
+            designs[n] = _design(ds, *_reference(n, placed), on_unsorted)
     for sub in candidates:
         problems = {}
         for n in names:
@@ -253,10 +257,7 @@ def _listeners(ds, table, names, subjects, on_unsorted, pooled: bool):
                 problems[n] = "no usable scan"
                 continue
             scan, st = table[sub][n]
-            problem = _no_onset(scan, st)
-            if problem is None and n not in designs:
-                designs[n] = _design(ds, scan, st, on_unsorted)
-            problem = problem or _timing_mismatch(designs[n], scan, st)
+            problem = _no_onset(scan, st) or _timing_mismatch(designs[n], scan, st)
             if problem:
                 problems[n] = problem
             else:
@@ -310,7 +311,12 @@ def _check_words_outside(stories, max_share: float) -> list[str]:
 
 
 def _check_delays(stories, cfg: ScoreConfig) -> None:
+    """The onset trim leaves TRs of every story, and the delays reach less far than a story."""
     rows = min(s.n_trs - cfg.data.trim_start for s in stories)
+    if rows < 1:
+        short = min(stories, key=lambda s: s.n_trs)
+        raise ValueError(f"--data.trim-start {cfg.data.trim_start} leaves no TR of story {short.name!r} "
+                         f"({short.n_trs} TRs): trim fewer TRs than the shortest selected story has")
     longest = max(abs(d) for d in cfg.features.delays)
     short = min(stories, key=lambda s: s.n_trs)
     if rows <= longest < short.n_trs:  # the trim, not the delays, leaves too few rows
@@ -338,13 +344,39 @@ def _design(ds: Narratives, scan: Scan, st: Story, on_unsorted: str) -> StoryDes
     return StoryDesign(st.name, transcript, times, st.audio_onset, st.onset_tr, st.n_trs, scan.tr, scan.n_trs_needed)
 
 
-def _timing_mismatch(ref: StoryDesign, scan: Scan, st: Story) -> str | None:
+def _agree(tr: float, n_trs: int, shift: float, scan: Scan, st: Story) -> bool:
     # Subjects sharing one design must agree on TR, story length and, to within half a TR,
     # on where the words fall relative to the story's first TR.
-    shift = st.audio_onset - st.onset_tr * scan.tr
-    if scan.tr != ref.tr or st.n_trs != ref.n_trs or abs(shift - ref.shift) > ref.tr / 2:
-        return (f"{scan.stem}: story {st.name!r} timing (TR {scan.tr}, {st.n_trs} TRs, audio at {st.audio_onset} s) "
-                "differs from the other subjects'")
+    return scan.tr == tr and st.n_trs == n_trs and abs(st.audio_onset - st.onset_tr * scan.tr - shift) <= tr / 2
+
+
+def _timing(scan: Scan, st: Story) -> tuple[float, int, float]:
+    return scan.tr, st.n_trs, st.audio_onset - st.onset_tr * scan.tr
+
+
+def _said(scan: Scan, st: Story) -> str:
+    return f"TR {scan.tr} in {scan.sidecar}, {st.n_trs} TRs, audio at {st.audio_onset} s in {scan.events}"
+
+
+def _reference(name: str, placed: list[tuple[Scan, Story]]) -> tuple[Scan, Story]:
+    """The (scan, story) whose timing most of the story's scans share (the first such one), so
+    that one odd sidecar or events file costs its own subject only; a tie between timings
+    that disagree is an error naming their files."""
+    votes = [sum(_agree(*_timing(*a), *b) for b in placed) for a in placed]
+    best = max(votes)
+    ref = placed[votes.index(best)]
+    rival = next((p for p, v in zip(placed, votes) if v == best and not _agree(*_timing(*ref), *p)), None)
+    if rival is not None:
+        raise ValueError(f"story {name!r}: as many listeners' scans have one timing as another ({best} each), so "
+                         f"none can be taken as the story's: {_said(*ref)} vs {_said(*rival)}; fix the wrong "
+                         "sidecar or events file, or leave its subjects out with --data.subjects")
+    return ref
+
+
+def _timing_mismatch(ref: StoryDesign, scan: Scan, st: Story) -> str | None:
+    if not _agree(ref.tr, ref.n_trs, ref.shift, scan, st):
+        return (f"{scan.stem}: story {st.name!r} timing ({_said(scan, st)}) differs from the timing most of its "
+                f"listeners share (TR {ref.tr}, {ref.n_trs} TRs, audio at {ref.audio_onset} s)")
     return None
 
 

@@ -96,6 +96,15 @@ def _figures(plots, out, rows, summary, best_map_V, bold, title) -> list[Path]:
     return [p for p in paths if p.is_file()]
 
 
+def _incomplete(info: dict) -> str:
+    """Who lacks data at some vertices (`info["incomplete"]`), said where the headline says "all"."""
+    subs = info.get("incomplete") or ()
+    if not subs:
+        return ""
+    who = ", ".join(subs[:5]) + (f" and {len(subs) - 5} more" if len(subs) > 5 else "")
+    return f" with data; {who} without data at some, left out there: see the notes"
+
+
 def summary_text(summary: dict, info: dict) -> str:
     s = summary
     lo, hi = s["best_ci"]
@@ -109,7 +118,7 @@ def summary_text(summary: dict, info: dict) -> str:
         f"{info['n_layers']} layers of {info['model']} on {info['n_subjects']} subject(s), {info['n_stories']} "
         f"stories ({info['n_trs']} TRs, {info['n_targets']} {info['targets']})",
         f"best layer {s['best_layer']}: brain score r = {s['best_score']:.3f}{ci} ({what}, mean over {WHOLE} "
-        f"{info['targets']})",
+        f"{info['targets']}{_incomplete(info)})",
         f"ceiling (max r) {s['ceiling']:.3f}, normalized score {s['normalized']:.3f}",
     ]
     if "cv_best_score" in s:

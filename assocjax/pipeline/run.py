@@ -226,10 +226,7 @@ def _run_notes(cfg: ScoreConfig, sel: Selection, groups: list[Group]) -> list[st
         notes.append(f"no transcript.txt beside the alignment of {', '.join(plain)}: the model read the aligned words "
                      "without punctuation or case (features are not comparable with punctuated readings)")
     for g in groups:
-        dropped = {s: n for s, n in g.bold.dropped().items() if n}
-        if dropped:
-            notes.append(f"{g.name}: {len(dropped)} subject(s) lack data at some kept vertices (their scores are NaN "
-                         f"there): " + ", ".join(f"{s}: {n}" for s, n in list(dropped.items())[:5]))
+        notes += g.bold.notes
     return notes
 
 
@@ -310,7 +307,8 @@ def _score(cfg: ScoreConfig, out: OutputFolder | None, t0: float) -> ScoreResult
         label = f"{models.path.name} (cross-fitted: {len(models.folders)} models)"
     info = dict(n_layers=len(sel.layers), model=label, n_subjects=len(sel.subjects), n_stories=len(sel.stories),
                 n_trs=sum(g.bold.n_rows for g in groups), n_targets=max(g.bold.n_vertices for g in groups),
-                targets="voxels" if sel.kind == "volume" else "vertices", pooled=sel.pooled or len(groups) == 1)
+                targets="voxels" if sel.kind == "volume" else "vertices", pooled=sel.pooled or len(groups) == 1,
+                incomplete=sorted({s for g in groups for s, n in g.bold.dropped().items() if n}))
     files, notes = [], list(sel.notes) + _run_notes(cfg, sel, groups) + grid_edges.edge_notes(edges)
     if tuning["overlap"]:
         notes.append("--compare.allow-overlap: scored on stories its tuning saw: " + "; ".join(

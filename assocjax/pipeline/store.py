@@ -34,7 +34,7 @@ PIPELINE_VERSION = 2  # 2: streamed nested ridge, buffered chunk folds, per-grou
 # What a layer file must hold to be used (run._solve_layer writes these and chunk_vertices,
 # which older files lack), and the ceiling file.
 LAYER_FIELDS = ("r_folds", "alpha_idx", "test_groups", "solver")
-CEILING_FIELDS = ("split_half", "max_r", "loso", "subject_max_r")
+CEILING_FIELDS = ("split_half", "max_r", "loso", "subject_max_r", "n_subjects")
 
 
 def results_key(cfg: ScoreConfig, sel: Selection, augs: dict | None = None) -> dict:
@@ -111,7 +111,9 @@ def load_layer(folder: Path, layer: int) -> dict | None:
 
 
 def ceiling(bold, runs_N: np.ndarray, folder: Path, n_splits: int, seed: int, width: int) -> dict:
-    """split_half, max_r (V,) of the subject mean; loso ISC and subject_max_r (S, V); cached.
+    """split_half, max_r (V,) of the subject mean; loso ISC and subject_max_r (S, V); n_subjects
+    (V,) the subjects with data at each vertex, the only ones its ceiling counts (a subject's
+    bad vertex costs that subject only, as in the subject mean: `ceiling`'s skip_missing); cached.
 
     Computed on the responses the ridge fits (each subject z-scored per story),
     streamed in vertex chunks of `width` from the BOLD cache (the last chunk is padded with
@@ -124,17 +126,19 @@ def ceiling(bold, runs_N: np.ndarray, folder: Path, n_splits: int, seed: int, wi
         return got
     if s < 2:
         nan = np.full(v, np.nan, np.float32)
-        return dict(split_half=nan, max_r=nan, loso=nan[None], subject_max_r=nan[None])
+        return dict(split_half=nan, max_r=nan, loso=nan[None], subject_max_r=nan[None],
+                    n_subjects=bold.has_SV.sum(0))
     width = max(1, min(width, v))
     rel, loso = [], []
     for v0, v1 in vertex_chunks(v, width):
         block = jnp.transpose(bold.chunk(v0, v1, runs_N, with_subjects=True)[:, :s], (1, 0, 2))
         used = block.shape[2]
         block = jnp.pad(block, ((0, 0), (0, 0), (0, width - used)))
-        rel.append(np.asarray(split_half_ceiling(block, n_splits=n_splits, seed=seed))[:used])
-        loso.append(np.asarray(loso_isc(block))[:, :used])
+        rel.append(np.asarray(split_half_ceiling(block, n_splits=n_splits, seed=seed, skip_missing=True))[:used])
+        loso.append(np.asarray(loso_isc(block, skip_missing=True))[:, :used])
     rel, loso = np.concatenate(rel), np.concatenate(loso, 1)
+    count = bold.has_SV.sum(0)
     out = dict(split_half=rel, max_r=np.asarray(max_r_from_reliability(rel)), loso=loso,
-               subject_max_r=subject_max_r(rel, loso))
+               subject_max_r=subject_max_r(rel, loso, count), n_subjects=count)
     save(path, **out)
     return out

@@ -10,12 +10,17 @@ fit = "mean": the fit of the subject-mean response; no CI (one fit, and its few 
     are too few units for an interval).
 A region's score is the mean r over its vertices; its ceiling is computed over THE SAME
 vertices from reliabilities averaged over all of them (negative ones included), so pure noise
-gives a ceiling near 0 instead of the mean of the lucky positive ones:
+gives a ceiling near 0 instead of the mean of the lucky positive ones (a vertex where fewer
+than 2 subjects have data has no ceiling: it keeps its score and the ceiling averages the
+others; a story with one listener has no ceiling at all):
     mean fit:      sqrt(max(mean reliability of the S-subject mean, 0))
     subject fit:   max(mean LOSO ISC, 0) / sqrt(mean reliability of the other S-1 subjects' mean)
     subjects:      the mean of the subjects' ceilings
 normalized = score / ceiling (NaN when the ceiling is below min_ceiling); alpha = the median
 alpha chosen over the region's vertices and outer folds.
+n_vertices = the region's vertices the row's score averages: a subject's own (where it has data),
+    the subject-mean fit's, and for the headline those used by any subject (a subject without
+    data at a vertex is left out there, never the other subjects).
 """
 from __future__ import annotations
 
@@ -43,12 +48,17 @@ def regions(atlas: rois.Atlas | None, hemi_V: np.ndarray, keep_V: np.ndarray) ->
     return [(r.name, r.hemi, r.mask_V) for r in regs]
 
 
-def _joint_means(a_XV: np.ndarray, b_XV: np.ndarray, masks_RV: np.ndarray):
-    """Region means of a and b over the vertices where BOTH are finite: (X, R) each. Where b
-    is nowhere finite (no ceiling: a story with one listener) a is averaged where it is."""
-    ok = np.isfinite(a_XV) & (np.isfinite(b_XV) | ~np.isfinite(b_XV).any())
-    both = np.where(ok, 1.0, np.nan)
-    return rois.region_means(a_XV * both, masks_RV), rois.region_means(b_XV * both, masks_RV)
+def _score_and_ceiling_means(a_XV: np.ndarray, b_XV: np.ndarray, masks_RV: np.ndarray):
+    """(X, R) each: region means of the scores a over their finite vertices, of the ceilings b
+    over those of them where b is finite too, and how many vertices the scores use."""
+    used = np.isfinite(a_XV)
+    both = np.where(used & np.isfinite(b_XV), 1.0, np.nan)
+    return rois.region_means(a_XV, masks_RV), rois.region_means(b_XV * both, masks_RV), _counts(used, masks_RV)
+
+
+def _counts(used_XV: np.ndarray, masks_RV: np.ndarray) -> np.ndarray:
+    """(X, R) how many of each region's vertices are used."""
+    return (used_XV.astype(np.int64) @ masks_RV.T.astype(np.int64))
 
 
 def _normalized(score, ceiling, min_ceiling):
@@ -63,22 +73,25 @@ def fold_mean(r_folds_KFV: np.ndarray) -> np.ndarray:
 
 
 def mean_fit_ceiling(split_half_V, score_V, masks_RV):
-    """(score, ceiling) per region of the subject-mean fit over the same vertices (module doc)."""
-    score, rel = _joint_means(score_V[None], split_half_V[None], masks_RV)
-    return score[0], np.sqrt(np.clip(rel[0], 0.0, None))
+    """(score, ceiling, vertices used) per region of the subject-mean fit over the same
+    vertices (module doc)."""
+    score, rel, used = _score_and_ceiling_means(score_V[None], split_half_V[None], masks_RV)
+    return score[0], np.sqrt(np.clip(rel[0], 0.0, None)), used[0]
 
 
 def subject_ceilings(ceil: dict, score_SV, masks_RV):
-    """(score (S, R), ceiling (S, R)) of each subject's fit over the same vertices (module doc)."""
+    """(score, ceiling, vertices used, (S, R) each; the vertices used (S, V)) of each subject's
+    fit, the ceiling over the same vertices (module doc). A subject's ceiling counts the subjects with data
+    at each vertex (ceil["n_subjects"])."""
     loso = ceil["loso"]
-    others = np.broadcast_to(others_reliability(ceil["split_half"], loso.shape[0]), loso.shape)
-    has_ceiling = np.isfinite(loso) & np.isfinite(others)
-    valid = np.isfinite(score_SV) & (has_ceiling | ~has_ceiling.any())  # one listener: scores without a ceiling
-    nan = np.where(valid, 1.0, np.nan)
-    score, isc, rel = (rois.region_means(a * nan, masks_RV) for a in (score_SV, loso, others))
+    others = np.broadcast_to(others_reliability(ceil["split_half"], ceil["n_subjects"]), loso.shape)
+    used = np.isfinite(score_SV)
+    both = np.where(used & np.isfinite(loso) & np.isfinite(others), 1.0, np.nan)
+    score = rois.region_means(score_SV, masks_RV)
+    isc, rel = (rois.region_means(a * both, masks_RV) for a in (loso, others))
     with np.errstate(invalid="ignore", divide="ignore"):
         c = np.where(rel > 0, np.clip(isc, 0.0, None) / np.sqrt(np.where(rel > 0, rel, 1.0)), 0.0)
-    return score, np.where(np.isfinite(rel), c, np.nan)
+    return score, np.where(np.isfinite(rel), c, np.nan), _counts(used, masks_RV), used
 
 
 def layer_rows(layer: int, res: dict, ceil: dict, alphas: np.ndarray, subjects, regs, min_ceiling: float,
@@ -89,30 +102,32 @@ def layer_rows(layer: int, res: dict, ceil: dict, alphas: np.ndarray, subjects, 
     r_FV = fold_mean(res["r_folds"])
     alpha_FV = np.median(alphas[res["alpha_idx"]], axis=0)
     alpha = np.stack([[np.median(a[m]) for _, _, m in regs] for a in alpha_FV])
-    base = lambda name, h, m: dict(layer=layer, region=name, hemi=h, n_vertices=int(m.sum()))  # noqa: E731
+    base = lambda name, h, n: dict(layer=layer, region=name, hemi=h, n_vertices=int(n))  # noqa: E731
     nan = np.nan
     rows = []
     n_sub = r_FV.shape[0] - 1
     if n_sub:
-        s_score, s_ceil = subject_ceilings(ceil, r_FV[:-1], masks)            # (S, R)
+        s_score, s_ceil, s_used, valid_SV = subject_ceilings(ceil, r_FV[:-1], masks)            # (S, R)
+        any_used = _counts(valid_SV.any(0)[None], masks)[0]
         mean, lo, hi, _ = bootstrap_mean_ci(s_score, bootstrap_indices(n_sub, n_boot, seed), ci)
-        c_mean = np.nanmean(np.where(np.isfinite(s_ceil), s_ceil, nan), axis=0) if np.isfinite(s_ceil).any() else \
-            np.full(len(regs), nan)
+        has_c = np.isfinite(s_ceil)
+        with np.errstate(invalid="ignore", divide="ignore"):   # a region no subject has a ceiling for: NaN
+            c_mean = np.where(has_c, s_ceil, 0.0).sum(0) / has_c.sum(0)
         for i, (name, h, m) in enumerate(regs):
-            rows.append(base(name, h, m) | dict(fit=HEADLINE, subject="all", score=mean[i], ci_low=lo[i],
-                                                ci_high=hi[i], ceiling=c_mean[i],
-                                                normalized=_normalized(mean[i], c_mean[i], min_ceiling),
-                                                alpha=np.median(alpha[:-1, i])))
+            rows.append(base(name, h, any_used[i]) | dict(fit=HEADLINE, subject="all", score=mean[i], ci_low=lo[i],
+                                                          ci_high=hi[i], ceiling=c_mean[i],
+                                                          normalized=_normalized(mean[i], c_mean[i], min_ceiling),
+                                                          alpha=np.median(alpha[:-1, i])))
             for s, sub in enumerate(subjects):
-                rows.append(base(name, h, m) | dict(fit="subject", subject=sub, score=s_score[s, i], ci_low=nan,
-                                                    ci_high=nan, ceiling=s_ceil[s, i],
-                                                    normalized=_normalized(s_score[s, i], s_ceil[s, i], min_ceiling),
-                                                    alpha=alpha[s, i]))
-    m_score, m_ceil = mean_fit_ceiling(ceil["split_half"], r_FV[-1], masks)
+                rows.append(base(name, h, s_used[s, i]) | dict(
+                    fit="subject", subject=sub, score=s_score[s, i], ci_low=nan, ci_high=nan, ceiling=s_ceil[s, i],
+                    normalized=_normalized(s_score[s, i], s_ceil[s, i], min_ceiling), alpha=alpha[s, i]))
+    m_score, m_ceil, m_used = mean_fit_ceiling(ceil["split_half"], r_FV[-1], masks)
     for i, (name, h, m) in enumerate(regs):
-        rows.append(base(name, h, m) | dict(fit="mean", subject="mean", score=m_score[i], ci_low=nan, ci_high=nan,
-                                            ceiling=m_ceil[i], normalized=_normalized(m_score[i], m_ceil[i], min_ceiling),
-                                            alpha=alpha[-1, i]))
+        rows.append(base(name, h, m_used[i]) | dict(fit="mean", subject="mean", score=m_score[i], ci_low=nan,
+                                                    ci_high=nan, ceiling=m_ceil[i],
+                                                    normalized=_normalized(m_score[i], m_ceil[i], min_ceiling),
+                                                    alpha=alpha[-1, i]))
     return [{k: (float(v) if isinstance(v, (float, np.floating)) else v) for k, v in row.items()} for row in rows]
 
 
