@@ -42,6 +42,7 @@ class Args:
 
 
 def main(args: Args) -> None:
+    args.tune.check()  # every --tune option, before any file is read
     folder = resolve(args.model, hub=args.hub)
     check_weights(folder)  # config.json and the weights' headers, before anything long
     train_records = dataset.read_jsonl(args.train)
