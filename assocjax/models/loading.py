@@ -1,6 +1,7 @@
 """Load Hugging Face checkpoints (config.json + safetensors, single or sharded) from a
 local folder — or, when asked explicitly (hub=True) and online, a hub name — into a
-`CausalLM` and its tokenizer. `check_weights` checks a folder from its headers alone.
+`CausalLM` and its tokenizer. `check_weights` checks a folder from its headers alone; a
+tensor holding NaN or Inf is refused while loading, naming it and its file.
 
 Memory: the parameters are built one leaf at a time directly on the device in the target
 dtype: a stacked per-layer leaf is allocated there once and each layer's tensor is read
@@ -232,10 +233,27 @@ def _set_layer(stack, x, i, transpose: bool):
     return jax.lax.dynamic_update_index_in_dim(stack, x, i, 0)
 
 
+@jax.jit
+def _count_non_finite(x):
+    return jnp.sum(~jnp.isfinite(x))
+
+
+def _check_finite(x, name: str, reader) -> None:
+    """A tensor holding NaN or Inf (a diverged or damaged model) is an error naming it and its
+    file: its features, and every score made from them, would be NaN. Checked on the device
+    as each tensor is loaded (no extra read of the files: a separate scan of a 7B model's
+    files before loading would read them twice)."""
+    bad = int(_count_non_finite(x))
+    if bad:
+        raise ValueError(f"{reader.info(name)[0]}: tensor {name} holds {bad} non-finite value(s) (NaN or Inf) of "
+                         f"{x.size}: a diverged or damaged model; its scores would be NaN")
+
+
 def load_params(cfg: ModelConfig, reader, dtype, source: str) -> dict:
     """Our parameter tree on the default device in `dtype`, built leaf by leaf from
     `reader(name)` tensors (module docstring: about one tensor beyond the model's size),
-    after checking every tensor's name, shape and dtype in the headers (`check_weights`).
+    after checking every tensor's name, shape and dtype in the headers (`check_weights`);
+    a tensor with NaN or Inf values is refused as it is read (`_check_finite`).
     Conversions happen on the device: exact for bfloat16 -> float32 and float16 -> float32,
     round-to-nearest-even for float32 -> bfloat16 (as numpy / ml_dtypes casts)."""
     shapes = param_shapes(cfg)
@@ -247,6 +265,7 @@ def load_params(cfg: ModelConfig, reader, dtype, source: str) -> dict:
             value = jnp.zeros(want, dtype)
         for i, name in enumerate(leaf.names):
             x = jax.device_put(reader(name))  # one tensor in the checkpoint's dtype (CPU: no copy at all)
+            _check_finite(x, name, reader)
             if leaf.stacked:
                 value = _set_layer(value, x, i, transpose=transpose)
             else:
