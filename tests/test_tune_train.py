@@ -376,15 +376,17 @@ def test_resume_with_changed_options_is_refused_naming_them(setup, killed, tmp_p
     folder = tmp_path / "ckpt"
     shutil.copytree(killed, folder)
     cfg = dataclasses.replace(RESUME, checkpoint_dir=folder)
-    changed = dict(lr=(RESUME.lr, 0.01), total_steps=(RESUME.total_steps, 30), clip_norm=(RESUME.clip_norm, 0.5),
-                   weight_decay=(RESUME.weight_decay, 0.1), warmup_steps=(RESUME.warmup_steps, 3),
-                   seed=(RESUME.seed, 1))
-    with pytest.raises(ValueError) as err:
-        train(dataclasses.replace(cfg, **{k: new for k, (_, new) in changed.items()}), setup["model"], setup["train"])
-    msg = str(err.value)
-    assert "\n" not in msg and "a new --out" in msg
-    for name, (old, new) in changed.items():
-        assert f"{name}: checkpoint {old!r}, this run {new!r}" in msg, (name, msg)
+    schedule_only = dict(lr=(RESUME.lr, 0.01), total_steps=(RESUME.total_steps, 30))  # the run of the issue
+    more = dict(schedule_only, clip_norm=(RESUME.clip_norm, 0.5), weight_decay=(RESUME.weight_decay, 0.1),
+                warmup_steps=(RESUME.warmup_steps, 3), seed=(RESUME.seed, 1))
+    for changed in (schedule_only, more):
+        with pytest.raises(ValueError) as err:
+            train(dataclasses.replace(cfg, **{k: new for k, (_, new) in changed.items()}), setup["model"],
+                  setup["train"])
+        msg = str(err.value)
+        assert "\n" not in msg and "a new --out" in msg
+        for name, (old, new) in changed.items():
+            assert f"{name}: checkpoint {old!r}, this run {new!r}" in msg, (name, msg)
     # total_steps alone: the cosine of 8 steps gives step 4 another learning rate than the cosine of 6
     with pytest.raises(ValueError, match=r"was trained with total_steps=6, this run has total_steps=8: its step 4 "
                                          r"used lr .* Rerun with total_steps=6"):
