@@ -21,7 +21,12 @@
 - determinism: the rows of step t are a pure function of (seed, t) (`prompts.rows_stream`)
   and dropout keys are fold_in(seed, t, micro-batch), so a run resumed from a checkpoint
   (`checkpoint.Checkpoints`, every `save_every` steps) continues exactly as an
-  uninterrupted one.
+  uninterrupted one;
+- guards: every numeric option is checked before the model is read (`TrainConfig.check`);
+  a checkpoint resumes only under the options it was trained with (total_steps may change
+  where the steps done keep their learning rates: `_check_schedule`); a step whose loss,
+  gradient or updated weights are not finite stops the run before anything is saved
+  (`_check_finite`).
 
 Afterwards `tuned_params(result)` gives the full tuned tree (LoRA merged with
 `lora.merge`), `save_hf_model` writes it as a Hugging Face folder that `load_pretrained`
