@@ -489,9 +489,10 @@ def _check_finite(finite: dict, step: int, lr: float, ckpt: Checkpoints | None) 
         return
     kept = ckpt.latest_step() if ckpt is not None else None
     where = f"the newest checkpoint, step {kept} in {ckpt.directory}, is kept" if kept is not None else "no checkpoint"
-    raise ValueError(f"step {step}: {', '.join(bad[:-1]) + ' and ' if len(bad) > 1 else ''}{bad[-1]} became non-finite "
-                     f"(lr {lr:.3g}); training stopped, no model was written ({where}). Lower --tune.lr, clip gradients "
-                     "(--tune.clip-norm > 0), or check the base model's weights")
+    what = ", ".join(bad[:-1]) + " and " + bad[-1] if len(bad) > 1 else bad[0]
+    raise ValueError(f"step {step}: {what} became non-finite (lr {lr:.3g}); training stopped, no model was written "
+                     f"({where}). Lower --tune.lr, clip gradients (--tune.clip-norm > 0), or check the base model's "
+                     "weights")
 
 
 def _rows_from(cfg: TrainConfig, enc: Encoded, start: int):
@@ -597,7 +598,8 @@ def write_outputs(result: TrainResult, out, base_model_name_or_path: str | None 
                steps=len(result.history), final_loss=last.get("loss"), final_val_loss=last.get("val_loss"),
                n_truncated=result.n_truncated, n_val_truncated=result.n_val_truncated,
                resumed_from=result.resumed_from, schedule=followed_schedule(result.config),
-               extended_from_total_steps=result.extended_from, versions=dict(python=platform.python_version(), jax=jax.__version__,
-                                                               optax=optax.__version__), **(extra or {}))
+               extended_from_total_steps=result.extended_from,
+               versions=dict(python=platform.python_version(), jax=jax.__version__, optax=optax.__version__),
+               **(extra or {}))
     paths["run"] = write_json(out / "run.json", run)
     return paths
