@@ -87,17 +87,23 @@ def test_batches_are_never_padded_with_empty_windows(llama, monkeypatch):
     np.testing.assert_allclose(batched, full, atol=1e-5)
 
 
+def _stories(n: int = 3) -> list:
+    """Stories of 30 words (name, transcript, word_times), as design.word_feats reads them."""
+    stories = []
+    for k in range(n):
+        words = WORDS[10 * k:10 * k + 30]
+        t = stimuli.Transcript(tuple(words), np.arange(30.0), np.arange(30.0) + 0.5)
+        stories.append(types.SimpleNamespace(name=f"s{k}", transcript=t, word_times=t.times()[0]))
+    return stories
+
+
 def test_weights_are_hashed_once_per_run(llama, tmp_path, monkeypatch):
     model, tok = llama
     calls = []
     real = fingerprint.weights_id
     monkeypatch.setattr(fingerprint, "weights_id", lambda m: calls.append(1) or real(m))
-    stories = []
-    for k in range(3):
-        words = WORDS[10 * k:10 * k + 30]
-        t = stimuli.Transcript(tuple(words), np.arange(30.0), np.arange(30.0) + 0.5)
-        stories.append(types.SimpleNamespace(name=f"s{k}", transcript=t, word_times=t.times()[0]))
-    sel = types.SimpleNamespace(stories=stories, context=24, stride=8)
+    stories = _stories()
+    sel = types.SimpleNamespace(stories=stories, context=24, stride=8, layers=(0, 3), model_folder=tmp_path)
     opts = types.SimpleNamespace(batch_size=4, pooling="last")
     feats = design.word_feats(model, tok, sel, opts, tmp_path)
     assert len(calls) == 1 and len(feats) == 3
@@ -106,3 +112,28 @@ def test_weights_are_hashed_once_per_run(llama, tmp_path, monkeypatch):
         np.testing.assert_array_equal(heard, F.word_features(model, tok, list(s.transcript.words), 24, 8))
     design.word_feats(model, tok, sel, opts, tmp_path)  # all cached: hashed once more (one new run), never per story
     assert len(calls) == 2
+
+
+def test_non_finite_features_are_refused_naming_the_model_and_the_layers(tmp_path):
+    """Finite weights whose activations overflow float32 from block 1 on: hidden states 2 and
+    up are NaN/Inf. Scoring them is refused before any ridge, naming the model folder and those
+    hidden states; the layers below them still score."""
+    from safetensors.numpy import load_file, save_file
+
+    folder = tmp_path / "overflow"
+    save_llama_tokenizer(folder, [" ".join(WORDS)], vocab_size=120)
+    from transformers import AutoTokenizer
+    save_tiny("llama", folder, vocab_size=len(AutoTokenizer.from_pretrained(str(folder))), max_position_embeddings=64)
+    tensors = load_file(folder / "model.safetensors")
+    big = {n: tensors[n] * np.float32(1e25) for n in ("model.layers.1.mlp.up_proj.weight",
+                                                       "model.layers.1.mlp.down_proj.weight")}
+    save_file({**tensors, **big}, folder / "model.safetensors", metadata={"format": "pt"})  # finite; their product not
+    model, tok = load_pretrained(folder)  # every weight is finite
+    stories = _stories(1)
+    opts = types.SimpleNamespace(batch_size=4, pooling="last")
+    sel = types.SimpleNamespace(stories=stories, context=24, stride=8, layers=(0, 1, 2, 3), model_folder=folder)
+    with pytest.raises(ValueError, match=rf"^model {folder}: its word features of story 's0' hold NaN or Inf at hidden "
+                                         r"state\(s\) 2, 3 \("):
+        design.word_feats(model, tok, sel, opts, None)
+    feats = design.word_feats(model, tok, types.SimpleNamespace(**{**vars(sel), "layers": (0, 1)}), opts, None)
+    assert np.isfinite(feats[0][0][:2]).all()

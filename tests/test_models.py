@@ -218,6 +218,25 @@ def test_weight_headers_are_checked_against_the_config(checkpoints, tmp_path, mo
         check_weights(more)
 
 
+@pytest.mark.parametrize("kind,name,value", [("llama_sharded", "model.layers.1.mlp.up_proj.weight", np.nan),
+                                             ("gpt2", "transformer.h.1.mlp.c_fc.weight", -np.inf)])
+def test_a_tensor_with_non_finite_values_is_refused_naming_it_and_its_file(checkpoints, tmp_path, kind, name, value):
+    """One NaN (or Inf) in one block's weight would make that block's hidden states and every
+    later one NaN, and their scores with them: loading names the tensor and its file (the
+    shard holding it)."""
+    from safetensors.numpy import load_file, save_file
+
+    folder = _break(checkpoints[kind], tmp_path, lambda d: None)
+    file = next(f for f in sorted(folder.glob("*.safetensors")) if name in load_file(f))
+    tensors = load_file(file)
+    bad = tensors[name].copy()
+    bad[3, 5] = value
+    save_file({**tensors, name: bad}, file, metadata={"format": "pt"})
+    with pytest.raises(ValueError, match=rf"^{file}: tensor {name} holds 1 non-finite value\(s\) \(NaN or Inf\) of "
+                                         rf"{bad.size}: a diverged or damaged model"):
+        load_pretrained(folder, tokenizer=False)
+
+
 def test_a_missing_relative_path_is_a_local_error_not_a_hub_lookup(monkeypatch, tmp_path):
     from assocjax.models import loading
 

@@ -21,8 +21,8 @@ from assocjax.pipeline import FeatureOptions, ModelOptions, ScoreConfig
 from assocjax.pipeline.config import CompareOptions
 from assocjax.tune import dataset, prompts
 from assocjax.tune.lora import LoraConfig, init_adapters
-from assocjax.tune.train import (StepSpec, TrainConfig, _step_batch, eval_sums, optimizer, save_hf_model, train,
-                                 train_step, tuned_params, write_outputs)
+from assocjax.tune.train import (StepSpec, TrainConfig, _step_batch, eval_sums, optimizer, save_hf_model, schedule,
+                                 train, train_step, tuned_params, write_outputs)
 from conftest import save_tiny
 from test_tune_dataset import make_stories, tokenizer_for
 
@@ -226,7 +226,7 @@ def test_grad_accumulation_equals_one_big_batch(setup):
     for k, b in ((1, 4), (2, 2)):
         batch = _step_batch([[0], [1], [2], [3]], enc, k, b, 2, MAX_LEN, True)
         assert batch.ids.shape == (k, b, MAX_LEN)
-        _, state, loss, n = train_step(spec, _committed(adapters), _committed(opt_state), model.param_tree(),
+        _, state, loss, n, _ = train_step(spec, _committed(adapters), _committed(opt_state), model.param_tree(),
                                        jax.tree.map(jnp.asarray, batch), jnp.asarray(0, jnp.int32), jnp.float32(0.0),
                                        jax.random.key(0))
         adam = next(part for part in state if hasattr(part, "mu"))
@@ -362,12 +362,100 @@ def test_checkpoint_of_another_model_is_refused(setup, killed, tmp_path):
               reinit / "model.safetensors")
     with pytest.raises(ValueError, match="base weights \\(fingerprint\\)"):
         train(cfg, reinit, setup["train"])
-    with pytest.raises(ValueError, match="lora: checkpoint .*'rank': 8.*this run .*'rank': 4"):
+    with pytest.raises(ValueError, match="lora.rank: checkpoint 8, this run 4"):
         train(dataclasses.replace(cfg, lora=dataclasses.replace(cfg.lora, rank=4)), setup["model"], setup["train"])
     with pytest.raises(ValueError, match="method: checkpoint 'lora', this run 'frozen'"):
         train(dataclasses.replace(cfg, method="frozen"), setup["model"], setup["train"])
-    with pytest.raises(ValueError, match="data: checkpoint"):
+    with pytest.raises(ValueError, match=r"data.hash: checkpoint .*data.n: checkpoint (\d+), this run (?!\1)\d+"):
         train(cfg, setup["model"], setup["train"][:-1])
+
+
+def test_resume_with_changed_options_is_refused_naming_them(setup, killed, tmp_path):
+    """A checkpoint resumes only under the options it was trained with: each changed one is
+    named with its old and new value, before any step runs."""
+    folder = tmp_path / "ckpt"
+    shutil.copytree(killed, folder)
+    cfg = dataclasses.replace(RESUME, checkpoint_dir=folder)
+    schedule_only = dict(lr=(RESUME.lr, 0.01), total_steps=(RESUME.total_steps, 30))  # the run of the issue
+    more = dict(schedule_only, clip_norm=(RESUME.clip_norm, 0.5), weight_decay=(RESUME.weight_decay, 0.1),
+                warmup_steps=(RESUME.warmup_steps, 3), seed=(RESUME.seed, 1))
+    for changed in (schedule_only, more):
+        with pytest.raises(ValueError) as err:
+            train(dataclasses.replace(cfg, **{k: new for k, (_, new) in changed.items()}), setup["model"],
+                  setup["train"])
+        msg = str(err.value)
+        assert "\n" not in msg and "a new --out" in msg
+        for name, (old, new) in changed.items():
+            assert f"{name}: checkpoint {old!r}, this run {new!r}" in msg, (name, msg)
+    # total_steps alone: the cosine of 8 steps gives step 4 another learning rate than the cosine of 6
+    with pytest.raises(ValueError, match=r"was trained with total_steps=6, this run has total_steps=8: its step 4 "
+                                         r"used lr .* Rerun with total_steps=6"):
+        train(dataclasses.replace(cfg, total_steps=8), setup["model"], setup["train"])
+    assert sorted(p.name for p in folder.iterdir() if p.name.isdigit()) == ["2", "4"]  # nothing trained or saved
+
+
+def test_a_constant_schedule_extends_and_run_json_records_it(setup, tmp_path):
+    """Raising total_steps of a run whose learning rate is constant after warmup keeps the
+    learning rates of the steps done: it resumes, with a warning, and run.json records the
+    extension and the schedule every step followed."""
+    flat = dataclasses.replace(RESUME, end_lr_fraction=1.0, total_steps=3, checkpoint_dir=tmp_path / "ckpt")
+    train(flat, setup["model"], setup["train"])
+    longer = dataclasses.replace(flat, total_steps=5)
+    with pytest.warns(UserWarning, match="resuming a run of total_steps=3 as one of 5"):
+        result = train(longer, setup["model"], setup["train"])
+    assert result.resumed_from == 3 and result.extended_from == 3
+    assert [h["step"] for h in result.history] == [1, 2, 3, 4, 5]
+    lr_at = schedule(longer)
+    assert [h["lr"] for h in result.history] == [float(lr_at(s)) for s in range(5)]
+    assert [h["lr"] for h in result.history][RESUME.warmup_steps:] == [pytest.approx(RESUME.lr, rel=1e-6)] * 3
+    run = json.loads(write_outputs(result, tmp_path / "out")["run"].read_text())
+    assert run["extended_from_total_steps"] == 3 and run["resumed_from"] == 3
+    assert run["schedule"]["decay_end_step"] == 5 and run["schedule"]["end_lr"] == run["schedule"]["peak_lr"]
+
+
+def test_a_diverging_run_stops_naming_the_step_and_keeps_the_last_checkpoint(setup, tmp_path):
+    """A learning rate so large that step 1 drives the weights to overflow: step 2's loss is
+    not finite. The run stops there, before saving; no model is written."""
+    tune = _script("finetune")
+    train_file = tmp_path / "train.jsonl"
+    dataset.write_jsonl(setup["train"][:4], train_file)
+    cfg = dataclasses.replace(BASE, lr=1e38, total_steps=3, save_every=1)
+    args = tune.Args(model=setup["model"], train=train_file, out=tmp_path / "run", tune=cfg)
+    with pytest.raises(ValueError, match=r"^step 2: the loss, .* became non-finite .*no model was written \(the "
+                                         r"newest checkpoint, step 1 in .*, is kept\)"):
+        tune.main(args)
+    assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["checkpoints"]
+    assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir() if p.name.isdigit()) == ["1"]
+
+
+NAN, INF = float("nan"), float("inf")
+BAD_OPTIONS = [("lr", NAN), ("lr", -1.0), ("lr", 0.0), ("lr", INF), ("clip_norm", -1.0), ("clip_norm", NAN),
+               ("weight_decay", -0.1), ("end_lr_fraction", 1.5), ("adam_b1", 1.0), ("adam_b2", -0.5),
+               ("adam_eps", 0.0), ("warmup_steps", -1), ("seed", -1), ("keep", 0), ("total_steps", 0)]
+
+
+@pytest.mark.parametrize("name,value", BAD_OPTIONS)
+def test_bad_numeric_options_are_named_before_anything_is_loaded(name, value, tmp_path):
+    cfg = dataclasses.replace(BASE, **{name: value})
+    flag = "--tune." + name.replace("_", "-")
+    with pytest.raises(ValueError, match=rf"^{name}={value} \({flag}\) must be "):
+        train(cfg, tmp_path / "no-model", [])  # no model folder, no records: the option is checked first
+
+
+def test_finetune_script_names_a_bad_option_in_one_line(tmp_path, capsys, monkeypatch):
+    import sys
+
+    from assocjax.cli import run_cli
+
+    tune = _script("finetune")
+    monkeypatch.setitem(sys.modules, tune.__name__, tune)  # tyro reads the Args class's source
+    argv = ["--model", str(tmp_path / "no-model"), "--train", str(tmp_path / "no.jsonl"), "--out", str(tmp_path / "o")]
+    for extra, expect in ((["--tune.lr", "nan"], "lr=nan (--tune.lr)"),
+                          (["--tune.lora.alpha", "inf"], "lora.alpha=inf (--tune.lora.alpha)")):
+        assert run_cli(tune.main, tune.Args, argv + extra) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: {expect} must be ") and err.count("\n") == 1, err
+    assert not (tmp_path / "o").exists()
 
 
 def test_bad_configs(setup):

@@ -69,15 +69,34 @@ def story_features(model, tok, story, sel: Selection, opts, cache_dir, aug=None,
 
 
 def word_feats(model, tok, sel: Selection, opts, cache_dir, progress: bool = False, augs=None, mode="context"):
-    """`story_features` of every selected story (augs: story name -> Augmentation). The
-    weights are fingerprinted once here for all stories' cache keys."""
+    """`story_features` of every selected story (augs: story name -> Augmentation), each
+    checked to be finite at the scored layers (`check_finite`). The weights are fingerprinted
+    once here for all stories' cache keys."""
     stories = sel.stories
     if progress:
         from tqdm.auto import tqdm
         stories = tqdm(stories, desc="word features", unit="story")
     augs = augs or {}
     weights_id = fingerprint.weights_id(model) if cache_dir is not None else None
-    return [story_features(model, tok, s, sel, opts, cache_dir, augs.get(s.name), mode, weights_id) for s in stories]
+    out = []
+    for s in stories:
+        out.append(story_features(model, tok, s, sel, opts, cache_dir, augs.get(s.name), mode, weights_id))
+        check_finite(out[-1], s.name, sel)
+    return out
+
+
+def check_finite(feats, story: str, sel: Selection) -> None:
+    """Refuse word features holding NaN or Inf at a scored hidden state, before any ridge:
+    they would make every score of that layer NaN. Finite weights can still give them (an
+    activation overflowing the compute dtype, e.g. bfloat16 or float16), and so can a cache
+    made by a damaged model. Reads only the scored layers, as `layer_design` does."""
+    heard, extra = feats
+    blocks = [heard] + ([extra[0]] if extra is not None else [])
+    bad = [layer for layer in sel.layers if not all(np.isfinite(b[layer]).all() for b in blocks)]
+    if bad:
+        raise ValueError(f"model {sel.model_folder}: its word features of story {story!r} hold NaN or Inf at hidden "
+                         f"state(s) {', '.join(map(str, bad))} (an activation overflowing the compute dtype "
+                         "(--model.dtype), or damaged weights); every score of those layers would be NaN")
 
 
 def layer_design(feats, sel: Selection, layer: int, opts, trim_start: int = 0) -> np.ndarray:

@@ -6,12 +6,16 @@ Each step folder holds two items (orbax `args.Composite`):
   state and the step, as one array tree (`args.StandardSave`);
 - "meta": JSON with the run's identity (`run_identity`: base model config and its hash,
   a fingerprint of the base weights, method, LoRA config, trained layers, data and batch
-  settings) and the loss history so far.
+  settings, optimizer settings, learning-rate schedule) and the loss history so far (with
+  the learning rate each step used).
 
 The data order is a pure function of (seed, step) (`prompts.rows_stream`), so restoring the
 step restores the data order; the identity's data entries make sure it is the same data.
 Resuming into a run whose identity differs raises an error naming every mismatch, e.g.
-"checkpoint ... was made for hidden=64, n_layers=2; this run has hidden=32, n_layers=3".
+"checkpoint ... was made for hidden=64, n_layers=2; this run has hidden=32, n_layers=3" or
+"lr: checkpoint 0.0002, this run 0.01". Fields the caller names `extensible` may differ alone:
+the schedule's length (total_steps), where the steps already done keep their learning rates
+(`tune.train._check_schedule`).
 Orbax writes each step to a temporary folder and renames it when complete, so a run
 killed while saving leaves the previous checkpoints intact; a step damaged afterwards is
 set aside and the run resumes from the newest intact one (`Checkpoints.restore`).
@@ -37,8 +41,11 @@ FORMAT_VERSION = 1
 # (ValueError), a missing item (KeyError), broken JSON (ValueError), I/O errors (OSError).
 READ_ERRORS = (ValueError, KeyError, OSError)
 # Sections of the identity, in the order mismatches are reported; "model" fields are
-# reported one by one (hidden=64, n_layers=2), the others as a whole.
-SECTIONS = ("model", "weights", "method", "lora", "layers", "data", "run")
+# reported one by one (hidden=64, n_layers=2), the other dict sections field by field
+# ("lr: checkpoint 0.0002, this run 0.01"), the rest as a whole.
+SECTIONS = ("model", "weights", "method", "lora", "layers", "data", "run", "optimizer", "schedule")
+# Sections whose fields are the training options themselves (named without the section).
+OPTION_SECTIONS = ("run", "optimizer", "schedule")
 
 
 def config_hash(cfg: ModelConfig) -> str:
@@ -54,15 +61,17 @@ def data_hash(records) -> str:
 
 
 def run_identity(cfg: ModelConfig, base_params: dict, method: str, lora: dict | None, layers, data: dict,
-                 run: dict) -> dict:
+                 run: dict, optimizer: dict, schedule: dict) -> dict:
     """The JSON record a checkpoint must match to be resumed (see module docstring)."""
     return dict(version=FORMAT_VERSION, model={**dataclasses.asdict(cfg), "config_hash": config_hash(cfg)},
                 weights=sampled_weights_id(base_params), method=method, lora=lora,
-                layers=None if layers is None else [int(i) for i in layers], data=data, run=run)
+                layers=None if layers is None else [int(i) for i in layers], data=data, run=run,
+                optimizer=optimizer, schedule=schedule)
 
 
-def mismatches(saved: dict, current: dict) -> list[str]:
-    """Human-readable differences between two identities ([] when they match)."""
+def mismatches(saved: dict, current: dict, ignore: tuple[str, ...] = ()) -> list[str]:
+    """Human-readable differences between two identities ([] when they match), but for the
+    dict sections' fields named in `ignore` ("schedule.total_steps")."""
     out = []
     if saved.get("version") != current.get("version"):
         out.append(f"checkpoint format version {saved.get('version')} vs {current.get('version')}")
@@ -71,10 +80,24 @@ def mismatches(saved: dict, current: dict) -> list[str]:
     if fields:
         out.append(f"was made for {_fields(m_saved, fields)}; this run has {_fields(m_now, fields)}")
     for section in SECTIONS[1:]:
-        if json.dumps(saved.get(section), sort_keys=True) != json.dumps(current.get(section), sort_keys=True):
+        old, now = saved.get(section), current.get(section)
+        if _same(old, now):
+            continue
+        if section not in saved:
+            out.append(f"{section}: not recorded in the checkpoint (made by an older assocjax), this run {now!r}")
+        elif isinstance(old, dict) and isinstance(now, dict):
+            prefix = "" if section in OPTION_SECTIONS else f"{section}."
+            out += [f"{prefix}{k}: checkpoint {old.get(k)!r}, this run {now.get(k)!r}"
+                    for k in dict.fromkeys([*old, *now])
+                    if not _same(old.get(k), now.get(k)) and f"{section}.{k}" not in ignore]
+        else:
             what = "base weights (fingerprint)" if section == "weights" else section
-            out.append(f"{what}: checkpoint {saved.get(section)!r}, this run {current.get(section)!r}")
+            out.append(f"{what}: checkpoint {old!r}, this run {now!r}")
     return out
+
+
+def _same(a, b) -> bool:
+    return json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
 
 
 def _fields(d: dict, keys) -> str:
@@ -102,14 +125,18 @@ class Checkpoints:
     """A CheckpointManager for one run: `latest_step`, `restore(template)`, `save(step, ...)`.
 
     directory: the run's checkpoint folder; identity: `run_identity(...)` of this run;
-    keep: how many step folders to keep (the oldest are deleted).
+    keep: how many step folders to keep (the oldest are deleted); extensible: identity
+    fields ("schedule.total_steps") in which a checkpoint may differ when nothing else does:
+    the caller checks them on the restored meta (their differences are listed only beside
+    another mismatch).
     """
 
-    def __init__(self, directory, identity: dict, keep: int = 3):
+    def __init__(self, directory, identity: dict, keep: int = 3, extensible: tuple[str, ...] = ()):
         if keep < 1:
             raise ValueError(f"keep={keep}: keep at least one checkpoint")
         self.directory = Path(directory).absolute()
         self.identity = identity
+        self.extensible = extensible
         options = ocp.CheckpointManagerOptions(max_to_keep=keep, enable_async_checkpointing=False, create=True)
         self.manager = ocp.CheckpointManager(self.directory, options=options)
 
@@ -147,10 +174,12 @@ class Checkpoints:
                          "delete the folder or give another one to start afresh")
 
     def _check_identity(self, step: int, meta: dict) -> None:
-        problems = mismatches(meta.get("identity", {}) if isinstance(meta, dict) else {}, self.identity)
-        if problems:
-            raise ValueError(f"checkpoint {self.directory / str(step)} does not fit this run: " + "; ".join(problems)
-                             + ". Use another checkpoint folder to start afresh.")
+        saved = meta.get("identity", {}) if isinstance(meta, dict) else {}
+        if mismatches(saved, self.identity, ignore=self.extensible):
+            problems = mismatches(saved, self.identity)
+            raise ValueError(f"checkpoint {self.directory / str(step)} does not fit this run: "
+                             + "; ".join(problems) + ". Rerun with the checkpoint's options to resume it, or train "
+                             "afresh in another checkpoint folder (finetune.py: a new --out or --tune.checkpoint-dir)")
 
     def _set_aside(self, step: int, error: BaseException) -> str:
         """Rename an unreadable step folder to <step>.corrupt[-k] and warn; returns the new name."""

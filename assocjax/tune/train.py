@@ -21,7 +21,12 @@
 - determinism: the rows of step t are a pure function of (seed, t) (`prompts.rows_stream`)
   and dropout keys are fold_in(seed, t, micro-batch), so a run resumed from a checkpoint
   (`checkpoint.Checkpoints`, every `save_every` steps) continues exactly as an
-  uninterrupted one.
+  uninterrupted one;
+- guards: every numeric option is checked before the model is read (`TrainConfig.check`);
+  a checkpoint resumes only under the options it was trained with (total_steps may change
+  where the steps done keep their learning rates: `_check_schedule`); a step whose loss,
+  gradient or updated weights are not finite stops the run before anything is saved
+  (`_check_finite`).
 
 Afterwards `tuned_params(result)` gives the full tuned tree (LoRA merged with
 `lora.merge`), `save_hf_model` writes it as a Hugging Face folder that `load_pretrained`
@@ -31,6 +36,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import warnings
 from functools import partial
 from pathlib import Path
@@ -93,29 +99,46 @@ class TrainConfig:
     checkpoint_dir: Path | None = None  # None: no checkpoints (no resume)
     progress: bool = True             # tqdm progress bar with the loss
 
-    def check(self, model: ModelConfig) -> None:
+    def check(self) -> None:
+        """The options alone, before any file is read: each error names the option (as
+        finetune.py spells it) and what would be valid."""
         if self.method not in METHODS:
             raise ValueError(f"method {self.method!r} is not one of {', '.join(METHODS)}")
         if self.dtype not in DTYPES:
             raise ValueError(f"dtype {self.dtype!r} is not one of {', '.join(DTYPES)}")
         if self.fmt not in FORMATS:
             raise ValueError(f"fmt {self.fmt!r} is not one of {', '.join(FORMATS)}")
-        for name in ("total_steps", "batch_size", "accum", "max_len", "eval_batch_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name}={getattr(self, name)} must be >= 1")
-        for name in ("warmup_steps", "eval_every", "save_every"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name}={getattr(self, name)} must be >= 0")
         if self.padding not in ("bucket", "max_len"):
             raise ValueError(f"padding {self.padding!r} is not one of bucket, max_len")
-        if self.max_len > model.max_positions:
-            raise ValueError(f"max_len={self.max_len} exceeds the model's {model.max_positions} positions")
+        for name in ("total_steps", "batch_size", "accum", "max_len", "eval_batch_size", "keep"):
+            _check_number(name, getattr(self, name), "an integer >= 1", lambda v: v >= 1)
+        for name in ("warmup_steps", "eval_every", "save_every", "seed"):
+            _check_number(name, getattr(self, name), "an integer >= 0", lambda v: v >= 0)
+        _check_number("lr", self.lr, "a finite number > 0", lambda v: v > 0)
+        _check_number("end_lr_fraction", self.end_lr_fraction, "a share of lr: 0..1", lambda v: 0 <= v <= 1)
+        for name in ("weight_decay", "clip_norm"):
+            _check_number(name, getattr(self, name), "a finite number >= 0 (0: off)", lambda v: v >= 0)
+        for name in ("adam_b1", "adam_b2"):
+            _check_number(name, getattr(self, name), "in [0, 1)", lambda v: 0 <= v < 1)
+        _check_number("adam_eps", self.adam_eps, "a finite number > 0", lambda v: v > 0)
+        _check_number("lora.alpha", self.lora.alpha, "a finite number > 0", lambda v: v > 0)
 
     def for_model(self, model: ModelConfig) -> "TrainConfig":
         """This config checked against the model, with the LoRA defaults of its architecture
         filled in (what the run records and its checkpoints are keyed on)."""
-        self.check(model)
+        self.check()
+        if self.max_len > model.max_positions:
+            raise ValueError(f"max_len={self.max_len} exceeds the model's {model.max_positions} positions")
         return dataclasses.replace(self, lora=self.lora.for_model(model))
+
+
+def _check_number(name: str, value, valid: str, ok) -> None:
+    """ValueError naming the option (TrainConfig field and --tune.* flag) unless `value` is a
+    finite number for which ok(value) holds (NaN fails every comparison, so it is named too)."""
+    finite = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if not (finite and ok(value)):
+        flag = "--tune." + name.replace("_", "-")
+        raise ValueError(f"{name}={value} ({flag}) must be {valid}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -148,6 +171,7 @@ class TrainResult:
     n_val_truncated: int
     resumed_from: int | None  # the checkpoint step this run continued from
     model_folder: Path
+    extended_from: int | None = None  # the total_steps of the resumed checkpoint's run, where this run changed it
 
 
 # -- the compiled core ------------------------------------------------------------------------
@@ -237,11 +261,15 @@ def _with_aux(sums):
 def _train_step(spec: StepSpec, trainable, opt_state, base, batch: Batch, step, lr, key):
     """One optimizer step (`step_grads`, then clip / Adam / weight decay, then - lr * update);
     `key` is the run's dropout key (LoRA dropout). Returns (trainable, opt_state, mean loss,
-    target tokens)."""
+    target tokens, finite): finite maps "loss", "gradient" (its global norm) and "weights"
+    (the updated trainable ones) to whether they are finite, so a diverging step is caught
+    before anything is saved (`_check_finite`)."""
     grads, loss, count = step_grads(spec, trainable, base, batch, step, key)
     updates, opt_state = optimizer(spec).update(grads, opt_state, trainable)
     trainable = jax.tree.map(lambda p, u: p - lr * u, trainable, updates)
-    return trainable, opt_state, loss, count
+    finite = dict(loss=jnp.isfinite(loss), gradient=jnp.isfinite(optax.tree.norm(grads)),
+                  weights=jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(trainable)])))
+    return trainable, opt_state, loss, count, finite
 
 
 def _eval_sums(spec: StepSpec, trainable, base, batch: Batch):
@@ -256,8 +284,16 @@ eval_sums = top_level(_eval_sums, static_argnames=("spec",))
 
 # -- the loop -----------------------------------------------------------------------------------
 def schedule(cfg: TrainConfig):
-    decay = max(cfg.total_steps, cfg.warmup_steps + 1)
-    return optax.warmup_cosine_decay_schedule(0.0, cfg.lr, cfg.warmup_steps, decay, cfg.lr * cfg.end_lr_fraction)
+    """The learning rate of each step (0-based: the number of updates done before it)."""
+    s = followed_schedule(cfg)
+    return optax.warmup_cosine_decay_schedule(0.0, s["peak_lr"], s["warmup_steps"], s["decay_end_step"], s["end_lr"])
+
+
+def followed_schedule(cfg: TrainConfig) -> dict:
+    """The learning-rate schedule every step of a run used, for run.json (a resume checks
+    that the steps done before it used the same: `_check_schedule`)."""
+    return dict(kind="linear warmup from 0, then cosine decay", peak_lr=cfg.lr, warmup_steps=cfg.warmup_steps,
+                decay_end_step=max(cfg.total_steps, cfg.warmup_steps + 1), end_lr=cfg.lr * cfg.end_lr_fraction)
 
 
 def initial_trainable(cfg: TrainConfig, model_cfg: ModelConfig, params: dict):
@@ -305,6 +341,7 @@ def train(cfg: TrainConfig, model_folder, train_records: Sequence[dict], val_rec
     holding checkpoints of the same run, training resumes from the latest one.
     `stop_after` ends the run after that step (as if killed there; the schedule still
     runs to `cfg.total_steps`)."""
+    cfg.check()  # the options alone, before the model is loaded
     model_cfg, params, tok = _load_base(model_folder, train_records)
     cfg = cfg.for_model(model_cfg)
     pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
@@ -313,21 +350,24 @@ def train(cfg: TrainConfig, model_folder, train_records: Sequence[dict], val_rec
     if layers is not None and (note := freeze.unchanged_layers_warning(layers, model_cfg.n_layers)):
         warnings.warn(note, stacklevel=2)
     spec = StepSpec.of(cfg, model_cfg)
-    state, resumed_from = _fresh_state(spec, trainable), None
+    state, resumed_from, resumed_total = _fresh_state(spec, trainable), None, None
     ckpt = None
     if cfg.checkpoint_dir is not None:
-        ckpt = Checkpoints(cfg.checkpoint_dir, _identity(cfg, model_cfg, params, layers, train_records), cfg.keep)
+        # total_steps alone may differ where the steps done keep their learning rates (_check_schedule)
+        ckpt = Checkpoints(cfg.checkpoint_dir, _identity(cfg, model_cfg, params, layers, train_records), cfg.keep,
+                           extensible=("schedule.total_steps",))
     try:
         if ckpt is not None and ckpt.latest_step() is not None:
-            state = _resume(ckpt, state, cfg.total_steps)
+            state, resumed_total = _resume(ckpt, state, cfg)
             resumed_from = state.step
         end = cfg.total_steps if stop_after is None else min(cfg.total_steps, stop_after)
         _run_steps(cfg, spec, state, base, enc, val_enc, pad_id, end, ckpt)
     finally:
         if ckpt is not None:
             ckpt.close()
+    extended = resumed_total if resumed_total not in (None, cfg.total_steps) else None
     return TrainResult(cfg, model_cfg, state.history, state.trainable, base, layers, enc.n_truncated,
-                       0 if val_enc is None else val_enc.n_truncated, resumed_from, Path(model_folder))
+                       0 if val_enc is None else val_enc.n_truncated, resumed_from, Path(model_folder), extended)
 
 
 @dataclasses.dataclass
@@ -370,16 +410,42 @@ def _fresh_state(spec: StepSpec, trainable) -> _State:
     return _State(trainable, opt_state)
 
 
-def _resume(ckpt: Checkpoints, fresh: _State, total_steps: int) -> _State:
-    """The state of the checkpoint folder's newest intact step (`fresh` gives the tree
-    structure); a checkpoint past total_steps is refused (its model is trained longer)."""
+def _resume(ckpt: Checkpoints, fresh: _State, cfg: TrainConfig) -> tuple[_State, int | None]:
+    """(the state of the checkpoint folder's newest intact step, the total_steps its run
+    asked for) (`fresh` gives the tree structure); a checkpoint past total_steps is refused
+    (its model is trained longer), and so is one whose steps followed another schedule."""
     arrays, meta = ckpt.restore(fresh.arrays())
     state = _State(arrays["trainable"], arrays["opt_state"], int(arrays["step"]), meta["history"])
-    if state.step > total_steps:
+    if state.step > cfg.total_steps:
         raise ValueError(f"checkpoint folder {ckpt.directory} holds a run trained for {state.step} steps, more than "
-                         f"total_steps={total_steps} asks for; raise total_steps to at least {state.step}, or use "
+                         f"total_steps={cfg.total_steps} asks for; raise total_steps to at least {state.step}, or use "
                          "another checkpoint folder to start afresh")
-    return state
+    saved_total = meta["identity"]["schedule"]["total_steps"]  # the identity check passed: it has a schedule
+    _check_schedule(ckpt, state.history, saved_total, cfg)
+    return state, saved_total
+
+
+def _check_schedule(ckpt: Checkpoints, history: list, saved_total: int, cfg: TrainConfig) -> None:
+    """The steps a checkpoint has done must have used the learning rates this run's schedule
+    gives them, so that the resumed run is exactly an uninterrupted run of this config and
+    run.json's schedule is the one followed. The identity already holds lr, warmup and the
+    end fraction, so only total_steps can differ here: raising it (or lowering it) keeps the
+    steps done only while they are in the warmup, or with a constant schedule
+    (end_lr_fraction 1): then the run is extended, and run.json records it."""
+    lr_at = schedule(cfg)
+    step = next((h["step"] for h in history if h["lr"] != float(lr_at(h["step"] - 1))), None)
+    if step is not None:
+        raise ValueError(f"checkpoint folder {ckpt.directory} was trained with total_steps={saved_total}, this run has "
+                         f"total_steps={cfg.total_steps}: its step {step} used lr {history[step - 1]['lr']:.4g} where "
+                         f"this schedule gives {float(lr_at(step - 1)):.4g}. Rerun with total_steps={saved_total} to "
+                         "resume it, or train afresh in another checkpoint folder (finetune.py: a new --out or "
+                         "--tune.checkpoint-dir); only a schedule constant after warmup (end_lr_fraction 1) can be "
+                         "extended by changing total_steps")
+    if saved_total != cfg.total_steps:
+        warnings.warn(f"checkpoint folder {ckpt.directory}: resuming a run of total_steps={saved_total} as one of "
+                      f"{cfg.total_steps}; its {len(history)} steps done used this schedule's learning rates, so the "
+                      "result is that of an uninterrupted run (run.json records extended_from_total_steps)",
+                      stacklevel=4)
 
 
 def _run_steps(cfg: TrainConfig, spec: StepSpec, state: _State, base, enc: Encoded, val_enc: Encoded | None,
@@ -396,9 +462,10 @@ def _run_steps(cfg: TrainConfig, spec: StepSpec, state: _State, base, enc: Encod
             batch = _step_batch([next(rows) for _ in range(cfg.batch_size * cfg.accum)], enc, cfg.accum,
                                 cfg.batch_size, pad_id, cfg.max_len, fixed)
             lr = float(lr_at(step))
-            state.trainable, state.opt_state, loss, tokens = train_step(
+            state.trainable, state.opt_state, loss, tokens, finite = train_step(
                 spec, state.trainable, state.opt_state, base_c, _device(batch), jnp.asarray(step, jnp.int32),
                 jnp.float32(lr), dropout_key)
+            _check_finite(finite, step + 1, lr, ckpt)
             state.step = step + 1
             row = dict(step=state.step, loss=float(loss), val_loss=None, lr=lr, tokens=int(tokens))
             if val_enc is not None and _due(cfg.eval_every, state.step, cfg.total_steps):
@@ -412,6 +479,20 @@ def _run_steps(cfg: TrainConfig, spec: StepSpec, state: _State, base, enc: Encod
                 ckpt.save(state.step, state.arrays(), {"history": state.history})
     finally:
         bar.close()
+
+
+def _check_finite(finite: dict, step: int, lr: float, ckpt: Checkpoints | None) -> None:
+    """Stop a diverged run at `step`, before its weights are checkpointed or written: the
+    last checkpoint stays the newest, and no model with non-finite weights is saved."""
+    bad = [f"the {name}" for name in ("loss", "gradient", "weights") if not bool(finite[name])]
+    if not bad:
+        return
+    kept = ckpt.latest_step() if ckpt is not None else None
+    where = f"the newest checkpoint, step {kept} in {ckpt.directory}, is kept" if kept is not None else "no checkpoint"
+    what = ", ".join(bad[:-1]) + " and " + bad[-1] if len(bad) > 1 else bad[0]
+    raise ValueError(f"step {step}: {what} became non-finite (lr {lr:.3g}); training stopped, no model was written "
+                     f"({where}). Lower --tune.lr, clip gradients (--tune.clip-norm > 0), or check the base model's "
+                     "weights")
 
 
 def _rows_from(cfg: TrainConfig, enc: Encoded, start: int):
@@ -429,12 +510,17 @@ def _due(every: int, done: int, total: int) -> bool:
 
 def _identity(cfg: TrainConfig, model_cfg: ModelConfig, params, layers, train_records) -> dict:
     """What a checkpoint must match to be resumed (checkpoint.run_identity): the model, the
-    method and its settings, the data and everything that fixes the data order."""
+    method and its settings, the data and everything that fixes the data order, the
+    optimizer and the learning-rate schedule."""
     return run_identity(
         model_cfg, params, cfg.method, dataclasses.asdict(cfg.lora) if cfg.method == "lora" else None, layers,
         data=dict(hash=data_hash(train_records), n=len(train_records)),
         run=dict(seed=cfg.seed, batch_size=cfg.batch_size, accum=cfg.accum, max_len=cfg.max_len, fmt=cfg.fmt,
-                 system=cfg.system, pack=cfg.pack, dtype=cfg.dtype))
+                 system=cfg.system, pack=cfg.pack, dtype=cfg.dtype),
+        optimizer=dict(clip_norm=cfg.clip_norm, weight_decay=cfg.weight_decay, adam_b1=cfg.adam_b1,
+                       adam_b2=cfg.adam_b2, adam_eps=cfg.adam_eps),
+        schedule=dict(lr=cfg.lr, warmup_steps=cfg.warmup_steps, end_lr_fraction=cfg.end_lr_fraction,
+                      total_steps=cfg.total_steps))
 
 
 def _check_vocab(enc: Encoded, model_cfg: ModelConfig, tok) -> None:
@@ -511,7 +597,9 @@ def write_outputs(result: TrainResult, out, base_model_name_or_path: str | None 
                model_config=dataclasses.asdict(result.model_cfg), trained_layers=result.layers,
                steps=len(result.history), final_loss=last.get("loss"), final_val_loss=last.get("val_loss"),
                n_truncated=result.n_truncated, n_val_truncated=result.n_val_truncated,
-               resumed_from=result.resumed_from, versions=dict(python=platform.python_version(), jax=jax.__version__,
-                                                               optax=optax.__version__), **(extra or {}))
+               resumed_from=result.resumed_from, schedule=followed_schedule(result.config),
+               extended_from_total_steps=result.extended_from,
+               versions=dict(python=platform.python_version(), jax=jax.__version__, optax=optax.__version__),
+               **(extra or {}))
     paths["run"] = write_json(out / "run.json", run)
     return paths
