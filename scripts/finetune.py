@@ -43,6 +43,7 @@ class Args:
 
 
 def main(args: Args) -> None:
+    args.tune.check()  # every --tune option, before any file is read (or the folder is locked)
     # one run at a time in --out (a second one would train into the same checkpoints); a rerun
     # resumes there, so the folder is locked but not staged
     with OutputFolder(args.out, "--out"):
