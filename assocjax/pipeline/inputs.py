@@ -311,14 +311,11 @@ def _check_words_outside(stories, max_share: float) -> list[str]:
 
 
 def _check_delays(stories, cfg: ScoreConfig) -> None:
-    """The onset trim leaves TRs of every story, and the delays reach less far than a story."""
-    rows = min(s.n_trs - cfg.data.trim_start for s in stories)
-    if rows < 1:
-        short = min(stories, key=lambda s: s.n_trs)
-        raise ValueError(f"--data.trim-start {cfg.data.trim_start} leaves no TR of story {short.name!r} "
-                         f"({short.n_trs} TRs): trim fewer TRs than the shortest selected story has")
-    longest = max(abs(d) for d in cfg.features.delays)
+    """The onset trim leaves every story more rows than the delays reach (the trim is named when
+    it, not the delays, leaves too few), and the delays reach less far than a story."""
     short = min(stories, key=lambda s: s.n_trs)
+    rows = short.n_trs - cfg.data.trim_start
+    longest = max(abs(d) for d in cfg.features.delays)
     if rows <= longest < short.n_trs:  # the trim, not the delays, leaves too few rows
         raise ValueError(f"--data.trim-start {cfg.data.trim_start} leaves story {short.name!r} ({short.n_trs} TRs) "
                          f"{max(rows, 0)} rows, too few for --features.delays up to {longest} TRs: trim at most "
