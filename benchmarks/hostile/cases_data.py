@@ -109,7 +109,7 @@ def events(name, text_fn, expects, match) -> Case:
 def align(name, fn, expects=("error",), match="align.csv", encoding="utf-8") -> Case:
     def damage(root):
         path = root / "stimuli" / "gentle" / "pieman" / "align.csv"
-        path.write_bytes(fn(path.read_text()).encode(encoding))
+        path.write_bytes(fn(path.read_text()).encode(encoding, errors="replace"))
     return Case(f"data:{name}", "score.py", on_copy, expects, match, setup=damaged(damage))
 
 

@@ -50,7 +50,7 @@ SCORE_ROWS = [
     ("--compare.fdr", "float", {}),
     ("--ridge.alphas", "float", {"huge": ("error", "note")}),
     ("--ridge.outer-folds", "int", {}),
-    ("--ridge.inner-folds", "int", {}),
+    ("--ridge.inner-folds", "int", {"huge": ("error", "ok", "note")}),  # documented: capped at the groups
     ("--ridge.story-chunks", "int", {}),
     ("--ridge.buffer-trs", "int", ZERO_OK),
     ("--ridge.target-chunk", "int", HUGE_EITHER),
@@ -155,7 +155,7 @@ TUNE_ROWS = [
     ("--tune.adam-b1", "float", ZERO_OK),
     ("--tune.adam-b2", "float", ZERO_OK),
     ("--tune.adam-eps", "float", {"0": EITHER}),
-    ("--tune.clip-norm", "float", ZERO_OK),
+    ("--tune.clip-norm", "float", {"0": OK, "inf": EITHER, "huge": EITHER}),  # 0, inf, huge: no clipping
     ("--tune.batch-size", "int", {}),
     ("--tune.accum", "int", {}),
     ("--tune.max-len", "int", {}),
@@ -183,7 +183,7 @@ ASSOCIATION_ROWS = [
     ("--n", "int", {}),
     ("--seed", "int", {"0": OK, "huge": EITHER}),
     ("--val-fraction", "float", {"0": EITHER}),
-    ("--gap-s", "float", {}),
+    ("--gap-s", "float", {"inf": EITHER, "huge": EITHER}),  # no pause ends a sentence
 ]
 
 
@@ -191,7 +191,7 @@ def _generate(ctx):
     from fixtures import align_csv
 
     return ["generate", "--align", str(align_csv(ctx.work)), "--model-path", str(ctx.work / "model"), "--out", "g.json",
-            "--every", "40", "--max-new-tokens", "4"]
+            "--every", "40", "--max-new-tokens", "4", "--context-words", "100"]
 
 
 GENERATE_ROWS = [
@@ -206,7 +206,7 @@ GENERATE_ROWS = [
     ("--batch-size", "int", HUGE_EITHER),
     ("--timeout-s", "float", {}),
     ("--max-retries", "int", {"0": OK}),
-    ("--gap-s", "float", {}),
+    ("--gap-s", "float", {"inf": EITHER, "huge": EITHER}),
 ]
 
 

@@ -14,7 +14,7 @@ def _aug(c, *args):
 
 
 def _model(c):
-    return ["--model-path", str(c.work / "model"), "--every", "40", "--max-new-tokens", "4"]
+    return ["--model-path", str(c.work / "model"), "--every", "40", "--context-words", "100", "--max-new-tokens", "4"]
 
 
 def _existing_aug(ctx):
@@ -84,7 +84,7 @@ def script_cases() -> list[Case]:
                         "--max-new-tokens", "4"], ("error",), "nan",
              setup=lambda c: __import__("cases_state")._nan_all(c.copy("model"))),
         Case("augment:generate --max-new-tokens 100000", "augment.py",
-             lambda c: ["generate", *_aug(c, "--out", "g.json"), *_model(c)[:-2], "--max-new-tokens", "100000"],
+             lambda c: ["generate", *_aug(c, "--out", "g.json"), *_model(c), "--max-new-tokens", "100000"],
              ("error",), "max-new-tokens"),
         Case("augment:generate --data-root without --story", "augment.py",
              lambda c: ["generate", "--data-root", str(c.work / "pieman"), "--out", "g.json", *_model(c)], ("error",),

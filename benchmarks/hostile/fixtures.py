@@ -123,12 +123,13 @@ def _association(work: Path) -> None:
 
 
 def _second_story(work: Path) -> Path:
-    """A second story (pieman's words reversed, as 'other') so that train and validation split by story."""
-    src = align_csv(work)
+    """A second story, 'other': pieman's words in reverse order at pieman's times (another text of the
+    same length), so that train and validation split by story and random controls have a pool."""
+    rows = [line.split(",") for line in align_csv(work).read_text().splitlines()]
+    words = [r[:2] for r in rows][::-1]
     folder = work / "other"
     folder.mkdir(exist_ok=True)
-    lines = src.read_text().splitlines()
-    (folder / "align.csv").write_text("\n".join(lines) + "\n")
+    (folder / "align.csv").write_text("\n".join(",".join(w + r[2:]) for w, r in zip(words, rows)) + "\n")
     from assocjax.stimuli import story_alignment
 
     words = story_alignment(folder.parent, "other").words

@@ -157,7 +157,10 @@ def run_case(case: Case, work: Path, scratch: Path) -> dict:
         return dict(outcome="probe error", detail=traceback.format_exc(limit=3)[-300:], exit="", argv=argv,
                     stderr="", seconds=0.0)
     outcome, detail = classify(case, res, failure)
-    said = first_line(res["stderr"], "error:") or next((s for s in res["stderr"].splitlines() if s.strip()), "")
+    lines = [s for s in res["stderr"].splitlines() if s.strip()]
+    # the error line; of a traceback its last line (the exception); else the first thing said
+    said = first_line(res["stderr"], "error:") or (lines[-1] if outcome == "traceback" and lines else
+                                                    next(iter(lines), ""))
     if not said and case.exits and res["exit"] in case.exits:
         said = first_line(res["stdout"], "error") or ""
     return dict(outcome=outcome, detail=detail, exit=res["exit"], argv=argv, stderr=said.strip()[:300],

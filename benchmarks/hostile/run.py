@@ -78,8 +78,15 @@ class Worker:
         self.proc.wait()
 
 
+FIELDS = ["case", "script", "argv", "expected", "match", "outcome", "detail", "exit", "stderr", "seconds"]
+
+
 def run_all(cases, args) -> list[dict]:
+    """Run every case on args.jobs workers; each row is appended to OUT/hostile.csv as it comes."""
     todo, rows = list(cases), []
+    table = open(args.out / "hostile.csv", "w", newline="")
+    writer = csv.DictWriter(table, FIELDS, extrasaction="ignore")
+    writer.writeheader()
     workers = [Worker(args) for _ in range(min(args.jobs, len(todo)))]
     t_start = time.perf_counter()
     while todo or any(w.case for w in workers):
@@ -103,6 +110,8 @@ def run_all(cases, args) -> list[dict]:
                 continue
             rows.append(dict(case=w.case.name, script=w.case.script, expected="/".join(w.case.expects),
                              match=w.case.match, **row))
+            writer.writerow(rows[-1] | {"argv": " ".join(map(str, row["argv"]))})
+            table.flush()
             print(f"[{len(rows)}/{len(cases)} {time.perf_counter() - t_start:6.0f}s] {row['outcome']:13s} "
                   f"{w.case.name}" + (f"  ({row['detail']})" if row.get("detail") else ""), flush=True)
             if line_missing(row):
@@ -113,6 +122,7 @@ def run_all(cases, args) -> list[dict]:
     for w in workers:
         w.proc.stdin.close()
         w.proc.wait()
+    table.close()
     return rows
 
 
@@ -133,12 +143,6 @@ def report(rows, seconds: float, out: Path) -> str:
         lines.append(s.ljust(width) + " | " + " | ".join(str(mine[c]).rjust(len(c)) for c in classes)
                      + f" | {sum(mine.values())}")
     text = "\n".join(lines)
-    fields = ["case", "script", "argv", "expected", "match", "outcome", "detail", "exit", "stderr", "seconds"]
-    with open(out / "hostile.csv", "w", newline="") as f:
-        w = csv.DictWriter(f, fields, extrasaction="ignore")
-        w.writeheader()
-        for r in rows:
-            w.writerow(r | {"argv": " ".join(map(str, r["argv"]))})
     (out / "totals.txt").write_text(text + "\n")
     return text
 
