@@ -25,7 +25,11 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
+REPO = HERE.parents[1]
+# this checkout's library, not an installed one (pip install -e may point at another worktree):
+# here, in the workers, and in the scripts that cases start as processes of their own
+sys.path[:0] = [str(REPO), str(HERE)]
+os.environ["PYTHONPATH"] = os.pathsep.join([str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])])
 
 from harness import CLASSES, GOOD  # noqa: E402
 
