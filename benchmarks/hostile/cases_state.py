@@ -296,7 +296,7 @@ def state_cases() -> list[Case]:
         Case("output:two concurrent runs into one --output", "score.py", [], EITHER, "out", action=_concurrent,
              check=consistent_output("out"), timeout=300),
         Case("output:full disk while writing outputs", "score.py", [], ("error",), "outdir",
-             setup=lambda c: _previous_run(c, "outdir"), action=_full_disk(12_000, False),
+             setup=lambda c: _previous_run(c, "outdir"), action=_full_disk(40_000, False),
              check=consistent_output("outdir"), loss=True),
         Case("output:full disk while writing the cache", "score.py", [], ("error",), "cache",
              action=_full_disk(4_000, True)),
