@@ -224,7 +224,7 @@ def _random_match(ctx):
             "--pool-align", str(ctx.work / "other" / "align.csv"), "--out", "r.json"]
 
 
-RANDOM_ROWS = [("--seed", "int", {"0": OK, "huge": EITHER}), ("--gap-s", "float", {})]
+RANDOM_ROWS = [("--seed", "int", {"0": OK, "huge": EITHER}), ("--gap-s", "float", {"inf": EITHER, "huge": EITHER})]
 
 
 def cases() -> list[Case]:

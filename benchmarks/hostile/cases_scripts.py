@@ -81,7 +81,7 @@ def script_cases() -> list[Case]:
                         "--max-retries", "0", "--timeout-s", "2", "--every", "40"], ("error",), "127.0.0.1:9"),
         Case("augment:generate --model-path with NaN weights", "augment.py",
              lambda c: ["generate", *_aug(c, "--out", "g.json"), "--model-path", str(c.dir / "model"), "--every", "40",
-                        "--max-new-tokens", "4"], ("error",), "nan",
+                        "--context-words", "100", "--max-new-tokens", "4"], ("error",), "nan",
              setup=lambda c: __import__("cases_state")._nan_all(c.copy("model"))),
         Case("augment:generate --max-new-tokens 100000", "augment.py",
              lambda c: ["generate", *_aug(c, "--out", "g.json"), *_model(c), "--max-new-tokens", "100000"],
