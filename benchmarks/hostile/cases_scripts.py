@@ -2,6 +2,7 @@
 make_association.py, sweep.py, demo.py, make_synthetic.py, and score.py's comparisons."""
 from __future__ import annotations
 
+from cases_state import BAD_MODEL, _nan_all
 from checks import files_kept, put_user_file
 from fixtures import NARRATIVES, align_csv, score_argv
 from harness import Case
@@ -44,6 +45,10 @@ def _broken_model(ctx):
     path.write_bytes(data[: len(data) - 64])
 
 
+def _nan_model(ctx):
+    _nan_all(ctx.copy("model", BAD_MODEL))
+
+
 def _one_story_synthetic(ctx):
     from assocjax.data.synthetic import SyntheticConfig, make_synthetic
 
@@ -80,9 +85,9 @@ def script_cases() -> list[Case]:
              lambda c: ["generate", *_aug(c, "--out", "g.json"), "--endpoint", "http://127.0.0.1:9",
                         "--max-retries", "0", "--timeout-s", "2", "--every", "40"], ("error",), "127.0.0.1:9"),
         Case("augment:generate --model-path with NaN weights", "augment.py",
-             lambda c: ["generate", *_aug(c, "--out", "g.json"), "--model-path", str(c.dir / "model"), "--every", "40",
-                        "--context-words", "100", "--max-new-tokens", "4"], ("error",), "nan",
-             setup=lambda c: __import__("cases_state")._nan_all(c.copy("model"))),
+             lambda c: ["generate", *_aug(c, "--out", "g.json"), "--model-path", str(c.dir / BAD_MODEL), "--every", "40",
+                        "--context-words", "100", "--max-new-tokens", "4"], ("error",), BAD_MODEL,
+             setup=_nan_model),
         Case("augment:generate --max-new-tokens 100000", "augment.py",
              lambda c: ["generate", *_aug(c, "--out", "g.json"), *_model(c), "--max-new-tokens", "100000"],
              ("error",), "max-new-tokens"),
@@ -179,8 +184,8 @@ def script_cases() -> list[Case]:
         Case("compare:--compare.models missing", "score.py",
              lambda c: [*score_argv(c.work), "--compare.models", "nomodel"], ("error",), "nomodel"),
         Case("compare:--compare.models with NaN weights", "score.py",
-             lambda c: [*score_argv(c.work), "--compare.models", str(c.dir / "model")], ("error",), "nan",
-             setup=lambda c: __import__("cases_state")._nan_all(c.copy("model"))),
+             lambda c: [*score_argv(c.work), "--compare.models", str(c.dir / BAD_MODEL)], ("error",), BAD_MODEL,
+             setup=_nan_model),
         Case("compare:--augment.files of another story", "score.py",
              lambda c: [*score_argv(c.work), "--augment.files", str(c.work / "aug2.json")], ("error",), "aug2.json"),
         Case("compare:--augment.files truncated", "score.py",

@@ -120,10 +120,13 @@ def _features_json_garbage(cache):
 
 # --- model folders ---
 
-def model_case(name, damage, match, expects=("error",)) -> Case:
+BAD_MODEL = "badmodel"  # the damaged copy's folder: what an error about its weights must name
+
+
+def model_case(name, damage, match=BAD_MODEL, expects=("error",)) -> Case:
     def setup(ctx):
-        damage(ctx.copy("model"))
-    return Case(f"model:{name}", "score.py", lambda c: score_argv(c.work, model=c.dir / "model"), expects, match,
+        damage(ctx.copy("model", BAD_MODEL))
+    return Case(f"model:{name}", "score.py", lambda c: score_argv(c.work, model=c.dir / BAD_MODEL), expects, match,
                 setup=setup)
 
 
@@ -262,10 +265,10 @@ def state_cases() -> list[Case]:
         cache_case("features key .json not JSON", _features_json_garbage),
         Case("cache:--cache-dir is a file", "score.py", lambda c: score_argv(c.work, cache=c.work / "aug.json"),
              ("error",), "aug.json"),
-        model_case("every weight NaN", _nan_all, "nan"),
-        model_case("one block NaN", _nan_block, "nan"),
-        model_case("one embedding inf", _inf_one, "inf"),
-        model_case("MLP weights x1e30", _huge, "model", expects=("error", "note")),
+        model_case("every weight NaN", _nan_all),
+        model_case("one block NaN", _nan_block),
+        model_case("one embedding inf", _inf_one),
+        model_case("MLP weights x1e30", _huge, expects=("error", "note")),
         model_case("model.safetensors truncated", lambda f: _truncate([f / "model.safetensors"]), "model.safetensors"),
         model_case("model.safetensors random bytes",
                    lambda f: (f / "model.safetensors").write_bytes(os.urandom(4096)), "model.safetensors"),
@@ -311,8 +314,8 @@ def state_cases() -> list[Case]:
         Case("tune:latest checkpoint corrupt", "finetune.py", _tune_again(), ("note",), "checkpoint",
              setup=_corrupt_latest),
         Case("tune:--model with NaN weights", "finetune.py",
-             lambda c: [*tune_argv(c.work, "tuned")[2:], "--model", str(c.dir / "model")], ("error",), "nan",
-             setup=lambda c: _nan_all(c.copy("model"))),
+             lambda c: [*tune_argv(c.work, "tuned")[2:], "--model", str(c.dir / BAD_MODEL)], ("error",), BAD_MODEL,
+             setup=lambda c: _nan_all(c.copy("model", BAD_MODEL))),
         Case("tune:--train empty", "finetune.py", _tune_bad_train, ("error",), "bad.jsonl", setup=_jsonl("")),
         Case("tune:--train not JSON lines", "finetune.py", _tune_bad_train, ("error",), "bad.jsonl",
              setup=_jsonl("{oops\n")),

@@ -132,9 +132,9 @@ class Ctx:
     work: Path
     dir: Path
 
-    def copy(self, name: str) -> Path:
-        """A private copy of fixture `name` in the case folder (to damage)."""
-        dst = self.dir / name
+    def copy(self, name: str, as_name: str | None = None) -> Path:
+        """A private copy of fixture `name` in the case folder (to damage), named `as_name`."""
+        dst = self.dir / (as_name or name)
         (shutil.copytree if (self.work / name).is_dir() else shutil.copy)(self.work / name, dst)
         return dst
 
