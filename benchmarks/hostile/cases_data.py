@@ -37,7 +37,7 @@ def _func(root: Path, pattern: str, sub: str = VICTIM) -> list[Path]:
     return sorted((root / sub / "func").glob(pattern))
 
 
-def damaged(damage, victim=True):
+def damaged(damage):
     """setup: copy the pieman fixture to <case>/pieman and damage it with damage(root)."""
     def setup(ctx):
         damage(ctx.copy("pieman"))
