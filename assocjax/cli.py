@@ -50,7 +50,21 @@ def run_cli(main: Callable[[A], int | None], parse: type[A] | Callable[[list[str
             raise
         print(f"error: {one_line(e)}", file=sys.stderr)
         return EXIT_USER_ERROR
+    except Exception as e:  # noqa: BLE001 (re-raised unless it is running out of memory)
+        # The last line of defence: the configs estimate their largest arrays (options.fits_memory), but an
+        # estimate misses some; a size option too large is still the user's to change, not a bug.
+        if debug or not out_of_memory(e):
+            raise
+        print(f"error: out of memory ({one_line(e)[:300]}): a size option too large for this machine?", file=sys.stderr)
+        return EXIT_USER_ERROR
     return 0 if code is None else int(code)
+
+
+def out_of_memory(e: BaseException) -> bool:
+    """A failed allocation: Python's or numpy's MemoryError, or XLA's RESOURCE_EXHAUSTED (a
+    JaxRuntimeError, matched by name so that this module does not import JAX)."""
+    return isinstance(e, MemoryError) or (type(e).__name__ in ("JaxRuntimeError", "XlaRuntimeError")
+                                          and "RESOURCE_EXHAUSTED" in str(e))
 
 
 def one_line(e: BaseException) -> str:

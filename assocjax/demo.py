@@ -21,7 +21,7 @@ import numpy as np
 from . import alignment, ceiling
 from .io import write_csv, write_json
 from .outputs import OutputFolder, check_folder
-from .options import at_least, between
+from .options import at_least, between, fits_memory
 from .ridge import brain_score
 
 
@@ -54,13 +54,39 @@ def check_config(cfg: DemoConfig) -> None:
     at_least({"--n-subjects": cfg.n_subjects}, 2)  # the split-half ceiling
     at_least({"--trs-per-story": cfg.trs_per_story, "--vocab-size": cfg.vocab_size, "--embed-dim": cfg.embed_dim,
               "--n-voxels": cfg.n_voxels}, 1)
-    at_least({"--seed": cfg.seed, "--noise": cfg.noise}, 0)
+    at_least({"--seed": cfg.seed}, 0)
+    # signal (unit SD) + noise in float32: past ~1/eps (8e6) the signal is lost in rounding (and at 1e19 the
+    # squares overflow), so a larger SD measures nothing
+    between("--noise", cfg.noise, 0, MAX_NOISE, why="SD relative to the planted signal's; float32 BOLD rounds a signal this much smaller away")
     for name, value in (("--tr", cfg.tr), ("--words-per-second", cfg.words_per_second)):
         between(name, value, 0, math.inf, lo_open=True, hi_open=True)
     if not cfg.delays or len(set(cfg.delays)) != len(cfg.delays):
         raise ValueError(f"--delays {list(cfg.delays)}: give distinct FIR delays in TRs (e.g. 1 2 3 4)")
     for d in cfg.delays:  # causal, and shorter than a story (a longer one leaves an empty design column)
         between("--delays", d, 1, cfg.trs_per_story - 1, why=f"causal, and shorter than --trs-per-story {cfg.trs_per_story}")
+    fits_memory(memory_estimate(cfg))
+
+
+MAX_NOISE = 1e6
+
+
+def memory_estimate(cfg: DemoConfig) -> dict[str, float]:
+    """Bytes of the demo's largest arrays (`fits_memory`), keyed by the options that size them."""
+    n_trs = cfg.n_stories * cfg.trs_per_story
+    n_words = cfg.words_per_second * cfg.trs_per_story * cfg.tr  # per story
+    trs = f"--n-stories {cfg.n_stories} x --trs-per-story {cfg.trs_per_story}"
+    return {
+        # BOLD (S, T, V): float64 draws, their float32 copy, the sum (and the ceiling's copy on device)
+        f"--n-subjects {cfg.n_subjects} x {trs} x --n-voxels {cfg.n_voxels}": 20.0 * cfg.n_subjects * n_trs * cfg.n_voxels,
+        # the vocabulary's float64 draws and float32 copy
+        f"--vocab-size {cfg.vocab_size} x --embed-dim {cfg.embed_dim}": 12.0 * cfg.vocab_size * cfg.embed_dim,
+        # one story's words: onsets, ids and embeddings
+        f"--words-per-second {cfg.words_per_second} x --trs-per-story {cfg.trs_per_story} x --tr {cfg.tr} "
+        f"({n_words:.3g} words a story) x --embed-dim {cfg.embed_dim}": n_words * (20.0 + 4 * cfg.embed_dim),
+        # delayed features (T, D x delays) and the planted map (D x delays, V), float32, a few copies
+        f"--embed-dim {cfg.embed_dim} x --delays ({len(cfg.delays)}) x ({trs} + --n-voxels {cfg.n_voxels})":
+            16.0 * cfg.embed_dim * len(cfg.delays) * (n_trs + cfg.n_voxels),
+    }
 
 
 def make_stimulus(cfg: DemoConfig, rng: np.random.Generator):

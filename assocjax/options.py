@@ -25,3 +25,30 @@ def between(name: str, value: float | None, lo: float, hi: float, *, lo_open: bo
     if not ok:
         interval = f"{'(' if lo_open else '['}{lo}, {hi}{')' if hi_open else ']'}"
         raise ValueError(f"{name} {value} must be in {interval}" + (f": {why}" if why else ""))
+
+
+def machine_memory() -> int:
+    """Bytes a run may allocate: the physical memory, or the process's address-space limit
+    (ulimit -v) where that is smaller."""
+    import os
+    import resource
+
+    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+    return min(total, soft) if soft != resource.RLIM_INFINITY else total
+
+
+def fits_memory(estimate: Mapping[str, float]) -> None:
+    """`estimate`: bytes a run will allocate, keyed by the options that size each part. A
+    ValueError naming the largest part when the whole exceeds `machine_memory()`, so that a size
+    option too large for the machine fails here, not after minutes of work with a MemoryError.
+    The parts are lower bounds (the largest arrays only), so passing is no promise."""
+    total, limit = sum(estimate.values()), machine_memory()
+    if total > limit:
+        what, most = max(estimate.items(), key=lambda kv: kv[1])
+        raise ValueError(f"{what} need about {_gib(most)} of memory (the run at least {_gib(total)}); this machine has "
+                         f"{_gib(limit)}: make them smaller")
+
+
+def _gib(n: float) -> str:
+    return f"{n / 2**30:.3g} GiB"

@@ -40,6 +40,27 @@ def test_user_errors_are_one_line_with_exit_code_2(capsys):
 
 
 
+def test_out_of_memory_is_one_line(capsys):
+    """Running out of memory (numpy's, Python's or XLA's) is a size option too large: one line, exit 2."""
+    import jax.numpy as jnp
+    import numpy as np
+
+    def main(args):
+        if args.n == 1:
+            np.empty((2**40,), np.int64)  # numpy's _ArrayMemoryError
+        if args.n == 2:
+            raise MemoryError
+        jnp.zeros((2**50,), jnp.float32).block_until_ready()  # XLA: RESOURCE_EXHAUSTED
+
+    for n, what in ((1, "Unable to allocate"), (2, "MemoryError"), (3, "RESOURCE_EXHAUSTED")):
+        assert run_cli(main, Args, ["--path", "x", "--n", str(n)]) == EXIT_USER_ERROR
+        err = capsys.readouterr().err
+        assert err.startswith(f"error: out of memory ({what}") and err.count("\n") == 1, err
+        assert err.endswith("): a size option too large for this machine?\n"), err
+    with pytest.raises(MemoryError):  # --debug keeps the traceback
+        run_cli(main, Args, ["--debug", "--path", "x", "--n", "2"])
+
+
 @pytest.mark.parametrize("code", ["ENOSPC", "EACCES", "EROFS"])
 def test_a_refused_cache_write_is_one_line(capsys, tmp_path, code):
     import errno

@@ -14,7 +14,7 @@ from typing import ClassVar, Literal
 from ..outputs import check_folder
 import numpy as np
 
-from ..options import at_least, between
+from ..options import at_least, between, fits_memory
 from ..ridge import DEFAULT_ALPHAS
 
 # The ridge gains are ~1/alpha and the score squares them in float32: above this they underflow to
@@ -259,6 +259,10 @@ class SyntheticOptions:
             raise ValueError(f"--synthetic.planted-layer {self.planted_layer} is out of range: the model has "
                              f"hidden states 0..{self.n_layers}")
         check_config(self.generator_config(Path(".")), prefix="--synthetic.")
+        h, n = self.hidden, "--synthetic."
+        fits_memory({  # the random GPT-2's float32 weights (and torch's float32 init draws of them, saved once)
+            f"{n}n-layers {self.n_layers} x {n}hidden {h} squared (12 h^2 weights a block)": 8.0 * 12 * self.n_layers * h * h,
+            f"{n}positions {self.positions} x {n}hidden {h} (position embeddings)": 8.0 * self.positions * h})
 
 
 @dataclasses.dataclass
@@ -304,6 +308,9 @@ class ScoreConfig:
     """with --distributed: this process's index (0 writes the reports)"""
 
 
+MAX_DRAWS = 100_000
+
+
 def check_options(cfg: ScoreConfig) -> None:
     """Everything that can be checked from the options alone, before any file is read: each
     error names the option and what would be valid."""
@@ -327,6 +334,10 @@ def check_options(cfg: ScoreConfig) -> None:
     for name, value in positive.items() | {k: v for k, v in optional.items() if v is not None}.items():
         if value < 1:
             raise ValueError(f"{name} {value} must be >= 1")
+    # the draws are held at once ((n, subjects) indices, (n, targets) statistics) and their Monte Carlo error
+    # ~1/sqrt(n) is far below the sampling error from 1e5 on: more only fills memory
+    for name, value in (("--ceiling.n-splits", c.n_splits), ("--report.n-boot", cfg.report.n_boot)):
+        between(name, value, 1, MAX_DRAWS, why="random draws held in memory at once; more than this changes nothing")
     if r.inner_folds < 2 or (r.outer_folds is not None and r.outer_folds < 2):
         raise ValueError("--ridge.inner-folds and --ridge.outer-folds need at least 2 folds")
     if r.buffer_trs is not None and r.buffer_trs < 0:
@@ -345,8 +356,7 @@ def check_options(cfg: ScoreConfig) -> None:
     if cfg.data.trim_start < 0:
         raise ValueError(f"--data.trim-start {cfg.data.trim_start} must be >= 0")
     at_least({"--seed": cfg.seed}, 0)
-    if cfg.memory_gb is not None and not cfg.memory_gb > 0:
-        raise ValueError(f"--memory-gb {cfg.memory_gb} must be > 0")
+    between("--memory-gb", cfg.memory_gb, 0, math.inf, lo_open=True, hi_open=True)
     check_folder(cfg.output, "--output")
 
 

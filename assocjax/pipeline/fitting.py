@@ -18,6 +18,7 @@ import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 
 from .. import cachefile, ridge
+from ..options import between
 from ..ridge.streaming import CPU_TILE, target_mesh
 from . import budget as budget_mod
 from . import store
@@ -49,6 +50,8 @@ def fitting(cfg: ScoreConfig, sel: Selection, budget: budget_mod.Budget) -> Fitt
     """CV groups (stories, or contiguous chunks of them), buffered nested folds and alphas."""
     rows = story_rows(sel, cfg.data.trim_start)
     groups, chunks = cv_groups(rows, cfg.ridge.story_chunks)
+    between("--ridge.outer-folds", cfg.ridge.outer_folds, 2, len(np.unique(groups)),
+            why=f"folds of whole CV groups: {len(rows)} stories in {chunks} chunk(s) each (--ridge.story-chunks)")
     runs = run_ids(rows)
     buffer = cfg.ridge.buffer_trs if cfg.ridge.buffer_trs is not None else max(cfg.features.delays) + 8
     buffer = buffer if chunks > 1 else 0  # held-out whole stories need none

@@ -133,11 +133,12 @@ def buffered(folds: list[Fold], runs_N: Sequence | None, buffer: int) -> list[Fo
     if last >= n:
         raise ValueError(f"fold indices reach row {last} but runs has only {n} rows")
     run = run_ids(runs_N, n)
+    reach = min(buffer, n)  # rows of a run are < n apart: a larger buffer drops the same rows (and loops for nothing)
     out = []
     for i, (tr, te) in enumerate(folds):
         tr, te = np.asarray(tr), np.asarray(te)
         near = np.zeros(n, dtype=bool)
-        for d in range(-buffer, buffer + 1):  # mark every row within `buffer` of a test row
+        for d in range(-reach, reach + 1):  # mark every row within `buffer` of a test row
             j = te + d
             ok = (j >= 0) & (j < n)
             j, src = j[ok], te[ok]

@@ -7,7 +7,9 @@ import re
 from pathlib import Path
 from typing import Literal
 
-from ...options import at_least, between
+import math
+
+from ...options import at_least, between, fits_memory
 from ..layout import split_commas
 from ..narratives import SPACE_VERTICES
 from .model import ASSOC_MODES, DEFAULT_SNR, MEDIAL_WALL
@@ -75,8 +77,13 @@ def check_config(cfg: SyntheticConfig, prefix: str = "--") -> tuple[SyntheticCon
         raise ValueError(f"{flag('stories')}: story names are BIDS task labels (letters and digits only): {bad}")
     at_least({flag(f): getattr(cfg, f) for f in ("n_stories", "n_subjects", "story_trs", "vocab_size", "feature_dim",
                                                   "n_vertices")}, 1)
-    at_least({flag(f): getattr(cfg, f) for f in ("lead_trs", "tail_trs", "audio_onset", "music_seconds", "n_associates",
-                                                  "seed")}, 0)
+    at_least({flag(f): getattr(cfg, f) for f in ("lead_trs", "tail_trs", "audio_onset", "music_seconds", "seed")}, 0)
+    # each word's associates are other words of the vocabulary; none leaves the MTL parcels nothing to hear
+    between(flag("n_associates"), cfg.n_associates, 1, cfg.vocab_size - 1,
+            why=f"other words of the vocabulary ({flag('vocab_size')} {cfg.vocab_size}) per word")
+    if not cfg.from_metadata and not cfg.stories:  # generated names: storya .. storyz (BIDS labels are alphanumeric)
+        between(flag("n_stories"), cfg.n_stories, 1, N_NAMED, why="generated stories are named storya..storyz; "
+                f"name more with {flag('stories')}")
     at_least({f"{flag('volume_shape')} (each side)": side for side in cfg.volume_shape or ()}, 1)
     between(flag("tr"), cfg.tr, 0, float("inf"), lo_open=True, hi_open=True)
     between(flag("words_per_second"), cfg.words_per_second, 0, float("inf"), lo_open=True, hi_open=True)
@@ -84,6 +91,13 @@ def check_config(cfg: SyntheticConfig, prefix: str = "--") -> tuple[SyntheticCon
     between(flag("medial_wall_fraction"), cfg.medial_wall_fraction, 0, 1, hi_open=True)
     between(flag("assoc_share"), cfg.assoc_share, 0, 1)
     between(flag("noise_ar1"), cfg.noise_ar1, 0, 1, hi_open=True, why="the AR(1) rho of the noise")
+    if cfg.response == "fir":  # a delay < 0 plants a response to words not yet heard
+        at_least({flag("fir_delays"): min(cfg.fir_delays, default=None)}, 0)
+    if not cfg.from_metadata and cfg.audio_onset + cfg.music_seconds > cfg.lead_trs * cfg.tr:
+        raise ValueError(f"{flag('audio_onset')} {cfg.audio_onset} s + {flag('music_seconds')} {cfg.music_seconds} s: "
+                         f"the music event must end before the story starts ({flag('lead_trs')} {cfg.lead_trs} TRs = "
+                         f"{cfg.lead_trs * cfg.tr} s); what fits: {flag('lead_trs')} "
+                         f"{math.ceil((cfg.audio_onset + cfg.music_seconds) / cfg.tr)}, or a shorter music event")
     if cfg.assoc_mode not in ASSOC_MODES:
         raise ValueError(f"{flag('assoc_mode')} {cfg.assoc_mode!r} must be one of {ASSOC_MODES}")
     if MEDIAL_WALL in cfg.snr or not all(v >= 0 for v in cfg.snr.values()):  # `not >=` also catches NaN
@@ -92,4 +106,31 @@ def check_config(cfg: SyntheticConfig, prefix: str = "--") -> tuple[SyntheticCon
     if n_vertices is None:
         raise ValueError(f"{flag('space')} {cfg.space!r} is not a known space: give {flag('n_vertices')} "
                          f"(known: {SPACE_VERTICES})")
+    fits_memory(memory_estimate(cfg, n_vertices, flag))
     return cfg, n_vertices
+
+
+N_NAMED = 26  # generated story names: storya .. storyz
+
+
+def memory_estimate(cfg: SyntheticConfig, n_vertices: int, flag) -> dict[str, float]:
+    """Bytes of the generator's largest allocations (`fits_memory`), keyed by the options that size them."""
+    n_trs = cfg.lead_trs + cfg.story_trs + cfg.tail_trs
+    trs = f"{flag('lead_trs')} + {flag('story_trs')} + {flag('tail_trs')} ({n_trs} TRs)"
+    n_words = cfg.words_per_second * cfg.story_trs * cfg.tr  # per story
+    return {
+        # a scan: float64 noise and signal (T, V) and its float32 copy
+        f"{flag('n_vertices')} {n_vertices} x {trs}": 20.0 * n_trs * n_vertices,
+        # the planted maps (F, V) and the design (T, F) of each feature kind, float64
+        f"{flag('feature_dim')} {cfg.feature_dim} x ({flag('n_vertices')} {n_vertices} + {trs})":
+            32.0 * cfg.feature_dim * (n_vertices + n_trs),
+        # a story's onsets (twice the expected count, float64) and its align.csv text (~40 bytes a word)
+        f"{flag('words_per_second')} {cfg.words_per_second} x {flag('story_trs')} {cfg.story_trs} x {flag('tr')} "
+        f"{cfg.tr} ({n_words:.3g} words a story)": 56.0 * n_words,
+        # pseudo-words (Python strings in a set) and their associates' lists
+        f"{flag('vocab_size')} {cfg.vocab_size} x {flag('n_associates')} {cfg.n_associates}":
+            cfg.vocab_size * (150.0 + 8 * cfg.n_associates),
+        # per scan: events, sidecar and rows of the plan (a few KB of Python objects)
+        f"{flag('n_subjects')} {cfg.n_subjects} x {flag('n_stories')} {cfg.n_stories}":
+            2048.0 * (cfg.n_subjects + 1) * max(cfg.n_stories, len(cfg.stories)),
+    }

@@ -87,9 +87,6 @@ def plan_generated(cfg: SyntheticConfig) -> Plan:
     seed, tr = cfg.seed, cfg.tr
     tasks = list(cfg.stories) or [f"story{chr(ord('a') + i)}" for i in range(cfg.n_stories)]
     story_onset = cfg.lead_trs * tr
-    if cfg.audio_onset + cfg.music_seconds > story_onset:
-        raise ValueError(f"the music event ({cfg.audio_onset} s + {cfg.music_seconds} s) must end before "
-                         f"the story starts ({cfg.lead_trs} TRs = {story_onset} s)")
     vocab = pseudo_words(cfg.vocab_size, np.random.default_rng([seed, VOCAB_STREAM]))
     n_trs = cfg.lead_trs + cfg.story_trs + cfg.tail_trs
     window = (cfg.lead_trs, cfg.lead_trs + cfg.story_trs)
