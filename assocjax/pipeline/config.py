@@ -253,8 +253,12 @@ class SyntheticOptions:
                   "--synthetic.n-heads": self.n_heads, "--synthetic.positions": self.positions}, 1)
         if self.hidden % self.n_heads:
             raise ValueError(f"--synthetic.hidden {self.hidden} must be a multiple of --synthetic.n-heads {self.n_heads}")
-        between("--synthetic.init-std", self.init_std, 0, math.inf, lo_open=True, hi_open=True)
-        at_least({"--synthetic.position-scale": self.position_scale}, 0)
+        # measured on the tiny built-in world: weights of std 1e4 still score; at 1e10 the float32 residual stream's
+        # squares (layer norm) overflow and every feature of the last layers is zero or NaN
+        why = f"weights of a larger std overflow the model's float32 hidden states (at most {MAX_WEIGHT_STD:g})"
+        between("--synthetic.init-std", self.init_std, 0, MAX_WEIGHT_STD, lo_open=True, why=why)
+        between("--synthetic.position-scale", self.position_scale, 0, MAX_WEIGHT_STD / self.init_std,
+                why=f"relative to --synthetic.init-std {self.init_std}: {why}")
         if not 0 <= self.planted_layer <= self.n_layers:
             raise ValueError(f"--synthetic.planted-layer {self.planted_layer} is out of range: the model has "
                              f"hidden states 0..{self.n_layers}")
@@ -309,6 +313,7 @@ class ScoreConfig:
 
 
 MAX_DRAWS = 100_000
+MAX_WEIGHT_STD = 1e4  # SyntheticOptions.check
 
 
 def check_options(cfg: ScoreConfig) -> None:
