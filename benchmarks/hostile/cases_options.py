@@ -109,7 +109,9 @@ MAKE_SYNTHETIC_ROWS = [
     ("--n-stories", "int", {}),
     ("--n-subjects", "int", {}),
     ("--tr", "float", {}),
-    ("--lead-trs", "int", ZERO_OK),
+    # 0 lead TRs cannot hold the default music event (3 s + 6 s) before the story: an error naming
+    # --lead-trs and what fits is right (0 runs with --audio-onset 0 --music-seconds 0)
+    ("--lead-trs", "int", {"0": EITHER}),
     ("--story-trs", "int", {}),
     ("--tail-trs", "int", ZERO_OK),
     ("--audio-onset", "float", ZERO_OK),
