@@ -18,7 +18,7 @@ from assocjax.augment.sentences import DEFAULT_GAP_S, story_sentence_ends
 from assocjax.cli import run_cli
 from assocjax.io import write_json
 from assocjax.outputs import OutputFolder
-from assocjax.options import at_least, between
+from assocjax.options import at_least, between, fits_memory
 from assocjax.tune import dataset
 
 
@@ -43,6 +43,9 @@ def check_args(args: Args) -> None:
         raise ValueError(f"--passage-words {args.passage_words[0]} {args.passage_words[1]}: min must be <= max")
     between("--val-fraction", args.val_fraction, 0, 1, lo_open=True, hi_open=True)
     between("--gap-s", args.gap_s, 0, math.inf, lo_open=True, hi_open=True)
+    # every record is built in memory before the split: a dict of strings (~600 bytes) and its passage (~8 bytes a word)
+    fits_memory({f"--n {args.n} records of up to --passage-words {args.passage_words[1]} words":
+                 args.n * (600.0 + 8 * args.passage_words[1])})
 
 
 def split_note(args: Args, train: list[dict], val: list[dict]) -> str | None:

@@ -125,6 +125,8 @@ ROWS = [
                           "--val-fraction", "1"], "--val-fraction 1.0 must be in (0, 1)"),
     ("make_association", ["--stories", "{tmp}/s", "--augmentations", "{tmp}/a", "--out", "{tmp}/data", "--n", "0"],
      "--n 0 must be >= 1"),
+    ("make_association", ["--stories", "{tmp}/s", "--augmentations", "{tmp}/a", "--out", "{tmp}/data", "--n",
+                          "1000000000"], "--n 1000000000 records of up to --passage-words 80 words need about"),
     ("make_association", ["--stories", "{tmp}/s", "--augmentations", "{tmp}/a", "--out", "{tmp}/data",
                           "--passage-words", "9", "3"], "--passage-words 9 3: min must be <= max"),
     # augment.py
