@@ -6,6 +6,8 @@ because a comparison with NaN is silently False."""
 from __future__ import annotations
 
 import math
+import os
+import resource
 from typing import Mapping
 
 
@@ -27,26 +29,25 @@ def between(name: str, value: float | None, lo: float, hi: float, *, lo_open: bo
         raise ValueError(f"{name} {value} must be in {interval}" + (f": {why}" if why else ""))
 
 
-def machine_memory() -> int:
-    """Bytes a run may allocate: the physical memory, or the process's address-space limit
-    (ulimit -v) where that is smaller."""
-    import os
-    import resource
-
-    total = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+def _memory_limits() -> dict[str, int]:
+    """Bytes a run may allocate: the physical memory, and the address-space limit where one is set."""
+    limits = {"this machine has": os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")}
     soft, _ = resource.getrlimit(resource.RLIMIT_AS)
-    return min(total, soft) if soft != resource.RLIM_INFINITY else total
+    if soft != resource.RLIM_INFINITY:
+        limits["this process may reserve (ulimit -v)"] = soft
+    return limits
 
 
 def fits_memory(estimate: Mapping[str, float]) -> None:
     """`estimate`: bytes a run will allocate, keyed by the options that size each part. A
-    ValueError naming the largest part when the whole exceeds `machine_memory()`, so that a size
+    ValueError naming the largest part when the whole exceeds the machine's memory (or the process's `ulimit -v`), so that a size
     option too large for the machine fails here, not after minutes of work with a MemoryError.
     The parts are lower bounds (the largest arrays only), so passing is no promise."""
-    total, limit = sum(estimate.values()), machine_memory()
+    total = sum(estimate.values())
+    has, limit = min(_memory_limits().items(), key=lambda kv: kv[1])
     if total > limit:
         what, most = max(estimate.items(), key=lambda kv: kv[1])
-        raise ValueError(f"{what} need about {_gib(most)} of memory (the run at least {_gib(total)}); this machine has "
+        raise ValueError(f"{what} need about {_gib(most)} of memory (the run at least {_gib(total)}); {has} "
                          f"{_gib(limit)}: make them smaller")
 
 

@@ -66,7 +66,7 @@ ROWS = [
     ("score", ["--synthetic.positions", "1000000000"], "--synthetic.positions 1000000000 x --synthetic.hidden 32"),
     ("score", ["--synthetic.n-layers", "1000000000"], "--synthetic.n-layers 1000000000 x --synthetic.hidden 32"),
     ("score", ["--synthetic.init-std", "1e30"], "--synthetic.init-std 1e+30 must be in (0, 10000.0]: weights of a"),
-    ("score", ["--synthetic.position-scale", "1e5"], "--synthetic.position-scale 100000.0 must be in [0, 33333.3"),
+    ("score", ["--synthetic.position-scale", "1e5"], "--synthetic.position-scale 100000.0 must be in [0, 33330.0]"),
     ("score", ["--ceiling.n-splits", "1000000000"], "--ceiling.n-splits 1000000000 must be in [1, 100000]"),
     ("score", ["--report.n-boot", "1000000000"], "--report.n-boot 1000000000 must be in [1, 100000]"),
     ("score", ["--memory-gb", "inf"], "--memory-gb inf must be in (0, inf)"),

@@ -257,7 +257,7 @@ class SyntheticOptions:
         # squares (layer norm) overflow and every feature of the last layers is zero or NaN
         why = f"weights of a larger std overflow the model's float32 hidden states (at most {MAX_WEIGHT_STD:g})"
         between("--synthetic.init-std", self.init_std, 0, MAX_WEIGHT_STD, lo_open=True, why=why)
-        between("--synthetic.position-scale", self.position_scale, 0, MAX_WEIGHT_STD / self.init_std,
+        between("--synthetic.position-scale", self.position_scale, 0, float(f"{MAX_WEIGHT_STD / self.init_std:.4g}"),
                 why=f"relative to --synthetic.init-std {self.init_std}: {why}")
         if not 0 <= self.planted_layer <= self.n_layers:
             raise ValueError(f"--synthetic.planted-layer {self.planted_layer} is out of range: the model has "

@@ -51,7 +51,7 @@ def fitting(cfg: ScoreConfig, sel: Selection, budget: budget_mod.Budget) -> Fitt
     rows = story_rows(sel, cfg.data.trim_start)
     groups, chunks = cv_groups(rows, cfg.ridge.story_chunks)
     between("--ridge.outer-folds", cfg.ridge.outer_folds, 2, len(np.unique(groups)),
-            why=f"folds of whole CV groups: {len(rows)} stories in {chunks} chunk(s) each (--ridge.story-chunks)")
+            why=f"folds of whole CV groups: {len(rows)} story(ies) in {chunks} chunk(s) each (--ridge.story-chunks)")
     runs = run_ids(rows)
     buffer = cfg.ridge.buffer_trs if cfg.ridge.buffer_trs is not None else max(cfg.features.delays) + 8
     buffer = buffer if chunks > 1 else 0  # held-out whole stories need none
