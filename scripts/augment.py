@@ -320,9 +320,9 @@ def _tokenizer(folder: Path | None):
         return None
     if not folder.is_dir():  # else transformers reads it as a hub name and says "Repo id must be ..."
         raise FileNotFoundError(f"--tokenizer {folder}: folder not found (a tokenizer folder, e.g. a model's)")
-    from transformers import AutoTokenizer
+    from assocjax.models.loading import load_tokenizer
 
-    return AutoTokenizer.from_pretrained(str(folder))
+    return load_tokenizer(folder)
 
 
 @dataclasses.dataclass(kw_only=True)
