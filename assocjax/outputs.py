@@ -30,13 +30,18 @@ import shutil
 import warnings
 from pathlib import Path
 
-from .io import WriteRefusedError, write_json
+from .io import WriteRefusedError, is_short_write, write_json
 
 LOCK_FILE = ".assocjax.lock"
 MANIFEST_FILE = ".assocjax-outputs"  # JSON; no .json suffix, so that a glob of *.json (augmentations) misses it
 MANIFEST_FORMAT = "assocjax-outputs"
 STAGING_PREFIX = ".staging-"
-DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)  # EFBIG: a file-size limit refuses the write as a full disk does
+
+
+def disk_full(e: BaseException) -> bool:
+    """A write the disk refused for want of room: a DISK_FULL errno, or numpy's errno-less short write."""
+    return isinstance(e, OSError) and (e.errno in DISK_FULL or is_short_write(e))
 
 
 class OutputError(WriteRefusedError):
@@ -133,8 +138,8 @@ class OutputFolder:
                     folder.mkdir(parents=True, exist_ok=True)  # here: a full disk fails before any rename
                 self._record(old | new)  # a crash among the renames below leaves every file accounted for
             except OSError as e:
-                if e.errno in DISK_FULL:
-                    raise OutputError(f"{self.option} {self.path}: no space left on its disk ({e.strerror}); "
+                if disk_full(e):
+                    raise OutputError(f"{self.option} {self.path}: no space left on its disk ({e.strerror or e}); "
                                       "nothing of this run was put in place, the previous outputs are unchanged") from e
                 raise
             for rel in sorted(new):

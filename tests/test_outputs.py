@@ -92,7 +92,8 @@ def test_a_killed_run_neither_blocks_the_next_nor_leaves_its_staging_folder(tmp_
     assert sorted(p.name for p in out.iterdir()) == sorted([LOCK_FILE, MANIFEST_FILE, "a.txt"])  # ...is gone
 
 
-def test_disk_full_while_writing_keeps_the_old_outputs_byte_identical(tmp_path, monkeypatch):
+@pytest.mark.parametrize("code", [errno.ENOSPC, errno.EFBIG])  # EFBIG: a file-size limit, as the probe's full disk
+def test_disk_full_while_writing_keeps_the_old_outputs_byte_identical(tmp_path, monkeypatch, code):
     out = tmp_path / "out"
     write_run(out, {"scores.csv": "old", "run.json": "{}", "maps/m.gii": "old map"})
     before = snapshot(out)
@@ -101,7 +102,7 @@ def test_disk_full_while_writing_keeps_the_old_outputs_byte_identical(tmp_path, 
     def fsync_then_full(fd):  # the second file of the rerun hits a full disk
         calls.append(fd)
         if len(calls) == 2:
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            raise OSError(code, os.strerror(code))
         return real_fsync(fd)
 
     monkeypatch.setattr(os, "fsync", fsync_then_full)
