@@ -44,6 +44,26 @@ def test_rerun_replaces_its_own_files_and_keeps_a_users(tmp_path):
     assert not list(out.glob(STAGING_PREFIX + "*"))
 
 
+def test_a_users_file_at_an_outputs_place_is_kept_as_a_backup(tmp_path):
+    """A file the manifest does not list where a new output goes (a user's hand-made train.jsonl)
+    is renamed to a free .orig name, never over an earlier backup, with a warning naming both."""
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "train.jsonl").write_text("the user's")
+    (out / "train.jsonl.orig").write_text("an older backup")
+    with pytest.warns(UserWarning, match=f"{out / 'train.jsonl'} was not written by this tool .*: kept as "
+                                         f"{out / 'train.jsonl.orig-2'}"):
+        write_run(out, {"train.jsonl": "new"})
+    assert snapshot(out) | {MANIFEST_FILE: b""} == {"train.jsonl": b"new", "train.jsonl.orig": b"an older backup",
+                                                    "train.jsonl.orig-2": b"the user's", MANIFEST_FILE: b"",
+                                                    LOCK_FILE: (out / LOCK_FILE).read_bytes()}
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the tool's own file (in the manifest) is replaced without a word
+        write_run(out, {"train.jsonl": "newer"})
+    assert (out / "train.jsonl").read_text() == "newer" and (out / "train.jsonl.orig-2").read_text() == "the user's"
+
+
 def test_a_manifest_never_reaches_outside_the_folder(tmp_path):
     out, outside = tmp_path / "out", tmp_path / "precious.txt"
     outside.write_text("keep")
