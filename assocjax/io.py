@@ -9,6 +9,7 @@ import errno
 import io
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Iterable, Mapping
@@ -36,9 +37,17 @@ class WriteRefusedError(OSError):
     line naming the folder, the reason and what to do (`refused_writes`)."""
 
 
-# errno -> what the user can do about it; any other OSError is not the environment's refusal
-_REMEDY = {errno.ENOSPC: "free space", errno.EDQUOT: "free space", errno.EROFS: "make it writable",
-           errno.EACCES: "make it writable", errno.EPERM: "make it writable"}
+# errno -> what the user can do about it; any other OSError is not the environment's refusal.
+# EFBIG: the file system's or the process's file-size limit (ulimit -f), a full disk by another name
+_REMEDY = {errno.ENOSPC: "free space", errno.EDQUOT: "free space", errno.EFBIG: "free space or raise the file-size limit",
+           errno.EROFS: "make it writable", errno.EACCES: "make it writable", errno.EPERM: "make it writable"}
+# numpy (ndarray.tofile, np.save) reports a write the disk cut short without an errno
+_SHORT_WRITE = re.compile(r"\d+ requested and \d+ written")
+
+
+def is_short_write(e: OSError) -> bool:
+    """numpy's errno-less OSError for a write that stopped short (a full disk or a file-size limit)."""
+    return e.errno is None and bool(_SHORT_WRITE.fullmatch(str(e)))
 
 
 @contextlib.contextmanager
@@ -51,11 +60,15 @@ def refused_writes(folder: str | os.PathLike, option: str):
     except WriteRefusedError:
         raise
     except OSError as e:
-        if e.errno not in _REMEDY:
+        if is_short_write(e):
+            reason, remedy, code = f"a write stopped short ({e}: a full disk or a file-size limit)", "free space", \
+                errno.ENOSPC
+        elif e.errno in _REMEDY:
+            reason, remedy, code = os.strerror(e.errno).lower(), _REMEDY[e.errno], e.errno
+        else:
             raise
-        err = WriteRefusedError(f"{os.strerror(e.errno).lower()}: {folder}; {_REMEDY[e.errno]} or point {option} "
-                                "elsewhere")
-        err.errno = e.errno
+        err = WriteRefusedError(f"{reason}: {folder}; {remedy} or point {option} elsewhere")
+        err.errno = code
         raise err from e
 
 

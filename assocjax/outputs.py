@@ -16,7 +16,9 @@ the folder) removes the staging folder and leaves the previous outputs byte-iden
 Manifest: DIR/.assocjax-outputs (JSON) lists the files the tool wrote there. A file of the
 previous run that this run did not write is removed only when the manifest lists it, so a
 user's file in the folder (or in its maps/) is never deleted; a folder written before the
-manifest existed keeps its files. Before any rename the manifest lists the old and the new
+manifest existed keeps its files. A file the manifest does not list at the place of a new
+output is renamed to `<name>.orig` (`.orig-2`, ... never over an earlier backup), with a
+warning naming both, instead of being replaced. Before any rename the manifest lists the old and the new
 files, so a crash among the renames leaves nothing unaccounted for.
 """
 from __future__ import annotations
@@ -30,13 +32,18 @@ import shutil
 import warnings
 from pathlib import Path
 
-from .io import WriteRefusedError, write_json
+from .io import WriteRefusedError, is_short_write, write_json
 
 LOCK_FILE = ".assocjax.lock"
 MANIFEST_FILE = ".assocjax-outputs"  # JSON; no .json suffix, so that a glob of *.json (augmentations) misses it
 MANIFEST_FORMAT = "assocjax-outputs"
 STAGING_PREFIX = ".staging-"
-DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)  # EFBIG: a file-size limit refuses the write as a full disk does
+
+
+def disk_full(e: BaseException) -> bool:
+    """A write the disk refused for want of room: a DISK_FULL errno, or numpy's errno-less short write."""
+    return isinstance(e, OSError) and (e.errno in DISK_FULL or is_short_write(e))
 
 
 class OutputError(WriteRefusedError):
@@ -133,10 +140,11 @@ class OutputFolder:
                     folder.mkdir(parents=True, exist_ok=True)  # here: a full disk fails before any rename
                 self._record(old | new)  # a crash among the renames below leaves every file accounted for
             except OSError as e:
-                if e.errno in DISK_FULL:
-                    raise OutputError(f"{self.option} {self.path}: no space left on its disk ({e.strerror}); "
+                if disk_full(e):
+                    raise OutputError(f"{self.option} {self.path}: no space left on its disk ({e.strerror or e}); "
                                       "nothing of this run was put in place, the previous outputs are unchanged") from e
                 raise
+            self._keep_foreign(new - old)
             for rel in sorted(new):
                 os.replace(stage / rel, self.path / rel)
             for rel in sorted(old - new):
@@ -149,6 +157,21 @@ class OutputFolder:
             self.written = [self.path / rel for rel in sorted(new)]
         finally:
             shutil.rmtree(stage, ignore_errors=True)
+
+    def _keep_foreign(self, unlisted: set[str]) -> None:
+        """A file at a new output's place that the manifest does not list (a user's, or one written
+        before manifests existed) is renamed to a free `<name>.orig` (`.orig-2`, ...) beside it with
+        a warning naming both: replaced, never lost."""
+        for rel in sorted(unlisted):
+            target = self.path / rel
+            if not (target.is_file() or target.is_symlink()):
+                continue
+            backup, n = target.with_name(target.name + ".orig"), 2
+            while backup.exists() or backup.is_symlink():  # an earlier backup is the user's too: never overwritten
+                backup, n = target.with_name(f"{target.name}.orig-{n}"), n + 1
+            os.rename(target, backup)
+            warnings.warn(f"{target} was not written by this tool (not in {MANIFEST_FILE}): kept as {backup}",
+                          stacklevel=2)
 
     def _check_room(self, new: set[str]) -> None:
         """Every new file's place is free of folders, so no rename fails halfway through."""

@@ -349,6 +349,9 @@ def story_alignment(stimuli_dir: str | Path, story: str, on_unsorted: str = "err
     raise ValueError(f"unknown story {story!r}: no align.csv/align.json in {folder}; known stories: {', '.join(known) or 'none'}")
 
 
+MAX_TR_S = 20.0  # fMRI repetition times are seconds; even sparse-sampling protocols stay below this
+
+
 def read_tr(sidecar: str | Path) -> float:
     """RepetitionTime (s) from a BOLD sidecar JSON."""
     sidecar = Path(sidecar)
@@ -363,6 +366,9 @@ def read_tr(sidecar: str | Path) -> float:
         tr = math.nan
     if not (math.isfinite(tr) and tr > 0):
         raise ValueError(f"{sidecar}: RepetitionTime {meta['RepetitionTime']!r} must be a positive number of seconds")
+    if tr > MAX_TR_S:  # BIDS gives seconds; a sidecar in milliseconds would stretch every scan 1000 times
+        raise ValueError(f"{sidecar}: RepetitionTime {tr:g} s is implausible (above {MAX_TR_S:g} s): milliseconds? "
+                         f"BIDS gives seconds ({tr / 1000:g})")
     return tr
 
 

@@ -29,7 +29,6 @@ environment variable `--api-key-env` and never written anywhere.
 from __future__ import annotations
 
 import dataclasses
-import math
 import sys
 from pathlib import Path
 from typing import Literal
@@ -51,6 +50,11 @@ from assocjax.outputs import OutputFolder, check_new_file
 from assocjax.options import at_least, between
 
 Positional = tyro.conf.Positional
+
+
+def check_gap(gap_s: float) -> None:
+    """--gap-s of every subcommand that finds sentence ends from pauses."""
+    between("--gap-s", gap_s, 0, 60, lo_open=True, why="a pause (s) that ends a sentence; a minute ends none of a story")
 
 
 @dataclasses.dataclass(kw_only=True)
@@ -127,13 +131,19 @@ class Generate(WritesAugmentation):
         """Every option in range, each error naming it, before the story or model is read."""
         if (self.model_path is None) == (self.endpoint is None):
             raise ValueError("give exactly one backend: --model-path FOLDER or --endpoint URL")
-        at_least({"--every": self.every, "--context-words": self.context_words, "--max-words": self.max_words,
+        at_least({"--every": self.every, "--context-words": self.context_words,
                   "--max-new-tokens": self.max_new_tokens, "--batch-size": self.batch_size}, 1)
-        at_least({"--seed": self.seed, "--retries": self.retries, "--max-retries": self.max_retries,
-                  "--temperature": self.temperature}, 0)
+        at_least({"--seed": self.seed}, 0)
+        # upper bounds: a larger value is a typo, not a request (it would run for days or sample noise)
+        between("--max-words", self.max_words, 1, self.max_new_tokens,
+                why="each word takes at least one token of the --max-new-tokens reply")
+        between("--retries", self.retries, 0, 100, why="each retry generates the anchor's reply again")
+        between("--max-retries", self.max_retries, 0, 20,
+                why="each retry of a request waits up to a minute (exponential backoff)")
+        between("--temperature", self.temperature, 0, 10, why="above about 2 sampling is near-uniform noise")
         between("--top-p", self.top_p, 0, 1, lo_open=True)
-        for name, value in (("--timeout-s", self.timeout_s), ("--gap-s", self.gap_s)):
-            between(name, value, 0, math.inf, lo_open=True, hi_open=True)
+        between("--timeout-s", self.timeout_s, 0, 86400, lo_open=True, why="seconds per request; at most a day")
+        check_gap(self.gap_s)
         if self.model_path is not None:  # the reply and its prompt share the model's positions
             from assocjax.models.loading import read_config, resolve
 
@@ -206,8 +216,11 @@ class Import(WritesAugmentation):
         if self.input.suffix == ".json" or raw.lstrip().startswith("{"):
             aug = import_json(self.input, t.words)
         else:
-            aug = parse_inline(raw, t.words, name, self.level,
-                               {"generator": "manual-inline", "input": str(self.input)})
+            try:
+                aug = parse_inline(raw, t.words, name, self.level,
+                                   {"generator": "manual-inline", "input": str(self.input)})
+            except ValueError as e:  # the parser knows the text, not the file it came from
+                raise ValueError(f"{self.input}: {e}") from e
         fmt.save(aug, self.out, t.words)
         print(f"wrote {self.out}: {len(aug.insertions)} insertions, {aug.n_inserted_words} words, id {aug.id}")
         return 0
@@ -234,7 +247,7 @@ class RandomMatch(WritesAugmentation):
 
     def run(self) -> int:
         at_least({"--seed": self.seed}, 0)
-        between("--gap-s", self.gap_s, 0, math.inf, lo_open=True, hi_open=True)
+        check_gap(self.gap_s)
         if self.kind == "shuffled":
             other = [flag for flag, given in (("--pool-align", bool(self.pool_align)),
                                               ("--positions random", self.positions != "matched"),
@@ -307,9 +320,9 @@ def _tokenizer(folder: Path | None):
         return None
     if not folder.is_dir():  # else transformers reads it as a hub name and says "Repo id must be ..."
         raise FileNotFoundError(f"--tokenizer {folder}: folder not found (a tokenizer folder, e.g. a model's)")
-    from transformers import AutoTokenizer
+    from assocjax.models.loading import load_tokenizer
 
-    return AutoTokenizer.from_pretrained(str(folder))
+    return load_tokenizer(folder)
 
 
 @dataclasses.dataclass(kw_only=True)

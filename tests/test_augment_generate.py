@@ -600,6 +600,16 @@ def test_cli_import_inline_and_data_root(cli, stories, tmp_path, capsys):
     assert rc == 1
 
 
+@pytest.mark.parametrize("text", ["", "completely other words here"])
+def test_cli_import_error_names_the_input_file(cli, stories, tmp_path, capsys, text):
+    """An inline text that does not fit the story (empty, another story's) is refused naming the file."""
+    inline = tmp_path / "notes.txt"
+    inline.write_text(text)
+    rc, _, err = run_cli(cli, capsys, "import", inline, "--align", stories[1], "--out", tmp_path / "manual.json")
+    assert rc == 2 and f"error: {inline}: inline text: " in err, err
+    assert not (tmp_path / "manual.json").exists()
+
+
 def test_cli_refuses_an_existing_out_unless_overwrite(cli, stub, stories, tmp_path, capsys):
     words, story, pool = stories
     hand_made = tmp_path / "aug.json"

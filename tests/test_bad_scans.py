@@ -42,12 +42,18 @@ def _listeners(world):
     return [s["subject"] for s in world[3]["scans"] if not s.get("excluded")]
 
 
-@pytest.mark.parametrize("damage", ["missing", "empty"])
+@pytest.mark.parametrize("damage", ["missing", "empty", "no story row"])
 def test_events_missing_or_empty_leaves_that_subject_out(world, damage):
+    """(No story row: the story's trial_type renamed; event_meta.json's TRs are not used instead.)"""
     root = _copy(world, f"events-{damage}")
     victim = sorted(_listeners(world))[-1]
     events = next((root / victim / "func").glob("*_events.tsv"))
-    events.unlink() if damage == "missing" else events.write_text("")
+    if damage == "missing":
+        events.unlink()
+    else:
+        text = events.read_text()
+        assert "\tstory\t" in text
+        events.write_text("" if damage == "empty" else text.replace("\tstory\t", "\tspeech\t"))
     res = _run(world, root, f"events-{damage}")
     scored = {r["subject"] for r in res.rows if r["fit"] == "subject"}
     assert victim not in scored and scored
@@ -197,7 +203,12 @@ def _tr_zero(root):
     return f"{_set_tr(root, sorted(p.name for p in root.glob('sub-*'))[0], 0)}: RepetitionTime 0 must be"
 
 
-@pytest.mark.parametrize("damage", [_negative_onset, _latin1_alignment, _tr_zero])
+def _tr_in_milliseconds(root):
+    sidecar = _set_tr(root, sorted(p.name for p in root.glob('sub-*'))[0], 1500)
+    return f"{sidecar}: RepetitionTime 1500 s is implausible (above 20 s): milliseconds? BIDS gives seconds (1.5)"
+
+
+@pytest.mark.parametrize("damage", [_negative_onset, _latin1_alignment, _tr_zero, _tr_in_milliseconds])
 def test_a_broken_metadata_file_is_named(world, damage):
     root = _copy(world, damage.__name__)
     message = damage(root)

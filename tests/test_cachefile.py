@@ -29,3 +29,31 @@ def test_keys_match_after_the_round_trip_and_damage_is_named(tmp_path):
     with pytest.warns(UserWarning, match=f"cache file {a}: 4 bytes, 10 when written .*; recomputing"):
         assert not cachefile.usable(a, key, "cache file")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.bin", "a.bin.stamp.json", "b.bin"]  # no temporaries
+
+
+def test_a_write_the_file_size_limit_cuts_short_is_a_refused_write_leaving_no_file(tmp_path):
+    """A full disk as the hostile probe makes it (RLIMIT_FSIZE, in a process of its own): numpy's
+    np.save reports the short write without an errno; it is the one-line refused write naming the
+    cache folder, and neither the entry, its temporary file nor its stamp remains."""
+    import subprocess
+    import sys
+
+    folder = tmp_path / "bold"
+    folder.mkdir()
+    code = f"""
+import resource, signal
+import numpy as np
+from assocjax import cachefile
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails (EFBIG) instead of killing
+resource.setrlimit(resource.RLIMIT_FSIZE, (1000, 1000))
+try:
+    with cachefile.writing({str(folder / 'x.npy')!r}, dict(n=1)) as tmp, open(tmp, "wb") as f:
+        np.save(f, np.zeros(4000))
+except OSError as e:
+    print(type(e).__name__, e)
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                         cwd=Path(__file__).resolve().parents[1])
+    assert out.stdout.startswith("WriteRefusedError a write stopped short (") and out.stdout.rstrip().endswith(
+        f"a full disk or a file-size limit): {folder}; free space or point --cache-dir elsewhere"), out
+    assert list(folder.iterdir()) == []

@@ -61,7 +61,7 @@ def test_out_of_memory_is_one_line(capsys):
         run_cli(main, Args, ["--debug", "--path", "x", "--n", "2"])
 
 
-@pytest.mark.parametrize("code", ["ENOSPC", "EACCES", "EROFS"])
+@pytest.mark.parametrize("code", ["ENOSPC", "EFBIG", "EACCES", "EROFS"])
 def test_a_refused_cache_write_is_one_line(capsys, tmp_path, code):
     import errno
 
@@ -72,7 +72,7 @@ def test_a_refused_cache_write_is_one_line(capsys, tmp_path, code):
             raise OSError(getattr(errno, code), os.strerror(getattr(errno, code)), str(args.path / ".x.tmp"))
 
     assert run_cli(main, Args, ["--path", str(tmp_path / "bold")]) == EXIT_USER_ERROR
-    remedy = "free space" if code == "ENOSPC" else "make it writable"
+    remedy = {"ENOSPC": "free space", "EFBIG": "free space or raise the file-size limit"}.get(code, "make it writable")
     want = f"error: {os.strerror(getattr(errno, code)).lower()}: {tmp_path / 'bold'}; {remedy} or point --cache-dir elsewhere\n"
     assert capsys.readouterr().err == want
     with pytest.raises(OSError, match="Is a directory"):  # not a refusal of the environment: unchanged

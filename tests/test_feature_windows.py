@@ -137,3 +137,25 @@ def test_non_finite_features_are_refused_naming_the_model_and_the_layers(tmp_pat
         design.word_feats(model, tok, sel, opts, None)
     feats = design.word_feats(model, tok, types.SimpleNamespace(**{**vars(sel), "layers": (0, 1)}), opts, None)
     assert np.isfinite(feats[0][0][:2]).all()
+
+
+def test_huge_or_zero_features_are_refused_naming_the_model(tmp_path):
+    """MLP weights x1e12 in block 1 (the probe's "MLP weights x1e30" in small): finite features
+    far above anything a model computes, and the final norm turns them into zeros. Both are
+    refused before any ridge, naming the model folder."""
+    from safetensors.numpy import load_file, save_file
+
+    folder = tmp_path / "huge"
+    save_llama_tokenizer(folder, [" ".join(WORDS)], vocab_size=120)
+    from transformers import AutoTokenizer
+    save_tiny("llama", folder, vocab_size=len(AutoTokenizer.from_pretrained(str(folder))), max_position_embeddings=64)
+    tensors = load_file(folder / "model.safetensors")
+    big = {n: tensors[n] * np.float32(1e12) for n in ("model.layers.1.mlp.up_proj.weight",
+                                                       "model.layers.1.mlp.down_proj.weight")}
+    save_file({**tensors, **big}, folder / "model.safetensors", metadata={"format": "pt"})
+    model, tok = load_pretrained(folder)
+    opts = types.SimpleNamespace(batch_size=4, pooling="last")
+    sel = types.SimpleNamespace(stories=_stories(1), context=24, stride=8, layers=(0, 1, 2, 3), model_folder=folder)
+    with pytest.raises(ValueError, match=rf"^model {folder}: its word features of story 's0' hold values above 1e\+18 "
+                                         r"at hidden state\(s\) 2; only zeros at hidden state\(s\) 3 \("):
+        design.word_feats(model, tok, sel, opts, None)

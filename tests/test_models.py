@@ -10,7 +10,7 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from assocjax.models import forward_hidden, from_hf, load_pretrained
-from assocjax.models.loading import SafetensorsReader, check_weights, resolve
+from assocjax.models.loading import SafetensorsReader, check_weights, load_tokenizer, resolve
 from conftest import SHARED, save_random_llama, save_tiny
 
 
@@ -120,6 +120,17 @@ def test_real_gpt2_tokenizer(checkpoints, tmp_path):
     assert len(tok) == 50257
     text = "The pie-man, said the Times, 'struck again'."
     assert tok.decode(tok(text)["input_ids"]) == text
+
+
+def test_damaged_tokenizer_file_is_named(tmp_path):
+    """A vocab.json that is not JSON: the tokenizers library's bare Exception becomes an error naming the file."""
+    tok_dir = SHARED / "tokenizers" / "gpt2"
+    if not tok_dir.is_dir():
+        pytest.skip("../shared/tokenizers/gpt2 not present")
+    shutil.copytree(tok_dir, tmp_path / "tok")
+    (tmp_path / "tok" / "vocab.json").write_text("{")
+    with pytest.raises(ValueError, match=rf"{tmp_path / 'tok' / 'vocab.json'}: not valid JSON"):
+        load_tokenizer(tmp_path / "tok")
 
 
 def _break(folder, tmp_path, edit):

@@ -44,6 +44,26 @@ def test_rerun_replaces_its_own_files_and_keeps_a_users(tmp_path):
     assert not list(out.glob(STAGING_PREFIX + "*"))
 
 
+def test_a_users_file_at_an_outputs_place_is_kept_as_a_backup(tmp_path):
+    """A file the manifest does not list where a new output goes (a user's hand-made train.jsonl)
+    is renamed to a free .orig name, never over an earlier backup, with a warning naming both."""
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "train.jsonl").write_text("the user's")
+    (out / "train.jsonl.orig").write_text("an older backup")
+    with pytest.warns(UserWarning, match=f"{out / 'train.jsonl'} was not written by this tool .*: kept as "
+                                         f"{out / 'train.jsonl.orig-2'}"):
+        write_run(out, {"train.jsonl": "new"})
+    assert snapshot(out) | {MANIFEST_FILE: b""} == {"train.jsonl": b"new", "train.jsonl.orig": b"an older backup",
+                                                    "train.jsonl.orig-2": b"the user's", MANIFEST_FILE: b"",
+                                                    LOCK_FILE: (out / LOCK_FILE).read_bytes()}
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the tool's own file (in the manifest) is replaced without a word
+        write_run(out, {"train.jsonl": "newer"})
+    assert (out / "train.jsonl").read_text() == "newer" and (out / "train.jsonl.orig-2").read_text() == "the user's"
+
+
 def test_a_manifest_never_reaches_outside_the_folder(tmp_path):
     out, outside = tmp_path / "out", tmp_path / "precious.txt"
     outside.write_text("keep")
@@ -92,7 +112,8 @@ def test_a_killed_run_neither_blocks_the_next_nor_leaves_its_staging_folder(tmp_
     assert sorted(p.name for p in out.iterdir()) == sorted([LOCK_FILE, MANIFEST_FILE, "a.txt"])  # ...is gone
 
 
-def test_disk_full_while_writing_keeps_the_old_outputs_byte_identical(tmp_path, monkeypatch):
+@pytest.mark.parametrize("code", [errno.ENOSPC, errno.EFBIG])  # EFBIG: a file-size limit, as the probe's full disk
+def test_disk_full_while_writing_keeps_the_old_outputs_byte_identical(tmp_path, monkeypatch, code):
     out = tmp_path / "out"
     write_run(out, {"scores.csv": "old", "run.json": "{}", "maps/m.gii": "old map"})
     before = snapshot(out)
@@ -101,7 +122,7 @@ def test_disk_full_while_writing_keeps_the_old_outputs_byte_identical(tmp_path, 
     def fsync_then_full(fd):  # the second file of the rerun hits a full disk
         calls.append(fd)
         if len(calls) == 2:
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            raise OSError(code, os.strerror(code))
         return real_fsync(fd)
 
     monkeypatch.setattr(os, "fsync", fsync_then_full)

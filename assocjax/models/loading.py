@@ -303,15 +303,29 @@ def load_pretrained(path: str | Path, dtype=jnp.float32, tokenizer: bool = True,
     cfg = read_config(folder)
     reader = SafetensorsReader(weight_files(folder))
     model = build_model(cfg, load_params(cfg, reader, dtype, str(folder)), dtype)
-    tok = None
-    if tokenizer:
-        from transformers import AutoTokenizer
+    return model, (load_tokenizer(folder) if tokenizer else None)
 
-        try:
-            tok = AutoTokenizer.from_pretrained(str(folder))
-        except (OSError, ValueError) as e:
-            raise FileNotFoundError(f"{folder}: no usable tokenizer files ({e})") from None
-    return model, tok
+
+# the tokenizer files that are JSON (whichever of them the folder has)
+TOKENIZER_JSON = ("tokenizer.json", "vocab.json", "tokenizer_config.json", "special_tokens_map.json",
+                  "added_tokens.json")
+
+
+def load_tokenizer(folder: Path):
+    """transformers AutoTokenizer of a local folder; a damaged file is a ValueError naming it.
+    The folder's JSON files are parsed first because the `tokenizers` library reports a
+    malformed one as a bare Exception ("Error while initializing BPE") without its name."""
+    for name in TOKENIZER_JSON:
+        if (folder / name).is_file():
+            _read_json(folder / name)
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(str(folder))
+    except (OSError, ValueError) as e:
+        raise FileNotFoundError(f"{folder}: no usable tokenizer files ({e})") from None
+    except Exception as e:  # noqa: BLE001  (the Rust tokenizers library raises plain Exception)
+        raise ValueError(f"{folder}: its tokenizer files could not be read ({type(e).__name__}: {e})") from None
 
 
 def _download(repo_id: str) -> Path:

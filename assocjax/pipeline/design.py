@@ -85,18 +85,33 @@ def word_feats(model, tok, sel: Selection, opts, cache_dir, progress: bool = Fal
     return out
 
 
+# a feature above this makes the ridge's X'X overflow float32 (its square is near float32's 3.4e38)
+HUGE_FEATURE = 1e18
+
+
 def check_finite(feats, story: str, sel: Selection) -> None:
-    """Refuse word features holding NaN or Inf at a scored hidden state, before any ridge:
-    they would make every score of that layer NaN. Finite weights can still give them (an
-    activation overflowing the compute dtype, e.g. bfloat16 or float16), and so can a cache
-    made by a damaged model. Reads only the scored layers, as `layer_design` does."""
+    """Refuse word features holding NaN or Inf, only zeros, or values above HUGE_FEATURE at a
+    scored hidden state, before any ridge: every score of that layer would be NaN (or the
+    layer's design all zero). Finite weights can still give them (an activation overflowing
+    the compute dtype, e.g. bfloat16 or float16; a final norm of overflowing values gives
+    zeros), and so can a cache made by a damaged model. Reads only the scored layers, as
+    `layer_design` does."""
     heard, extra = feats
     blocks = [heard] + ([extra[0]] if extra is not None else [])
-    bad = [layer for layer in sel.layers if not all(np.isfinite(b[layer]).all() for b in blocks)]
-    if bad:
-        raise ValueError(f"model {sel.model_folder}: its word features of story {story!r} hold NaN or Inf at hidden "
-                         f"state(s) {', '.join(map(str, bad))} (an activation overflowing the compute dtype "
-                         "(--model.dtype), or damaged weights); every score of those layers would be NaN")
+    kinds: dict[str, list[int]] = {}
+    for layer in sel.layers:
+        values = [b[layer] for b in blocks]
+        if not all(np.isfinite(v).all() for v in values):
+            kinds.setdefault("NaN or Inf", []).append(layer)
+        elif not any(v.any() for v in values):
+            kinds.setdefault("only zeros", []).append(layer)
+        elif max(float(np.abs(v).max(initial=0)) for v in values) > HUGE_FEATURE:
+            kinds.setdefault(f"values above {HUGE_FEATURE:g}", []).append(layer)
+    if kinds:
+        what = "; ".join(f"{kind} at hidden state(s) {', '.join(map(str, layers))}" for kind, layers in kinds.items())
+        raise ValueError(f"model {sel.model_folder}: its word features of story {story!r} hold {what} (an activation "
+                         "overflowing the compute dtype (--model.dtype), or damaged weights); every score of those "
+                         "layers would be NaN")
 
 
 def layer_design(feats, sel: Selection, layer: int, opts, trim_start: int = 0) -> np.ndarray:

@@ -326,8 +326,12 @@ def _check_delays(stories, cfg: ScoreConfig) -> None:
 
 
 def _no_onset(scan: Scan, st: Story) -> str | None:
-    """Why this scan cannot place the story's words (its events file missing, empty or
-    without the story's audio), or None."""
+    """Why this scan cannot place the story's words (its events file missing, empty, without
+    the story's audio or without a "story" row), or None."""
+    if st.source == "event_meta" and scan.events is not None and st.audio_onset is not None:
+        # an events file that times other trials but not the story is damaged or mislabelled:
+        # event_meta.json's TR counts are stale for some scans (layout docstring), so do not guess
+        return f"{scan.stem}: {scan.events} has no 'story' row (trial_type) to time story {st.name!r}"
     if st.audio_onset is not None:
         return None
     where = (f"{scan.events} is empty or has no row for the story's audio" if scan.events is not None

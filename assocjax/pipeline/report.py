@@ -9,7 +9,7 @@ import nibabel as nib
 import numpy as np
 
 from ..io import atomic_write_bytes, write_csv, write_json
-from ..outputs import DISK_FULL
+from ..outputs import disk_full
 from . import grid_edges
 from .bold import Bold
 from .tables import WHOLE
@@ -71,7 +71,7 @@ def write_figures(out: Path, rows: list[dict], summary: dict, best_map_V: np.nda
     try:
         return _figures(plots, out, rows, summary, best_map_V, bold, title), None
     except Exception as e:  # the tables and maps are written already; a plotting bug must not lose the run
-        if isinstance(e, OSError) and e.errno in DISK_FULL:
+        if disk_full(e):
             raise  # not a plotting bug: the run's outputs cannot be written (outputs.OutputFolder says so)
         return [], f"figures failed: {type(e).__name__}: {e}"
 

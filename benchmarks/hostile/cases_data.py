@@ -242,10 +242,11 @@ def data_cases() -> list[Case]:
         Case("data:--compare.fdr 2", "score.py", lambda c: [*score_argv(c.work), "--compare.fdr", "2"], ("error",),
              "fdr"),
         # issue 20's grid-edge diagnostic: a grid whose smallest (largest) alpha is chosen nearly everywhere
-        Case("data:--ridge.alphas 1e-4 1e-3 (low edge everywhere)", "score.py",
-             lambda c: [*score_argv(c.work), "--ridge.alphas", "1e-4", "1e-3"], ("note",), "grid"),
-        Case("data:--ridge.alphas 1e8 1e9 (high edge everywhere)", "score.py",
-             lambda c: [*score_argv(c.work), "--ridge.alphas", "1e8", "1e9"], ("note",), "grid"),
+        # 3-alpha grids: with 2 alphas every choice is an edge, which the grid-edge diagnostic does not judge
+        Case("data:--ridge.alphas 1e-4 1e-3 1e-2 (low edge everywhere)", "score.py",
+             lambda c: [*score_argv(c.work), "--ridge.alphas", "1e-4", "1e-3", "1e-2"], ("note",), "grid"),
+        Case("data:--ridge.alphas 1e7 1e8 1e9 (high edge everywhere)", "score.py",
+             lambda c: [*score_argv(c.work), "--ridge.alphas", "1e7", "1e8", "1e9"], ("note",), "grid"),
         Case("data:--data.hemi L", "score.py", lambda c: [*score_argv(c.work), "--data.hemi", "L"], ("ok",)),
         Case("data:--data.pool-stories with one story", "score.py",
              lambda c: [*score_argv(c.work), "--data.pool-stories"], ("ok", "note", "error"), "pool"),

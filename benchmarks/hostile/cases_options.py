@@ -46,7 +46,8 @@ SCORE_ROWS = [
     ("--data.trim-start", "int", ZERO_OK),
     ("--data.max-words-outside", "float", {"0": EITHER}),
     ("--compare.n-perm", "int", HUGE_EITHER),
-    ("--compare.min-base", "float", {"0": OK}),
+    # 0 is refused on purpose: the ratio divides by scores near 0 (+-inf; README Troubleshooting)
+    ("--compare.min-base", "float", {}),
     ("--compare.fdr", "float", {}),
     ("--ridge.alphas", "float", {"huge": ("error", "note")}),
     ("--ridge.outer-folds", "int", {}),
@@ -55,7 +56,7 @@ SCORE_ROWS = [
     ("--ridge.buffer-trs", "int", ZERO_OK),
     ("--ridge.target-chunk", "int", HUGE_EITHER),
     ("--ceiling.n-splits", "int", {}),
-    ("--ceiling.min-ceiling", "float", ZERO_OK),
+    ("--ceiling.min-ceiling", "float", {}),                  # 0 refused on purpose, as --compare.min-base
     ("--ceiling.vertex-chunk", "int", HUGE_EITHER),
     ("--report.n-boot", "int", {}),
     ("--report.ci", "float", {}),

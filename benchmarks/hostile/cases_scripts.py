@@ -158,8 +158,11 @@ def script_cases() -> list[Case]:
              lambda c: _association(c, "--passage-words", "-5", "10"), ("error",), "passage-words"),
         Case("association:--out is a file", "make_association.py", lambda c: [*_association(c)[:-2], "--out", "t.txt"],
              ("error",), "t.txt", setup=lambda c: (c.dir / "t.txt").write_text("x")),
-        Case("association:--out holds a user file", "make_association.py", _association, EITHER, "assoc",
-             setup=lambda c: put_user_file(c, "assoc/train.jsonl"), check=files_kept("assoc/train.jsonl"), loss=True),
+        # correct: refused, or the user's file kept as train.jsonl.orig with a warning naming it
+        Case("association:--out holds a user file", "make_association.py", _association, ("error", "note"),
+             "train.jsonl",
+             setup=lambda c: put_user_file(c, "assoc/train.jsonl"), check=files_kept("assoc/train.jsonl", backup=True),
+             loss=True),
     ]
     sweep = [
         Case("sweep:no --stories", "sweep.py", _sweep, ("error",), "--stories"),

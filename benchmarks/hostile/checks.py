@@ -54,13 +54,15 @@ def unchanged(ctx, res):
     return same_scores(ctx)
 
 
-def files_kept(*names: str):
-    """Files the user put there before the run still exist with their content (loss checks)."""
+def files_kept(*names: str, backup: bool = False):
+    """Files the user put there before the run still exist with their content (loss checks).
+    backup: at a new output's place the user's file may instead be kept as `<name>.orig`
+    (`assocjax.outputs.OutputFolder`: replaced with a warning, never lost)."""
     def check(ctx, res):
         for name in names:
-            path = ctx.dir / name
-            if not path.is_file() or path.read_bytes() != _user_bytes(name):
-                return f"{name} was deleted or overwritten"
+            places = [ctx.dir / name] + ([ctx.dir / f"{name}.orig"] if backup else [])
+            if not any(p.is_file() and p.read_bytes() == _user_bytes(name) for p in places):
+                return f"{name} was deleted or overwritten" + (" (no .orig backup either)" if backup else "")
         return None
     return check
 
