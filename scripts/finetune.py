@@ -24,6 +24,7 @@ from pathlib import Path
 
 from assocjax.cli import run_cli
 from assocjax.models.loading import check_weights, resolve
+from assocjax.options import at_least
 from assocjax.outputs import OutputFolder
 from assocjax.tune import crossfit, dataset
 from assocjax.tune.train import TrainConfig, train, write_outputs
@@ -44,6 +45,7 @@ class Args:
 
 def main(args: Args) -> None:
     args.tune.check()  # every --tune option, before any file is read (or the folder is locked)
+    at_least({"--fold-seed": args.fold_seed}, 0)  # before the folder is locked; numpy refuses it only once --cross-fit draws the folds
     # one run at a time in --out (a second one would train into the same checkpoints); a rerun
     # resumes there, so the folder is locked but not staged
     with OutputFolder(args.out, "--out"):

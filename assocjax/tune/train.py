@@ -58,6 +58,9 @@ from .lora import LoraConfig, init_adapters, lora_inputs, merge
 from .prompts import DEFAULT_SYSTEM, FORMATS, Batch, Encoded, batches, encode_all, make_batch, rows_stream
 
 METHODS = ("lora", "frozen", "full")
+MAX_LR = 10.0
+MAX_STEPS = 10_000_000
+MAX_LORA_SCALING = 1000
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
                    "vocab.json", "merges.txt", "tokenizer.model", "chat_template.jinja", "generation_config.json")
@@ -110,18 +113,29 @@ class TrainConfig:
             raise ValueError(f"fmt {self.fmt!r} is not one of {', '.join(FORMATS)}")
         if self.padding not in ("bucket", "max_len"):
             raise ValueError(f"padding {self.padding!r} is not one of bucket, max_len")
-        for name in ("total_steps", "batch_size", "accum", "max_len", "eval_batch_size", "keep"):
+        for name in ("batch_size", "accum", "max_len", "eval_batch_size", "keep"):
             _check_number(name, getattr(self, name), "an integer >= 1", lambda v: v >= 1)
+        # a bound well past any real run (the cosine schedule needs an end): 1e9 is a typo that would run for ever
+        _check_number("total_steps", self.total_steps, f"an integer in 1..{MAX_STEPS:_}", lambda v: 1 <= v <= MAX_STEPS)
         for name in ("warmup_steps", "eval_every", "save_every", "seed"):
             _check_number(name, getattr(self, name), "an integer >= 0", lambda v: v >= 0)
-        _check_number("lr", self.lr, "a finite number > 0", lambda v: v > 0)
+        # Adam's steps are about lr in size: past MAX_LR the first step destroys the weights
+        _check_number("lr", self.lr, f"a finite number in (0, {MAX_LR}]", lambda v: 0 < v <= MAX_LR)
         _check_number("end_lr_fraction", self.end_lr_fraction, "a share of lr: 0..1", lambda v: 0 <= v <= 1)
-        for name in ("weight_decay", "clip_norm"):
-            _check_number(name, getattr(self, name), "a finite number >= 0 (0: off)", lambda v: v >= 0)
+        _check_number("clip_norm", self.clip_norm, "a finite number >= 0 (0: off)", lambda v: v >= 0)
+        # each step multiplies the weights by 1 - lr * weight_decay: at lr * weight_decay >= 1 they
+        # vanish or flip sign and grow (lr is checked first, so the product is of finite numbers)
+        _check_number("weight_decay", self.weight_decay, f"a finite number >= 0 (0: off) and below 1 / lr = "
+                      f"{1 / self.lr:.3g}", lambda v: 0 <= v and v * self.lr < 1)
         for name in ("adam_b1", "adam_b2"):
             _check_number(name, getattr(self, name), "in [0, 1)", lambda v: 0 <= v < 1)
-        _check_number("adam_eps", self.adam_eps, "a finite number > 0", lambda v: v > 0)
-        _check_number("lora.alpha", self.lora.alpha, "a finite number > 0", lambda v: v > 0)
+        # eps is added to the gradients' RMS (~1e-3 and below): eps >= 1 shrinks every step to
+        # nearly nothing, a run that silently does not train
+        _check_number("adam_eps", self.adam_eps, "a finite number in (0, 1)", lambda v: 0 < v < 1)
+        # the adapter's output is scaled by alpha / rank (PEFT's usual 1-4): past MAX_LORA_SCALING
+        # it swamps the block's own output and the gradients overflow
+        _check_number("lora.alpha", self.lora.alpha, f"a finite number in (0, {MAX_LORA_SCALING} * "
+                      f"--tune.lora.rank {self.lora.rank}]", lambda v: 0 < v <= MAX_LORA_SCALING * self.lora.rank)
 
     def for_model(self, model: ModelConfig) -> "TrainConfig":
         """This config checked against the model, with the LoRA defaults of its architecture
@@ -129,7 +143,18 @@ class TrainConfig:
         self.check()
         if self.max_len > model.max_positions:
             raise ValueError(f"max_len={self.max_len} exceeds the model's {model.max_positions} positions")
+        if self.method == "lora" and self.lora.rank > model.hidden:  # a rank past the width adds nothing but memory
+            raise ValueError(f"lora.rank={self.lora.rank} (--tune.lora.rank) exceeds the model's hidden size "
+                             f"{model.hidden}")
         return dataclasses.replace(self, lora=self.lora.for_model(model))
+
+
+def _check_batches(cfg: TrainConfig, n: int) -> None:
+    """A micro-batch, and the micro-batches of a step, each past the training records would only
+    repeat them (one step, many epochs) in memory that grows with the option: a typo, refused."""
+    if n:  # no records: _load_base names the empty set
+        for name in ("batch_size", "accum"):
+            _check_number(name, getattr(cfg, name), f"at most the {n} training records", lambda v: v <= n)
 
 
 def _check_number(name: str, value, valid: str, ok) -> None:
@@ -342,6 +367,7 @@ def train(cfg: TrainConfig, model_folder, train_records: Sequence[dict], val_rec
     `stop_after` ends the run after that step (as if killed there; the schedule still
     runs to `cfg.total_steps`)."""
     cfg.check()  # the options alone, before the model is loaded
+    _check_batches(cfg, len(train_records))
     model_cfg, params, tok = _load_base(model_folder, train_records)
     cfg = cfg.for_model(model_cfg)
     pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
@@ -469,7 +495,9 @@ def _run_steps(cfg: TrainConfig, spec: StepSpec, state: _State, base, enc: Encod
             state.step = step + 1
             row = dict(step=state.step, loss=float(loss), val_loss=None, lr=lr, tokens=int(tokens))
             if val_enc is not None and _due(cfg.eval_every, state.step, cfg.total_steps):
-                row["val_loss"] = evaluate(spec, state.trainable, base_c, val_enc, cfg.eval_batch_size, pad_id,
+                # a batch past the records would only be padding: the same loss from a smaller array
+                row["val_loss"] = evaluate(spec, state.trainable, base_c, val_enc,
+                                           min(cfg.eval_batch_size, len(val_enc.ids)), pad_id,
                                            cfg.max_len, cfg.pack, fixed)
             state.history.append(row)
             bar.update(1)

@@ -66,9 +66,13 @@ def names(what: str, text: str) -> bool:
     return norm(what) in norm(text)
 
 
-def classify(case, res: dict, check_failure: str | None) -> tuple[str, str]:
-    """(outcome class, detail) of a finished case (a hang never gets here)."""
+def classify(case, res: dict, check_failure: str | None, folder: Path | None = None) -> tuple[str, str]:
+    """(outcome class, detail) of a finished case (a hang never gets here). The case's folder is
+    named after the case, so its path in a message would "name" the option: it is cut out first."""
     err, code = res["stderr"], res["exit"]
+    if folder is not None:
+        err = err.replace(str(folder), "CASE")
+        res = res | dict(stderr=err, stdout=res.get("stdout", "").replace(str(folder), "CASE"))
     expect = case.expects
     if check_failure is not None and case.loss:
         return "data loss", check_failure
@@ -156,7 +160,7 @@ def run_case(case: Case, work: Path, scratch: Path) -> dict:
     except Exception:  # noqa: BLE001 - a broken case is reported, never hidden
         return dict(outcome="probe error", detail=traceback.format_exc(limit=3)[-300:], exit="", argv=argv,
                     stderr="", seconds=0.0)
-    outcome, detail = classify(case, res, failure)
+    outcome, detail = classify(case, res, failure, folder)
     lines = [s for s in res["stderr"].splitlines() if s.strip()]
     # the error line; of a traceback its last line (the exception); else the first thing said
     said = first_line(res["stderr"], "error:") or (lines[-1] if outcome == "traceback" and lines else
