@@ -1,7 +1,8 @@
 """The numbers of the default run, a pooled whole-dataset run and experiment 1 are those the
 library gave before the result-type redesign (issue 21): tests/data/pinned/ holds their tables
-as `python tests/pinned_runs.py tests/data/pinned` wrote them on main 0a70b90. Same columns,
-same rows in the same order, same text in every column; numbers bitwise equal (a change of the
+as `python tests/pinned_runs.py tests/data/pinned` wrote them on main 0a70b90. Same columns in
+the same order, the same rows (matched by their key columns: a table may list them in another
+order), same text in every column; numbers bitwise equal (a change of the
 arithmetic must be argued in TOLERANCE with its largest difference, never widened to pass)."""
 import csv
 from pathlib import Path
@@ -15,12 +16,17 @@ pytestmark = pytest.mark.slow  # three pipeline runs (about 25 s)
 
 HERE = Path(__file__).resolve().parent / "data" / "pinned"
 TOLERANCE: dict[str, float] = {}   # column -> largest allowed |difference|, with the reason beside it
+KEYS = ("comparison", "kind", "story", "layer", "fit", "subject", "region", "hemi")
 
 
 def _read(path: Path):
+    """(header, rows sorted by the key columns)."""
     with path.open(newline="") as f:
         rows = list(csv.reader(f))
-    return rows[0], rows[1:]
+    keys = [rows[0].index(k) for k in KEYS if k in rows[0]]
+    body = sorted(rows[1:], key=lambda r: [r[i] for i in keys])
+    assert len({tuple(r[i] for i in keys) for r in body}) == len(body), f"{path}: two rows share a key"
+    return rows[0], body
 
 
 def _number(text: str):
