@@ -259,11 +259,11 @@ def test_groups_overlap_alike_on_every_atlas():
                                          "Inferior Frontal Gyrus, pars opercularis"}}
 
 
-def test_readme_region_table_is_generated_from_the_groups():
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+def test_docs_region_table_is_generated_from_the_groups():
+    page = (Path(__file__).resolve().parents[1] / "docs" / "data.md").read_text()
     start, end = "<!-- region-table: start -->\n", "<!-- region-table: end -->"
-    assert start in readme and end in readme
-    assert readme.split(start, 1)[1].split(end, 1)[0] == rois.region_table()
+    assert start in page and end in page
+    assert page.split(start, 1)[1].split(end, 1)[0] == rois.region_table()
     table = rois.region_table()
     assert "`7Am`" in table and "`Hippocampus`, `Amygdala`" in table
 
