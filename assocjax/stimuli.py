@@ -33,7 +33,6 @@ from .alignment import interpolate_missing_times
 
 UNSORTED_POLICIES = ("error", "sort", "warn")
 TRANSCRIPT_NAME = "transcript.txt"
-_CONTEXT = 4  # tokens/words of context shown around a text/words mismatch
 FROM_TRANSCRIPT, FROM_WORDS = "transcript.txt", "alignment words"  # `Reading.source` values
 
 
@@ -186,6 +185,9 @@ def find_transcript(align_path: str | os.PathLike) -> Path | None:
     """The `transcript.txt` beside an alignment file, or None."""
     path = Path(align_path).parent / TRANSCRIPT_NAME
     return path if path.is_file() else None
+
+
+_CONTEXT = 4  # tokens/words of context shown around a text/words mismatch
 
 
 def normalize(token: str) -> str:
