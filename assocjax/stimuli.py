@@ -9,7 +9,7 @@ code (`Transcript.times`). Host-side NumPy: this runs once per story.
 What the language model reads (`Transcript.reading()`): the `transcript.txt` beside the
 alignment when there is one (the real dataset keeps one per story: punctuation and case,
 which the Gentle words lack), its whitespace tokens mapped onto the alignment words with
-`augment.manual.map_tokens` (so "well-known" may cover two Gentle words and ’ equals ');
+`map_tokens` (so "well-known" may cover two Gentle words and ’ equals ');
 else the alignment words joined by single spaces.
 """
 from __future__ import annotations
@@ -187,15 +187,79 @@ def find_transcript(align_path: str | os.PathLike) -> Path | None:
     return path if path.is_file() else None
 
 
+_CONTEXT = 4  # tokens/words of context shown around a text/words mismatch
+
+
+def normalize(token: str) -> str:
+    """Lower case with everything but letters and digits removed: "Hospital," -> "hospital",
+    "I’m" -> "im". The one comparison used to map text onto alignment words."""
+    return "".join(c for c in token.casefold() if c.isalnum())
+
+
+def _context(items: Sequence[str], k: int) -> str:
+    lo, hi = max(0, k - _CONTEXT), min(len(items), k + _CONTEXT + 1)
+    shown = [f">>{x}<<" if i == k else x for i, x in enumerate(items[lo:hi], start=lo)]
+    return ("... " if lo else "") + " ".join(shown) + (" ..." if hi < len(items) else "")
+
+
+def map_tokens(tokens: Sequence[str], words: Sequence[str], what: str = "text",
+               offsets: Sequence[int] | None = None) -> tuple[list[int], list[bool]]:
+    """Map text tokens onto alignment words in order.
+
+    Returns (last_word, at_boundary): for token t the index of the word in which it ends and
+    whether it ends exactly at that word's end. Tokens with no letters or digits (a lone
+    "--") end where the previous token ended (-1 before the first word). Raises ValueError
+    with the token position (character offset when `offsets` is given), both words and
+    context when the letters disagree or one side runs out.
+    """
+    norm_t = [normalize(t) for t in tokens]
+    norm_w = [normalize(w) for w in words]
+    last, boundary = [], []
+    w, rest_w = 0, ""  # rest_w: the part of word w not yet matched
+    cur_last, cur_boundary = -1, True
+
+    def where(t: int) -> str:
+        at = f"token {t}" + (f" (character {offsets[t]})" if offsets is not None else "")
+        return f"{what}: {at} {tokens[t]!r}"
+
+    def next_word():
+        nonlocal w, rest_w
+        while w < len(words) and not norm_w[w]:
+            w += 1  # alignment words without letters match nothing
+        rest_w = norm_w[w] if w < len(words) else ""
+
+    next_word()
+    for t, rest_t in enumerate(norm_t):
+        while rest_t:
+            if w >= len(words):
+                raise ValueError(f"{where(t)} is past the last alignment word ({len(words)} words); "
+                                 f"text: {_context(tokens, t)}")
+            n = min(len(rest_t), len(rest_w))
+            if rest_t[:n] != rest_w[:n]:
+                raise ValueError(
+                    f"{where(t)} does not match alignment word {w} {words[w]!r} "
+                    f"(normalized {rest_t!r} vs {rest_w!r}); text: {_context(tokens, t)}; "
+                    f"words: {_context(list(words), w)}")
+            rest_t, rest_w = rest_t[n:], rest_w[n:]
+            cur_last, cur_boundary = w, not rest_w
+            if not rest_w:
+                w += 1
+                next_word()
+        last.append(cur_last)
+        boundary.append(cur_boundary)
+    if w < len(words):
+        raise ValueError(f"{what}: ends before alignment word {w} {words[w]!r} of {len(words)}; "
+                         f"words: {_context(list(words), w)}")
+    return last, boundary
+
+
 def transcript_spans(text: str, words: Sequence[str], where: str = "transcript text") -> tuple[str, np.ndarray]:
     """(text with whitespace runs collapsed, (W, 2) character span of each word's letters in it).
 
-    The text's whitespace tokens are checked against the words with `manual.map_tokens`
+    The text's whitespace tokens are checked against the words with `map_tokens`
     (ValueError naming the first token that disagrees, its character offset in `text`, and
     both contexts); then each word's span runs from its first to its last letter or digit.
     """
-    from .augment.manual import map_tokens, normalize  # the one normalisation of text vs words
-
     matches = list(re.finditer(r"\S+", text))
     map_tokens([m.group() for m in matches], words, where, [m.start() for m in matches])
     norm = [normalize(w) for w in words]

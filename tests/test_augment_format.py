@@ -9,7 +9,7 @@ from conftest import SHARED
 
 from assocjax import stimuli
 from assocjax.augment import format as fmt
-from assocjax.augment.manual import import_json, normalize, parse_inline
+from assocjax.augment.manual import import_json, parse_inline
 from assocjax.augment.random_control import random_match, shuffled_control, token_count
 from assocjax.augment.sentences import find_transcript, sentence_ends, story_sentence_ends
 from assocjax.augment.stories import dataset_alignment
@@ -196,8 +196,8 @@ GENTLE = ["I", "went", "to", "the", "hospital", "and", "the", "nurse", "said", "
 
 
 def test_normalize():
-    assert normalize("Hospital,") == "hospital" and normalize("I’m") == normalize("i'm") == "im"
-    assert normalize("--") == ""
+    assert stimuli.normalize("Hospital,") == "hospital" and stimuli.normalize("I’m") == stimuli.normalize("i'm") == "im"
+    assert stimuli.normalize("--") == ""
 
 
 def test_parse_inline_maps_punctuated_text_onto_alignment():

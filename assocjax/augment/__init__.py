@@ -4,7 +4,7 @@ other-story text, or the same texts shuffled across anchors),
 (for synthetic data) the true augmentation, and the story lookup and summary of the CLI."""
 from .format import (FORMAT, LEVELS, SOURCES, VERSION, Augmentation, Insertion, augmented_reading, augmented_words,
                      from_json, load, save, story_hash, to_json, validate)
-from .manual import import_json, map_tokens, normalize, parse_inline
+from .manual import import_json, parse_inline
 from .random_control import KINDS, POSITIONS, pool_from_alignments, random_match, shuffled_control, token_count
 from .sentences import DEFAULT_GAP_S, boundary_source, find_transcript, sentence_ends, story_sentence_ends
 from .chat import ChatClient, ChatError
@@ -15,8 +15,7 @@ from .stories import dataset_alignment, load_story
 from .summary import summary_text
 
 __all__ = ["FORMAT", "LEVELS", "SOURCES", "VERSION", "Augmentation", "Insertion", "augmented_reading", "augmented_words",
-           "from_json", "load", "save", "story_hash", "to_json", "validate", "import_json", "map_tokens",
-           "normalize", "parse_inline", "KINDS", "POSITIONS", "pool_from_alignments", "random_match", "shuffled_control",
+           "from_json", "load", "save", "story_hash", "to_json", "validate", "import_json", "parse_inline", "KINDS", "POSITIONS", "pool_from_alignments", "random_match", "shuffled_control",
            "token_count",
            "DEFAULT_GAP_S", "boundary_source", "find_transcript", "sentence_ends", "story_sentence_ends", "ChatClient",
            "ChatError", "ReplyStore", "replies_path", "ChatGenerator", "GenerationError", "LMGenerator",

@@ -329,7 +329,7 @@ class LMGenerator:
     def format(self, prompt: str) -> str:
         if self.chat_format == "plain":
             return prompt
-        from ..tune.prompts import llama2_chat  # imported here as generate is: assocjax.tune loads optax/orbax
+        from ..models.chat import llama2_chat  # imported here as generate is: assocjax.models loads flax
 
         return llama2_chat(prompt, self.system_prompt)
 

@@ -12,8 +12,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ..stimuli import Transcript, find_transcript, read_transcript
-from .manual import map_tokens, normalize
+from ..stimuli import Transcript, find_transcript, map_tokens, normalize, read_transcript
 
 DEFAULT_GAP_S = 0.8
 # A sentence-final token: . ! ? (also "?!" or "..."), then optional closing quotes/brackets.
@@ -41,7 +40,7 @@ def sentence_ends(words: Sequence[str], onsets_s, offsets_s, transcript_text: st
     """Sorted int64 indices of the words that end a sentence; the last word is always one.
 
     With `transcript_text`, its whitespace tokens are mapped onto `words` in order (the
-    normalization of `manual.normalize`; a mismatch raises ValueError naming both words) and
+    normalization of `stimuli.normalize`; a mismatch raises ValueError naming both words) and
     a sentence ends at the word where a token ending with . ! ? (optionally followed by
     closing quotes or brackets) ends; "Mr."-style titles do not end sentences.
 

@@ -8,7 +8,7 @@ tokenizer's bos/eos ids, which are added as ids, never parsed from text):
       <s>### Instruction:\\n{instruction}\\n\\n### Input:\\n{input}\\n\\n### Response:\\n{output}</s>
 
   (the "### Input" section is left out when the input is empty).
-- "llama2" (Meta's LLaMA-2 chat format, `llama/generation.py`: B_INST, B_SYS, E_SYS)::
+- "llama2" (Meta's LLaMA-2 chat format, `models.chat`)::
 
       <s>[INST] <<SYS>>\\n{system}\\n<</SYS>>\\n\\n{instruction}\\n\\n{input} [/INST] {output} </s>
 
@@ -40,22 +40,11 @@ from typing import Iterator, NamedTuple, Sequence
 
 import numpy as np
 
+from ..models.chat import B_INST, E_INST, llama2_system
+
 FORMATS = ("plain", "llama2")
 OUTPUT_SEP = {"plain": "", "llama2": " "}  # between the prompt and the output in the full text
 DEFAULT_SYSTEM = "You are a helpful assistant."
-B_INST, E_INST = "[INST]", "[/INST]"
-B_SYS, E_SYS = "<<SYS>>\n", "\n<</SYS>>\n\n"
-
-
-def llama2_system(system: str | None) -> str:
-    """LLaMA-2-chat's system block "<<SYS>>\n{system}\n<</SYS>>\n\n", or "" without one."""
-    return f"{B_SYS}{system}{E_SYS}" if system else ""
-
-
-def llama2_chat(user: str, system: str | None = None) -> str:
-    """One LLaMA-2-chat user turn, "[INST] {system block}{user} [/INST]" (bos is added as
-    an id by the tokenizer, never as text)."""
-    return f"{B_INST} {llama2_system(system)}{user} {E_INST}"
 
 
 def prompt_parts(record: dict, fmt: str, system: str = DEFAULT_SYSTEM) -> tuple[str, str, str]:
