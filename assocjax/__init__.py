@@ -2,7 +2,7 @@
 
 The package reads like the pipeline: stimuli (+ augment) -> models (+ tune) -> features ->
 alignment -> data (fMRI) -> ridge -> ceiling / rois -> gains, with stats, fingerprint, io and
-plots beside them and pipeline running them end to end (README: Library). Imports point one
+plots beside them and pipeline running them end to end (docs/library.md). Imports point one
 way, down the layers declared (and checked) in tests/test_layers.py: no circle, nothing
 imports a layer above its own.
 

@@ -5,7 +5,7 @@ their reference copies in tests/data/pinned/ from the library before the result-
 default: score.py's defaults on a smaller built-in world (its 3 stories and 12 subjects, 120
     TRs, 300 vertices), every layer, each story fitted on its own and combined.
 pooled:  the same stories fitted together (--data.pool-stories).
-exp1:    the README's experiment 1 (oracle and random-word augmentations vs the plain stories,
+exp1:    docs/experiments.md's experiment 1 (oracle and random-word augmentations vs the plain stories,
     and their contrast) at the planted layer: gains.csv and each condition's scores.csv.
 """
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The built-in world has associative memory in the sense the paper tests: its MTL parcels were
 planted from the model's features of each story read with its oracle augmentation (score.py's
-default context mode), every other parcel from the plain story. The README's experiment 1
+default context mode), every other parcel from the plain story. docs/experiments.md's experiment 1
 (`augment.py oracle`, then `score.py --augment.files ... --augment.compare`) must then show the
 paper's effect against that ground truth: F > 0 in MTL (q < 0.05), <= ~0 elsewhere, no gain
 from the length-matched random control, oracle - random > 0 in MTL."""
@@ -25,7 +25,7 @@ from assocjax.pipeline.design import story_features
 from assocjax.pipeline.inputs import select
 from assocjax.stimuli import read_gentle_csv
 
-pytestmark = pytest.mark.slow  # module fixtures run whole pipelines (README: Tests)
+pytestmark = pytest.mark.slow  # module fixtures run whole pipelines (docs/testing.md)
 
 ROOT = Path(__file__).resolve().parents[1]
 # The default's stories and subjects (12: an exact sign-flip p can reach 2 / 2^12), fewer TRs

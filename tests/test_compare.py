@@ -20,7 +20,7 @@ from assocjax.pipeline import (AugmentOptions, DataOptions, FeatureOptions, Mode
 from assocjax.pipeline.assets import save_random_gpt2, save_tokenizer
 from assocjax.pipeline.config import CeilingOptions
 
-pytestmark = pytest.mark.slow  # module fixtures run whole pipelines (README: Tests)
+pytestmark = pytest.mark.slow  # module fixtures run whole pipelines (docs/testing.md)
 
 SPACE, N_VERT, VOCAB = "gtsphere", 500, 120
 # Higher than the default SNR: every extra feature costs a fit some noise, and the claim under

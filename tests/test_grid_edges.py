@@ -1,6 +1,6 @@
 """The alpha-grid edge diagnostic (`pipeline.grid_edges`) on hand-made choices: exact shares per
 fit family, pooling over stories, and when a note warns. The thresholds come from measured runs
-(module docstring of grid_edges; README: alpha grid edges); the end-to-end warning is checked in
+(module docstring of grid_edges; docs/score.md: alpha grid edges); the end-to-end warning is checked in
 test_pipeline.py and the quiet null in test_protocol.py."""
 import numpy as np
 import pytest

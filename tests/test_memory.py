@@ -12,7 +12,7 @@ import pytest
 from assocjax.data.synthetic import DEFAULT_SNR, SyntheticConfig, make_synthetic
 from synthetic_null import make_drifting_model
 
-pytestmark = pytest.mark.slow  # module fixtures run whole pipelines (README: Tests)
+pytestmark = pytest.mark.slow  # module fixtures run whole pipelines (docs/testing.md)
 
 REPO = Path(__file__).resolve().parents[1]
 BUDGET_GB = 1.0

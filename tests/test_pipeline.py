@@ -25,7 +25,7 @@ from assocjax.pipeline import (CeilingOptions, DataOptions, FeatureOptions, Mode
                                SyntheticOptions, score)
 from assocjax.pipeline import grid_edges
 
-pytestmark = pytest.mark.slow  # module fixtures run whole pipelines (README: Tests)
+pytestmark = pytest.mark.slow  # module fixtures run whole pipelines (docs/testing.md)
 
 REPO = Path(__file__).resolve().parents[1]
 # 1500 vertices per hemisphere: enough per parcel for the ceiling and planted-layer checks.

@@ -13,7 +13,7 @@ import pytest
 
 from synthetic_null import NULL_SPACE, make_drifting_model, make_null_dataset
 
-pytestmark = pytest.mark.slow  # module fixtures run whole pipelines (README: Tests)
+pytestmark = pytest.mark.slow  # module fixtures run whole pipelines (docs/testing.md)
 
 REPO = Path(__file__).resolve().parents[1]
 

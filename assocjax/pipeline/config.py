@@ -229,7 +229,7 @@ class SyntheticOptions:
     oracle augmentation read in context, as --augment.mode context computes it); the rest, and every other
     parcel, from the plain story. Above 0.5 the oracle reading is most of what MTL hears, so reading it
     raises the MTL score; below 1 the plain story is part of it, so a random insertion, which reads neither,
-    lowers it (README: experiment 1)"""
+    lowers it (docs/experiments.md: experiment 1)"""
     response: Literal["hrf", "fir"] = "hrf"
     """planted response shape: SPM HRF, or FIR delays 1-4"""
     seed: int = 0

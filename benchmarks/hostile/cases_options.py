@@ -46,7 +46,7 @@ SCORE_ROWS = [
     ("--data.trim-start", "int", ZERO_OK),
     ("--data.max-words-outside", "float", {"0": EITHER}),
     ("--compare.n-perm", "int", HUGE_EITHER),
-    # 0 is refused on purpose: the ratio divides by scores near 0 (+-inf; README Troubleshooting)
+    # 0 is refused on purpose: the ratio divides by scores near 0 (+-inf; docs/troubleshooting.md)
     ("--compare.min-base", "float", {}),
     ("--compare.fdr", "float", {}),
     ("--ridge.alphas", "float", {"huge": ("error", "note")}),
