@@ -169,7 +169,7 @@ def test_cached_layer_lacking_a_field_is_recomputed(run, tmp_path):
     with np.load(path) as z:
         kept = {k: z[k] for k in z.files if k != "alpha_idx"}
     store.save(path, **kept)  # a stamped file one field short (written by code that stored fewer)
-    with pytest.warns(UserWarning, match=r"layer-\d+\.npz lacks field\(s\) \['alpha_idx'\] .*; recomputing"):
+    with pytest.warns(UserWarning, match=r"layer-\d+\.npz: it lacks field\(s\) \['alpha_idx'\] .*; recomputing"):
         res = score(dataclasses.replace(cfg, output=tmp_path / "out"))
     assert list(res.computed_layers) == [layer]
     np.testing.assert_allclose(res.r_LV, full.r_LV, rtol=1e-5, atol=1e-6)
@@ -253,7 +253,7 @@ def test_damaged_builtin_world_is_rebuilt_with_a_warning(run, tmp_path, monkeypa
     else:
         image.with_name("sub-999_" + image.name).write_bytes(image.read_bytes())  # an extra scan would be selected
     match = f"/{image.name}: its bytes differ" if damage == "edited" else "files added since it was written: .*sub-999_"
-    with pytest.warns(UserWarning, match=f"built-in world .*{match}.*; rebuilding"), \
+    with pytest.warns(UserWarning, match=f"built-in world .*{match}.*; recomputing"), \
             pytest.raises(RuntimeError, match="rebuilding"):
         assets.ensure_builtin(TINY, tmp_path, progress=False)
 
