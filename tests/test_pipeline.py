@@ -197,6 +197,20 @@ def test_damaged_results_cache_is_recomputed_with_a_warning(run, tmp_path):
     np.testing.assert_allclose(res.max_r_V, full.max_r_V, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("kind", ["bold", "features"])
+def test_a_bumped_cache_version_reaches_the_results_key(run, tmp_path, monkeypatch, kind):
+    """Features or BOLD made by other code give other scores: a bump of their cache's version
+    must not find the results computed from the old ones."""
+    from assocjax.features import cache as feature_cache
+    from assocjax.pipeline import bold
+
+    cfg, full = run
+    module = bold if kind == "bold" else feature_cache
+    monkeypatch.setattr(module, "CACHE", dataclasses.replace(module.CACHE, version=module.CACHE.version + 1))
+    res = score(dataclasses.replace(cfg, output=tmp_path / "out"))
+    assert sorted(res.computed_layers) == sorted(full.layers) and res.reused_layers == ()
+
+
 def test_a_complete_read_only_cache_serves_a_run_without_writing(run, tmp_path, monkeypatch):
     """As root chmod does not stop writes: every way the package creates or replaces a file in
     the cache is made to fail as a read-only disk would, and the rerun must not try any."""

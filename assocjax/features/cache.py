@@ -1,11 +1,11 @@
 """On-disk cache of word features, keyed by everything that determines them.
 
 Key: the weights' fingerprint, the tokenizer's hash, what the model reads (the reading's
-text and word spans), context, stride, pooling, augmentation id and the feature-code
-version (`CACHE`, a `cachefile.Kind`). The weights' fingerprint is a sha256 over the config and every parameter's
-bytes (`assocjax.fingerprint.weights_id`): sound for any model, including one changed in
-memory after loading; it reads all weights once, so callers compute it once per model and
-pass it as `weights_id` to every story's lookup (`pipeline.design.word_feats` does).
+text and word spans), context, stride, pooling, augmentation id and the feature-code version
+(`CACHE`, a `cachefile.Kind`). The weights' fingerprint is a sha256 over the config and every
+parameter's bytes (`assocjax.fingerprint.weights_id`): sound for any model, including one
+changed in memory after loading; it reads all weights once, so callers compute it once per
+model and pass it as `weights_id` to every story's lookup (`pipeline.design.word_feats` does).
 
 One entry = `<name>.npy` (float32 (L + 1, W, D), read back as a read-only memory map, so a
 design that needs one layer reads one layer), written in place through a memory map under a

@@ -26,6 +26,7 @@ from ..features import cache as feature_cache
 from ..fingerprint import file_stats
 from ..io import atomic_write_text, json_text, refused_writes
 from .config import ScoreConfig
+from . import bold
 from .bold import vertex_chunks
 from .inputs import Selection, describe, model_files
 
@@ -52,7 +53,7 @@ def results_key(cfg: ScoreConfig, sel: Selection, augs: dict | None = None) -> d
         **extra, selection=selection, model_dtype=cfg.model.dtype,
         features={k: v for k, v in dataclasses.asdict(cfg.features).items()
                   if k not in ("layers", "batch_size", "allow_acausal", "allow_zero_columns")},
-        features_version=feature_cache.CACHE.version,
+        features_version=feature_cache.CACHE.version, bold_version=bold.CACHE.version,  # they set the numbers too
         ridge={k: v for k, v in dataclasses.asdict(cfg.ridge).items() if k != "target_chunk"},
         ceiling=dict(n_splits=cfg.ceiling.n_splits), on_unsorted=cfg.data.on_unsorted, trim_start=cfg.data.trim_start,
         seed=cfg.seed,

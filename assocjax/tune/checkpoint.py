@@ -53,7 +53,8 @@ def config_hash(cfg: ModelConfig) -> str:
 
 def data_hash(records) -> str:
     """Hash of the training records (ids and texts), in order."""
-    return bytes_digest((json.dumps([r["id"], r["instruction"], r["input"], r["output"]]).encode() for r in records), 16)
+    return bytes_digest((json.dumps([r["id"], r["instruction"], r["input"], r["output"]]).encode() for r in records),
+                        16)
 
 
 def run_identity(cfg: ModelConfig, base_params: dict, method: str, lora: dict | None, layers, data: dict,
