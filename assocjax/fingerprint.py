@@ -10,12 +10,18 @@
   refuse a resume onto other base weights.
 - `file_stats(paths)`: [path, size, mtime_ns] per file: inputs keyed without reading them
   (the BOLD cache, the results cache).
-- `text_id(text)`: sha256 of a text (a tokenizer's definition).
+- `text_digest(text, n)`: sha256 of a text's UTF-8 bytes (a tokenizer's definition, an
+  augmentation's canonical JSON, a story's words).
+- `bytes_digest(parts, n)`: sha256 of byte strings fed in order, i.e. of their concatenation
+  (a reading's text and word spans, a training set's records).
 - `file_checksum(path)`: sha256 of a file's bytes, what `cachefile` stamps every cached file
   with (1.9 GB per CPU second with the CPU's SHA instructions, measured on a 1 GiB file).
+- `text_seed(text)`: a 64-bit integer named by a text (blake2b), a random-stream seed of the
+  synthetic data.
 
-The digest strings are stored in caches and checkpoints: changing how one is computed must
-come with a bump of that cache's version constant, so old entries are ignored, not misread.
+Every hash in the package is computed here. The digest strings are stored in caches,
+checkpoints and augmentation files: changing how one is computed must come with a bump of that
+cache's version (`cachefile.Kind`) or file format, so old entries are ignored, not misread.
 """
 from __future__ import annotations
 
@@ -31,12 +37,26 @@ import numpy as np
 
 def digest(obj, n: int | None = None) -> str:
     """sha256 hex of `json.dumps(obj, sort_keys=True)` (non-JSON values as str), first n digits."""
-    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:n]
+    return text_digest(json.dumps(obj, sort_keys=True, default=str), n)
 
 
-def text_id(text: str) -> str:
-    """sha256 hex of the text's UTF-8 bytes."""
-    return hashlib.sha256(text.encode()).hexdigest()
+def text_digest(text: str, n: int | None = None) -> str:
+    """sha256 hex of the text's UTF-8 bytes, first n digits."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:n]
+
+
+def bytes_digest(parts: Iterable[bytes], n: int | None = None) -> str:
+    """sha256 hex of the byte strings fed in order (that of their concatenation), first n digits."""
+    h = hashlib.sha256()
+    for part in parts:
+        h.update(part)
+    return h.hexdigest()[:n]
+
+
+def text_seed(text: str) -> int:
+    """An unsigned 64-bit integer from blake2b of the text's UTF-8 bytes (little-endian): a seed
+    that depends on a name only (a word, a scan), not on what else a dataset holds."""
+    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "little")
 
 
 def file_checksum(path: str | os.PathLike) -> str:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import csv
 import dataclasses
 import functools
-import hashlib
 import io
 import json
 import math
@@ -30,6 +29,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from .alignment import interpolate_missing_times
+from .fingerprint import bytes_digest
 
 UNSORTED_POLICIES = ("error", "sort", "warn")
 TRANSCRIPT_NAME = "transcript.txt"
@@ -71,9 +71,7 @@ class Reading:
     @property
     def id(self) -> str:
         """sha256 of the text and the spans: the feature cache's key for what is read."""
-        h = hashlib.sha256(self.text.encode())
-        h.update(np.ascontiguousarray(self.spans_W2, np.int64).tobytes())
-        return h.hexdigest()
+        return bytes_digest([self.text.encode(), np.ascontiguousarray(self.spans_W2, np.int64).tobytes()])
 
     @functools.cached_property
     def piece_ends(self) -> np.ndarray:

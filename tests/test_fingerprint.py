@@ -42,3 +42,30 @@ def test_weight_fingerprints_change_with_any_weight_and_the_config():
     assert fingerprint.weights_id(_model(params, cfg="other")) != full
     assert fingerprint.sampled_weights_id(moved) != sampled  # small leaves are sampled entirely
     assert fingerprint.weights_id(_model({k: params[k] for k in ("h", "wte")})) == full  # leaf order is canonical
+
+
+def test_the_hashes_stored_in_files_keep_their_values():
+    """Augmentation files, checkpoints and feature caches store these digests: the values main
+    computed with hand-written sha256/blake2b calls before they moved into fingerprint.py."""
+    from assocjax.augment import format as fmt
+    from assocjax.stimuli import Reading
+    from assocjax.tune.checkpoint import data_hash
+
+    words = ["Hello,", "wörld", "again"]
+    assert fmt.story_hash(words) == "8657b415a3c0a7daa85629e9f9cca082ecd30152237e4fedd8651893bdec52ab"
+    aug = fmt.Augmentation("toy", fmt.story_hash(words), 3, (fmt.Insertion(1, "doctor, nurse", "word", "manual"),),
+                           {"seed": 1})
+    assert aug.id == "2e95f8a513f9ef4c"
+    assert Reading.from_words(words).id == "376642681a212e2d1784c6174a99ece7b971aa9532c4f5a36a765cc7acf4b285"
+    assert data_hash([dict(id="a", instruction="i", input="x", output="ü")]) == "92d59854f2569359"
+    assert fingerprint.text_seed("pieman") == 9260704876532254466  # seeds the synthetic data's streams
+    assert fingerprint.text_digest("ü", 8) == hashlib.sha256("ü".encode()).hexdigest()[:8]
+    assert fingerprint.bytes_digest([b"ab", b"c"]) == hashlib.sha256(b"abc").hexdigest()
+
+
+def test_the_package_hashes_only_through_fingerprint():
+    package = Path(fingerprint.__file__).parent
+    imports = ("import hashlib", "from hashlib")
+    hashing = sorted(str(p.relative_to(package)) for p in package.rglob("*.py")
+                     if any(line.strip().startswith(imports) for line in p.read_text().splitlines()))
+    assert hashing == ["fingerprint.py"]

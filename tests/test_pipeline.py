@@ -169,7 +169,7 @@ def test_cached_layer_lacking_a_field_is_recomputed(run, tmp_path):
     with np.load(path) as z:
         kept = {k: z[k] for k in z.files if k != "alpha_idx"}
     store.save(path, **kept)  # a stamped file one field short (written by code that stored fewer)
-    with pytest.warns(UserWarning, match=r"layer-\d+\.npz lacks field\(s\) \['alpha_idx'\] .*; recomputing"):
+    with pytest.warns(UserWarning, match=r"layer-\d+\.npz: it lacks field\(s\) \['alpha_idx'\] .*; recomputing"):
         res = score(dataclasses.replace(cfg, output=tmp_path / "out"))
     assert list(res.computed_layers) == [layer]
     np.testing.assert_allclose(res.r_LV, full.r_LV, rtol=1e-5, atol=1e-6)
@@ -195,6 +195,20 @@ def test_damaged_results_cache_is_recomputed_with_a_warning(run, tmp_path):
     assert list(res.computed_layers) == [last]
     np.testing.assert_allclose(res.r_LV, full.r_LV, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(res.max_r_V, full.max_r_V, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("kind", ["bold", "features"])
+def test_a_bumped_cache_version_reaches_the_results_key(run, tmp_path, monkeypatch, kind):
+    """Features or BOLD made by other code give other scores: a bump of their cache's version
+    must not find the results computed from the old ones."""
+    from assocjax.features import cache as feature_cache
+    from assocjax.pipeline import bold
+
+    cfg, full = run
+    module = bold if kind == "bold" else feature_cache
+    monkeypatch.setattr(module, "CACHE", dataclasses.replace(module.CACHE, version=module.CACHE.version + 1))
+    res = score(dataclasses.replace(cfg, output=tmp_path / "out"))
+    assert sorted(res.computed_layers) == sorted(full.layers) and res.reused_layers == ()
 
 
 def test_a_complete_read_only_cache_serves_a_run_without_writing(run, tmp_path, monkeypatch):
@@ -253,7 +267,7 @@ def test_damaged_builtin_world_is_rebuilt_with_a_warning(run, tmp_path, monkeypa
     else:
         image.with_name("sub-999_" + image.name).write_bytes(image.read_bytes())  # an extra scan would be selected
     match = f"/{image.name}: its bytes differ" if damage == "edited" else "files added since it was written: .*sub-999_"
-    with pytest.warns(UserWarning, match=f"built-in world .*{match}.*; rebuilding"), \
+    with pytest.warns(UserWarning, match=f"built-in world .*{match}.*; recomputing"), \
             pytest.raises(RuntimeError, match="rebuilding"):
         assets.ensure_builtin(TINY, tmp_path, progress=False)
 

@@ -18,7 +18,6 @@ It may be null/absent in hand-written files. Host-side Python: this runs once pe
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
 from pathlib import Path
@@ -26,6 +25,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from ..fingerprint import text_digest
 from ..io import atomic_write_text
 from ..stimuli import Reading
 
@@ -77,7 +77,7 @@ class Augmentation:
         """16 hex digits of sha256 over the canonical JSON (sorted keys, no spaces, no
         after_word): the same content gives the same id whatever the key order or layout."""
         blob = json.dumps(_content(self), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-        return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:16]
+        return text_digest(blob, 16)
 
     @property
     def n_inserted_words(self) -> int:
@@ -104,7 +104,7 @@ def _is_int(x) -> bool:
 
 def story_hash(words: Sequence[str]) -> str:
     """sha256 (hex) of the words joined by newlines: pins an augmentation to one alignment."""
-    return hashlib.sha256("\n".join(words).encode("utf-8")).hexdigest()
+    return text_digest("\n".join(words))
 
 
 def _prefix(where: str) -> str:

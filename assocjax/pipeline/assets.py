@@ -12,17 +12,15 @@ plain story. The oracle augmentations are written at build time (`oracle/<story>
 and recorded in the manifest ("oracle": parcels, layer, files and augmentation ids), and the
 planted reading is checked to be exactly theirs.
 
-The world's folder is stamped (`done.json`: the options and every file's size and sha256) and
-checked at every use; a damaged world (a file edited, truncated, removed or added) is rebuilt
-with a warning.
+The world is a cached folder (`CACHE`, keyed by the options): built in a temporary folder,
+stamped (`cachefile.FOLDER_STAMP`: the key and every file's size and sha256) and renamed into
+place, and checked at every use; a damaged world (a file edited, truncated, removed or added)
+is rebuilt with a warning (`cachefile`'s one policy).
 """
 from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import shutil
-import warnings
 from pathlib import Path
 
 import jax
@@ -34,22 +32,21 @@ from ..augment.format import augmented_words
 from ..augment.oracle import CONDITION, synthetic_oracle, write_oracle
 from ..data.synthetic import make_synthetic, pseudo_words
 from ..data.synthetic.model import read_with_associates
-from ..features import word_features
-from ..fingerprint import digest, weights_id
-from ..io import atomic_write_text, refused_writes, write_json
+from ..features import cache as feature_cache, word_features
+from ..fingerprint import weights_id
+from ..io import atomic_write_text, write_json
 from ..models import CausalLM, from_hf, load_pretrained
 from ..models.params import WEIGHT_ROLES, param_roles, params_to_hf
 from .config import SyntheticOptions
 
-# bump when what is built for the same options changes (2: words at their midpoints; 3: MTL planted
+# bump the version when what is built for the same options changes (2: words at their midpoints; 3: MTL planted
 # from the story read with its oracle augmentation, 12 subjects, oracle files recorded)
-ASSETS_VERSION = 3
+CACHE = cachefile.Kind("builtin", version=3, what="built-in world")
 VOCAB_SIZE = 200
 UNK, EOS = "[UNK]", "[EOS]"
 # The generator draws its vocabulary from numpy stream [seed, 0] (manifest: seed_streams
 # "vocab=0"); the tokenizer must be built before the data, whose BOLD needs the model.
 _VOCAB_STREAM = 0
-DONE = "done.json"  # the world's stamp (`cachefile.stamp_folder`): written last, checked at every use
 
 
 @dataclasses.dataclass(frozen=True)
@@ -69,23 +66,11 @@ def planting(opts: SyntheticOptions) -> dict:
 def ensure_builtin(opts: SyntheticOptions, cache_dir: Path, progress: bool = True) -> Builtin:
     """The cached built-in assets for these options, made first if missing."""
     opts.check()
-    key = dict(version=ASSETS_VERSION, options=dataclasses.asdict(opts))
-    final = Path(cache_dir) / "builtin" / digest(key, 16)
-    why = cachefile.folder_problem(final, key, DONE)  # every file hashed: cheap beside a run, which reads them
-    if why is not None:
-        if why != "missing":
-            warnings.warn(f"built-in world {final}: {why}; rebuilding", stacklevel=2)
-        tmp = final.with_name(f".{final.name}.{os.getpid()}.tmp")
-        with refused_writes(final.parent, cachefile.CACHE_OPTION):
-            shutil.rmtree(tmp, ignore_errors=True)
-            try:
-                _build(opts, tmp, Path(cache_dir) / "features", progress)
-                cachefile.stamp_folder(tmp, key, DONE)
-                if final.exists():  # a damaged, half-built or concurrent copy: the finished one wins
-                    shutil.rmtree(final, ignore_errors=True)
-                os.replace(tmp, final)
-            finally:
-                shutil.rmtree(tmp, ignore_errors=True)
+    key = CACHE.key(options=dataclasses.asdict(opts))
+    final = CACHE.entry(CACHE.under(cache_dir), key)
+    if not CACHE.folder_usable(final, key):  # every file hashed: cheap beside a run, which reads them
+        with CACHE.building(final, key) as tmp:
+            _build(opts, tmp, feature_cache.CACHE.under(cache_dir), progress)
     manifest = json.loads((final / "narratives" / "manifest.json").read_text())
     return Builtin(final / "narratives", final / "model", final / "oracle", opts.space, manifest)
 

@@ -28,7 +28,6 @@ vertices, with the image file, the count and the reason.
 from __future__ import annotations
 
 import dataclasses
-import io
 from functools import partial
 from pathlib import Path
 from typing import Iterator
@@ -40,10 +39,12 @@ import numpy as np
 from .. import cachefile
 from ..alignment import zscore_per_run
 from ..data import read_surface, read_volume, surface_paths, trim_to_story, volume_paths
-from ..fingerprint import digest, file_stats
+from ..fingerprint import file_stats
 from .inputs import Selection
 
-BOLD_CACHE_VERSION = 2  # 2: the meta holds why each vertex has no data (spikes and float32 overflow are no data)
+# bump the version when what is stored for the same images changes (2: the meta holds why each vertex has no data,
+# spikes and float32 overflow are no data)
+CACHE = cachefile.Kind("bold", version=2, what="BOLD cache file")
 SPIKE_SDS = 1000.0
 # Why a subject has no data at a vertex (module docstring): codes stored in the cache's meta.
 NO_DATA = {1: "non-finite values", 2: "flat", 3: f"a spike (> {SPIKE_SDS:g} robust SDs from the median)",
@@ -118,35 +119,39 @@ def fits_from_block(raw_NSV, runs_N, n_runs: int, with_subjects: bool = True):
 
 
 def _key(sel: Selection, scan, story, trim_start: int, mask_from: str | None) -> dict:
-    return dict(version=BOLD_CACHE_VERSION, files=file_stats(_image_paths(sel, scan)), story=story.name,
-                onset_tr=story.onset_tr, n_trs=story.n_trs, trim_start=trim_start, kind=sel.kind, space=sel.space,
-                hemi=sel.hemi, derivative=sel.derivative, mask_from=mask_from)
+    return CACHE.key(files=file_stats(_image_paths(sel, scan)), story=story.name, onset_tr=story.onset_tr,
+                     n_trs=story.n_trs, trim_start=trim_start, kind=sel.kind, space=sel.space, hemi=sel.hemi,
+                     derivative=sel.derivative, mask_from=mask_from)
 
 
-def _save_npy(path: Path, a: np.ndarray, key: dict) -> None:
-    with cachefile.writing(path, key | dict(part="data")) as tmp, open(tmp, "wb") as f:
-        np.save(f, a)  # to the open file: given a path, np.save would append ".npy" to the temporary name
+def _block_paths(folder: Path, key: dict) -> tuple[Path, Path]:
+    """An entry's two files: the (V, n_rows) float32 block and its meta (`_save_block`)."""
+    return CACHE.entry(folder, key, ".npy"), CACHE.entry(folder, key, ".meta.npz")
 
 
-def _save_meta(path: Path, key: dict, **arrays) -> None:
-    buf = io.BytesIO()
-    np.savez(buf, **arrays)
-    cachefile.write_bytes(path, buf.getvalue(), key | dict(part="meta"))
+def _save_block(folder: Path, key: dict, y_VN: np.ndarray, **meta) -> None:
+    data, meta_path = _block_paths(folder, key)
+    cachefile.write_npy(data, y_VN, key | dict(part="data"))
+    cachefile.write_npz(meta_path, key | dict(part="meta"), **meta)
 
 
-def _load_cached(data: Path, meta: Path, rows: int, key: dict) -> dict | None:
+def _load_block(folder: Path, key: dict, rows: int) -> dict | None:
     """The block's meta when both files are the stamped entry for `key` (`cachefile`: checked
-    byte for byte, once per run as `prepare` opens each block) and consistent, else None
-    (recompute; a damaged file with a warning)."""
-    if not (cachefile.usable(data, key | dict(part="data"), "BOLD cache file")
-            and cachefile.usable(meta, key | dict(part="meta"), "BOLD cache file")):
+    byte for byte, once per run as `prepare` opens each block) and the block has the shape the
+    meta and the story give, else None (recompute; a damaged file with a warning)."""
+    data, meta = _block_paths(folder, key)
+    m = CACHE.load(meta, key | dict(part="meta"), cachefile.read_npz)
+    if m is None:
         return None
-    with np.load(meta, allow_pickle=False) as z:
-        m = {k: z[k] for k in z.files}
-    a = np.load(data, mmap_mode="r")
-    if a.dtype != np.float32 or a.ndim != 2 or a.shape != (m["has"].size, rows):
-        return None  # cannot happen for a file written for this key; kept as the shape contract
-    return m
+
+    def shape_problem(a) -> str | None:  # cannot happen for a file written for this key: the shape contract
+        want = (m["has"].size, rows)
+        if a.dtype != np.float32 or a.shape != want:
+            return f"holds {a.dtype} {a.shape}, its meta and story say float32 {want}"
+        return None
+
+    a = CACHE.load(data, key | dict(part="data"), lambda p: np.load(p, mmap_mode="r"), shape_problem)
+    return None if a is None else m
 
 
 def prepare(sel: Selection, cache_dir: Path, trim_start: int = 0, progress: bool = False) -> Bold:
@@ -155,7 +160,7 @@ def prepare(sel: Selection, cache_dir: Path, trim_start: int = 0, progress: bool
     if len(sel.groups()) != 1:  # a per-story selection is read one fit group at a time
         raise ValueError(f"pipeline.bold.prepare needs one fit group, got stories {[s.name for s in sel.stories]} "
                          "fitted separately: call it on each of sel.groups()")
-    folder = Path(cache_dir) / "bold"
+    folder = CACHE.under(cache_dir)
     rows = tuple(s.n_trs - trim_start for s in sel.stories)
     if min(rows) < 1:
         raise ValueError(f"--data.trim-start {trim_start} leaves no TR of story "
@@ -172,9 +177,7 @@ def prepare(sel: Selection, cache_dir: Path, trim_start: int = 0, progress: bool
         for story, n in zip(sel.stories, rows):
             scan, st = sel.scans[(sub, story.name)]
             key = _key(sel, scan, st, trim_start, mask_from)
-            name = digest(key, 24)
-            data, meta = folder / f"{name}.npy", folder / f"{name}.meta.npz"
-            m = _load_cached(data, meta, n, key)
+            m = _load_block(folder, key, n)
             if m is None:
                 if scan.stem not in read:
                     read[scan.stem] = _read(sel, scan, None if first is None else first.get("brain_mask"))
@@ -183,12 +186,11 @@ def prepare(sel: Selection, cache_dir: Path, trim_start: int = 0, progress: bool
                 codes = no_data_reasons(y_VN)
                 ok = codes == 0
                 y_VN[~ok] = np.nan
-                _save_npy(data, y_VN, key)
                 m = dict(has=ok, why=codes, hemis=np.asarray(block.hemis, dtype="U1"),
                          hemi_sizes=np.asarray(block.hemi_sizes or (y_VN.shape[0],), np.int64))
                 if block.brain_mask is not None:
                     m |= dict(brain_mask=block.brain_mask, affine=block.affine)
-                _save_meta(meta, key, **m)
+                _save_block(folder, key, y_VN, **m)
                 del y_VN, block
             if first is None:
                 first, first_stem = m, scan.stem
@@ -201,7 +203,7 @@ def prepare(sel: Selection, cache_dir: Path, trim_start: int = 0, progress: bool
                 raise ValueError(f"{_files(sel, scan)}: constant or non-finite at every vertex/voxel during story "
                                  f"{story.name!r} (an empty or broken image); leave {sub} out with --data.subjects, "
                                  "or list the scan in code/scan_exclude.json")
-            files[(sub, story.name)] = data
+            files[(sub, story.name)] = _block_paths(folder, key)[0]
             mine.append(m["has"])
             why[(sub, story.name)] = (scan, m["why"], m["hemi_sizes"])
         has.append(np.logical_and.reduce(mine))

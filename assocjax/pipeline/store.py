@@ -7,14 +7,13 @@ selection, and the size and modification time of every file read (model, alignme
 images). Each file is stamped (`cachefile`) with its own key, the folder's name (the results
 key's digest) and its file name, so a file edited in place, truncated, or copied from another
 layer or folder is recomputed with a warning, as is one that lacks one of its fields
-(`LAYER_FIELDS`, `CEILING_FIELDS`). `key.json` records the key for people and is written only
-when missing or different, so a complete cache on a read-only disk serves a run.
+(`LAYER_FIELDS`, `CEILING_FIELDS`): `cachefile`'s one policy. `key.json` records the key for
+people and is written only when missing or different, so a complete cache on a read-only disk
+serves a run.
 """
 from __future__ import annotations
 
 import dataclasses
-import io
-import warnings
 from pathlib import Path
 
 import jax.numpy as jnp
@@ -23,14 +22,17 @@ import numpy as np
 from .. import cachefile
 from ..ceiling import loso_isc, max_r_from_reliability, split_half_ceiling, subject_max_r
 from ..data import surface_paths, volume_paths
-from ..features.cache import FEATURES_VERSION
-from ..fingerprint import digest, file_stats
+from ..features import cache as feature_cache
+from ..fingerprint import file_stats
 from ..io import atomic_write_text, json_text, refused_writes
 from .config import ScoreConfig
+from . import bold
 from .bold import vertex_chunks
 from .inputs import Selection, describe, model_files
 
-PIPELINE_VERSION = 2  # 2: streamed nested ridge, buffered chunk folds, per-group BOLD z-scoring
+# bump the version when the pipeline computes other numbers from the same key (2: streamed nested ridge, buffered
+# chunk folds, per-group BOLD z-scoring)
+CACHE = cachefile.Kind("scores", version=2, what="cached result")
 # What a layer file must hold to be used (run._solve_layer writes these and chunk_vertices,
 # which older files lack), and the ceiling file.
 LAYER_FIELDS = ("r_folds", "alpha_idx", "test_groups", "solver")
@@ -47,11 +49,11 @@ def results_key(cfg: ScoreConfig, sel: Selection, augs: dict | None = None) -> d
             files.append(volume_paths(scan, sel.derivative, sel.space)[0])
     selection = {k: v for k, v in describe(sel).items() if k not in ("layers", "notes", "pooled")}
     extra = dict(augmentation=dict(mode=cfg.augment.mode, ids={n: a.id for n, a in sorted(augs.items())})) if augs else {}
-    return extra | dict(
-        version=PIPELINE_VERSION, selection=selection, model_dtype=cfg.model.dtype,
+    return CACHE.key(
+        **extra, selection=selection, model_dtype=cfg.model.dtype,
         features={k: v for k, v in dataclasses.asdict(cfg.features).items()
                   if k not in ("layers", "batch_size", "allow_acausal", "allow_zero_columns")},
-        features_version=FEATURES_VERSION,
+        features_version=feature_cache.CACHE.version, bold_version=bold.CACHE.version,  # they set the numbers too
         ridge={k: v for k, v in dataclasses.asdict(cfg.ridge).items() if k != "target_chunk"},
         ceiling=dict(n_splits=cfg.ceiling.n_splits), on_unsorted=cfg.data.on_unsorted, trim_start=cfg.data.trim_start,
         seed=cfg.seed,
@@ -60,7 +62,7 @@ def results_key(cfg: ScoreConfig, sel: Selection, augs: dict | None = None) -> d
 
 
 def results_dir(cache_dir: Path, key: dict) -> Path:
-    return Path(cache_dir) / "scores" / digest(key, 20)
+    return CACHE.entry(CACHE.under(cache_dir), key)
 
 
 def write_key(folder: Path, key: dict) -> None:
@@ -81,24 +83,18 @@ def _file_key(path: Path) -> dict:
 
 
 def save(path: Path, **arrays) -> None:
-    buf = io.BytesIO()
-    np.savez(buf, **arrays)
-    cachefile.write_bytes(path, buf.getvalue(), _file_key(Path(path)))
+    cachefile.write_npz(path, _file_key(Path(path)), **arrays)
 
 
 def load(path: Path, fields=()) -> dict | None:
     """The arrays of a cached .npz, or None (recompute) when it is missing, not the stamped file
     (module docstring), or lacks one of `fields` (written by code that stored fewer)."""
+    def lacking(got: dict) -> str | None:
+        missing = [f for f in fields if f not in got]
+        return f"it lacks field(s) {missing} (has {sorted(got)})" if missing else None
+
     path = Path(path)
-    if not cachefile.usable(path, _file_key(path), "cached result"):
-        return None
-    with np.load(path, allow_pickle=False) as z:  # the bytes save() wrote (checked above)
-        got = {k: z[k] for k in z.files}
-    missing = [f for f in fields if f not in got]
-    if missing:
-        warnings.warn(f"cached result {path} lacks field(s) {missing} (has {sorted(got)}); recomputing", stacklevel=2)
-        return None
-    return got
+    return CACHE.load(path, _file_key(path), cachefile.read_npz, lacking)
 
 
 def layer_path(folder: Path, layer: int) -> Path:

@@ -23,7 +23,6 @@ set aside and the run resumes from the newest intact one (`Checkpoints.restore`)
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
 import sys
@@ -33,7 +32,7 @@ from pathlib import Path
 import jax
 import orbax.checkpoint as ocp
 
-from ..fingerprint import digest, sampled_weights_id
+from ..fingerprint import bytes_digest, digest, sampled_weights_id
 from ..models.config import ModelConfig
 
 FORMAT_VERSION = 1
@@ -54,10 +53,8 @@ def config_hash(cfg: ModelConfig) -> str:
 
 def data_hash(records) -> str:
     """Hash of the training records (ids and texts), in order."""
-    h = hashlib.sha256()
-    for r in records:
-        h.update(json.dumps([r["id"], r["instruction"], r["input"], r["output"]]).encode())
-    return h.hexdigest()[:16]
+    return bytes_digest((json.dumps([r["id"], r["instruction"], r["input"], r["output"]]).encode() for r in records),
+                        16)
 
 
 def run_identity(cfg: ModelConfig, base_params: dict, method: str, lora: dict | None, layers, data: dict,

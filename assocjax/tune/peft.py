@@ -11,16 +11,13 @@ called c_proj, so when only one of them is adapted target_modules is a full-name
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import safetensors.numpy
 
-from assocjax.io import atomic_write_bytes, atomic_write_text
+from assocjax.io import atomic_folder, atomic_write_bytes, atomic_write_text
 from assocjax.models.config import ModelConfig
 from assocjax.models.loading import SafetensorsReader
 
@@ -92,16 +89,9 @@ def save_peft(folder, cfg: ModelConfig, adapters: dict, lora: LoraConfig, base_m
         atomic_write_bytes(folder / WEIGHTS_FILE, weights)
         atomic_write_text(folder / CONFIG_FILE, config)
         return folder
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
-    try:
-        os.chmod(tmp, 0o755)
+    with atomic_folder(folder) as tmp:
         atomic_write_bytes(tmp / WEIGHTS_FILE, weights)
         atomic_write_text(tmp / CONFIG_FILE, config)
-        os.replace(tmp, folder)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return folder
 
 

@@ -28,13 +28,13 @@ float64 arrays (host path: exactly NumPy's mean/std arithmetic).
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import math
 from typing import Callable, Sequence
 
 import numpy as np
 
 from ...alignment import downsample, fir_delays, zscore_apply, zscore_fit
+from ...fingerprint import text_seed
 from ...stimuli import Transcript
 
 MEDIAL_WALL = "medial_wall"
@@ -53,10 +53,6 @@ def normalize_word(word: str) -> str:
     return word.lower()
 
 
-def _hash64(text: str) -> int:
-    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "little")
-
-
 def random_embedding(dim: int, seed: int = 0) -> FeatureFn:
     """words -> (n_words, dim): a fixed standard-normal vector per (lower-cased) word.
 
@@ -70,7 +66,7 @@ def random_embedding(dim: int, seed: int = 0) -> FeatureFn:
         for i, word in enumerate(words):
             key = normalize_word(word)
             if key not in cache:
-                rng = np.random.default_rng([seed, EMBED_STREAM, _hash64(key)])
+                rng = np.random.default_rng([seed, EMBED_STREAM, text_seed(key)])
                 cache[key] = rng.standard_normal(dim).astype(np.float32)
             out[i] = cache[key]
         return out
@@ -248,7 +244,7 @@ def scan_bold(seed: int, stem: str, target: str, labels_V: np.ndarray, parcels: 
     """(T, V) float32 BOLD of one scan at one target: its own noise stream (seeded by the scan
     stem) scaled per parcel, plus the planted signal (None: an excluded scan, noise only);
     NaN on the medial wall."""
-    rng = np.random.default_rng([seed, NOISE_STREAM, _hash64(stem), TARGETS.index(target)])
+    rng = np.random.default_rng([seed, NOISE_STREAM, text_seed(stem), TARGETS.index(target)])
     y = ar1_noise(rng.standard_normal((n_trs, labels_V.size)), rho)
     y *= parcels.noise_sd_R[labels_V]  # in place: the same products as y * noise_sd, one (T, V) float64 less
     if signal_NV is not None:
