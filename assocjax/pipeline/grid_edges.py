@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .tables import HEADLINE, fold_mean
+from ..results import HEADLINE
+from .tables import fold_mean
 
 WARN_ABOVE = 0.5
 MIN_GRID = 3

@@ -7,7 +7,9 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+import xarray as xr
 
+from .. import results
 from ..io import atomic_write_bytes, write_csv, write_json
 from ..outputs import disk_full
 from . import grid_edges
@@ -28,7 +30,9 @@ def clean_nans(x):
     return x
 
 
-def write_tables(out: Path, rows: list[dict], summary: dict) -> list[Path]:
+def write_tables(out: Path, grids, summary: dict) -> list[Path]:
+    """scores.csv and scores.json: the rows of every score grid (`results.to_rows`), in turn."""
+    rows = [r for ds in grids for r in results.to_rows(ds)]
     return [write_csv(out / "scores.csv", rows), write_json(out / "scores.json", clean_nans(dict(summary=summary, rows=rows)))]
 
 
@@ -60,7 +64,7 @@ def write_maps(out: Path, bold: Bold, layer: int, maps_XV: np.ndarray) -> list[P
     return paths
 
 
-def write_figures(out: Path, rows: list[dict], summary: dict, best_map_V: np.ndarray, bold: Bold,
+def write_figures(out: Path, scores: xr.Dataset, summary: dict, best_map_V: np.ndarray, bold: Bold,
                   title: str) -> tuple[list[Path], str | None]:
     """Layer curve, region bars at the best layer, and the best layer's surface map, via
     assocjax.plots; (paths written, a note when figures were skipped)."""
@@ -69,23 +73,22 @@ def write_figures(out: Path, rows: list[dict], summary: dict, best_map_V: np.nda
     except ImportError as e:
         return [], f"figures skipped: assocjax.plots is not available ({e})"
     try:
-        return _figures(plots, out, rows, summary, best_map_V, bold, title), None
+        return _figures(plots, out, scores, summary, best_map_V, bold, title), None
     except Exception as e:  # the tables and maps are written already; a plotting bug must not lose the run
         if disk_full(e):
             raise  # not a plotting bug: the run's outputs cannot be written (outputs.OutputFolder says so)
         return [], f"figures failed: {type(e).__name__}: {e}"
 
 
-def _figures(plots, out, rows, summary, best_map_V, bold, title) -> list[Path]:
+def _figures(plots, out, scores, summary, best_map_V, bold, title) -> list[Path]:
     figs = out / "figures"
     figs.mkdir(parents=True, exist_ok=True)
-    both, fit = summary["hemi"], summary["fit"]
-    head = [r for r in rows if r["fit"] == fit and r["hemi"] == both]
+    fit = summary["fit"]
+    head = results.present_regions(scores.sel(unit=results.headline_unit(scores, fit)), summary["hemi"])
     paths = [figs / "layer_curve.png", figs / "region_bars.png"]
-    what = "per-subject fits, mean over subjects (subject-bootstrap CI)" if fit == "subjects" else "subject-mean fit"
+    what = "per-subject fits, mean over subjects (subject-bootstrap CI)" if fit == results.HEADLINE else "subject-mean fit"
     plots.plot_layer_curve(head, paths[0], title=f"{title}: {what}")
-    best = [r for r in head if r["layer"] == summary["best_layer"]]
-    plots.plot_region_bars(best, paths[1], title=f"{title}: layer {summary['best_layer']}")
+    plots.plot_region_bars(head.sel(layer=summary["best_layer"]), paths[1], title=f"{title}: layer {summary['best_layer']}")
     if bold.brain_mask is None:
         n = max(bold.hemi_sizes)
         per_hemi = {h: best_map_V[sum(bold.hemi_sizes[:i]):sum(bold.hemi_sizes[:i + 1])] for i, h in enumerate(bold.hemis)}
