@@ -110,13 +110,13 @@ def _incomplete(info: dict) -> str:
 
 def summary_text(summary: dict, info: dict) -> str:
     s = summary
+    per_subject = s["fit"] == results.HEADLINE
     lo, hi = s["best_ci"]
     ci = "" if lo is None or np.isnan(lo) else f" (95% CI over subjects {lo:.3f}..{hi:.3f})"
-    what = (f"per-subject fits averaged over {info['n_subjects']} subjects" if s["fit"] == "subjects"
-            else "subject-mean fit")
+    what = (f"per-subject fits averaged over {info['n_subjects']} subjects" if per_subject else "subject-mean fit")
     if not info.get("pooled", True):
         what += ("; each story fitted with its own listeners, a subject's score averaged over its stories "
-                 "weighted by TRs" if s["fit"] == "subjects" else "; stories averaged weighted by TRs")
+                 "weighted by TRs" if per_subject else "; stories averaged weighted by TRs")
     lines = [
         f"{info['n_layers']} layers of {info['model']} on {info['n_subjects']} subject(s), {info['n_stories']} "
         f"stories ({info['n_trs']} TRs, {info['n_targets']} {info['targets']})",
@@ -127,7 +127,7 @@ def summary_text(summary: dict, info: dict) -> str:
     if "cv_best_score" in s:
         lines.append(f"cross-validated best layer: r = {s['cv_best_score']:.3f} (layer chosen on the other outer "
                      f"folds, per fold: {', '.join(map(str, s['cv_best_layers']))})")
-    if s["fit"] == "subjects" and np.isfinite(s.get("mean_fit_score", np.nan)):
+    if per_subject and np.isfinite(s.get("mean_fit_score", np.nan)):
         lines.append(f"subject-mean fit at layer {s['best_layer']}: r = {s['mean_fit_score']:.3f} "
                      f"(ceiling {s['mean_fit_ceiling']:.3f})")
     lines.append("per layer: " + ", ".join(f"{l}: {v:.3f}" for l, v in s["layer_scores"].items()))
