@@ -42,6 +42,7 @@ GAIN_VARS = ("n_subjects", "base", "new", "change", "change_ci_low", "change_ci_
 SCORE_COLUMNS = ("story", "layer", "region", "hemi", "n_vertices", "fit", "subject", "score", "ci_low", "ci_high",
                  "ceiling", "normalized", "alpha")
 GAIN_COLUMNS = ("comparison", "kind", "layer", "region", "hemi", "fit", "subject") + GAIN_VARS
+REGION_COLUMNS = ("region", "level", "hemi", "n_vertices", "mean", "ci_low", "ci_high", "n_subjects")
 _FILL = dict(n_vertices=0, n_subjects=0, significant=False, base_too_small=False, present=False)
 
 
@@ -193,33 +194,29 @@ def stacked(values: xr.DataArray, present: xr.DataArray) -> tuple[np.ndarray, li
 
 
 def to_rows(ds: xr.Dataset) -> list[dict]:
-    """The tidy rows of a score grid (`SCORE_COLUMNS`) or a gains grid (`GAIN_COLUMNS`): one per
-    present (region, hemi) pair, layer and unit, as Python scalars (the CSV writes them with
-    repr, the JSON as numbers)."""
-    gains = "comparison" in ds.dims
-    columns = GAIN_COLUMNS if gains else SCORE_COLUMNS
+    """The tidy rows of a score grid (`SCORE_COLUMNS`), a gains grid (`GAIN_COLUMNS`) or a region
+    summary (`REGION_COLUMNS`, `rois.region_summary`): one per present (region, hemi) pair and
+    label of the other axes, as Python scalars (the CSV writes them with repr, the JSON as
+    numbers; `pandas.DataFrame(rows)` works)."""
+    columns = GAIN_COLUMNS if "comparison" in ds.dims else SCORE_COLUMNS if "unit" in ds.dims else REGION_COLUMNS
     order = [d for d in ("comparison", "story", "layer", "region", "hemi", "unit") if d in ds.dims]
     shape = tuple(ds.sizes[d] for d in order)
+
     def full(a: xr.DataArray) -> np.ndarray:   # `a` broadcast over the row axes, in their order
         mine = a.transpose(*[d for d in order if d in a.dims]).values
         return np.broadcast_to(mine.reshape([ds.sizes[d] if d in a.dims else 1 for d in order]), shape)
 
     keep = full(ds["present"])
-    index = np.nonzero(keep)
-    dim_of = dict(zip(order, index))
-    cols = {}
+    at = dict(zip(order, np.nonzero(keep)))   # row -> its label index on each axis
+    n = int(keep.sum())
+    values = []
     for c in columns:
-        if c == "subject":
-            cols[c] = ds["unit"].values[dim_of["unit"]]
-        elif c == "fit":
-            cols[c] = ds["fit"].values[dim_of["unit"]]
-        elif c == "kind":
-            cols[c] = ds["kind"].values[dim_of["comparison"]]
-        elif c in dim_of:
-            cols[c] = ds[c].values[dim_of[c]]
-        elif c == "story":
-            cols[c] = np.full(len(index[0]), str(ds["story"].values), object)
+        name = "unit" if c == "subject" else c    # a unit's label is the tables' subject
+        if name in ds.coords and ds[name].ndim == 1:
+            v = ds[name].values[at[ds[name].dims[0]]]
+        elif name in ds.coords:
+            v = np.full(n, ds[name].values.item(), object)
         else:
-            cols[c] = full(ds[c])[keep]
-    values = [np.asarray(cols[c]).tolist() for c in columns]
+            v = full(ds[name])[keep]
+        values.append(np.asarray(v).tolist())
     return [dict(zip(columns, row)) for row in zip(*values)]
