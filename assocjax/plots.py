@@ -216,16 +216,16 @@ def plot_gains(gains, path: str | os.PathLike, fdr: float = 0.05, hemi: str = "b
     fig = _new_figure((4.2 * cols, 3.2 * nrows + 0.6))
     axes = [fig.add_subplot(nrows, cols, i + 1) for i in range(len(regions))]
     dims = ("comparison", "region", "layer")
-    y_CRL, lo_CRL, hi_CRL, q_CRL = (_values(ds, k, dims) for k in ("change", "change_ci_low", "change_ci_high", "q"))
+    y_XRL, lo_XRL, hi_XRL, q_XRL = (_values(ds, k, dims) for k in ("change", "change_ci_low", "change_ci_high", "q"))
     for j, (ax, region) in enumerate(zip(axes, regions)):
         for i, comp in enumerate(comparisons):
-            has = np.isfinite(y_CRL[i, j])
+            has = np.isfinite(y_XRL[i, j])
             if not has.any():
                 continue
             # comparisons side by side at each layer, so their points and CIs do not overlap
             x = layers[has] + 0.12 * (i - (len(comparisons) - 1) / 2)
-            y, lo, hi = y_CRL[i, j][has], lo_CRL[i, j][has], hi_CRL[i, j][has]
-            sig = q_CRL[i, j][has] < fdr
+            y, lo, hi = y_XRL[i, j][has], lo_XRL[i, j][has], hi_XRL[i, j][has]
+            sig = q_XRL[i, j][has] < fdr
             line, = ax.plot(x, y, "-", color=f"C{i}", label=comp)
             ax.fill_between(x, lo, hi, color=line.get_color(), alpha=0.2, linewidth=0)
             if len(x) == 1:

@@ -21,6 +21,9 @@ The score grid (`scores`), one story (or the stories combined: scalar coordinate
 The gains grid (`gains`): dims comparison (coordinate `kind`: "F", "M" or "contrast"), layer,
 unit, region, hemi; vars `GAIN_VARS` and `present`.
 
+Shape letters here: F the units (fits: the headline, each subject, the mean), R (region, hemi)
+pairs, X the present (layer, region, hemi) keys, flattened (`stacked`).
+
 Rows exist only in `to_rows`, the one writer of scores.csv / scores.json / gains.csv /
 gains.json: the columns and their order (`SCORE_COLUMNS`, `GAIN_COLUMNS`) are those the
 tables always had, since users' scripts read them.
@@ -66,7 +69,7 @@ def units(subjects) -> tuple[list[str], list[str]]:
 
 
 def region_grid(pairs) -> tuple[list[str], list[str], np.ndarray]:
-    """(regions, hemis, (P, 2) grid index of each pair) for the (region, hemi) pairs, each axis
+    """(regions, hemis, (R, 2) grid index of each pair) for the (region, hemi) pairs, each axis
     in first-seen order: pairs listed region by region, in one hemisphere order, come back in
     their order when the grid is read region-major."""
     regions = list(dict.fromkeys(r for r, _ in pairs))
@@ -74,54 +77,54 @@ def region_grid(pairs) -> tuple[list[str], list[str], np.ndarray]:
     return regions, hemis, np.array([(regions.index(r), hemis.index(h)) for r, h in pairs], np.int64).reshape(-1, 2)
 
 
-def on_grid(values_XP, index_P2: np.ndarray, shape_RH: tuple[int, int], fill=np.nan) -> np.ndarray:
-    """(X..., R, H) from values per pair (X..., P); `fill` where a pair is absent."""
-    v = np.asarray(values_XP)
-    out = np.full(v.shape[:-1] + tuple(shape_RH), fill, v.dtype if v.dtype != bool else bool)
-    out[..., index_P2[:, 0], index_P2[:, 1]] = v
+def on_grid(values_XR, index_R2: np.ndarray, shape: tuple[int, int], fill=np.nan) -> np.ndarray:
+    """(..., regions, hemis) from values per (region, hemi) pair (..., R); `fill` where a pair is absent."""
+    v = np.asarray(values_XR)
+    out = np.full(v.shape[:-1] + tuple(shape), fill, v.dtype)
+    out[..., index_R2[:, 0], index_R2[:, 1]] = v
     return out
 
 
-def scores(layer: int, subjects, pairs, story: str | None = None, **vars_UP) -> xr.Dataset:
-    """The score grid (module doc) of one layer from arrays (units, pairs) of every `SCORE_VARS`,
+def scores(layer: int, subjects, pairs, story: str | None = None, **vars_FR) -> xr.Dataset:
+    """The score grid (module doc) of one layer from arrays (units F, pairs R) of every `SCORE_VARS`,
     units as `units(subjects)` orders them, pairs the (region, hemi) list."""
     regions, hemis, index = region_grid(pairs)
     present = on_grid(np.ones(len(pairs), bool), index, (len(regions), len(hemis)), False)
     order = np.argsort(index[:, 0] * len(hemis) + index[:, 1], kind="stable")  # pairs region-major
     return from_keys([layer], subjects, regions, hemis, present, story,
-                     **{k: np.asarray(v)[:, None, order] for k, v in vars_UP.items()})
+                     **{k: np.asarray(v)[:, None, order] for k, v in vars_FR.items()})
 
 
-def from_keys(layers, subjects, regions, hemis, present_RH: np.ndarray, story: str | None = None,
-              **vars_UK) -> xr.Dataset:
-    """The score grid from arrays (units, K) of every `SCORE_VARS` over the keys K = the present
-    (layer, region, hemi) triples in `stacked` order (or (units, L, P), the same keys)."""
-    return _grid(SCORE_VARS, layers, subjects, regions, hemis, present_RH, vars_UK,
+def from_keys(layers, subjects, regions, hemis, present: np.ndarray, story: str | None = None,
+              **vars_FX) -> xr.Dataset:
+    """The score grid from arrays (units F, keys X) of every `SCORE_VARS` over the keys = the present
+    (layer, region, hemi) triples in `stacked` order (or (F, L, R), the same keys)."""
+    return _grid(SCORE_VARS, layers, subjects, regions, hemis, present, vars_FX,
                  {} if story is None else dict(story=story))
 
 
-def gains(comparison: str, kind: str, layers, subjects, regions, hemis, present_RH: np.ndarray,
-          **vars_UK) -> xr.Dataset:
-    """The gains grid of one comparison (module doc) from arrays (units, K) of every `GAIN_VARS`,
+def gains(comparison: str, kind: str, layers, subjects, regions, hemis, present: np.ndarray,
+          **vars_FX) -> xr.Dataset:
+    """The gains grid of one comparison (module doc) from arrays (units F, keys X) of every `GAIN_VARS`,
     keys as in `from_keys`."""
-    ds = _grid(GAIN_VARS, layers, subjects, regions, hemis, present_RH, vars_UK, {})
+    ds = _grid(GAIN_VARS, layers, subjects, regions, hemis, present, vars_FX, {})
     return ds.expand_dims(comparison=[comparison]).assign_coords(kind=("comparison", [kind]))
 
 
-def _grid(names, layers, subjects, regions, hemis, present_RH, vars_UK: dict, scalars: dict) -> xr.Dataset:
-    missing = set(names) - set(vars_UK)
+def _grid(names, layers, subjects, regions, hemis, present, vars_FX: dict, scalars: dict) -> xr.Dataset:
+    missing = set(names) - set(vars_FX)
     if missing:
         raise ValueError(f"results: missing variables {sorted(missing)}")
     unit, fit = units(subjects)
-    rr, hh = np.nonzero(present_RH)
+    rr, hh = np.nonzero(present)
     shape = (len(unit), len(layers), len(regions), len(hemis))
     data = {}
     for k in names:
-        v = np.asarray(vars_UK[k], _dtype(k)).reshape(len(unit), len(layers), -1)
+        v = np.asarray(vars_FX[k], _dtype(k)).reshape(len(unit), len(layers), -1)
         grid = np.full(shape, _FILL.get(k, np.nan), v.dtype)
         grid[..., rr, hh] = v
         data[k] = (("layer", "unit", "region", "hemi"), grid.swapaxes(0, 1))
-    data["present"] = (("region", "hemi"), np.asarray(present_RH, bool))
+    data["present"] = (("region", "hemi"), np.asarray(present, bool))
     coords = dict(layer=[int(l) for l in layers], unit=unit, fit=("unit", fit), region=list(regions),
                   hemi=list(hemis)) | scalars
     return xr.Dataset(data, coords=coords)
@@ -159,7 +162,7 @@ def headline_fit(ds: xr.Dataset) -> str:
     return HEADLINE if has_fit(ds, HEADLINE) else MEAN
 
 
-def headline_unit(ds: xr.Dataset, fit: str) -> str:
+def headline_unit(fit: str) -> str:
     """The unit label of the one-unit fits (the headline, the subject-mean fit)."""
     return ALL if fit == HEADLINE else MEAN
 
@@ -180,12 +183,12 @@ def present_regions(ds: xr.Dataset, hemi: str) -> xr.Dataset:
 
 
 def stacked(values: xr.DataArray, present: xr.DataArray) -> tuple[np.ndarray, list[tuple]]:
-    """(X..., K) `values` over the keys K = (layer, then the labels of `present`'s dims (region,
+    """(..., X) `values` over the keys X = (layer, then the labels of `present`'s dims (region,
     hemi; or region alone) where it is True): layer-major, then the grid's order (the order the
     tables list them); and the keys. `values` must be on `present`'s labels."""
     at = np.nonzero(present.values)
     lead = [d for d in values.dims if d not in ("layer",) + present.dims]
-    a = values.transpose(*lead, "layer", *present.dims).values[(Ellipsis,) + at]          # (X..., L, P)
+    a = values.transpose(*lead, "layer", *present.dims).values[(Ellipsis,) + at]          # (..., L, R)
     labels = [[str(present[d].values[i]) for i in idx] for d, idx in zip(present.dims, at)]
     keys = [(l, *pair) for l in values["layer"].values.tolist() for pair in zip(*labels)]
     # C order: a reduction over the leading axes then runs as it did over the tables' row-built

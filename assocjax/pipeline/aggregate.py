@@ -69,7 +69,7 @@ def combine(parts: list[tuple[xr.Dataset, float, tuple[str, ...]]], n_boot: int,
     axes = dict(layer=union("layer"), region=union("region"), hemi=union("hemi"))
     present = np.any([ds["present"].reindex(region=axes["region"], hemi=axes["hemi"], fill_value=False).values
                       for ds in grids], axis=0)
-    # every group on the same axes, (G, X..., K) over the present (layer, region, hemi) keys
+    # every group on the same axes, (..., X keys, G groups) over the present (layer, region, hemi) keys
     mask = xr.DataArray(present, coords=dict(region=axes["region"], hemi=axes["hemi"]), dims=("region", "hemi"))
 
     def keyed(ds: xr.Dataset, var: str, units) -> np.ndarray:
@@ -84,15 +84,15 @@ def combine(parts: list[tuple[xr.Dataset, float, tuple[str, ...]]], n_boot: int,
         n_keys = len(axes["layer"]) * int(present.sum())
         none = lambda k: np.full((len(subjects), n_keys), 0 if k == "n_vertices" else np.nan)  # noqa: E731
         per = {k: np.stack([none(k) if o is None else keyed(o, k, subjects) for o in own], -1)
-               for k in ("score", "ceiling", "alpha", "n_vertices")}                               # (S, K, G)
-        score_SK, ceil_SK = weighted_mean(per["score"], w_G), weighted_mean(per["ceiling"], w_G)
-        alpha_SK, n_SK = _quiet(np.nanmedian, per["alpha"], axis=-1), per["n_vertices"].max(-1)
-        mean, lo, hi, _ = bootstrap_mean_ci(score_SK, bootstrap_indices(len(subjects), n_boot, seed), ci)
-        ceiling = _quiet(np.nanmean, np.ascontiguousarray(ceil_SK.T), axis=1)   # per key, over subjects
-        nan_SK = np.full_like(score_SK, np.nan)
-        out = dict(score=[mean[None], score_SK], ci_low=[lo[None], nan_SK], ci_high=[hi[None], nan_SK],
-                   ceiling=[ceiling[None], ceil_SK], alpha=[_quiet(np.nanmedian, alpha_SK, axis=0)[None], alpha_SK],
-                   n_vertices=[n_SK.max(0)[None], n_SK])
+               for k in ("score", "ceiling", "alpha", "n_vertices")}                               # (S, X, G)
+        score_SX, ceil_SX = weighted_mean(per["score"], w_G), weighted_mean(per["ceiling"], w_G)
+        alpha_SX, n_SX = _quiet(np.nanmedian, per["alpha"], axis=-1), per["n_vertices"].max(-1)
+        mean, lo, hi, _ = bootstrap_mean_ci(score_SX, bootstrap_indices(len(subjects), n_boot, seed), ci)
+        ceiling = _quiet(np.nanmean, np.ascontiguousarray(ceil_SX.T), axis=1)   # per key, over subjects
+        nan_SX = np.full_like(score_SX, np.nan)
+        out = dict(score=[mean[None], score_SX], ci_low=[lo[None], nan_SX], ci_high=[hi[None], nan_SX],
+                   ceiling=[ceiling[None], ceil_SX], alpha=[_quiet(np.nanmedian, alpha_SX, axis=0)[None], alpha_SX],
+                   n_vertices=[n_SX.max(0)[None], n_SX])
     m = {k: np.stack([keyed(ds, k, [MEAN])[0] for ds in grids], -1) for k in ("score", "ceiling", "alpha", "n_vertices")}
     means = dict(score=weighted_mean(m["score"], w_G), ceiling=weighted_mean(m["ceiling"], w_G),
                  alpha=_quiet(np.nanmedian, m["alpha"], axis=-1), n_vertices=m["n_vertices"].max(-1))

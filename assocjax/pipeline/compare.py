@@ -87,10 +87,10 @@ def changes(base: ScoreResult, new: ScoreResult, comparison: str, kind: str, opt
         st = paired_change(b, n, n_boot, ci, seed, opts.n_perm, opts.min_base)
         q = bh_fdr(st["p"])
         head = {k: st[k] for k in results.GAIN_VARS if k in st} | dict(q=q, significant=q < opts.fdr)
-        nan_SK = np.full_like(b, np.nan)
-        own = dict(n_subjects=np.ones(b.shape, np.int64), base=b, new=n, change=n - b, change_ci_low=nan_SK,
-                   change_ci_high=nan_SK, p=nan_SK, q=nan_SK, significant=np.zeros(b.shape, bool), relative=nan_SK,
-                   relative_ci_low=nan_SK, relative_ci_high=nan_SK, base_too_small=np.zeros(b.shape, bool))
+        nan_SX = np.full_like(b, np.nan)
+        own = dict(n_subjects=np.ones(b.shape, np.int64), base=b, new=n, change=n - b, change_ci_low=nan_SX,
+                   change_ci_high=nan_SX, p=nan_SX, q=nan_SX, significant=np.zeros(b.shape, bool), relative=nan_SX,
+                   relative_ci_low=nan_SX, relative_ci_high=nan_SX, base_too_small=np.zeros(b.shape, bool))
         grid = {k: [np.asarray(head[k])[None], own[k], mean[k][None]] for k in mean}   # `results.units` order
     return results.gains(comparison, kind, b_ds["layer"].values, subjects, b_ds["region"].values.tolist(),
                          b_ds["hemi"].values.tolist(), present.values, **{k: np.concatenate(v) for k, v in grid.items()})

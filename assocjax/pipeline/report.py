@@ -84,7 +84,7 @@ def _figures(plots, out, scores, summary, best_map_V, bold, title) -> list[Path]
     figs = out / "figures"
     figs.mkdir(parents=True, exist_ok=True)
     fit = summary["fit"]
-    head = results.present_regions(scores.sel(unit=results.headline_unit(scores, fit)), summary["hemi"])
+    head = results.present_regions(scores.sel(unit=results.headline_unit(fit)), summary["hemi"])
     paths = [figs / "layer_curve.png", figs / "region_bars.png"]
     what = "per-subject fits, mean over subjects (subject-bootstrap CI)" if fit == results.HEADLINE else "subject-mean fit"
     plots.plot_layer_curve(head, paths[0], title=f"{title}: {what}")

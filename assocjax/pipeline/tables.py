@@ -165,7 +165,7 @@ def summary(ds: xr.Dataset, folds_LK: np.ndarray | None = None, layers=(), weigh
     fit = results.headline_fit(ds)
     hemi = results.whole_hemi(ds)
     whole = ds.sel(region=WHOLE, hemi=hemi)
-    head = whole.sel(unit=results.headline_unit(ds, fit))
+    head = whole.sel(unit=results.headline_unit(fit))
     score_L = head["score"].values
     if not np.isfinite(score_L).any():
         raise ValueError("every layer's brain score is NaN: no vertex had a usable fit "
