@@ -57,7 +57,7 @@ def world(tmp_path_factory):
 def _rows(res, comparison):
     """region -> the subject-level statistics (the headline unit) of one comparison at its one layer."""
     g = results.present_regions(res.gains.sel(comparison=comparison, unit=results.ALL), "both").isel(layer=0)
-    return {region: {k: g[k].values[i].item() for k in results.GAIN_VARS}
+    return {region: {k: g[k].values[i].item() for k in results.GAIN_VARS} | dict(layer=g["layer"].item())
             for i, region in enumerate(g["region"].values.tolist())}
 
 

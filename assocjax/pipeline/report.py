@@ -12,9 +12,9 @@ import xarray as xr
 from .. import results
 from ..io import atomic_write_bytes, write_csv, write_json
 from ..outputs import disk_full
+from ..results import WHOLE
 from . import grid_edges
 from .bold import Bold
-from .tables import WHOLE
 
 MAP_ARRAYS = ("r", "ceiling_max_r", "normalized")
 
