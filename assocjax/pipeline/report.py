@@ -83,7 +83,7 @@ def write_figures(out: Path, scores: xr.Dataset, summary: dict, best_map_V: np.n
 def _figures(plots, out, scores, summary, best_map_V, bold, title) -> list[Path]:
     figs = out / "figures"
     figs.mkdir(parents=True, exist_ok=True)
-    fit = summary["fit"]
+    fit = results.headline_fit(scores)
     head = results.present_regions(scores.sel(unit=results.headline_unit(fit)), summary["hemi"])
     paths = [figs / "layer_curve.png", figs / "region_bars.png"]
     what = "per-subject fits, mean over subjects (subject-bootstrap CI)" if fit == results.HEADLINE else "subject-mean fit"
