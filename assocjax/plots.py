@@ -21,6 +21,7 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import MaxNLocator
 
 from .io import atomic_write_bytes
+from .results import ALL, HEADLINE, MEAN, has_fit, present_regions
 
 FSAVERAGE5_N = 10242
 # fsaverage meshes are icosahedral subdivisions, and each finer mesh keeps the coarser mesh's
@@ -41,54 +42,52 @@ def _new_figure(figsize) -> Figure:
     return fig
 
 
-def _check_rows(rows, required: tuple[str, ...], fn: str) -> list[dict]:
-    rows = list(rows)
-    if not rows:
-        raise ValueError(f"{fn}: rows is empty; need dicts with fields {list(required)}")
-    for i, row in enumerate(rows):
-        missing = [k for k in required if k not in row]
-        if missing:
-            raise ValueError(f"{fn}: row {i} lacks fields {missing}; has {sorted(row)}")
-    return rows
+def _check_grid(ds, dims: tuple[str, ...], required: tuple[str, ...], fn: str):
+    """`ds` (an xarray.Dataset of `assocjax.results`, selected down to `dims`) with `required`
+    variables and at least one label on each of `dims`."""
+    if not hasattr(ds, "data_vars"):
+        raise TypeError(f"{fn}: needs an xarray.Dataset over {list(dims)} (assocjax.results); got {type(ds).__name__}")
+    missing = [k for k in required if k not in ds.data_vars]
+    if missing:
+        raise ValueError(f"{fn}: the Dataset lacks variables {missing}; has {sorted(ds.data_vars)}")
+    extra = [d for d in ds[required[0]].dims if d not in dims]
+    if extra:
+        raise ValueError(f"{fn}: select one label on {extra} first (ds.sel(...)); the figure spans {list(dims)}")
+    empty = [d for d in dims if ds.sizes.get(d, 0) == 0]
+    if empty:
+        raise ValueError(f"{fn}: nothing to plot: no {' or '.join(empty)}")
+    return ds
 
 
-def _f(x) -> float:
-    # None and NaN both mean "not available" for CIs and ceilings.
-    return math.nan if x is None else float(x)
+def _values(ds, name: str, dims: tuple[str, ...]) -> np.ndarray:
+    """Float values of `name` over `dims` (NaN where the variable is absent: no ceiling given)."""
+    if name not in ds.data_vars:
+        return np.full(tuple(ds.sizes[d] for d in dims), math.nan)
+    return np.asarray(ds[name].transpose(*dims).values, np.float64)
 
 
-def _ceiling_of(rows) -> float:
-    vals = [_f(r.get("ceiling")) for r in rows]
-    vals = [v for v in vals if math.isfinite(v)]
-    # The ceiling is a per-region property; averaging tolerates tiny per-row drift.
-    return float(np.mean(vals)) if vals else math.nan
-
-
-def plot_layer_curve(rows, path: str | os.PathLike, title: str = "") -> Path:
-    """Score vs layer, one line per region, shaded CI, dashed line at each region's ceiling."""
-    rows = _check_rows(rows, ("layer", "region", "score", "ci_low", "ci_high"), "plot_layer_curve")
-    by_region: dict[str, list[dict]] = {}
-    for r in rows:  # first-seen order keeps colours stable across calls with the same rows
-        by_region.setdefault(str(r["region"]), []).append(r)
+def plot_layer_curve(scores, path: str | os.PathLike, title: str = "") -> Path:
+    """Score vs layer, one line per region, shaded CI, dashed line at each region's ceiling (its
+    mean over layers). `scores`: a score grid (`assocjax.results`) selected down to (region,
+    layer), e.g. `results.present_regions(ds.sel(unit="all"), "both")`."""
+    ds = _check_grid(scores, ("region", "layer"), ("score", "ci_low", "ci_high"), "plot_layer_curve")
+    ds = ds.sortby("layer")
+    x = np.asarray(ds["layer"].values, int)
+    y_RL, lo_RL, hi_RL, ceil_RL = (_values(ds, k, ("region", "layer")) for k in ("score", "ci_low", "ci_high", "ceiling"))
 
     fig = _new_figure((8, 4.5))
     ax = fig.add_subplot()
     any_ceiling = False
-    for i, (region, rr) in enumerate(by_region.items()):
-        rr = sorted(rr, key=lambda r: int(r["layer"]))
-        x = np.array([int(r["layer"]) for r in rr])
-        y = np.array([_f(r["score"]) for r in rr])
-        lo = np.array([_f(r["ci_low"]) for r in rr])
-        hi = np.array([_f(r["ci_high"]) for r in rr])
+    for i, region in enumerate(ds["region"].values):   # grid order keeps colours stable across calls
         color = f"C{i % 10}"
-        ax.plot(x, y, "-o", color=color, ms=3.5, lw=1.6, label=region)
-        ok = np.isfinite(lo) & np.isfinite(hi)
+        ax.plot(x, y_RL[i], "-o", color=color, ms=3.5, lw=1.6, label=str(region))
+        ok = np.isfinite(lo_RL[i]) & np.isfinite(hi_RL[i])
         if ok.any():
-            ax.fill_between(x, lo, hi, where=ok, color=color, alpha=0.2, lw=0, interpolate=False)
-        ceil = _ceiling_of(rr)
-        if math.isfinite(ceil):
+            ax.fill_between(x, lo_RL[i], hi_RL[i], where=ok, color=color, alpha=0.2, lw=0, interpolate=False)
+        finite = ceil_RL[i][np.isfinite(ceil_RL[i])]
+        if finite.size:  # the ceiling is a region's; averaging tolerates tiny per-layer drift
             any_ceiling = True
-            ax.axhline(ceil, color=color, ls="--", lw=1.2, alpha=0.8)
+            ax.axhline(float(finite.mean()), color=color, ls="--", lw=1.2, alpha=0.8)
     ax.axhline(0.0, color="0.6", lw=0.8, zorder=0)
     ax.set_xlabel("layer")
     ax.set_ylabel("brain score (r)")
@@ -105,17 +104,16 @@ def plot_layer_curve(rows, path: str | os.PathLike, title: str = "") -> Path:
     return _save(fig, path)
 
 
-def plot_region_bars(rows, path: str | os.PathLike, title: str = "") -> Path:
-    """One bar per region with CI error bars and, where given, a dashed black line at the ceiling."""
-    rows = _check_rows(rows, ("region", "score", "ci_low", "ci_high"), "plot_region_bars")
-    names = [str(r["region"]) for r in rows]
-    y = np.array([_f(r["score"]) for r in rows])
-    lo = np.array([_f(r["ci_low"]) for r in rows])
-    hi = np.array([_f(r["ci_high"]) for r in rows])
-    ceil = np.array([_f(r.get("ceiling")) for r in rows])
-    x = np.arange(len(rows))
+def plot_region_bars(scores, path: str | os.PathLike, title: str = "") -> Path:
+    """One bar per region with CI error bars and, where given, a dashed black line at the ceiling.
+    `scores`: a score grid (`assocjax.results`) selected down to (region,), e.g. one layer of
+    `plot_layer_curve`'s."""
+    ds = _check_grid(scores, ("region",), ("score", "ci_low", "ci_high"), "plot_region_bars")
+    names = [str(r) for r in ds["region"].values]
+    y, lo, hi, ceil = (_values(ds, k, ("region",)) for k in ("score", "ci_low", "ci_high", "ceiling"))
+    x = np.arange(len(names))
 
-    fig = _new_figure((max(4.0, 0.7 * len(rows) + 2.0), 4.5))
+    fig = _new_figure((max(4.0, 0.7 * len(names) + 2.0), 4.5))
     ax = fig.add_subplot()
     ax.bar(x, y, width=0.7, color=[f"C{i % 10}" for i in x], alpha=0.85)
     ok = np.isfinite(lo) & np.isfinite(hi) & np.isfinite(y)
@@ -199,30 +197,35 @@ def plot_surface(values_V, n_per_hemi: int, path: str | os.PathLike, title: str 
     return _save(fig, path)
 
 
-def plot_gains(rows, path: str | os.PathLike, fdr: float = 0.05, hemi: str = "both", title: str = "") -> Path:
+def plot_gains(gains, path: str | os.PathLike, fdr: float = 0.05, hemi: str = "both", title: str = "") -> Path:
     """Score change per layer, one panel per region, one line per comparison, shaded CI (the
-    subject bootstrap); filled markers where the change survives FDR (q < fdr). Uses the
-    subject-level rows (fit "subjects") of `pipeline.compare`, or the subject-mean fit's
-    change when there is one subject only."""
-    rows = _check_rows(rows, ("comparison", "layer", "region", "hemi", "fit", "change", "change_ci_low",
-                              "change_ci_high", "q"), "plot_gains")
-    fit = "subjects" if any(r["fit"] == "subjects" for r in rows) else "mean"
-    rows = [r for r in rows if r["fit"] == fit and r["hemi"] == hemi] or [r for r in rows if r["fit"] == fit]
-    regions = list(dict.fromkeys(str(r["region"]) for r in rows))
-    comparisons = list(dict.fromkeys(str(r["comparison"]) for r in rows))
+    subject bootstrap); filled markers where the change survives FDR (q < fdr). `gains`: the
+    gains grid of `pipeline.compare` (`assocjax.results`); draws the subject-level unit (fit
+    "subjects"), or the subject-mean fit's change when there is one subject only, at `hemi`
+    (or the only hemisphere there is)."""
+    ds = _check_grid(gains, ("comparison", "layer", "unit", "region", "hemi"),
+                     ("change", "change_ci_low", "change_ci_high", "q"), "plot_gains")
+    fit = HEADLINE if has_fit(ds, HEADLINE) else MEAN
+    hemi = hemi if hemi in ds["hemi"].values else str(ds["hemi"].values[0])
+    ds = present_regions(ds.sel(unit=ALL if fit == HEADLINE else MEAN), hemi).sortby("layer")
+    regions = [str(r) for r in ds["region"].values]
+    comparisons = [str(c) for c in ds["comparison"].values]
+    layers = np.asarray(ds["layer"].values, int)
     cols = min(3, len(regions))
     nrows = math.ceil(len(regions) / cols)
     fig = _new_figure((4.2 * cols, 3.2 * nrows + 0.6))
     axes = [fig.add_subplot(nrows, cols, i + 1) for i in range(len(regions))]
-    for ax, region in zip(axes, regions):
+    dims = ("comparison", "region", "layer")
+    y_XRL, lo_XRL, hi_XRL, q_XRL = (_values(ds, k, dims) for k in ("change", "change_ci_low", "change_ci_high", "q"))
+    for j, (ax, region) in enumerate(zip(axes, regions)):
         for i, comp in enumerate(comparisons):
-            rr = sorted((r for r in rows if r["region"] == region and r["comparison"] == comp), key=lambda r: r["layer"])
-            if not rr:
+            has = np.isfinite(y_XRL[i, j])
+            if not has.any():
                 continue
             # comparisons side by side at each layer, so their points and CIs do not overlap
-            x = np.array([int(r["layer"]) for r in rr]) + 0.12 * (i - (len(comparisons) - 1) / 2)
-            y, lo, hi = (np.array([_f(r[k]) for r in rr]) for k in ("change", "change_ci_low", "change_ci_high"))
-            sig = np.array([_f(r["q"]) < fdr for r in rr])
+            x = layers[has] + 0.12 * (i - (len(comparisons) - 1) / 2)
+            y, lo, hi = y_XRL[i, j][has], lo_XRL[i, j][has], hi_XRL[i, j][has]
+            sig = q_XRL[i, j][has] < fdr
             line, = ax.plot(x, y, "-", color=f"C{i}", label=comp)
             ax.fill_between(x, lo, hi, color=line.get_color(), alpha=0.2, linewidth=0)
             if len(x) == 1:
@@ -232,7 +235,6 @@ def plot_gains(rows, path: str | os.PathLike, fdr: float = 0.05, hemi: str = "bo
         ax.axhline(0.0, color="0.5", linewidth=0.8)
         ax.set_title(region)
         ax.set_xlabel("layer")
-        layers = sorted({int(r["layer"]) for r in rows})
         if len(layers) <= 12:
             ax.set_xticks(layers)
             ax.set_xlim(layers[0] - 0.6, layers[-1] + 0.6)
@@ -243,6 +245,6 @@ def plot_gains(rows, path: str | os.PathLike, fdr: float = 0.05, hemi: str = "bo
     handles += [Line2D([], [], marker="o", linestyle="", color="k", label=f"q < {fdr}"),
                 Line2D([], [], marker="o", mfc="white", linestyle="", color="k", label="n.s.")]
     fig.legend(handles=handles, loc="lower center", ncol=min(4, len(handles)), fontsize=8, frameon=False)
-    fig.suptitle(title or f"score change vs baseline ({hemi}; {'subject mean, 95% CI' if fit == 'subjects' else 'group fit'})")
+    fig.suptitle(title or f"score change vs baseline ({hemi}; {'subject mean, 95% CI' if fit == HEADLINE else 'group fit'})")
     fig.tight_layout(rect=(0, 0.08 + 0.04 * (len(handles) > 4), 1, 0.95))
     return _save(fig, path)

@@ -22,7 +22,9 @@ from typing import Mapping, Sequence
 
 import nibabel as nib
 import numpy as np
+import xarray as xr
 
+from . import results
 from .stats import bootstrap_indices, bootstrap_mean_ci
 
 ALL = "__all_labels__"  # every label of the atlas except the EXCLUDED ones (whole hemisphere)
@@ -391,14 +393,15 @@ def region_means(values_XV: np.ndarray, masks_RV: np.ndarray) -> np.ndarray:
 
 def region_summary(scores_SV, atlas: Atlas, groups: Sequence[str] | None = None, n_boot: int = 1000,
                    seed: int = 0, ci: float = 0.95, labels: bool = False,
-                   hemis: Sequence[str] = ("L", "R", "both")) -> list[dict]:
-    """Tidy rows (pandas.DataFrame(rows) works): region, level ('group'/'label'), hemi,
-    n_vertices, mean, ci_low, ci_high, n_subjects.
+                   hemis: Sequence[str] = ("L", "R", "both")) -> xr.Dataset:
+    """Per region and hemisphere, the grid of `assocjax.results` (dims region, hemi; `level`
+    ('group'/'label') a coordinate on region): mean, ci_low, ci_high, n_subjects, n_vertices, and
+    `present` (whether the region has vertices in that hemisphere; NaN / 0 where not).
 
     mean = mean over subjects of each subject's mean over the region's finite vertices; CI
     from a seeded subject bootstrap (`stats.bootstrap_mean_ci`). groups=None: every group
-    defined for atlas.source. labels=True adds one row set per atlas label (excluded labels
-    left out). Regions with no vertex in a hemisphere give no row.
+    defined for atlas.source. labels=True adds one region per atlas label (excluded labels
+    left out). `results.to_rows` gives the tidy table (a row per present region x hemi).
     """
     x = np.asarray(scores_SV, dtype=np.float64)
     x = x[None] if x.ndim == 1 else x
@@ -409,8 +412,13 @@ def region_summary(scores_SV, atlas: Atlas, groups: Sequence[str] | None = None,
     regions = hemisphere_regions(atlas_areas(atlas, groups, labels), atlas.hemi_V, hemis)
     if not regions:
         raise ValueError(f"no regions to summarise for atlas source {atlas.source!r}")
-    means_SR = region_means(x, np.stack([r.mask_V for r in regions]).astype(float))
+    masks_RV = np.stack([r.mask_V for r in regions])
+    means_SR = region_means(x, masks_RV.astype(float))
     mean, lo, hi, n = bootstrap_mean_ci(means_SR, bootstrap_indices(x.shape[0], n_boot, seed), ci)
-    return [dict(region=r.name, level=r.level, hemi=r.hemi, n_vertices=int(r.mask_V.sum()), mean=float(mean[i]),
-                 ci_low=float(lo[i]), ci_high=float(hi[i]), n_subjects=int(n[i]))
-            for i, r in enumerate(regions)]
+    names, hemi_names, index = results.region_grid([(r.name, r.hemi) for r in regions])
+    shape = (len(names), len(hemi_names))
+    level = dict((r.name, r.level) for r in regions)
+    grid = lambda v, fill=np.nan: (("region", "hemi"), results.on_grid(v, index, shape, fill))  # noqa: E731
+    return xr.Dataset(dict(mean=grid(mean), ci_low=grid(lo), ci_high=grid(hi), n_subjects=grid(np.asarray(n), 0),
+                           n_vertices=grid(masks_RV.sum(1), 0), present=grid(np.ones(len(regions), bool), False)),
+                      coords=dict(region=names, hemi=hemi_names, level=("region", [level[k] for k in names])))

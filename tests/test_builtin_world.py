@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from assocjax import augment
+from assocjax import augment, results
 from assocjax.augment.oracle import write_oracle
 from assocjax.data.synthetic.model import read_with_associates
 from assocjax.features import word_features
@@ -55,8 +55,10 @@ def world(tmp_path_factory):
 
 
 def _rows(res, comparison):
-    return {r["region"]: r for r in res.rows
-            if r["comparison"] == comparison and r["fit"] == "subjects" and r["hemi"] == "both"}
+    """region -> the subject-level statistics (the headline unit) of one comparison at its one layer."""
+    g = results.present_regions(res.gains.sel(comparison=comparison, unit=results.ALL), "both").isel(layer=0)
+    return {region: {k: g[k].values[i].item() for k in results.GAIN_VARS} | dict(layer=g["layer"].item())
+            for i, region in enumerate(g["region"].values.tolist())}
 
 
 def test_manifest_records_the_planted_oracle(world):

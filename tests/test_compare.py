@@ -8,9 +8,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import xarray as xr
 from safetensors.numpy import load_file, save_file
 
-from assocjax import augment
+from assocjax import augment, results
 from assocjax.augment.oracle import synthetic_oracle, write_oracle
 from assocjax.data.synthetic import SyntheticConfig, make_synthetic, pseudo_words
 from assocjax.features import word_features
@@ -56,8 +57,11 @@ def world(tmp_path_factory):
     return cfg, compare(cfg), files, (model, tok), oracle
 
 
-def _rows(res, comparison, fit="subjects", hemi="both"):
-    return {r["region"]: r for r in res.rows if r["comparison"] == comparison and r["fit"] == fit and r["hemi"] == hemi}
+def _rows(res, comparison, hemi="both"):
+    """region -> the subject-level statistics (the headline unit) of one comparison at its one layer."""
+    g = results.present_regions(res.gains.sel(comparison=comparison, unit=results.ALL), hemi).isel(layer=0)
+    return {region: {k: g[k].values[i].item() for k in results.GAIN_VARS} | dict(kind=g["kind"].item())
+            for i, region in enumerate(g["region"].values.tolist())}
 
 
 def test_true_augmentation_gains_in_mtl_only(world):
@@ -94,15 +98,15 @@ def test_outputs_and_reused_baseline(world):
     assert len(table) == len(res.rows)
     kinds = json.loads((out / "gains.json").read_text())["conditions"]
     assert kinds == {"oracle": "F", "random-word": "F"}
-    subj = [r for r in res.rows if r["comparison"] == "oracle vs plain" and r["region"] == "mtl"
-            and r["hemi"] == "both" and r["fit"] == "subject"]
+    subj = results.fit_units(res.gains.sel(comparison="oracle vs plain", region="mtl", hemi="both", layer=0),
+                             results.SUBJECT)["change"]
     group = _rows(res, "oracle vs plain")["mtl"]
-    assert len(subj) == 6 and np.mean([r["change"] for r in subj]) == pytest.approx(group["change"])
+    assert subj.size == 6 and float(subj.mean()) == pytest.approx(group["change"])
     # A second comparison reuses every finished fit (the baseline included) from the cache.
     again = compare(dataclasses.replace(cfg, output=out.parent / "again"))
     for name, run in again.runs.items():
         assert run.computed_layers == () and run.reused_layers == (0,), name
-    assert [r["change"] for r in again.rows] == [r["change"] for r in res.rows]
+    xr.testing.assert_identical(again.gains, res.gains)
 
 
 def test_context_mode_at_a_context_free_layer_changes_nothing(world):

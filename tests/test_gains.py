@@ -55,3 +55,38 @@ def test_paired_change_statistics():
     assert np.isnan(out["relative"][2]) and np.isnan(out["relative_ci_low"][2])
     with pytest.raises(ValueError, match="subjects, columns"):
         paired_change(base, new[:, :2])
+
+
+def _run(score_SR, mean_R):
+    """A stand-in for a score run: its score grid (`assocjax.results`) at layer 3, regions all/mtl (both)."""
+    from types import SimpleNamespace
+
+    from assocjax import results
+
+    s = np.vstack([np.mean(score_SR, 0), score_SR, mean_R])
+    nan = np.full_like(s, np.nan)
+    return SimpleNamespace(scores=results.scores(3, ("s1", "s2", "s3", "s4"), [("all", "both"), ("mtl", "both")],
+                                                 score=s, ci_low=nan, ci_high=nan, ceiling=nan, normalized=nan,
+                                                 alpha=nan, n_vertices=np.ones(s.shape, int)))
+
+
+def test_changes_pair_the_subjects_by_axis_and_write_the_gains_columns():
+    from assocjax import results
+    from assocjax.pipeline.config import CompareOptions
+    from assocjax.pipeline.compare import changes, summary_text
+
+    base_SR = np.array([[0.10, 0.02], [0.12, 0.03], [0.08, 0.01], [0.11, 0.02]])
+    new_SR = base_SR + np.array([[0.02, -0.01]])
+    opts = CompareOptions(n_perm=1000, min_base=0.05, fdr=0.2)
+    g = changes(_run(base_SR, [0.2, 0.01]), _run(new_SR, [0.25, 0.02]), "x vs plain", "F", opts, 200, 0.95, 0)
+    rows = results.to_rows(g)
+    assert tuple(rows[0]) == results.GAIN_COLUMNS and len(rows) == 2 * (1 + 4 + 1)
+    own = g.sel(layer=3, hemi="both", comparison="x vs plain")
+    np.testing.assert_array_equal(own["change"].sel(unit=["s1", "s2", "s3", "s4"]).values, new_SR - base_SR)
+    want = paired_change(base_SR, new_SR, 200, 0.95, 0, 1000, 0.05)
+    np.testing.assert_array_equal(own["change"].sel(unit="all").values, want["change"])
+    mean = own.sel(unit="mean")
+    assert mean["relative"].values[0] == (0.25 - 0.2) / 0.2 and np.isnan(mean["relative"].values[1])
+    assert mean["base_too_small"].values.tolist() == [False, True]
+    text = summary_text(g, opts.fdr)
+    assert text.startswith("x vs plain [F]: ") and "of 2 region x layer rows" in text

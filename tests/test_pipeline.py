@@ -17,6 +17,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import pytest
+import xarray as xr
 
 from assocjax.data.synthetic import expected_reliability
 from assocjax.outputs import STAGING_PREFIX, OutputError, OutputFolder
@@ -72,8 +73,7 @@ def test_outputs_exist_load_and_agree(run):
             r, ceiling, _ = (np.asarray(d.data) for d in img.darrays)
             np.testing.assert_array_equal(r, res.r_LV[i, half])
             np.testing.assert_array_equal(ceiling, res.max_r_V[half])
-    whole = next(r for r in res.rows if r["fit"] == "mean" and r["region"] == "all" and r["hemi"] == "both"
-                 and r["layer"] == res.layers[-1])
+    whole = res.scores.sel(unit="mean", region="all", hemi="both", layer=res.layers[-1])
     assert np.isclose(whole["score"], np.nanmean(res.r_LV[-1]))
 
     meta = json.loads((out / "run.json").read_text())
@@ -97,15 +97,15 @@ def test_planted_layer_score_and_ceiling_match_manifest(run):
     assert scores[TINY.planted_layer] > max(v for l, v in scores.items() if l != TINY.planted_layer)
 
     n_subjects = len(json.loads((cfg.output / "run.json").read_text())["selection"]["subjects"])
-    mean_rows = {(r["region"], r["layer"]): r for r in res.rows if r["fit"] == "mean" and r["hemi"] == "both"}
+    mean_fit = res.scores.sel(unit="mean", hemi="both", layer=TINY.planted_layer)
     for region, parcel in (("language", "language_stg"), ("frontal_gyrus", "frontal_ifg")):
         expected = math.sqrt(expected_reliability(manifest["parcels"][parcel]["snr"], n_subjects))
-        row = mean_rows[(region, TINY.planted_layer)]
+        row = {k: float(v) for k, v in mean_fit.sel(region=region)[["score", "ceiling"]].items()}
         assert abs(row["ceiling"] - expected) < 0.08, (region, row["ceiling"], expected)
         # the planted features are the model's own: close to the ceiling, never far above it
         assert 0.6 < row["score"] / expected < 1.05, (region, row["score"], expected)
-    control = mean_rows[("visual_control", TINY.planted_layer)]
-    assert abs(control["score"]) < 0.05  # no planted signal there
+    control = mean_fit.sel(region="visual_control")
+    assert abs(float(control["score"])) < 0.05  # no planted signal there
 
 
 def test_kill_and_resume_gives_the_same_numbers(run, tmp_path):
@@ -158,7 +158,7 @@ def test_kill_and_resume_gives_the_same_numbers(run, tmp_path):
     assert sorted(res.computed_layers) == [l for l in full.layers if l not in finished]
     assert all(p.stat().st_mtime_ns == t for p, t in done.items())  # not rewritten
     np.testing.assert_allclose(res.r_LV, full.r_LV, rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose([r["score"] for r in res.rows], [r["score"] for r in full.rows], rtol=1e-5, atol=1e-6)
+    xr.testing.assert_allclose(res.scores["score"], full.scores["score"], rtol=1e-5, atol=1e-6)
     assert res.summary["best_layer"] == full.summary["best_layer"]
 
 

@@ -4,6 +4,7 @@ import math
 import matplotlib.image as mpimg
 import numpy as np
 import pytest
+import xarray as xr
 from matplotlib.figure import Figure
 
 from assocjax import plots
@@ -21,25 +22,23 @@ def assert_real_png(path):
     assert len(colours) > 20
 
 
-def curve_rows():
-    rows = []
-    for j, region in enumerate(["IFG", "AntTemp", "PostTemp"]):
-        for layer in range(6):
-            s = 0.1 + 0.05 * j + 0.02 * layer
-            rows.append(dict(layer=layer, region=region, score=s, ci_low=s - 0.03,
-                             ci_high=math.nan if layer == 2 else s + 0.03,
-                             ceiling=math.nan if region == "PostTemp" else 0.4 + 0.05 * j))
-    return rows
+def curve_grid():
+    """A score grid selected down to (region, layer), as `pipeline.report` hands it over."""
+    regions, layers = ["IFG", "AntTemp", "PostTemp"], range(6)
+    score = np.array([[0.1 + 0.05 * j + 0.02 * l for l in layers] for j in range(3)])
+    hi = score + 0.03
+    hi[:, 2] = math.nan
+    ceiling = np.array([[math.nan if r == "PostTemp" else 0.4 + 0.05 * j] * 6 for j, r in enumerate(regions)])
+    dims = ("region", "layer")
+    return xr.Dataset(dict(score=(dims, score), ci_low=(dims, score - 0.03), ci_high=(dims, hi),
+                           ceiling=(dims, ceiling)), coords=dict(region=regions, layer=list(layers)))
 
 
-def bar_rows(ceiling=True):
-    rows = [dict(region="IFG", score=0.2, ci_low=0.15, ci_high=0.25),
-            dict(region="AntTemp", score=0.3, ci_low=math.nan, ci_high=math.nan),
-            dict(region="AngG", score=-0.05, ci_low=-0.1, ci_high=0.0)]
+def bar_grid(ceiling=True):
+    grid = dict(score=[0.2, 0.3, -0.05], ci_low=[0.15, math.nan, -0.1], ci_high=[0.25, math.nan, 0.0])
     if ceiling:
-        for r, c in zip(rows, [0.5, math.nan, 0.4]):
-            r["ceiling"] = c
-    return rows
+        grid["ceiling"] = [0.5, math.nan, 0.4]
+    return xr.Dataset({k: ("region", v) for k, v in grid.items()}, coords=dict(region=["IFG", "AntTemp", "AngG"]))
 
 
 def surface_values(n, seed=0):
@@ -50,14 +49,14 @@ def surface_values(n, seed=0):
 
 
 def test_layer_curve_writes_png(tmp_path):
-    out = plots.plot_layer_curve(curve_rows(), tmp_path / "sub" / "curve.png", title="sweep")
+    out = plots.plot_layer_curve(curve_grid(), tmp_path / "sub" / "curve.png", title="sweep")
     assert out == tmp_path / "sub" / "curve.png"
     assert_real_png(out)
 
 
 @pytest.mark.parametrize("ceiling", [True, False])
 def test_region_bars_writes_png(tmp_path, ceiling):
-    out = plots.plot_region_bars(bar_rows(ceiling), tmp_path / "bars.png", title="layer 3")
+    out = plots.plot_region_bars(bar_grid(ceiling), tmp_path / "bars.png", title="layer 3")
     assert_real_png(out)
 
 
@@ -83,14 +82,14 @@ def test_pyplot_registry_untouched(tmp_path):
     import matplotlib.pyplot as plt
 
     before = plt.get_fignums()
-    plots.plot_layer_curve(curve_rows(), tmp_path / "c.png")
+    plots.plot_layer_curve(curve_grid(), tmp_path / "c.png")
     plots.plot_surface(surface_values(10242), 10242, tmp_path / "s.png")
     assert plt.get_fignums() == before
 
 
 @pytest.mark.parametrize("call", [
-    lambda p: plots.plot_layer_curve(curve_rows(), p),
-    lambda p: plots.plot_region_bars(bar_rows(), p),
+    lambda p: plots.plot_layer_curve(curve_grid(), p),
+    lambda p: plots.plot_region_bars(bar_grid(), p),
     lambda p: plots.plot_surface(surface_values(10242), 10242, p),
 ], ids=["curve", "bars", "surface"])
 def test_render_failure_leaves_no_file(tmp_path, monkeypatch, call):
@@ -112,16 +111,14 @@ def test_render_failure_leaves_no_file(tmp_path, monkeypatch, call):
 
 
 def test_bad_inputs_raise(tmp_path):
-    with pytest.raises(ValueError, match="empty"):
-        plots.plot_layer_curve([], tmp_path / "x.png")
-    with pytest.raises(ValueError, match="empty"):
-        plots.plot_region_bars(iter([]), tmp_path / "x.png")
-    bad = curve_rows()
-    del bad[3]["layer"]
-    with pytest.raises(ValueError, match="layer"):
-        plots.plot_layer_curve(bad, tmp_path / "x.png")
+    with pytest.raises(ValueError, match="nothing to plot: no region"):
+        plots.plot_layer_curve(curve_grid().isel(region=[]), tmp_path / "x.png")
+    with pytest.raises(TypeError, match="xarray.Dataset"):
+        plots.plot_region_bars([dict(region="IFG", score=0.1, ci_low=0.0, ci_high=0.2)], tmp_path / "x.png")
+    with pytest.raises(ValueError, match=r"select one label on \['layer'\]"):
+        plots.plot_region_bars(curve_grid(), tmp_path / "x.png")
     with pytest.raises(ValueError, match="ci_high"):
-        plots.plot_region_bars([dict(region="IFG", score=0.1, ci_low=0.0)], tmp_path / "x.png")
+        plots.plot_region_bars(bar_grid().drop_vars("ci_high"), tmp_path / "x.png")
     with pytest.raises(ValueError, match=r"\(20483,\).*10242"):
         plots.plot_surface(np.zeros(20483), 10242, tmp_path / "x.png")
     with pytest.raises(ValueError, match=r"\(2, 10242\)"):
@@ -130,3 +127,26 @@ def test_bad_inputs_raise(tmp_path):
     with pytest.raises(ValueError):
         plots.plot_surface(np.zeros(299), 150, tmp_path / "x.png")
     assert list(tmp_path.iterdir()) == []
+
+
+def gains_grid(subjects=("a", "b")):
+    """Two comparisons' gains grids (`assocjax.results.gains`) over 2 layers of all / mtl; mtl has
+    no right hemisphere."""
+    from assocjax import results
+
+    present = np.array([[True, True], [True, False]])          # region (all, mtl) x hemi (both, R)
+    n_units, n_keys = len(subjects) + 2 if subjects else 1, 2 * 3
+    parts = []
+    for i, (comp, kind) in enumerate([("oracle vs plain", "F"), ("random vs plain", "F")]):
+        change = np.linspace(-0.02, 0.03, n_units * n_keys).reshape(n_units, n_keys) + 0.01 * i
+        v = {k: change for k in results.GAIN_VARS} | dict(
+            change_ci_low=change - 0.01, change_ci_high=change + 0.01, q=np.where(change > 0, 0.01, 0.5),
+            n_subjects=np.full(change.shape, 2), significant=change > 0, base_too_small=change < -1)
+        parts.append(results.gains(comp, kind, [1, 2], subjects, ["all", "mtl"], ["both", "R"], present, **v))
+    return results.concat(parts, "comparison")
+
+
+@pytest.mark.parametrize("subjects", [("a", "b"), ()], ids=["subjects", "one-subject"])
+def test_gains_writes_png(tmp_path, subjects):
+    assert_real_png(plots.plot_gains(gains_grid(subjects), tmp_path / "gains.png"))
+    assert_real_png(plots.plot_gains(gains_grid(subjects), tmp_path / "gains_R.png", hemi="R"))

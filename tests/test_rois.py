@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from nibabel.gifti import GiftiDataArray, GiftiImage, GiftiLabel, GiftiLabelTable
 
-from assocjax import rois, stats
+from assocjax import results, rois, stats
 
 # FreeSurferColorLUT.txt entries 11100-11175 (ctx_lh_ prefix removed): the label names of
 # FreeSurfer's aparc.a2009s (Destrieux 2009) annot, in colour-table order. nilearn ships no
@@ -361,7 +361,10 @@ def test_summary_mean_is_exact_and_tidy():
     x = c_S[:, None] + dev
     x[2, 0] = x[2, 1] = np.nan  # subject 2 loses its left MTL: its mean is still c_S[2] elsewhere
     x[:, 3] = np.nan
-    rows = rois.region_summary(x, _synth_atlas(), groups=["mtl", "language"], n_boot=200, labels=True)
+    grid = rois.region_summary(x, _synth_atlas(), groups=["mtl", "language"], n_boot=200, labels=True)
+    assert grid.sel(region="mtl", hemi="R")["mean"].item() == pytest.approx(c_S.mean(), abs=1e-12)
+    assert not grid["present"].sel(region="language", hemi="R") and np.isnan(grid.sel(region="language", hemi="R")["mean"])
+    rows = results.to_rows(grid)
     by = {(r["region"], r["hemi"]): r for r in rows}
     assert by[("mtl", "R")]["mean"] == pytest.approx(c_S.mean() + 0.0, abs=1e-12)
     assert by[("mtl", "L")]["mean"] == pytest.approx(np.delete(c_S, 2).mean(), abs=1e-12)
@@ -385,7 +388,7 @@ def test_bootstrap_matches_plain_numpy_and_is_seeded():
     x = rng.normal(size=(S, 20)) + rng.normal(size=(S, 1))
     x[3, :10] = np.nan  # subject 3 has no left-hemisphere data
     atlas = _atlas(10, 10)
-    rows = rois.region_summary(x, atlas, groups=[], labels=True, n_boot=B, seed=5, ci=0.9)
+    rows = results.to_rows(rois.region_summary(x, atlas, groups=[], labels=True, n_boot=B, seed=5, ci=0.9))
     idx = stats.bootstrap_indices(S, B, seed=5)
     for r in rows:
         mask = (atlas.labels_V == (0 if r["region"] == "a" else 1)) & (r["hemi"] == "both" or atlas.hemi_V == r["hemi"])
@@ -396,8 +399,8 @@ def test_bootstrap_matches_plain_numpy_and_is_seeded():
         assert (r["ci_low"], r["ci_high"]) == pytest.approx((lo, hi), rel=1e-12)
         assert r["ci_low"] <= r["mean"] <= r["ci_high"]
         assert r["n_subjects"] == (S - 1 if r["hemi"] == "L" else S)
-    again = rois.region_summary(x, atlas, groups=[], labels=True, n_boot=B, seed=5, ci=0.9)
-    other = rois.region_summary(x, atlas, groups=[], labels=True, n_boot=B, seed=6, ci=0.9)
+    again = results.to_rows(rois.region_summary(x, atlas, groups=[], labels=True, n_boot=B, seed=5, ci=0.9))
+    other = results.to_rows(rois.region_summary(x, atlas, groups=[], labels=True, n_boot=B, seed=6, ci=0.9))
     assert again == rows and other != rows
 
 
@@ -407,9 +410,9 @@ def test_ci_narrows_with_more_subjects():
 
     def width(S):
         x = rng.normal(loc=0.3, size=(S, 1)) + 0.1 * rng.normal(size=(S, 6))
-        r = rois.region_summary(x, atlas, groups=["mtl"], hemis=("both",), n_boot=1000)[0]
+        r = rois.region_summary(x, atlas, groups=["mtl"], hemis=("both",), n_boot=1000).sel(region="mtl", hemi="both")
         assert r["ci_low"] <= r["mean"] <= r["ci_high"]
-        return r["ci_high"] - r["ci_low"]
+        return float(r["ci_high"] - r["ci_low"])
 
     w10, w200 = width(10), width(200)
     assert w200 < 0.5 * w10  # ~ 1 / sqrt(S): expect a ratio near 0.22

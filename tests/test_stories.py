@@ -84,13 +84,16 @@ def test_combined_rows_are_tr_weighted_subject_means(world, together):
     run = json.loads((together.output / "run.json").read_text())
     weight = {s: v["weight"] for s, v in run["stories"].items()}
     assert weight["bronx"] > weight["piemanpni"]  # 357 vs 267 TRs, minus the onset trim
-    per = _table(together.story_rows, None)
+    story_rows, rows = together.story_rows, together.rows   # each built anew from the grids
+    assert [ds["story"].item() for ds in together.stories] == list(run["stories"])
+    per = _table(story_rows, None)
     assert not per  # every story row names its story
-    combined = [r for r in together.rows if r["story"] == "all"]
-    assert combined == together.rows and {r["fit"] for r in combined} == {"subjects", "subject", "mean"}
+    combined = [r for r in rows if r["story"] == "all"]
+    assert together.scores["story"].item() == "all" and len(combined) == len(rows)
+    assert {r["fit"] for r in combined} == set(together.scores["fit"].values) == {"subjects", "subject", "mean"}
     key = lambda r: (r["layer"], r["region"], r["hemi"])  # noqa: E731
     for row in (r for r in combined if r["fit"] == "subject"):
-        mine = [(s["score"], weight[s["story"]]) for s in together.story_rows
+        mine = [(s["score"], weight[s["story"]]) for s in story_rows
                 if s["fit"] == "subject" and s["subject"] == row["subject"] and key(s) == key(row)]
         assert mine, row
         want = sum(s * w for s, w in mine) / sum(w for _, w in mine)
@@ -100,7 +103,7 @@ def test_combined_rows_are_tr_weighted_subject_means(world, together):
         np.testing.assert_allclose(head["score"], np.mean(subs), rtol=1e-9)
         assert head["ci_low"] <= head["score"] <= head["ci_high"]
     csv_rows = (together.output / "scores.csv").read_text().splitlines()
-    assert csv_rows[0].startswith("story,") and len(csv_rows) - 1 == len(together.story_rows) + len(together.rows)
+    assert csv_rows[0].startswith("story,") and len(csv_rows) - 1 == len(story_rows) + len(rows)
 
 
 def test_killed_run_resumes_where_it_stopped(world, together, tmp_path):

@@ -46,33 +46,109 @@ def test_cv_best_layer_chooses_on_other_folds():
     assert folds.mean(1).max() > got["cv_best_score"]   # the plain argmax is optimistic
 
 
-def _rows(scores, fit="subjects"):
-    return [dict(layer=l, region="all", hemi="both", fit=fit, score=s, ci_low=s - 0.01, ci_high=s + 0.01,
-                 ceiling=0.5, normalized=s / 0.5) for l, s in enumerate(scores)]
+def _grid(head, mean=None, hemi="both"):
+    """A score grid over layers of one region: the headline unit (or none) and the mean fit."""
+    from assocjax import results
+
+    mean = head if mean is None else mean
+    subjects = ("a",) if head is not None else ()
+    layers = range(len(mean))
+    parts = []
+    for l in layers:
+        s = np.array([head[l], head[l], mean[l]] if subjects else [mean[l]])[:, None]
+        parts.append(results.scores(l, subjects, [("all", hemi)], score=s, ci_low=s - 0.01, ci_high=s + 0.01,
+                                    ceiling=np.full_like(s, 0.5), normalized=s / 0.5, alpha=np.ones_like(s),
+                                    n_vertices=np.ones(s.shape, int)))
+    return results.concat(parts, "layer")
 
 
 def test_summary_headline_and_all_nan_error():
-    rows = _rows([0.1, 0.3, 0.2]) + _rows([0.2, 0.25, 0.4], fit="mean")
-    s = tables.summary(rows)
+    s = tables.summary(_grid([0.1, 0.3, 0.2], mean=[0.2, 0.25, 0.4]))
     assert s["fit"] == "subjects" and s["best_layer"] == 1 and s["mean_fit_score"] == 0.25
-    assert tables.summary(_rows([0.1, 0.3], fit="mean"))["fit"] == "mean"
+    assert s["best_ci"] == [0.3 - 0.01, 0.3 + 0.01] and s["layer_scores"] == {0: 0.1, 1: 0.3, 2: 0.2}
+    assert tables.summary(_grid(None, mean=[0.1, 0.3]))["fit"] == "mean"
+    one_hemi = tables.summary(_grid([0.1, 0.3], hemi="L"))   # no "both": the only hemisphere
+    assert one_hemi["hemi"] == "L" and one_hemi["best_layer"] == 1
     with pytest.raises(ValueError, match="every layer's brain score is NaN"):
-        tables.summary(_rows([np.nan, np.nan]))
+        tables.summary(_grid([np.nan, np.nan]))
 
 
-def test_combined_rows_count_each_fits_own_vertices():
+def _group(story, subjects, own, mean, n_own, n_mean):
+    """One story's grid at layer 0, region all, hemi L: subjects' own scores, the mean fit's."""
+    from assocjax import results
+
+    s = np.array(([np.mean(own)] + list(own) if subjects else []) + [mean])[:, None]
+    n = np.array(([max(n_own)] + list(n_own) if subjects else []) + [n_mean])[:, None]
+    return results.scores(0, subjects, [("all", "L")], story, score=s, ci_low=np.full_like(s, np.nan),
+                          ci_high=np.full_like(s, np.nan), ceiling=np.full_like(s, 0.5), normalized=s / 0.5,
+                          alpha=np.ones_like(s), n_vertices=n)
+
+
+def test_combined_grid_counts_each_fits_own_vertices():
+    from assocjax import results
     from assocjax.pipeline import aggregate
 
-    def row(fit, subject, score, n):
-        return dict(layer=0, region="all", hemi="L", fit=fit, subject=subject, score=score, ceiling=0.5, alpha=1.0,
-                    n_vertices=n)
-
-    one = [row("subjects", "all", 0.2, 10), row("subject", "a", 0.2, 10), row("subject", "b", 0.2, 7),
-           row("mean", "mean", 0.3, 10)]
-    two = [row("subjects", "all", 0.1, 9), row("subject", "a", 0.1, 9), row("subject", "c", 0.1, 4),
-           row("mean", "mean", 0.2, 9)]
+    one = _group("one", ("a", "b"), [0.2, 0.2], 0.3, [10, 7], 10)
+    two = _group("two", ("a", "c"), [0.1, 0.1], 0.2, [9, 4], 9)
     got = aggregate.combine([(one, 2.0, ("a", "b")), (two, 1.0, ("a", "c"))], n_boot=10, ci=0.95, seed=0,
                             min_ceiling=0.05)
-    n = {(r["fit"], r["subject"]): r["n_vertices"] for r in got}
+    n = {(r["fit"], r["subject"]): r["n_vertices"] for r in results.to_rows(got)}
     assert n == {("subjects", "all"): 10, ("subject", "a"): 10, ("subject", "b"): 7, ("subject", "c"): 4,
                  ("mean", "mean"): 10}
+    own = got.sel(layer=0, region="all", hemi="L")["score"]
+    assert own.sel(unit="a").item() == pytest.approx((0.2 * 2 + 0.1) / 3) and own.sel(unit="b").item() == 0.2
+    assert got["story"].item() == "all"
+
+
+def test_a_story_with_one_listener_counts_its_mean_fit_as_that_subjects():
+    from assocjax.pipeline import aggregate
+
+    one = _group("one", ("a", "b"), [0.2, 0.4], 0.3, [10, 7], 10)
+    alone = _group("two", (), [], 0.1, [], 5)   # one listener: no per-subject fit of its own
+    got = aggregate.combine([(one, 1.0, ("a", "b")), (alone, 1.0, ("b",))], n_boot=10, ci=0.95, seed=0,
+                            min_ceiling=0.05)
+    score = got.sel(layer=0, region="all", hemi="L")["score"]
+    assert score.sel(unit="b").item() == pytest.approx(0.25) and score.sel(unit="a").item() == pytest.approx(0.2)
+
+
+def test_weighted_mean_sums_each_lane_as_its_own_finite_values():
+    """Bitwise the one-lane `np.sum(v[ok] * w[ok]) / np.sum(w[ok])` the rows were combined with,
+    with more stories than numpy's pairwise block (8), where the order of a sum shows."""
+    from assocjax.pipeline.aggregate import weighted_mean
+
+    rng = np.random.default_rng(3)
+    v = rng.normal(size=(50, 23))
+    v[rng.random(v.shape) < 0.3] = np.nan
+    v[0] = np.nan
+    w = rng.uniform(50, 400, 23)
+    got = weighted_mean(v, w)
+    for lane, g in zip(v, got):
+        ok = np.isfinite(lane)
+        want = np.sum(lane[ok] * w[ok]) / np.sum(w[ok]) if ok.any() else np.nan
+        assert g == want or (np.isnan(g) and np.isnan(want))
+
+
+def test_normalized_is_nan_below_the_ceiling_floor():
+    from assocjax.results import normalized
+
+    got = normalized([0.2, 0.2, 0.2, 0.2, np.nan], [0.5, 0.04, np.nan, 0.0, 0.5], 0.05)
+    np.testing.assert_array_equal(np.isnan(got), [False, True, True, True, True])
+    assert got[0] == 0.2 / 0.5
+    assert np.isnan(normalized(0.2, 0.0, 0.0))   # a zero ceiling has no ratio, whatever the floor
+
+
+def test_rows_have_the_tables_columns_and_only_present_regions():
+    from assocjax import results
+
+    s = np.arange(9.0).reshape(3, 3)          # units (all, a, mean) x pairs; mtl has no "both" here
+    ds = results.scores(4, ("a",), [("all", "L"), ("all", "both"), ("mtl", "L")], "st", score=s, ci_low=s,
+                        ci_high=s, ceiling=s, normalized=s, alpha=s, n_vertices=np.ones((3, 3), int))
+    assert ds.sizes == dict(layer=1, unit=3, region=2, hemi=2) and not ds["present"].sel(region="mtl", hemi="both")
+    ds = results.concat([ds, ds.assign_coords(layer=[5])], "layer")
+    rows = results.to_rows(ds)
+    assert len(rows) == 2 * 3 * 3 and tuple(rows[0]) == results.SCORE_COLUMNS
+    assert ("mtl", "both") not in {(r["region"], r["hemi"]) for r in rows}
+    assert [r["score"] for r in rows if r["layer"] == 4 and r["subject"] == "a"] == [3.0, 4.0, 5.0]
+    assert rows[0] == dict(story="st", layer=4, region="all", hemi="L", n_vertices=1, fit="subjects", subject="all",
+                           score=0.0, ci_low=0.0, ci_high=0.0, ceiling=0.0, normalized=0.0, alpha=0.0)
+    assert {type(rows[0][k]) for k in ("layer", "n_vertices")} == {int}

@@ -2,95 +2,104 @@
 score averaged over the stories that subject heard, weighted by each story's TRs; per
 layer, region and hemisphere, the mean over subjects with a subject-bootstrap CI.
 
-Rows of each group carry `story` = the group's name; the combined rows carry story "all":
+Each group's score grid carries `story` = the group's name; the combined grid carries story "all"
+(units, `assocjax.results`):
     fit "subject":  each subject's TR-weighted mean over its stories (score and ceiling);
                     a story with one listener counts its only fit for that subject
     fit "subjects": the headline, the mean of those over subjects, subject-bootstrap CI
     fit "mean":     the TR-weighted mean over stories of each story's subject-mean fit
-normalized = score / ceiling (NaN below min_ceiling); alpha = the median of the stories'.
-n_vertices = the most vertices a story's row of that fit (and subject) used: a subject's own,
+normalized = score / ceiling (`results.normalized`: NaN below min_ceiling); alpha = the median of the stories'.
+n_vertices = the most vertices a story's unit of that fit (and subject) used: a subject's own,
 the headline's over its subjects, the mean fit's.
 """
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
+import xarray as xr
 
-from .. import rois
-from .tables import HEADLINE
-
-ALL = "all"
-
-
-def _key(row: dict) -> tuple:
-    return row["layer"], row["region"], row["hemi"]
+from .. import results
+from ..results import ALL, MEAN, SUBJECT
+from ..stats import bootstrap_indices, bootstrap_mean_ci
 
 
-def _weighted(values, weights) -> float:
-    v, w = np.asarray(values, np.float64), np.asarray(weights, np.float64)
+def weighted_mean(values_XG: np.ndarray, weights_G) -> np.ndarray:
+    """(X...) the weighted mean over the last axis (groups) of the finite values (NaN where none
+    is). Each lane sums its finite values compacted in group order, as `np.sum(v[ok] * w[ok])`
+    does for one lane, so the numbers do not depend on how many other groups a lane lacks."""
+    v = np.asarray(values_XG, np.float64)
+    w = np.broadcast_to(np.asarray(weights_G, np.float64), v.shape)
     ok = np.isfinite(v)
-    return float(np.sum(v[ok] * w[ok]) / np.sum(w[ok])) if ok.any() else np.nan
-
-
-def _normalized(score, ceiling, min_ceiling):
-    return float(score / ceiling) if np.isfinite(ceiling) and ceiling >= min_ceiling else np.nan
-
-
-def subject_scores(parts: list[tuple[list[dict], float, tuple[str, ...]]]) -> dict:
-    """(subject, layer, region, hemi) -> [(score, ceiling, alpha, weight, n_vertices), ...] over the groups."""
-    out: dict = {}
-    for rows, weight, subjects in parts:
-        own = [r for r in rows if r["fit"] == "subject"]
-        if not own and len(subjects) == 1:  # one listener: the group's only fit is that subject's
-            own = [r | dict(subject=subjects[0]) for r in rows if r["fit"] == "mean"]
-        for r in own:
-            out.setdefault((r["subject"],) + _key(r), []).append((r["score"], r["ceiling"], r["alpha"], weight,
-                                                                  r["n_vertices"]))
+    first = np.argsort(~ok, axis=-1, kind="stable")                 # finite values first, in group order
+    vw = np.take_along_axis(np.where(ok, v * w, 0.0), first, -1)
+    ww = np.take_along_axis(np.where(ok, w, 0.0), first, -1)
+    n = ok.sum(-1)
+    out = np.full(v.shape[:-1], np.nan)
+    for c in np.unique(n[n > 0]):   # lanes of one finite count sum the same length: numpy's pairwise order
+        lane = n == c
+        out[lane] = np.ascontiguousarray(vw[lane][:, :c]).sum(-1) / np.ascontiguousarray(ww[lane][:, :c]).sum(-1)
     return out
 
 
-def combine(parts: list[tuple[list[dict], float, tuple[str, ...]]], n_boot: int, ci: float, seed: int,
-            min_ceiling: float) -> list[dict]:
-    """The combined rows (module docstring) from each group's (rows, TR weight, subjects)."""
-    keys = list(dict.fromkeys(_key(r) for rows, _, _ in parts for r in rows))
-    per = subject_scores(parts)
-    subjects = sorted({s for s, *_ in per})
-    head = lambda k, n: dict(story=ALL, layer=k[0], region=k[1], hemi=k[2], n_vertices=int(n))  # noqa: E731
-    score_SK = np.full((len(subjects), len(keys)), np.nan)
-    ceil_SK = np.full_like(score_SK, np.nan)
-    alpha_SK = np.full_like(score_SK, np.nan)
-    n_SK = np.zeros(score_SK.shape, np.int64)
-    rows = []
-    for i, sub in enumerate(subjects):
-        for j, k in enumerate(keys):
-            got = per.get((sub,) + k)
-            if got:
-                s, c, a, w, n = zip(*got)
-                score_SK[i, j], ceil_SK[i, j], alpha_SK[i, j] = _weighted(s, w), _weighted(c, w), np.nanmedian(a)
-                n_SK[i, j] = max(n)
+def _quiet(f, *args, **kw):
+    """f without the RuntimeWarning of an all-NaN slice (it gives NaN, as meant)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return f(*args, **kw)
+
+
+def own_fits(ds: xr.Dataset, subjects) -> xr.Dataset | None:
+    """The subjects' own fits of one group; a group with one listener has only the mean fit,
+    which is that subject's; None when the group has neither."""
+    if results.has_fit(ds, SUBJECT):
+        return results.fit_units(ds, SUBJECT)
+    if len(subjects) == 1:
+        return ds.sel(unit=[MEAN]).assign_coords(unit=[subjects[0]], fit=("unit", [SUBJECT]))
+    return None
+
+
+def combine(parts: list[tuple[xr.Dataset, float, tuple[str, ...]]], n_boot: int, ci: float, seed: int,
+            min_ceiling: float) -> xr.Dataset:
+    """The combined score grid (module docstring, story "all") from each group's (score grid,
+    TR weight, subjects)."""
+    grids = [ds for ds, _, _ in parts]
+    w_G = np.array([w for _, w, _ in parts], np.float64)
+    union = lambda dim: list(dict.fromkeys(x for ds in grids for x in ds[dim].values.tolist()))  # noqa: E731
+    axes = dict(layer=union("layer"), region=union("region"), hemi=union("hemi"))
+    present = np.any([ds["present"].reindex(region=axes["region"], hemi=axes["hemi"], fill_value=False).values
+                      for ds in grids], axis=0)
+    # every group on the same axes, (..., X keys, G groups) over the present (layer, region, hemi) keys
+    mask = xr.DataArray(present, coords=dict(region=axes["region"], hemi=axes["hemi"]), dims=("region", "hemi"))
+
+    def keyed(ds: xr.Dataset, var: str, units) -> np.ndarray:
+        a = ds[var].reindex(layer=axes["layer"], region=axes["region"], hemi=axes["hemi"], unit=units,
+                            fill_value=0 if var == "n_vertices" else np.nan)
+        return results.stacked(a, mask)[0]
+
+    own = [own_fits(ds, subs) for ds, _, subs in parts]
+    subjects = sorted({u for o in own if o is not None for u in o["unit"].values.tolist()})
+    out = {}
     if subjects:
-        mean, lo, hi, _ = rois.bootstrap_mean_ci(score_SK, rois.bootstrap_indices(len(subjects), n_boot, seed), ci)
-        for j, k in enumerate(keys):
-            c = float(np.nanmean(ceil_SK[:, j])) if np.isfinite(ceil_SK[:, j]).any() else np.nan
-            rows.append(head(k, n_SK[:, j].max()) | dict(
-                fit=HEADLINE, subject=ALL, score=float(mean[j]), ci_low=float(lo[j]), ci_high=float(hi[j]), ceiling=c,
-                normalized=_normalized(mean[j], c, min_ceiling), alpha=float(np.nanmedian(alpha_SK[:, j]))))
-            for i, sub in enumerate(subjects):
-                rows.append(head(k, n_SK[i, j]) | dict(
-                    fit="subject", subject=sub, score=score_SK[i, j], ci_low=np.nan, ci_high=np.nan,
-                    ceiling=ceil_SK[i, j], normalized=_normalized(score_SK[i, j], ceil_SK[i, j], min_ceiling),
-                    alpha=alpha_SK[i, j]))
-    means = {}
-    for prows, weight, _ in parts:
-        for r in prows:
-            if r["fit"] == "mean":
-                means.setdefault(_key(r), []).append((r["score"], r["ceiling"], r["alpha"], weight, r["n_vertices"]))
-    for k in keys:
-        s, c, a, w, n = zip(*means[k])
-        score, ceiling = _weighted(s, w), _weighted(c, w)
-        rows.append(head(k, max(n)) | dict(fit="mean", subject="mean", score=score, ci_low=np.nan, ci_high=np.nan,
-                                   ceiling=ceiling, normalized=_normalized(score, ceiling, min_ceiling),
-                                   alpha=float(np.nanmedian(a))))
-    return [{k: (float(v) if isinstance(v, (float, np.floating)) else v) for k, v in row.items()} for row in rows]
+        n_keys = len(axes["layer"]) * int(present.sum())
+        none = lambda k: np.full((len(subjects), n_keys), 0 if k == "n_vertices" else np.nan)  # noqa: E731
+        per = {k: np.stack([none(k) if o is None else keyed(o, k, subjects) for o in own], -1)
+               for k in ("score", "ceiling", "alpha", "n_vertices")}                               # (S, X, G)
+        score_SX, ceil_SX = weighted_mean(per["score"], w_G), weighted_mean(per["ceiling"], w_G)
+        alpha_SX, n_SX = _quiet(np.nanmedian, per["alpha"], axis=-1), per["n_vertices"].max(-1)
+        mean, lo, hi, _ = bootstrap_mean_ci(score_SX, bootstrap_indices(len(subjects), n_boot, seed), ci)
+        ceiling = _quiet(np.nanmean, np.ascontiguousarray(ceil_SX.T), axis=1)   # per key, over subjects
+        nan_SX = np.full_like(score_SX, np.nan)
+        out = dict(score=[mean[None], score_SX], ci_low=[lo[None], nan_SX], ci_high=[hi[None], nan_SX],
+                   ceiling=[ceiling[None], ceil_SX], alpha=[_quiet(np.nanmedian, alpha_SX, axis=0)[None], alpha_SX],
+                   n_vertices=[n_SX.max(0)[None], n_SX])
+    m = {k: np.stack([keyed(ds, k, [MEAN])[0] for ds in grids], -1) for k in ("score", "ceiling", "alpha", "n_vertices")}
+    means = dict(score=weighted_mean(m["score"], w_G), ceiling=weighted_mean(m["ceiling"], w_G),
+                 alpha=_quiet(np.nanmedian, m["alpha"], axis=-1), n_vertices=m["n_vertices"].max(-1))
+    means |= dict(ci_low=np.full_like(means["score"], np.nan), ci_high=np.full_like(means["score"], np.nan))
+    grid = {k: np.concatenate(out.get(k, []) + [means[k][None]]) for k in means}
+    grid["normalized"] = results.normalized(grid["score"], grid["ceiling"], min_ceiling)
+    return results.from_keys(axes["layer"], subjects, axes["region"], axes["hemi"], present, ALL, **grid)
 
 
 def weighted_maps(maps_GXV: list[np.ndarray], weights) -> np.ndarray:

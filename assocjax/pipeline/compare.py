@@ -9,8 +9,8 @@ subjects' region scores:
                                             folder scores each story with the fold model that held it out
     contrast = R(A) - R(B)                  every pair of conditions (e.g. associative vs random)
 with the statistics of `assocjax.gains` / `assocjax.stats` (paired subject bootstrap CI, sign-flip p, BH q over
-the layer x region x hemisphere rows of one comparison). Written: gains.csv / gains.json (tidy
-rows), gains.png (change per layer, one panel per region) and the runs' own folders.
+the layer x region x hemisphere keys of one comparison), as a gains grid (`assocjax.results`).
+Written: gains.csv / gains.json (its tidy rows, `results.to_rows`), gains.png (change per layer, one panel per region) and the runs' own folders.
 """
 from __future__ import annotations
 
@@ -20,7 +20,9 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+import xarray as xr
 
+from .. import results
 from ..gains import paired_change
 from ..io import atomic_write_text, write_csv, write_json
 from ..outputs import OutputFolder
@@ -37,8 +39,13 @@ BASELINE = "plain"
 class Comparison:
     output: Path
     runs: dict[str, ScoreResult]   # condition -> its run (BASELINE first)
-    rows: list[dict]
+    gains: xr.Dataset              # every comparison's gains grid (`assocjax.results`)
     files: list[Path]
+
+    @property
+    def rows(self) -> list[dict]:
+        """gains.csv's rows."""
+        return results.to_rows(self.gains)
 
 
 def augmentation_conditions(files) -> dict[str, list[Path]]:
@@ -53,48 +60,40 @@ def _folder_name(name: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
 
 
-def _subject_matrix(rows, keys, subjects) -> np.ndarray:
-    """(subjects, keys) score of each subject's fit in each (layer, region, hemi)."""
-    table = {(r["layer"], r["region"], r["hemi"], r["subject"]): r["score"] for r in rows if r["fit"] == "subject"}
-    return np.array([[table.get(k + (s,), np.nan) for k in keys] for s in subjects], np.float64)
+def changes(base: ScoreResult, new: ScoreResult, comparison: str, kind: str, opts, n_boot: int, ci: float,
+            seed: int) -> xr.Dataset:
+    """The gains grid of one comparison over the baseline's (layer, region, hemi) keys: the
+    subject-level statistics (fit "subjects"), each subject's change (fit "subject") and the change
+    of the subject-mean fit (fit "mean", no CI: its scores come from one fit)."""
+    b_ds = base.scores
+    present = b_ds["present"]
+    subjects = results.fit_units(b_ds, results.SUBJECT)["unit"].values.tolist()
 
+    def matrix(ds: xr.Dataset, units) -> np.ndarray:   # (units, keys) scores on the baseline's keys
+        a = ds["score"].reindex(unit=units, layer=b_ds["layer"], region=b_ds["region"], hemi=b_ds["hemi"])
+        return results.stacked(a, present)[0]
 
-def change_rows(base: ScoreResult, new: ScoreResult, comparison: str, kind: str, opts, n_boot: int, ci: float,
-                seed: int) -> list[dict]:
-    """Tidy rows of one comparison: per (layer, region, hemi) the subject-level statistics
-    (fit "subjects"), each subject's change (fit "subject") and the change of the subject-mean
-    fit (fit "mean", no CI: its scores come from one fit)."""
-    keys = list(dict.fromkeys((r["layer"], r["region"], r["hemi"]) for r in base.rows if r["fit"] == "mean"))
-    subjects = list(dict.fromkeys(r["subject"] for r in base.rows if r["fit"] == "subject"))
-    head = lambda k: dict(comparison=comparison, kind=kind, layer=k[0], region=k[1], hemi=k[2])  # noqa: E731
-    nan = float("nan")
-    rows = []
+    mb, mn = matrix(b_ds, [results.MEAN])[0], matrix(new.scores, [results.MEAN])[0]
+    nan = np.full_like(mb, np.nan)
+    small = ~(mb >= opts.min_base)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        rel = np.where(small, np.nan, (mn - mb) / mb)
+    mean = dict(n_subjects=np.full(mb.shape, len(subjects) or 1), base=mb, new=mn, change=mn - mb, change_ci_low=nan,
+                change_ci_high=nan, p=nan, q=nan, significant=np.zeros(mb.shape, bool), relative=rel,
+                relative_ci_low=nan, relative_ci_high=nan, base_too_small=small)
+    grid = {k: [v[None]] for k, v in mean.items()}
     if subjects:
-        b, n = _subject_matrix(base.rows, keys, subjects), _subject_matrix(new.rows, keys, subjects)
+        b, n = matrix(b_ds, subjects), matrix(new.scores, subjects)                  # (S, keys)
         st = paired_change(b, n, n_boot, ci, seed, opts.n_perm, opts.min_base)
         q = bh_fdr(st["p"])
-        for j, k in enumerate(keys):
-            rows.append(head(k) | dict(fit="subjects", subject="all", n_subjects=int(st["n_subjects"][j]),
-                                       base=st["base"][j], new=st["new"][j], change=st["change"][j],
-                                       change_ci_low=st["change_ci_low"][j], change_ci_high=st["change_ci_high"][j],
-                                       p=st["p"][j], q=q[j], significant=bool(q[j] < opts.fdr),
-                                       relative=st["relative"][j], relative_ci_low=st["relative_ci_low"][j],
-                                       relative_ci_high=st["relative_ci_high"][j],
-                                       base_too_small=bool(st["base_too_small"][j])))
-            for s, sub in enumerate(subjects):
-                rows.append(head(k) | dict(fit="subject", subject=sub, n_subjects=1, base=b[s, j], new=n[s, j],
-                                           change=n[s, j] - b[s, j], change_ci_low=nan, change_ci_high=nan, p=nan,
-                                           q=nan, significant=False, relative=nan, relative_ci_low=nan,
-                                           relative_ci_high=nan, base_too_small=False))
-    mean = lambda res: {(r["layer"], r["region"], r["hemi"]): r["score"] for r in res.rows if r["fit"] == "mean"}  # noqa: E731
-    mb, mn = mean(base), mean(new)
-    for k in keys:
-        rel = (mn[k] - mb[k]) / mb[k] if mb[k] >= opts.min_base else nan
-        rows.append(head(k) | dict(fit="mean", subject="mean", n_subjects=len(subjects) or 1, base=mb[k], new=mn[k],
-                                   change=mn[k] - mb[k], change_ci_low=nan, change_ci_high=nan, p=nan, q=nan,
-                                   significant=False, relative=rel, relative_ci_low=nan, relative_ci_high=nan,
-                                   base_too_small=not mb[k] >= opts.min_base))
-    return [{k: (float(v) if isinstance(v, (float, np.floating)) else v) for k, v in row.items()} for row in rows]
+        head = {k: st[k] for k in results.GAIN_VARS if k in st} | dict(q=q, significant=q < opts.fdr)
+        nan_SX = np.full_like(b, np.nan)
+        own = dict(n_subjects=np.ones(b.shape, np.int64), base=b, new=n, change=n - b, change_ci_low=nan_SX,
+                   change_ci_high=nan_SX, p=nan_SX, q=nan_SX, significant=np.zeros(b.shape, bool), relative=nan_SX,
+                   relative_ci_low=nan_SX, relative_ci_high=nan_SX, base_too_small=np.zeros(b.shape, bool))
+        grid = {k: [np.asarray(head[k])[None], own[k], mean[k][None]] for k in mean}   # `results.units` order
+    return results.gains(comparison, kind, b_ds["layer"].values, subjects, b_ds["region"].values.tolist(),
+                         b_ds["hemi"].values.tolist(), present.values, **{k: np.concatenate(v) for k, v in grid.items()})
 
 
 def compare(cfg: ScoreConfig) -> Comparison:
@@ -131,29 +130,31 @@ def _compare(cfg: ScoreConfig, names, conditions: dict, folder: OutputFolder) ->
         runs[name] = one(name, augment=plain, model=dataclasses.replace(cfg.model, path=str(path)))
         kinds[name] = "M"
 
-    rows, r = [], cfg.report
+    parts, r = [], cfg.report
     for name, kind in kinds.items():
-        rows += change_rows(runs[BASELINE], runs[name], f"{name} vs {BASELINE}", kind, cfg.compare, r.n_boot, r.ci,
-                            cfg.seed)
+        parts.append(changes(runs[BASELINE], runs[name], f"{name} vs {BASELINE}", kind, cfg.compare, r.n_boot, r.ci,
+                             cfg.seed))
     others = list(kinds)
     for i, a in enumerate(others):
         for b in others[i + 1:]:
             if kinds[a] == kinds[b]:
-                rows += change_rows(runs[b], runs[a], f"{a} vs {b}", "contrast", cfg.compare, r.n_boot, r.ci, cfg.seed)
-    text = summary_text(rows, cfg.compare.fdr)
+                parts.append(changes(runs[b], runs[a], f"{a} vs {b}", "contrast", cfg.compare, r.n_boot, r.ci, cfg.seed))
+    gains = results.concat(parts, "comparison")
+    text = summary_text(gains, cfg.compare.fdr)
+    rows = results.to_rows(gains)
     with folder.staging() as stage:  # the comparison's own files appear together
         files = [write_csv(stage / "gains.csv", rows),
                  write_json(stage / "gains.json", clean_nans(dict(baseline=BASELINE, conditions=kinds, rows=rows)))]
         if r.figures:
             from ..plots import plot_gains
-            files.append(plot_gains(rows, stage / "gains.png", fdr=cfg.compare.fdr))
+            files.append(plot_gains(gains, stage / "gains.png", fdr=cfg.compare.fdr))
         files.append(atomic_write_text(stage / "gains.txt", text + "\n"))
         files.append(write_json(stage / "compare.json", dict(
             conditions=kinds, runs={k: str(v.output) for k, v in runs.items()},
             config=json.loads(json.dumps(dataclasses.asdict(cfg), default=str)))))
         files = [folder.final(p) for p in files]
     print(text)
-    return Comparison(out, runs, rows, files)
+    return Comparison(out, runs, gains, files)
 
 
 def warn_unchanged_layers(name: str, model_path: str, cfg: ScoreConfig) -> str | None:
@@ -178,30 +179,44 @@ def warn_unchanged_layers(name: str, model_path: str, cfg: ScoreConfig) -> str |
     return None
 
 
-def summary_text(rows: list[dict], fdr: float) -> str:
-    """Per comparison: the region x layer rows whose change is significant (q < fdr), largest first."""
+def summary_text(gains: xr.Dataset, fdr: float) -> str:
+    """Per comparison: the region x layer keys whose change is significant (q < fdr), largest first."""
     lines = []
-    for comp in dict.fromkeys(r["comparison"] for r in rows):
-        mine = [r for r in rows if r["comparison"] == comp and r["fit"] == "subjects" and r["hemi"] == "both"]
-        if not mine:
-            mine = [r for r in rows if r["comparison"] == comp and r["fit"] == "mean" and r["hemi"] == "both"]
-            lines.append(f"{comp}: one subject, no statistics; change of the fit per region: " + ", ".join(
-                f"{r['region']}@{r['layer']} {r['change']:+.3f}" for r in mine))
+    for comp in gains["comparison"].values.tolist():
+        g = gains.sel(comparison=comp)
+        both = "both" in g["hemi"].values and bool(g["present"].sel(hemi="both").any())
+        if not (both and results.has_fit(g, results.HEADLINE)):
+            if both:
+                mean, keys = _keyed(g.sel(unit=results.MEAN), "both", ("change",))
+                lines.append(f"{comp}: one subject, no statistics; change of the fit per region: " + ", ".join(
+                    f"{region}@{layer} {c:+.3f}" for (layer, region), c in zip(keys, mean["change"])))
+            else:
+                lines.append(f"{comp}: one subject, no statistics; change of the fit per region: ")
             continue
+        v, keys = _keyed(g.sel(unit=results.ALL), "both", ("change", "change_ci_low", "change_ci_high", "q",
+                                                          "relative", "significant", "n_subjects"))
         # gains before losses (each largest first): a gain in one region is not hidden behind larger
         # losses elsewhere, as associations that help MTL and cost the other regions would be
-        sig = sorted((r for r in mine if r["significant"]), key=lambda r: (r["change"] < 0, -abs(r["change"])))
-        lines.append(f"{comp} [{mine[0]['kind']}]: {len(sig)} of {len(mine)} region x layer rows with q < {fdr}")
-        n = max(r["n_subjects"] for r in mine)
+        sig = sorted(np.flatnonzero(v["significant"]), key=lambda j: (v["change"][j] < 0, -abs(v["change"][j])))
+        lines.append(f"{comp} [{g['kind'].item()}]: {len(sig)} of {len(keys)} region x layer rows with q < {fdr}")
+        n = int(v["n_subjects"].max())
         if 2.0 ** (1 - n) >= fdr:  # the exact sign-flip test cannot go below 2 / 2^n
             lines.append(f"  (with {n} subjects the smallest possible p is {2.0 ** (1 - n):.3g}: nothing can reach q < {fdr})")
-        for r in sig[:8]:
-            rel = "" if np.isnan(r["relative"]) else f", relative {r['relative']:+.1%}"
-            lines.append(f"  {r['region']:<16} layer {r['layer']:>3}: {r['change']:+.4f} "
-                         f"[{r['change_ci_low']:+.4f}, {r['change_ci_high']:+.4f}] q={r['q']:.3g}{rel}")
+        for j in sig[:8]:
+            (layer, region), rel = keys[j], v["relative"][j]
+            rel = "" if np.isnan(rel) else f", relative {rel:+.1%}"
+            lines.append(f"  {region:<16} layer {layer:>3}: {v['change'][j]:+.4f} "
+                         f"[{v['change_ci_low'][j]:+.4f}, {v['change_ci_high'][j]:+.4f}] q={v['q'][j]:.3g}{rel}")
         if len(sig) > 8:
             lines.append(f"  ... {len(sig) - 8} more in gains.csv")
     return "\n".join(lines)
+
+
+def _keyed(g: xr.Dataset, hemi: str, names) -> tuple[dict, list[tuple]]:
+    """Variables of one unit at one hemisphere over its present (layer, region) keys."""
+    at = g.sel(hemi=hemi)
+    out = {k: results.stacked(at[k], at["present"])[0] for k in names}
+    return out, results.stacked(at[names[0]], at["present"])[1]
 
 
 def main(cfg: ScoreConfig):
@@ -211,4 +226,4 @@ def main(cfg: ScoreConfig):
     return score(cfg)
 
 
-__all__ = ["BASELINE", "Comparison", "augmentation_conditions", "change_rows", "compare", "main", "warn_unchanged_layers"]
+__all__ = ["BASELINE", "Comparison", "augmentation_conditions", "changes", "compare", "main", "warn_unchanged_layers"]

@@ -3,7 +3,7 @@
 A choice is one target's alpha in one outer fold (`alpha_idx` of a layer's results, (K, F, V));
 only choices whose held-out score is finite count (vertices without data and padding have
 none). Shares are kept per fit family, as the tables name them: the per-subject fits over all
-(subject, vertex) targets (`tables.HEADLINE`) and the subject-mean fit ("mean").
+(subject, vertex) targets (`results.HEADLINE`) and the subject-mean fit ("mean").
 
 Why it matters: a target at an edge might have wanted an alpha outside the grid, so its score
 is the grid's, not the ridge's. Measured per layer and fit (README: alpha grid edges), every
@@ -21,7 +21,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .tables import HEADLINE, fold_mean
+from ..results import HEADLINE
+from .tables import fold_mean
 
 WARN_ABOVE = 0.5
 MIN_GRID = 3

@@ -7,12 +7,14 @@ from pathlib import Path
 
 import nibabel as nib
 import numpy as np
+import xarray as xr
 
+from .. import results
 from ..io import atomic_write_bytes, write_csv, write_json
 from ..outputs import disk_full
+from ..results import WHOLE
 from . import grid_edges
 from .bold import Bold
-from .tables import WHOLE
 
 MAP_ARRAYS = ("r", "ceiling_max_r", "normalized")
 
@@ -28,7 +30,9 @@ def clean_nans(x):
     return x
 
 
-def write_tables(out: Path, rows: list[dict], summary: dict) -> list[Path]:
+def write_tables(out: Path, grids, summary: dict) -> list[Path]:
+    """scores.csv and scores.json: the rows of every score grid (`results.to_rows`), in turn."""
+    rows = [r for ds in grids for r in results.to_rows(ds)]
     return [write_csv(out / "scores.csv", rows), write_json(out / "scores.json", clean_nans(dict(summary=summary, rows=rows)))]
 
 
@@ -60,7 +64,7 @@ def write_maps(out: Path, bold: Bold, layer: int, maps_XV: np.ndarray) -> list[P
     return paths
 
 
-def write_figures(out: Path, rows: list[dict], summary: dict, best_map_V: np.ndarray, bold: Bold,
+def write_figures(out: Path, scores: xr.Dataset, summary: dict, best_map_V: np.ndarray, bold: Bold,
                   title: str) -> tuple[list[Path], str | None]:
     """Layer curve, region bars at the best layer, and the best layer's surface map, via
     assocjax.plots; (paths written, a note when figures were skipped)."""
@@ -69,23 +73,22 @@ def write_figures(out: Path, rows: list[dict], summary: dict, best_map_V: np.nda
     except ImportError as e:
         return [], f"figures skipped: assocjax.plots is not available ({e})"
     try:
-        return _figures(plots, out, rows, summary, best_map_V, bold, title), None
+        return _figures(plots, out, scores, summary, best_map_V, bold, title), None
     except Exception as e:  # the tables and maps are written already; a plotting bug must not lose the run
         if disk_full(e):
             raise  # not a plotting bug: the run's outputs cannot be written (outputs.OutputFolder says so)
         return [], f"figures failed: {type(e).__name__}: {e}"
 
 
-def _figures(plots, out, rows, summary, best_map_V, bold, title) -> list[Path]:
+def _figures(plots, out, scores, summary, best_map_V, bold, title) -> list[Path]:
     figs = out / "figures"
     figs.mkdir(parents=True, exist_ok=True)
-    both, fit = summary["hemi"], summary["fit"]
-    head = [r for r in rows if r["fit"] == fit and r["hemi"] == both]
+    fit = results.headline_fit(scores)
+    head = results.present_regions(scores.sel(unit=results.headline_unit(fit)), summary["hemi"])
     paths = [figs / "layer_curve.png", figs / "region_bars.png"]
-    what = "per-subject fits, mean over subjects (subject-bootstrap CI)" if fit == "subjects" else "subject-mean fit"
+    what = "per-subject fits, mean over subjects (subject-bootstrap CI)" if fit == results.HEADLINE else "subject-mean fit"
     plots.plot_layer_curve(head, paths[0], title=f"{title}: {what}")
-    best = [r for r in head if r["layer"] == summary["best_layer"]]
-    plots.plot_region_bars(best, paths[1], title=f"{title}: layer {summary['best_layer']}")
+    plots.plot_region_bars(head.sel(layer=summary["best_layer"]), paths[1], title=f"{title}: layer {summary['best_layer']}")
     if bold.brain_mask is None:
         n = max(bold.hemi_sizes)
         per_hemi = {h: best_map_V[sum(bold.hemi_sizes[:i]):sum(bold.hemi_sizes[:i + 1])] for i, h in enumerate(bold.hemis)}
@@ -107,13 +110,13 @@ def _incomplete(info: dict) -> str:
 
 def summary_text(summary: dict, info: dict) -> str:
     s = summary
+    per_subject = s["fit"] == results.HEADLINE
     lo, hi = s["best_ci"]
     ci = "" if lo is None or np.isnan(lo) else f" (95% CI over subjects {lo:.3f}..{hi:.3f})"
-    what = (f"per-subject fits averaged over {info['n_subjects']} subjects" if s["fit"] == "subjects"
-            else "subject-mean fit")
+    what = (f"per-subject fits averaged over {info['n_subjects']} subjects" if per_subject else "subject-mean fit")
     if not info.get("pooled", True):
         what += ("; each story fitted with its own listeners, a subject's score averaged over its stories "
-                 "weighted by TRs" if s["fit"] == "subjects" else "; stories averaged weighted by TRs")
+                 "weighted by TRs" if per_subject else "; stories averaged weighted by TRs")
     lines = [
         f"{info['n_layers']} layers of {info['model']} on {info['n_subjects']} subject(s), {info['n_stories']} "
         f"stories ({info['n_trs']} TRs, {info['n_targets']} {info['targets']})",
@@ -124,7 +127,7 @@ def summary_text(summary: dict, info: dict) -> str:
     if "cv_best_score" in s:
         lines.append(f"cross-validated best layer: r = {s['cv_best_score']:.3f} (layer chosen on the other outer "
                      f"folds, per fold: {', '.join(map(str, s['cv_best_layers']))})")
-    if s["fit"] == "subjects" and np.isfinite(s.get("mean_fit_score", np.nan)):
+    if per_subject and np.isfinite(s.get("mean_fit_score", np.nan)):
         lines.append(f"subject-mean fit at layer {s['best_layer']}: r = {s['mean_fit_score']:.3f} "
                      f"(ceiling {s['mean_fit_ceiling']:.3f})")
     lines.append("per layer: " + ", ".join(f"{l}: {v:.3f}" for l, v in s["layer_scores"].items()))

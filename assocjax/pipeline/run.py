@@ -18,8 +18,9 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
+import xarray as xr
 
-from .. import rois
+from .. import results, rois
 from ..ceiling import normalized_score
 from ..io import atomic_write_text, write_json
 from ..models import load_pretrained
@@ -38,15 +39,16 @@ from .inputs import Selection, describe, resolve_augmentations, select
 
 @dataclasses.dataclass
 class ScoreResult:
-    """What a run produced. rows: the tables the summary reads (combined over stories when there
-    are several, story "all"); story_rows: every story's own rows. r_LV / max_r_V: the subject-mean
+    """What a run produced. scores: the score grid the summary reads (`assocjax.results`; combined
+    over stories when there are several, story "all"); stories: every story's own grid; `rows` /
+    `story_rows`: the same as the tidy rows of scores.csv. r_LV / max_r_V: the subject-mean
     fit's per-vertex score (fold-mean r) of each scored layer and its ceiling, on every vertex of
     the space (TR-weighted over stories; NaN where there is no data)."""
 
     output: Path
     summary: dict
-    rows: list[dict]
-    story_rows: list[dict]
+    scores: xr.Dataset
+    stories: tuple[xr.Dataset, ...]
     layers: tuple[int, ...]
     r_LV: np.ndarray
     max_r_V: np.ndarray
@@ -57,6 +59,14 @@ class ScoreResult:
     manifest: dict | None
     files: list[Path]
     notes: tuple[str, ...]
+
+    @property
+    def rows(self) -> list[dict]:
+        return results.to_rows(self.scores)
+
+    @property
+    def story_rows(self) -> list[dict]:
+        return [r for ds in self.stories for r in results.to_rows(ds)]
 
     @property
     def computed_layers(self) -> tuple[int, ...]:
@@ -160,49 +170,49 @@ def _features(cfg: ScoreConfig, sel: Selection, augs: dict):
 
 @dataclasses.dataclass
 class Tables:
-    rows: list[dict]
-    story_rows: list[dict]
+    scores: xr.Dataset
+    stories: tuple[xr.Dataset, ...]
     summary: dict
     r_LV: np.ndarray
     max_r_V: np.ndarray
 
 
-def _group_rows(cfg: ScoreConfig, g: Group, atlas) -> tuple[list[dict], np.ndarray]:
-    """(the group's rows tagged with its story, its (L, K) headline score per outer fold)."""
+def _group_scores(cfg: ScoreConfig, g: Group, atlas) -> tuple[xr.Dataset, np.ndarray]:
+    """(the group's score grid, story = its name; its (L, K) headline score per outer fold)."""
     hemi_V = np.repeat(np.asarray(g.bold.hemis or ("",)), g.bold.hemi_sizes)
     regs = tables.regions(atlas, hemi_V, g.bold.keep_V)
     subjects = g.sel.subjects if g.fit.per_subject else ()
-    rows = [dict(story=g.name) | row for layer in g.sel.layers for row in tables.layer_rows(
-        layer, g.results[layer], g.ceiling, g.fit.alphas, subjects, regs, cfg.ceiling.min_ceiling, cfg.report.n_boot,
-        cfg.report.ci, cfg.seed)]
+    ds = tables.group_scores(g.sel.layers, g.results, g.ceiling, g.fit.alphas, subjects, regs,
+                             cfg.ceiling.min_ceiling, cfg.report.n_boot, cfg.report.ci, cfg.seed, story=g.name)
     whole = next(m for name, h, m in regs if name == tables.WHOLE and h in ("both", regs[0][1]))
-    return rows, np.stack([tables.fold_headline(g.results[l], whole) for l in g.sel.layers])
+    return ds, np.stack([tables.fold_headline(g.results[l], whole) for l in g.sel.layers])
 
 
 def _tables(cfg: ScoreConfig, sel: Selection, groups: list[Group], atlases) -> Tables:
-    """Every group's rows, the rows the summary reads (combined over groups when several), the
-    summary (best layer, cross-validated best layer over all groups' outer folds) and the maps."""
-    parts = [_group_rows(cfg, g, atlases[g.name]) for g in groups]
-    story_rows = [r for rows, _ in parts for r in rows]
+    """Every group's score grid, the grid the summary reads (combined over groups when several),
+    the summary (best layer, cross-validated best layer over all groups' outer folds) and the maps."""
+    parts = [_group_scores(cfg, g, atlases[g.name]) for g in groups]
+    stories = tuple(ds for ds, _ in parts)
     weights = [g.bold.n_rows for g in groups]
     if len(groups) == 1:
-        rows = story_rows
+        scores = stories[0]
     else:
-        rows = aggregate.combine([(rows, w, g.sel.subjects) for (rows, _), w, g in zip(parts, weights, groups)],
-                                 cfg.report.n_boot, cfg.report.ci, cfg.seed, cfg.ceiling.min_ceiling)
+        scores = aggregate.combine([(ds, w, g.sel.subjects) for (ds, _), w, g in zip(parts, weights, groups)],
+                                   cfg.report.n_boot, cfg.report.ci, cfg.seed, cfg.ceiling.min_ceiling)
     folds_LK = np.concatenate([f for _, f in parts], axis=1)
     fold_w = np.concatenate([np.full(f.shape[1], w / f.shape[1]) for (_, f), w in zip(parts, weights)])
-    summary = tables.summary(rows, folds_LK, sel.layers, fold_w)
+    summary = tables.summary(scores, folds_LK, sel.layers, fold_w)
     r_GLV = [report.full(np.stack([tables.fold_mean(g.results[l]["r_folds"])[-1] for l in sel.layers]), g.bold.keep_V)
              for g in groups]
     max_GV = [report.full(g.ceiling["max_r"], g.bold.keep_V) for g in groups]
-    return Tables(rows, story_rows, summary, aggregate.weighted_maps(r_GLV, weights).astype(np.float32),
+    return Tables(scores, stories, summary, aggregate.weighted_maps(r_GLV, weights).astype(np.float32),
                   aggregate.weighted_maps(max_GV, weights).astype(np.float32))
 
 
 def _write(out: Path, cfg: ScoreConfig, sel: Selection, bold: Bold, t: Tables, label: str):
     """Tables, maps and figures into `out` (the output's staging folder) -> (paths written, notes)."""
-    files = report.write_tables(out, t.rows if t.rows is t.story_rows else t.story_rows + t.rows, t.summary)
+    grids = t.stories if len(t.stories) == 1 else t.stories + (t.scores,)
+    files = report.write_tables(out, grids, t.summary)
     if cfg.report.maps:
         norm = np.asarray(normalized_score(jnp.asarray(t.r_LV), jnp.asarray(t.max_r_V), cfg.ceiling.min_ceiling))
         for i, layer in enumerate(sel.layers):
@@ -210,7 +220,7 @@ def _write(out: Path, cfg: ScoreConfig, sel: Selection, bold: Bold, t: Tables, l
     notes = []
     if cfg.report.figures:
         best = sel.layers.index(t.summary["best_layer"])
-        figs, note = report.write_figures(out, t.rows, t.summary, t.r_LV[best], bold, label)
+        figs, note = report.write_figures(out, t.scores, t.summary, t.r_LV[best], bold, label)
         files, notes = files + figs, [note] if note else []
     return files, notes
 
@@ -327,7 +337,7 @@ def _score(cfg: ScoreConfig, out: OutputFolder | None, t0: float) -> ScoreResult
     _print_notes(notes[len(sel.notes):])
     print(report.summary_text(t.summary, info))
     print(f"wrote {cfg.output} ({len(files)} files) in {time.perf_counter() - t0:.1f} s")
-    return ScoreResult(output=Path(cfg.output), summary=t.summary, rows=t.rows, story_rows=t.story_rows,
+    return ScoreResult(output=Path(cfg.output), summary=t.summary, scores=t.scores, stories=t.stories,
                        layers=sel.layers, r_LV=t.r_LV, max_r_V=t.max_r_V, computed={g.name: g.computed for g in groups},
                        results_dirs={g.name: g.folder for g in groups}, data_root=root, model_path=sel.model_folder,
                        manifest=manifest, files=files, notes=tuple(notes))

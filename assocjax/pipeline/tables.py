@@ -1,4 +1,5 @@
-"""Per-vertex results -> tidy rows: layer x fit x subject x region x hemisphere.
+"""Per-vertex results -> the score grid (`assocjax.results`): layer x unit (fit, subject) x region x
+hemisphere.
 
 score = Pearson r on each held-out fold, averaged over folds (per-fold r is blind to offsets
     and scales that differ between folds, which the r of the concatenated predictions would
@@ -16,9 +17,9 @@ others; a story with one listener has no ceiling at all):
     mean fit:      sqrt(max(mean reliability of the S-subject mean, 0))
     subject fit:   max(mean LOSO ISC, 0) / sqrt(mean reliability of the other S-1 subjects' mean)
     subjects:      the mean of the subjects' ceilings
-normalized = score / ceiling (NaN when the ceiling is below min_ceiling); alpha = the median
+normalized = score / ceiling (`results.normalized`: NaN when the ceiling is below min_ceiling); alpha = the median
 alpha chosen over the region's vertices and outer folds.
-n_vertices = the region's vertices the row's score averages: a subject's own (where it has data),
+n_vertices = the region's vertices the unit's score averages: a subject's own (where it has data),
     the subject-mean fit's, and for the headline those used by any subject (a subject without
     data at a vertex is left out there, never the other subjects).
 """
@@ -28,12 +29,12 @@ import warnings
 
 import numpy as np
 
-from .. import rois
-from ..ceiling import others_reliability
-from ..stats import bootstrap_indices, bootstrap_mean_ci
+import xarray as xr
 
-WHOLE = "all"
-HEADLINE = "subjects"
+from .. import results, rois
+from ..ceiling import others_reliability
+from ..results import MEAN, WHOLE, normalized
+from ..stats import bootstrap_indices, bootstrap_mean_ci
 
 
 def regions(atlas: rois.Atlas | None, hemi_V: np.ndarray, keep_V: np.ndarray) -> list[tuple[str, str, np.ndarray]]:
@@ -59,11 +60,6 @@ def _score_and_ceiling_means(a_XV: np.ndarray, b_XV: np.ndarray, masks_RV: np.nd
 def _counts(used_XV: np.ndarray, masks_RV: np.ndarray) -> np.ndarray:
     """(X, R) how many of each region's vertices are used."""
     return (used_XV.astype(np.int64) @ masks_RV.T.astype(np.int64))
-
-
-def _normalized(score, ceiling, min_ceiling):
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return float(score / ceiling) if ceiling >= min_ceiling else np.nan
 
 
 def fold_mean(r_folds_KFV: np.ndarray) -> np.ndarray:
@@ -94,46 +90,41 @@ def subject_ceilings(ceil: dict, score_SV, masks_RV):
     return score, np.where(np.isfinite(rel), c, np.nan), _counts(used, masks_RV), used
 
 
-def layer_rows(layer: int, res: dict, ceil: dict, alphas: np.ndarray, subjects, regs, min_ceiling: float,
-               n_boot: int, ci: float, seed: int) -> list[dict]:
-    """Rows of one layer; `res` holds r_folds (K, F, V) and alpha_idx (K, F, V) for
-    F = the subjects then the mean (or the mean only)."""
+def layer_scores(layer: int, res: dict, ceil: dict, alphas: np.ndarray, subjects, regs, min_ceiling: float,
+                 n_boot: int, ci: float, seed: int, story: str | None = None) -> xr.Dataset:
+    """The score grid of one layer (`results.scores`); `res` holds r_folds (K, F, V) and
+    alpha_idx (K, F, V) for F = the subjects then the mean (or the mean only); `subjects` are
+    those subjects (empty: the mean fit only)."""
     masks = np.stack([m for _, _, m in regs]).astype(float)
     r_FV = fold_mean(res["r_folds"])
     alpha_FV = np.median(alphas[res["alpha_idx"]], axis=0)
-    alpha = np.stack([[np.median(a[m]) for _, _, m in regs] for a in alpha_FV])
-    base = lambda name, h, n: dict(layer=layer, region=name, hemi=h, n_vertices=int(n))  # noqa: E731
-    nan = np.nan
-    rows = []
+    alpha_FR = np.stack([[np.median(a[m]) for _, _, m in regs] for a in alpha_FV])
+    m_score, m_ceil, m_used = mean_fit_ceiling(ceil["split_half"], r_FV[-1], masks)
+    parts = [dict(score=m_score, ci_low=np.full_like(m_score, np.nan), ci_high=np.full_like(m_score, np.nan),
+                  ceiling=m_ceil, alpha=alpha_FR[-1], n_vertices=m_used)]              # (R,) each: the mean fit
     n_sub = r_FV.shape[0] - 1
-    if n_sub:
+    if subjects:
         s_score, s_ceil, s_used, valid_SV = subject_ceilings(ceil, r_FV[:-1], masks)            # (S, R)
-        any_used = _counts(valid_SV.any(0)[None], masks)[0]
         mean, lo, hi, _ = bootstrap_mean_ci(s_score, bootstrap_indices(n_sub, n_boot, seed), ci)
         has_c = np.isfinite(s_ceil)
         with np.errstate(invalid="ignore", divide="ignore"):   # a region no subject has a ceiling for: NaN
             c_mean = np.where(has_c, s_ceil, 0.0).sum(0) / has_c.sum(0)
-        for i, (name, h, m) in enumerate(regs):
-            rows.append(base(name, h, any_used[i]) | dict(fit=HEADLINE, subject="all", score=mean[i], ci_low=lo[i],
-                                                          ci_high=hi[i], ceiling=c_mean[i],
-                                                          normalized=_normalized(mean[i], c_mean[i], min_ceiling),
-                                                          alpha=np.median(alpha[:-1, i])))
-            for s, sub in enumerate(subjects):
-                rows.append(base(name, h, s_used[s, i]) | dict(
-                    fit="subject", subject=sub, score=s_score[s, i], ci_low=nan, ci_high=nan, ceiling=s_ceil[s, i],
-                    normalized=_normalized(s_score[s, i], s_ceil[s, i], min_ceiling), alpha=alpha[s, i]))
-    m_score, m_ceil, m_used = mean_fit_ceiling(ceil["split_half"], r_FV[-1], masks)
-    for i, (name, h, m) in enumerate(regs):
-        rows.append(base(name, h, m_used[i]) | dict(fit="mean", subject="mean", score=m_score[i], ci_low=nan,
-                                                    ci_high=nan, ceiling=m_ceil[i],
-                                                    normalized=_normalized(m_score[i], m_ceil[i], min_ceiling),
-                                                    alpha=alpha[-1, i]))
-    return [{k: (float(v) if isinstance(v, (float, np.floating)) else v) for k, v in row.items()} for row in rows]
+        nan_SR = np.full_like(s_score, np.nan)
+        head = dict(score=mean, ci_low=lo, ci_high=hi, ceiling=c_mean, alpha=np.median(alpha_FR[:-1], axis=0),
+                    n_vertices=_counts(valid_SV.any(0)[None], masks)[0])
+        own = dict(score=s_score, ci_low=nan_SR, ci_high=nan_SR, ceiling=s_ceil, alpha=alpha_FR[:-1], n_vertices=s_used)
+        parts = [head, own, parts[0]]
+    # units in `results.units` order: the headline, the subjects, the mean fit
+    grid = {k: np.concatenate([np.reshape(p[k], (-1, len(regs))) for p in parts]) for k in parts[0]}
+    grid["normalized"] = normalized(grid["score"], grid["ceiling"], min_ceiling)
+    return results.scores(layer, subjects, [(name, h) for name, h, _ in regs], story, **grid)
 
 
-def headline_fit(rows: list[dict]) -> str:
-    """The fit the summary reports: per-subject fits averaged over subjects, when there are any."""
-    return HEADLINE if any(r["fit"] == HEADLINE for r in rows) else "mean"
+def group_scores(layers, results_by_layer: dict, ceil: dict, alphas: np.ndarray, subjects, regs,
+                 min_ceiling: float, n_boot: int, ci: float, seed: int, story: str | None = None) -> xr.Dataset:
+    """The score grid of every layer of one fit group (`layer_scores`, joined along layer)."""
+    return results.concat([layer_scores(l, results_by_layer[l], ceil, alphas, subjects, regs, min_ceiling, n_boot,
+                                        ci, seed, story) for l in layers], "layer")
 
 
 def fold_headline(res: dict, whole_V: np.ndarray) -> np.ndarray:
@@ -168,24 +159,24 @@ def cv_best_layer(layers, folds_LK: np.ndarray, weights_K=None) -> dict:
     return dict(cv_best_score=best, cv_best_layers=chosen, cv_fold_scores=scores)
 
 
-def summary(rows: list[dict], folds_LK: np.ndarray | None = None, layers=(), weights_K=None) -> dict:
-    """Best layer of the headline fit over every vertex (region "all", both hemispheres), the
-    subject-mean fit at that layer, and the cross-validated best layer (`cv_best_layer`)."""
-    fit = headline_fit(rows)
-    pick = lambda f: [r for r in rows if r["fit"] == f and r["region"] == WHOLE and r["hemi"] == "both"] or \
-        [r for r in rows if r["fit"] == f and r["region"] == WHOLE]  # noqa: E731
-    whole = pick(fit)
-    finite = [r for r in whole if np.isfinite(r["score"])]
-    if not finite:
+def summary(ds: xr.Dataset, folds_LK: np.ndarray | None = None, layers=(), weights_K=None) -> dict:
+    """Best layer of the headline fit over every vertex (region "all", both hemispheres or the only
+    one), the subject-mean fit at that layer, and the cross-validated best layer (`cv_best_layer`)."""
+    fit = results.headline_fit(ds)
+    hemi = results.whole_hemi(ds)
+    whole = ds.sel(region=WHOLE, hemi=hemi)
+    head = whole.sel(unit=results.headline_unit(fit))
+    score_L = head["score"].values
+    if not np.isfinite(score_L).any():
         raise ValueError("every layer's brain score is NaN: no vertex had a usable fit "
                          "(check the delays, the story lengths and the data's vertices)")
-    best = max(finite, key=lambda r: r["score"])
-    mean_row = next((r for r in pick("mean") if r["layer"] == best["layer"]), None)
-    out = dict(fit=fit, best_layer=best["layer"], best_score=best["score"], best_ci=[best["ci_low"], best["ci_high"]],
-               ceiling=best["ceiling"], normalized=best["normalized"], region=WHOLE, hemi=best["hemi"],
-               layer_scores={r["layer"]: r["score"] for r in whole},
-               mean_fit_score=mean_row["score"] if mean_row else np.nan,
-               mean_fit_ceiling=mean_row["ceiling"] if mean_row else np.nan)
+    best = head.isel(layer=int(np.nanargmax(score_L)))
+    mean = whole.sel(unit=MEAN, layer=best["layer"])
+    out = dict(fit=fit, best_layer=int(best["layer"]), best_score=float(best["score"]),
+               best_ci=[float(best["ci_low"]), float(best["ci_high"])], ceiling=float(best["ceiling"]),
+               normalized=float(best["normalized"]), region=WHOLE, hemi=hemi,
+               layer_scores=dict(zip(head["layer"].values.tolist(), score_L.tolist())),
+               mean_fit_score=float(mean["score"]), mean_fit_ceiling=float(mean["ceiling"]))
     if folds_LK is not None and len(layers) > 1:
         out |= cv_best_layer(layers, folds_LK, weights_K)
     return out
