@@ -24,7 +24,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "assocjax"
 # Data flows stimuli -> models -> features -> (with the fMRI data) ridge -> scores -> reports;
 # augment edits the stimuli and tune the models, and the pipeline and CLIs compose them all.
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("foundations", ("options", "io", "numerics", "fingerprint", "stats", "cachefile", "outputs")),
+    ("foundations", ("options", "io", "numerics", "fingerprint", "stats", "cachefile", "outputs", "results")),
     ("signal", ("alignment",)),  # word -> TR resampling, FIR delays, z-scoring: pure maths on arrays
     ("stimuli", ("stimuli",)),  # a story's words, timing and text (reads its onsets through alignment)
     ("models", ("models",)),  # the language models and their prompt formats
