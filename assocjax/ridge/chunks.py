@@ -16,7 +16,7 @@ layers (`pipeline.fitting.solve_layer`) and its noise ceiling (`pipeline.store.c
 - Width: `targets_within` turns a memory budget and a solve's bytes (per target + fixed, e.g.
   from `nested.target_bytes`) into the targets one chunk may hold; `chunk_layout` spreads the
   items over chunks of one balanced width (one compilation; the last chunk is padded with
-  zero columns, whose results are dropped) in whole CPU tiles and whole device shares.
+  zero columns, whose results are dropped), in whole CPU tiles on every device.
 - Devices: with several local devices each chunk's targets are sharded over a 1-D "targets"
   mesh and everything else is replicated; each target is solved on its own, so the numbers
   equal one device's.
@@ -102,13 +102,14 @@ class Layout:
 def chunk_layout(n_items: int, max_targets: int, per_item: int = 1, n_devices: int = 1,
                  tile: int | None = None) -> Layout:
     """The fewest chunks of at most max_targets targets (at least one item each), balanced (the
-    same width for all, so no chunk is mostly padding); each device's share of a chunk wider
-    than one tile is padded to whole tiles, and solved tile by tile."""
+    same width for all, so no chunk is mostly padding). A chunk wider than one tile is padded
+    so that every device holds whole tiles: each device then runs the shapes one device runs
+    (a tile), which keeps a target's numbers the same on one device and on several."""
     max_items = max(1, max_targets // per_item)
     n_chunks = max(1, math.ceil(n_items / max_items))
     items = max(1, math.ceil(n_items / n_chunks))
     share = math.ceil(items * per_item / n_devices)   # each device's columns
-    if tile is not None and share > tile:
+    if tile is not None and items * per_item > tile:
         share = math.ceil(share / tile) * tile
     return Layout(n_items, per_item, items, share * n_devices, tile if tile is not None and share > tile else None)
 
