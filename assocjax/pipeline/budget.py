@@ -68,7 +68,7 @@ def chunk_targets(budget: Budget, per_target: int, fixed: int, n_rows: int, requ
         if requested < 1:
             raise ValueError(f"--ridge.target-chunk must be >= 1, got {requested}")
         return requested * n_devices
-    what = f"--memory-gb {budget.host_bytes / GiB:.2f} (a third of it for a ridge chunk)"
+    what = f"--memory-gb {budget.host_bytes / GiB:.2f} (a ridge chunk may take a third)"
     host = STAGING * 4 * n_rows
     if budget.shared:
         return targets_within(budget.host_bytes // SHARE, per_target + host, fixed, tile or 1, n_devices, what=what)

@@ -78,8 +78,9 @@ def targets_within(memory_bytes: float, per_target: float, fixed: float = 0, mul
     `what` when not even `multiple` targets fit."""
     n = min(cap, int((memory_bytes - fixed) // max(per_target, 1))) // multiple * multiple
     if n < 1:
-        raise ValueError(f"{what} ({memory_bytes / 2**30:.3f} GiB) is too small for one chunk of {multiple} target(s): "
-                         f"the fixed part takes {fixed / 2**30:.3f} GiB and each target {per_target:.0f} bytes")
+        raise ValueError(f"{what} is too small for one chunk of {multiple} target(s): of the {memory_bytes / 2**30:.3f} "
+                         f"GiB a chunk may take, its fixed part takes {fixed / 2**30:.3f} GiB, and each target "
+                         f"{per_target:.0f} bytes")
     return n * n_devices
 
 

@@ -95,7 +95,7 @@ def brain_score(X, Y, groups: Sequence, alphas: Sequence[float] = DEFAULT_ALPHAS
     if target_chunk is None:
         budget = (DEFAULT_MEMORY_GB if memory_gb is None else memory_gb) * 2**30
         per, fixed = target_bytes(plan, return_predictions, tile)
-        target_chunk = targets_within(budget, per, fixed, tile or 1, n_dev, what="memory_gb")
+        target_chunk = targets_within(budget, per, fixed, tile or 1, n_dev, what=f"memory_gb={budget / 2**30:g}")
     layout = chunk_layout(y_NT.shape[1], int(target_chunk), n_devices=n_dev, tile=tile)
     layered_plan = plan if X.ndim == 3 else jax.tree.map(lambda a: a[None], plan)
     solve = partial(_solve_layers, layered_plan, score=scoring, return_predictions=return_predictions, tile=layout.tile)
