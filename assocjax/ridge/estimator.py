@@ -4,8 +4,8 @@ The shell only moves data: it builds the folds, decomposes each fold once, then 
 chunks of targets through one compiled call each (CV scores, alpha choice and refit), as
 predict, score and coef_ do (`chunks.stream`). Peak memory is set by `target_chunk`. With
 several local devices the targets of a chunk are sharded over a 1-D mesh and the
-decompositions replicated; every target is solved
-independently, so sharded and unsharded results agree. For multi-host runs call
+decompositions replicated; every target is solved independently, so sharded and unsharded
+results agree. For multi-host runs call
 `jax.distributed.initialize()` first; nothing else changes.
 
 Both follow scikit-learn's estimator protocol (`get_params` / `set_params`, constructor
