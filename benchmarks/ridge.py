@@ -226,7 +226,7 @@ def nested_problem(cfg, x, y, groups, alphas):
     """brain_score (one call: all outer folds, buffered) against the per-outer-fold himalaya
     KernelRidgeCV procedure on the same folds; then solve_nested alone at chunk sizes."""
     from assocjax.ridge import brain_score, nested_folds, prepare_nested, solve_nested
-    from assocjax.ridge.streaming import CPU_TILE
+    from assocjax.ridge.chunks import CPU_TILE
     from himalaya_nested import himalaya_brain_score
 
     folds = nested_folds(groups, runs_N=None, buffer=cfg.buffer)

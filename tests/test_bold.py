@@ -9,7 +9,7 @@ import pytest
 from assocjax.data import read_surface, trim_to_story
 from assocjax.data.synthetic import SyntheticConfig, make_synthetic
 from assocjax.pipeline import DataOptions, ModelOptions, ScoreConfig
-from assocjax.pipeline.bold import prepare, vertex_chunks
+from assocjax.pipeline.bold import prepare
 from assocjax.pipeline.design import run_ids, story_rows
 from assocjax.pipeline.inputs import select
 from conftest import SHARED
@@ -77,7 +77,7 @@ def test_chunks_equal_direct_reads(selection, tmp_path):
     raw = np.stack(direct, 1)[:, :, bold.keep_V]
     y_NSV = zscore_reference(raw.reshape(raw.shape[0], -1), groups).reshape(raw.shape)
     assert bold.keep_V.sum() < bold.keep_V.size  # the synthetic medial wall is dropped
-    got = np.concatenate([np.asarray(bold.chunk(v0, v1, groups)) for v0, v1 in vertex_chunks(bold.n_vertices, 7)], axis=2)
+    got = np.concatenate([np.asarray(bold.chunk(v0, v1, groups)) for v0, v1 in _ranges(bold.n_vertices, 7)], axis=2)
     np.testing.assert_allclose(got[:, :-1], y_NSV, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(got[:, -1], y_NSV.mean(1), rtol=1e-5, atol=1e-5)
     assert bold.chunk(0, 5, groups, with_subjects=False).shape == (bold.n_rows, 1, 5)
@@ -241,3 +241,8 @@ def test_notes_name_the_subject_file_and_reason(selection, tmp_path, monkeypatch
     assert len(bold.notes) == 1 and victim in bold.notes[0] and f"{left} ({sel.stories[0].name}): 3 (a spike" in \
         bold.notes[0], bold.notes
     assert prepare(sel, tmp_path / "cache").notes == bold.notes    # the same from the cache
+
+
+def _ranges(n: int, width: int):
+    """Consecutive [v0, v1) ranges of `width` covering n (the last one shorter)."""
+    return [(v0, min(v0 + width, n)) for v0 in range(0, n, width)]

@@ -30,7 +30,6 @@ from __future__ import annotations
 import dataclasses
 from functools import partial
 from pathlib import Path
-from typing import Iterator
 
 import jax
 import jax.numpy as jnp
@@ -282,9 +281,3 @@ def _read(sel: Selection, scan, mask):
     if sel.kind == "surface":
         return read_surface(scan, sel.hemi, sel.derivative, sel.space)
     return read_volume(scan, sel.derivative, sel.space, mask=mask)
-
-
-def vertex_chunks(n_vertices: int, width: int) -> Iterator[tuple[int, int]]:
-    width = max(1, int(width))
-    for v0 in range(0, n_vertices, width):
-        yield v0, min(v0 + width, n_vertices)

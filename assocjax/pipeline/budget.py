@@ -3,7 +3,8 @@
 Every stage that scales with subjects x vertices works in vertex chunks: the BOLD cache is
 written one scan at a time, the ceiling and each layer's ridge read chunks of it, and results
 are kept per vertex only (a few floats per fit and vertex). The chunk width comes from the
-bytes one target (one fit at one vertex) costs in the stage.
+bytes one target (one fit at one vertex) costs in the stage, by the library's one rule
+(`ridge.chunks.targets_within`); the chunks are streamed by `ridge.chunks.stream`.
 """
 from __future__ import annotations
 
@@ -16,8 +17,9 @@ import time
 
 import jax
 
+from ..ridge.chunks import targets_within
+
 GiB = 2**30
-MAX_TARGETS = 65536   # beyond this a chunk is no faster, only bigger
 # Floats per row a target costs before the solve: its raw rows on the host (two chunks are in
 # flight: one solving while the next is read), their device copy, the z-scored rows, the fits
 # with the mean appended and the padded chunk.
@@ -55,32 +57,31 @@ def memory_budget(gb: float | None) -> Budget:
     return Budget(host, min(device, host) if gb is not None else device, False)
 
 
-def chunk_targets(budget: Budget, per_target: int, fixed: int, n_rows: int, requested: int | None = None) -> int:
-    """Targets per ridge call: `requested` when given, else what a third of the budget holds
-    (the rest is the process: the model and its word features, compiled programs, the cache
-    reads and the results; with half, a 1 GiB run grew to 1.002 GiB): the solve's device bytes
-    (`fixed` + per target, from `ridge.target_bytes`) plus each target's staged rows (STAGING);
-    at most MAX_TARGETS."""
+def chunk_targets(budget: Budget, per_target: int, fixed: int, n_rows: int, requested: int | None = None,
+                  tile: int | None = None, n_devices: int = 1) -> int:
+    """Targets per ridge chunk (on all `n_devices` together): `requested` per device when given,
+    else what a third of the budget holds (the rest is the process: the model and its word
+    features, compiled programs, the cache reads and the results; with half, a 1 GiB run grew
+    to 1.002 GiB): the solve's device bytes (`fixed` + per target, from `ridge.target_bytes`)
+    plus each target's staged rows (STAGING), in whole tiles (`ridge.chunks.targets_within`)."""
     if requested is not None:
         if requested < 1:
             raise ValueError(f"--ridge.target-chunk must be >= 1, got {requested}")
-        return requested
+        return requested * n_devices
+    what = f"--memory-gb {budget.host_bytes / GiB:.2f} (a ridge chunk may take a third)"
     host = STAGING * 4 * n_rows
     if budget.shared:
-        n = (budget.host_bytes // SHARE - fixed) // max(per_target + host, 1)
-    else:
-        n = min((budget.device_bytes // SHARE - fixed) // max(per_target, 1), budget.host_bytes // SHARE // host)
-    if n < 1:
-        raise ValueError(f"--memory-gb {budget.host_bytes / GiB:.2f} is too small for one ridge chunk: its fixed part "
-                         f"alone takes {fixed / GiB:.2f} GiB")
-    return int(min(MAX_TARGETS, n))
+        return targets_within(budget.host_bytes // SHARE, per_target + host, fixed, tile or 1, n_devices, what=what)
+    return min(targets_within(budget.device_bytes // SHARE, per_target, fixed, tile or 1, n_devices, what=what),
+               targets_within(budget.host_bytes // SHARE, host, 0, tile or 1, n_devices, what=what))
 
 
 def ceiling_vertices(budget: Budget, n_subjects: int, n_rows: int, cap: int) -> int:
     """Vertices per ceiling call: the chunk (S x N) plus the split-half batch's half means and
-    the LOSO batch (about 2 x 8 + 8 rows of N) per vertex, in float32, with host copies."""
+    the LOSO batch (about 2 x 8 + 8 rows of N) per vertex, in float32, with host copies, in
+    half the budget (`ridge.chunks.targets_within`)."""
     per = 4 * n_rows * (STAGING * (n_subjects + 1) + 2 * 8 + 8 + n_subjects)
-    return int(max(1, min(cap, budget.host_bytes // 2 // per)))
+    return targets_within(budget.host_bytes // 2, per, cap=cap, what=f"--memory-gb {budget.host_bytes / GiB:.2f}")
 
 
 def peak_rss() -> int:

@@ -10,19 +10,18 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+from functools import partial
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
 import numpy as np
-from jax.sharding import NamedSharding, PartitionSpec
 
 from .. import cachefile, ridge
 from ..options import between
-from ..ridge.streaming import CPU_TILE, target_mesh
+from ..ridge import chunks
 from . import budget as budget_mod
 from . import store
-from .bold import Bold, vertex_chunks
+from .bold import Bold
 from .config import ScoreConfig
 from .design import cv_groups, layer_design, run_ids, story_rows
 from .inputs import Selection
@@ -118,50 +117,28 @@ def solve_layer(x_NP: np.ndarray, bold: Bold, fit: Fitting, progress: bool = Fal
                 vertices: tuple[int, int] | None = None) -> dict:
     """One layer's nested ridge over every fit and kept vertex (module docstring); with
     `vertices` = (lo, hi) only that range of kept vertices (one process's share of a
-    multi-process run), the arrays then cover that range only."""
+    multi-process run), the arrays then cover that range only. Vertex chunks of F targets
+    each (the fits, fit-major) go through `ridge.chunks.stream`, several local devices each
+    taking a share of a chunk's targets."""
     plan, solver = ridge.prepare_nested(x_NP, fit.folds, fit.alphas, target_runs_N=fit.runs)
-    tile = CPU_TILE if jax.local_devices()[0].platform == "cpu" else None
-    mesh = target_mesh()  # several local devices: each chunk's targets spread over them
+    tile = chunks.cpu_tile()
+    mesh = chunks.target_mesh()
     n_dev = mesh.size if mesh is not None else 1
     lo, hi = vertices or (0, bold.n_vertices)
     n, f, v = bold.n_rows, fit.fits(bold), hi - lo
     per, fixed = ridge.target_bytes(plan, tile=tile)
-    targets = budget_mod.chunk_targets(fit.budget, per, fixed, n, fit.target_chunk) * n_dev
-    width = max(1, min(v, targets // f))
-    unit = (tile or 1) * n_dev
-    cols = -(-f * width // unit) * unit   # whole tiles on every device; padding columns are flat (NaN results)
-    tile = tile if tile is not None and cols // n_dev > tile else None
-    if mesh is not None:
-        plan = jax.device_put(plan, NamedSharding(mesh, PartitionSpec()))
-        columns = NamedSharding(mesh, PartitionSpec(None, "targets"))
+    layout = chunks.chunk_layout(v, budget_mod.chunk_targets(fit.budget, per, fixed, n, fit.target_chunk, tile, n_dev),
+                                 per_item=f, n_devices=n_dev, tile=tile)
+    solve = partial(ridge.solve_nested, chunks.replicate(plan, mesh), tile=layout.tile)
+    read = lambda a, b: bold.chunk(lo + a, lo + b, fit.runs, fit.per_subject).reshape(n, -1)  # noqa: E731  (N, F * Vc)
     k = len(fit.folds.outer)
     r_folds = np.full((k, f, v), np.nan, np.float32)
     alpha_idx = np.zeros((k, f, v), np.uint16)
-    chunks = [(lo + a, lo + b) for a, b in vertex_chunks(v, width)]
-    if progress:
-        from tqdm.auto import tqdm
-        chunks = tqdm(chunks, desc=desc, unit="chunk", leave=False)
-
-    def block(v0, v1):
-        y = bold.chunk(v0, v1, fit.runs, fit.per_subject).reshape(n, -1)     # (N, F * Vc), fit-major
-        y = jnp.pad(y, ((0, 0), (0, cols - y.shape[1])))  # flat padding (NaN results) keeps one compiled shape
-        return jax.device_put(y, columns) if mesh is not None else y
-
-    def collect(out, v0, v1):
-        got = jax.device_get(out)
-        used = f * (v1 - v0)
-        r_folds[:, :, v0 - lo:v1 - lo] = got.r_folds_KT[:, :used].reshape(k, f, v1 - v0)
-        alpha_idx[:, :, v0 - lo:v1 - lo] = got.alpha_idx_KT[:, :used].reshape(k, f, v1 - v0)
-
-    pending = None
-    for v0, v1 in chunks:
-        out = ridge.solve_nested(plan, block(v0, v1), tile=tile)  # async: the next read overlaps it
-        if pending is not None:
-            collect(*pending)
-        pending = (out, v0, v1)
-    collect(*pending)
+    for (a, b, used), got in chunks.stream(solve, read, layout, mesh, progress=progress, desc=desc, leave=False):
+        r_folds[:, :, a:b] = got.r_folds_KT[:, :used].reshape(k, f, b - a)
+        alpha_idx[:, :, a:b] = got.alpha_idx_KT[:, :used].reshape(k, f, b - a)
     return dict(r_folds=r_folds, alpha_idx=alpha_idx, test_groups=np.asarray(json.dumps(fit.folds.test_groups)),
-                solver=np.asarray(solver), chunk_vertices=np.asarray(width))
+                solver=np.asarray(solver), chunk_vertices=np.asarray(layout.items))
 
 
 @dataclasses.dataclass

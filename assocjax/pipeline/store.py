@@ -25,9 +25,9 @@ from ..data import surface_paths, volume_paths
 from ..features import cache as feature_cache
 from ..fingerprint import file_stats
 from ..io import atomic_write_text, json_text, refused_writes
+from ..ridge import chunks
 from .config import ScoreConfig
-from . import bold
-from .bold import vertex_chunks
+from . import bold as bold_store
 from .inputs import Selection, describe, model_files
 
 # bump the version when the pipeline computes other numbers from the same key (2: streamed nested ridge, buffered
@@ -53,7 +53,7 @@ def results_key(cfg: ScoreConfig, sel: Selection, augs: dict | None = None) -> d
         **extra, selection=selection, model_dtype=cfg.model.dtype,
         features={k: v for k, v in dataclasses.asdict(cfg.features).items()
                   if k not in ("layers", "batch_size", "allow_acausal", "allow_zero_columns")},
-        features_version=feature_cache.CACHE.version, bold_version=bold.CACHE.version,  # they set the numbers too
+        features_version=feature_cache.CACHE.version, bold_version=bold_store.CACHE.version,  # they set the numbers too
         ridge={k: v for k, v in dataclasses.asdict(cfg.ridge).items() if k != "target_chunk"},
         ceiling=dict(n_splits=cfg.ceiling.n_splits), on_unsorted=cfg.data.on_unsorted, trim_start=cfg.data.trim_start,
         seed=cfg.seed,
@@ -112,8 +112,10 @@ def ceiling(bold, runs_N: np.ndarray, folder: Path, n_splits: int, seed: int, wi
     bad vertex costs that subject only, as in the subject mean: `ceiling`'s skip_missing); cached.
 
     Computed on the responses the ridge fits (each subject z-scored per story),
-    streamed in vertex chunks of `width` from the BOLD cache (the last chunk is padded with
-    constant columns, which come out NaN and are dropped): one compilation, bounded memory.
+    streamed in balanced vertex chunks of at most `width` from the BOLD cache
+    (`ridge.chunks.stream`: the last chunk is padded with constant columns, which come out NaN
+    and are dropped; several local devices each take a share of a chunk's vertices): one
+    compilation, bounded memory.
     """
     path = folder / "ceiling.npz"
     got = load(path, CEILING_FIELDS)
@@ -124,14 +126,15 @@ def ceiling(bold, runs_N: np.ndarray, folder: Path, n_splits: int, seed: int, wi
         nan = np.full(v, np.nan, np.float32)
         return dict(split_half=nan, max_r=nan, loso=nan[None], subject_max_r=nan[None],
                     n_subjects=bold.has_SV.sum(0))
-    width = max(1, min(width, v))
+    mesh = chunks.target_mesh()
+    layout = chunks.chunk_layout(v, width, n_devices=mesh.size if mesh is not None else 1)
+    read = lambda v0, v1: jnp.transpose(bold.chunk(v0, v1, runs_N, with_subjects=True)[:, :s], (1, 0, 2))  # noqa: E731
+    solve = lambda y_SNV: (split_half_ceiling(y_SNV, n_splits=n_splits, seed=seed, skip_missing=True),  # noqa: E731
+                           loso_isc(y_SNV, skip_missing=True))
     rel, loso = [], []
-    for v0, v1 in vertex_chunks(v, width):
-        block = jnp.transpose(bold.chunk(v0, v1, runs_N, with_subjects=True)[:, :s], (1, 0, 2))
-        used = block.shape[2]
-        block = jnp.pad(block, ((0, 0), (0, 0), (0, width - used)))
-        rel.append(np.asarray(split_half_ceiling(block, n_splits=n_splits, seed=seed, skip_missing=True))[:used])
-        loso.append(np.asarray(loso_isc(block, skip_missing=True))[:, :used])
+    for chunk, (rel_V, loso_SV) in chunks.stream(solve, read, layout, mesh):
+        rel.append(rel_V[:chunk.used])
+        loso.append(loso_SV[:, :chunk.used])
     rel, loso = np.concatenate(rel), np.concatenate(loso, 1)
     count = bold.has_SV.sum(0)
     out = dict(split_half=rel, max_r=np.asarray(max_r_from_reliability(rel)), loso=loso,

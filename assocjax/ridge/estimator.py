@@ -1,10 +1,11 @@
 """`RidgeCV` and `Ridge`: scikit-learn style shells over the functional core in `solvers`.
 
 The shell only moves data: it builds the folds, decomposes each fold once, then streams
-chunks of targets through one compiled call each (CV scores, alpha choice and refit).
-Peak memory is set by `target_chunk`. With several local devices the targets of a chunk
-are sharded over a 1-D mesh and the decompositions replicated; every target is solved
-independently, so sharded and unsharded results agree. For multi-host runs call
+chunks of targets through one compiled call each (CV scores, alpha choice and refit), as
+predict, score and coef_ do (`chunks.stream`). Peak memory is set by `target_chunk`. With
+several local devices the targets of a chunk are sharded over a 1-D mesh and the
+decompositions replicated; every target is solved independently, so sharded and unsharded
+results agree. For multi-host runs call
 `jax.distributed.initialize()` first; nothing else changes.
 
 Both follow scikit-learn's estimator protocol (`get_params` / `set_params`, constructor
@@ -17,7 +18,6 @@ where ours is per target.
 from __future__ import annotations
 
 import inspect
-import math
 import warnings
 from functools import partial
 from typing import Iterable, Sequence
@@ -25,10 +25,9 @@ from typing import Iterable, Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from ..stats import pearson_r, r2_score  # r2_score: also re-exported by assocjax.ridge
-from . import solvers
+from . import chunks, solvers
 from .folds import Fold, make_folds, pad_folds
 from ..numerics import exact_matmuls
 
@@ -157,10 +156,6 @@ class _RidgeShell(_Params):
         self._target_shape = Y.shape[1:]
         return x_LNP, Y.reshape(x_LNP.shape[1], -1), layered, alphas
 
-    def _put(self, mesh):
-        replicated = NamedSharding(mesh, PartitionSpec()) if mesh else None
-        return (lambda a: jax.device_put(a, replicated)) if mesh else jax.device_put
-
     def _finish_fit(self, x_LNP, mean_LP, solver, weights, y_mean, n_masked, n_targets, layered) -> None:
         self.solver_ = solver
         self.n_masked_targets_ = int(n_masked)
@@ -177,36 +172,14 @@ class _RidgeShell(_Params):
             self._squeeze_layer_axis()
         self._layered = layered
 
-    def _mesh(self):
-        devices = jax.local_devices()
-        if not self.shard_targets or len(devices) == 1:
-            return None
-        return Mesh(np.array(devices), ("targets",))
-
     def _stream(self, y_NT, mesh, solve, fetch):
-        """Run `solve` over balanced target chunks; fetch chunk i while chunk i+1 runs.
+        """Run `solve` over balanced chunks of Y's target columns (`chunks.stream`);
         `fetch(out, used)` -> (arrays with the targets last..., n_masked): the arrays are
         concatenated over chunks, the counts summed."""
-        n_targets = y_NT.shape[1]
-        n_dev = mesh.size if mesh else 1
-        n_chunks = max(1, math.ceil(n_targets / max(self.target_chunk, 1)))
-        width = math.ceil(math.ceil(n_targets / n_chunks) / n_dev) * n_dev
-        sharding = NamedSharding(mesh, PartitionSpec(None, "targets")) if mesh else None
-        starts = range(0, n_targets, width)
-        if self.progress:
-            from tqdm.auto import tqdm
-            starts = tqdm(starts, desc="ridge target chunks", unit="chunk")
-        pieces, pending = [], None
-        for start in starts:
-            block = y_NT[:, start:start + width].astype(self.dtype)
-            used = block.shape[1]
-            if used < width:  # pad with flat columns so every chunk reuses one compilation
-                block = np.pad(block, ((0, 0), (0, width - used)))
-            out = solve(jax.device_put(block, sharding) if mesh else jax.device_put(block))
-            if pending is not None:
-                pieces.append(fetch(*pending))
-            pending = (out, used)
-        pieces.append(fetch(*pending))
+        layout = chunks.chunk_layout(y_NT.shape[1], self.target_chunk, n_devices=mesh.size if mesh else 1)
+        pieces = [fetch(out, chunk.used) for chunk, out in chunks.stream(
+            solve, lambda start, stop: y_NT[:, start:stop], layout, mesh, self.dtype, self.progress,
+            "ridge target chunks")]
         arrays = [np.concatenate([pc[i] for pc in pieces], axis=-1) for i in range(len(pieces[0]) - 1)]
         return (*arrays, int(sum(int(pc[-1]) for pc in pieces)))
 
@@ -227,8 +200,9 @@ class _RidgeShell(_Params):
             return self.__dict__["coef_"]
         if "dual_coef_" not in self.__dict__:
             raise AttributeError("coef_ is only available after fit")
-        xc_t = jax.device_put(np.swapaxes(self._x_train - self._x_mean[..., None, :], -1, -2))
-        return self._by_target_chunks(lambda cols: _matmul(xc_t, jax.device_put(self.dual_coef_[..., cols])))
+        mesh = chunks.target_mesh(self.shard_targets)
+        xc_t = chunks.replicate(np.swapaxes(self._x_train - self._x_mean[..., None, :], -1, -2), mesh)
+        return self._by_target_chunks(partial(_matmul, xc_t), lambda cols: self.dual_coef_[..., cols], mesh)
 
     @coef_.setter
     def coef_(self, value):
@@ -245,40 +219,42 @@ class _RidgeShell(_Params):
 
     def predict(self, X) -> np.ndarray:
         """Predictions with the fitted per-target alphas, shaped (..., M, *target_shape)."""
-        design = self._test_design(X)
-        pred = self._by_target_chunks(lambda cols: _predict_chunk(design, *self._weights(cols)))
+        mesh = chunks.target_mesh(self.shard_targets)
+        design = self._test_design(X, mesh)
+        pred = self._by_target_chunks(lambda w: _predict_chunk(design, *w), self._weights, mesh)
         return pred.reshape(pred.shape[:-1] + self._target_shape)
 
     def score(self, X, Y) -> np.ndarray:
         """Per-target score of the predictions (Pearson r or R^2, as `scoring`), computed
         chunk by chunk of targets (predictions for all targets are never held at once)."""
-        design = self._test_design(X)
+        mesh = chunks.target_mesh(self.shard_targets)
+        design = self._test_design(X, mesh)
         n = design.shape[-2]
         y_NT = np.asarray(Y).reshape(n, -1)
-        score = partial(_score_chunk, scoring=self.scoring)
-        out = self._by_target_chunks(lambda cols: score(design, *self._weights(cols), jax.device_put(
-            np.asarray(y_NT[:, cols], dtype=self.dtype))))
+        score = partial(_score_chunk, design, scoring=self.scoring)
+        out = self._by_target_chunks(lambda w_y: score(*w_y), lambda cols: (*self._weights(cols), y_NT[:, cols]), mesh)
         return out.reshape(out.shape[:-1] + self._target_shape)
 
-    def _test_design(self, X):
+    def _test_design(self, X, mesh):
         """The design the weights act on: centred X (primal) or its kernel with the centred
-        training rows (dual), (..., M, P or N), on the device."""
+        training rows (dual), (..., M, P or N), on the device(s) of `mesh`."""
         X = np.asarray(X, dtype=self.dtype)
         if X.shape[-1] != self._x_mean.shape[-1] or X.ndim != (3 if self._layered else 2):
             raise ValueError(f"X has shape {X.shape}; expected (..., n_samples, {self._x_mean.shape[-1]}) "
                              f"with{'' if self._layered else 'out'} a layer axis, as in fit")
-        x_train = jax.device_put(self._x_train) if solvers.SOLVERS[self.solver_].dual else None
-        return _test_design(*jax.device_put((X, self._x_mean)), x_train)
+        x_train = self._x_train if solvers.SOLVERS[self.solver_].dual else None
+        return _test_design(*chunks.replicate((X, self._x_mean, x_train), mesh))
 
     def _weights(self, cols):
         weights = self.dual_coef_ if solvers.SOLVERS[self.solver_].dual else self.coef_
-        return jax.device_put(weights[..., cols]), jax.device_put(self._y_mean[..., cols])
+        return weights[..., cols], self._y_mean[..., cols]
 
-    def _by_target_chunks(self, fn):
-        """Concatenate fn(columns) over chunks of `target_chunk` targets, on the host."""
-        n_targets = self._y_mean.shape[-1]
-        step = max(1, self.target_chunk)
-        parts = [np.asarray(fn(slice(s, s + step))) for s in range(0, n_targets, step)]
+    def _by_target_chunks(self, solve, read, mesh):
+        """solve(read(columns)) over chunks of at most `target_chunk` targets (`chunks.stream`),
+        concatenated on the host."""
+        layout = chunks.chunk_layout(self._y_mean.shape[-1], self.target_chunk, n_devices=mesh.size if mesh else 1)
+        parts = [out[..., :chunk.used] for chunk, out in chunks.stream(
+            solve, lambda start, stop: read(slice(start, stop)), layout, mesh, self.dtype)]
         return np.concatenate(parts, axis=-1)
 
 
@@ -325,11 +301,9 @@ class RidgeCV(_RidgeShell):
         pf = pad_folds(folds, n)
         solver = solvers.resolve_solver(self.solver, pf.train_KM.shape[1], p)
 
-        mesh = self._mesh()
-        put = self._put(mesh)
-        x_dev = put(x_LNP.astype(self.dtype))
-        folds_L, full_L, mean_LP = _prepare_layers(x_dev, *map(put, pf), solver=solver, fit_intercept=self.fit_intercept)
-        alphas_dev = put(alphas.astype(self.dtype))
+        mesh = chunks.target_mesh(self.shard_targets)
+        x_dev, pf, alphas_dev = chunks.replicate((x_LNP.astype(self.dtype), tuple(pf), alphas.astype(self.dtype)), mesh)
+        folds_L, full_L, mean_LP = _prepare_layers(x_dev, *pf, solver=solver, fit_intercept=self.fit_intercept)
 
         outs = self._stream(y_NT, mesh, lambda y: _solve_layers(
             folds_L, full_L, mean_LP, y, alphas_dev, solver=solver, score=self.scoring, fit_intercept=self.fit_intercept),
@@ -360,11 +334,9 @@ class Ridge(_RidgeShell):
         x_LNP, y_NT, layered, alpha = self._begin_fit(X, Y, [self.alpha], "alpha")
         n, p = x_LNP.shape[1:]
         solver = solvers.resolve_solver(self.solver, n, p)
-        mesh = self._mesh()
-        put = self._put(mesh)
-        full_L, mean_LP = _prepare_full_layers(put(x_LNP.astype(self.dtype)), solver=solver,
-                                               fit_intercept=self.fit_intercept)
-        alpha_dev = put(alpha.astype(self.dtype))
+        mesh = chunks.target_mesh(self.shard_targets)
+        x_dev, alpha_dev = chunks.replicate((x_LNP.astype(self.dtype), alpha.astype(self.dtype)), mesh)
+        full_L, mean_LP = _prepare_full_layers(x_dev, solver=solver, fit_intercept=self.fit_intercept)
         weights, y_mean, n_masked = self._stream(y_NT, mesh, lambda y: _refit_layers(
             full_L, mean_LP, y, alpha_dev, solver=solver, fit_intercept=self.fit_intercept), _fetch_fit)
         self._finish_fit(x_LNP, mean_LP, solver, weights, y_mean, n_masked, y_NT.shape[1], layered)

@@ -282,16 +282,3 @@ def target_bytes(plan: NestedPlan, return_predictions: bool = False, tile: int |
         return itemsize * (n + work + outputs), fixed
     tiles_out = n if return_predictions else 0  # the tiles' predictions, then reassembled
     return itemsize * (3 * n + outputs + tiles_out), fixed + itemsize * tile * (work + n)  # + a tile of input
-
-
-def target_chunk_for(plan: NestedPlan, memory_bytes: float, return_predictions: bool = False,
-                     tile: int | None = None) -> int:
-    """Largest chunk of targets (a multiple of `tile` when given) whose solve fits in memory_bytes."""
-    per, fixed = target_bytes(plan, return_predictions, tile)
-    chunk = int((memory_bytes - fixed) // per)
-    if tile:
-        chunk = chunk // tile * tile
-    if chunk < (tile or 1):
-        raise ValueError(f"a memory budget of {memory_bytes / 2**20:.0f} MiB does not fit one chunk: the plan takes "
-                         f"{fixed / 2**20:.0f} MiB and each target {per} bytes")
-    return chunk

@@ -1,4 +1,5 @@
-"""`brain_score`: the thin shell that streams chunks of targets through the nested engine.
+"""`brain_score`: the thin shell that streams chunks of targets through the nested engine
+(`chunks.stream`).
 
 Y may be any (N, ...) array, including an np.memmap far larger than memory: it is read one
 column chunk at a time (only that chunk is cast to float32), while the previous chunk
@@ -8,7 +9,6 @@ design (`prepare_nested`) and shared by every chunk.
 from __future__ import annotations
 
 import dataclasses
-import math
 import warnings
 from functools import partial
 from typing import Sequence
@@ -16,17 +16,15 @@ from typing import Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from . import chunks
+from .chunks import chunk_layout, cpu_tile, replicate, target_mesh, targets_within
 from .estimator import DEFAULT_ALPHAS
 from .folds import nested_folds
-from .nested import NestedPlan, prepare_nested, solve_nested, target_chunk_for
+from .nested import NestedPlan, prepare_nested, solve_nested, target_bytes
 from ..numerics import exact_matmuls
 
 DEFAULT_MEMORY_GB = 2.0
-CPU_TILE = 1024
-"""On CPU a chunk is solved in tiles of this many targets, so each tile's intermediates stay
-in cache (measured: 1024 beat 512, 2048, 4096 and untiled at the real shapes)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -68,7 +66,7 @@ def brain_score(X, Y, groups: Sequence, alphas: Sequence[float] = DEFAULT_ALPHAS
     buffer: training rows within `buffer` rows of a test row of the same run are dropped, in
         the outer and inner folds alike (autocorrelated BOLD leaks across chunk edges).
     target_chunk: targets per compiled call; default from memory_gb (default
-        DEFAULT_MEMORY_GB of device memory for one chunk's working set).
+        DEFAULT_MEMORY_GB) of memory per device for one chunk's working set (`chunks`).
     scoring: "r" or "r2", the inner-CV criterion for choosing alphas (scores are always r).
     """
     X = np.asarray(X)
@@ -91,13 +89,18 @@ def brain_score(X, Y, groups: Sequence, alphas: Sequence[float] = DEFAULT_ALPHAS
     folds = nested_folds(groups, outer_folds, inner_folds, runs, buffer)
     plan, solver = prepare_nested(X, folds, alphas, standardize=standardize, solver=solver, dtype=dtype)
     mesh = target_mesh(shard_targets)
-    if mesh is not None:
-        plan = jax.device_put(plan, NamedSharding(mesh, PartitionSpec()))
-    tile = CPU_TILE if jax.devices()[0].platform == "cpu" else None
+    n_dev = mesh.size if mesh is not None else 1
+    plan = replicate(plan, mesh)
+    tile = cpu_tile()
     if target_chunk is None:
         budget = (DEFAULT_MEMORY_GB if memory_gb is None else memory_gb) * 2**30
-        target_chunk = target_chunk_for(plan, budget, return_predictions=return_predictions, tile=tile)
-    stream = _stream(plan, y_NT, int(target_chunk), tile, mesh, scoring, return_predictions, dtype, progress)
+        per, fixed = target_bytes(plan, return_predictions, tile)
+        target_chunk = targets_within(budget, per, fixed, tile or 1, n_dev, what=f"memory_gb={budget / 2**30:g}")
+    layout = chunk_layout(y_NT.shape[1], int(target_chunk), n_devices=n_dev, tile=tile)
+    layered_plan = plan if X.ndim == 3 else jax.tree.map(lambda a: a[None], plan)
+    solve = partial(_solve_layers, layered_plan, score=scoring, return_predictions=return_predictions, tile=layout.tile)
+    stream = chunks.stream(solve, lambda start, stop: y_NT[:, start:stop], layout, mesh, dtype, progress,
+                           "brain score target chunks")
 
     layered = X.ndim == 3
     n_t, k, lead = y_NT.shape[1], len(folds.outer), X.shape[:-2]
@@ -106,8 +109,8 @@ def brain_score(X, Y, groups: Sequence, alphas: Sequence[float] = DEFAULT_ALPHAS
     idx = np.zeros((k,) + lead + (n_t,), np.uint16 if len(alphas) < 2**16 else np.int32)
     preds = np.full(lead + (n, n_t), np.nan, np.float32) if return_predictions else None
     n_masked = 0
-    for start, used, out in stream:
-        cols = slice(start, start + used)
+    for (start, stop, used), out in stream:
+        cols = slice(start, stop)
         res = out if layered else jax.tree.map(lambda a: a[0], out)  # drop the layer axis of a single design
         r[..., cols] = res.r_T[..., :used]
         r_folds[..., cols] = np.moveaxis(res.r_folds_KT, -2, 0)[..., :used]
@@ -130,43 +133,3 @@ def _solve_layers(plan_L: NestedPlan, y_NT, *, score, return_predictions, tile):
     """Every layer's design for one chunk of targets, one layer at a time (bounded memory)."""
     solve = partial(solve_nested, score=score, return_predictions=return_predictions, tile=tile)
     return jax.lax.map(lambda plan: solve(plan, y_NT), plan_L)
-
-
-def _stream(plan, y_NT, chunk, tile, mesh, score, return_predictions, dtype, progress):
-    """Yield (start, used, host result) per balanced chunk; chunk i+1 is read from Y and
-    dispatched before chunk i is fetched, so reading overlaps computing."""
-    layered_plan = plan if plan.alphas_A.ndim == 2 else jax.tree.map(lambda a: a[None], plan)
-    n_targets = y_NT.shape[1]
-    n_dev = mesh.size if mesh is not None else 1
-    n_chunks = max(1, math.ceil(n_targets / max(chunk, 1)))
-    width = math.ceil(n_targets / n_chunks)
-    if tile is not None and width > tile:  # whole tiles (a narrower chunk is one tile)
-        width = math.ceil(width / tile) * tile
-    width = math.ceil(width / n_dev) * n_dev
-    tile = tile if tile is not None and width > tile and width % tile == 0 else None
-    sharding = NamedSharding(mesh, PartitionSpec(None, "targets")) if mesh is not None else None
-    starts = range(0, n_targets, width)
-    if progress:
-        from tqdm.auto import tqdm
-        starts = tqdm(starts, desc="brain score target chunks", unit="chunk")
-    pending = None
-    for start in starts:
-        block = np.asarray(y_NT[:, start:start + width], dtype=dtype)
-        used = block.shape[1]
-        if used < width:  # pad with zero (constant) columns so every chunk reuses one compilation
-            block = np.pad(block, ((0, 0), (0, width - used)))
-        out = _solve_layers(layered_plan, jax.device_put(block, sharding), score=score, return_predictions=return_predictions,
-                            tile=tile)
-        if pending is not None:
-            yield pending[0], pending[1], jax.device_get(pending[2])
-        pending = (start, used, out)
-    if pending is not None:
-        yield pending[0], pending[1], jax.device_get(pending[2])
-
-
-def target_mesh(shard: bool = True):
-    """A 1-D mesh over the local devices for spreading targets (None with one device, or shard=False)."""
-    devices = jax.local_devices()
-    if not shard or len(devices) == 1:
-        return None
-    return Mesh(np.array(devices), ("targets",))
