@@ -22,6 +22,7 @@ import xarray as xr
 
 from .. import results, rois
 from ..ceiling import normalized_score
+from ..features import cache as feature_cache
 from ..io import atomic_write_text, write_json
 from ..models import load_pretrained
 from ..outputs import OutputFolder
@@ -160,7 +161,7 @@ def _features(cfg: ScoreConfig, sel: Selection, augs: dict):
             stories = tuple(s for s in sel.stories if s.name in names)
             part = dataclasses.replace(sel, stories=stories, model_folder=folder)
             model, tok = load_pretrained(folder, dtype=getattr(jnp, cfg.model.dtype))
-            feats = word_feats(model, tok, part, cfg.features, cfg.cache_dir / "features", cfg.progress, augs,
+            feats = word_feats(model, tok, part, cfg.features, feature_cache.CACHE.under(cfg.cache_dir), cfg.progress, augs,
                                cfg.augment.mode)
             out |= {s.name: f for s, f in zip(part.stories, feats)}
             del model
