@@ -10,12 +10,14 @@ exp1:    docs/experiments.md's experiment 1 (oracle and random-word augmentation
 """
 from __future__ import annotations
 
-import importlib.util
 import shutil
 import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))  # scripts_loader, when run as a command
+from scripts_loader import script  # noqa: E402
+
 # (run, file inside its output folder) for every pinned table
 PINNED = (("default", "scores.csv"), ("pooled", "scores.csv"), ("exp1", "gains.csv"),
           ("exp1", "plain/scores.csv"), ("exp1", "oracle/scores.csv"), ("exp1", "random-word/scores.csv"))
@@ -34,14 +36,8 @@ def run_all(tmp: Path) -> dict[str, Path]:
     score(ScoreConfig(output=out["default"], **base))
     score(ScoreConfig(output=out["pooled"], data=DataOptions(pool_stories=True), **base))
     world = ensure_builtin(small, tmp / "cache", progress=False)
-    spec = importlib.util.spec_from_file_location("augment_cli_pinned", ROOT / "scripts" / "augment.py")
-    cli = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = cli  # dataclasses resolve the script's string annotations there
-    try:
-        spec.loader.exec_module(cli)
+    with script("augment") as cli:
         assert cli.main(["oracle", "--out-dir", str(tmp / "aug"), "--data-root", str(world.root)]) == 0
-    finally:
-        sys.modules.pop(spec.name, None)
     files = tuple(sorted((tmp / "aug").glob("*.json")))
     compare(ScoreConfig(output=out["exp1"], features=FeatureOptions(layers=(small.planted_layer,)),
                         ceiling=CeilingOptions(n_splits=10), augment=AugmentOptions(files=files, compare=True),

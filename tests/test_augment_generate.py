@@ -1,10 +1,8 @@
 """Model/endpoint-generated associations: the chat client against a stub server on
 127.0.0.1, generate_augmentation with fake generators, LMGenerator on a tiny random GPT-2,
 and scripts/augment.py run in-process."""
-import importlib.util
 import json
 import socket
-import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -13,13 +11,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from scripts_loader import script
+
 from assocjax.augment import format as fmt
 from assocjax.augment.random_control import shuffled_control
 from assocjax.augment.chat import ChatClient, ChatError
 from assocjax.augment.generate import (SENTENCE_TEMPLATE, ChatGenerator, GenerationError, LMGenerator, attempt_seed,
                                        clean_reply, generate_augmentation, is_content_word)
 
-ROOT = Path(__file__).resolve().parents[1]
 SECRET = "sk-test-0123456789-secret"
 
 
@@ -435,14 +434,8 @@ def test_lm_generator_makes_a_valid_augmentation(tiny_lm, tmp_path):
 
 @pytest.fixture(scope="module")
 def cli():
-    spec = importlib.util.spec_from_file_location("augment_cli", ROOT / "scripts" / "augment.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses resolve the script's string annotations there
-    try:
-        spec.loader.exec_module(module)
+    with script("augment") as module:
         yield module
-    finally:
-        sys.modules.pop(spec.name, None)
 
 
 def write_align(path: Path, words, pause_every=6) -> Path:

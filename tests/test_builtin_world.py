@@ -4,14 +4,13 @@ default context mode), every other parcel from the plain story. docs/experiments
 (`augment.py oracle`, then `score.py --augment.files ... --augment.compare`) must then show the
 paper's effect against that ground truth: F > 0 in MTL (q < 0.05), <= ~0 elsewhere, no gain
 from the length-matched random control, oracle - random > 0 in MTL."""
-import importlib.util
 import json
 import shutil
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
+
+from scripts_loader import script
 
 from assocjax import augment, results
 from assocjax.augment.oracle import write_oracle
@@ -27,7 +26,6 @@ from assocjax.stimuli import read_gentle_csv
 
 pytestmark = pytest.mark.slow  # module fixtures run whole pipelines (docs/testing.md)
 
-ROOT = Path(__file__).resolve().parents[1]
 # The default's stories and subjects (12: an exact sign-flip p can reach 2 / 2^12), fewer TRs
 # and vertices; only the planted layer is scored.
 SMALL = SyntheticOptions(story_trs=120, space="tinysphere", n_vertices=300)
@@ -38,14 +36,8 @@ OTHERS = ("language", "frontal_gyrus", "parietal", "visual_control")
 def world(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("world")
     b = ensure_builtin(SMALL, tmp / "cache", progress=False)
-    spec = importlib.util.spec_from_file_location("augment_cli_world", ROOT / "scripts" / "augment.py")
-    cli = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = cli  # dataclasses resolve the script's string annotations there
-    try:
-        spec.loader.exec_module(cli)
+    with script("augment") as cli:
         assert cli.main(["oracle", "--out-dir", str(tmp / "aug"), "--data-root", str(b.root)]) == 0
-    finally:
-        sys.modules.pop(spec.name, None)
     files = sorted((tmp / "aug").glob("*.json"))
     cfg = ScoreConfig(output=tmp / "out", cache_dir=tmp / "cache", synthetic=SMALL, progress=False,
                       features=FeatureOptions(layers=(SMALL.planted_layer,)), ceiling=CeilingOptions(n_splits=10),

@@ -2,12 +2,12 @@
 through the script's own main and `assocjax.cli.run_cli` as the command line would. A bad
 value must end with exit code 2 and one line "error: ..." naming the option, before any long
 work: no built-in world generated, no BOLD read, no output folder made."""
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import pytest
+
+from scripts_loader import load_script
 
 from assocjax.augment.oracle import write_oracle
 from assocjax.cli import EXIT_USER_ERROR, one_line, run_cli
@@ -15,7 +15,6 @@ from assocjax.data.synthetic import SyntheticConfig, make_synthetic
 from assocjax.pipeline import SyntheticOptions
 from assocjax.pipeline.assets import save_random_gpt2, save_tokenizer
 
-ROOT = Path(__file__).resolve().parents[1]
 # each script's options class (`augment` parses its own subcommands: main(argv))
 CONFIGS = {"score": "ScoreConfig", "demo": "DemoConfig", "make_synthetic": "SyntheticConfig",
            "make_association": "Args", "sweep": "SweepConfig"}
@@ -24,11 +23,7 @@ DATA = ["--data.root", "{one_story}", "--data.space", "tinysphere", "--model.pat
 
 
 def script(name: str):
-    spec = importlib.util.spec_from_file_location(f"{name}_options_cli", ROOT / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses resolve the script's string annotations there
-    spec.loader.exec_module(module)
-    return module
+    return load_script(name, f"{name}_options_cli")
 
 
 def call(name: str, argv: list[str]) -> int:

@@ -357,8 +357,8 @@ def test_ar1_noise_matches_reference(tmp_path):
             assert np.abs(s1[:, keep]).max() > 0.5 or scan["excluded"]  # the signal is there (or planted nowhere)
             checked += 1
     assert checked == 2 * len(m0["scans"])
-    vol = nib.load(tmp_path / "ar1" / f"derivatives/afni-nosmooth/sub-001/func/sub-001_task-storya_space-MNI152NLin2009cAsym_res-native_desc-clean_bold.nii.gz")
-    vol0 = nib.load(tmp_path / "white" / f"derivatives/afni-nosmooth/sub-001/func/sub-001_task-storya_space-MNI152NLin2009cAsym_res-native_desc-clean_bold.nii.gz")
+    vol = nib.load(tmp_path / "ar1" / "derivatives/afni-nosmooth/sub-001/func/sub-001_task-storya_space-MNI152NLin2009cAsym_res-native_desc-clean_bold.nii.gz")
+    vol0 = nib.load(tmp_path / "white" / "derivatives/afni-nosmooth/sub-001/func/sub-001_task-storya_space-MNI152NLin2009cAsym_res-native_desc-clean_bold.nii.gz")
     assert not np.array_equal(vol.get_fdata(), vol0.get_fdata())  # the volume gets AR(1) noise too
 
 

@@ -15,6 +15,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+
+from scripts_loader import load_script
 from safetensors.numpy import load_file, save_file
 
 from assocjax.models import forward_hidden, forward_logits, load_pretrained
@@ -498,14 +500,7 @@ def test_bad_configs(setup):
 
 # -- the scripts --------------------------------------------------------------------------------
 def _script(name):
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[1] / "scripts" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(f"{name}_cli", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script(name)
 
 
 def test_make_association_then_finetune_scripts(setup, tmp_path, capsys):
