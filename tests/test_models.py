@@ -44,7 +44,9 @@ def test_hidden_state_convention(checkpoints):
     hs = np.asarray(model.hidden_states(IDS[:1]))
     np.testing.assert_allclose(hs[0], p["wte"][IDS[:1]] + p["wpe"][np.arange(11)], atol=1e-6)
     # Last entry = final norm applied to the last block's output (that raw output is not returned).
-    from assocjax.models.modeling import gpt2_block, layer_norm, positions_and_mask
+    from assocjax.models.common import layer_norm
+    from assocjax.models.gpt2.modeling import block as gpt2_block
+    from assocjax.models.modeling import positions_and_mask
 
     positions, allowed = positions_and_mask(jnp.asarray(IDS[:1]), None)
     last_layer = jax.tree.map(lambda a: a[-1], p["layers"])
@@ -263,7 +265,8 @@ def test_a_missing_relative_path_is_a_local_error_not_a_hub_lookup(monkeypatch, 
 
 
 def test_blocked_causal_attention_equals_full():
-    from assocjax.models.modeling import attention, causal_attention, positions_and_mask
+    from assocjax.models.common import attention, causal_attention
+    from assocjax.models.modeling import positions_and_mask
 
     rng = np.random.default_rng(0)
     q = jnp.asarray(rng.standard_normal((2, 37, 4, 8)), jnp.float32)

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from assocjax.models import forward_logits, load_pretrained
-from assocjax.models.modeling import Adapter, dense
+from assocjax.models.common import Adapter, dense
+from assocjax.models.registry import family
 from assocjax.tune import (TARGETS, LoraConfig, frozen_params, init_adapters, join, load_peft, lora_inputs, merge,
                            parse_layers, save_peft, split_trainable)
 from conftest import save_tiny
@@ -117,9 +118,9 @@ def test_peft_export_loads_in_transformers_with_same_logits_and_grads(models, ki
     pm = peft_model(folder, out, trainable=True)
     adapted = {n.removeprefix("base_model.model.") for n, m in pm.named_modules() if hasattr(m, "lora_A")}
     prefix = "model.layers" if kind == "llama" else "transformer.h"
-    from assocjax.tune.peft import HF_MODULES
+    modules_hf = family(kind).peft_modules
 
-    assert adapted == {f"{prefix}.{i}.{HF_MODULES[kind][t]}" for i in range(cfg.n_layers) for t in lora.targets}
+    assert adapted == {f"{prefix}.{i}.{modules_hf[t]}" for i in range(cfg.n_layers) for t in lora.targets}
     logits_ref = pm(torch.tensor(IDS)).logits
     ours = lambda adapters: forward_logits(cfg, params, IDS, lora=lora_inputs(params, adapters, lora))
     np.testing.assert_allclose(np.asarray(ours(ad)), logits_ref.detach().numpy(), atol=1e-4, rtol=1e-4)
@@ -130,7 +131,7 @@ def test_peft_export_loads_in_transformers_with_same_logits_and_grads(models, ki
     modules = dict(pm.named_modules())
     for t in lora.targets:
         for i in range(cfg.n_layers):
-            m = modules[f"base_model.model.{prefix}.{i}.{HF_MODULES[kind][t]}"]
+            m = modules[f"base_model.model.{prefix}.{i}.{modules_hf[t]}"]
             for end, ref in (("a", m.lora_A["default"].weight.grad), ("b", m.lora_B["default"].weight.grad)):
                 g = np.asarray(grads[f"{t}_lora_{end}"][i]).T
                 scale = np.abs(ref.numpy()).max()
@@ -186,17 +187,18 @@ def test_bad_input_errors(models, tmp_path):
 def test_gpt2_target_modules_name_exactly_the_chosen_modules(models):
     """attn.c_proj ("out") and mlp.c_proj ("proj") share a name; PEFT matches a string
     target_modules with re.fullmatch against the full module name, a list by name suffix."""
-    from assocjax.tune.peft import HF_MODULES, adapter_config
+    from assocjax.tune.peft import adapter_config
 
     cfg = models["gpt2"][1]
-    names = [f"transformer.h.{i}.{m}" for i in range(2) for m in HF_MODULES["gpt2"].values()]
+    modules_hf = family("gpt2").peft_modules
+    names = [f"transformer.h.{i}.{m}" for i in range(2) for m in modules_hf.values()]
     for targets in [("out",), ("proj",), ("qkv", "out"), ("fc", "proj"), ("qkv", "out", "fc", "proj")]:
         tm = adapter_config(cfg, LoraConfig(targets=targets), "base")["target_modules"]
         if isinstance(tm, str):
             hit = {n for n in names if re.fullmatch(tm, n)}
         else:
             hit = {n for n in names if n.split(".")[-1] in tm}
-        assert hit == {f"transformer.h.{i}.{HF_MODULES['gpt2'][t]}" for i in range(2) for t in targets}, targets
+        assert hit == {f"transformer.h.{i}.{modules_hf[t]}" for i in range(2) for t in targets}, targets
 
 
 def test_parse_layers():

@@ -24,9 +24,10 @@ import ml_dtypes
 import numpy as np
 from flax import nnx
 
-from .config import ModelConfig, from_hf
+from .config import ModelConfig
 from .modeling import CausalLM
 from .params import nest, param_shapes, weight_plan
+from .registry import from_hf
 
 _ALIGN = 64  # bytes; XLA's CPU client aliases host arrays aligned like this instead of copying them
 _DTYPES = {"F64": np.float64, "F32": np.float32, "F16": np.float16, "BF16": ml_dtypes.bfloat16,

@@ -1,14 +1,13 @@
 """Declarative parameter spec of each architecture, and the map from Hugging Face weight
-names to it.
+names to it; each family's folder holds its own spec and names (`registry.family(cfg)`).
 
 `param_spec(cfg)` is the tree of every parameter's shape and role (matrix, bias, scale,
 embedding); initialisation, weight decay and any rule that treats kinds of weights
 differently read the role from here, never from the name.
 
-Each rule is (Hugging Face name after the model prefix, our path, transform). `{i}` marks
-a per-layer weight: those are stacked along a new leading axis (layers are scanned).
-GPT-2's Conv1D weights are already (in, out); LLaMA's nn.Linear weights are (out, in)
-and are transposed to (in, out).
+Each rule (`family.Rule`) is (Hugging Face name after the model prefix, our path,
+transform). `{i}` marks a per-layer weight: those are stacked along a new leading axis
+(layers are scanned).
 """
 from __future__ import annotations
 
@@ -18,37 +17,19 @@ from typing import NamedTuple
 import numpy as np
 
 from .config import ModelConfig
+from .family import ROLES, WEIGHT_ROLES, ParamSpec, Rule
+from .registry import family
 
-
-ROLES = ("matrix", "bias", "scale", "embedding")  # scale: a norm's weight
-WEIGHT_ROLES = ("matrix", "embedding")  # what weight decay and initial scales act on (not biases or norms)
-
-
-class ParamSpec(NamedTuple):
-    shape: tuple[int, ...]
-    role: str  # one of ROLES
+__all__ = ["ROLES", "WEIGHT_ROLES", "ParamSpec", "Rule", "param_spec", "param_shapes", "param_roles",
+           "expected_names", "weight_plan", "nest", "params_to_hf"]
 
 
 def param_spec(cfg: ModelConfig) -> dict:
     """Our parameter tree: {name: ParamSpec, "layers": {name: ParamSpec}}; per-layer
     weights lead with n_layers (layers are scanned)."""
-    L, D, F, V = cfg.n_layers, cfg.hidden, cfg.intermediate, cfg.vocab_size
-    M, B, S, E = ROLES  # matrix, bias, scale, embedding
-    P = ParamSpec
-    if cfg.arch == "gpt2":
-        layers = dict(ln1_scale=P((L, D), S), ln1_bias=P((L, D), B), qkv_w=P((L, D, 3 * D), M), qkv_b=P((L, 3 * D), B),
-                      out_w=P((L, D, D), M), out_b=P((L, D), B), ln2_scale=P((L, D), S), ln2_bias=P((L, D), B),
-                      fc_w=P((L, D, F), M), fc_b=P((L, F), B), proj_w=P((L, F, D), M), proj_b=P((L, D), B))
-        tree = dict(wte=P((V, D), E), wpe=P((cfg.max_positions, D), E), layers=layers, lnf_scale=P((D,), S),
-                    lnf_bias=P((D,), B))
-    else:
-        qd, kvd = cfg.n_heads * cfg.head_dim, cfg.n_kv_heads * cfg.head_dim
-        layers = dict(attn_norm=P((L, D), S), q_w=P((L, D, qd), M), k_w=P((L, D, kvd), M), v_w=P((L, D, kvd), M),
-                      o_w=P((L, qd, D), M), mlp_norm=P((L, D), S), gate_w=P((L, D, F), M), up_w=P((L, D, F), M),
-                      down_w=P((L, F, D), M))
-        tree = dict(embed=P((V, D), E), layers=layers, final_norm=P((D,), S))
+    tree = dict(family(cfg).param_spec(cfg))
     if not cfg.tie_embeddings:
-        tree["lm_head"] = P((V, D), M)
+        tree["lm_head"] = ParamSpec((cfg.vocab_size, cfg.hidden), "matrix")
     return tree
 
 
@@ -70,58 +51,12 @@ def _map(fn, tree: dict) -> dict:
     return {k: _map(fn, v) if isinstance(v, dict) else fn(v) for k, v in tree.items()}
 
 
-class Rule(NamedTuple):
-    hf: str
-    ours: str
-    transform: str = "none"  # "none" | "transpose"
-
-
-GPT2_RULES = (
-    Rule("wte.weight", "wte"),
-    Rule("wpe.weight", "wpe"),
-    Rule("h.{i}.ln_1.weight", "layers/ln1_scale"),
-    Rule("h.{i}.ln_1.bias", "layers/ln1_bias"),
-    Rule("h.{i}.attn.c_attn.weight", "layers/qkv_w"),
-    Rule("h.{i}.attn.c_attn.bias", "layers/qkv_b"),
-    Rule("h.{i}.attn.c_proj.weight", "layers/out_w"),
-    Rule("h.{i}.attn.c_proj.bias", "layers/out_b"),
-    Rule("h.{i}.ln_2.weight", "layers/ln2_scale"),
-    Rule("h.{i}.ln_2.bias", "layers/ln2_bias"),
-    Rule("h.{i}.mlp.c_fc.weight", "layers/fc_w"),
-    Rule("h.{i}.mlp.c_fc.bias", "layers/fc_b"),
-    Rule("h.{i}.mlp.c_proj.weight", "layers/proj_w"),
-    Rule("h.{i}.mlp.c_proj.bias", "layers/proj_b"),
-    Rule("ln_f.weight", "lnf_scale"),
-    Rule("ln_f.bias", "lnf_bias"),
-)
-
-LLAMA_RULES = (
-    Rule("embed_tokens.weight", "embed"),
-    Rule("layers.{i}.input_layernorm.weight", "layers/attn_norm"),
-    Rule("layers.{i}.self_attn.q_proj.weight", "layers/q_w", "transpose"),
-    Rule("layers.{i}.self_attn.k_proj.weight", "layers/k_w", "transpose"),
-    Rule("layers.{i}.self_attn.v_proj.weight", "layers/v_w", "transpose"),
-    Rule("layers.{i}.self_attn.o_proj.weight", "layers/o_w", "transpose"),
-    Rule("layers.{i}.post_attention_layernorm.weight", "layers/mlp_norm"),
-    Rule("layers.{i}.mlp.gate_proj.weight", "layers/gate_w", "transpose"),
-    Rule("layers.{i}.mlp.up_proj.weight", "layers/up_w", "transpose"),
-    Rule("layers.{i}.mlp.down_proj.weight", "layers/down_w", "transpose"),
-    Rule("norm.weight", "final_norm"),
-)
-
-RULES = {"gpt2": GPT2_RULES, "llama": LLAMA_RULES}
-PREFIXES = {"gpt2": ("transformer.", ""), "llama": ("model.", "")}
-HEAD = Rule("lm_head.weight", "lm_head")  # untied heads only; never under the model prefix
-# Buffers that checkpoints may carry but that are not weights (causal masks, RoPE tables).
-IGNORED = re.compile(r"(\.attn\.(masked_)?bias$|rotary_emb\.inv_freq$)")
-
-
 def _transform(a: np.ndarray, how: str) -> np.ndarray:
     return np.swapaxes(a, -1, -2) if how == "transpose" else a
 
 
 def _prefix(cfg: ModelConfig, names: set[str]) -> str:
-    for p in PREFIXES[cfg.arch]:
+    for p in family(cfg).prefixes:
         if p and any(n.startswith(p) for n in names):
             return p
     return ""
@@ -129,16 +64,17 @@ def _prefix(cfg: ModelConfig, names: set[str]) -> str:
 
 def expected_names(cfg: ModelConfig, names: set[str]) -> dict[str, tuple[Rule, int | None]]:
     """Every Hugging Face name this config needs -> (rule, layer index or None)."""
+    fam = family(cfg)
     prefix = _prefix(cfg, names)
     out = {}
-    for rule in RULES[cfg.arch]:
+    for rule in fam.rules:
         if "{i}" in rule.hf:
             for i in range(cfg.n_layers):
                 out[prefix + rule.hf.format(i=i)] = (rule, i)
         else:
             out[prefix + rule.hf] = (rule, None)
     if not cfg.tie_embeddings:
-        out[HEAD.hf] = (HEAD, None)
+        out[fam.head.hf] = (fam.head, None)
     return out
 
 
@@ -158,10 +94,11 @@ def weight_plan(cfg: ModelConfig, names: set[str], source: str) -> dict[str, Lea
     head's redundant copy are ignored). The loader builds leaves one at a time from this
     plan, so no second copy of the whole model is ever needed.
     """
+    fam = family(cfg)
     expected = expected_names(cfg, names)
-    ignorable = {n for n in names if IGNORED.search(n)}
+    ignorable = {n for n in names if re.search(fam.ignored, n)}
     if cfg.tie_embeddings:
-        ignorable.add(HEAD.hf)
+        ignorable.add(fam.head.hf)
     missing = sorted(set(expected) - names)
     unexpected = sorted(names - set(expected) - ignorable)
     if missing or unexpected:
@@ -191,15 +128,16 @@ def nest(flat: dict[str, object]) -> dict:
 
 def params_to_hf(cfg: ModelConfig, params: dict, prefix: str | None = None) -> dict[str, np.ndarray]:
     """Inverse map (our tree -> Hugging Face names), for exports such as merged weights."""
-    prefix = PREFIXES[cfg.arch][0] if prefix is None else prefix
-    rules = RULES[cfg.arch] + (() if cfg.tie_embeddings else (HEAD,))
+    fam = family(cfg)
+    prefix = fam.prefixes[0] if prefix is None else prefix
+    rules = fam.rules + (() if cfg.tie_embeddings else (fam.head,))
     out = {}
     for rule in rules:
         node = params
         for p in rule.ours.split("/"):
             node = node[p]
         a = np.asarray(node)
-        name = rule.hf if rule is HEAD else prefix + rule.hf
+        name = rule.hf if rule is fam.head else prefix + rule.hf
         if "{i}" in rule.hf:
             for i in range(cfg.n_layers):
                 out[name.format(i=i)] = _transform(a[i], rule.transform)

@@ -8,15 +8,17 @@ the scale and dropout) into the `lora=` argument of the forwards of
 base parameter tree is left as it is, and a loss differentiated with respect to the
 adapters alone never forms a gradient for W.
 
-Targets (our names -> Hugging Face module): LLaMA q, k, v, o (self_attn.{q,k,v,o}_proj),
-gate, up, down (mlp.{gate,up,down}_proj); GPT-2 qkv (attn.c_attn, fused), out
-(attn.c_proj), fc (mlp.c_fc), proj (mlp.c_proj).
+Targets are named by each architecture's folder (`Family.lora_targets`, target t adapts
+the weight layers/{t}_w; `Family.peft_modules` gives the Hugging Face module): LLaMA q, k,
+v, o (self_attn.{q,k,v,o}_proj), gate, up, down (mlp.{gate,up,down}_proj); GPT-2 qkv
+(attn.c_attn, fused), out (attn.c_proj), fc (mlp.c_fc), proj (mlp.c_proj).
 
-Default targets (`LoraConfig()` leaves them empty; `LoraConfig.for_model` fills them in):
-the attention's query and value projections, the paper's LoRA setting and PEFT's own
-default per architecture: LLaMA q, v; GPT-2 qkv, its fused query/key/value projection
-(attn.c_attn) adapted as one matrix, so the key columns are adapted too (one low-rank update
-of the fused matrix, exactly what PEFT does with target_modules=["c_attn"]).
+Default targets (`LoraConfig()` leaves them empty; `LoraConfig.for_model` fills them in
+from `Family.lora_defaults`): the attention's query and value projections, the paper's
+LoRA setting and PEFT's own default per architecture: LLaMA q, v; GPT-2 qkv, its fused
+query/key/value projection (attn.c_attn) adapted as one matrix, so the key columns are
+adapted too (one low-rank update of the fused matrix, exactly what PEFT does with
+target_modules=["c_attn"]).
 """
 from __future__ import annotations
 
@@ -27,12 +29,14 @@ from functools import partial
 import jax
 import jax.numpy as jnp
 
+from assocjax.models.common import LoraInputs
 from assocjax.models.config import ModelConfig
-from assocjax.models.modeling import LoraInputs
 from assocjax.models.params import param_shapes
+from assocjax.models.registry import FAMILIES, family
 
-TARGETS = {"llama": ("q", "k", "v", "o", "gate", "up", "down"), "gpt2": ("qkv", "out", "fc", "proj")}
-DEFAULT_TARGETS = {"llama": ("q", "v"), "gpt2": ("qkv",)}  # attention query/value (module docstring)
+# views of the registry, by architecture: every target, and the defaults (module docstring)
+TARGETS = {f.name: f.lora_targets for f in FAMILIES}
+DEFAULT_TARGETS = {f.name: f.lora_defaults for f in FAMILIES}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,16 +70,14 @@ class LoraConfig:
         """This config with the architecture's DEFAULT_TARGETS when no targets are given."""
         if self.targets:
             return self
-        if cfg.arch not in DEFAULT_TARGETS:
-            raise ValueError(f"LoRA: unsupported architecture {cfg.arch!r}; supported: {', '.join(DEFAULT_TARGETS)}")
-        return dataclasses.replace(self, targets=DEFAULT_TARGETS[cfg.arch])
+        return dataclasses.replace(self, targets=family(cfg).lora_defaults)
 
 
 def target_shapes(cfg: ModelConfig, lora: LoraConfig) -> dict[str, tuple[int, int]]:
     """target -> (in, out) of its weight; ValueError listing the valid names when a
     target matches no module of this architecture. No targets: the architecture's defaults."""
     lora = lora.for_model(cfg)
-    names = TARGETS[cfg.arch]
+    names = family(cfg).lora_targets
     bad = [t for t in lora.targets if t not in names]
     if bad:
         raise ValueError(f"LoRA targets {bad} match no module of a {cfg.arch} model; "

@@ -20,29 +20,39 @@ import safetensors.numpy
 from assocjax.io import atomic_folder, atomic_write_bytes, atomic_write_text
 from assocjax.models.config import ModelConfig
 from assocjax.models.loading import SafetensorsReader
+from assocjax.models.registry import family
 
-from .lora import TARGETS, LoraConfig, target_shapes
+from .lora import LoraConfig, target_shapes
 
 CONFIG_FILE, WEIGHTS_FILE = "adapter_config.json", "adapter_model.safetensors"
-# our target -> Hugging Face module path inside a block
-HF_MODULES = {
-    "llama": {"q": "self_attn.q_proj", "k": "self_attn.k_proj", "v": "self_attn.v_proj", "o": "self_attn.o_proj",
-              "gate": "mlp.gate_proj", "up": "mlp.up_proj", "down": "mlp.down_proj"},
-    "gpt2": {"qkv": "attn.c_attn", "out": "attn.c_proj", "fc": "mlp.c_fc", "proj": "mlp.c_proj"},
-}
-BLOCK_PREFIX = {"llama": "base_model.model.model.layers", "gpt2": "base_model.model.transformer.h"}
+WRAPPER = "base_model.model."  # PEFT's prefix before the Hugging Face model's own module names
 # PEFT options whose non-default values change the maths: refused on load instead of ignored
 UNSUPPORTED = {"use_dora": False, "use_rslora": False, "lora_bias": False, "rank_pattern": {}, "alpha_pattern": {},
                "modules_to_save": None, "layer_replication": None, "trainable_token_indices": None,
                "target_parameters": None}
 
 
+def block_prefix(cfg: ModelConfig) -> str:
+    """The blocks' prefix in PEFT's tensor names ("base_model.model.transformer.h")."""
+    return WRAPPER + family(cfg).peft_blocks
+
+
+def _short(module: str) -> str:
+    return module.split(".")[-1]
+
+
 def _target_modules(cfg: ModelConfig, targets: tuple[str, ...]) -> list[str] | str:
-    hf = [HF_MODULES[cfg.arch][t] for t in targets]
-    names = [m.split(".")[-1] for m in hf]
-    if len(set(names)) == len(names) and not (cfg.arch == "gpt2" and ("out" in targets) != ("proj" in targets)):
+    """PEFT's target_modules for our targets: the short module names when they name exactly
+    the chosen modules, else a full-name regex (GPT-2's attention and MLP output projections
+    are both c_proj)."""
+    fam = family(cfg)
+    hf = [fam.peft_modules[t] for t in targets]
+    names = [_short(m) for m in hf]
+    others = {_short(m) for t, m in fam.peft_modules.items() if t not in targets}
+    if len(set(names)) == len(names) and not others & set(names):
         return sorted(names)  # unambiguous short names, as PEFT users write them
-    return r".*\.h\.\d+\.(" + "|".join(re.escape(m) for m in sorted(hf)) + ")"
+    blocks = re.escape(_short(fam.peft_blocks))
+    return rf".*\.{blocks}\.\d+\.(" + "|".join(re.escape(m) for m in sorted(hf)) + ")"
 
 
 def adapter_config(cfg: ModelConfig, lora: LoraConfig, base_model_name_or_path: str) -> dict:
@@ -52,7 +62,7 @@ def adapter_config(cfg: ModelConfig, lora: LoraConfig, base_model_name_or_path: 
         "peft_type": "LORA", "task_type": "CAUSAL_LM", "base_model_name_or_path": str(base_model_name_or_path),
         "r": lora.rank, "lora_alpha": alpha, "lora_dropout": lora.dropout,
         "target_modules": _target_modules(cfg, lora.targets), "bias": "none",
-        "fan_in_fan_out": cfg.arch == "gpt2",  # GPT-2's Conv1D stores weights (in, out)
+        "fan_in_fan_out": family(cfg).fan_in_fan_out,  # weights stored (in, out), as GPT-2's Conv1D
         "inference_mode": True, "init_lora_weights": True, "layers_to_transform": None, "layers_pattern": None,
         **UNSUPPORTED,
     }
@@ -60,6 +70,7 @@ def adapter_config(cfg: ModelConfig, lora: LoraConfig, base_model_name_or_path: 
 
 def _tensors(cfg: ModelConfig, adapters: dict, lora: LoraConfig) -> dict[str, np.ndarray]:
     shapes = target_shapes(cfg, lora)
+    modules = family(cfg).peft_modules
     out = {}
     for t, (d_in, d_out) in shapes.items():
         a = np.asarray(adapters["layers"][f"{t}_lora_a"], dtype=np.float32)
@@ -69,7 +80,7 @@ def _tensors(cfg: ModelConfig, adapters: dict, lora: LoraConfig) -> dict[str, np
             raise ValueError(f"adapters for {t!r} have shapes {a.shape} / {b.shape}; the {cfg.arch} config and "
                              f"rank {lora.rank} need {want_a} / {want_b}")
         for i in range(cfg.n_layers):
-            stem = f"{BLOCK_PREFIX[cfg.arch]}.{i}.{HF_MODULES[cfg.arch][t]}"
+            stem = f"{block_prefix(cfg)}.{i}.{modules[t]}"
             out[f"{stem}.lora_A.weight"] = np.ascontiguousarray(a[i].T)
             out[f"{stem}.lora_B.weight"] = np.ascontiguousarray(b[i].T)
     return out
@@ -120,8 +131,9 @@ def load_peft(folder, cfg: ModelConfig) -> tuple[dict, LoraConfig]:
             raise ValueError(f"{config_path}: missing field {key!r}")
     rank = int(conf["r"])
 
-    modules = {m: t for t, m in HF_MODULES[cfg.arch].items()}
-    pattern = re.compile(rf"^{re.escape(BLOCK_PREFIX[cfg.arch])}\.(\d+)\.(\w+\.\w+)\.lora_([AB])(?:\.default)?\.weight$")
+    fam = family(cfg)
+    modules = {m: t for t, m in fam.peft_modules.items()}
+    pattern = re.compile(rf"^{re.escape(block_prefix(cfg))}\.(\d+)\.(\w+\.\w+)\.lora_([AB])(?:\.default)?\.weight$")
     reader = SafetensorsReader([weights_path])
     found: dict[tuple[str, str], dict[int, np.ndarray]] = {}
     bad = []
@@ -134,7 +146,7 @@ def load_peft(folder, cfg: ModelConfig) -> tuple[dict, LoraConfig]:
     if bad:
         raise ValueError(f"{weights_path}: tensors that are no LoRA weight of this {cfg.arch} model "
                          f"({cfg.n_layers} layers): {bad[:10]}{' ...' if len(bad) > 10 else ''}")
-    targets = tuple(t for t in TARGETS[cfg.arch] if (t, "A") in found or (t, "B") in found)
+    targets = tuple(t for t in fam.lora_targets if (t, "A") in found or (t, "B") in found)
     if not targets:
         raise ValueError(f"{weights_path}: no LoRA weights found")
     lora = LoraConfig(rank=rank, alpha=float(conf["lora_alpha"]), dropout=float(conf.get("lora_dropout", 0.0)),
@@ -146,7 +158,7 @@ def load_peft(folder, cfg: ModelConfig) -> tuple[dict, LoraConfig]:
             stacked = np.zeros((cfg.n_layers, *shape[::-1]), np.float32)
             for i, w in rows.items():
                 if w.shape != shape:
-                    raise ValueError(f"{weights_path}: layer {i} {HF_MODULES[cfg.arch][t]}.lora_{end} has shape "
+                    raise ValueError(f"{weights_path}: layer {i} {fam.peft_modules[t]}.lora_{end} has shape "
                                      f"{w.shape}; r={rank} and the model config need {shape}")
                 stacked[i] = w.T
             layers[f"{t}_lora_{ours}"] = stacked
