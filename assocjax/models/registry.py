@@ -4,13 +4,14 @@ Adding a family is its folder (see `models.family`) and one line in FAMILIES.
 """
 from __future__ import annotations
 
-from . import gpt2, llama
+from . import gpt2, gpt_neox, llama
 from .config import Fields, ModelConfig
 from .family import Family
 
 FAMILIES: tuple[Family, ...] = (
     gpt2.FAMILY,
     llama.FAMILY,
+    gpt_neox.FAMILY,
 )
 
 _BY_NAME = {f.name: f for f in FAMILIES}
