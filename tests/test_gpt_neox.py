@@ -264,3 +264,31 @@ def test_lora_training_lowers_the_loss_and_its_exports_load_in_peft_and_transfor
     np.testing.assert_allclose(ours, via_peft, atol=1e-4, rtol=1e-4)
     np.testing.assert_allclose(ours, via_merged, atol=1e-4, rtol=1e-4)
     assert np.abs(ours - np.asarray(forward_logits(cfg, result.base, IDS))).max() > 1e-2  # it did train
+
+
+@pytest.mark.slow
+def test_score_py_scores_a_pythia_folder_on_the_built_in_world(with_tokenizer, tmp_path):
+    """The whole pipeline (built-in world, features, ridge, scores) through the CLI, with a
+    one-layer GPT-NeoX read from a folder."""
+    import csv
+    import shutil
+
+    from scripts_loader import load_script
+
+    from assocjax.cli import run_cli
+
+    model = tmp_path / "model"
+    shutil.copytree(with_tokenizer, model)
+    save_neox(model, vocab_size=len(AutoTokenizer.from_pretrained(str(model))), num_hidden_layers=1)
+    score = load_script("score", "score_neox_cli")
+    small = ["--synthetic.n-stories", "2", "--synthetic.n-subjects", "3", "--synthetic.story-trs", "60",
+             "--synthetic.space", "tinysphere", "--synthetic.n-vertices", "40", "--synthetic.n-layers", "1",
+             "--synthetic.planted-layer", "1"]
+    argv = small + ["--model.path", str(model), "--features.context", "64", "--features.stride", "32",
+                    "--report.no-figures", "--report.no-maps", "--ceiling.n-splits", "10", "--report.n-boot", "50",
+                    "--no-progress", "--output", str(tmp_path / "out"), "--cache-dir", str(tmp_path / "cache")]
+    assert run_cli(score.main, score.ScoreConfig, argv) == 0
+    rows = list(csv.DictReader((tmp_path / "out" / "scores.csv").open()))
+    assert {r["layer"] for r in rows} == {"0", "1"}
+    assert all(np.isfinite(float(r["score"])) for r in rows if r["fit"] == "subjects")
+    assert json.loads((tmp_path / "out" / "run.json").read_text())["model"] == str(model)
