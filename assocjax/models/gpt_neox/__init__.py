@@ -9,14 +9,16 @@ LoRA targets (ours -> Hugging Face module in `gpt_neox.layers.N`): qkv
 gpt_neox.
 """
 from ..family import Family
-from . import config, modeling, params
+from .config import config
+from .modeling import block, embed, final_norm
+from .params import HEAD, IGNORED, PREFIXES, RULES, param_spec
 
 FAMILY = Family(
-    name="gpt_neox", model_types=("gpt_neox",), config=config.config, param_spec=params.param_spec,
-    rules=params.RULES, prefixes=params.PREFIXES, embed=modeling.embed, block=modeling.block,
-    final_norm=modeling.final_norm, embedding="embed", lora_targets=("qkv", "out", "fc", "proj"),
-    lora_defaults=("qkv",),
+    name="gpt_neox", model_types=("gpt_neox",), config=config, param_spec=param_spec, rules=RULES, prefixes=PREFIXES,
+    embed=embed, block=block, final_norm=final_norm, embedding="embed", head=HEAD, ignored=IGNORED,
+    lora_targets=("qkv", "out", "fc", "proj"),
+    lora_defaults=("qkv",),  # PEFT's default for gpt_neox: the fused query/key/value, adapted whole
     peft_modules={"qkv": "attention.query_key_value", "out": "attention.dense", "fc": "mlp.dense_h_to_4h",
                   "proj": "mlp.dense_4h_to_h"},
-    peft_blocks="gpt_neox.layers", head=params.HEAD, ignored=params.IGNORED,
+    peft_blocks="gpt_neox.layers",
 )
