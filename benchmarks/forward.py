@@ -16,6 +16,7 @@ import tyro
 from transformers import AutoModel, AutoModelForCausalLM, GPT2Config, LlamaConfig
 
 from assocjax.models import load_pretrained
+from assocjax.models.params import param_spec
 from common import matmul_gflops, median_time
 
 
@@ -39,11 +40,9 @@ CONFIGS = {
 def model_flops(cfg, batch, seq):
     """Multiply-adds x 2 of the per-layer matmuls and of attention (QK^T and PV over the
     full S x S square, as both implementations compute it)."""
-    d = cfg.hidden
-    qkv = d * (cfg.n_heads + 2 * cfg.n_kv_heads) * cfg.head_dim
-    out = cfg.n_heads * cfg.head_dim * d
-    mlp = (3 if cfg.arch == "llama" else 2) * d * cfg.intermediate
-    per_token = 2 * cfg.n_layers * (qkv + out + mlp)
+    # every block's weight matrix (L, in, out) is one in x out product per token
+    matrices = [p.shape for p in param_spec(cfg)["layers"].values() if p.role == "matrix"]
+    per_token = 2 * sum(int(np.prod(shape)) for shape in matrices)
     attn = 2 * 2 * cfg.n_layers * seq * cfg.n_heads * cfg.head_dim
     return batch * seq * (per_token + attn)
 

@@ -213,30 +213,17 @@ def ensure_dataset(cfg: Config) -> tuple[Path, dict]:
 
 def write_random_gpt2(folder: Path, tokenizer: Path, seed: int = 0, std: float = 0.02, **shape) -> Path:
     """A Hugging Face GPT-2 folder with random weights, written with numpy + safetensors (no torch):
-    N(0, std) embeddings and weight matrices (Conv1D layout: in x out), zero biases, unit norms,
-    tied output embeddings; the tokenizer's vocab.json and merges.txt copied beside them."""
+    N(0, std) embeddings and weight matrices, zero biases, unit norms, tied output embeddings; the
+    tokenizer's vocab.json and merges.txt copied beside them. The weights' names, shapes and roles
+    come from assocjax's GPT-2 family (its parameter spec and Hugging Face names)."""
     from safetensors.numpy import save_file
 
     s = {**GPT2_SMALL, **shape}
-    d, layers = s["n_embd"], s["n_layer"]
-    rng = np.random.default_rng([seed, 12])
-
-    def normal(*dims):
-        return (rng.standard_normal(dims, dtype=np.float32) * np.float32(std))
-
-    t = {"transformer.wte.weight": normal(s["vocab_size"], d), "transformer.wpe.weight": normal(s["n_positions"], d)}
-    for i in range(layers):
-        p = f"transformer.h.{i}."
-        for name, (n_in, n_out) in {"attn.c_attn": (d, 3 * d), "attn.c_proj": (d, d),
-                                    "mlp.c_fc": (d, 4 * d), "mlp.c_proj": (4 * d, d)}.items():
-            t[p + name + ".weight"], t[p + name + ".bias"] = normal(n_in, n_out), np.zeros(n_out, np.float32)
-        for ln in ("ln_1", "ln_2"):
-            t[p + ln + ".weight"], t[p + ln + ".bias"] = np.ones(d, np.float32), np.zeros(d, np.float32)
-    t["transformer.ln_f.weight"], t["transformer.ln_f.bias"] = np.ones(d, np.float32), np.zeros(d, np.float32)
     eos = s["vocab_size"] - 1  # <|endoftext|> in the GPT-2 vocabulary
     config = dict(model_type="gpt2", architectures=["GPT2LMHeadModel"], n_ctx=s["n_positions"],
                   activation_function="gelu_new", layer_norm_epsilon=1e-5, initializer_range=std,
                   tie_word_embeddings=True, bos_token_id=eos, eos_token_id=eos, torch_dtype="float32", **s)
+    t = random_weights(config, np.random.default_rng([seed, 12]), std)
     special = "<|endoftext|>"
     tok_config = dict(tokenizer_class="GPT2Tokenizer", model_max_length=s["n_positions"], add_prefix_space=False,
                       bos_token=special, eos_token=special, unk_token=special)
@@ -257,6 +244,29 @@ def write_random_gpt2(folder: Path, tokenizer: Path, seed: int = 0, std: float =
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return folder
+
+
+def random_weights(config: dict, rng: np.random.Generator, std: float) -> dict[str, np.ndarray]:
+    """Hugging Face name -> float32 tensor for the model of `config` (a config.json dict):
+    N(0, std) matrices and embeddings, drawn in our (in, out) layout, the model-wide ones first
+    and then layer by layer in the parameter spec's order; zero biases, unit norm scales."""
+    from assocjax.models import from_hf
+    from assocjax.models.params import WEIGHT_ROLES, param_spec, params_to_hf
+
+    cfg = from_hf(config, "the benchmark's config")
+    spec = param_spec(cfg)
+
+    def draw(p):
+        if p.role in WEIGHT_ROLES:
+            return rng.standard_normal(p.shape, dtype=np.float32) * np.float32(std)
+        return (np.ones if p.role == "scale" else np.zeros)(p.shape, np.float32)
+
+    params = {name: draw(p) for name, p in spec.items() if name != "layers"}
+    layers = {name: np.empty(p.shape, np.float32) for name, p in spec["layers"].items()}
+    for i in range(cfg.n_layers):
+        for name, p in spec["layers"].items():
+            layers[name][i] = draw(p._replace(shape=p.shape[1:]))
+    return {k: np.ascontiguousarray(v) for k, v in params_to_hf(cfg, {**params, "layers": layers}).items()}
 
 
 def check_tokenizer(folder: Path) -> None:

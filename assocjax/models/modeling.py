@@ -4,10 +4,11 @@ The modules hold parameters (nnx.Param, per-layer weights stacked on a leading a
 declarative spec is `params.param_spec`); the maths is in pure functions of (config,
 parameter tree, arrays) so that feature extraction, generation and fine-tuning can jit,
 vmap and differentiate them directly: each family's embedding, block and final norm in its
-folder (`registry.family(cfg)`, built from `common`), the decoder they plug into here. `forward` (embed -> blocks -> final norm) is the one
-decoder pass: `forward_hidden`, `forward_logits`, `forward_cached` (generation) and the
-fine-tuning step (`tune.train`) only choose its inputs and read its outputs. LoRA adapters
-are an explicit `lora=` argument (`LoraInputs`), never leaves of the parameter tree.
+folder (`registry.family(cfg)`, built from `common`), the decoder they plug into here.
+`forward` (embed -> blocks -> final norm) is the one decoder pass: `forward_hidden`,
+`forward_logits`, `forward_cached` (generation) and the fine-tuning step (`tune.train`)
+only choose its inputs and read its outputs. LoRA adapters are an explicit `lora=`
+argument (`LoraInputs`), never leaves of the parameter tree.
 
 Hidden-state convention (identical to transformers' `output_hidden_states`): entry 0 is
 the embedding output (GPT-2: token + position embeddings), entry i (1 <= i < L) the
