@@ -22,6 +22,8 @@ TINY = {
     "gpt2": dict(model_type="gpt2", n_embd=16, n_layer=2, n_head=2, n_positions=32, vocab_size=40),
     "llama": dict(model_type="llama", hidden_size=16, intermediate_size=24, num_hidden_layers=2, num_attention_heads=4,
                   num_key_value_heads=2, vocab_size=40, max_position_embeddings=32),
+    "gpt_neox": dict(model_type="gpt_neox", hidden_size=16, intermediate_size=24, num_hidden_layers=2,
+                     num_attention_heads=2, vocab_size=40, max_position_embeddings=32),
 }
 
 
