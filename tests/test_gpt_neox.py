@@ -195,7 +195,7 @@ def test_lora_default_targets_are_pefts(folders):
         "query_key_value",)
 
 
-def test_peft_export_loads_in_peft_with_the_same_logits(folders, tmp_path):
+def test_peft_export_loads_in_peft_with_the_same_logits_and_gradients(folders, tmp_path):
     folder = folders["parallel_quarter"]
     model, _ = load_pretrained(folder, tokenizer=False)
     cfg, params = model.cfg, model.param_tree()
@@ -209,13 +209,26 @@ def test_peft_export_loads_in_peft_with_the_same_logits(folders, tmp_path):
     assert sorted(conf["target_modules"]) == ["dense", "dense_4h_to_h", "dense_h_to_4h", "query_key_value"]
     assert conf["fan_in_fan_out"] is False
     base = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
-    pm = peft.PeftModel.from_pretrained(base, out).eval()
+    pm = peft.PeftModel.from_pretrained(base, out, is_trainable=True).eval()
     adapted = {n.removeprefix("base_model.model.") for n, m in pm.named_modules() if hasattr(m, "lora_A")}
-    modules = ("attention.query_key_value", "attention.dense", "mlp.dense_h_to_4h", "mlp.dense_4h_to_h")
-    assert adapted == {f"gpt_neox.layers.{i}.{m}" for i in range(2) for m in modules}
-    with torch.no_grad():
-        ref = pm(torch.tensor(IDS)).logits.numpy()
-    np.testing.assert_allclose(ours, ref, atol=1e-4, rtol=1e-4)
+    modules = dict(zip(LORA.targets, ("attention.query_key_value", "attention.dense", "mlp.dense_h_to_4h",
+                                      "mlp.dense_4h_to_h")))
+    assert adapted == {f"gpt_neox.layers.{i}.{m}" for i in range(2) for m in modules.values()}
+    ref = pm(torch.tensor(IDS)).logits
+    np.testing.assert_allclose(ours, ref.detach().numpy(), atol=1e-4, rtol=1e-4)
+
+    # gradients w.r.t. the adapters (what LoRA training follows): loss = sum(logits * WEIGHTS)
+    weights = np.random.default_rng(1).normal(size=ours.shape).astype(np.float32)
+    (ref * torch.tensor(weights)).sum().backward()
+    grads = jax.grad(lambda a: jnp.sum(forward_logits(cfg, params, IDS, lora=lora_inputs(params, a, LORA)) * weights))(
+        ad)["layers"]
+    hf_modules = dict(pm.named_modules())
+    for t, m in modules.items():
+        for i in range(2):
+            lora_module = hf_modules[f"base_model.model.gpt_neox.layers.{i}.{m}"]
+            for end, w in (("a", lora_module.lora_A["default"].weight), ("b", lora_module.lora_B["default"].weight)):
+                g, g_ref = np.asarray(grads[f"{t}_lora_{end}"][i]).T, w.grad.numpy()
+                np.testing.assert_allclose(g, g_ref, atol=1e-4 * np.abs(g_ref).max(), rtol=1e-4, err_msg=f"{t} {end} {i}")
     back, lora_back = load_peft(out, cfg)
     assert lora_back == LORA
     for n, a in ad["layers"].items():
