@@ -256,6 +256,7 @@ def test_peft_made_adapter_loads(folders, tmp_path):
                                atol=1e-4)
 
 
+@pytest.mark.slow
 def test_lora_training_lowers_the_loss_and_its_exports_load_in_peft_and_transformers(with_tokenizer, tmp_path):
     from assocjax.tune.train import TrainConfig, train, write_outputs
 
