@@ -304,7 +304,8 @@ class RidgeCV(_RidgeShell):
     alphas : candidate regularisation strengths (> 0); stored sorted in `alphas_`.
     cv : int (K folds: whole groups per fold when `groups` is given, else contiguous
         blocks) or an iterable of (train_idx, test_idx).
-    scoring : "r" (Pearson r, default) or "r2", used to choose alphas and by `score`.
+    scoring : "r" (Pearson r, default) or "r2", used to choose alphas and by
+        `score_per_target` (`score` is scikit-learn's: R^2 averaged over targets).
     solver : "auto", "primal" (thin SVD) or "dual" (eigh of X X.T); "auto" picks primal
         when the training folds have at least as many samples as features.
     fit_intercept : centre X and Y with training means (per fold in CV).
@@ -319,7 +320,8 @@ class RidgeCV(_RidgeShell):
 
     Fitted attributes: alphas_ (A,), cv_scores_ (A, T), best_alphas_ (T,), coef_ (P, T)
     (primal; computed from dual_coef_ for dual), dual_coef_ (N, T) (dual only),
-    intercept_ (T,), solver_, n_masked_targets_ (non-finite target columns: NaN results).
+    intercept_ (T,), solver_, n_features_in_ (P), n_masked_targets_ (non-finite target
+    columns: NaN results; a Y with no finite column is refused).
     A target that is constant gets NaN Pearson r (no correlation is defined) and its
     largest alpha.
     """
@@ -357,10 +359,10 @@ class Ridge(_RidgeShell):
     """Ridge regression with one fixed alpha for every target (the refit half of `RidgeCV`).
 
     Parameters as `RidgeCV`'s, with `alpha` (> 0) in place of `alphas` and `cv`; `scoring`
-    ("r" or "r2") is what `score` returns. X may carry a leading layer axis and Y trailing
-    target axes, as in `RidgeCV`. Fitted attributes: coef_ (P, T) (primal; computed from
-    dual_coef_ for dual), dual_coef_ (N, T) (dual only), intercept_ (T,), solver_,
-    n_masked_targets_ (non-finite target columns: NaN weights).
+    ("r" or "r2") is what `score_per_target` returns. X may carry a leading layer axis and Y
+    trailing target axes, as in `RidgeCV`. Fitted attributes: coef_ (P, T) (primal; computed
+    from dual_coef_ for dual), dual_coef_ (N, T) (dual only), intercept_ (T,), solver_,
+    n_features_in_ (P), n_masked_targets_ (non-finite target columns: NaN weights).
     """
 
     def __init__(self, alpha: float = 1.0, scoring: str = "r", solver: str = "auto", fit_intercept: bool = True,
