@@ -165,3 +165,16 @@ def test_story_grouped_cv_inside_a_pipeline():
     np.testing.assert_array_equal(pipe[-1].cv_scores_, alone.cv_scores_)
     np.testing.assert_array_equal(pipe.predict(x), alone.predict(scaled))
     assert not np.allclose(RidgeCV(alphas=ALPHAS, cv=4).fit(scaled, y).cv_scores_, alone.cv_scores_)
+
+
+def test_integer_targets_are_read_in_place(tmp_path):
+    """An int16 BOLD memmap is not copied to float64 at fit (chunks are cast as read); it
+    fits as its float values do."""
+    from assocjax.ridge.validation import check_targets
+
+    x, y = make_data()
+    bold = np.lib.format.open_memmap(tmp_path / "bold.npy", mode="w+", dtype=np.int16, shape=y.shape)
+    bold[:] = np.round(100 * y)
+    est = Ridge(alpha=3.0)
+    assert np.shares_memory(check_targets(bold, len(x), est), bold)
+    np.testing.assert_array_equal(est.fit(x, bold).coef_, Ridge(alpha=3.0).fit(x, np.asarray(bold, float)).coef_)

@@ -49,9 +49,9 @@ def _is_sparse(a) -> bool:
     return sparse is not None and sparse.issparse(a)
 
 
-def _as_float(a, name: str, owner) -> np.ndarray:
-    """A dense real array; integers, booleans and numbers held as objects become float64,
-    floating dtypes are kept (float32 in gives float32 predictions, as in scikit-learn)."""
+def _as_real(a, name: str, owner, keep: str) -> np.ndarray:
+    """A dense real array: dtype kinds in `keep` stay as they are, others (numbers held as
+    objects, strings of numbers) become float64."""
     if a is None:
         raise ValueError(f"{type(owner).__name__} requires {name} to be passed, but the target {name} is None.")
     if _is_sparse(a):
@@ -60,7 +60,7 @@ def _as_float(a, name: str, owner) -> np.ndarray:
     a = np.asarray(a)
     if np.iscomplexobj(a):
         raise ValueError(f"Complex data not supported\n{a}\n")
-    return a if a.dtype.kind == "f" else a.astype(np.float64)  # objects: TypeError naming the bad value
+    return a if a.dtype.kind in keep else a.astype(np.float64)  # objects: TypeError naming the bad value
 
 
 def _refuse_nonfinite(a: np.ndarray, name: str, owner) -> None:
@@ -73,7 +73,7 @@ def _refuse_nonfinite(a: np.ndarray, name: str, owner) -> None:
 def check_features(X, owner, *, layered: bool | None = None) -> np.ndarray:
     """X as a finite float array (n_samples, n_features), or (n_layers, n_samples,
     n_features) where the estimator takes layers (`layered`: None = either, as at fit)."""
-    X = _as_float(X, "X", owner)
+    X = _as_real(X, "X", owner, keep="f")  # float32 X gives float32 predictions, as in scikit-learn
     ndims = (2, 3) if layered is None else (3 if layered else 2,)
     if X.ndim < 2:
         kind = "scalar" if X.ndim == 0 else "1D"
@@ -97,7 +97,7 @@ def check_targets(Y, n_samples: int, owner, *, all_finite: bool = False) -> np.n
     holding NaN/Inf is masked by the solve (medial wall), but if every column does there is
     nothing to fit; `all_finite` (scoring) refuses any non-finite value, as scikit-learn's
     metrics do."""
-    Y = _as_float(Y, "y", owner)
+    Y = _as_real(Y, "y", owner, keep="biuf")  # an int16 memmap stays one: chunks are cast as they are read
     if Y.ndim == 0:
         raise ValueError(f"y should be a 1d array, got an array of shape {Y.shape} instead.")
     if Y.shape[0] != n_samples:
