@@ -82,6 +82,7 @@ def test_score_is_sklearns_mean_r2_and_per_target_scores_stay():
     ok = [0, 1, 2, 4]
     np.testing.assert_allclose(per[ok], [np.corrcoef(pred[:, i], y[40:, i])[0, 1] for i in ok], atol=1e-5)
     assert np.isnan(per[3])
+    assert np.isnan(est.score_per_target(x[40:], np.full_like(y[40:], np.nan))).all()  # no data: NaN, no error
     r2_T = Ridge(alpha=3.0, scoring="r2").fit(x[:40], y[:40]).score_per_target(x[40:], y[40:])
     np.testing.assert_allclose(r2_T[ok], r2_score(y[40:, ok], pred[:, ok], multioutput="raw_values"), atol=1e-5)
     layered = Ridge(alpha=3.0).fit(np.stack([x[:40], 2 * x[:40]]), y[:40])  # one mean R^2 per layer

@@ -239,8 +239,9 @@ class _RidgeShell(_Params):
         """R^2 of the predictions averaged uniformly over targets, as scikit-learn's
         regressors score (what `Pipeline`, `GridSearchCV` and `cross_val_score` use); a
         target constant in y counts 1 if predicted exactly, else 0, as there. A float, or
-        (L,) with a layer axis. y must be finite; per-target scores: `score_per_target`."""
-        terms = self._by_scored_chunks(X, y, _r2_terms_chunk, all_finite=True)
+        (L,) with a layer axis. y must be finite, and the mean is NaN if a target was masked
+        at fit (NaN weights); per-target scores: `score_per_target`."""
+        terms = self._by_scored_chunks(X, y, _r2_terms_chunk, nonfinite="refuse")
         ss_res, ss_tot = terms[..., 0, :], terms[..., 1, :]
         constant = ss_tot == 0
         r2_T = np.where(constant, (ss_res == 0).astype(float), 1 - ss_res / np.where(constant, 1.0, ss_tot))
@@ -250,14 +251,14 @@ class _RidgeShell(_Params):
     def score_per_target(self, X, y) -> np.ndarray:
         """Score of the predictions per target (Pearson r or R^2, as `scoring`), shaped
         (..., *target_shape); NaN for a target that is constant or non-finite in y."""
-        out = self._by_scored_chunks(X, y, partial(_score_chunk, scoring=self.scoring))
+        out = self._by_scored_chunks(X, y, partial(_score_chunk, scoring=self.scoring), nonfinite="keep")
         return out.reshape(out.shape[:-1] + self._target_shape)
 
-    def _by_scored_chunks(self, X, y, score, all_finite: bool = False):
+    def _by_scored_chunks(self, X, y, score, nonfinite: str):
         """score(design, weights, y_mean, y_NT) over chunks of targets (predictions for all
         targets are never held at once), concatenated on the target axis."""
         X, mesh = self._checked_test_features(X), chunks.target_mesh(self.shard_targets)
-        y_NT = check_targets(y, X.shape[-2], self, all_finite=all_finite).reshape(X.shape[-2], -1)
+        y_NT = check_targets(y, X.shape[-2], self, nonfinite=nonfinite).reshape(X.shape[-2], -1)
         if y_NT.shape[1] != self._y_mean.shape[-1]:
             raise ValueError(f"y has {y_NT.shape[1]} targets (shape {np.shape(y)}), but {type(self).__name__} was "
                              f"fitted on {self._y_mean.shape[-1]} (target shape {self._target_shape})")

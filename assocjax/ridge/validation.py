@@ -92,11 +92,11 @@ def check_features(X, owner, *, layered: bool | None = None) -> np.ndarray:
     return X
 
 
-def check_targets(Y, n_samples: int, owner, *, all_finite: bool = False) -> np.ndarray:
-    """Y as a float array (n_samples, ...): trailing axes are targets. A target column
-    holding NaN/Inf is masked by the solve (medial wall), but if every column does there is
-    nothing to fit; `all_finite` (scoring) refuses any non-finite value, as scikit-learn's
-    metrics do."""
+def check_targets(Y, n_samples: int, owner, *, nonfinite: str = "mask") -> np.ndarray:
+    """Y as a real array (n_samples, ...): trailing axes are targets. `nonfinite` says what a
+    NaN/Inf does: "mask" (fit) leaves its column out of the solve (medial wall), but if every
+    column has one there is nothing to fit; "refuse" (score) refuses any, as scikit-learn's
+    metrics do; "keep" (per-target scores) lets its column score NaN."""
     Y = _as_real(Y, "y", owner, keep="biuf")  # an int16 memmap stays one: chunks are cast as they are read
     if Y.ndim == 0:
         raise ValueError(f"y should be a 1d array, got an array of shape {Y.shape} instead.")
@@ -106,12 +106,11 @@ def check_targets(Y, n_samples: int, owner, *, all_finite: bool = False) -> np.n
     if Y.size == 0:
         raise ValueError(f"Found array with 0 target(s) (shape={Y.shape}) while a minimum of 1 is required by "
                          f"{type(owner).__name__}.")
-    if all_finite:
+    if nonfinite == "refuse":
         _refuse_nonfinite(Y, "y", owner)
-        return Y
     y_NT = Y.reshape(n_samples, -1)
-    if not np.isfinite(y_NT[:, 0]).all() and not np.isfinite(y_NT).all(axis=0).any():  # column 0 finite: done
-        what = "NaN" if np.isnan(y_NT).any() else "infinity"
+    if nonfinite == "mask" and not np.isfinite(y_NT[:, 0]).all() and not np.isfinite(y_NT).all(axis=0).any():
+        what = "NaN" if np.isnan(y_NT).any() else "infinity"  # (column 0 finite: the common case, checked alone)
         raise ValueError(f"Input y contains {what} in every target column ({y_NT.shape[1]} of {y_NT.shape[1]}, "
                          f"y shape {Y.shape}): nothing to fit (a column with non-finite values is left out of the "
                          "solve and gets NaN results).")
