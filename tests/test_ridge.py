@@ -118,7 +118,7 @@ def test_nonfinite_and_constant_targets_do_not_poison_others():
         assert np.all(np.isnan(fit.cv_scores_[:, col]))
     assert np.all(np.isnan(fit.coef_[:, [3, 7]]))
     assert fit.best_alphas_[9] == ALPHAS.max()
-    assert np.isnan(fit.score(x, bad)[9])
+    assert np.isnan(fit.score_per_target(x, bad)[9])
     keep = np.setdiff1d(np.arange(y.shape[1]), [3, 7, 9])
     np.testing.assert_allclose(fit.cv_scores_[:, keep], clean.cv_scores_[:, keep], rtol=1e-5, atol=1e-6)
     np.testing.assert_array_equal(fit.best_alphas_[keep], clean.best_alphas_[keep])
@@ -260,7 +260,7 @@ def test_fixed_alpha_ridge_matches_float64_reference(solver, fit_intercept):
     np.testing.assert_allclose(ours.intercept_[ok], my - mx @ w, rtol=1e-5, atol=1e-5)  # 0 without an intercept
     pred = (x[:9] - mx) @ w + my
     assert rel(ours.predict(x[:9])[:, ok], pred) < 1e-5
-    np.testing.assert_allclose(ours.score(x[:9], y[:9])[ok], pearson(pred, y[:9, ok]), atol=1e-5)
+    np.testing.assert_allclose(ours.score_per_target(x[:9], y[:9])[ok], pearson(pred, y[:9, ok]), atol=1e-5)
 
 
 def test_fixed_alpha_ridge_fits_layers_like_single_designs():

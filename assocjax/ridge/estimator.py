@@ -9,11 +9,11 @@ results agree. For multi-host runs call
 `jax.distributed.initialize()` first; nothing else changes.
 
 Both follow scikit-learn's estimator protocol (`get_params` / `set_params`, constructor
-arguments stored unchanged, fitted attributes ending in `_`), so `sklearn.base.clone` and
-parameter grids work on them. The protocol is implemented here (`_Params`) rather than
-inherited from `sklearn.base.BaseEstimator`: importing scikit-learn costs every
-`import assocjax.ridge` more than a second, and its meta-estimators expect a scalar `score`,
-where ours is per target.
+arguments stored unchanged, fitted attributes ending in `_`, `n_features_in_`, tags, its
+input errors and `NotFittedError`, `score` as R^2 averaged over targets), so `clone`,
+`Pipeline`, `GridSearchCV` and `check_estimator` work on them. The protocol is implemented
+here (`_Params`, `validation`) rather than inherited from `sklearn.base.BaseEstimator`:
+importing scikit-learn costs every `import assocjax.ridge` more than a second.
 """
 from __future__ import annotations
 
@@ -29,6 +29,7 @@ import numpy as np
 from ..stats import pearson_r, r2_score  # r2_score: also re-exported by assocjax.ridge
 from . import chunks, solvers
 from .folds import Fold, make_folds, pad_folds
+from .validation import check_features, check_targets, not_fitted, sklearn_tags
 from ..numerics import exact_matmuls
 
 DEFAULT_ALPHAS = tuple(np.logspace(-1, 7, 9).tolist())
@@ -82,13 +83,7 @@ def _refit_layers(full_L, mean_LP, y_NT, alpha_1, *, solver, fit_intercept):
     return _over_layers(step)((full_L, mean_LP), y_NT, alpha_1)
 
 
-def _check_inputs(X, Y, alphas, name: str = "alphas"):
-    if X.ndim not in (2, 3):
-        raise ValueError(f"X must be (n_samples, n_features) or (n_layers, n_samples, n_features); got shape {X.shape}")
-    if Y.ndim < 1 or Y.shape[0] != X.shape[-2]:
-        raise ValueError(f"X has {X.shape[-2]} samples (shape {X.shape}) but Y has shape {Y.shape}")
-    if not np.all(np.isfinite(X)):
-        raise ValueError(f"X (shape {X.shape}) contains NaN or Inf; features must be finite")
+def _check_alphas(alphas, name: str = "alphas"):
     if alphas.ndim != 1 or alphas.size == 0 or np.any(~np.isfinite(alphas)) or np.any(alphas <= 0):
         raise ValueError(f"{name} must be a non-empty 1-D array of finite values > 0; got {alphas}")
 
@@ -141,14 +136,26 @@ class _RidgeShell(_Params):
     """What both estimators share: streaming targets through one compiled call per chunk,
     and using the fit (coef_, intercept_, predict, score)."""
 
+    _estimator_type = "regressor"  # scikit-learn < 1.6 reads this instead of the tags
+
+    def __sklearn_tags__(self):
+        return sklearn_tags()
+
+    def __sklearn_is_fitted__(self) -> bool:
+        return "n_features_in_" in self.__dict__
+
+    def _check_fitted(self) -> None:
+        if not self.__sklearn_is_fitted__():
+            raise not_fitted(self)
+
     def _begin_fit(self, X, Y, alphas, name: str = "alphas"):
         """Checked inputs -> (x_LNP, y_NT, layered, alphas sorted); forgets an earlier fit."""
-        X = np.asarray(X)
-        Y = np.asarray(Y)
-        for stale in ("coef_", "dual_coef_", "_x_train"):  # a refit may switch solver: no stale weights
+        for stale in ("coef_", "dual_coef_", "_x_train", "n_features_in_"):  # a refit may switch solver: no stale weights
             self.__dict__.pop(stale, None)
+        X = check_features(X, self)
+        Y = check_targets(Y, X.shape[-2], self)
         alphas = np.sort(np.asarray(alphas, dtype=np.float64).ravel())
-        _check_inputs(X, Y, alphas, name)
+        _check_alphas(alphas, name)
         if self.scoring not in solvers.SCORES:
             raise ValueError(f"scoring must be one of {solvers.SCORES}, got {self.scoring!r}")
         layered = X.ndim == 3
@@ -171,6 +178,7 @@ class _RidgeShell(_Params):
         if not layered:
             self._squeeze_layer_axis()
         self._layered = layered
+        self.n_features_in_ = x_LNP.shape[-1]  # last: it marks the estimator fitted
 
     def _stream(self, y_NT, mesh, solve, fetch):
         """Run `solve` over balanced chunks of Y's target columns (`chunks.stream`);
@@ -199,7 +207,7 @@ class _RidgeShell(_Params):
         if "coef_" in self.__dict__:
             return self.__dict__["coef_"]
         if "dual_coef_" not in self.__dict__:
-            raise AttributeError("coef_ is only available after fit")
+            raise not_fitted(self)
         mesh = chunks.target_mesh(self.shard_targets)
         xc_t = chunks.replicate(np.swapaxes(self._x_train - self._x_mean[..., None, :], -1, -2), mesh)
         return self._by_target_chunks(partial(_matmul, xc_t), lambda cols: self.dual_coef_[..., cols], mesh)
@@ -212,36 +220,67 @@ class _RidgeShell(_Params):
     def intercept_(self):
         """y_mean - x_mean @ coef_ (zero without fit_intercept); in the dual form computed as
         y_mean - ((X_train - x_mean) @ x_mean) @ dual_coef_, without primal weights."""
+        self._check_fitted()
         if not solvers.SOLVERS[self.solver_].dual:
             return self._y_mean - np.einsum("...p,...pt->...t", self._x_mean, self.coef_)
         k_N = np.einsum("...np,...p->...n", self._x_train - self._x_mean[..., None, :], self._x_mean)
         return self._y_mean - np.einsum("...n,...nt->...t", k_N, self.dual_coef_)
 
     def predict(self, X) -> np.ndarray:
-        """Predictions with the fitted per-target alphas, shaped (..., M, *target_shape)."""
-        mesh = chunks.target_mesh(self.shard_targets)
+        """Predictions with the fitted per-target alphas, shaped (..., M, *target_shape), in
+        X's float precision (float64 for float64 or integer X; computed in `dtype`)."""
+        X, mesh = self._checked_test_features(X), chunks.target_mesh(self.shard_targets)
         design = self._test_design(X, mesh)
         pred = self._by_target_chunks(lambda w: _predict_chunk(design, *w), self._weights, mesh)
+        pred = pred.astype(np.promote_types(X.dtype, self.dtype), copy=False)
         return pred.reshape(pred.shape[:-1] + self._target_shape)
 
-    def score(self, X, Y) -> np.ndarray:
-        """Per-target score of the predictions (Pearson r or R^2, as `scoring`), computed
-        chunk by chunk of targets (predictions for all targets are never held at once)."""
-        mesh = chunks.target_mesh(self.shard_targets)
-        design = self._test_design(X, mesh)
-        n = design.shape[-2]
-        y_NT = np.asarray(Y).reshape(n, -1)
-        score = partial(_score_chunk, design, scoring=self.scoring)
-        out = self._by_target_chunks(lambda w_y: score(*w_y), lambda cols: (*self._weights(cols), y_NT[:, cols]), mesh)
+    def score(self, X, y):
+        """R^2 of the predictions averaged uniformly over targets, as scikit-learn's
+        regressors score (what `Pipeline`, `GridSearchCV` and `cross_val_score` use); a
+        target constant in y counts 1 if predicted exactly, else 0, as there. A float, or
+        (L,) with a layer axis. y must be finite, and the mean is NaN if a target was masked
+        at fit (NaN weights); per-target scores: `score_per_target`."""
+        terms = self._by_scored_chunks(X, y, _r2_terms_chunk, nonfinite="refuse")
+        ss_res, ss_tot = terms[..., 0, :], terms[..., 1, :]
+        constant = ss_tot == 0
+        r2_T = np.where(constant, (ss_res == 0).astype(float), 1 - ss_res / np.where(constant, 1.0, ss_tot))
+        r2 = r2_T.mean(axis=-1, dtype=np.float64)
+        return float(r2) if r2.ndim == 0 else r2
+
+    def score_per_target(self, X, y) -> np.ndarray:
+        """Score of the predictions per target (Pearson r or R^2, as `scoring`), shaped
+        (..., *target_shape); NaN for a target that is constant or non-finite in y."""
+        out = self._by_scored_chunks(X, y, partial(_score_chunk, scoring=self.scoring), nonfinite="keep")
         return out.reshape(out.shape[:-1] + self._target_shape)
+
+    def _by_scored_chunks(self, X, y, score, nonfinite: str):
+        """score(design, weights, y_mean, y_NT) over chunks of targets (predictions for all
+        targets are never held at once), concatenated on the target axis."""
+        X, mesh = self._checked_test_features(X), chunks.target_mesh(self.shard_targets)
+        y_NT = check_targets(y, X.shape[-2], self, nonfinite=nonfinite).reshape(X.shape[-2], -1)
+        if y_NT.shape[1] != self._y_mean.shape[-1]:
+            raise ValueError(f"y has {y_NT.shape[1]} targets (shape {np.shape(y)}), but {type(self).__name__} was "
+                             f"fitted on {self._y_mean.shape[-1]} (target shape {self._target_shape})")
+        design = self._test_design(X, mesh)
+        return self._by_target_chunks(lambda w_y: score(design, *w_y), lambda cols: (*self._weights(cols), y_NT[:, cols]),
+                                      mesh)
+
+    def _checked_test_features(self, X) -> np.ndarray:
+        """X for predict / score: fitted first, then as at fit (layer axis, feature count)."""
+        self._check_fitted()
+        X = check_features(X, self, layered=self._layered)
+        name, expected = type(self).__name__, self.n_features_in_
+        if X.shape[-1] != expected:
+            raise ValueError(f"X has {X.shape[-1]} features, but {name} is expecting {expected} features as input.")
+        if self._layered and X.shape[0] != self._x_mean.shape[0]:
+            raise ValueError(f"X has {X.shape[0]} layers, but {name} was fitted on {self._x_mean.shape[0]}.")
+        return X
 
     def _test_design(self, X, mesh):
         """The design the weights act on: centred X (primal) or its kernel with the centred
         training rows (dual), (..., M, P or N), on the device(s) of `mesh`."""
         X = np.asarray(X, dtype=self.dtype)
-        if X.shape[-1] != self._x_mean.shape[-1] or X.ndim != (3 if self._layered else 2):
-            raise ValueError(f"X has shape {X.shape}; expected (..., n_samples, {self._x_mean.shape[-1]}) "
-                             f"with{'' if self._layered else 'out'} a layer axis, as in fit")
         x_train = self._x_train if solvers.SOLVERS[self.solver_].dual else None
         return _test_design(*chunks.replicate((X, self._x_mean, x_train), mesh))
 
@@ -266,7 +305,8 @@ class RidgeCV(_RidgeShell):
     alphas : candidate regularisation strengths (> 0); stored sorted in `alphas_`.
     cv : int (K folds: whole groups per fold when `groups` is given, else contiguous
         blocks) or an iterable of (train_idx, test_idx).
-    scoring : "r" (Pearson r, default) or "r2", used to choose alphas and by `score`.
+    scoring : "r" (Pearson r, default) or "r2", used to choose alphas and by
+        `score_per_target` (`score` is scikit-learn's: R^2 averaged over targets).
     solver : "auto", "primal" (thin SVD) or "dual" (eigh of X X.T); "auto" picks primal
         when the training folds have at least as many samples as features.
     fit_intercept : centre X and Y with training means (per fold in CV).
@@ -281,7 +321,8 @@ class RidgeCV(_RidgeShell):
 
     Fitted attributes: alphas_ (A,), cv_scores_ (A, T), best_alphas_ (T,), coef_ (P, T)
     (primal; computed from dual_coef_ for dual), dual_coef_ (N, T) (dual only),
-    intercept_ (T,), solver_, n_masked_targets_ (non-finite target columns: NaN results).
+    intercept_ (T,), solver_, n_features_in_ (P), n_masked_targets_ (non-finite target
+    columns: NaN results; a Y with no finite column is refused).
     A target that is constant gets NaN Pearson r (no correlation is defined) and its
     largest alpha.
     """
@@ -319,10 +360,10 @@ class Ridge(_RidgeShell):
     """Ridge regression with one fixed alpha for every target (the refit half of `RidgeCV`).
 
     Parameters as `RidgeCV`'s, with `alpha` (> 0) in place of `alphas` and `cv`; `scoring`
-    ("r" or "r2") is what `score` returns. X may carry a leading layer axis and Y trailing
-    target axes, as in `RidgeCV`. Fitted attributes: coef_ (P, T) (primal; computed from
-    dual_coef_ for dual), dual_coef_ (N, T) (dual only), intercept_ (T,), solver_,
-    n_masked_targets_ (non-finite target columns: NaN weights).
+    ("r" or "r2") is what `score_per_target` returns. X may carry a leading layer axis and Y
+    trailing target axes, as in `RidgeCV`. Fitted attributes: coef_ (P, T) (primal; computed
+    from dual_coef_ for dual), dual_coef_ (N, T) (dual only), intercept_ (T,), solver_,
+    n_features_in_ (P), n_masked_targets_ (non-finite target columns: NaN weights).
     """
 
     def __init__(self, alpha: float = 1.0, scoring: str = "r", solver: str = "auto", fit_intercept: bool = True,
@@ -370,6 +411,16 @@ def _score_chunk(design, weights, y_mean, y_NT, *, scoring):
     pred = _predict_chunk(design, weights, y_mean)
     fn = (lambda p: pearson_r(p, y_NT)) if scoring == "r" else (lambda p: r2_score(y_NT, p))
     return fn(pred) if pred.ndim == 2 else jax.vmap(fn)(pred)
+
+
+@exact_matmuls
+@jax.jit
+def _r2_terms_chunk(design, weights, y_mean, y_NT):
+    """(..., 2, T): each target's residual and total sums of squares; the total is exactly
+    0 for a target constant in y_NT (max == min), which centring would leave as rounding."""
+    ss_res = jnp.sum((_predict_chunk(design, weights, y_mean) - y_NT) ** 2, axis=-2)
+    ss_tot = jnp.where(jnp.max(y_NT, 0) == jnp.min(y_NT, 0), 0.0, jnp.sum((y_NT - y_NT.mean(0)) ** 2, axis=0))
+    return jnp.stack([ss_res, jnp.broadcast_to(ss_tot, ss_res.shape)], axis=-2)
 
 
 def _fetch_cv(out, used):
