@@ -212,7 +212,8 @@ def test_a_fold_finished_with_the_flat_options_is_refused_naming_the_folder(tmp_
     compared with this run's, so the fold is neither kept nor silently retrained."""
     folder = tmp_path / "fold-0"
     folder.mkdir()
-    (folder / "run.json").write_text(json.dumps(dict(config=dict(method="lora", lr=2e-4), cross_fit=dict(identity="x"))))
+    flat = dict(config=dict(method="lora", lr=2e-4), cross_fit=dict(identity="x"))  # as main's finetune.py wrote
+    (folder / "run.json").write_text(json.dumps(flat))
     with pytest.raises(ValueError, match=rf"^{folder / 'run.json'}: a fold model finished by an older assocjax \(flat "
                                          rf"training options.*delete {folder} to train it again"):
         crossfit.finished(folder, "x")

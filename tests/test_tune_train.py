@@ -230,8 +230,8 @@ def test_a_checkpoint_of_the_flat_options_is_refused_as_such():
     old = dict(version=1, method="lora", lora=None, optimizer=dict(clip_norm=1.0), schedule=dict(lr=2e-4))
     now = dict(version=2, method=dict(name="lora"), optim=dict(clip_norm=1.0, lr=2e-4))
     assert mismatches(old, now) == ["checkpoint format 1, this assocjax's is 2 (format 1: the flat training options of "
-                                    "assocjax before the grouped --method/--optim/--schedule/--data ones); it cannot be "
-                                    "resumed by this version"]
+                                    "assocjax before the grouped --method/--optim/--schedule/--data ones); it cannot "
+                                    "be resumed by this version"]
     assert mismatches(now, {**now, "optim": dict(clip_norm=0.5, lr=2e-4)}) == [
         "optim.clip_norm: checkpoint 1.0, this run 0.5"]
 

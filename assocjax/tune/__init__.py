@@ -15,5 +15,5 @@ __all__ = ["TEMPLATES", "CONTROL_TEMPLATES", "TASKS", "build_records", "split_by
            "write_jsonl", "encode", "encode_all", "TrainConfig", "MethodOptions", "OptimOptions", "ScheduleOptions",
            "DataOptions", "FrozenOptions", "METHODS", "Method", "TrainResult", "train", "tuned_params", "save_hf_model",
            "save_peft_adapters", "write_outputs", "TARGETS", "DEFAULT_TARGETS", "LoraConfig", "init_adapters",
-           "lora_inputs", "merge", "parse_layers", "split_trainable", "join", "ordered_runs", "frozen_params", "save_peft",
-           "load_peft"]
+           "lora_inputs", "merge", "parse_layers", "split_trainable", "join", "ordered_runs", "frozen_params",
+           "save_peft", "load_peft"]

@@ -93,7 +93,8 @@ def _leaf_differences(path: str, old, now) -> list[tuple[str, object, object]]:
     if _same(old, now):
         return []
     if isinstance(old, dict) and isinstance(now, dict):
-        return [d for k in dict.fromkeys([*old, *now]) for d in _leaf_differences(f"{path}.{k}", old.get(k), now.get(k))]
+        return [d for k in dict.fromkeys([*old, *now])
+                for d in _leaf_differences(f"{path}.{k}", old.get(k), now.get(k))]
     return [(path, old, now)]
 
 

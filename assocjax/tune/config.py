@@ -55,7 +55,7 @@ class MethodOptions:
     some (only the chosen method's are used and recorded)."""
 
     name: Literal["lora", "frozen", "full"] = "lora"  # lora: adapters; frozen: chosen blocks; full: every weight
-    lora: LoraConfig = LoraConfig()   # rank, alpha (scaling alpha / rank), dropout, targets (default: LLaMA q v, GPT-2 qkv)
+    lora: LoraConfig = LoraConfig()  # rank, alpha (scaling alpha / rank), dropout, targets (default: LLaMA q v, GPT-2 qkv)
     frozen: FrozenOptions = FrozenOptions()  # the blocks to train
 
     @property

@@ -90,7 +90,8 @@ def unchanged_layers_warning(trained: Sequence[int], n_layers: int, scored: Sequ
     why = (f"hidden state i is block i-1's output, so with blocks {blocks} of 0..{n_layers - 1} trained, {states} "
            "bit-identical to the base model's and M is exactly 0 there")
     fix = f"score layers above {first} (--features.layers)" + ("" if first == 0 else (
-        " or tune from a lower block (--method.frozen.layers all, or first:K with K at least the highest scored layer)"))
+        " or tune from a lower block (--method.frozen.layers all, or first:K with K at least the highest scored "
+        "layer)"))
     if scored is None:
         changed = f"state {n_layers}" if first + 1 == n_layers else f"states {first + 1}..{n_layers}"
         return None if first == 0 else f"frozen tuning changes only hidden {changed}: {why}; {fix}"

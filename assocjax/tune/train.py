@@ -362,12 +362,12 @@ def _check_schedule(ckpt: Checkpoints, history: list, saved_total: int, cfg: Tra
         raise ValueError(f"checkpoint folder {ckpt.directory} was trained with schedule.total_steps={saved_total}, "
                          f"this run has schedule.total_steps={total}: its step {step} used lr "
                          f"{history[step - 1]['lr']:.4g} where this schedule gives {float(lr_at(step - 1)):.4g}. Rerun "
-                         f"with --schedule.total-steps {saved_total} to resume it, or train afresh in another checkpoint "
-                         "folder (finetune.py: a new --out or --checkpoint-dir); only a schedule constant after warmup "
+                         f"with --schedule.total-steps {saved_total} to resume it, or train afresh in another "
+                         "checkpoint folder (finetune.py: a new --out or --checkpoint-dir); only a schedule constant after warmup "
                          "(--schedule.end-lr-fraction 1) can be extended by changing --schedule.total-steps")
     if saved_total != total:
-        warnings.warn(f"checkpoint folder {ckpt.directory}: resuming a run of schedule.total_steps={saved_total} as one "
-                      f"of {total}; its {len(history)} steps done used this schedule's learning rates, so the "
+        warnings.warn(f"checkpoint folder {ckpt.directory}: resuming a run of schedule.total_steps={saved_total} "
+                      f"as one of {total}; its {len(history)} steps done used this schedule's learning rates, so the "
                       "result is that of an uninterrupted run (run.json records extended_from_total_steps)",
                       stacklevel=4)
 
@@ -504,7 +504,8 @@ def write_outputs(result: TrainResult, out, base_model_name_or_path: str | None 
         paths["history_csv"] = write_csv(out / "history.csv", result.history)
     paths["history_json"] = write_json(out / "history.json", result.history)
     last = result.history[-1] if result.history else {}
-    run = dict(config=dataclasses.asdict(result.config), seed=result.config.data.seed, model_folder=str(result.model_folder),
+    run = dict(config=dataclasses.asdict(result.config), seed=result.config.data.seed,
+               model_folder=str(result.model_folder),
                model_config=dataclasses.asdict(result.model_cfg), trained_layers=result.layers,
                steps=len(result.history), final_loss=last.get("loss"), final_val_loss=last.get("val_loss"),
                n_truncated=result.n_truncated, n_val_truncated=result.n_val_truncated,
