@@ -187,6 +187,26 @@ def test_frozen_last_blocks_warn_naming_the_unchanged_layers(setup, deep, tmp_pa
         assert compare_module.warn_unchanged_layers("base", str(deep), score_cfg((1,))) is None  # no run.json
 
 
+# The losses of three steps of each method (warmup, weight decay, 2 micro-batches, LoRA dropout)
+# as main's flat TrainConfig and string-branched methods gave them before issue 22 (252bd5d).
+PINNED = {"lora": [4.961479663848877, 5.477538108825684, 5.009201526641846],
+          "frozen": [4.961480140686035, 5.477537631988525, 4.919503688812256],
+          "full": [4.961479663848877, 5.477538108825684, 5.001012325286865]}
+
+
+def test_each_method_trains_as_before_the_table(setup):
+    """The table and the grouped options changed no number: each method's losses are bitwise
+    those of the code before them."""
+    common = dict(total_steps=3, warmup_steps=1, weight_decay=0.1, accum=2, batch_size=2)
+    runs = dict(lora=dict(lora=dataclasses.replace(BASE.method.lora, dropout=0.1)),
+                frozen=dict(method="frozen", layers="last:1"), full=dict(method="full", lr=1e-3))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # frozen last:1 warns about the unchanged hidden states (tested above)
+        got = {name: [h["loss"] for h in train(configure(BASE, **common, **over), setup["model"], setup["train"]).history]
+               for name, over in runs.items()}
+    assert got == PINNED
+
+
 def test_the_methods_table_and_the_method_options_agree():
     """Adding a method is its METHODS entry and its options field: MethodOptions' name choices
     are the table's keys and every entry with options names a field of MethodOptions."""
