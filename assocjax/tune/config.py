@@ -16,6 +16,8 @@ import math
 from pathlib import Path
 from typing import Literal
 
+import jax.numpy as jnp
+
 from ..models.config import ModelConfig
 from .freeze import FrozenOptions
 from .lora import LoraConfig
@@ -25,7 +27,7 @@ from .prompts import DEFAULT_SYSTEM, FORMATS
 MAX_LR = 10.0
 MAX_STEPS = 10_000_000
 MAX_LORA_SCALING = 1000
-DTYPES = ("float32", "bfloat16")
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}  # --dtype -> the compute dtype
 PADDINGS = ("bucket", "max_len")
 # fields (paths) that do not change the tuned weights: where and how often to report or save
 NOT_IDENTITY = ("data.eval_every", "data.eval_batch_size", "save_every", "keep", "checkpoint_dir", "progress")

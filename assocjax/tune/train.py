@@ -56,11 +56,10 @@ from ..models.modeling import forward, top_level, unembed
 from ..models.params import WEIGHT_ROLES, param_roles, params_to_hf
 from . import freeze
 from .checkpoint import Checkpoints, data_hash, run_identity
-from .config import TrainConfig
+from .config import DTYPES, TrainConfig
 from .methods import METHODS
 from .prompts import Batch, Encoded, batches, encode_all, make_batch, rows_stream
 
-DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}  # config.DTYPES' names -> compute dtypes
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
                    "vocab.json", "merges.txt", "tokenizer.model", "chat_template.jinja", "generation_config.json")
 
