@@ -27,13 +27,13 @@ from assocjax.tune.checkpoint import data_hash
 from assocjax.tune.crossfit import split_fold, story_folds
 from assocjax.tune.lora import LoraConfig
 from assocjax.tune.train import TrainConfig
-from test_tune_train import _script
+from test_tune_train import _script, configure
 
 SPACE, VOCAB = "tiny", 60
 # LoRA on GPT-2's fused qkv, 3 steps, a checkpoint every step (the kill test resumes from step 1).
-TUNE = TrainConfig(method="lora", lora=LoraConfig(rank=4, alpha=8.0, targets=("qkv",)), lr=2e-2, warmup_steps=0,
-                   total_steps=3, batch_size=2, max_len=48, padding="max_len", eval_every=0, save_every=1,
-                   progress=False)
+TUNE = configure(TrainConfig(), method="lora", lora=LoraConfig(rank=4, alpha=8.0, targets=("qkv",)), lr=2e-2,
+                 warmup_steps=0, total_steps=3, batch_size=2, max_len=48, padding="max_len", eval_every=0, save_every=1,
+                 progress=False)
 
 
 # -- folds and the overlap rule (no files) ----------------------------------------------------
@@ -145,7 +145,7 @@ def test_fold_models_train_only_on_the_other_folds(world):
         assert run["val_stories"] == fold["held_out"]  # validated on the stories it never trains on
         expected = [r for r in records if r["story"] not in mine]
         assert run["n_train"] == len(expected) and run["train_data_hash"] == data_hash(expected)
-        assert run["steps"] == TUNE.total_steps and run["cross_fit"]["held_out_stories"] == fold["held_out"]
+        assert run["steps"] == TUNE.schedule.total_steps and run["cross_fit"]["held_out_stories"] == fold["held_out"]
     # The continue control, built the same way: the same folds, and per fold the same training passages.
     make = _script("make_association")
     make.main(dataclasses.replace(world["make_args"], task="continue", out=world["tmp"] / "ctrl"))
@@ -204,7 +204,19 @@ def test_a_cross_fit_folder_of_another_run_is_refused(world):
     with pytest.raises(ValueError, match=r"cross_fit.json holds another cross-fit \(seed: 0 vs now 3"):
         tune.main(dataclasses.replace(world["args"], fold_seed=3))
     with pytest.raises(ValueError, match=r"fold-0/run.json: a finished fold model of another run"):
-        tune.main(dataclasses.replace(world["args"], tune=dataclasses.replace(TUNE, lr=1e-3)))
+        tune.main(dataclasses.replace(world["args"], tune=configure(TUNE, lr=1e-3)))
+
+
+def test_a_fold_finished_with_the_flat_options_is_refused_naming_the_folder(tmp_path):
+    """run.json of a fold finished before the options were grouped: its identity cannot be
+    compared with this run's, so the fold is neither kept nor silently retrained."""
+    folder = tmp_path / "fold-0"
+    folder.mkdir()
+    flat = dict(config=dict(method="lora", lr=2e-4), cross_fit=dict(identity="x"))  # as main's finetune.py wrote
+    (folder / "run.json").write_text(json.dumps(flat))
+    with pytest.raises(ValueError, match=rf"^{folder / 'run.json'}: a fold model finished by an older assocjax \(flat "
+                                         rf"training options.*delete {folder} to train it again"):
+        crossfit.finished(folder, "x")
 
 
 # -- scoring ------------------------------------------------------------------------------------

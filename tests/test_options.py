@@ -17,9 +17,11 @@ from assocjax.pipeline.assets import save_random_gpt2, save_tokenizer
 
 # each script's options class (`augment` parses its own subcommands: main(argv))
 CONFIGS = {"score": "ScoreConfig", "demo": "DemoConfig", "make_synthetic": "SyntheticConfig",
-           "make_association": "Args", "sweep": "SweepConfig"}
+           "make_association": "Args", "sweep": "SweepConfig", "finetune": "Args"}
 # the rows marked DATA score the fixture's one-story dataset
 DATA = ["--data.root", "{one_story}", "--data.space", "tinysphere", "--model.path", "{model}"]
+# finetune.py's required options (the files do not exist: the options are checked first)
+TUNE = ["--model", "{tmp}/m", "--train", "{tmp}/train.jsonl", "--out", "{tmp}/out"]
 
 
 def script(name: str):
@@ -124,6 +126,18 @@ ROWS = [
                           "1000000000"], "--n 1000000000 records of up to --passage-words 80 words need about"),
     ("make_association", ["--stories", "{tmp}/s", "--augmentations", "{tmp}/a", "--out", "{tmp}/data",
                           "--passage-words", "9", "3"], "--passage-words 9 3: min must be <= max"),
+    # finetune.py: each group's options named by their path and flag (--optim.*, --schedule.*, --data.*, --method.*)
+    ("finetune", TUNE + ["--optim.lr", "nan"], "optim.lr=nan (--optim.lr) must be a finite number in (0, 10.0]"),
+    ("finetune", TUNE + ["--optim.weight-decay", "1e4"], "optim.weight_decay=10000.0 (--optim.weight-decay) must be a "
+     "finite number >= 0 (0: off) and below 1 / --optim.lr = 5e+03"),
+    ("finetune", TUNE + ["--schedule.total-steps", "1000000000"], "schedule.total_steps=1000000000 "
+     "(--schedule.total-steps) must be an integer in 1..10_000_000"),
+    ("finetune", TUNE + ["--schedule.end-lr-fraction", "2"], "schedule.end_lr_fraction=2.0 "
+     "(--schedule.end-lr-fraction) must be a share of lr: 0..1"),
+    ("finetune", TUNE + ["--data.accum", "0"], "data.accum=0 (--data.accum) must be an integer >= 1"),
+    ("finetune", TUNE + ["--method.lora.alpha", "1e30"], "method.lora.alpha=1e+30 (--method.lora.alpha) must be a "
+     "finite number in (0, 1000 * --method.lora.rank 8]"),
+    ("finetune", TUNE + ["--keep", "0"], "keep=0 (--keep) must be an integer >= 1"),
     # augment.py
     ("augment", ["show", "{aug}", "--align", "{align}", "--tokenizer", "{tmp}/nope"],
      "--tokenizer {tmp}/nope: folder not found"),

@@ -9,6 +9,7 @@ import re
 import importlib
 import json
 import shutil
+import typing
 import warnings
 
 import jax
@@ -23,9 +24,12 @@ from assocjax.models import forward_hidden, forward_logits, load_pretrained
 from assocjax.pipeline import FeatureOptions, ModelOptions, ScoreConfig
 from assocjax.pipeline.config import CompareOptions
 from assocjax.tune import dataset, prompts
+from assocjax.tune.checkpoint import mismatches
+from assocjax.tune.config import DataOptions, MethodOptions, OptimOptions, ScheduleOptions, TrainConfig
+from assocjax.tune.methods import METHODS
 from assocjax.tune.lora import LoraConfig, init_adapters
-from assocjax.tune.train import (StepSpec, TrainConfig, _step_batch, eval_sums, optimizer, save_hf_model, schedule,
-                                 train, train_step, tuned_params, write_outputs)
+from assocjax.tune.train import (StepSpec, _step_batch, eval_sums, optimizer, save_hf_model, schedule, train,
+                                 train_step, tuned_params, write_outputs)
 from conftest import save_tiny
 from test_tune_dataset import make_stories, tokenizer_for
 
@@ -33,9 +37,27 @@ compare_module = importlib.import_module("assocjax.pipeline.compare")  # the pac
 
 MAX_LEN = 48
 TARGETS = ("v", "down")  # two targets keep compiles short; both write into the residual stream
-BASE = TrainConfig(method="lora", lora=LoraConfig(rank=8, alpha=16.0, dropout=0.0, targets=TARGETS), lr=1e-2,
-                   warmup_steps=0, total_steps=25, batch_size=4, max_len=MAX_LEN, padding="max_len", eval_every=0,
-                   eval_batch_size=3, save_every=0, progress=False)
+BASE = TrainConfig(method=MethodOptions("lora", LoraConfig(rank=8, alpha=16.0, dropout=0.0, targets=TARGETS)),
+                   optim=OptimOptions(lr=1e-2), schedule=ScheduleOptions(warmup_steps=0, total_steps=25),
+                   data=DataOptions(batch_size=4, max_len=MAX_LEN, padding="max_len", eval_every=0, eval_batch_size=3),
+                   save_every=0, progress=False)
+# the option of each short name configure() takes: its group's field, or the method's name and options
+PATHS = {**{f.name: f"{g}.{f.name}" for g in ("optim", "schedule", "data")
+            for f in dataclasses.fields(getattr(TrainConfig(), g))},
+         "method": "method.name", "lora": "method.lora", "layers": "method.frozen.layers"}
+
+
+def configure(cfg: TrainConfig, **options) -> TrainConfig:
+    """`cfg` with options replaced, each named by its field (lr=, total_steps=, method=, layers=)
+    or its path (the run-level fields: checkpoint_dir=, save_every=, ...)."""
+    for name, value in options.items():
+        cfg = _replace(cfg, PATHS.get(name, name).split("."), value)
+    return cfg
+
+
+def _replace(obj, path, value):
+    head, *rest = path
+    return dataclasses.replace(obj, **{head: _replace(getattr(obj, head), rest, value) if rest else value})
 
 
 def _model(folder, tok, **overrides):
@@ -64,7 +86,7 @@ def _leaves(tree):
 
 @pytest.fixture(scope="module")
 def lora_run(setup):
-    cfg = dataclasses.replace(BASE, eval_every=25)
+    cfg = configure(BASE, eval_every=25)
     return train(cfg, setup["model"], setup["train"][:4], setup["val"])
 
 
@@ -89,7 +111,7 @@ def test_lora_loss_falls_and_base_weights_stay_bitwise(setup, lora_run):
 
 
 def test_frozen_tuning_changes_only_the_chosen_blocks(setup):
-    cfg = dataclasses.replace(BASE, method="frozen", layers="last:1", total_steps=3)
+    cfg = configure(BASE, method="frozen", layers="last:1", total_steps=3)
     with pytest.warns(UserWarning, match="changes only hidden state 2: .* hidden states 0..1 are bit-identical"):
         result = train(cfg, setup["model"], setup["train"][:4])
     assert result.layers == (1,)
@@ -120,8 +142,8 @@ def deep(setup):
 def test_frozen_default_trains_from_the_first_block(setup, deep):
     """Hidden state i is block i-1's output: the default must reach every hidden state above
     the embeddings, including the low and middle ones the paper scores."""
-    cfg = dataclasses.replace(BASE, method="frozen", total_steps=2)
-    assert cfg.layers == TrainConfig().layers
+    cfg = configure(BASE, method="frozen", total_steps=2)
+    assert cfg.method.frozen.layers == TrainConfig().method.frozen.layers
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # the default leaves nothing above the embeddings unchanged: no warning
         result = train(cfg, deep, setup["train"][:4])
@@ -135,7 +157,7 @@ def test_frozen_default_trains_from_the_first_block(setup, deep):
 def test_frozen_last_blocks_warn_naming_the_unchanged_layers(setup, deep, tmp_path, monkeypatch):
     """last:2 of 4 blocks leaves hidden states 0..2 bit-identical: finetune says so, and
     score.py --compare warns when every scored layer is one of them."""
-    cfg = dataclasses.replace(BASE, method="frozen", layers="last:2", total_steps=2)
+    cfg = configure(BASE, method="frozen", layers="last:2", total_steps=2)
     with pytest.warns(UserWarning, match=r"changes only hidden states 3\.\.4: .* blocks 2-3 of 0\.\.3 trained, "
                                          r"hidden states 0\.\.2 are bit-identical"):
         result = train(cfg, deep, setup["train"][:4])
@@ -165,6 +187,75 @@ def test_frozen_last_blocks_warn_naming_the_unchanged_layers(setup, deep, tmp_pa
         assert compare_module.warn_unchanged_layers("base", str(deep), score_cfg((1,))) is None  # no run.json
 
 
+# The losses of three steps of each method (warmup, weight decay, 2 micro-batches, LoRA dropout)
+# as main's flat TrainConfig and string-branched methods gave them before issue 22 (252bd5d).
+PINNED = {"lora": [4.961479663848877, 5.477538108825684, 5.009201526641846],
+          "frozen": [4.961480140686035, 5.477537631988525, 4.919503688812256],
+          "full": [4.961479663848877, 5.477538108825684, 5.001012325286865]}
+
+
+def test_each_method_trains_as_before_the_table(setup):
+    """The table and the grouped options changed no number: each method's losses are bitwise
+    those of the code before them."""
+    common = dict(total_steps=3, warmup_steps=1, weight_decay=0.1, accum=2, batch_size=2)
+    runs = dict(lora=dict(lora=dataclasses.replace(BASE.method.lora, dropout=0.1)),
+                frozen=dict(method="frozen", layers="last:1"), full=dict(method="full", lr=1e-3))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # frozen last:1 warns about the unchanged hidden states (tested above)
+        got = {name: [h["loss"] for h in train(configure(BASE, **common, **over), setup["model"], setup["train"]).history]
+               for name, over in runs.items()}
+    assert got == PINNED
+
+
+def test_the_methods_table_and_the_method_options_agree():
+    """Adding a method is its METHODS entry and its options field: MethodOptions' name choices
+    are the table's keys and every entry with options names a field of MethodOptions."""
+    assert typing.get_args(typing.get_type_hints(MethodOptions)["name"]) == tuple(METHODS)
+    fields = {f.name for f in dataclasses.fields(MethodOptions)} - {"name"}
+    assert fields == {m.options for m in METHODS.values() if m.options is not None}
+    assert all(name == m.name for name, m in METHODS.items())
+
+
+def test_the_identity_holds_the_chosen_methods_options_and_no_reporting_option():
+    """What checkpoints and cross-fit folds are keyed on: the LoRA options of a frozen run do
+    not change its weights, nor does how often it reports or saves."""
+    assert BASE.identity()["method"] == {"name": "lora", "lora": dataclasses.asdict(BASE.method.lora)}
+    frozen = configure(BASE, method="frozen", layers="last:1")
+    assert frozen.identity()["method"] == {"name": "frozen", "frozen": {"layers": "last:1"}}
+    assert configure(frozen, lora=LoraConfig(rank=2)).identity() == frozen.identity()
+    assert configure(BASE, method="full").identity()["method"] == {"name": "full"}
+    quiet = configure(BASE, eval_every=7, eval_batch_size=1, save_every=3, keep=9, progress=True, checkpoint_dir="c")
+    assert quiet.identity() == BASE.identity()
+    assert configure(BASE, lr=0.5).identity()["optim"]["lr"] == 0.5 != BASE.identity()["optim"]["lr"]
+
+
+def test_a_method_is_one_table_entry(setup, monkeypatch, tmp_path):
+    """Training, its checkpoint identity and the outputs dispatch through METHODS: an entry
+    added at run time (full tuning under another name) trains as the entry it copies and is
+    recorded under its own name, with nothing else changed."""
+    monkeypatch.setitem(METHODS, "every", dataclasses.replace(METHODS["full"], name="every"))
+    runs = {name: train(configure(BASE, method=name, total_steps=2, checkpoint_dir=tmp_path / name), setup["model"],
+                        setup["train"][:4]) for name in ("full", "every")}
+    assert [h["loss"] for h in runs["every"].history] == [h["loss"] for h in runs["full"].history]
+    run = json.loads(write_outputs(runs["every"], tmp_path / "run")["run"].read_text())
+    assert run["config"]["method"]["name"] == "every" and not (tmp_path / "run" / "adapters").exists()
+    with pytest.raises(ValueError, match="method.name: checkpoint 'full', this run 'every'"):
+        train(configure(BASE, method="every", total_steps=2, checkpoint_dir=tmp_path / "full"), setup["model"],
+              setup["train"][:4])
+
+
+def test_a_checkpoint_of_the_flat_options_is_refused_as_such():
+    """A checkpoint made before the options were grouped (format 1) is named as such, not
+    reported as a list of every regrouped field."""
+    old = dict(version=1, method="lora", lora=None, optimizer=dict(clip_norm=1.0), schedule=dict(lr=2e-4))
+    now = dict(version=2, method=dict(name="lora"), optim=dict(clip_norm=1.0, lr=2e-4))
+    assert mismatches(old, now) == ["checkpoint format 1, this assocjax's is 2 (format 1: the flat training options of "
+                                    "assocjax before the grouped --method/--optim/--schedule/--data ones); it cannot "
+                                    "be resumed by this version"]
+    assert mismatches(now, {**now, "optim": dict(clip_norm=0.5, lr=2e-4)}) == [
+        "optim.clip_norm: checkpoint 1.0, this run 0.5"]
+
+
 @pytest.mark.parametrize("arch", ["llama", "gpt2"])
 def test_lora_default_targets_are_the_attention_query_and_value(setup, arch, tmp_path):
     """LoraConfig() works on every architecture; the adapted weights are the attention's
@@ -174,16 +265,16 @@ def test_lora_default_targets_are_the_attention_query_and_value(setup, arch, tmp
         folder = tmp_path / "gpt2"
         save_tiny("gpt2", folder, vocab_size=len(setup["tok"]), n_positions=64, bos_token_id=1, eos_token_id=2)
         setup["tok"].save_pretrained(folder)
-    cfg = dataclasses.replace(BASE, lora=LoraConfig(), total_steps=2)
+    cfg = configure(BASE, lora=LoraConfig(), total_steps=2)
     result = train(cfg, folder, setup["train"][:4])
     want = {"llama": ("q", "v"), "gpt2": ("qkv",)}[arch]
-    assert result.config.lora.targets == want
+    assert result.config.method.lora.targets == want
     base = _leaves(load_pretrained(folder, tokenizer=False)[0].param_tree())
     tuned = _leaves(tuned_params(result))
     assert {k for k in base if not np.array_equal(tuned[k], base[k])} == {f"['layers']['{t}_w']" for t in want}
     write_outputs(result, tmp_path / "run")
     info = json.loads((tmp_path / "run" / "run.json").read_text())
-    assert tuple(info["config"]["lora"]["targets"]) == want
+    assert tuple(info["config"]["method"]["lora"]["targets"]) == want
     modules = json.loads((tmp_path / "run" / "adapters" / "adapter_config.json").read_text())["target_modules"]
     assert modules == {"llama": ["q_proj", "v_proj"], "gpt2": ["c_attn"]}[arch]
 
@@ -201,8 +292,8 @@ def test_weight_decay_acts_on_matrices_and_embeddings_only(setup, method):
     """With zero gradients an AdamW update is the decay alone: weight_decay * w on every
     adapter (A and B), weight matrix and embedding; nothing on norm scales (or biases)."""
     model, _ = load_pretrained(setup["model"], tokenizer=False)
-    spec = _spec(model.cfg, dataclasses.replace(BASE, method=method, weight_decay=0.1))
-    tree = (init_adapters(model.cfg, BASE.lora, jax.random.key(0)) if method == "lora" else model.param_tree())
+    spec = _spec(model.cfg, configure(BASE, method=method, weight_decay=0.1))
+    tree = (init_adapters(model.cfg, BASE.method.lora, jax.random.key(0)) if method == "lora" else model.param_tree())
     tree = jax.tree.map(lambda a: a + 1.0, tree)  # B = 0 at init: no zero leaf may hide a missing decay
     opt = optimizer(spec)
     updates, _ = opt.update(jax.tree.map(jnp.zeros_like, tree), opt.init(tree), tree)
@@ -222,7 +313,7 @@ def test_grad_accumulation_equals_one_big_batch(setup):
     assert sum(counts[:2]) != sum(counts[2:])
     model, _ = load_pretrained(setup["model"], tokenizer=False)
     spec = _spec(model.cfg, BASE)
-    adapters = init_adapters(model.cfg, BASE.lora, jax.random.key(0))
+    adapters = init_adapters(model.cfg, BASE.method.lora, jax.random.key(0))
     adapters = jax.tree.map(lambda a: a + 0.05 * jax.random.normal(jax.random.key(1), a.shape), adapters)  # B != 0
     opt_state = optimizer(spec).init(adapters)
     out = {}
@@ -266,13 +357,13 @@ def test_loss_and_packing_match_a_float64_reference(setup):
         count += len(targets)
     packed = prompts.make_batch([[0, 1], [2], []], enc, 2, MAX_LEN, fixed=True)
     assert packed.segment[0].max() == 2
-    adapters = init_adapters(model.cfg, BASE.lora, jax.random.key(0))
+    adapters = init_adapters(model.cfg, BASE.method.lora, jax.random.key(0))
     for batch in (padded, packed):  # (3, MAX_LEN), as the validation batches of lora_run
         s, n = eval_sums(_spec(model.cfg, BASE), adapters, params, jax.tree.map(jnp.asarray, batch))
         assert float(n) == count
         np.testing.assert_allclose(float(s) / float(n), total / count, rtol=1e-5)
     # bfloat16 compute (weights cast as train() casts them): bf16-level agreement, not float32's.
-    bf16 = _spec(model.cfg, dataclasses.replace(BASE, dtype="bfloat16"))
+    bf16 = _spec(model.cfg, configure(BASE, dtype="bfloat16"))
     s, n = eval_sums(bf16, adapters, jax.tree.map(lambda a: a.astype(jnp.bfloat16), params),
                      jax.tree.map(jnp.asarray, padded))
     assert float(s) / float(n) != pytest.approx(total / count, rel=1e-5)
@@ -281,7 +372,7 @@ def test_loss_and_packing_match_a_float64_reference(setup):
 
 # -- checkpoints ---------------------------------------------------------------------------------
 # LoRA dropout on: its keys, like the data order, must follow the step across a resume.
-RESUME = dataclasses.replace(BASE, lora=dataclasses.replace(BASE.lora, dropout=0.1), total_steps=6, save_every=2,
+RESUME = configure(BASE, lora=dataclasses.replace(BASE.method.lora, dropout=0.1), total_steps=6, save_every=2,
                              keep=2, lr=5e-3, warmup_steps=2)
 
 
@@ -289,7 +380,7 @@ RESUME = dataclasses.replace(BASE, lora=dataclasses.replace(BASE.lora, dropout=0
 def killed(setup):
     """A run 'killed' after step 4: checkpoints at steps 2 and 4 in its folder."""
     folder = setup["root"] / "ckpt"
-    partial = train(dataclasses.replace(RESUME, checkpoint_dir=folder), setup["model"], setup["train"],
+    partial = train(configure(RESUME, checkpoint_dir=folder), setup["model"], setup["train"],
                     stop_after=4)
     assert [h["step"] for h in partial.history] == [1, 2, 3, 4]
     return folder
@@ -305,7 +396,7 @@ def full(setup):
 def test_kill_and_resume_reproduces_the_uninterrupted_run(setup, killed, full):
     folder = setup["root"] / "ckpt_resume"
     shutil.copytree(killed, folder)
-    resumed = train(dataclasses.replace(RESUME, checkpoint_dir=folder), setup["model"], setup["train"])
+    resumed = train(configure(RESUME, checkpoint_dir=folder), setup["model"], setup["train"])
     assert resumed.resumed_from == 4
     assert [h["step"] for h in resumed.history] == list(range(1, 7))
     np.testing.assert_allclose([h["loss"] for h in resumed.history], [h["loss"] for h in full.history],
@@ -329,7 +420,7 @@ def test_corrupt_latest_checkpoint_falls_back_to_the_newest_intact_one(setup, ki
     folder = tmp_path / "ckpt"
     shutil.copytree(killed, folder)
     _damage(folder / "4")
-    cfg = dataclasses.replace(RESUME, checkpoint_dir=folder)
+    cfg = configure(RESUME, checkpoint_dir=folder)
     with pytest.warns(UserWarning, match=rf"checkpoint {folder / '4'} cannot be read .*moved it to 4.corrupt"):
         resumed = train(cfg, setup["model"], setup["train"])
     assert resumed.resumed_from == 2
@@ -345,8 +436,8 @@ def test_corrupt_latest_checkpoint_falls_back_to_the_newest_intact_one(setup, ki
 def test_resuming_a_longer_run_than_total_steps_is_refused(setup, killed, tmp_path):
     folder = tmp_path / "ckpt"
     shutil.copytree(killed, folder)
-    with pytest.raises(ValueError, match=r"trained for 4 steps, more than total_steps=3"):
-        train(dataclasses.replace(RESUME, checkpoint_dir=folder, total_steps=3), setup["model"], setup["train"])
+    with pytest.raises(ValueError, match=r"trained for 4 steps, more than schedule.total_steps=3"):
+        train(configure(RESUME, checkpoint_dir=folder, total_steps=3), setup["model"], setup["train"])
 
 
 def test_checkpoint_of_another_model_is_refused(setup, killed, tmp_path):
@@ -354,7 +445,7 @@ def test_checkpoint_of_another_model_is_refused(setup, killed, tmp_path):
     other = _model(tmp_path / "wide", tok, hidden_size=48, intermediate_size=64)
     folder = tmp_path / "ckpt"
     shutil.copytree(killed, folder)
-    cfg = dataclasses.replace(RESUME, checkpoint_dir=folder)
+    cfg = configure(RESUME, checkpoint_dir=folder)
     with pytest.raises(ValueError, match=r"was made for hidden=32, head_dim=8, intermediate=56; "
                                          r"this run has hidden=48, head_dim=12, intermediate=64"):
         train(cfg, other, setup["train"])
@@ -365,11 +456,11 @@ def test_checkpoint_of_another_model_is_refused(setup, killed, tmp_path):
               reinit / "model.safetensors")
     with pytest.raises(ValueError, match="base weights \\(fingerprint\\)"):
         train(cfg, reinit, setup["train"])
-    with pytest.raises(ValueError, match="lora.rank: checkpoint 8, this run 4"):
-        train(dataclasses.replace(cfg, lora=dataclasses.replace(cfg.lora, rank=4)), setup["model"], setup["train"])
-    with pytest.raises(ValueError, match="method: checkpoint 'lora', this run 'frozen'"):
-        train(dataclasses.replace(cfg, method="frozen"), setup["model"], setup["train"])
-    with pytest.raises(ValueError, match=r"data.hash: checkpoint .*data.n: checkpoint (\d+), this run (?!\1)\d+"):
+    with pytest.raises(ValueError, match="method.lora.rank: checkpoint 8, this run 4"):
+        train(configure(cfg, lora=dataclasses.replace(cfg.method.lora, rank=4)), setup["model"], setup["train"])
+    with pytest.raises(ValueError, match="method.name: checkpoint 'lora', this run 'frozen'"):
+        train(configure(cfg, method="frozen"), setup["model"], setup["train"])
+    with pytest.raises(ValueError, match=r"records.hash: checkpoint .*records.n: checkpoint (\d+), this run (?!\1)\d+"):
         train(cfg, setup["model"], setup["train"][:-1])
 
 
@@ -378,22 +469,24 @@ def test_resume_with_changed_options_is_refused_naming_them(setup, killed, tmp_p
     named with its old and new value, before any step runs."""
     folder = tmp_path / "ckpt"
     shutil.copytree(killed, folder)
-    cfg = dataclasses.replace(RESUME, checkpoint_dir=folder)
-    schedule_only = dict(lr=(RESUME.lr, 0.01), total_steps=(RESUME.total_steps, 30))  # the run of the issue
-    more = dict(schedule_only, clip_norm=(RESUME.clip_norm, 0.5), weight_decay=(RESUME.weight_decay, 0.1),
-                warmup_steps=(RESUME.warmup_steps, 3), seed=(RESUME.seed, 1))
+    cfg = configure(RESUME, checkpoint_dir=folder)
+    o, sch = RESUME.optim, RESUME.schedule
+    schedule_only = dict(lr=(o.lr, 0.01), total_steps=(sch.total_steps, 30))  # the run of the issue
+    more = dict(schedule_only, clip_norm=(o.clip_norm, 0.5), weight_decay=(o.weight_decay, 0.1),
+                warmup_steps=(sch.warmup_steps, 3), seed=(RESUME.data.seed, 1))
     for changed in (schedule_only, more):
         with pytest.raises(ValueError) as err:
-            train(dataclasses.replace(cfg, **{k: new for k, (_, new) in changed.items()}), setup["model"],
+            train(configure(cfg, **{k: new for k, (_, new) in changed.items()}), setup["model"],
                   setup["train"])
         msg = str(err.value)
         assert "\n" not in msg and "a new --out" in msg
         for name, (old, new) in changed.items():
-            assert f"{name}: checkpoint {old!r}, this run {new!r}" in msg, (name, msg)
+            assert f"{PATHS[name]}: checkpoint {old!r}, this run {new!r}" in msg, (name, msg)
     # total_steps alone: the cosine of 8 steps gives step 4 another learning rate than the cosine of 6
-    with pytest.raises(ValueError, match=r"was trained with total_steps=6, this run has total_steps=8: its step 4 "
-                                         r"used lr .* Rerun with total_steps=6"):
-        train(dataclasses.replace(cfg, total_steps=8), setup["model"], setup["train"])
+    with pytest.raises(ValueError, match=r"was trained with schedule.total_steps=6, this run has "
+                                         r"schedule.total_steps=8: its step 4 used lr .* Rerun with "
+                                         r"--schedule.total-steps 6"):
+        train(configure(cfg, total_steps=8), setup["model"], setup["train"])
     assert sorted(p.name for p in folder.iterdir() if p.name.isdigit()) == ["2", "4"]  # nothing trained or saved
 
 
@@ -401,16 +494,17 @@ def test_a_constant_schedule_extends_and_run_json_records_it(setup, tmp_path):
     """Raising total_steps of a run whose learning rate is constant after warmup keeps the
     learning rates of the steps done: it resumes, with a warning, and run.json records the
     extension and the schedule every step followed."""
-    flat = dataclasses.replace(RESUME, end_lr_fraction=1.0, total_steps=3, checkpoint_dir=tmp_path / "ckpt")
+    flat = configure(RESUME, end_lr_fraction=1.0, total_steps=3, checkpoint_dir=tmp_path / "ckpt")
     train(flat, setup["model"], setup["train"])
-    longer = dataclasses.replace(flat, total_steps=5)
-    with pytest.warns(UserWarning, match="resuming a run of total_steps=3 as one of 5"):
+    longer = configure(flat, total_steps=5)
+    with pytest.warns(UserWarning, match="resuming a run of schedule.total_steps=3 as one of 5"):
         result = train(longer, setup["model"], setup["train"])
     assert result.resumed_from == 3 and result.extended_from == 3
     assert [h["step"] for h in result.history] == [1, 2, 3, 4, 5]
     lr_at = schedule(longer)
     assert [h["lr"] for h in result.history] == [float(lr_at(s)) for s in range(5)]
-    assert [h["lr"] for h in result.history][RESUME.warmup_steps:] == [pytest.approx(RESUME.lr, rel=1e-6)] * 3
+    warmup = RESUME.schedule.warmup_steps
+    assert [h["lr"] for h in result.history][warmup:] == [pytest.approx(RESUME.optim.lr, rel=1e-6)] * 3
     run = json.loads(write_outputs(result, tmp_path / "out")["run"].read_text())
     assert run["extended_from_total_steps"] == 3 and run["resumed_from"] == 3
     assert run["schedule"]["decay_end_step"] == 5 and run["schedule"]["end_lr"] == run["schedule"]["peak_lr"]
@@ -421,11 +515,11 @@ def test_a_diverging_run_stops_naming_the_step_and_keeps_the_last_checkpoint(set
     not finite. The run stops there, before saving; no model is written. (TrainConfig.check
     refuses such an lr up front; the bound is lifted here to reach the guard, which is for the
     divergence no option check foresees.)"""
-    monkeypatch.setattr(importlib.import_module("assocjax.tune.train"), "MAX_LR", float("inf"))
+    monkeypatch.setattr(importlib.import_module("assocjax.tune.config"), "MAX_LR", float("inf"))
     tune = _script("finetune")
     train_file = tmp_path / "train.jsonl"
     dataset.write_jsonl(setup["train"][:4], train_file)
-    cfg = dataclasses.replace(BASE, lr=1e38, total_steps=3, save_every=1)
+    cfg = configure(BASE, lr=1e38, total_steps=3, save_every=1)
     args = tune.Args(model=setup["model"], train=train_file, out=tmp_path / "run", tune=cfg)
     with pytest.raises(ValueError, match=r"^step 2: the loss, .* became non-finite .*no model was written \(the "
                                          r"newest checkpoint, step 1 in .*, is kept\)"):
@@ -443,27 +537,28 @@ BAD_OPTIONS = [("lr", NAN), ("lr", -1.0), ("lr", 0.0), ("lr", INF), ("clip_norm"
                ("adam_eps", 0.0), ("warmup_steps", -1), ("seed", -1), ("keep", 0), ("total_steps", 0),
                # huge values: a first step that wrecks the weights, one that does nothing, a run without end
                ("lr", 1e30), ("adam_eps", 1e30), ("total_steps", 10**9), ("weight_decay", 1e30),
-               ("weight_decay", 1 / BASE.lr)]
+               ("weight_decay", 1 / BASE.optim.lr)]
 
 
 @pytest.mark.parametrize("name,value", BAD_OPTIONS)
 def test_bad_numeric_options_are_named_before_anything_is_loaded(name, value, tmp_path):
-    cfg = dataclasses.replace(BASE, **{name: value})
-    flag = "--tune." + name.replace("_", "-")
-    with pytest.raises(ValueError, match=rf"^{re.escape(f'{name}={value}')} \({flag}\) must be "):
+    cfg = configure(BASE, **{name: value})
+    path = PATHS.get(name, name)  # the error names the option's path and flag: optim.lr=nan (--optim.lr)
+    flag = "--" + path.replace("_", "-")
+    with pytest.raises(ValueError, match=rf"^{re.escape(f'{path}={value}')} \({flag}\) must be "):
         train(cfg, tmp_path / "no-model", [])  # no model folder, no records: the option is checked first
 
 
 @pytest.mark.parametrize("name", ["batch_size", "accum"])
 def test_batches_past_the_training_records_are_named_before_the_model_is_loaded(name, tmp_path):
-    with pytest.raises(ValueError, match=rf"^{name}=1000000000 \(--tune.{name.replace('_', '-')}\) must be at most "
-                                         r"the 5 training records"):
-        train(dataclasses.replace(BASE, **{name: 10**9}), tmp_path / "no-model", [{}] * 5)
+    with pytest.raises(ValueError, match=rf"^data.{name}=1000000000 \(--data.{name.replace('_', '-')}\) must be at "
+                                         r"most the 5 training records"):
+        train(configure(BASE, **{name: 10**9}), tmp_path / "no-model", [{}] * 5)
 
 
 def test_an_eval_batch_past_the_validation_records_gives_the_same_loss(setup):
     # the batch is clipped to the records (an array of 1e9 rows before)
-    runs = [train(dataclasses.replace(BASE, total_steps=1, eval_batch_size=n), setup["model"], setup["train"],
+    runs = [train(configure(BASE, total_steps=1, eval_batch_size=n), setup["model"], setup["train"],
                   setup["val"]) for n in (len(setup["val"]), 10**9)]
     assert runs[0].history[-1]["val_loss"] == runs[1].history[-1]["val_loss"]
 
@@ -476,9 +571,11 @@ def test_finetune_script_names_a_bad_option_in_one_line(tmp_path, capsys, monkey
     tune = _script("finetune")
     monkeypatch.setitem(sys.modules, tune.__name__, tune)  # tyro reads the Args class's source
     argv = ["--model", str(tmp_path / "no-model"), "--train", str(tmp_path / "no.jsonl"), "--out", str(tmp_path / "o")]
-    for extra, expect in ((["--tune.lr", "nan"], "lr=nan (--tune.lr)"),
-                          (["--tune.lora.alpha", "inf"], "lora.alpha=inf (--tune.lora.alpha)"),
-                          (["--tune.lora.alpha", "1e30"], "lora.alpha=1e+30 (--tune.lora.alpha)"),
+    for extra, expect in ((["--optim.lr", "nan"], "optim.lr=nan (--optim.lr)"),
+                          (["--method.lora.alpha", "inf"], "method.lora.alpha=inf (--method.lora.alpha)"),
+                          (["--method.lora.alpha", "1e30"], "method.lora.alpha=1e+30 (--method.lora.alpha)"),
+                          (["--schedule.total-steps", "0"], "schedule.total_steps=0 (--schedule.total-steps)"),
+                          (["--data.batch-size", "0"], "data.batch_size=0 (--data.batch-size)"),
                           (["--fold-seed", "-1"], "--fold-seed -1")):
         assert run_cli(tune.main, tune.Args, argv + extra) == 2
         err = capsys.readouterr().err
@@ -487,15 +584,16 @@ def test_finetune_script_names_a_bad_option_in_one_line(tmp_path, capsys, monkey
 
 
 def test_bad_configs(setup):
-    bad = dataclasses.replace(BASE, lora=LoraConfig(targets=("qkv", "q")))
+    bad = configure(BASE, lora=LoraConfig(targets=("qkv", "q")))
     with pytest.raises(ValueError, match="match no module.*q, k, v, o, gate, up, down"):
         train(bad, setup["model"], setup["train"])
-    with pytest.raises(ValueError, match="max_len=100 exceeds the model's 64 positions"):
-        train(dataclasses.replace(BASE, max_len=100), setup["model"], setup["train"])
-    with pytest.raises(ValueError, match="method 'adapter'"):
-        train(dataclasses.replace(BASE, method="adapter"), setup["model"], setup["train"])
-    with pytest.raises(ValueError, match=r"^lora.rank=1000000000 \(--tune.lora.rank\) exceeds the model's hidden size"):
-        train(dataclasses.replace(BASE, lora=LoraConfig(rank=10**9, alpha=16.0)), setup["model"], setup["train"])
+    with pytest.raises(ValueError, match=r"^data.max_len=100 \(--data.max-len\) exceeds the model's 64 positions"):
+        train(configure(BASE, max_len=100), setup["model"], setup["train"])
+    with pytest.raises(ValueError, match=r"^method.name='adapter' \(--method.name\) is not one of lora, frozen, full"):
+        train(configure(BASE, method="adapter"), setup["model"], setup["train"])
+    with pytest.raises(ValueError, match=r"^method.lora.rank=1000000000 \(--method.lora.rank\) exceeds the model's "
+                                         r"hidden size"):
+        train(configure(BASE, lora=LoraConfig(rank=10**9, alpha=16.0)), setup["model"], setup["train"])
 
 
 # -- the scripts --------------------------------------------------------------------------------
@@ -522,14 +620,14 @@ def test_make_association_then_finetune_scripts(setup, tmp_path, capsys):
     assert len(train_recs) + len(val_recs) == 12
     assert not {r["story"] for r in train_recs} & {r["story"] for r in val_recs}
     tune = _script("finetune")
-    cfg = dataclasses.replace(BASE, total_steps=2, eval_every=2)
+    cfg = configure(BASE, total_steps=2, eval_every=2)
     tune.main(tune.Args(model=setup["model"], train=tmp_path / "data" / "train.jsonl", out=tmp_path / "run",
                         val=tmp_path / "data" / "val.jsonl", tune=cfg))
     run = tmp_path / "run"
     written = {p.name for p in run.iterdir()}
     assert {"model", "adapters", "checkpoints", "history.csv", "history.json", "run.json"} <= written
     info = json.loads((run / "run.json").read_text())
-    assert info["seed"] == 0 and info["steps"] == 2 and info["config"]["method"] == "lora"
+    assert info["seed"] == 0 and info["steps"] == 2 and info["config"]["method"]["name"] == "lora"
     # the stories it was tuned on (score.py refuses to score it on them), and those it was validated on
     assert info["train_stories"] == sorted({r["story"] for r in train_recs}) and info["n_train"] == len(train_recs)
     assert info["val_stories"] == sorted({r["story"] for r in val_recs})
@@ -558,9 +656,9 @@ def test_bfloat16_train_step_does_not_convert_all_layers_at_once(method):
                            intermediate_size=512, vocab_size=64, max_position_embeddings=64))
         abstract = nnx.eval_shape(lambda: CausalLM(cfg, rngs=nnx.Rngs(0), dtype=jnp.bfloat16))
         params = nnx.to_pure_dict(nnx.state(abstract.params, nnx.Param))
-        tc = TrainConfig(method=method, dtype="bfloat16", layers="last:1")
+        tc = configure(TrainConfig(), method=method, dtype="bfloat16", layers="last:1")
         if method == "lora":
-            trainable, base = jax.eval_shape(lambda: init_adapters(cfg, tc.lora, jax.random.key(0))), params
+            trainable, base = jax.eval_shape(lambda: init_adapters(cfg, tc.method.lora, jax.random.key(0))), params
         else:
             trainable, base = jax.eval_shape(lambda p: split_trainable(p, (n - 1,)), params)
             trainable = jax.tree.map(lambda s: S(s.shape, jnp.float32), trainable)  # trained in float32

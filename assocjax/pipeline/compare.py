@@ -167,9 +167,9 @@ def warn_unchanged_layers(name: str, model_path: str, cfg: ScoreConfig) -> str |
 
     tuned = resolve_tuned(model_path, cfg.model.hub)  # a model folder, or a cross-fit folder's fold models
     for folder, (run, info) in tuned.runs.items():
-        config, trained = info.get("config") or {}, info.get("trained_layers")
-        if config.get("method") != "frozen" or not trained or \
-                (info.get("model_config") or {}).get("n_layers") != tuned.cfg.n_layers:
+        trained = info.get("trained_layers")
+        # trained_layers: the blocks a method that trains chosen blocks (frozen) trained; None for the others
+        if not trained or (info.get("model_config") or {}).get("n_layers") != tuned.cfg.n_layers:
             continue  # not a frozen-layer run of this model
         scored = resolve_layers(cfg.features.layers, tuned.cfg, str(folder))
         note = unchanged_layers_warning(trained, tuned.cfg.n_layers, scored)

@@ -5,15 +5,17 @@ Each step folder holds two items (orbax `args.Composite`):
 - "state": the trainable parameters (LoRA adapters or the trained blocks), the optimizer
   state and the step, as one array tree (`args.StandardSave`);
 - "meta": JSON with the run's identity (`run_identity`: base model config and its hash,
-  a fingerprint of the base weights, method, LoRA config, trained layers, data and batch
-  settings, optimizer settings, learning-rate schedule) and the loss history so far (with
-  the learning rate each step used).
+  a fingerprint of the base weights, the training records, the trained blocks, and the
+  options that fix the weights, `TrainConfig.identity`: the method and its options, optim,
+  schedule, data, dtype) and the loss history so far (with the learning rate each step used).
 
 The data order is a pure function of (seed, step) (`prompts.rows_stream`), so restoring the
 step restores the data order; the identity's data entries make sure it is the same data.
 Resuming into a run whose identity differs raises an error naming every mismatch, e.g.
 "checkpoint ... was made for hidden=64, n_layers=2; this run has hidden=32, n_layers=3" or
-"lr: checkpoint 0.0002, this run 0.01". Fields the caller names `extensible` may differ alone:
+"optim.lr: checkpoint 0.0002, this run 0.01" (the option's path: finetune.py's --optim.lr).
+A checkpoint of another format (format 1: the flat training options of assocjax before
+issue 22) is refused as such. Fields the caller names `extensible` may differ alone:
 the schedule's length (total_steps), where the steps already done keep their learning rates
 (`tune.train._check_schedule`).
 Orbax writes each step to a temporary folder and renames it when complete, so a run
@@ -35,16 +37,14 @@ import orbax.checkpoint as ocp
 from ..fingerprint import bytes_digest, digest, sampled_weights_id
 from ..models.config import ModelConfig
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: the identity's options grouped as TrainConfig (method, optim, schedule, data)
 # What reading a damaged step folder raises: TensorStore's DATA_LOSS / OUT_OF_RANGE
 # (ValueError), a missing item (KeyError), broken JSON (ValueError), I/O errors (OSError).
 READ_ERRORS = (ValueError, KeyError, OSError)
-# Sections of the identity, in the order mismatches are reported; "model" fields are
-# reported one by one (hidden=64, n_layers=2), the other dict sections field by field
-# ("lr: checkpoint 0.0002, this run 0.01"), the rest as a whole.
-SECTIONS = ("model", "weights", "method", "lora", "layers", "data", "run", "optimizer", "schedule")
-# Sections whose fields are the training options themselves (named without the section).
-OPTION_SECTIONS = ("run", "optimizer", "schedule")
+# Sections of the identity besides the options, in the order mismatches are reported (the
+# options' groups follow): "model" fields are reported one by one (hidden=64, n_layers=2),
+# dicts leaf by leaf with their path ("records.n: checkpoint 12, this run 11"), the rest whole.
+SECTIONS = ("model", "weights", "records", "layers")
 
 
 def config_hash(cfg: ModelConfig) -> str:
@@ -57,40 +57,45 @@ def data_hash(records) -> str:
                         16)
 
 
-def run_identity(cfg: ModelConfig, base_params: dict, method: str, lora: dict | None, layers, data: dict,
-                 run: dict, optimizer: dict, schedule: dict) -> dict:
-    """The JSON record a checkpoint must match to be resumed (see module docstring)."""
+def run_identity(cfg: ModelConfig, base_params: dict, options: dict, layers, records: dict) -> dict:
+    """The JSON record a checkpoint must match to be resumed (see module docstring): the base
+    model and weights, the training records ({hash, n}), the trained blocks (None: not a
+    choice of blocks) and `options` (`TrainConfig.identity()`: a dict per option group)."""
     return dict(version=FORMAT_VERSION, model={**dataclasses.asdict(cfg), "config_hash": config_hash(cfg)},
-                weights=sampled_weights_id(base_params), method=method, lora=lora,
-                layers=None if layers is None else [int(i) for i in layers], data=data, run=run,
-                optimizer=optimizer, schedule=schedule)
+                weights=sampled_weights_id(base_params), records=records,
+                layers=None if layers is None else [int(i) for i in layers], **options)
 
 
 def mismatches(saved: dict, current: dict, ignore: tuple[str, ...] = ()) -> list[str]:
     """Human-readable differences between two identities ([] when they match), but for the
-    dict sections' fields named in `ignore` ("schedule.total_steps")."""
+    leaves whose paths are named in `ignore` ("schedule.total_steps")."""
+    if saved.get("version") != current.get("version"):  # another layout: its fields cannot be compared one by one
+        return [f"checkpoint format {saved.get('version')}, this assocjax's is {current.get('version')} (format 1: "
+                "the flat training options of assocjax before the grouped --method/--optim/--schedule/--data ones); "
+                "it cannot be resumed by this version"]
     out = []
-    if saved.get("version") != current.get("version"):
-        out.append(f"checkpoint format version {saved.get('version')} vs {current.get('version')}")
     m_saved, m_now = saved.get("model", {}), current.get("model", {})
     fields = [k for k in m_now if k != "config_hash" and m_saved.get(k) != m_now.get(k)]
     if fields:
         out.append(f"was made for {_fields(m_saved, fields)}; this run has {_fields(m_now, fields)}")
-    for section in SECTIONS[1:]:
-        old, now = saved.get(section), current.get(section)
-        if _same(old, now):
-            continue
-        if section not in saved:
-            out.append(f"{section}: not recorded in the checkpoint (made by an older assocjax), this run {now!r}")
-        elif isinstance(old, dict) and isinstance(now, dict):
-            prefix = "" if section in OPTION_SECTIONS else f"{section}."
-            out += [f"{prefix}{k}: checkpoint {old.get(k)!r}, this run {now.get(k)!r}"
-                    for k in dict.fromkeys([*old, *now])
-                    if not _same(old.get(k), now.get(k)) and f"{section}.{k}" not in ignore]
-        else:
-            what = "base weights (fingerprint)" if section == "weights" else section
-            out.append(f"{what}: checkpoint {old!r}, this run {now!r}")
+    sections = [*SECTIONS[1:], *(k for k in current if k not in ("version", *SECTIONS))]
+    for section in sections:
+        out += [f"base weights (fingerprint): checkpoint {old!r}, this run {now!r}" if path == "weights" else
+                f"{path}: checkpoint {old!r}, this run {now!r}"
+                for path, old, now in _leaf_differences(section, saved.get(section), current.get(section))
+                if path not in ignore]
     return out
+
+
+def _leaf_differences(path: str, old, now) -> list[tuple[str, object, object]]:
+    """(dotted path, old, new) of every differing leaf of two JSON values (dicts compared key
+    by key, anything else whole: a dict against a non-dict is one difference)."""
+    if _same(old, now):
+        return []
+    if isinstance(old, dict) and isinstance(now, dict):
+        return [d for k in dict.fromkeys([*old, *now])
+                for d in _leaf_differences(f"{path}.{k}", old.get(k), now.get(k))]
+    return [(path, old, now)]
 
 
 def _same(a, b) -> bool:
@@ -176,7 +181,7 @@ class Checkpoints:
             problems = mismatches(saved, self.identity)
             raise ValueError(f"checkpoint {self.directory / str(step)} does not fit this run: "
                              + "; ".join(problems) + ". Rerun with the checkpoint's options to resume it, or train "
-                             "afresh in another checkpoint folder (finetune.py: a new --out or --tune.checkpoint-dir)")
+                             "afresh in another checkpoint folder (finetune.py: a new --out or --checkpoint-dir)")
 
     def _set_aside(self, step: int, error: BaseException) -> str:
         """Rename an unreadable step folder to <step>.corrupt[-k] and warn; returns the new name."""

@@ -11,9 +11,12 @@ come from memorised stimuli. Control sets built with the same seed from the same
     OUT/cross_fit.json   the plan: K, fold seed, each fold's held-out stories, the data hash
     OUT/fold-<k>/        model/, adapters/, history.*, checkpoints/, run.json (written last)
 
-A rerun of the same command resumes: a fold whose run.json records the same identity (config,
-base model files, training data, held-out stories) is kept as it is, the others train on from
-their checkpoints. A folder holding another plan, or a finished fold of another run, is an error.
+A rerun of the same command resumes: a fold whose run.json records the same identity (the
+options that fix the weights, `TrainConfig.identity`; base model files, training data,
+held-out stories) is kept as it is, the others train on from their checkpoints. A folder
+holding another plan, or a finished fold of another run, is an error; so is a fold finished
+by an assocjax of the flat training options (before the grouped --method/--optim/...), whose
+identity cannot be compared: it is refused, naming the folder to delete.
 """
 from __future__ import annotations
 
@@ -29,13 +32,12 @@ from ..data.layout import same_story
 from ..fingerprint import digest, file_stats
 from ..io import write_json
 from .checkpoint import data_hash
-from .train import TrainConfig, train, write_outputs
+from .config import TrainConfig
+from .train import train, write_outputs
 
 PLAN_FILE = "cross_fit.json"
 PLAN_FORMAT = 1
 RUN_FILE = "run.json"
-# TrainConfig fields that do not change the tuned weights (where and how often to report or save).
-NOT_IDENTITY = ("checkpoint_dir", "progress", "eval_every", "eval_batch_size", "save_every", "keep")
 
 
 def fold_folder(out: Path, fold: int) -> Path:
@@ -75,9 +77,10 @@ def provenance(train_records: Sequence[dict], val_records: Sequence[dict] = ()) 
 
 
 def fold_identity(cfg: TrainConfig, model_folder: Path, train_records: Sequence[dict], held_out) -> str:
-    """What a finished fold model must match to be reused: the weight-changing config, the base
-    model's files (size, mtime), the training data and the held-out stories."""
-    config = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in NOT_IDENTITY}
+    """What a finished fold model must match to be reused: the weight-changing options
+    (`TrainConfig.identity`), the base model's files (size, mtime), the training data and the
+    held-out stories."""
+    config = cfg.identity()
     files = sorted(p for p in Path(model_folder).iterdir() if p.is_file())
     return digest(dict(config=config, model=[s[1:] + [Path(s[0]).name] for s in file_stats(files)],
                        data=data_hash(train_records), held_out=sorted(held_out)), 16)
@@ -102,7 +105,12 @@ def finished(folder: Path, identity: str) -> bool:
     run = folder / RUN_FILE
     if not run.is_file():
         return False
-    got = json.loads(run.read_text()).get("cross_fit", {}).get("identity")
+    record = json.loads(run.read_text())
+    if "optim" not in (record.get("config") or {}):
+        raise ValueError(f"{run}: a fold model finished by an older assocjax (flat training options, before "
+                         f"--method/--optim/--schedule/--data); its identity cannot be checked against this run: "
+                         f"delete {folder} to train it again, or use another --out")
+    got = record.get("cross_fit", {}).get("identity")
     if got != identity:
         raise ValueError(f"{run}: a finished fold model of another run (other config, base model or data; identity "
                          f"{got} vs now {identity}); use another --out, or delete {folder} to train it again")
@@ -121,7 +129,7 @@ def cross_fit(cfg: TrainConfig, model_folder, records: Sequence[dict], out, k: i
     folds = story_folds({r["story"] for r in records}, k, seed)
     plan = dict(format=PLAN_FORMAT, k=k, seed=seed, data_hash=data_hash(records), n_records=len(records),
                 folds=[dict(fold=i, held_out=f, folder=fold_folder(out, i).name) for i, f in enumerate(folds)],
-                model_folder=str(model_folder), method=cfg.method, **(extra or {}))
+                model_folder=str(model_folder), method=cfg.method.name, **(extra or {}))
     _check_plan(out / PLAN_FILE, plan)
     write_json(out / PLAN_FILE, plan)
     done = []

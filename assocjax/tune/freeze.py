@@ -24,6 +24,7 @@ says when a choice leaves the scored layers untouched.
 """
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 
 import jax
@@ -31,6 +32,17 @@ import jax.numpy as jnp
 
 
 DEFAULT_LAYERS = "all"  # module docstring: every hidden state from 1 up can change
+
+
+@dataclasses.dataclass(frozen=True)
+class FrozenOptions:
+    """The options of frozen-layer tuning (`tune.methods.METHODS["frozen"]`)."""
+
+    # the blocks to train (parse_layers: all, first:K, last:K, 0,3). Default all: the embeddings, final norm and
+    # head stay frozen, every block trains, so every hidden state from 1 up can change and the block producing each
+    # scored layer is trained (hidden state i is block i-1's output: last:K leaves states 0..L-K bit-identical,
+    # M = 0 there). Cheaper and still covering layers up to K: first:K.
+    layers: str = DEFAULT_LAYERS
 
 
 def parse_layers(spec: str | Sequence[int], n_layers: int) -> tuple[int, ...]:
@@ -78,7 +90,8 @@ def unchanged_layers_warning(trained: Sequence[int], n_layers: int, scored: Sequ
     why = (f"hidden state i is block i-1's output, so with blocks {blocks} of 0..{n_layers - 1} trained, {states} "
            "bit-identical to the base model's and M is exactly 0 there")
     fix = f"score layers above {first} (--features.layers)" + ("" if first == 0 else (
-        " or tune from a lower block (--tune.layers all, or first:K with K at least the highest scored layer)"))
+        " or tune from a lower block (--method.frozen.layers all, or first:K with K at least the highest scored "
+        "layer)"))
     if scored is None:
         changed = f"state {n_layers}" if first + 1 == n_layers else f"states {first + 1}..{n_layers}"
         return None if first == 0 else f"frozen tuning changes only hidden {changed}: {why}; {fix}"

@@ -6,7 +6,8 @@
 - loss: token cross-entropy over the loss-mask tokens (output + eos), the mean over every
   such token of the optimizer step (all accumulated micro-batches together, so k
   micro-batches of b rows give the same step as one batch of k * b rows);
-- lora: only the adapters are differentiated (`jax.grad` w.r.t. the adapter tree; the base
+- method (`methods.METHODS`, chosen by `TrainConfig.method.name`): what is differentiated and
+  what is fixed. lora: only the adapters (`jax.grad` w.r.t. the adapter tree; the base
   weights are a separate, non-differentiated argument); frozen: only the trainable blocks of
   `freeze.split_trainable` (frozen runs under stop_gradient, no backward through the frozen
   prefix); full: every weight;
@@ -22,25 +23,26 @@
   and dropout keys are fold_in(seed, t, micro-batch), so a run resumed from a checkpoint
   (`checkpoint.Checkpoints`, every `save_every` steps) continues exactly as an
   uninterrupted one;
-- guards: every numeric option is checked before the model is read (`TrainConfig.check`);
-  a checkpoint resumes only under the options it was trained with (total_steps may change
-  where the steps done keep their learning rates: `_check_schedule`); a step whose loss,
+- guards: every numeric option is checked before the model is read (`TrainConfig.check`,
+  `config`); a checkpoint resumes only under the options it was trained with
+  (`TrainConfig.identity`; schedule.total_steps may change where the steps done keep their
+  learning rates: `_check_schedule`); a step whose loss,
   gradient or updated weights are not finite stops the run before anything is saved
   (`_check_finite`).
 
-Afterwards `tuned_params(result)` gives the full tuned tree (LoRA merged with
-`lora.merge`), `save_hf_model` writes it as a Hugging Face folder that `load_pretrained`
-and the scoring pipeline read, and `save_peft_adapters` exports LoRA adapters for PEFT.
+Afterwards `tuned_params(result)` gives the full tuned tree (the method's `merged`: LoRA
+merged with `lora.merge`, trained blocks joined), `save_hf_model` writes it as a Hugging Face
+folder that `load_pretrained` and the scoring pipeline read, and `save_peft_adapters` exports
+the adapters of a method that has them (LoRA) for PEFT.
 """
 from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import warnings
 from functools import partial
 from pathlib import Path
-from typing import Literal, Sequence
+from typing import Any, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -54,116 +56,12 @@ from ..models.modeling import forward, top_level, unembed
 from ..models.params import WEIGHT_ROLES, param_roles, params_to_hf
 from . import freeze
 from .checkpoint import Checkpoints, data_hash, run_identity
-from .lora import LoraConfig, init_adapters, lora_inputs, merge
-from .prompts import DEFAULT_SYSTEM, FORMATS, Batch, Encoded, batches, encode_all, make_batch, rows_stream
+from .config import DTYPES, TrainConfig
+from .methods import METHODS
+from .prompts import Batch, Encoded, batches, encode_all, make_batch, rows_stream
 
-METHODS = ("lora", "frozen", "full")
-MAX_LR = 10.0
-MAX_STEPS = 10_000_000
-MAX_LORA_SCALING = 1000
-DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
                    "vocab.json", "merges.txt", "tokenizer.model", "chat_template.jinja", "generation_config.json")
-
-
-@dataclasses.dataclass(frozen=True)
-class TrainConfig:
-    """Everything that defines a fine-tuning run (saved with its outputs)."""
-
-    method: Literal["lora", "frozen", "full"] = "lora"
-    lora: LoraConfig = LoraConfig()   # rank, alpha (scaling alpha / rank), dropout, targets (default: LLaMA q v, GPT-2 qkv)
-    # frozen: the blocks to train (freeze.parse_layers: all, first:K, last:K, 0,3). Default all: the embeddings,
-    # final norm and head stay frozen, every block trains, so every hidden state from 1 up can change and the block
-    # producing each scored layer is trained (hidden state i is block i-1's output: last:K leaves states 0..L-K
-    # bit-identical, M = 0 there). Cheaper and still covering layers up to K: first:K.
-    layers: str = freeze.DEFAULT_LAYERS
-    lr: float = 2e-4                  # peak learning rate
-    warmup_steps: int = 10            # linear warmup from 0
-    total_steps: int = 200            # optimizer steps; the cosine decays to end_lr_fraction * lr here
-    end_lr_fraction: float = 0.0
-    weight_decay: float = 0.0         # decoupled (AdamW), weight matrices only
-    adam_b1: float = 0.9
-    adam_b2: float = 0.999
-    adam_eps: float = 1e-8
-    clip_norm: float = 1.0            # global gradient norm; 0 = no clipping
-    batch_size: int = 4               # rows per micro-batch
-    accum: int = 1                    # micro-batches per optimizer step (gradient accumulation)
-    max_len: int = 512                # tokens per row (<= the model's positions)
-    fmt: Literal["plain", "llama2"] = "plain"  # prompt format (assocjax.tune.prompts)
-    system: str = DEFAULT_SYSTEM      # llama2 system prompt
-    pack: bool = False                # several records per row (block-diagonal attention)
-    padding: Literal["bucket", "max_len"] = "bucket"  # bucket: quarter octaves; max_len: one shape, one compile
-    dtype: Literal["float32", "bfloat16"] = "float32"  # compute dtype (parameters stay float32)
-    seed: int = 0                     # adapter init, data order, dropout
-    eval_every: int = 50              # validation loss every N steps (and at the end); 0 = end only
-    eval_batch_size: int = 8
-    save_every: int = 50              # checkpoint every N steps (and at the end); 0 = only at the end
-    keep: int = 3                     # checkpoints kept
-    checkpoint_dir: Path | None = None  # None: no checkpoints (no resume)
-    progress: bool = True             # tqdm progress bar with the loss
-
-    def check(self) -> None:
-        """The options alone, before any file is read: each error names the option (as
-        finetune.py spells it) and what would be valid."""
-        if self.method not in METHODS:
-            raise ValueError(f"method {self.method!r} is not one of {', '.join(METHODS)}")
-        if self.dtype not in DTYPES:
-            raise ValueError(f"dtype {self.dtype!r} is not one of {', '.join(DTYPES)}")
-        if self.fmt not in FORMATS:
-            raise ValueError(f"fmt {self.fmt!r} is not one of {', '.join(FORMATS)}")
-        if self.padding not in ("bucket", "max_len"):
-            raise ValueError(f"padding {self.padding!r} is not one of bucket, max_len")
-        for name in ("batch_size", "accum", "max_len", "eval_batch_size", "keep"):
-            _check_number(name, getattr(self, name), "an integer >= 1", lambda v: v >= 1)
-        # a bound well past any real run (the cosine schedule needs an end): 1e9 is a typo that would run for ever
-        _check_number("total_steps", self.total_steps, f"an integer in 1..{MAX_STEPS:_}", lambda v: 1 <= v <= MAX_STEPS)
-        for name in ("warmup_steps", "eval_every", "save_every", "seed"):
-            _check_number(name, getattr(self, name), "an integer >= 0", lambda v: v >= 0)
-        # Adam's steps are about lr in size: past MAX_LR the first step destroys the weights
-        _check_number("lr", self.lr, f"a finite number in (0, {MAX_LR}]", lambda v: 0 < v <= MAX_LR)
-        _check_number("end_lr_fraction", self.end_lr_fraction, "a share of lr: 0..1", lambda v: 0 <= v <= 1)
-        _check_number("clip_norm", self.clip_norm, "a finite number >= 0 (0: off)", lambda v: v >= 0)
-        # each step multiplies the weights by 1 - lr * weight_decay: at lr * weight_decay >= 1 they
-        # vanish or flip sign and grow (lr is checked first, so the product is of finite numbers)
-        _check_number("weight_decay", self.weight_decay, f"a finite number >= 0 (0: off) and below 1 / lr = "
-                      f"{1 / self.lr:.3g}", lambda v: 0 <= v and v * self.lr < 1)
-        for name in ("adam_b1", "adam_b2"):
-            _check_number(name, getattr(self, name), "in [0, 1)", lambda v: 0 <= v < 1)
-        # eps is added to the gradients' RMS (~1e-3 and below): eps >= 1 shrinks every step to
-        # nearly nothing, a run that silently does not train
-        _check_number("adam_eps", self.adam_eps, "a finite number in (0, 1)", lambda v: 0 < v < 1)
-        # the adapter's output is scaled by alpha / rank (PEFT's usual 1-4): past MAX_LORA_SCALING
-        # it swamps the block's own output and the gradients overflow
-        _check_number("lora.alpha", self.lora.alpha, f"a finite number in (0, {MAX_LORA_SCALING} * "
-                      f"--tune.lora.rank {self.lora.rank}]", lambda v: 0 < v <= MAX_LORA_SCALING * self.lora.rank)
-
-    def for_model(self, model: ModelConfig) -> "TrainConfig":
-        """This config checked against the model, with the LoRA defaults of its architecture
-        filled in (what the run records and its checkpoints are keyed on)."""
-        self.check()
-        if self.max_len > model.max_positions:
-            raise ValueError(f"max_len={self.max_len} exceeds the model's {model.max_positions} positions")
-        if self.method == "lora" and self.lora.rank > model.hidden:  # a rank past the width adds nothing but memory
-            raise ValueError(f"lora.rank={self.lora.rank} (--tune.lora.rank) exceeds the model's hidden size "
-                             f"{model.hidden}")
-        return dataclasses.replace(self, lora=self.lora.for_model(model))
-
-
-def _check_batches(cfg: TrainConfig, n: int) -> None:
-    """A micro-batch, and the micro-batches of a step, each past the training records would only
-    repeat them (one step, many epochs) in memory that grows with the option: a typo, refused."""
-    if n:  # no records: _load_base names the empty set
-        for name in ("batch_size", "accum"):
-            _check_number(name, getattr(cfg, name), f"at most the {n} training records", lambda v: v <= n)
-
-
-def _check_number(name: str, value, valid: str, ok) -> None:
-    """ValueError naming the option (TrainConfig field and --tune.* flag) unless `value` is a
-    finite number for which ok(value) holds (NaN fails every comparison, so it is named too)."""
-    finite = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    if not (finite and ok(value)):
-        flag = "--tune." + name.replace("_", "-")
-        raise ValueError(f"{name}={value} ({flag}) must be {valid}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -171,8 +69,8 @@ class StepSpec:
     """The static part of a compiled step (hashable); equal specs share compiled code."""
 
     model: ModelConfig
-    method: str
-    lora: LoraConfig | None
+    method: str       # a key of METHODS
+    options: Any      # the method's options for this model (hashable; None: it has none)
     dtype: str
     clip_norm: float
     weight_decay: float
@@ -180,8 +78,9 @@ class StepSpec:
 
     @classmethod
     def of(cls, cfg: TrainConfig, model: ModelConfig) -> "StepSpec":
-        return cls(model, cfg.method, cfg.lora.for_model(model) if cfg.method == "lora" else None, cfg.dtype,
-                   float(cfg.clip_norm), float(cfg.weight_decay), (cfg.adam_b1, cfg.adam_b2, cfg.adam_eps))
+        o = cfg.optim
+        return cls(model, cfg.method.name, cfg.method.for_model(model).chosen, cfg.dtype, float(o.clip_norm),
+                   float(o.weight_decay), (o.adam_b1, o.adam_b2, o.adam_eps))
 
 
 @dataclasses.dataclass
@@ -189,8 +88,8 @@ class TrainResult:
     config: TrainConfig
     model_cfg: ModelConfig
     history: list[dict]       # per step: step, loss, val_loss (None between evaluations), lr, tokens
-    trainable: dict           # LoRA adapters / trained blocks (frozen) / all weights (full), float32
-    base: dict                # the base weights (frozen part for "frozen"), as loaded
+    trainable: dict           # what the method trains (LoRA adapters / trained blocks / all weights), float32
+    base: dict                # what it holds fixed (the base weights / the frozen part / nothing), as loaded
     layers: tuple[int, ...] | None
     n_truncated: int          # training records whose input was cut to fit max_len
     n_val_truncated: int
@@ -224,13 +123,10 @@ def logits_fn(spec: StepSpec, trainable, base, ids_BS, segment_BS, position_BS, 
 
 
 def forward_inputs(spec: StepSpec, trainable, base, dropout_key=None):
-    """(parameter tree, lora) for `modeling.forward`: the frozen weights with the trained
-    blocks as runs (frozen), the base weights and the adapters (lora), or all weights (full)."""
-    if spec.method == "frozen":
-        return freeze.frozen_params(trainable, base), None
-    if spec.method == "lora":
-        return base, lora_inputs(base, trainable, spec.lora, dropout_key)
-    return trainable, None
+    """(parameter tree, lora) for `modeling.forward`, as the method builds them: the frozen
+    weights with the trained blocks as runs (frozen), the base weights and the adapters
+    (lora), or all weights (full)."""
+    return METHODS[spec.method].forward_inputs(spec.options, trainable, base, dropout_key)
 
 
 def loss_sums(spec: StepSpec, trainable, base, batch: Batch, dropout_key=None):
@@ -242,12 +138,12 @@ def loss_sums(spec: StepSpec, trainable, base, batch: Batch, dropout_key=None):
 
 
 def decay_mask(spec: StepSpec, tree) -> dict:
-    """True on the leaves weight decay acts on: every adapter (LoRA), else the weight
-    matrices and embeddings by their role in the model's parameter spec (not biases or norm
-    scales, as Hugging Face's Trainer)."""
+    """True on the leaves weight decay acts on: every leaf of a method that decays all
+    (LoRA's adapters), else the weight matrices and embeddings by their role in the model's
+    parameter spec (not biases or norm scales, as Hugging Face's Trainer)."""
     roles = param_roles(spec.model)
-    return jax.tree_util.tree_map_with_path(
-        lambda path, _: spec.method == "lora" or roles[path[-1].key] in WEIGHT_ROLES, tree)
+    decay_all = METHODS[spec.method].decay_all
+    return jax.tree_util.tree_map_with_path(lambda path, _: decay_all or roles[path[-1].key] in WEIGHT_ROLES, tree)
 
 
 def optimizer(spec: StepSpec) -> optax.GradientTransformation:
@@ -317,19 +213,15 @@ def schedule(cfg: TrainConfig):
 def followed_schedule(cfg: TrainConfig) -> dict:
     """The learning-rate schedule every step of a run used, for run.json (a resume checks
     that the steps done before it used the same: `_check_schedule`)."""
-    return dict(kind="linear warmup from 0, then cosine decay", peak_lr=cfg.lr, warmup_steps=cfg.warmup_steps,
-                decay_end_step=max(cfg.total_steps, cfg.warmup_steps + 1), end_lr=cfg.lr * cfg.end_lr_fraction)
+    lr, s = cfg.optim.lr, cfg.schedule
+    return dict(kind="linear warmup from 0, then cosine decay", peak_lr=lr, warmup_steps=s.warmup_steps,
+                decay_end_step=max(s.total_steps, s.warmup_steps + 1), end_lr=lr * s.end_lr_fraction)
 
 
 def initial_trainable(cfg: TrainConfig, model_cfg: ModelConfig, params: dict):
-    """(trainable, base, layers): what is optimized and what is held fixed."""
-    if cfg.method == "lora":
-        return init_adapters(model_cfg, cfg.lora, _keys(cfg.seed)[0]), params, None
-    if cfg.method == "frozen":
-        layers = freeze.parse_layers(cfg.layers, model_cfg.n_layers)
-        trainable, frozen = freeze.split_trainable(params, layers)
-        return trainable, frozen, layers
-    return params, {}, None
+    """(trainable, base, layers): what the method optimizes, what it holds fixed, the blocks it
+    trains (None: not a choice of blocks). `cfg` is `for_model`'s (the method's defaults filled in)."""
+    return cfg.method.entry.init(cfg.method.chosen, model_cfg, params, _keys(cfg.data.seed)[0])
 
 
 def _keys(seed: int):
@@ -365,9 +257,9 @@ def train(cfg: TrainConfig, model_folder, train_records: Sequence[dict], val_rec
     """Fine-tune the model in `model_folder` (module docstring). With `cfg.checkpoint_dir`
     holding checkpoints of the same run, training resumes from the latest one.
     `stop_after` ends the run after that step (as if killed there; the schedule still
-    runs to `cfg.total_steps`)."""
+    runs to `cfg.schedule.total_steps`)."""
     cfg.check()  # the options alone, before the model is loaded
-    _check_batches(cfg, len(train_records))
+    cfg.data.check_records(len(train_records))
     model_cfg, params, tok = _load_base(model_folder, train_records)
     cfg = cfg.for_model(model_cfg)
     pad_id = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
@@ -380,18 +272,20 @@ def train(cfg: TrainConfig, model_folder, train_records: Sequence[dict], val_rec
     ckpt = None
     if cfg.checkpoint_dir is not None:
         # total_steps alone may differ where the steps done keep their learning rates (_check_schedule)
-        ckpt = Checkpoints(cfg.checkpoint_dir, _identity(cfg, model_cfg, params, layers, train_records), cfg.keep,
-                           extensible=("schedule.total_steps",))
+        ckpt = Checkpoints(cfg.checkpoint_dir, run_identity(model_cfg, params, cfg.identity(), layers,
+                                                            dict(hash=data_hash(train_records), n=len(train_records))),
+                           cfg.keep, extensible=("schedule.total_steps",))
     try:
         if ckpt is not None and ckpt.latest_step() is not None:
             state, resumed_total = _resume(ckpt, state, cfg)
             resumed_from = state.step
-        end = cfg.total_steps if stop_after is None else min(cfg.total_steps, stop_after)
+        total = cfg.schedule.total_steps
+        end = total if stop_after is None else min(total, stop_after)
         _run_steps(cfg, spec, state, base, enc, val_enc, pad_id, end, ckpt)
     finally:
         if ckpt is not None:
             ckpt.close()
-    extended = resumed_total if resumed_total not in (None, cfg.total_steps) else None
+    extended = resumed_total if resumed_total not in (None, cfg.schedule.total_steps) else None
     return TrainResult(cfg, model_cfg, state.history, state.trainable, base, layers, enc.n_truncated,
                        0 if val_enc is None else val_enc.n_truncated, resumed_from, Path(model_folder), extended)
 
@@ -419,12 +313,13 @@ def _load_base(model_folder, train_records) -> tuple[ModelConfig, dict, object]:
 
 def _encode(cfg: TrainConfig, tok, model_cfg: ModelConfig, train_records, val_records):
     """(training, validation or None) records encoded; warns about records cut to max_len."""
-    enc = encode_all(train_records, tok, cfg.fmt, cfg.max_len, cfg.system)
-    val_enc = encode_all(val_records, tok, cfg.fmt, cfg.max_len, cfg.system) if val_records else None
+    d = cfg.data
+    enc = encode_all(train_records, tok, d.fmt, d.max_len, d.system)
+    val_enc = encode_all(val_records, tok, d.fmt, d.max_len, d.system) if val_records else None
     _check_vocab(enc, model_cfg, tok)
     for name, e, n in (("training", enc, len(train_records)), ("validation", val_enc, len(val_records))):
         if e is not None and e.n_truncated:
-            warnings.warn(f"{e.n_truncated} of {n} {name} records were longer than max_len={cfg.max_len} tokens: "
+            warnings.warn(f"{e.n_truncated} of {n} {name} records were longer than data.max_len={d.max_len} tokens: "
                           f"the oldest words of their input were dropped (outputs are kept whole)", stacklevel=3)
     return enc, val_enc
 
@@ -438,14 +333,15 @@ def _fresh_state(spec: StepSpec, trainable) -> _State:
 
 def _resume(ckpt: Checkpoints, fresh: _State, cfg: TrainConfig) -> tuple[_State, int | None]:
     """(the state of the checkpoint folder's newest intact step, the total_steps its run
-    asked for) (`fresh` gives the tree structure); a checkpoint past total_steps is refused
-    (its model is trained longer), and so is one whose steps followed another schedule."""
+    asked for) (`fresh` gives the tree structure); a checkpoint past schedule.total_steps is
+    refused (its model is trained longer), and so is one whose steps followed another schedule."""
     arrays, meta = ckpt.restore(fresh.arrays())
     state = _State(arrays["trainable"], arrays["opt_state"], int(arrays["step"]), meta["history"])
-    if state.step > cfg.total_steps:
+    total = cfg.schedule.total_steps
+    if state.step > total:
         raise ValueError(f"checkpoint folder {ckpt.directory} holds a run trained for {state.step} steps, more than "
-                         f"total_steps={cfg.total_steps} asks for; raise total_steps to at least {state.step}, or use "
-                         "another checkpoint folder to start afresh")
+                         f"schedule.total_steps={total} asks for; raise --schedule.total-steps to at least "
+                         f"{state.step}, or use another checkpoint folder to start afresh")
     saved_total = meta["identity"]["schedule"]["total_steps"]  # the identity check passed: it has a schedule
     _check_schedule(ckpt, state.history, saved_total, cfg)
     return state, saved_total
@@ -455,21 +351,22 @@ def _check_schedule(ckpt: Checkpoints, history: list, saved_total: int, cfg: Tra
     """The steps a checkpoint has done must have used the learning rates this run's schedule
     gives them, so that the resumed run is exactly an uninterrupted run of this config and
     run.json's schedule is the one followed. The identity already holds lr, warmup and the
-    end fraction, so only total_steps can differ here: raising it (or lowering it) keeps the
-    steps done only while they are in the warmup, or with a constant schedule
+    end fraction, so only schedule.total_steps can differ here: raising it (or lowering it)
+    keeps the steps done only while they are in the warmup, or with a constant schedule
     (end_lr_fraction 1): then the run is extended, and run.json records it."""
     lr_at = schedule(cfg)
+    total = cfg.schedule.total_steps
     step = next((h["step"] for h in history if h["lr"] != float(lr_at(h["step"] - 1))), None)
     if step is not None:
-        raise ValueError(f"checkpoint folder {ckpt.directory} was trained with total_steps={saved_total}, this run has "
-                         f"total_steps={cfg.total_steps}: its step {step} used lr {history[step - 1]['lr']:.4g} where "
-                         f"this schedule gives {float(lr_at(step - 1)):.4g}. Rerun with total_steps={saved_total} to "
-                         "resume it, or train afresh in another checkpoint folder (finetune.py: a new --out or "
-                         "--tune.checkpoint-dir); only a schedule constant after warmup (end_lr_fraction 1) can be "
-                         "extended by changing total_steps")
-    if saved_total != cfg.total_steps:
-        warnings.warn(f"checkpoint folder {ckpt.directory}: resuming a run of total_steps={saved_total} as one of "
-                      f"{cfg.total_steps}; its {len(history)} steps done used this schedule's learning rates, so the "
+        raise ValueError(f"checkpoint folder {ckpt.directory} was trained with schedule.total_steps={saved_total}, "
+                         f"this run has schedule.total_steps={total}: its step {step} used lr "
+                         f"{history[step - 1]['lr']:.4g} where this schedule gives {float(lr_at(step - 1)):.4g}. Rerun "
+                         f"with --schedule.total-steps {saved_total} to resume it, or train afresh in another "
+                         "checkpoint folder (finetune.py: a new --out or --checkpoint-dir); only a schedule constant after warmup "
+                         "(--schedule.end-lr-fraction 1) can be extended by changing --schedule.total-steps")
+    if saved_total != total:
+        warnings.warn(f"checkpoint folder {ckpt.directory}: resuming a run of schedule.total_steps={saved_total} "
+                      f"as one of {total}; its {len(history)} steps done used this schedule's learning rates, so the "
                       "result is that of an uninterrupted run (run.json records extended_from_total_steps)",
                       stacklevel=4)
 
@@ -477,16 +374,17 @@ def _check_schedule(ckpt: Checkpoints, history: list, saved_total: int, cfg: Tra
 def _run_steps(cfg: TrainConfig, spec: StepSpec, state: _State, base, enc: Encoded, val_enc: Encoded | None,
                pad_id: int, end: int, ckpt: Checkpoints | None) -> None:
     """Steps state.step + 1 .. end, updating `state`: train, then validate and checkpoint when due."""
+    d, total = cfg.data, cfg.schedule.total_steps
     base_c = _cast(base, DTYPES[cfg.dtype])  # one compute-dtype copy of the fixed weights
-    dropout_key = _keys(cfg.seed)[1]
+    dropout_key = _keys(d.seed)[1]
     lr_at = schedule(cfg)
-    rows = _rows_from(cfg, enc, state.step)
-    fixed = cfg.padding == "max_len"
+    rows = _rows_from(d, enc, state.step)
+    fixed = d.padding == "max_len"
     bar = _progress(cfg, state.step)
     try:
         for step in range(state.step, end):
-            batch = _step_batch([next(rows) for _ in range(cfg.batch_size * cfg.accum)], enc, cfg.accum,
-                                cfg.batch_size, pad_id, cfg.max_len, fixed)
+            batch = _step_batch([next(rows) for _ in range(d.batch_size * d.accum)], enc, d.accum, d.batch_size,
+                                pad_id, d.max_len, fixed)
             lr = float(lr_at(step))
             state.trainable, state.opt_state, loss, tokens, finite = train_step(
                 spec, state.trainable, state.opt_state, base_c, _device(batch), jnp.asarray(step, jnp.int32),
@@ -494,16 +392,15 @@ def _run_steps(cfg: TrainConfig, spec: StepSpec, state: _State, base, enc: Encod
             _check_finite(finite, step + 1, lr, ckpt)
             state.step = step + 1
             row = dict(step=state.step, loss=float(loss), val_loss=None, lr=lr, tokens=int(tokens))
-            if val_enc is not None and _due(cfg.eval_every, state.step, cfg.total_steps):
+            if val_enc is not None and _due(d.eval_every, state.step, total):
                 # a batch past the records would only be padding: the same loss from a smaller array
                 row["val_loss"] = evaluate(spec, state.trainable, base_c, val_enc,
-                                           min(cfg.eval_batch_size, len(val_enc.ids)), pad_id,
-                                           cfg.max_len, cfg.pack, fixed)
+                                           min(d.eval_batch_size, len(val_enc.ids)), pad_id, d.max_len, d.pack, fixed)
             state.history.append(row)
             bar.update(1)
             bar.set_postfix(loss=f"{row['loss']:.4f}", **({} if row["val_loss"] is None else
                                                              {"val": f"{row['val_loss']:.4f}"}))
-            if ckpt is not None and _due(cfg.save_every, state.step, cfg.total_steps):
+            if ckpt is not None and _due(cfg.save_every, state.step, total):
                 ckpt.save(state.step, state.arrays(), {"history": state.history})
     finally:
         bar.close()
@@ -519,14 +416,15 @@ def _check_finite(finite: dict, step: int, lr: float, ckpt: Checkpoints | None) 
     where = f"the newest checkpoint, step {kept} in {ckpt.directory}, is kept" if kept is not None else "no checkpoint"
     what = ", ".join(bad[:-1]) + " and " + bad[-1] if len(bad) > 1 else bad[0]
     raise ValueError(f"step {step}: {what} became non-finite (lr {lr:.3g}); training stopped, no model was written "
-                     f"({where}). Lower --tune.lr, clip gradients (--tune.clip-norm > 0), or check the base model's "
+                     f"({where}). Lower --optim.lr, clip gradients (--optim.clip-norm > 0), or check the base model's "
                      "weights")
 
 
-def _rows_from(cfg: TrainConfig, enc: Encoded, start: int):
-    """The rows of steps start + 1, ...: the data order is a pure function of (seed, step)."""
-    rows = rows_stream([len(i) for i in enc.ids], cfg.seed, cfg.max_len, cfg.pack)
-    for _ in range(start * cfg.batch_size * cfg.accum):  # the rows already consumed: cheap, host-side lengths only
+def _rows_from(d, enc: Encoded, start: int):
+    """The rows of steps start + 1, ... of data options `d`: the data order is a pure function
+    of (seed, step)."""
+    rows = rows_stream([len(i) for i in enc.ids], d.seed, d.max_len, d.pack)
+    for _ in range(start * d.batch_size * d.accum):  # the rows already consumed: cheap, host-side lengths only
         next(rows)
     return rows
 
@@ -534,21 +432,6 @@ def _rows_from(cfg: TrainConfig, enc: Encoded, start: int):
 def _due(every: int, done: int, total: int) -> bool:
     """Whether an every-N-steps action (0: only at the end) is due after step `done`."""
     return bool(every and done % every == 0) or done == total
-
-
-def _identity(cfg: TrainConfig, model_cfg: ModelConfig, params, layers, train_records) -> dict:
-    """What a checkpoint must match to be resumed (checkpoint.run_identity): the model, the
-    method and its settings, the data and everything that fixes the data order, the
-    optimizer and the learning-rate schedule."""
-    return run_identity(
-        model_cfg, params, cfg.method, dataclasses.asdict(cfg.lora) if cfg.method == "lora" else None, layers,
-        data=dict(hash=data_hash(train_records), n=len(train_records)),
-        run=dict(seed=cfg.seed, batch_size=cfg.batch_size, accum=cfg.accum, max_len=cfg.max_len, fmt=cfg.fmt,
-                 system=cfg.system, pack=cfg.pack, dtype=cfg.dtype),
-        optimizer=dict(clip_norm=cfg.clip_norm, weight_decay=cfg.weight_decay, adam_b1=cfg.adam_b1,
-                       adam_b2=cfg.adam_b2, adam_eps=cfg.adam_eps),
-        schedule=dict(lr=cfg.lr, warmup_steps=cfg.warmup_steps, end_lr_fraction=cfg.end_lr_fraction,
-                      total_steps=cfg.total_steps))
 
 
 def _check_vocab(enc: Encoded, model_cfg: ModelConfig, tok) -> None:
@@ -561,19 +444,16 @@ def _check_vocab(enc: Encoded, model_cfg: ModelConfig, tok) -> None:
 def _progress(cfg: TrainConfig, start: int):
     from tqdm.auto import tqdm
 
-    return tqdm(total=cfg.total_steps, initial=start, disable=not cfg.progress, desc=f"{cfg.method} tuning",
-                unit="step")
+    return tqdm(total=cfg.schedule.total_steps, initial=start, disable=not cfg.progress,
+                desc=f"{cfg.method.name} tuning", unit="step")
 
 
 # -- outputs ------------------------------------------------------------------------------------
 def tuned_params(result: TrainResult) -> dict:
-    """The full tuned parameter tree (float32): LoRA merged into the base weights, trained
-    blocks joined with the frozen ones, or the fully tuned weights."""
-    if result.config.method == "lora":
-        return merge(result.base, result.trainable, result.config.lora)
-    if result.config.method == "frozen":
-        return freeze.join(result.trainable, result.base)
-    return result.trainable
+    """The full tuned parameter tree (float32), as the method merges it: LoRA merged into the
+    base weights, trained blocks joined with the frozen ones, or the fully tuned weights."""
+    m = result.config.method
+    return m.entry.merged(m.chosen, result.trainable, result.base)
 
 
 def save_hf_model(folder, model_cfg: ModelConfig, params: dict, source_folder) -> Path:
@@ -595,33 +475,36 @@ def save_hf_model(folder, model_cfg: ModelConfig, params: dict, source_folder) -
 
 
 def save_peft_adapters(folder, result: TrainResult, base_model_name_or_path: str | None = None) -> Path:
-    """PEFT adapter_config.json + adapter_model.safetensors of a LoRA run."""
-    if result.config.method != "lora":
-        raise ValueError(f"PEFT export needs a LoRA run; this run used method={result.config.method!r}")
-    from .peft import save_peft
-
-    return save_peft(folder, result.model_cfg, result.trainable, result.config.lora,
-                     base_model_name_or_path or str(result.model_folder))
+    """PEFT adapter_config.json + adapter_model.safetensors of a run whose method trains
+    adapters (LoRA)."""
+    m = result.config.method
+    if m.entry.save_adapters is None:
+        have = [name for name, method in METHODS.items() if method.save_adapters is not None]
+        raise ValueError(f"PEFT export needs a run of a method with adapters ({', '.join(have)}); this run used "
+                         f"method.name={m.name!r}")
+    return m.entry.save_adapters(folder, result.model_cfg, result.trainable, m.chosen,
+                                  base_model_name_or_path or str(result.model_folder))
 
 
 def write_outputs(result: TrainResult, out, base_model_name_or_path: str | None = None,
                   extra: dict | None = None) -> dict:
     """Everything a run leaves in `out`: model/ (the merged Hugging Face model the scoring
-    pipeline loads), adapters/ (PEFT, LoRA runs), history.csv / history.json and run.json
-    (config with the seed, counts, versions). Returns {name: path}."""
+    pipeline loads), adapters/ (PEFT, methods with adapters: LoRA), history.csv / history.json
+    and run.json (the grouped config, the seed, counts, versions). Returns {name: path}."""
     import platform
 
     from ..io import write_csv, write_json
 
     out = Path(out)
     paths = {"model": save_hf_model(out / "model", result.model_cfg, tuned_params(result), result.model_folder)}
-    if result.config.method == "lora":
+    if result.config.method.entry.save_adapters is not None:
         paths["adapters"] = save_peft_adapters(out / "adapters", result, base_model_name_or_path)
     if result.history:
         paths["history_csv"] = write_csv(out / "history.csv", result.history)
     paths["history_json"] = write_json(out / "history.json", result.history)
     last = result.history[-1] if result.history else {}
-    run = dict(config=dataclasses.asdict(result.config), seed=result.config.seed, model_folder=str(result.model_folder),
+    run = dict(config=dataclasses.asdict(result.config), seed=result.config.data.seed,
+               model_folder=str(result.model_folder),
                model_config=dataclasses.asdict(result.model_cfg), trained_layers=result.layers,
                steps=len(result.history), final_loss=last.get("loss"), final_val_loss=last.get("val_loss"),
                n_truncated=result.n_truncated, n_val_truncated=result.n_val_truncated,

@@ -3,7 +3,7 @@
 Each option is one row: its flag, its kind, and which of the bad values correct code accepts
 (`ok`), may either refuse or accept (`either`), or must accept with a note (`note`); every other
 value must be refused in one line naming the option (the match is the flag's last part, so
-`batch_size=0` names `--tune.batch-size` too). Runs that are accepted go on with tiny sizes.
+`batch_size=0` names `--data.batch-size` too). Runs that are accepted go on with tiny sizes.
 """
 from __future__ import annotations
 
@@ -150,26 +150,26 @@ def _tune(ctx):
 
 
 TUNE_ROWS = [
-    ("--tune.lr", "float", {}),
-    ("--tune.warmup-steps", "int", {"0": OK, "huge": EITHER}),
-    ("--tune.total-steps", "int", {}),
-    ("--tune.end-lr-fraction", "float", ZERO_OK),
-    ("--tune.weight-decay", "float", ZERO_OK),
-    ("--tune.adam-b1", "float", ZERO_OK),
-    ("--tune.adam-b2", "float", ZERO_OK),
-    ("--tune.adam-eps", "float", {"0": EITHER}),
-    ("--tune.clip-norm", "float", {"0": OK, "inf": EITHER, "huge": EITHER}),  # 0, inf, huge: no clipping
-    ("--tune.batch-size", "int", {}),
-    ("--tune.accum", "int", {}),
-    ("--tune.max-len", "int", {}),
-    ("--tune.eval-every", "int", {"0": OK, "huge": OK}),
-    ("--tune.eval-batch-size", "int", HUGE_EITHER),
-    ("--tune.save-every", "int", {"0": OK, "huge": OK}),
-    ("--tune.keep", "int", HUGE_EITHER),
-    ("--tune.seed", "int", {"0": OK, "huge": EITHER}),
-    ("--tune.lora.rank", "int", {}),
-    ("--tune.lora.alpha", "float", {}),
-    ("--tune.lora.dropout", "float", ZERO_OK),
+    ("--optim.lr", "float", {}),
+    ("--schedule.warmup-steps", "int", {"0": OK, "huge": EITHER}),
+    ("--schedule.total-steps", "int", {}),
+    ("--schedule.end-lr-fraction", "float", ZERO_OK),
+    ("--optim.weight-decay", "float", ZERO_OK),
+    ("--optim.adam-b1", "float", ZERO_OK),
+    ("--optim.adam-b2", "float", ZERO_OK),
+    ("--optim.adam-eps", "float", {"0": EITHER}),
+    ("--optim.clip-norm", "float", {"0": OK, "inf": EITHER, "huge": EITHER}),  # 0, inf, huge: no clipping
+    ("--data.batch-size", "int", {}),
+    ("--data.accum", "int", {}),
+    ("--data.max-len", "int", {}),
+    ("--data.eval-every", "int", {"0": OK, "huge": OK}),
+    ("--data.eval-batch-size", "int", HUGE_EITHER),
+    ("--save-every", "int", {"0": OK, "huge": OK}),
+    ("--keep", "int", HUGE_EITHER),
+    ("--data.seed", "int", {"0": OK, "huge": EITHER}),
+    ("--method.lora.rank", "int", {}),
+    ("--method.lora.alpha", "float", {}),
+    ("--method.lora.dropout", "float", ZERO_OK),
     ("--cross-fit", "int", {"0": OK}),
     ("--fold-seed", "int", {"0": OK, "huge": EITHER}),
 ]

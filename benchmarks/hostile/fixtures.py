@@ -43,8 +43,8 @@ READY = "ready.json"
 SCORE_FAST = ["--data.space", SPACE, "--features.context", "128", "--report.no-figures",
               "--report.n-boot", "100", "--ceiling.n-splits", "20", "--no-progress"]
 # finetune.py options of a tiny run
-TUNE_FAST = ["--tune.total-steps", "4", "--tune.warmup-steps", "1", "--tune.batch-size", "2", "--tune.max-len", "96",
-             "--tune.eval-every", "0", "--tune.save-every", "2", "--tune.no-progress"]
+TUNE_FAST = ["--schedule.total-steps", "4", "--schedule.warmup-steps", "1", "--data.batch-size", "2",
+             "--data.max-len", "96", "--data.eval-every", "0", "--save-every", "2", "--no-progress"]
 
 
 def score_argv(work: Path, root: Path | None = None, output: Path | None = None, cache: Path | None = None,

@@ -59,7 +59,7 @@ def first_line(text: str, prefix: str) -> str | None:
 
 def names(what: str, text: str) -> bool:
     """Whether `text` names `what`, ignoring case and "_" vs "-" (an option's field name
-    batch_size names --tune.batch-size)."""
+    batch_size names --data.batch-size)."""
     def norm(t):
         return t.lower().replace("_", "-")
 
