@@ -258,12 +258,14 @@ def test_peft_made_adapter_loads(folders, tmp_path):
 
 @pytest.mark.slow
 def test_lora_training_lowers_the_loss_and_its_exports_load_in_peft_and_transformers(with_tokenizer, tmp_path):
-    from assocjax.tune.train import TrainConfig, train, write_outputs
+    from assocjax.tune.config import DataOptions, MethodOptions, OptimOptions, ScheduleOptions, TrainConfig
+    from assocjax.tune.train import train, write_outputs
 
     records = [dict(instruction=INSTRUCTION, input=a, output=b, story="s", id=str(i))
                for i, (a, b) in enumerate(zip(TEXTS, TEXTS[1:] + TEXTS[:1]))]
-    cfg = TrainConfig(method="lora", lora=LORA, lr=3e-2, warmup_steps=0, total_steps=8, batch_size=4, max_len=128,
-                      eval_every=0, save_every=0, progress=False)
+    cfg = TrainConfig(method=MethodOptions("lora", LORA), optim=OptimOptions(lr=3e-2),
+                      schedule=ScheduleOptions(warmup_steps=0, total_steps=8),
+                      data=DataOptions(batch_size=4, max_len=128, eval_every=0), save_every=0, progress=False)
     result = train(cfg, with_tokenizer, records)
     losses = [h["loss"] for h in result.history]  # every step sees all four records
     assert len(losses) == 8 and losses[-1] < 0.8 * losses[0], losses
