@@ -57,8 +57,35 @@ def _primal(x_MP: jnp.ndarray) -> Spectral:
     return Spectral(u, s * s, s, vt.T)
 
 
+@jax.custom_jvp
+def eigh(a_RR: jnp.ndarray):
+    """`jnp.linalg.eigh` whose derivative skips pairs of (numerically) equal eigenvalues.
+
+    JAX's rule divides by every eigenvalue gap, so a repeated eigenvalue makes it inf, and
+    a kernel always has one: the zero eigenvalues of its padded rows and of the centring
+    (then inf * 0 = NaN in every gradient). Ridge predictions are spectral functions of the
+    kernel (a degenerate eigenspace enters only through its projector, whatever basis eigh
+    picks in it), so the rotation inside such a space contributes nothing and skipping it
+    is exact; the null space has zero gain (`_dual`). Forward: plain eigh -> (w_R, q_RR)."""
+    w_R, q_RR = jnp.linalg.eigh(a_RR)
+    return w_R, q_RR
+
+
+@eigh.defjvp
+def _eigh_jvp(primals, tangents):
+    (a_RR,), (da_RR,) = primals, tangents
+    w_R, q_RR = eigh(a_RR)
+    da_RR = (da_RR + da_RR.T) / 2
+    dq_RR = q_RR.T @ da_RR @ q_RR
+    gap_RR = w_R[None, :] - w_R[:, None]
+    tol = jnp.max(jnp.abs(w_R)) * jnp.finfo(w_R.dtype).eps * w_R.shape[0]
+    far = jnp.abs(gap_RR) > tol
+    f_RR = jnp.where(far, 1.0 / jnp.where(far, gap_RR, 1.0), 0.0)
+    return (w_R, q_RR), (jnp.diagonal(dq_RR), q_RR @ (f_RR * dq_RR))
+
+
 def _dual(x_MP: jnp.ndarray) -> Spectral:
-    lam, q = jnp.linalg.eigh(x_MP @ x_MP.T)
+    lam, q = eigh(x_MP @ x_MP.T)
     lam = jnp.maximum(lam, 0.0)
     # Directions at round-off level are the kernel's null space: exactly they carry no
     # signal, but in float32 their X_train.T q is noise that 1/alpha would amplify.
