@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from assocjax.ridge import RidgeCV, brain_score, nested_folds, nested_ridge
+from assocjax.ridge import RidgeCV, brain_score, nested_folds, nested_ridge, prepare_nested, solve_nested
 from ridge_reference import pearson, ridge_cv as reference_cv
 from test_nested import float32_r_tolerance
 from test_ridge import ALPHAS, make_data
@@ -123,7 +123,7 @@ def test_grad_wrt_features_matches_finite_differences_and_solve_reference(p):
             np.testing.assert_allclose(float(jnp.vdot(grad, d)), float(fd), rtol=1e-7)
         # The whole gradient against an independent route: linear solves at the chosen alphas.
         alpha_KT = np.sort(ALPHAS)[np.asarray(nested_ridge(x, y, folds, ALPHAS).alpha_idx_KT)]
-        ref_value, ref_grad = jax.value_and_grad(mean_r_at)(x, y, folds, alpha_KT)
+        ref_value, ref_grad = jax.jit(jax.value_and_grad(lambda x_NP: mean_r_at(x_NP, y, folds, alpha_KT)))(x)
         np.testing.assert_allclose(float(loss(x)), float(ref_value), rtol=1e-12)
         np.testing.assert_allclose(np.asarray(grad), np.asarray(ref_grad), rtol=0, atol=1e-9 * np.abs(ref_grad).max())
 
@@ -136,3 +136,19 @@ def test_folds_are_a_static_argument():
     x32, y32 = jnp.asarray(x, jnp.float32), jnp.asarray(y, jnp.float32)
     np.testing.assert_allclose(score(x32, y32, a, ALPHAS).r_T, nested_ridge(x32, y32, a, ALPHAS).r_T, rtol=0, atol=1e-6)
     assert not np.allclose(score(x32, y32, b, ALPHAS).r_T, score(x32, y32, a, ALPHAS).r_T)
+
+
+def test_runs_z_score_targets_as_the_pipeline_does():
+    """runs_N: the pipeline's per-story target z-scoring inside each fold (prepare_nested's
+    target_runs_N), which changes the result."""
+    x, y, g = make_data(n_groups=4, per_group=24, p=8, t=5)
+    y = y * np.repeat([1.0, 4.0, 0.5, 2.0], 24)[:, None]  # stories at different scales
+    chunk = np.repeat(np.arange(8), 12)  # two chunks per story
+    folds = nested_folds(chunk, outer_folds=4, inner_folds=3, runs_N=g, buffer=2)
+    x32, y32 = jnp.asarray(x, jnp.float32), jnp.asarray(y, jnp.float32)
+    ours = jax.jit(lambda x_NP, y_NT: nested_ridge(x_NP, y_NT, folds, ALPHAS, runs_N=g))(x32, y32)
+    plan, _ = prepare_nested(x, folds, ALPHAS, target_runs_N=g)
+    shell = solve_nested(plan, y32)
+    np.testing.assert_array_equal(ours.alpha_idx_KT, shell.alpha_idx_KT)
+    np.testing.assert_allclose(ours.r_T, shell.r_T, rtol=0, atol=2e-6)
+    assert not np.allclose(ours.r_T, nested_ridge(x32, y32, folds, ALPHAS).r_T, atol=1e-3)
