@@ -75,13 +75,15 @@ def eigh(a_RR: jnp.ndarray):
 def _eigh_jvp(primals, tangents):
     (a_RR,), (da_RR,) = primals, tangents
     w_R, q_RR = eigh(a_RR)
+    # Full float32 products spelled out: autodiff may trace this rule outside `exact_matmuls`.
+    mm = partial(jnp.matmul, precision=jax.lax.Precision.HIGHEST)
     da_RR = (da_RR + da_RR.T) / 2
-    dq_RR = q_RR.T @ da_RR @ q_RR
+    dq_RR = mm(mm(q_RR.T, da_RR), q_RR)
     gap_RR = w_R[None, :] - w_R[:, None]
     tol = jnp.max(jnp.abs(w_R)) * jnp.finfo(w_R.dtype).eps * w_R.shape[0]
     far = jnp.abs(gap_RR) > tol
     f_RR = jnp.where(far, 1.0 / jnp.where(far, gap_RR, 1.0), 0.0)
-    return (w_R, q_RR), (jnp.diagonal(dq_RR), q_RR @ (f_RR * dq_RR))
+    return (w_R, q_RR), (jnp.diagonal(dq_RR), mm(q_RR, f_RR * dq_RR))
 
 
 def _dual(x_MP: jnp.ndarray) -> Spectral:
