@@ -258,7 +258,7 @@ def _refit_predict(outer: FoldSpec, y_NT, alpha_T):
     spec, trm = outer.spec, outer.train_mask_M
     ytr = jnp.take(y_NT, outer.train_idx_R, axis=0, mode="fill", fill_value=0)
     mu_T = solvers._masked_mean(ytr, trm)
-    g_kT = spec.scale_k[:, None] / (spec.eig_k[:, None] + alpha_T[None, :])
+    g_kT = solvers.target_gains(spec, alpha_T)
     return outer.test_proj_Ek @ (g_kT * (spec.basis_Rk.T @ solvers._centre(ytr, trm, mu_T))), mu_T
 
 

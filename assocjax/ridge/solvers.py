@@ -166,6 +166,11 @@ def gains(spec: Spectral, alphas_A: jnp.ndarray) -> jnp.ndarray:
     return spec.scale_k[None, :] / (spec.eig_k[None, :] + alphas_A[:, None])
 
 
+def target_gains(spec: Spectral, alpha_T: jnp.ndarray) -> jnp.ndarray:
+    """gain[j, t] = scale_j / (eig_j + alpha_t), shape (k, T): each target's chosen alpha (the refits)."""
+    return spec.scale_k[:, None] / (spec.eig_k[:, None] + alpha_T[None, :])
+
+
 def _lin_quad(p_Ek, g_Ak, uty_kT, target_ET):
     """lin[a, t] = <P diag(g_a) u_t, target_t> and quad[a, t] = |P diag(g_a) u_t|^2,
     via the cheaper of two exact routes.
@@ -225,8 +230,7 @@ class Fit(NamedTuple):
 
 def refit(spec: Spectral, y_NT, x_mean_P, alpha_T, *, fit_intercept: bool, solver: str) -> Fit:
     y_mean = jnp.mean(y_NT, axis=0) if fit_intercept else jnp.zeros(y_NT.shape[1], y_NT.dtype)
-    g_kT = spec.scale_k[:, None] / (spec.eig_k[:, None] + alpha_T[None, :])
-    w = g_kT * (spec.basis_Rk.T @ (y_NT - y_mean))
+    w = target_gains(spec, alpha_T) * (spec.basis_Rk.T @ (y_NT - y_mean))
     return Fit(get_solver(solver).weights(spec, w), x_mean_P, y_mean)
 
 
