@@ -160,6 +160,22 @@ class NestedFolds(NamedTuple):
     test_groups: tuple[tuple, ...]
     buffer: int
 
+    # Hashable by value, so that folds can be a static argument of jax.jit (`functional`):
+    # the tuple's own == would compare index arrays elementwise.
+    def _key(self):
+        idx = lambda a: np.asarray(a, np.int64).tobytes()  # noqa: E731
+        pairs = lambda fs: tuple((idx(tr), idx(te)) for tr, te in fs)  # noqa: E731
+        return pairs(self.outer), tuple(pairs(f) for f in self.inner), self.test_groups, self.buffer
+
+    def __hash__(self):
+        return hash(self._key())
+
+    def __eq__(self, other):
+        return isinstance(other, NestedFolds) and self._key() == other._key()
+
+    def __ne__(self, other):
+        return not self == other
+
 
 def nested_folds(groups_N: Sequence, outer_folds: int | None = None, inner_folds: int = 5,
                  runs_N: Sequence | None = None, buffer: int = 0) -> NestedFolds:

@@ -8,6 +8,10 @@ held-out predictions and the measured response. Functional core:
     plan = prepare_nested(x_NP, folds, alphas)                      # decompositions, once
     out = solve_nested(plan, y_NT_chunk)                            # one compiled call per chunk
 
+`prepare_nested` is a host shell (fold padding, alphas, layers one by one) around the pure
+`plan_nested`; `functional.nested_ridge` composes `plan_nested` and `solve_nested` for use
+inside jit / vmap / grad.
+
 Everything that depends only on the features (z-scoring with the outer-training rows,
 every inner fold's spectral form, the outer-training decomposition for the refit and the
 projection of the outer test rows on it) is computed once per design and shared by every
@@ -26,7 +30,7 @@ import numpy as np
 from ..alignment import zscore_apply, zscore_fit
 from ..stats import pearson_r
 from . import solvers
-from .folds import NestedFolds, pad_folds
+from .folds import NestedFolds, PaddedFolds, pad_folds
 from .solvers import FoldSpec
 from ..numerics import exact_matmuls
 
@@ -56,7 +60,19 @@ class NestedResult(NamedTuple):
     predictions_NT: jnp.ndarray | None
 
 
-def _pad_nested(folds: NestedFolds, n_samples: int):
+class NestedLayout(NamedTuple):
+    """The host half of a nested plan: the folds as padded index arrays of one static shape
+    each (numpy), known before any feature is seen. `nested_layout` builds it from
+    `NestedFolds`; `plan_nested` (pure) turns it and a design into a `NestedPlan`."""
+
+    outer: PaddedFolds  # leaves (K, ...)
+    inner: PaddedFolds  # leaves (K, J, ...); missing inner folds are empty
+    inner_valid_KJ: np.ndarray
+    tested_N: np.ndarray
+    n_train: int  # the most training rows of any fold (for `resolve_solver`)
+
+
+def nested_layout(folds: NestedFolds, n_samples: int) -> NestedLayout:
     """Outer and inner folds padded to one static shape each; missing inner folds are empty."""
     n_inner = max(len(f) for f in folds.inner)
     empty = (np.zeros(0, np.int64), np.zeros(0, np.int64))
@@ -64,12 +80,37 @@ def _pad_nested(folds: NestedFolds, n_samples: int):
     pin = pad_folds(flat, n_samples)
     pin = type(pin)(*(a.reshape(len(folds.inner), n_inner, -1) for a in pin))
     valid = np.array([[j < len(inner) for j in range(n_inner)] for inner in folds.inner])
-    return pad_folds(list(folds.outer), n_samples), pin, valid
+    pout = pad_folds(list(folds.outer), n_samples)
+    tested = np.zeros(n_samples, dtype=bool)
+    for _, te in folds.outer:
+        tested[te] = True
+    n_train = int(max(pout.train_mask_KR.sum(1).max(), pin.train_mask_KR.sum(-1).max()))
+    return NestedLayout(pout, pin, valid, tested, n_train)
+
+
+def run_onehot(target_runs_N, n_samples: int, dtype) -> np.ndarray:
+    """(N, U) one-hot run (story) of each row, for `plan_nested`'s runs_NU."""
+    ids = np.unique(np.asarray(target_runs_N), return_inverse=True)[1].reshape(-1)
+    if ids.shape != (n_samples,):
+        raise ValueError(f"target_runs_N has {ids.shape[0]} rows, the design {n_samples}")
+    return np.eye(ids.max() + 1, dtype=np.dtype(dtype))[ids]
+
+
+def plan_nested(x_NP, layout: NestedLayout, alphas_A, *, solver: str, standardize: bool = True,
+                runs_NU=None) -> NestedPlan:
+    """The pure half of `prepare_nested` (jit-able, vmap-able, differentiable in x_NP): one
+    design's plan. alphas_A sorted ascending; solver "primal" or "dual" (see
+    `solvers.resolve_solver`); runs_NU from `run_onehot` or None."""
+    outer, inner = _prepare_one(x_NP, pout=tuple(layout.outer), pin=tuple(layout.inner), solver=solver,
+                                standardize=standardize)
+    return NestedPlan(outer, inner, jnp.asarray(layout.inner_valid_KJ), jnp.asarray(layout.tested_N),
+                      alphas_A, None if runs_NU is None else jnp.asarray(runs_NU))
 
 
 def prepare_nested(x_NP, folds: NestedFolds, alphas, *, standardize: bool = True, solver: str = "auto",
                    dtype=jnp.float32, target_runs_N=None) -> tuple[NestedPlan, str]:
-    """Decompose every outer fold's designs once -> (plan, solver used).
+    """Decompose every outer fold's designs once -> (plan, solver used): the host shell of
+    `plan_nested` (fold bookkeeping, alphas sorted in float64, one layer at a time).
 
     x_NP may carry a leading layer axis (L, N, P); the plan's leaves then gain it too.
     standardize z-scores the features with the outer-training rows' statistics (training
@@ -82,29 +123,15 @@ def prepare_nested(x_NP, folds: NestedFolds, alphas, *, standardize: bool = True
     """
     x = np.asarray(x_NP)
     n, p = x.shape[-2:]
-    pout, pin, valid = _pad_nested(folds, n)
-    n_train = max(pout.train_mask_KR.sum(1).max(), pin.train_mask_KR.sum(-1).max())
-    solver = solvers.resolve_solver(solver, int(n_train), p)
-    tested = np.zeros(n, dtype=bool)
-    for _, te in folds.outer:
-        tested[te] = True
+    layout = nested_layout(folds, n)
+    solver = solvers.resolve_solver(solver, layout.n_train, p)
     alphas_A = jnp.asarray(np.sort(np.asarray(alphas, np.float64)), dtype)
-    prep = partial(_prepare_one, pout=jax.device_put(tuple(pout)), pin=jax.device_put(tuple(pin)),
-                   solver=solver, standardize=standardize)
-    layered = x.ndim == 3
-    if layered:  # one layer at a time: bounded memory, one compilation
-        outer, inner = _stack([prep(jnp.asarray(xl, dtype)) for xl in x])
-    else:
-        outer, inner = prep(jnp.asarray(x, dtype))
-    lead = (x.shape[0],) if layered else ()
-    bcast = lambda a: jnp.broadcast_to(jnp.asarray(a), lead + np.shape(a))  # noqa: E731
-    runs = None
-    if target_runs_N is not None:
-        ids = np.unique(np.asarray(target_runs_N), return_inverse=True)[1].reshape(-1)
-        if ids.shape != (n,):
-            raise ValueError(f"target_runs_N has {ids.shape[0]} rows, the design {n}")
-        runs = bcast(np.eye(ids.max() + 1, dtype=np.dtype(dtype))[ids])
-    return NestedPlan(outer, inner, bcast(valid), bcast(tested), bcast(alphas_A), runs), solver
+    runs = None if target_runs_N is None else run_onehot(target_runs_N, n, dtype)
+    layout = layout._replace(outer=jax.device_put(layout.outer), inner=jax.device_put(layout.inner))  # sent once
+    plan = partial(plan_nested, layout=layout, alphas_A=alphas_A, solver=solver, standardize=standardize, runs_NU=runs)
+    if x.ndim == 3:  # one layer at a time: bounded memory, one compilation
+        return _stack([plan(jnp.asarray(xl, dtype)) for xl in x]), solver
+    return plan(jnp.asarray(x, dtype)), solver
 
 
 def _stack(trees):
@@ -231,7 +258,7 @@ def _refit_predict(outer: FoldSpec, y_NT, alpha_T):
     spec, trm = outer.spec, outer.train_mask_M
     ytr = jnp.take(y_NT, outer.train_idx_R, axis=0, mode="fill", fill_value=0)
     mu_T = solvers._masked_mean(ytr, trm)
-    g_kT = spec.scale_k[:, None] / (spec.eig_k[:, None] + alpha_T[None, :])
+    g_kT = solvers.target_gains(spec, alpha_T)
     return outer.test_proj_Ek @ (g_kT * (spec.basis_Rk.T @ solvers._centre(ytr, trm, mu_T))), mu_T
 
 

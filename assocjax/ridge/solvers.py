@@ -57,8 +57,37 @@ def _primal(x_MP: jnp.ndarray) -> Spectral:
     return Spectral(u, s * s, s, vt.T)
 
 
+@jax.custom_jvp
+def eigh(a_RR: jnp.ndarray):
+    """`jnp.linalg.eigh` whose derivative skips pairs of (numerically) equal eigenvalues.
+
+    JAX's rule divides by every eigenvalue gap, so a repeated eigenvalue makes it inf, and
+    a kernel always has one: the zero eigenvalues of its padded rows and of the centring
+    (then inf * 0 = NaN in every gradient). Ridge predictions are spectral functions of the
+    kernel (a degenerate eigenspace enters only through its projector, whatever basis eigh
+    picks in it), so the rotation inside such a space contributes nothing and skipping it
+    is exact; the null space has zero gain (`_dual`). Forward: plain eigh -> (w_R, q_RR)."""
+    w_R, q_RR = jnp.linalg.eigh(a_RR)
+    return w_R, q_RR
+
+
+@eigh.defjvp
+def _eigh_jvp(primals, tangents):
+    (a_RR,), (da_RR,) = primals, tangents
+    w_R, q_RR = eigh(a_RR)
+    # Full float32 products spelled out: autodiff may trace this rule outside `exact_matmuls`.
+    mm = partial(jnp.matmul, precision=jax.lax.Precision.HIGHEST)
+    da_RR = (da_RR + da_RR.T) / 2
+    dq_RR = mm(mm(q_RR.T, da_RR), q_RR)
+    gap_RR = w_R[None, :] - w_R[:, None]
+    tol = jnp.max(jnp.abs(w_R)) * jnp.finfo(w_R.dtype).eps * w_R.shape[0]
+    far = jnp.abs(gap_RR) > tol
+    f_RR = jnp.where(far, 1.0 / jnp.where(far, gap_RR, 1.0), 0.0)
+    return (w_R, q_RR), (jnp.diagonal(dq_RR), mm(q_RR, f_RR * dq_RR))
+
+
 def _dual(x_MP: jnp.ndarray) -> Spectral:
-    lam, q = jnp.linalg.eigh(x_MP @ x_MP.T)
+    lam, q = eigh(x_MP @ x_MP.T)
     lam = jnp.maximum(lam, 0.0)
     # Directions at round-off level are the kernel's null space: exactly they carry no
     # signal, but in float32 their X_train.T q is noise that 1/alpha would amplify.
@@ -137,6 +166,11 @@ def gains(spec: Spectral, alphas_A: jnp.ndarray) -> jnp.ndarray:
     return spec.scale_k[None, :] / (spec.eig_k[None, :] + alphas_A[:, None])
 
 
+def target_gains(spec: Spectral, alpha_T: jnp.ndarray) -> jnp.ndarray:
+    """gain[j, t] = scale_j / (eig_j + alpha_t), shape (k, T): each target's chosen alpha (the refits)."""
+    return spec.scale_k[:, None] / (spec.eig_k[:, None] + alpha_T[None, :])
+
+
 def _lin_quad(p_Ek, g_Ak, uty_kT, target_ET):
     """lin[a, t] = <P diag(g_a) u_t, target_t> and quad[a, t] = |P diag(g_a) u_t|^2,
     via the cheaper of two exact routes.
@@ -196,8 +230,7 @@ class Fit(NamedTuple):
 
 def refit(spec: Spectral, y_NT, x_mean_P, alpha_T, *, fit_intercept: bool, solver: str) -> Fit:
     y_mean = jnp.mean(y_NT, axis=0) if fit_intercept else jnp.zeros(y_NT.shape[1], y_NT.dtype)
-    g_kT = spec.scale_k[:, None] / (spec.eig_k[:, None] + alpha_T[None, :])
-    w = g_kT * (spec.basis_Rk.T @ (y_NT - y_mean))
+    w = target_gains(spec, alpha_T) * (spec.basis_Rk.T @ (y_NT - y_mean))
     return Fit(get_solver(solver).weights(spec, w), x_mean_P, y_mean)
 
 
