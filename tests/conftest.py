@@ -10,6 +10,16 @@ jax.config.update("jax_default_matmul_precision", "highest")
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _drop_compiled_programs():
+    """Drop every compiled program when a test module ends. The suite runs in one process and
+    each XLA CPU executable holds memory maps of its own: the whole suite reached the kernel's
+    limit of 65,530 maps per process (vm.max_map_count) near its end and XLA's compiler
+    segfaulted. A module's programs are rarely reused by the next module."""
+    yield
+    jax.clear_caches()
+
+
 def save_tiny(kind: str, folder: Path, dtype: str = "float32", shard: str | None = None, **overrides) -> Path:
     """Save a tiny random GPT-2 or LLaMA checkpoint (config.json + safetensors) into folder."""
     import torch
