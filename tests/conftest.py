@@ -129,3 +129,20 @@ def save_random_llama(folder: Path, hidden: int, layers: int, heads: int, kv_hea
                tie_word_embeddings=False, hidden_act="silu", torch_dtype=dtype, bos_token_id=1, eos_token_id=2)
     (folder / "config.json").write_text(json.dumps(cfg, indent=2))
     return total, largest
+
+
+def save_peft_adapter(base, config, folder: Path):
+    """A PEFT adapter made by PEFT itself on a transformers model, its B matrices drawn at random
+    (PEFT initialises them to 0, which would hide a wrong mapping), saved into `folder`; the
+    PEFT model (its logits are the reference)."""
+    import peft
+    import torch
+
+    model = peft.get_peft_model(base, config)
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_()
+    model.save_pretrained(folder)
+    return model

@@ -15,6 +15,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, GPTNeoXConfig
 from assocjax.models import forward_logits, from_hf, load_pretrained
 from assocjax.models.generation import generate
 from assocjax.tune import LoraConfig, init_adapters, load_peft, lora_inputs, merge, save_peft
+from conftest import save_peft_adapter
 
 VOCAB = 101
 IDS = np.random.default_rng(0).integers(0, VOCAB, (2, 11))
@@ -241,13 +242,7 @@ def test_peft_made_adapter_loads(folders, tmp_path):
     model, _ = load_pretrained(folder, tokenizer=False)
     cfg, params = model.cfg, model.param_tree()
     base = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
-    pm = peft.get_peft_model(base, peft.LoraConfig(r=2, lora_alpha=5, task_type="CAUSAL_LM"))
-    torch.manual_seed(1)
-    with torch.no_grad():
-        for n, p in pm.named_parameters():
-            if "lora_B" in n:
-                p.normal_()
-    pm.save_pretrained(tmp_path / "peft")
+    pm = save_peft_adapter(base, peft.LoraConfig(r=2, lora_alpha=5, task_type="CAUSAL_LM"), tmp_path / "peft")
     ad, lora = load_peft(tmp_path / "peft", cfg)
     assert lora == LoraConfig(rank=2, alpha=5.0, dropout=0.0, targets=("qkv",))
     with torch.no_grad():

@@ -14,7 +14,7 @@ from assocjax.models.common import Adapter, dense
 from assocjax.models.registry import family
 from assocjax.tune import (TARGETS, LoraConfig, frozen_params, init_adapters, join, load_peft, lora_inputs, merge,
                            parse_layers, save_peft, split_trainable)
-from conftest import save_tiny
+from conftest import save_peft_adapter, save_tiny
 
 import peft  # noqa: E402  (test extras: a missing one must fail, not skip)
 import torch  # noqa: E402
@@ -149,13 +149,7 @@ def test_peft_made_adapter_loads(models, tmp_path):
     base = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
     conf = peft.LoraConfig(r=2, lora_alpha=5, target_modules=["k_proj", "down_proj"], layers_to_transform=[0, 2],
                            task_type="CAUSAL_LM")
-    pm = peft.get_peft_model(base, conf)
-    torch.manual_seed(1)
-    with torch.no_grad():
-        for n, p in pm.named_parameters():
-            if "lora_B" in n:
-                p.normal_()
-    pm.save_pretrained(tmp_path / "peft")
+    pm = save_peft_adapter(base, conf, tmp_path / "peft")
     ad, lora = load_peft(tmp_path / "peft", cfg)
     assert lora == LoraConfig(rank=2, alpha=5.0, dropout=0.0, targets=("k", "down"))
     assert not np.asarray(ad["layers"]["k_lora_b"][1]).any()  # layer 1 is not adapted

@@ -39,6 +39,18 @@ class ParamSpec(NamedTuple):
     role: str  # one of ROLES
 
 
+def layernorm_block_spec(n_layers: int, hidden: int, intermediate: int) -> dict:
+    """The stacked parameters of a block with biased LayerNorms, a fused QKV projection, an
+    output projection and a two-matrix MLP, every projection with a bias: GPT-2's and
+    GPT-NeoX's blocks hold exactly these (they differ in how they use them)."""
+    L, D, F = n_layers, hidden, intermediate
+    M, B, S, _ = ROLES  # matrix, bias, scale, embedding
+    P = ParamSpec
+    return dict(ln1_scale=P((L, D), S), ln1_bias=P((L, D), B), qkv_w=P((L, D, 3 * D), M), qkv_b=P((L, 3 * D), B),
+                out_w=P((L, D, D), M), out_b=P((L, D), B), ln2_scale=P((L, D), S), ln2_bias=P((L, D), B),
+                fc_w=P((L, D, F), M), fc_b=P((L, F), B), proj_w=P((L, F, D), M), proj_b=P((L, D), B))
+
+
 class Rule(NamedTuple):
     """One Hugging Face tensor name (after the model prefix; `{i}` marks a per-layer weight,
     stacked along a new leading axis) -> our leaf path ("layers/q_w"), and how to transform

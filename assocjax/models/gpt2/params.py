@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 from ..config import ModelConfig
-from ..family import ROLES, ParamSpec, Rule
+from ..family import ROLES, ParamSpec, Rule, layernorm_block_spec
 
 
 def param_spec(cfg: ModelConfig) -> dict:
-    L, D, F, V = cfg.n_layers, cfg.hidden, cfg.intermediate, cfg.vocab_size
-    M, B, S, E = ROLES  # matrix, bias, scale, embedding
+    D, V = cfg.hidden, cfg.vocab_size
+    _, B, S, E = ROLES  # matrix, bias, scale, embedding
     P = ParamSpec
-    layers = dict(ln1_scale=P((L, D), S), ln1_bias=P((L, D), B), qkv_w=P((L, D, 3 * D), M), qkv_b=P((L, 3 * D), B),
-                  out_w=P((L, D, D), M), out_b=P((L, D), B), ln2_scale=P((L, D), S), ln2_bias=P((L, D), B),
-                  fc_w=P((L, D, F), M), fc_b=P((L, F), B), proj_w=P((L, F, D), M), proj_b=P((L, D), B))
+    layers = layernorm_block_spec(cfg.n_layers, D, cfg.intermediate)
     return dict(wte=P((V, D), E), wpe=P((cfg.max_positions, D), E), layers=layers, lnf_scale=P((D,), S),
                 lnf_bias=P((D,), B))
 

@@ -4,17 +4,15 @@ transposed to our (in, out)). The fused query_key_value keeps its Hugging Face c
 query_key_value maps onto ours without any permutation."""
 from __future__ import annotations
 
-from ..family import ROLES, ParamSpec, Rule
+from ..family import ROLES, ParamSpec, Rule, layernorm_block_spec
 from .config import NeoXConfig
 
 
 def param_spec(cfg: NeoXConfig) -> dict:
-    L, D, F, V = cfg.n_layers, cfg.hidden, cfg.intermediate, cfg.vocab_size
-    M, B, S, E = ROLES  # matrix, bias, scale, embedding
+    D, V = cfg.hidden, cfg.vocab_size
+    _, B, S, E = ROLES  # matrix, bias, scale, embedding
     P = ParamSpec
-    layers = dict(ln1_scale=P((L, D), S), ln1_bias=P((L, D), B), qkv_w=P((L, D, 3 * D), M), qkv_b=P((L, 3 * D), B),
-                  out_w=P((L, D, D), M), out_b=P((L, D), B), ln2_scale=P((L, D), S), ln2_bias=P((L, D), B),
-                  fc_w=P((L, D, F), M), fc_b=P((L, F), B), proj_w=P((L, F, D), M), proj_b=P((L, D), B))
+    layers = layernorm_block_spec(cfg.n_layers, D, cfg.intermediate)  # GPT-2's block parameters, used in parallel
     return dict(embed=P((V, D), E), layers=layers, lnf_scale=P((D,), S), lnf_bias=P((D,), B))
 
 
