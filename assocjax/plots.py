@@ -66,10 +66,13 @@ def _values(ds, name: str, dims: tuple[str, ...]) -> np.ndarray:
     return np.asarray(ds[name].transpose(*dims).values, np.float64)
 
 
-def plot_layer_curve(scores, path: str | os.PathLike, title: str = "") -> Path:
+def plot_layer_curve(scores, path: str | os.PathLike, title: str = "", best: dict | None = None) -> Path:
     """Score vs layer, one line per region, shaded CI, dashed line at each region's ceiling (its
     mean over layers). `scores`: a score grid (`assocjax.results`) selected down to (region,
-    layer), e.g. `results.present_regions(ds.sel(unit="all"), "both")`."""
+    layer), e.g. `results.present_regions(ds.sel(unit="all"), "both")`. `best` (optional: dict of
+    region, layer, score, ci, optimistic = (layer, score)) marks that region's cross-validated best
+    score (a black diamond with its CI at the layer most often chosen) and the optimistic argmax
+    (an open circle), as `pipeline.best_layer` defines them."""
     ds = _check_grid(scores, ("region", "layer"), ("score", "ci_low", "ci_high"), "plot_layer_curve")
     ds = ds.sortby("layer")
     x = np.asarray(ds["layer"].values, int)
@@ -89,6 +92,8 @@ def plot_layer_curve(scores, path: str | os.PathLike, title: str = "") -> Path:
             any_ceiling = True
             ax.axhline(float(finite.mean()), color=color, ls="--", lw=1.2, alpha=0.8)
     ax.axhline(0.0, color="0.6", lw=0.8, zorder=0)
+    if best is not None:
+        _mark_best(ax, best)
     ax.set_xlabel("layer")
     ax.set_ylabel("brain score (r)")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -102,6 +107,18 @@ def plot_layer_curve(scores, path: str | os.PathLike, title: str = "") -> Path:
     ax.grid(alpha=0.25)
     fig.tight_layout()
     return _save(fig, path)
+
+
+def _mark_best(ax, best: dict) -> None:
+    """The cross-validated best score (diamond, CI bar) and the optimistic argmax (open circle)."""
+    lo, hi = (np.nan if v is None else v for v in best.get("ci", (None, None)))
+    y = best["score"]
+    err = None if not (np.isfinite(lo) and np.isfinite(hi)) else np.clip([[y - lo], [hi - y]], 0, None)
+    ax.errorbar([best["layer"]], [y], yerr=err, fmt="D", color="k", ms=7, capsize=4, zorder=5,
+                label=f"cross-validated best ({best['region']})")
+    if best.get("optimistic") is not None:
+        ol, os_ = best["optimistic"]
+        ax.plot([ol], [os_], "o", mfc="none", mec="k", ms=11, mew=1.4, zorder=5, label=f"optimistic argmax ({best['region']})")
 
 
 def plot_region_bars(scores, path: str | os.PathLike, title: str = "") -> Path:

@@ -45,6 +45,10 @@ GAIN_VARS = ("n_subjects", "base", "new", "change", "change_ci_low", "change_ci_
 SCORE_COLUMNS = ("story", "layer", "region", "hemi", "n_vertices", "fit", "subject", "score", "ci_low", "ci_high",
                  "ceiling", "normalized", "alpha")
 GAIN_COLUMNS = ("comparison", "kind", "layer", "region", "hemi", "fit", "subject") + GAIN_VARS
+# best_layer.csv (`pipeline.best_layer`): per unit, region and hemisphere, the cross-validated best layer
+BEST_COLUMNS = ("story", "region", "hemi", "fit", "subject", "n_subjects", "n_folds", "cv_score", "cv_ci_low",
+                "cv_ci_high", "cv_layer", "cv_layers", "optimistic_layer", "optimistic_score", "optimistic_ci_low",
+                "optimistic_ci_high")
 REGION_COLUMNS = ("region", "level", "hemi", "n_vertices", "mean", "ci_low", "ci_high", "n_subjects")
 _FILL = dict(n_vertices=0, n_subjects=0, significant=False, base_too_small=False, present=False)
 
@@ -197,11 +201,13 @@ def stacked(values: xr.DataArray, present: xr.DataArray) -> tuple[np.ndarray, li
 
 
 def to_rows(ds: xr.Dataset) -> list[dict]:
-    """The tidy rows of a score grid (`SCORE_COLUMNS`), a gains grid (`GAIN_COLUMNS`) or a region
+    """The tidy rows of a score grid (`SCORE_COLUMNS`), a gains grid (`GAIN_COLUMNS`), a best-layer grid
+    (`BEST_COLUMNS`, `pipeline.best_layer`) or a region
     summary (`REGION_COLUMNS`, `rois.region_summary`): one per present (region, hemi) pair and
     label of the other axes, as Python scalars (the CSV writes them with repr, the JSON as
     numbers; `pandas.DataFrame(rows)` works)."""
-    columns = GAIN_COLUMNS if "comparison" in ds.dims else SCORE_COLUMNS if "unit" in ds.dims else REGION_COLUMNS
+    columns = (GAIN_COLUMNS if "comparison" in ds.dims else BEST_COLUMNS if "cv_score" in ds
+               else SCORE_COLUMNS if "unit" in ds.dims else REGION_COLUMNS)
     order = [d for d in ("comparison", "story", "layer", "region", "hemi", "unit") if d in ds.dims]
     shape = tuple(ds.sizes[d] for d in order)
 

@@ -359,7 +359,7 @@ def run_score(cfg: Config, root: Path, model: Path, extra: list[str]) -> dict:
         layers=list(cfg.layers) or f"all ({n_layers})", n_layers_scored=len(cfg.layers) or n_layers,
         memory_gb=cfg.memory_gb, extra=extra, **run, run_json=_stage_timings(got),
         cache_written=_written(folder / "cache", run["t0_unix"]),
-        run_summary={k: got.get("summary", {}).get(k) for k in ("best_layer",)} if got else None,
+        run_summary={k: got.get("summary", {}).get(k) for k in ("cv_best_layer",)} if got else None,
         command=shlex.join(cmd), folder=str(folder), machine_before=machine, load_avg_after=_machine()["load_avg"],
         git=_git(), notes=notes)
     if not cfg.keep_cache:

@@ -21,7 +21,7 @@ ERRORS = (JobFailed,)  # a failed job is one line too: its name, its error and i
 def main(cfg: SweepConfig) -> None:
     for (model, condition), res in run(cfg).items():
         s = res.summary
-        print(f"{model} / {condition}: best layer {s['best_layer']}, r = {s['best_score']:.3f} -> {res.output}")
+        print(f"{model} / {condition}: cross-validated best layer {s['cv_best_layer']}, r = {s['cv_best_score']:.3f} -> {res.output}")
 
 
 if __name__ == "__main__":

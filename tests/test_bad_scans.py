@@ -58,7 +58,7 @@ def test_events_missing_or_empty_leaves_that_subject_out(world, damage):
     scored = {r["subject"] for r in res.rows if r["fit"] == "subject"}
     assert victim not in scored and scored
     assert any(victim in n and str(events) in n for n in res.notes), res.notes
-    assert np.isfinite(res.summary["best_score"])
+    assert np.isfinite(res.summary["cv_best_score"])
 
 
 def test_flat_scan_is_named(world):

@@ -64,7 +64,7 @@ def test_outputs_exist_load_and_agree(run):
         for k in ("score", "ci_low", "ci_high", "ceiling", "normalized", "alpha"):
             np.testing.assert_allclose(_float(c[k]), _float(j[k]), rtol=1e-12, equal_nan=True)
     assert {r["fit"] for r in rows} == {"mean", "subject", "subjects"}
-    assert js["summary"]["best_layer"] == res.summary["best_layer"]
+    assert js["summary"]["cv_best_layer"] == res.summary["cv_best_layer"]
 
     n = TINY.n_vertices
     for i, layer in enumerate(res.layers):
@@ -92,7 +92,7 @@ def test_outputs_exist_load_and_agree(run):
 def test_planted_layer_score_and_ceiling_match_manifest(run):
     cfg, res = run
     manifest = res.manifest
-    assert res.summary["best_layer"] == manifest["planted_layer"] == TINY.planted_layer
+    assert res.summary["cv_best_layer"] == manifest["planted_layer"] == TINY.planted_layer
     scores = res.summary["layer_scores"]
     assert scores[TINY.planted_layer] > max(v for l, v in scores.items() if l != TINY.planted_layer)
 
@@ -159,7 +159,7 @@ def test_kill_and_resume_gives_the_same_numbers(run, tmp_path):
     assert all(p.stat().st_mtime_ns == t for p, t in done.items())  # not rewritten
     np.testing.assert_allclose(res.r_LV, full.r_LV, rtol=1e-5, atol=1e-6)
     xr.testing.assert_allclose(res.scores["score"], full.scores["score"], rtol=1e-5, atol=1e-6)
-    assert res.summary["best_layer"] == full.summary["best_layer"]
+    assert res.summary["cv_best_layer"] == full.summary["cv_best_layer"]
 
 
 def test_cached_layer_lacking_a_field_is_recomputed(run, tmp_path):

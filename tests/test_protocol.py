@@ -36,8 +36,8 @@ def test_null_ar1_scores_zero_with_a_ci_covering_it(null_run):
     scores, run = null_run
     s = scores["summary"]
     assert s["fit"] == "subjects"  # the headline is the per-subject fits averaged over subjects
-    assert abs(s["best_score"]) < 0.01, s
-    assert s["best_ci"][0] <= 0 <= s["best_ci"][1], s
+    assert abs(s["cv_best_score"]) < 0.01, s
+    assert s["cv_best_ci"][0] <= 0 <= s["cv_best_ci"][1], s
     heads = [r for r in scores["rows"] if r["fit"] == "subjects" and r["region"] == "all" and r["hemi"] == "both"]
     assert heads and all(abs(r["score"]) < 0.01 and r["ci_low"] <= 0 <= r["ci_high"] for r in heads)
 

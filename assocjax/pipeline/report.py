@@ -30,10 +30,12 @@ def clean_nans(x):
     return x
 
 
-def write_tables(out: Path, grids, summary: dict) -> list[Path]:
-    """scores.csv and scores.json: the rows of every score grid (`results.to_rows`), in turn."""
+def write_tables(out: Path, grids, summary: dict, best: xr.Dataset) -> list[Path]:
+    """scores.csv and scores.json: the rows of every score grid (`results.to_rows`), in turn;
+    best_layer.csv: the rows of the best-layer grid of the grid the summary reads (`best_layer`)."""
     rows = [r for ds in grids for r in results.to_rows(ds)]
-    return [write_csv(out / "scores.csv", rows), write_json(out / "scores.json", clean_nans(dict(summary=summary, rows=rows)))]
+    return [write_csv(out / "scores.csv", rows), write_json(out / "scores.json", clean_nans(dict(summary=summary, rows=rows))),
+            write_csv(out / "best_layer.csv", results.to_rows(best))]
 
 
 def full(values_XV: np.ndarray, keep_V: np.ndarray) -> np.ndarray:
@@ -87,14 +89,20 @@ def _figures(plots, out, scores, summary, best_map_V, bold, title) -> list[Path]
     head = results.present_regions(scores.sel(unit=results.headline_unit(fit)), summary["hemi"])
     paths = [figs / "layer_curve.png", figs / "region_bars.png"]
     what = "per-subject fits, mean over subjects (subject-bootstrap CI)" if fit == results.HEADLINE else "subject-mean fit"
-    plots.plot_layer_curve(head, paths[0], title=f"{title}: {what}")
-    plots.plot_region_bars(head.sel(layer=summary["best_layer"]), paths[1], title=f"{title}: layer {summary['best_layer']}")
+    s = summary
+    cv = f"CV best layer {s['cv_best_layer']}: r = {s['cv_best_score']:.3f}"
+    plots.plot_layer_curve(head, paths[0], title=f"{title}: {what}\n{cv} ({s['region']}; optimistic argmax "
+                           f"layer {s['optimistic_layer']}: {s['optimistic_score']:.3f})",
+                           best=dict(region=s["region"], layer=s["cv_best_layer"], score=s["cv_best_score"],
+                                     ci=s["cv_best_ci"], optimistic=(s["optimistic_layer"], s["optimistic_score"])))
+    layer = s["cv_best_layer"]
+    plots.plot_region_bars(head.sel(layer=layer), paths[1], title=f"{title}: layer {layer} (CV best layer)")
     if bold.brain_mask is None:
         n = max(bold.hemi_sizes)
         per_hemi = {h: best_map_V[sum(bold.hemi_sizes[:i]):sum(bold.hemi_sizes[:i + 1])] for i, h in enumerate(bold.hemis)}
         values = np.concatenate([per_hemi.get(h, np.full(n, np.nan, np.float32)) for h in "LR"])
         surface = figs / "surface_best_layer.png"
-        plots.plot_surface(values, n, surface, title=f"{title}: layer {summary['best_layer']} r")
+        plots.plot_surface(values, n, surface, title=f"{title}: layer {layer} (CV best layer) r")
         paths.append(surface)  # absent when the mesh is not fsaverage5/6/7: filtered below
     return [p for p in paths if p.is_file()]
 
@@ -111,25 +119,27 @@ def _incomplete(info: dict) -> str:
 def summary_text(summary: dict, info: dict) -> str:
     s = summary
     per_subject = s["fit"] == results.HEADLINE
-    lo, hi = s["best_ci"]
-    ci = "" if lo is None or np.isnan(lo) else f" (95% CI over subjects {lo:.3f}..{hi:.3f})"
+    ci = lambda lo, hi: "" if lo is None or np.isnan(lo) else f" (95% CI over subjects {lo:.3f}..{hi:.3f})"  # noqa: E731
     what = (f"per-subject fits averaged over {info['n_subjects']} subjects" if per_subject else "subject-mean fit")
     if not info.get("pooled", True):
         what += ("; each story fitted with its own listeners, a subject's score averaged over its stories "
                  "weighted by TRs" if per_subject else "; stories averaged weighted by TRs")
+    counts = ", ".join(f"{l}: {c}" for l, c in s["cv_layer_counts"].items())
+    unit = "each subject's" if per_subject else "the fit's"
     lines = [
         f"{info['n_layers']} layers of {info['model']} on {info['n_subjects']} subject(s), {info['n_stories']} "
         f"stories ({info['n_trs']} TRs, {info['n_targets']} {info['targets']})",
-        f"best layer {s['best_layer']}: brain score r = {s['best_score']:.3f}{ci} ({what}, mean over {WHOLE} "
-        f"{info['targets']}{_incomplete(info)})",
+        f"cross-validated best layer {s['cv_best_layer']}: brain score r = {s['cv_best_score']:.3f}"
+        f"{ci(*s['cv_best_ci'])} ({what}, mean over {WHOLE} {info['targets']}{_incomplete(info)}; for each outer "
+        f"fold the layer best on {unit} other folds, scored on the held-out fold; layers chosen over the folds: "
+        f"{counts})",
         f"ceiling (max r) {s['ceiling']:.3f}, normalized score {s['normalized']:.3f}",
+        f"optimistic best layer {s['optimistic_layer']}: r = {s['optimistic_score']:.3f}{ci(*s['optimistic_ci'])} "
+        "(the argmax over layers, chosen and scored on the same folds: biased upwards)",
     ]
-    if "cv_best_score" in s:
-        lines.append(f"cross-validated best layer: r = {s['cv_best_score']:.3f} (layer chosen on the other outer "
-                     f"folds, per fold: {', '.join(map(str, s['cv_best_layers']))})")
     if per_subject and np.isfinite(s.get("mean_fit_score", np.nan)):
-        lines.append(f"subject-mean fit at layer {s['best_layer']}: r = {s['mean_fit_score']:.3f} "
-                     f"(ceiling {s['mean_fit_ceiling']:.3f})")
+        lines.append(f"subject-mean fit at layer {s['cv_best_layer']}: r = {s['mean_fit_score']:.3f} "
+                     f"(ceiling {s['mean_fit_ceiling']:.3f}; its cross-validated best: {s['mean_fit_cv_score']:.3f})")
     lines.append("per layer: " + ", ".join(f"{l}: {v:.3f}" for l, v in s["layer_scores"].items()))
     if "alpha_grid_edges" in s:
         lines.append(grid_edges.summary_line(s["alpha_grid_edges"]))

@@ -29,7 +29,7 @@ from ..outputs import OutputFolder
 from . import aggregate
 from . import bold as bold_mod
 from . import budget as budget_mod
-from . import grid_edges, report, store, tables, tuned
+from . import best_layer, grid_edges, report, store, tables, tuned
 from .assets import ensure_builtin, planting
 from .bold import Bold
 from .config import ScoreConfig, check_options
@@ -44,7 +44,8 @@ class ScoreResult:
     over stories when there are several, story "all"); stories: every story's own grid; `rows` /
     `story_rows`: the same as the tidy rows of scores.csv. r_LV / max_r_V: the subject-mean
     fit's per-vertex score (fold-mean r) of each scored layer and its ceiling, on every vertex of
-    the space (TR-weighted over stories; NaN where there is no data)."""
+    the space (TR-weighted over stories; NaN where there is no data). best: the best-layer grid of
+    `scores` (`best_layer`; best_layer.csv): the cross-validated best layer per unit, region, hemi."""
 
     output: Path
     summary: dict
@@ -60,6 +61,7 @@ class ScoreResult:
     manifest: dict | None
     files: list[Path]
     notes: tuple[str, ...]
+    best: xr.Dataset | None = None
 
     @property
     def rows(self) -> list[dict]:
@@ -176,23 +178,25 @@ class Tables:
     summary: dict
     r_LV: np.ndarray
     max_r_V: np.ndarray
+    best: xr.Dataset
 
 
-def _group_scores(cfg: ScoreConfig, g: Group, atlas) -> tuple[xr.Dataset, np.ndarray]:
-    """(the group's score grid, story = its name; its (L, K) headline score per outer fold)."""
+def _group_scores(cfg: ScoreConfig, g: Group, atlas, several: bool) -> tuple[xr.Dataset, tuple]:
+    """(the group's score grid, story = its name; its fold scores for the best layer
+    (`best_layer.fold_scores`) with `best_layer.group_units`' flag)."""
     hemi_V = np.repeat(np.asarray(g.bold.hemis or ("",)), g.bold.hemi_sizes)
     regs = tables.regions(atlas, hemi_V, g.bold.keep_V)
     subjects = g.sel.subjects if g.fit.per_subject else ()
     ds = tables.group_scores(g.sel.layers, g.results, g.ceiling, g.fit.alphas, subjects, regs,
                              cfg.ceiling.min_ceiling, cfg.report.n_boot, cfg.report.ci, cfg.seed, story=g.name)
-    whole = next(m for name, h, m in regs if name == tables.WHOLE and h in ("both", regs[0][1]))
-    return ds, np.stack([tables.fold_headline(g.results[l], whole) for l in g.sel.layers])
+    units, alone = best_layer.group_units(g.sel.subjects, g.fit.per_subject, several)
+    return ds, (best_layer.fold_scores(g.results, g.sel.layers, units, regs, g.bold.n_rows), alone)
 
 
 def _tables(cfg: ScoreConfig, sel: Selection, groups: list[Group], atlases) -> Tables:
     """Every group's score grid, the grid the summary reads (combined over groups when several),
-    the summary (best layer, cross-validated best layer over all groups' outer folds) and the maps."""
-    parts = [_group_scores(cfg, g, atlases[g.name]) for g in groups]
+    its best-layer grid (`best_layer`: the layer chosen on other outer folds), the summary and the maps."""
+    parts = [_group_scores(cfg, g, atlases[g.name], len(groups) > 1) for g in groups]
     stories = tuple(ds for ds, _ in parts)
     weights = [g.bold.n_rows for g in groups]
     if len(groups) == 1:
@@ -200,27 +204,26 @@ def _tables(cfg: ScoreConfig, sel: Selection, groups: list[Group], atlases) -> T
     else:
         scores = aggregate.combine([(ds, w, g.sel.subjects) for (ds, _), w, g in zip(parts, weights, groups)],
                                    cfg.report.n_boot, cfg.report.ci, cfg.seed, cfg.ceiling.min_ceiling)
-    folds_LK = np.concatenate([f for _, f in parts], axis=1)
-    fold_w = np.concatenate([np.full(f.shape[1], w / f.shape[1]) for (_, f), w in zip(parts, weights)])
-    summary = tables.summary(scores, folds_LK, sel.layers, fold_w)
+    best = best_layer.best_layers(scores, [f for _, f in parts], cfg.report.n_boot, cfg.report.ci, cfg.seed)
+    summary = tables.summary(scores, best, cfg.ceiling.min_ceiling)
     r_GLV = [report.full(np.stack([tables.fold_mean(g.results[l]["r_folds"])[-1] for l in sel.layers]), g.bold.keep_V)
              for g in groups]
     max_GV = [report.full(g.ceiling["max_r"], g.bold.keep_V) for g in groups]
     return Tables(scores, stories, summary, aggregate.weighted_maps(r_GLV, weights).astype(np.float32),
-                  aggregate.weighted_maps(max_GV, weights).astype(np.float32))
+                  aggregate.weighted_maps(max_GV, weights).astype(np.float32), best)
 
 
 def _write(out: Path, cfg: ScoreConfig, sel: Selection, bold: Bold, t: Tables, label: str):
     """Tables, maps and figures into `out` (the output's staging folder) -> (paths written, notes)."""
     grids = t.stories if len(t.stories) == 1 else t.stories + (t.scores,)
-    files = report.write_tables(out, grids, t.summary)
+    files = report.write_tables(out, grids, t.summary, t.best)
     if cfg.report.maps:
         norm = np.asarray(normalized_score(jnp.asarray(t.r_LV), jnp.asarray(t.max_r_V), cfg.ceiling.min_ceiling))
         for i, layer in enumerate(sel.layers):
             files += report.write_maps(out, bold, layer, np.stack([t.r_LV[i], t.max_r_V, norm[i]]))
     notes = []
     if cfg.report.figures:
-        best = sel.layers.index(t.summary["best_layer"])
+        best = sel.layers.index(t.summary["cv_best_layer"])
         figs, note = report.write_figures(out, t.scores, t.summary, t.r_LV[best], bold, label)
         files, notes = files + figs, [note] if note else []
     return files, notes
@@ -341,4 +344,4 @@ def _score(cfg: ScoreConfig, out: OutputFolder | None, t0: float) -> ScoreResult
     return ScoreResult(output=Path(cfg.output), summary=t.summary, scores=t.scores, stories=t.stories,
                        layers=sel.layers, r_LV=t.r_LV, max_r_V=t.max_r_V, computed={g.name: g.computed for g in groups},
                        results_dirs={g.name: g.folder for g in groups}, data_root=root, model_path=sel.model_folder,
-                       manifest=manifest, files=files, notes=tuple(notes))
+                       manifest=manifest, files=files, notes=tuple(notes), best=t.best)

@@ -25,13 +25,12 @@ n_vertices = the region's vertices the unit's score averages: a subject's own (w
 """
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 
 import xarray as xr
 
 from .. import results, rois
+from . import best_layer
 from ..ceiling import others_reliability
 from ..results import MEAN, WHOLE, normalized
 from ..stats import bootstrap_indices, bootstrap_mean_ci
@@ -127,41 +126,16 @@ def group_scores(layers, results_by_layer: dict, ceil: dict, alphas: np.ndarray,
                                         ci, seed, story) for l in layers], "layer")
 
 
-def fold_headline(res: dict, whole_V: np.ndarray) -> np.ndarray:
-    """(K,) the headline score of each outer fold over the whole-brain vertices: mean over the
-    subjects' fits (or the mean fit alone) of their mean r over the vertices."""
-    r = res["r_folds"][:, :, whole_V]                                  # (K, F, V)
-    fits = r[:, :-1] if r.shape[1] > 1 else r
-    with warnings.catch_warnings():  # a fold where a fit has no finite vertex is NaN, not an error
-        warnings.simplefilter("ignore", RuntimeWarning)
-        return np.nanmean(np.nanmean(fits, axis=2), axis=1)
+def summary(ds: xr.Dataset, best: xr.Dataset, min_ceiling: float = 0.05) -> dict:
+    """The whole-brain summary (region "all", both hemispheres or the only one) of the headline fit:
+    the cross-validated best layer and score (`best_layer`, the headline of every report), the
+    optimistic argmax beside it, the ceiling and the subject-mean fit at the CV layer, the
+    per-layer scores, and per region and hemisphere the headline's best-layer rows (`regions`).
 
-
-def cv_best_layer(layers, folds_LK: np.ndarray, weights_K=None) -> dict:
-    """Best layer chosen without its test data: for each outer fold k, the layer with the best
-    (weighted) mean score over the OTHER outer folds, scored on fold k; the (weighted) mean over
-    k is the unbiased counterpart of the plain argmax (which picks and reports on the same
-    data). Folds of several stories pool, weighted by their rows (`weights_K`)."""
-    s = np.asarray(folds_LK, np.float64)
-    n_folds = s.shape[1]
-    w = np.ones(n_folds) if weights_K is None else np.asarray(weights_K, np.float64)
-    chosen, scores = [], []
-    for k in range(n_folds):
-        rest, wr = np.delete(s, k, axis=1), np.delete(w, k)
-        ok = np.isfinite(rest)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            others = (np.where(ok, rest, 0) * wr).sum(1) / (ok * wr).sum(1)
-        pick = int(np.argmax(np.where(np.isfinite(others), others, -np.inf)))
-        chosen.append(int(layers[pick]))
-        scores.append(float(s[pick, k]))
-    ok = np.isfinite(scores)
-    best = float(np.sum(np.asarray(scores)[ok] * w[ok]) / np.sum(w[ok])) if ok.any() else np.nan
-    return dict(cv_best_score=best, cv_best_layers=chosen, cv_fold_scores=scores)
-
-
-def summary(ds: xr.Dataset, folds_LK: np.ndarray | None = None, layers=(), weights_K=None) -> dict:
-    """Best layer of the headline fit over every vertex (region "all", both hemispheres or the only
-    one), the subject-mean fit at that layer, and the cross-validated best layer (`cv_best_layer`)."""
+    Keys (changed in issue 23: the old `best_layer` / `best_score` / `best_ci` were the argmax,
+    chosen and scored on the same data; they are gone, so a script reading them fails instead
+    of reading another number): cv_best_layer (the mode of the layers chosen over the folds),
+    cv_best_score, cv_best_ci, cv_layer_counts; optimistic_layer, optimistic_score, optimistic_ci."""
     fit = results.headline_fit(ds)
     hemi = results.whole_hemi(ds)
     whole = ds.sel(region=WHOLE, hemi=hemi)
@@ -170,13 +144,22 @@ def summary(ds: xr.Dataset, folds_LK: np.ndarray | None = None, layers=(), weigh
     if not np.isfinite(score_L).any():
         raise ValueError("every layer's brain score is NaN: no vertex had a usable fit "
                          "(check the delays, the story lengths and the data's vertices)")
-    best = head.isel(layer=int(np.nanargmax(score_L)))
-    mean = whole.sel(unit=MEAN, layer=best["layer"])
-    out = dict(fit=fit, best_layer=int(best["layer"]), best_score=float(best["score"]),
-               best_ci=[float(best["ci_low"]), float(best["ci_high"])], ceiling=float(best["ceiling"]),
-               normalized=float(best["normalized"]), region=WHOLE, hemi=hemi,
-               layer_scores=dict(zip(head["layer"].values.tolist(), score_L.tolist())),
-               mean_fit_score=float(mean["score"]), mean_fit_ceiling=float(mean["ceiling"]))
-    if folds_LK is not None and len(layers) > 1:
-        out |= cv_best_layer(layers, folds_LK, weights_K)
-    return out
+    b = best.sel(unit=results.headline_unit(fit), region=WHOLE, hemi=hemi)
+    layer = int(b["cv_layer"])
+    at = head.sel(layer=layer) if layer in head["layer"].values else None
+    ceiling = float(at["ceiling"]) if at is not None else np.nan
+    mean = whole.sel(unit=MEAN, layer=layer) if at is not None else None
+    counts = {int(l): int(c) for l, c in (x.split(":") for x in str(b["cv_layers"].item()).split())}
+    rows = results.to_rows(best_layer.headline(best))
+    return dict(fit=fit, region=WHOLE, hemi=hemi,
+                cv_best_layer=layer, cv_best_score=float(b["cv_score"]),
+                cv_best_ci=[float(b["cv_ci_low"]), float(b["cv_ci_high"])], cv_layer_counts=counts,
+                optimistic_layer=int(b["optimistic_layer"]), optimistic_score=float(b["optimistic_score"]),
+                optimistic_ci=[float(b["optimistic_ci_low"]), float(b["optimistic_ci_high"])],
+                ceiling=ceiling, normalized=float(results.normalized(float(b["cv_score"]), ceiling, min_ceiling)),
+                layer_scores=dict(zip(head["layer"].values.tolist(), score_L.tolist())),
+                mean_fit_score=float(mean["score"]) if mean is not None else np.nan,
+                mean_fit_ceiling=float(mean["ceiling"]) if mean is not None else np.nan,
+                mean_fit_cv_score=float(best.sel(unit=MEAN, region=WHOLE, hemi=hemi)["cv_score"]),
+                regions=[{k: r[k] for k in ("region", "hemi", "cv_score", "cv_ci_low", "cv_ci_high", "cv_layer",
+                                             "optimistic_layer", "optimistic_score")} for r in rows])
