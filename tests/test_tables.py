@@ -1,5 +1,5 @@
 """Region summaries of the score pipeline: ceilings near 0 on noise, scores and ceilings over
-the same vertices, the subject-level headline and the cross-validated best layer."""
+the same vertices, the subject-level headline (the best layer: tests/test_best_layer.py)."""
 import numpy as np
 import pytest
 
@@ -32,45 +32,6 @@ def test_subject_ceiling_from_region_means():
     score = rng.normal(0, 0.05, (s, v))
     _, c, _, _ = tables.subject_ceilings(ceil, score, np.ones((1, v)))
     assert np.all(c[:, 0] < 0.1)  # noise: no subject ceiling to speak of
-
-
-def test_cv_best_layer_chooses_on_other_folds():
-    folds = np.array([[0.10, 0.10, 0.10, 0.50],    # layer 0: great on fold 3 only
-                      [0.20, 0.20, 0.20, 0.00],    # layer 1
-                      [0.00, 0.30, 0.00, 0.00]])   # layer 2: lucky on fold 1
-    got = tables.cv_best_layer([0, 1, 2], folds)
-    # fold 0: others' means (0.23, 0.13, 0.1) -> layer 0 scores 0.10; fold 1 -> layer 0 (0.23 vs 0.13) 0.10;
-    # fold 2 -> layer 0 scores 0.10; fold 3: (0.10, 0.20, 0.10) -> layer 1 scores 0.00
-    assert got["cv_best_layers"] == [0, 0, 0, 1]
-    assert got["cv_best_score"] == pytest.approx(np.mean([0.1, 0.1, 0.1, 0.0]))
-    assert folds.mean(1).max() > got["cv_best_score"]   # the plain argmax is optimistic
-
-
-def _grid(head, mean=None, hemi="both"):
-    """A score grid over layers of one region: the headline unit (or none) and the mean fit."""
-    from assocjax import results
-
-    mean = head if mean is None else mean
-    subjects = ("a",) if head is not None else ()
-    layers = range(len(mean))
-    parts = []
-    for l in layers:
-        s = np.array([head[l], head[l], mean[l]] if subjects else [mean[l]])[:, None]
-        parts.append(results.scores(l, subjects, [("all", hemi)], score=s, ci_low=s - 0.01, ci_high=s + 0.01,
-                                    ceiling=np.full_like(s, 0.5), normalized=s / 0.5, alpha=np.ones_like(s),
-                                    n_vertices=np.ones(s.shape, int)))
-    return results.concat(parts, "layer")
-
-
-def test_summary_headline_and_all_nan_error():
-    s = tables.summary(_grid([0.1, 0.3, 0.2], mean=[0.2, 0.25, 0.4]))
-    assert s["fit"] == "subjects" and s["best_layer"] == 1 and s["mean_fit_score"] == 0.25
-    assert s["best_ci"] == [0.3 - 0.01, 0.3 + 0.01] and s["layer_scores"] == {0: 0.1, 1: 0.3, 2: 0.2}
-    assert tables.summary(_grid(None, mean=[0.1, 0.3]))["fit"] == "mean"
-    one_hemi = tables.summary(_grid([0.1, 0.3], hemi="L"))   # no "both": the only hemisphere
-    assert one_hemi["hemi"] == "L" and one_hemi["best_layer"] == 1
-    with pytest.raises(ValueError, match="every layer's brain score is NaN"):
-        tables.summary(_grid([np.nan, np.nan]))
 
 
 def _group(story, subjects, own, mean, n_own, n_mean):

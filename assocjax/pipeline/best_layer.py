@@ -59,13 +59,13 @@ def fold_scores(results_by_layer: dict, layers, units, regs, weight: float) -> F
                       np.stack(per), float(weight))
 
 
-def group_units(subjects, per_subject: bool, several_groups: bool) -> tuple[list[str], bool]:
-    """(the units of a group's fits, whether its only fit also stands for its one listener): the
+def group_units(subjects, per_subject: bool, several_groups: bool) -> tuple[list[str], str | None]:
+    """(the units of a group's fits, the listener its only fit also stands for, or None): the
     subjects then the mean with per-subject fits; else the mean fit, which is the listener's own
     fit in a combination of several groups when the group has one listener (`aggregate.own_fits`)."""
     if per_subject:
-        return list(subjects) + [MEAN], False
-    return [MEAN], several_groups and len(subjects) == 1
+        return list(subjects) + [MEAN], None
+    return [MEAN], subjects[0] if several_groups and len(subjects) == 1 else None
 
 
 def cv_select(scores_LKX: np.ndarray, weights_K) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -91,14 +91,14 @@ def cv_select(scores_LKX: np.ndarray, weights_K) -> tuple[np.ndarray, np.ndarray
     return pick_KX, held_KX, cv_X
 
 
-def _pooled(parts: list[tuple[FoldScores, bool]], units, pairs) -> tuple[np.ndarray, np.ndarray]:
+def _pooled(parts: list[tuple[FoldScores, str | None]], units, pairs) -> tuple[np.ndarray, np.ndarray]:
     """(L, K, U, R) every group's fold scores on the same units and pairs (NaN where a group lacks
     one), the groups' folds one after another; (K,) each fold's weight = its group's TRs / folds."""
     blocks, weights = [], []
     for fs, alone in parts:
         have = dict(zip(fs.units, range(len(fs.units))))
-        if alone:   # the one listener's own fit is the group's only (mean) fit
-            have |= {u: have[MEAN] for u in units if u != MEAN}
+        if alone is not None:   # the one listener's own fit is the group's only (mean) fit
+            have[alone] = have[MEAN]
         at = dict(zip(fs.pairs, range(len(fs.pairs))))
         out = np.full(fs.scores_LKUR.shape[:2] + (len(units), len(pairs)), np.nan)
         ui = [(i, have[u]) for i, u in enumerate(units) if u in have]
@@ -129,10 +129,10 @@ def subject_ci(scores_SX: np.ndarray, n_boot: int, ci: float, seed: int):
     return bootstrap_mean_ci(scores_SX, bootstrap_indices(scores_SX.shape[0], n_boot, seed), ci)
 
 
-def best_layers(grid: xr.Dataset, parts: list[tuple[FoldScores, bool]], n_boot: int, ci: float,
+def best_layers(grid: xr.Dataset, parts: list[tuple[FoldScores, str | None]], n_boot: int, ci: float,
                 seed: int) -> xr.Dataset:
     """The best-layer grid (module doc) of a score grid (one group's, or the combined one) from
-    its groups' fold scores (`fold_scores`, each with `group_units`' flag)."""
+    its groups' fold scores (`fold_scores`, each with `group_units`' listener or None)."""
     layers = [int(l) for l in grid["layer"].values]
     if any(list(fs.layers) != layers for fs, _ in parts):
         raise ValueError(f"best layer: the groups' layers {[fs.layers for fs, _ in parts]} differ from the grid's {layers}")

@@ -183,7 +183,7 @@ class Tables:
 
 def _group_scores(cfg: ScoreConfig, g: Group, atlas, several: bool) -> tuple[xr.Dataset, tuple]:
     """(the group's score grid, story = its name; its fold scores for the best layer
-    (`best_layer.fold_scores`) with `best_layer.group_units`' flag)."""
+    (`best_layer.fold_scores`) with `best_layer.group_units`' listener or None)."""
     hemi_V = np.repeat(np.asarray(g.bold.hemis or ("",)), g.bold.hemi_sizes)
     regs = tables.regions(atlas, hemi_V, g.bold.keep_V)
     subjects = g.sel.subjects if g.fit.per_subject else ()
