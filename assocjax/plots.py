@@ -265,3 +265,48 @@ def plot_gains(gains, path: str | os.PathLike, fdr: float = 0.05, hemi: str = "b
     fig.suptitle(title or f"score change vs baseline ({hemi}; {'subject mean, 95% CI' if fit == HEADLINE else 'group fit'})")
     fig.tight_layout(rect=(0, 0.08 + 0.04 * (len(handles) > 4), 1, 0.95))
     return _save(fig, path)
+
+
+def plot_depth_curves(curves: dict, path: str | os.PathLike, hemi: str = "both", title: str = "") -> Path:
+    """Models of different depth on one axis: each model's headline score (its CI shaded) against
+    relative depth = layer / number of blocks (0 = embeddings, 1 = the last block), one panel per
+    region, a diamond at the model's cross-validated best score (at the relative depth of the layer
+    most often chosen). `curves`: name -> (its score grid, its best-layer headline
+    (`pipeline.best_layer.headline`), its number of blocks)."""
+    if not curves:
+        raise ValueError("plot_depth_curves: no model to plot")
+    first = next(iter(curves.values()))[0]
+    hemi = hemi if hemi in first["hemi"].values else str(first["hemi"].values[0])
+    regions = [str(r) for r in present_regions(first, hemi)["region"].values]
+    cols = min(3, len(regions))
+    nrows = math.ceil(len(regions) / cols)
+    fig = _new_figure((4.2 * cols, 3.2 * nrows + 0.6))
+    axes = [fig.add_subplot(nrows, cols, i + 1) for i in range(len(regions))]
+    for i, (name, (grid, best, n_blocks)) in enumerate(curves.items()):
+        fit = HEADLINE if has_fit(grid, HEADLINE) else MEAN
+        head = present_regions(grid.sel(unit=ALL if fit == HEADLINE else MEAN), hemi).sortby("layer")
+        x = np.asarray(head["layer"].values, float) / n_blocks
+        for ax, region in zip(axes, regions):
+            if region not in head["region"].values:
+                continue
+            at = head.sel(region=region)
+            y, lo, hi = (np.asarray(at[k].values, np.float64) for k in ("score", "ci_low", "ci_high"))
+            ax.plot(x, y, "-o", ms=3, color=f"C{i % 10}", label=f"{name} ({n_blocks} blocks)")
+            ok = np.isfinite(lo) & np.isfinite(hi)
+            if ok.any():
+                ax.fill_between(x, lo, hi, where=ok, color=f"C{i % 10}", alpha=0.2, lw=0)
+            b = best.sel(region=region, hemi=hemi)
+            if bool(b["present"]) and int(b["cv_layer"]) >= 0:
+                ax.plot([int(b["cv_layer"]) / n_blocks], [float(b["cv_score"])], "D", color=f"C{i % 10}", mec="k", ms=7)
+    for ax, region in zip(axes, regions):
+        ax.set_title(region, fontsize=10)
+        ax.axhline(0.0, color="0.6", lw=0.8, zorder=0)
+        ax.set_xlim(-0.05, 1.05)
+        ax.set_xlabel("relative depth (layer / blocks)")
+        ax.set_ylabel("brain score (r)")
+        ax.grid(alpha=0.25)
+    axes[0].plot([], [], "D", color="0.5", mec="k", label="cross-validated best")
+    axes[0].legend(fontsize=7, frameon=False)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return _save(fig, path)

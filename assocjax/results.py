@@ -49,6 +49,10 @@ GAIN_COLUMNS = ("comparison", "kind", "layer", "region", "hemi", "fit", "subject
 BEST_COLUMNS = ("story", "region", "hemi", "fit", "subject", "n_subjects", "n_folds", "cv_score", "cv_ci_low",
                 "cv_ci_high", "cv_layer", "cv_layers", "optimistic_layer", "optimistic_score", "optimistic_ci_low",
                 "optimistic_ci_high")
+# models.csv (`pipeline.models_compare`): models of different depth, each at its cross-validated best layer
+DEPTH_COLUMNS = ("comparison", "kind", "region", "hemi", "base_model", "new_model", "base_layer", "base_depth",
+                 "new_layer", "new_depth", "n_subjects", "base", "new", "change", "change_ci_low", "change_ci_high",
+                 "p", "q", "significant")
 REGION_COLUMNS = ("region", "level", "hemi", "n_vertices", "mean", "ci_low", "ci_high", "n_subjects")
 _FILL = dict(n_vertices=0, n_subjects=0, significant=False, base_too_small=False, present=False)
 
@@ -202,11 +206,12 @@ def stacked(values: xr.DataArray, present: xr.DataArray) -> tuple[np.ndarray, li
 
 def to_rows(ds: xr.Dataset) -> list[dict]:
     """The tidy rows of a score grid (`SCORE_COLUMNS`), a gains grid (`GAIN_COLUMNS`), a best-layer grid
-    (`BEST_COLUMNS`, `pipeline.best_layer`) or a region
+    (`BEST_COLUMNS`, `pipeline.best_layer`), a depth grid (`DEPTH_COLUMNS`, `pipeline.models_compare`) or a region
     summary (`REGION_COLUMNS`, `rois.region_summary`): one per present (region, hemi) pair and
     label of the other axes, as Python scalars (the CSV writes them with repr, the JSON as
     numbers; `pandas.DataFrame(rows)` works)."""
-    columns = (GAIN_COLUMNS if "comparison" in ds.dims else BEST_COLUMNS if "cv_score" in ds
+    columns = (DEPTH_COLUMNS if "base_layer" in ds else GAIN_COLUMNS if "comparison" in ds.dims
+               else BEST_COLUMNS if "cv_score" in ds
                else SCORE_COLUMNS if "unit" in ds.dims else REGION_COLUMNS)
     order = [d for d in ("comparison", "story", "layer", "region", "hemi", "unit") if d in ds.dims]
     shape = tuple(ds.sizes[d] for d in order)

@@ -7,6 +7,8 @@ subjects' region scores:
     F  = R(augmented) - R(plain)            each augmentation condition vs the plain stories
     M  = (R(tuned) - R(base)) / R(base)     each --compare.models folder vs --model.path; a cross-fit
                                             folder scores each story with the fold model that held it out
+                                            (same architecture and depth only: a model of another architecture
+                                            or depth is compared at its best layer, `models_compare`)
     contrast = R(A) - R(B)                  every pair of conditions (e.g. associative vs random)
 with the statistics of `assocjax.gains` / `assocjax.stats` (paired subject bootstrap CI, sign-flip p, BH q over
 the layer x region x hemisphere keys of one comparison), as a gains grid (`assocjax.results`).
@@ -27,6 +29,7 @@ from ..gains import paired_change
 from ..io import atomic_write_text, write_csv, write_json
 from ..outputs import OutputFolder
 from ..stats import bh_fdr
+from . import models_compare
 from .config import ScoreConfig, check_options
 from .inputs import condition_name, read_augmentations, resolve_layers
 from .report import clean_nans
@@ -39,13 +42,14 @@ BASELINE = "plain"
 class Comparison:
     output: Path
     runs: dict[str, ScoreResult]   # condition -> its run (BASELINE first)
-    gains: xr.Dataset              # every comparison's gains grid (`assocjax.results`)
+    gains: xr.Dataset | None       # every comparison's gains grid (`assocjax.results`); None: depth comparisons only
     files: list[Path]
+    depth: xr.Dataset | None = None  # models of another architecture or depth (`models_compare`; models.csv)
 
     @property
     def rows(self) -> list[dict]:
         """gains.csv's rows."""
-        return results.to_rows(self.gains)
+        return results.to_rows(self.gains) if self.gains is not None else []
 
 
 def augmentation_conditions(files) -> dict[str, list[Path]]:
@@ -130,31 +134,40 @@ def _compare(cfg: ScoreConfig, names, conditions: dict, folder: OutputFolder) ->
         runs[name] = one(name, augment=plain, model=dataclasses.replace(cfg.model, path=str(path)))
         kinds[name] = "M"
 
+    # models of another architecture or depth: no M, compared at their best layers (models_compare)
+    depth, _ = models_compare.compare_depths(runs, BASELINE, names, cfg)
+    for name in () if depth is None else {c.split(" vs ")[0] for c in depth["comparison"].values.tolist()}:
+        kinds[name] = models_compare.KIND
     parts, r = [], cfg.report
     for name, kind in kinds.items():
-        parts.append(changes(runs[BASELINE], runs[name], f"{name} vs {BASELINE}", kind, cfg.compare, r.n_boot, r.ci,
-                             cfg.seed))
+        if kind != models_compare.KIND:
+            parts.append(changes(runs[BASELINE], runs[name], f"{name} vs {BASELINE}", kind, cfg.compare, r.n_boot,
+                                 r.ci, cfg.seed))
     others = list(kinds)
     for i, a in enumerate(others):
         for b in others[i + 1:]:
-            if kinds[a] == kinds[b]:
+            if kinds[a] == kinds[b] != models_compare.KIND:
                 parts.append(changes(runs[b], runs[a], f"{a} vs {b}", "contrast", cfg.compare, r.n_boot, r.ci, cfg.seed))
-    gains = results.concat(parts, "comparison")
-    text = summary_text(gains, cfg.compare.fdr)
-    rows = results.to_rows(gains)
+    gains = results.concat(parts, "comparison") if parts else None
+    text = "\n".join(([summary_text(gains, cfg.compare.fdr)] if parts else []) +
+                     ([models_compare.summary_text(depth, cfg.compare.fdr)] if depth is not None else []))
+    rows = results.to_rows(gains) if parts else []
     with folder.staging() as stage:  # the comparison's own files appear together
-        files = [write_csv(stage / "gains.csv", rows),
-                 write_json(stage / "gains.json", clean_nans(dict(baseline=BASELINE, conditions=kinds, rows=rows)))]
-        if r.figures:
+        files = [write_json(stage / "gains.json", clean_nans(dict(baseline=BASELINE, conditions=kinds, rows=rows)))]
+        if parts:
+            files.append(write_csv(stage / "gains.csv", rows))
+        if parts and r.figures:
             from ..plots import plot_gains
             files.append(plot_gains(gains, stage / "gains.png", fdr=cfg.compare.fdr))
+        if depth is not None:
+            files += models_compare.write(stage, depth, runs, BASELINE, r.figures)
         files.append(atomic_write_text(stage / "gains.txt", text + "\n"))
         files.append(write_json(stage / "compare.json", dict(
             conditions=kinds, runs={k: str(v.output) for k, v in runs.items()},
             config=json.loads(json.dumps(dataclasses.asdict(cfg), default=str)))))
         files = [folder.final(p) for p in files]
     print(text)
-    return Comparison(out, runs, gains, files)
+    return Comparison(out, runs, gains, files, depth)
 
 
 def warn_unchanged_layers(name: str, model_path: str, cfg: ScoreConfig) -> str | None:
