@@ -137,8 +137,8 @@ def summary_text(depth: xr.Dataset, fdr: float) -> str:
             ci = "" if np.isnan(float(v["change_ci_low"])) else \
                 f" [{float(v['change_ci_low']):+.4f}, {float(v['change_ci_high']):+.4f}] q={float(v['q']):.3g}"
             star = " *" if bool(v["significant"]) else ""
-            lines.append(f"  {region:<16} base layer {int(v['base_layer'])} ({float(v['base_depth']):.2f} depth) "
-                         f"{float(v['base']):.4f}, new layer {int(v['new_layer'])} ({float(v['new_depth']):.2f}) "
+            lines.append(f"  {region:<16} base layer {int(v['base_layer'])} (depth {float(v['base_depth']):.2f}) "
+                         f"{float(v['base']):.4f}, new layer {int(v['new_layer'])} (depth {float(v['new_depth']):.2f}) "
                          f"{float(v['new']):.4f}: {float(v['change']):+.4f}{ci}{star}")
         lines.append(f"  (* q < {fdr})")
     return "\n".join(lines)
