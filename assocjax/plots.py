@@ -103,7 +103,7 @@ def plot_layer_curve(scores, path: str | os.PathLike, title: str = "", best: dic
         labels.append("noise ceiling")
     # Outside the axes: curves and CI bands fill most of the plot area.
     ax.legend(handles, labels, fontsize=8, frameon=False, loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    ax.set_title(title)
+    ax.set_title(title, fontsize=10 if "\n" in title else 12)  # a two-line title (the CV best line) fits the width
     ax.grid(alpha=0.25)
     fig.tight_layout()
     return _save(fig, path)
