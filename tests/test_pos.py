@@ -138,7 +138,9 @@ def test_tagger_reads_each_inserted_word_in_its_context():
     tagged = pos.tag_augmentation(aug, reading, nlp, "stand-in")
     assert nlp.texts == ["She wanted to run go for a quick run, walk. don't"]  # the whole story, insertions in place
     assert [i.pos for i in tagged.insertions] == [("VERB",), ("ADJ", "NOUN"), ("AUX",)]
-    assert tagged.provenance == {"pos_tagger": "stand-in"} and tagged.labelled
+    assert tagged.provenance == {"pos_tagger": "stand-in", "tagged_from": aug.id} and tagged.labelled
+    again = pos.tag_augmentation(tagged, reading, ContextTagger(), "another")
+    assert again.provenance == {"pos_tagger": "another", "tagged_from": aug.id}  # the first file's id
     assert [i.text for i in tagged.insertions] == [i.text for i in aug.insertions]
     # the same word alone gets another tag: the context decides
     assert pos.word_tags(Reading.from_words(["run,"]), [0], ContextTagger()) == ["VERB"]
@@ -240,6 +242,35 @@ def test_split_conditions_notes_what_it_leaves_whole(tmp_path):
         pos.split_conditions({"model": [unlabelled]}, ("NOUN",), tmp_path / "subsets")
 
 
+def test_a_random_control_is_cut_to_each_subset_of_its_parent(tmp_path):
+    """The control of "manual:NOUN" holds as many random words, at the same insertions, as it has
+    nouns; a control that is not the parent's insertion for insertion is left whole."""
+    from assocjax.augment.random_control import random_match
+
+    parent = make_aug(**LABELS, provenance={"condition": "manual"})
+    pool = [f"w{i}" for i in range(50)]
+    control = random_match(parent, WORDS, pool, 0, "matched")
+    moved = random_match(parent, WORDS, pool, 0, "random")
+    files = {"manual": [fmt.save(parent, tmp_path / "m.json", WORDS)],
+             "random-word": [fmt.save(control, tmp_path / "r.json", WORDS)],
+             "moved": [fmt.save(dataclasses.replace(moved, provenance=moved.provenance | {"condition": "moved"}),
+                                tmp_path / "x.json", WORDS)]}
+    out, notes = pos.split_conditions(files, ("NOUN", "ADJ"), tmp_path / "subsets")
+    assert list(out) == ["manual", "manual:NOUN", "manual:ADJ", "random-word", "random-word:NOUN", "random-word:ADJ",
+                         "moved"]
+    for cls in ("NOUN", "ADJ"):
+        mine, theirs = fmt.load(out[f"manual:{cls}"][0]), fmt.load(out[f"random-word:{cls}"][0])
+        assert [len(i.text.split()) for i in mine.insertions] == [len(i.text.split()) for i in theirs.insertions]
+        assert [i.anchor for i in mine.insertions] == [i.anchor for i in theirs.insertions]
+        assert theirs.provenance["pos_subset"]["matched_to"] == parent.id and theirs.source == "random"
+        assert all(w in pool for i in theirs.insertions for w in i.text.split())
+    nouns = fmt.load(out["random-word:NOUN"][0])
+    whole = {i.anchor: i.text.split() for i in control.insertions if i.anchor == 9}
+    assert nouns.insertions[-1].text.split() == whole[9][:1]  # "a quick run": one noun, the first random word
+    assert "random-word:NOUN: 4 of random-word's 6 inserted words (67%), cut to the lengths of manual:NOUN" in notes[2]
+    assert "moved: left whole (no part-of-speech labels" in "\n".join(notes)
+
+
 def test_options_are_checked_before_any_work(tmp_path):
     cfg = ScoreConfig(output=tmp_path / "out", augment=AugmentOptions(files=(tmp_path / "a.json",), by_pos=True))
     with pytest.raises(ValueError, match="--augment.by-pos splits the conditions of --augment.compare"):
@@ -252,15 +283,15 @@ def test_options_are_checked_before_any_work(tmp_path):
 # ---------------------------------------------------------------------------- end to end
 
 
-SMALL = SyntheticOptions(story_trs=100, space="tinysphere", n_vertices=200)
+SMALL = SyntheticOptions(n_stories=2, n_subjects=6, story_trs=100, space="tinysphere", n_vertices=200)
 
 
 @pytest.mark.slow
 def test_compare_by_pos_scores_each_class_as_a_condition(tmp_path, capsys):
-    """The built-in world's oracle, tagged by its rule, and its untagged random control: the oracle's
-    classes become conditions of their own in gains.csv, with F against the plain stories and the
-    contrasts; the random control is left whole, and says so. Every associate carries the planted
-    signal, so no class alone recovers the whole oracle's gain in MTL."""
+    """The built-in world's oracle, tagged by its rule, and its random control: each class of the
+    oracle becomes a condition of its own in gains.csv, with F against the plain stories and the
+    contrasts, and the random control is cut to each class's lengths. Every associate carries the
+    planted signal, so no class alone recovers the whole oracle's gain in MTL."""
     b = ensure_builtin(SMALL, tmp_path / "cache", progress=False)
     with script("augment") as cli:
         assert cli.main(["oracle", "--out-dir", str(tmp_path / "aug"), "--data-root", str(b.root)]) == 0
@@ -268,6 +299,7 @@ def test_compare_by_pos_scores_each_class_as_a_condition(tmp_path, capsys):
             assert cli.main(["tag", str(tmp_path / "aug" / f"{story}_oracle.json"), "--tagger", "synthetic",
                              "--align", str(b.root / "stimuli" / "gentle" / story / "align.csv"),
                              "--out", str(tmp_path / "tagged" / f"{story}_oracle.json")]) == 0
+    # the random controls, matched to the oracle before it was tagged, are found to be its controls
     files = sorted((tmp_path / "tagged").glob("*.json")) + sorted((tmp_path / "aug").glob("*_random.json"))
     cfg = ScoreConfig(output=tmp_path / "out", cache_dir=tmp_path / "cache", synthetic=SMALL, progress=False,
                       features=FeatureOptions(layers=(SMALL.planted_layer,)), ceiling=CeilingOptions(n_splits=10),
@@ -275,21 +307,22 @@ def test_compare_by_pos_scores_each_class_as_a_condition(tmp_path, capsys):
                       augment=AugmentOptions(files=tuple(files), compare=True, by_pos=True))
     res = compare(cfg)
     classes = [f"oracle:{c}" for c in pos.DEFAULT_CLASSES]
-    assert list(res.runs) == ["plain", "oracle"] + classes + ["random-word"]
+    controls = [f"random-word:{c}" for c in pos.DEFAULT_CLASSES]
+    assert list(res.runs) == ["plain", "oracle"] + classes + ["random-word"] + controls
     with open(cfg.output / "gains.csv") as f:
         comparisons = {r["comparison"]: r["kind"] for r in csv.DictReader(f)}
-    for c in classes:
-        assert comparisons[f"{c} vs plain"] == "F" and comparisons[f"oracle vs {c}"] == "contrast"
-        assert comparisons[f"{c} vs random-word"] == "contrast"
-        run = json.loads((res.runs[c].output / "run.json").read_text())
-        subset_files = [fmt.load(p) for p in run["augmentation"]["files"]]
-        assert {a.provenance["condition"] for a in subset_files} == {c}
-        assert all(t == c.split(":")[1] for a in subset_files for i in a.insertions for t in i.pos)
+    for c, r in zip(classes, controls):
+        assert comparisons[f"{c} vs plain"] == comparisons[f"{r} vs plain"] == "F"
+        assert comparisons[f"oracle vs {c}"] == comparisons[f"{c} vs {r}"] == "contrast"
+        mine, theirs = ([fmt.load(p) for p in json.loads((res.runs[x].output / "run.json").read_text())
+                         ["augmentation"]["files"]] for x in (c, r))
+        assert {a.provenance["condition"] for a in mine} == {c} and {a.provenance["condition"] for a in theirs} == {r}
+        assert all(t == c.split(":")[1] for a in mine for i in a.insertions for t in i.pos)
+        assert [a.n_inserted_words for a in mine] == [a.n_inserted_words for a in theirs]  # length-matched
     g = res.gains.sel(unit=results.ALL, hemi="both", region="mtl").isel(layer=0)
     whole = g["change"].sel(comparison="oracle vs plain").item()
     parts = [g["change"].sel(comparison=f"{c} vs plain").item() for c in classes]
     assert whole > 0.01 and whole > max(parts), (whole, parts)
     text = (cfg.output / "gains.txt").read_text()
-    assert "by part of speech (--augment.by-pos):" in text and "random-word: left whole (no part-of-speech labels" in text
-    assert "oracle:NOUN: " in text and "inserted words" in text
+    assert "by part of speech (--augment.by-pos):" in text and "cut to the lengths of oracle:NOUN" in text
     assert "oracle:NOUN vs plain [F]" in capsys.readouterr().out

@@ -12,8 +12,10 @@ optional and no dependency) or a `RuleTagger` (the built-in world's rule, a test
 subset per class (`split_conditions`): the same anchors, each insertion cut to its words of that
 class (an insertion left empty is dropped), scored as a condition of its own ("oracle:NOUN") against
 the plain stories. A subset holds fewer inserted words than its parent, and the classes different
-numbers of them: compare a subset with a length-matched random control of that subset, not only
-with the parent. Sentence-level conditions are left whole.
+numbers of them, so a subset needs a control of its own length: a random control of the parent
+(`random_match` at the same anchors) is cut to each subset's lengths ("random-word:NOUN": as many
+random words at the same places as "oracle:NOUN" has nouns). Sentence-level conditions are left
+whole.
 """
 from __future__ import annotations
 
@@ -107,13 +109,16 @@ def word_tags(reading: Reading, words: np.ndarray, nlp) -> list[str]:
 def tag_augmentation(aug: Augmentation, reading: Reading, nlp, tagger: str) -> Augmentation:
     """`aug` with every inserted word labelled by `nlp`, which reads the story (`reading`: what the
     model reads) with every insertion in place, so each word is tagged in its context. Any labels
-    `aug` had are replaced; the provenance records `tagger` (the labels are part of the id)."""
+    `aug` had are replaced. The provenance records `tagger` and, as "tagged_from", the id of the
+    file first tagged (the labels are part of the id): a random control matched to the unlabelled
+    file is still found to be its control (`split_conditions`)."""
     read, heard, _ = augmented_reading(reading, aug)
     tags = iter(word_tags(read, np.flatnonzero(heard < 0), nlp))
     # augmented_reading inserts the insertions' words in the order of aug.insertions
     labelled = tuple(dataclasses.replace(ins, pos=tuple(next(tags) for _ in ins.text.split()))
                      for ins in aug.insertions)
-    return dataclasses.replace(aug, insertions=labelled, provenance=aug.provenance | {"pos_tagger": tagger})
+    record = {"pos_tagger": tagger, "tagged_from": aug.provenance.get("tagged_from", aug.id)}
+    return dataclasses.replace(aug, insertions=labelled, provenance=aug.provenance | record)
 
 
 def class_tags(spec: str) -> frozenset[str]:
@@ -150,36 +155,85 @@ def subset_name(condition: str, cls: str) -> str:
     return f"{condition}:{cls}"
 
 
+def matched_subset(control: Augmentation, parent: Augmentation, cls: str, condition: str) -> Augmentation | None:
+    """The random control of `parent`'s class-`cls` subset: `control` (a `random_match` of
+    `parent` at its anchors, insertion j drawn for parent's insertion j) with insertion j cut to
+    its first n_j words, n_j the words of parent's insertion j in the class; None when the class
+    is absent. Word-matched (exactly so for a control matched in words; a control matched in
+    tokens gives at most its own words)."""
+    tags = class_tags(cls)
+    kept = []
+    for own, theirs in zip(control.insertions, parent.insertions):
+        n = sum(t in tags for t in theirs.pos)
+        if n:
+            words = own.text.split()[:n]
+            kept.append(dataclasses.replace(own, text=" ".join(words), pos=own.pos[:len(words)] if own.pos else None))
+    if not kept:
+        return None
+    out = dataclasses.replace(control, insertions=tuple(kept), provenance=control.provenance | {"condition": condition})
+    derived = dict(of=control.id, cls=cls, matched_to=parent.id, words=out.n_inserted_words,
+                   of_words=control.n_inserted_words)
+    return dataclasses.replace(out, provenance=out.provenance | {"pos_subset": derived})
+
+
+def _control_of(augs: list[Augmentation], parents: dict[str, tuple[str, Augmentation]]) -> str | None:
+    """The split condition whose files `augs` are random controls of, insertion for insertion
+    (`random_match` at the same anchors), or None."""
+    found = {parents.get(a.provenance.get("matched_to"), (None,))[0] for a in augs}
+    if len(found) != 1 or None in found:
+        return None
+    for a in augs:
+        parent = parents[a.provenance["matched_to"]][1]  # the file itself, or the same file tagged
+        if (a.provenance.get("generator") != "random_match" or a.story != parent.story
+                or [i.anchor for i in a.insertions] != [i.anchor for i in parent.insertions]):
+            return None
+    return found.pop()
+
+
+def _why_whole(files, augs: list[Augmentation]) -> str | None:
+    levels = sorted({a.level for a in augs})
+    if levels != ["word"]:
+        return f"{'/'.join(levels)}-level insertions; only word-level ones are split by part of speech"
+    unlabelled = [str(f) for f, a in zip(files, augs) if not a.labelled]
+    if unlabelled:
+        return f"no part-of-speech labels in {', '.join(unlabelled)}; scripts/augment.py tag adds them"
+    return None
+
+
 def split_conditions(conditions: dict[str, list[Path]], classes: Iterable[str], folder: Path
                      ) -> tuple[dict[str, list[Path]], list[str]]:
-    """(conditions with each labelled word-level one followed by its subsets, notes). A subset's
-    files are written to folder/<condition_cls>/<story>.json (deterministic: the same files, and
-    so the same ids and cache entries, on every run). A subset empty in any story is skipped
-    with a note (the condition needs a file per story); other conditions are left whole, noted.
-    Raises when no condition is word-level and labelled."""
+    """(conditions with each labelled word-level one followed by its subsets, notes). The random
+    control of a split condition (`random_match` at its anchors) is cut to the lengths of each of
+    its subsets instead (`matched_subset`): "random-word:NOUN" holds as many random words, at the
+    same places, as "oracle:NOUN" holds nouns. A subset's files are written to
+    folder/<condition_cls>/<story>.json (deterministic: the same files, and so the same ids and
+    cache entries, on every run). A subset empty in any story is skipped with a note (the
+    condition needs a file per story); other conditions are left whole, noted. Raises when no
+    condition is word-level and labelled."""
     classes = list(dict.fromkeys(classes))
     for cls in classes:
         class_tags(cls)
-    out, notes, split = {}, [], 0
+    loaded = {name: [load(f) for f in files] for name, files in conditions.items()}
+    parents = {key: (name, a) for name, augs in loaded.items() if _why_whole(conditions[name], augs) is None
+               for a in augs for key in (a.id, a.provenance.get("tagged_from")) if key}
+    out, notes = {}, []
     for name, files in conditions.items():
         out[name] = files
-        augs = [load(f) for f in files]
-        levels = sorted({a.level for a in augs})
-        if levels != ["word"]:
-            notes.append(f"{name}: left whole ({'/'.join(levels)}-level insertions; only word-level ones are split by "
-                         "part of speech)")
-            continue
-        unlabelled = [str(f) for f, a in zip(files, augs) if not a.labelled]
-        if unlabelled:
-            notes.append(f"{name}: left whole (no part-of-speech labels in {', '.join(unlabelled)}; "
-                         "scripts/augment.py tag adds them)")
-            continue
-        split += 1
+        augs = loaded[name]
+        parent = _control_of(augs, parents)
+        if parent is None:
+            why = _why_whole(files, augs)
+            if why:
+                notes.append(f"{name}: left whole ({why})")
+                continue
         for cls in classes:
             sub = subset_name(name, cls)
             if sub in conditions:
                 raise ValueError(f"--augment.by-pos: condition {sub!r} exists already among --augment.files")
-            parts = [subset(a, cls, sub) for a in augs]
+            if parent is None:
+                parts = [subset(a, cls, sub) for a in augs]
+            else:
+                parts = [matched_subset(a, parents[a.provenance["matched_to"]][1], cls, sub) for a in augs]
             empty = [a.story for a, s in zip(augs, parts) if s is None]
             if empty:
                 notes.append(f"{sub}: skipped (no {cls} word inserted in story/stories {', '.join(empty)})")
@@ -187,12 +241,13 @@ def split_conditions(conditions: dict[str, list[Path]], classes: Iterable[str], 
             safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in sub)
             out[sub] = [save(s, Path(folder) / safe / f"{s.story}.json") for s in parts]
             words, total = sum(s.n_inserted_words for s in parts), sum(a.n_inserted_words for a in augs)
-            notes.append(f"{sub}: {words} of {name}'s {total} inserted words ({words / total:.0%}), "
+            how = "" if parent is None else f", cut to the lengths of {subset_name(parent, cls)}"
+            notes.append(f"{sub}: {words} of {name}'s {total} inserted words ({words / total:.0%}){how}, "
                          f"ids {', '.join(s.id for s in parts)}")
-    if not split:
+    if not parents:
         raise ValueError("--augment.by-pos: no condition can be split by part of speech: " + "; ".join(notes))
     return out, notes
 
 
 __all__ = ["DEFAULT_CLASSES", "RuleTagger", "TaggerUnavailable", "Token", "class_tags", "load_tagger",
-           "split_conditions", "subset", "subset_name", "tag_augmentation", "word_tags"]
+           "matched_subset", "split_conditions", "subset", "subset_name", "tag_augmentation", "word_tags"]
