@@ -31,6 +31,7 @@ environment variable `--api-key-env` and never written anywhere.
 """
 from __future__ import annotations
 
+import collections
 import dataclasses
 import sys
 from pathlib import Path
@@ -299,11 +300,8 @@ class Tag(WritesAugmentation):
         aug = fmt.load(self.augmentation, t.words)
         labelled = tag_augmentation(aug, t.reading(), nlp, self.tagger)
         fmt.save(labelled, self.out, t.words)
-        counts = {}
-        for ins in labelled.insertions:
-            for tag in ins.pos:
-                counts[tag] = counts.get(tag, 0) + 1
-        top = ", ".join(f"{tag} {n}" for tag, n in sorted(counts.items(), key=lambda kv: -kv[1]))
+        counts = collections.Counter(tag for ins in labelled.insertions for tag in ins.pos)
+        top = ", ".join(f"{tag} {n}" for tag, n in counts.most_common())
         print(f"wrote {self.out}: {labelled.n_inserted_words} inserted words tagged by {self.tagger} ({top}), "
               f"id {labelled.id}")
         return 0

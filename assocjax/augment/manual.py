@@ -48,6 +48,7 @@ def _split_tags(content: str) -> tuple[str, tuple[str, ...] | None]:
                          f"tag while others have: tag every word (word/TAG, TAG one of {', '.join(UPOS)}) or none")
     return " ".join(words), tuple(tags)
 
+
 def _brackets(text: str) -> list[tuple[int, int]]:
     """(open, close) character positions of every [...] group; errors for bad nesting."""
     groups, open_at = [], None

@@ -23,8 +23,8 @@ import numpy as np
 import xarray as xr
 
 from .. import results
-from ..gains import paired_change
 from ..augment.pos import split_conditions
+from ..gains import paired_change
 from ..io import atomic_write_text, write_csv, write_json
 from ..outputs import OutputFolder
 from ..stats import bh_fdr

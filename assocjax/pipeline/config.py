@@ -117,7 +117,8 @@ class AugmentOptions:
     by_pos: bool = False
     """with --augment.compare: also score each word-level condition whose files carry part-of-speech labels
     (scripts/augment.py tag) as one condition per --augment.pos-classes class, e.g. "oracle:NOUN": the same
-    anchors with only the inserted words of that class (assocjax.augment.pos); sentence-level ones stay whole"""
+    anchors with only the inserted words of that class (assocjax.augment.pos), and its random control
+    (augment.py random-match of it) cut to the same lengths ("random-word:NOUN"); sentence-level ones stay whole"""
     pos_classes: tuple[str, ...] = DEFAULT_CLASSES
     """the classes of --augment.by-pos: Universal Dependencies tags, several joined by '+' (NOUN+PROPN)"""
 
