@@ -278,7 +278,7 @@ def from_json(obj: Any, where: str = "") -> Augmentation:
         unknown = sorted(set(e) - set(_INSERTION_FIELDS) - set(_OPTIONAL_INSERTION_FIELDS))
         if unknown:
             raise ValueError(f"{at}: unknown field(s) {unknown}")
-        ins = Insertion(e["anchor"], e["text"], e["level"], e["source"], e.get("after_word"), _read_pos(e, f"{at}"))
+        ins = Insertion(e["anchor"], e["text"], e["level"], e["source"], e.get("after_word"), _read_pos(e, at))
         _check_insertion(i, ins, obj["n_words"], p)  # file order, so the index matches the file
         insertions.append(ins)
     _check_all_or_none(insertions, p)  # file order too
