@@ -14,6 +14,9 @@
     python scripts/augment.py random-match --kind shuffled --augmentation aug/pieman-gpt4.json \
         --align .../pieman/align.csv --seed 0 --out aug/pieman-shuffled.json
     python scripts/augment.py validate aug/pieman-gpt4.json --align .../pieman/align.csv   # exit 1 on error
+    # part of speech of every inserted word, tagged in context (needs spaCy and its model, or --tagger synthetic)
+    python scripts/augment.py tag aug/pieman-gpt4.json --align .../pieman/align.csv --tagger spacy:en_core_web_sm \
+        --out aug/pieman-gpt4-pos.json
     python scripts/augment.py show aug/pieman-gpt4.json --align .../pieman/align.csv
     # synthetic data: the true augmentation (the planted associates) and its random controls
     python scripts/augment.py oracle --out-dir aug/builtin     # default: the built-in dataset of score.py
@@ -28,6 +31,7 @@ environment variable `--api-key-env` and never written anywhere.
 """
 from __future__ import annotations
 
+import collections
 import dataclasses
 import sys
 from pathlib import Path
@@ -41,6 +45,7 @@ from assocjax.augment.replies import ReplyStore, replies_path
 from assocjax.augment.generate import ChatGenerator, GenerationError, LMGenerator, generate_augmentation
 from assocjax.augment.manual import import_json, parse_inline
 from assocjax.augment.oracle import write_oracle
+from assocjax.augment.pos import TaggerUnavailable, load_tagger, tag_augmentation
 from assocjax.augment.random_control import pool_from_alignments, random_match, shuffled_control
 from assocjax.augment.sentences import DEFAULT_GAP_S, boundary_source, story_sentence_ends
 from assocjax.augment.stories import load_story
@@ -200,7 +205,8 @@ class Generate(WritesAugmentation):
 
 @dataclasses.dataclass(kw_only=True)
 class Import(WritesAugmentation):
-    """Import manual annotations: inline text ("... hospital [doctor, nurse] and ...") or an augmentation JSON."""
+    """Import manual annotations: inline text ("... hospital [doctor, nurse] and ...", optionally with each inserted
+    word's part of speech: "hospital [doctor/NOUN, nurse/NOUN]") or an augmentation JSON (optional "pos" field)."""
 
     input: Positional[Path]
     """Inline text file, or a .json augmentation file."""
@@ -273,6 +279,31 @@ class RandomMatch(WritesAugmentation):
         label = "shuffled" if self.kind == "shuffled" else "random"
         print(f"wrote {self.out}: {len(control.insertions)} {label} insertions, {detail}, "
               f"matched to {aug.id}, id {control.id}")
+        return 0
+
+
+@dataclasses.dataclass(kw_only=True)
+class Tag(WritesAugmentation):
+    """Label every inserted word with its part of speech (Universal Dependencies tags), each tagged in its
+    context: the story as the model reads it with every insertion in place. Labels the file had are replaced."""
+
+    augmentation: Positional[Path]
+    """The augmentation to label."""
+    tagger: str = "spacy:en_core_web_sm"
+    """spacy:<model> (needs `pip install spacy` and `python -m spacy download <model>`), or synthetic (the
+    built-in world's stand-in rule: its pseudo-words have no part of speech, assocjax.augment.oracle.synthetic_pos)."""
+
+    def run(self) -> int:
+        self.check_out()
+        nlp = load_tagger(self.tagger)  # a missing spaCy or model is said before any file is read
+        _, t, _ = self.load()
+        aug = fmt.load(self.augmentation, t.words)
+        labelled = tag_augmentation(aug, t.reading(), nlp, self.tagger)
+        fmt.save(labelled, self.out, t.words)
+        counts = collections.Counter(tag for ins in labelled.insertions for tag in ins.pos)
+        top = ", ".join(f"{tag} {n}" for tag, n in counts.most_common())
+        print(f"wrote {self.out}: {labelled.n_inserted_words} inserted words tagged by {self.tagger} ({top}), "
+              f"id {labelled.id}")
         return 0
 
 
@@ -358,7 +389,7 @@ class Oracle:
 
 
 COMMANDS = {"generate": Generate, "import": Import, "random-match": RandomMatch, "validate": Validate, "show": Show,
-            "oracle": Oracle}
+            "oracle": Oracle, "tag": Tag}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -368,7 +399,7 @@ def main(argv: list[str] | None = None) -> int:
     def parse(args):
         return tyro.extras.subcommand_cli_from_dict(COMMANDS, args=args, description=__doc__.split("\n")[0])
 
-    return run_cli(lambda cmd: cmd.run(), parse, argv, errors=(GenerationError, ChatError))
+    return run_cli(lambda cmd: cmd.run(), parse, argv, errors=(GenerationError, ChatError, TaggerUnavailable))
 
 
 if __name__ == "__main__":

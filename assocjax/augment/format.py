@@ -9,11 +9,15 @@ whitespace-split words. JSON layout (version 1):
      "story_hash": "<64 hex>", "n_words": 957,
      "provenance": {"generator": ..., "prompt": ..., "seed": ..., ...},
      "insertions": [{"anchor": 12, "after_word": "hospital", "text": "doctor, nurse",
-                     "level": "word", "source": "manual"}, ...]}
+                     "level": "word", "source": "manual", "pos": ["NOUN", "NOUN"]}, ...]}
 
 `after_word` is `words[anchor]`, written for people reading the file and checked on load
 when the words are given: an anchor that is off by one lands on another word and is caught.
-It may be null/absent in hand-written files. Host-side Python: this runs once per story.
+It may be null/absent in hand-written files. `pos` (optional) is the part of speech of each
+inserted word (its whitespace-split words, in order), a Universal Dependencies tag (`UPOS`); a
+one-word insertion may give it as a string. Either every insertion of a file carries `pos` or
+none does (subsets by part of speech, `augment.pos`, need all words labelled). A file without
+labels has the id it had before labels existed. Host-side Python: this runs once per story.
 """
 from __future__ import annotations
 
@@ -36,7 +40,10 @@ VERSION = 1
 
 _TOP_FIELDS = ("format", "version", "story", "story_hash", "n_words", "provenance", "insertions")
 _INSERTION_FIELDS = ("anchor", "text", "level", "source")
-_OPTIONAL_INSERTION_FIELDS = ("after_word",)
+_OPTIONAL_INSERTION_FIELDS = ("after_word", "pos")
+# Universal Dependencies v2 part-of-speech tags (spaCy's `Token.pos_`), https://universaldependencies.org/u/pos/
+UPOS = ("ADJ", "ADP", "ADV", "AUX", "CCONJ", "DET", "INTJ", "NOUN", "NUM", "PART", "PRON", "PROPN", "PUNCT", "SCONJ",
+        "SYM", "VERB", "X")
 # Every character str.splitlines() breaks on: inserted text must stay on one line.
 _LINE_BREAKS = frozenset("\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029")
 
@@ -44,13 +51,20 @@ _LINE_BREAKS = frozenset("\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029")
 @dataclasses.dataclass(frozen=True)
 class Insertion:
     """`text` inserted after heard word `anchor`. `after_word` (words[anchor]) is optional
-    bookkeeping for the file; it takes no part in equality or the augmentation id."""
+    bookkeeping for the file; it takes no part in equality or the augmentation id. `pos`: one
+    UPOS tag per word of `text.split()`, or None (unlabelled); labels are content (they choose
+    the part-of-speech subsets), so they enter the id when given."""
 
     anchor: int
     text: str
     level: str
     source: str
     after_word: str | None = dataclasses.field(default=None, compare=False)
+    pos: tuple[str, ...] | None = None
+
+    def __post_init__(self):
+        if isinstance(self.pos, list):  # a parsed JSON list; a tuple keeps the insertion hashable
+            object.__setattr__(self, "pos", tuple(self.pos))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,6 +102,11 @@ class Augmentation:
         return _common({i.level for i in self.insertions})
 
     @property
+    def labelled(self) -> bool:
+        """Every insertion carries part-of-speech labels (`validate` allows all or none)."""
+        return bool(self.insertions) and all(i.pos is not None for i in self.insertions)
+
+    @property
     def source(self) -> str:
         return _common({i.source for i in self.insertions})
 
@@ -115,9 +134,14 @@ def _content(aug: Augmentation) -> dict:
     return {
         "format": FORMAT, "version": VERSION, "story": aug.story, "story_hash": aug.story_hash,
         "n_words": int(aug.n_words), "provenance": aug.provenance,
-        "insertions": [{"anchor": int(i.anchor), "text": i.text, "level": i.level, "source": i.source}
-                       for i in aug.insertions],
+        "insertions": [_insertion_content(i) for i in aug.insertions],
     }
+
+
+def _insertion_content(ins: Insertion) -> dict:
+    # no "pos" key without labels: an unlabelled file keeps the id it had before labels existed
+    out = {"anchor": int(ins.anchor), "text": ins.text, "level": ins.level, "source": ins.source}
+    return out if ins.pos is None else out | {"pos": list(ins.pos)}
 
 
 def _check_insertion(i: int, ins: Insertion, n_words, p: str) -> None:
@@ -140,6 +164,30 @@ def _check_insertion(i: int, ins: Insertion, n_words, p: str) -> None:
         raise ValueError(f"{at}: field 'source' is {ins.source!r}; expected one of {SOURCES}")
     if ins.after_word is not None and not isinstance(ins.after_word, str):
         raise ValueError(f"{at}: field 'after_word' must be a string or null, got {ins.after_word!r}")
+    if ins.pos is not None:
+        _check_pos(ins, at)
+
+
+def _check_pos(ins: Insertion, at: str) -> None:
+    words = ins.text.split()
+    if not isinstance(ins.pos, tuple) or not all(isinstance(t, str) for t in ins.pos):
+        raise ValueError(f"{at} (anchor {ins.anchor}): field 'pos' must be a list of tags, got {ins.pos!r}")
+    if len(ins.pos) != len(words):
+        raise ValueError(f"{at} (anchor {ins.anchor}): field 'pos' has {len(ins.pos)} tags for the {len(words)} "
+                         f"words of {ins.text!r}: one tag per whitespace-separated word")
+    bad = [t for t in ins.pos if t not in UPOS]
+    if bad:
+        raise ValueError(f"{at} (anchor {ins.anchor}): field 'pos' has unknown tag(s) {bad}; known (Universal "
+                         f"Dependencies): {', '.join(UPOS)}")
+
+
+def _check_all_or_none(insertions, p: str) -> None:
+    """Labels on every insertion or on none: a subset by part of speech must see every word."""
+    has = [ins.pos is not None for ins in insertions]
+    if any(has) and not all(has):
+        i, j = has.index(True), has.index(False)
+        raise ValueError(f"{p}insertion {j} (anchor {insertions[j].anchor}): field 'pos' is missing while insertion {i} "
+                         "has it: label every insertion or none")
 
 
 def _check_top(story, h, n_words, provenance, p: str) -> None:
@@ -168,6 +216,7 @@ def validate(aug: Augmentation, words: Sequence[str] | None = None, where: str =
         raise ValueError(f"{p}field 'insertions' is empty: an augmentation needs at least one insertion")
     for i, ins in enumerate(aug.insertions):
         _check_insertion(i, ins, aug.n_words, p)
+    _check_all_or_none(aug.insertions, p)
     if words is None:
         return
     words = list(words)
@@ -195,6 +244,8 @@ def to_json(aug: Augmentation, words: Sequence[str] | None = None) -> dict:
         # after_word goes right after anchor in the file, for the reader
         entry.clear()
         entry.update(anchor=int(ins.anchor), after_word=after, text=ins.text, level=ins.level, source=ins.source)
+        if ins.pos is not None:
+            entry["pos"] = list(ins.pos)
     return obj
 
 
@@ -227,12 +278,26 @@ def from_json(obj: Any, where: str = "") -> Augmentation:
         unknown = sorted(set(e) - set(_INSERTION_FIELDS) - set(_OPTIONAL_INSERTION_FIELDS))
         if unknown:
             raise ValueError(f"{at}: unknown field(s) {unknown}")
-        ins = Insertion(e["anchor"], e["text"], e["level"], e["source"], e.get("after_word"))
+        ins = Insertion(e["anchor"], e["text"], e["level"], e["source"], e.get("after_word"), _read_pos(e, at))
         _check_insertion(i, ins, obj["n_words"], p)  # file order, so the index matches the file
         insertions.append(ins)
+    _check_all_or_none(insertions, p)  # file order too
     aug = Augmentation(obj["story"], obj["story_hash"], obj["n_words"], tuple(insertions), obj["provenance"])
     validate(aug, where=where)
     return aug
+
+
+def _read_pos(e: dict, at: str):
+    """The file's `pos`: a list of tags, a string for a one-word insertion, or absent/null."""
+    pos = e.get("pos")
+    if isinstance(pos, str):
+        if isinstance(e["text"], str) and len(e["text"].split()) != 1:
+            raise ValueError(f"{at} (anchor {e['anchor']}): field 'pos' is one tag ({pos!r}) for the "
+                             f"{len(e['text'].split())} words of {e['text']!r}: give a list, one tag per word")
+        return (pos,)
+    if pos is not None and not isinstance(pos, list):
+        raise ValueError(f"{at} (anchor {e['anchor']}): field 'pos' must be a list of tags, got {pos!r}")
+    return pos
 
 
 def load(path: str | os.PathLike, words: Sequence[str] | None = None) -> Augmentation:

@@ -9,6 +9,11 @@ alignment words in order, comparing `stimuli.normalize`d forms (lower case, punc
 so a punctuated transcript maps onto Gentle words, which carry none. A token may span
 several alignment words (Gentle splits "well-known") and a word several tokens, as long as
 the letters agree; an insertion is anchored at the last word of the token before it.
+
+Part of speech (optional): each inserted word may carry its Universal Dependencies tag after a
+slash, punctuation after the tag, "... hospital [doctor/NOUN, nurse/NOUN] and ..." (inserted
+text "doctor, nurse", pos NOUN NOUN). Tag every inserted word of the file or none (`format`).
+A slash followed by anything but a known tag ("and/or") is part of the word.
 """
 from __future__ import annotations
 
@@ -18,7 +23,31 @@ import re
 from typing import Sequence
 
 from ..stimuli import map_tokens
-from .format import Augmentation, Insertion, load, story_hash, validate
+from .format import UPOS, Augmentation, Insertion, load, story_hash, validate
+
+# "word/TAG" with the word's trailing punctuation after the tag: "doctor/NOUN," -> ("doctor,", "NOUN")
+_TAGGED = re.compile(r"^(?P<word>.+)/(?P<tag>[A-Z]+)(?P<after>[^\w/]*)$")
+
+
+def _split_tags(content: str) -> tuple[str, tuple[str, ...] | None]:
+    """(the inserted text without tags, one tag per word or None when no word is tagged). A
+    bracket with some words tagged and some not is an error naming the untagged word."""
+    words, tags = [], []
+    for w in content.split():
+        m = _TAGGED.match(w)
+        if m and m["tag"] in UPOS:
+            words.append(m["word"] + m["after"])
+            tags.append(m["tag"])
+        else:
+            words.append(w)
+            tags.append(None)
+    if all(t is None for t in tags):
+        return content, None
+    if None in tags:
+        raise ValueError(f"inline text: inserted word {words[tags.index(None)]!r} in [{content}] has no part-of-speech "
+                         f"tag while others have: tag every word (word/TAG, TAG one of {', '.join(UPOS)}) or none")
+    return " ".join(words), tuple(tags)
+
 
 def _brackets(text: str) -> list[tuple[int, int]]:
     """(open, close) character positions of every [...] group; errors for bad nesting."""
@@ -67,7 +96,11 @@ def parse_inline(text: str, words: Sequence[str], story: str, level: str = "word
             w = last[t]
             raise ValueError(f"inline text: an insertion inside a word at character {a}: token {tokens[t]!r} "
                              f"ends inside alignment word {w} {words[w]!r}: {snippet!r}")
-        insertions.append(Insertion(last[t], content, level, "manual", words[last[t]]))
+        try:
+            content, pos = _split_tags(content)
+        except ValueError as e:
+            raise ValueError(f"{e} (character {a})") from None
+        insertions.append(Insertion(last[t], content, level, "manual", words[last[t]], pos))
     if not insertions:
         raise ValueError("inline text: no insertions found (write them as 'word [inserted text]')")
     aug = Augmentation(story, story_hash(words), len(words), tuple(insertions),

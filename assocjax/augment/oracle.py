@@ -14,11 +14,24 @@ import json
 from pathlib import Path
 
 from ..data.synthetic import normalize_word
+from ..fingerprint import text_digest
 from ..stimuli import read_gentle_csv
 from .format import Augmentation, Insertion, save, story_hash
 from .random_control import random_match
 
 CONDITION = "oracle"
+
+
+# The built-in world's pseudo-words have no part of speech; this rule gives each one a class so that
+# `augment.py tag --tagger synthetic` and the per-class subsets (`augment.pos`) can run on it. The planted
+# signal does not depend on it: every associate drives MTL alike, so each class carries its share.
+SYNTHETIC_CLASSES = ("NOUN", "VERB", "ADJ")
+
+
+def synthetic_pos(word: str) -> str:
+    """A deterministic stand-in part of speech of a synthetic word: one of SYNTHETIC_CLASSES, by
+    the sha256 of its normalized spelling (about a third each)."""
+    return SYNTHETIC_CLASSES[int(text_digest(normalize_word(word), 8), 16) % len(SYNTHETIC_CLASSES)]
 
 
 def oracle_augmentation(words, associations: dict[str, list[str]], story: str) -> Augmentation:

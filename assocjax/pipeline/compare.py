@@ -25,6 +25,7 @@ import numpy as np
 import xarray as xr
 
 from .. import results
+from ..augment.pos import split_conditions
 from ..gains import paired_change
 from ..io import atomic_write_text, write_csv, write_json
 from ..outputs import OutputFolder
@@ -123,6 +124,9 @@ def compare(cfg: ScoreConfig) -> Comparison:
 def _compare(cfg: ScoreConfig, names, conditions: dict, folder: OutputFolder) -> Comparison:
     """Score every condition into its subfolder of --output, then write the change tables."""
     out = Path(cfg.output)
+    pos_notes = []
+    if cfg.augment.by_pos:  # each labelled word-level condition also as one condition per part of speech
+        conditions, pos_notes = split_conditions(conditions, cfg.augment.pos_classes, out / "pos_subsets")
     plain = dataclasses.replace(cfg.augment, files=(), compare=False)
     one = lambda name, **kw: score(dataclasses.replace(cfg, output=out / _folder_name(name), **kw))  # noqa: E731
     runs = {BASELINE: one(BASELINE, augment=plain)}
@@ -151,6 +155,8 @@ def _compare(cfg: ScoreConfig, names, conditions: dict, folder: OutputFolder) ->
     gains = results.concat(parts, "comparison") if parts else None
     text = "\n".join(([summary_text(gains, cfg.compare.fdr)] if parts else []) +
                      ([models_compare.summary_text(depth, cfg.compare.fdr)] if depth is not None else []))
+    if pos_notes:
+        text += "\nby part of speech (--augment.by-pos):\n" + "\n".join(f"  {n}" for n in pos_notes)
     rows = results.to_rows(gains) if parts else []
     with folder.staging() as stage:  # the comparison's own files appear together
         files = [write_json(stage / "gains.json", clean_nans(dict(baseline=BASELINE, conditions=kinds, rows=rows)))]
@@ -234,6 +240,8 @@ def _keyed(g: xr.Dataset, hemi: str, names) -> tuple[dict, list[tuple]]:
 
 def main(cfg: ScoreConfig):
     """scripts/score.py: one run, or a comparison when conditions are given."""
+    if cfg.augment.by_pos and not cfg.augment.compare:
+        raise ValueError("--augment.by-pos splits the conditions of --augment.compare: give --augment.compare too")
     if cfg.augment.compare or cfg.compare.models:
         return compare(cfg)
     return score(cfg)

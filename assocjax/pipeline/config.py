@@ -14,6 +14,7 @@ from typing import ClassVar, Literal
 from ..outputs import check_folder
 import numpy as np
 
+from ..augment.pos import DEFAULT_CLASSES, class_tags
 from ..options import at_least, between, fits_memory
 from ..ridge import DEFAULT_ALPHAS
 
@@ -113,6 +114,13 @@ class AugmentOptions:
     compare: bool = False
     """also score the plain stories (reused from the results cache) and report F = R(augmented) - R(plain)
     per condition, layer, region, hemisphere and subject (gains.csv, gains.png)"""
+    by_pos: bool = False
+    """with --augment.compare: also score each word-level condition whose files carry part-of-speech labels
+    (scripts/augment.py tag) as one condition per --augment.pos-classes class, e.g. "oracle:NOUN": the same
+    anchors with only the inserted words of that class (assocjax.augment.pos), and its random control
+    (augment.py random-match of it) cut to the same lengths ("random-word:NOUN"); sentence-level ones stay whole"""
+    pos_classes: tuple[str, ...] = DEFAULT_CLASSES
+    """the classes of --augment.by-pos: Universal Dependencies tags, several joined by '+' (NOUN+PROPN)"""
 
 
 @dataclasses.dataclass
@@ -352,6 +360,11 @@ def check_options(cfg: ScoreConfig) -> None:
         raise ValueError(f"--ridge.alphas {alphas} must be values in (0, {MAX_ALPHA:.3g}] (at least one): larger ones "
                          "underflow float32 and leave every prediction flat")
     _check_statistics(cfg)
+    if cfg.augment.by_pos:
+        if not cfg.augment.pos_classes:
+            raise ValueError("--augment.pos-classes is empty: give at least one class (e.g. NOUN VERB ADJ)")
+        for cls in cfg.augment.pos_classes:
+            class_tags(cls)
     if cfg.data.root is None:
         cfg.synthetic.check()
     if not 0 < cfg.report.ci < 1:
