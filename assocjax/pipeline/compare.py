@@ -23,6 +23,7 @@ import numpy as np
 import xarray as xr
 
 from .. import results
+from . import draws
 from ..gains import paired_change
 from ..io import atomic_write_text, write_csv, write_json
 from ..outputs import OutputFolder
@@ -130,24 +131,28 @@ def _compare(cfg: ScoreConfig, names, conditions: dict, folder: OutputFolder) ->
         runs[name] = one(name, augment=plain, model=dataclasses.replace(cfg.model, path=str(path)))
         kinds[name] = "M"
 
-    parts, r = [], cfg.report
+    parts, r, vs_plain = [], cfg.report, {}
+    groups = draws.draw_groups(cfg.augment.files)   # control -> its draws' conditions (random controls as a distribution)
     for name, kind in kinds.items():
-        parts.append(changes(runs[BASELINE], runs[name], f"{name} vs {BASELINE}", kind, cfg.compare, r.n_boot, r.ci,
-                             cfg.seed))
+        vs_plain[name] = changes(runs[BASELINE], runs[name], f"{name} vs {BASELINE}", kind, cfg.compare, r.n_boot,
+                                 r.ci, cfg.seed)
+        parts.append(vs_plain[name])
     others = list(kinds)
     for i, a in enumerate(others):
         for b in others[i + 1:]:
-            if kinds[a] == kinds[b]:
+            if kinds[a] == kinds[b] and draws.wanted_contrast(a, b, groups):
                 parts.append(changes(runs[b], runs[a], f"{a} vs {b}", "contrast", cfg.compare, r.n_boot, r.ci, cfg.seed))
+    parts += draws.against_draws(runs, vs_plain, groups, kinds, lambda base, new, comp: changes(
+        base, new, comp, draws.KIND, cfg.compare, r.n_boot, r.ci, cfg.seed), cfg.compare.fdr)
     gains = results.concat(parts, "comparison")
-    text = summary_text(gains, cfg.compare.fdr)
+    text = "\n".join(filter(None, (summary_text(gains, cfg.compare.fdr), draws.summary_text(gains, cfg.compare.fdr))))
     rows = results.to_rows(gains)
     with folder.staging() as stage:  # the comparison's own files appear together
         files = [write_csv(stage / "gains.csv", rows),
                  write_json(stage / "gains.json", clean_nans(dict(baseline=BASELINE, conditions=kinds, rows=rows)))]
         if r.figures:
             from ..plots import plot_gains
-            files.append(plot_gains(gains, stage / "gains.png", fdr=cfg.compare.fdr))
+            files.append(plot_gains(draws.figure_comparisons(gains, groups), stage / "gains.png", fdr=cfg.compare.fdr))
         files.append(atomic_write_text(stage / "gains.txt", text + "\n"))
         files.append(write_json(stage / "compare.json", dict(
             conditions=kinds, runs={k: str(v.output) for k, v in runs.items()},
