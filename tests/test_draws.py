@@ -59,10 +59,11 @@ def test_draw_p_is_uniform_and_the_combined_test_holds_its_level_on_exchangeable
     p_draws = distribution(f_KW[0], f_KW[1:])["draws_p"]
     assert set(np.unique(p_draws * (k + 1)).tolist()) <= set(range(1, k + 2))
     rate = float(np.mean(p_draws <= 0.05))
-    assert abs(rate - 0.05) < 3 * np.sqrt(0.05 * 0.95 / n_worlds), rate   # measured: see docs/experiments.md
+    assert abs(rate - 0.05) < 3 * np.sqrt(0.05 * 0.95 / n_worlds), rate   # measured 0.051 (docs/experiments.md)
     d_SW = (f_WKS[:, 0] - f_WKS[:, 1:].mean(1)).T
     combined = np.maximum(sign_flip_pvalues(d_SW, 1024), p_draws)
-    assert np.mean(combined <= 0.05) <= rate
+    assert np.mean(combined <= 0.05) <= rate   # 0.051; the sign-flip p alone: 0.50 (one fixed draw per world)
+    assert np.mean(sign_flip_pvalues(d_SW, 1024) <= 0.05) > 0.3
 
 
 def test_one_draw_is_the_control_of_before_and_k_draws_are_seeds_seed_to_seed_plus_k(tmp_path):
@@ -106,6 +107,7 @@ def experiment(tmp_path_factory):
     return tmp, world
 
 
+@pytest.mark.slow  # the module's tiny world and its comparison with 8 draws: about 30 s on 2 cores
 def test_augment_cli_writes_seeded_draws_of_both_kinds(experiment, tmp_path):
     tmp, world = experiment
     align = sorted((world.root / "stimuli" / "gentle").glob("*/align.csv"))
@@ -125,6 +127,7 @@ def test_augment_cli_writes_seeded_draws_of_both_kinds(experiment, tmp_path):
     assert (tmp / "aug" / f"{align[0].parent.name}_shuffled-draw03.json").is_file()
 
 
+@pytest.mark.slow
 def test_compare_reports_the_association_against_the_draws(experiment):
     tmp, _ = experiment
     files = tuple(sorted((tmp / "aug").glob("*.json")))
