@@ -8,6 +8,8 @@ subjects' region scores:
     M  = (R(tuned) - R(base)) / R(base)     each --compare.models folder vs --model.path; a cross-fit
                                             folder scores each story with the fold model that held it out
     contrast = R(A) - R(B)                  every pair of conditions (e.g. associative vs random)
+    draws                                   each association against the K random draws of a control,
+                                            which are not contrasted one by one (`assocjax.pipeline.draws`)
 with the statistics of `assocjax.gains` / `assocjax.stats` (paired subject bootstrap CI, sign-flip p, BH q over
 the layer x region x hemisphere keys of one comparison), as a gains grid (`assocjax.results`).
 Written: gains.csv / gains.json (its tidy rows, `results.to_rows`), gains.png (change per layer, one panel per region) and the runs' own folders.
