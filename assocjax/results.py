@@ -42,6 +42,9 @@ WHOLE = "all"           # the region of every kept vertex
 SCORE_VARS = ("score", "ci_low", "ci_high", "ceiling", "normalized", "alpha", "n_vertices")
 GAIN_VARS = ("n_subjects", "base", "new", "change", "change_ci_low", "change_ci_high", "p", "q", "significant",
              "relative", "relative_ci_low", "relative_ci_high", "base_too_small")
+# the association against a control's random draws (`pipeline.draws`); NaN (draws_n 0) in other comparisons
+DRAW_VARS = ("association_change", "draws_n", "draws_mean", "draws_sd", "draws_rank", "draws_p", "subject_p")
+GAIN_VARS = GAIN_VARS + DRAW_VARS
 SCORE_COLUMNS = ("story", "layer", "region", "hemi", "n_vertices", "fit", "subject", "score", "ci_low", "ci_high",
                  "ceiling", "normalized", "alpha")
 GAIN_COLUMNS = ("comparison", "kind", "layer", "region", "hemi", "fit", "subject") + GAIN_VARS
@@ -54,7 +57,7 @@ DEPTH_COLUMNS = ("comparison", "kind", "region", "hemi", "base_model", "new_mode
                  "new_layer", "new_depth", "n_subjects", "base", "new", "change", "change_ci_low", "change_ci_high",
                  "p", "q", "significant")
 REGION_COLUMNS = ("region", "level", "hemi", "n_vertices", "mean", "ci_low", "ci_high", "n_subjects")
-_FILL = dict(n_vertices=0, n_subjects=0, significant=False, base_too_small=False, present=False)
+_FILL = dict(n_vertices=0, n_subjects=0, draws_n=0, significant=False, base_too_small=False, present=False)
 
 
 def normalized(score, ceiling, min_ceiling: float):
@@ -114,7 +117,9 @@ def from_keys(layers, subjects, regions, hemis, present: np.ndarray, story: str 
 def gains(comparison: str, kind: str, layers, subjects, regions, hemis, present: np.ndarray,
           **vars_FX) -> xr.Dataset:
     """The gains grid of one comparison (module doc) from arrays (units F, keys X) of every `GAIN_VARS`,
-    keys as in `from_keys`."""
+    keys as in `from_keys`; the `DRAW_VARS` not given are NaN (draws_n 0)."""
+    shape = np.shape(vars_FX["change"])
+    vars_FX = {k: np.full(shape, _FILL.get(k, np.nan)) for k in DRAW_VARS} | vars_FX
     ds = _grid(GAIN_VARS, layers, subjects, regions, hemis, present, vars_FX, {})
     return ds.expand_dims(comparison=[comparison]).assign_coords(kind=("comparison", [kind]))
 
@@ -144,16 +149,19 @@ def concat(parts: list[xr.Dataset], dim: str) -> xr.Dataset:
     fill = {k: v for k, v in _FILL.items() if any(k in p for p in parts)}
     out = xr.concat(parts, dim=dim, data_vars="minimal" if dim == "layer" else "all", coords="minimal",
                     join="outer", fill_value=fill, compat="override" if dim != "layer" else "equals")
-    for k in ("n_vertices", "n_subjects", "present", "significant", "base_too_small"):
+    for k in ("n_vertices", "n_subjects", "draws_n", "present", "significant", "base_too_small"):
         if k in out and out[k].dtype != _dtype(k):  # an outer join fills in floats first
             out[k] = out[k].astype(_dtype(k))
     return out
 
 
 def _dtype(name: str):
-    if name in ("n_vertices", "n_subjects"):
+    if name in ("n_vertices", "n_subjects", "draws_n"):
         return np.int64
     return bool if name in ("present", "significant", "base_too_small") else np.float64
+
+
+gain_dtype = _dtype   # the dtype of a gains variable, for grids built outside this module
 
 
 def fit_units(ds: xr.Dataset, fit: str) -> xr.Dataset:

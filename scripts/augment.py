@@ -13,6 +13,8 @@
     # the shuffled control: the same associations, permuted across the same anchors
     python scripts/augment.py random-match --kind shuffled --augmentation aug/pieman-gpt4.json \
         --align .../pieman/align.csv --seed 0 --out aug/pieman-shuffled.json
+    # 19 draws of a control (seeds 0..18): aug/pieman-random-draw00.json .. -draw18.json, one condition each
+    python scripts/augment.py random-match --draws 19 --augmentation aug/pieman-gpt4.json ... --out aug/pieman-random.json
     python scripts/augment.py validate aug/pieman-gpt4.json --align .../pieman/align.csv   # exit 1 on error
     # part of speech of every inserted word, tagged in context (needs spaCy and its model, or --tagger synthetic)
     python scripts/augment.py tag aug/pieman-gpt4.json --align .../pieman/align.csv --tagger spacy:en_core_web_sm \
@@ -46,7 +48,8 @@ from assocjax.augment.generate import ChatGenerator, GenerationError, LMGenerato
 from assocjax.augment.manual import import_json, parse_inline
 from assocjax.augment.oracle import write_oracle
 from assocjax.augment.pos import TaggerUnavailable, load_tagger, tag_augmentation
-from assocjax.augment.random_control import pool_from_alignments, random_match, shuffled_control
+from assocjax.augment.random_control import (control_draws, draw_path, pool_from_alignments, random_match,
+                                             shuffled_control)
 from assocjax.augment.sentences import DEFAULT_GAP_S, boundary_source, story_sentence_ends
 from assocjax.augment.stories import load_story
 from assocjax.augment.summary import summary_text
@@ -250,9 +253,14 @@ class RandomMatch(WritesAugmentation):
     tokenizer: Path | None = None
     """other-story: tokenizer folder; match lengths in its tokens (default: in words)."""
     gap_s: float = DEFAULT_GAP_S
+    draws: int = 1
+    """Seeded draws of the control (seeds --seed, --seed + 1, ...): with more than one, --out names
+    <stem>-drawNN<suffix>, one file per draw, which score.py --augment.compare compares with the association
+    as one distribution (K >= 19 draws for a draw p-value of 0.05, K >= 99 for 0.01)."""
 
     def run(self) -> int:
         at_least({"--seed": self.seed}, 0)
+        at_least({"--draws": self.draws}, 1)
         check_gap(self.gap_s)
         if self.kind == "shuffled":
             other = [flag for flag, given in (("--pool-align", bool(self.pool_align)),
@@ -261,24 +269,31 @@ class RandomMatch(WritesAugmentation):
             if other:
                 raise ValueError(f"{', '.join(other)}: only for --kind other-story; --kind shuffled keeps the "
                                  "augmentation's own texts and anchors")
-        self.check_out()
+        outs = [draw_path(self.out, d, self.draws) for d in range(self.draws)]
+        for out in outs:
+            check_new_file(out, "--out", self.overwrite)
         tokenizer = _tokenizer(self.tokenizer)
         name, t, align_path = self.load()
         aug = fmt.load(self.augmentation, t.words)
         if self.kind == "shuffled":
-            control = shuffled_control(aug, t.words, self.seed)
-            stuck = control.provenance["unmoved"]
-            detail = f"{stuck} could not move" if stuck else "every text moved"
+            make = lambda seed: shuffled_control(aug, t.words, seed)  # noqa: E731
         else:
             pool = pool_from_alignments(self.pool_align, t.words, name)
             ends = story_sentence_ends(t, align_path, self.gap_s)
-            control = random_match(aug, t.words, pool, self.seed, self.positions, tokenizer, ends,
-                                   pool_name=",".join(p.resolve().parent.name for p in self.pool_align))
-            detail = f"{control.n_inserted_words} words"
-        fmt.save(control, self.out, t.words)
-        label = "shuffled" if self.kind == "shuffled" else "random"
-        print(f"wrote {self.out}: {len(control.insertions)} {label} insertions, {detail}, "
-              f"matched to {aug.id}, id {control.id}")
+            pool_name = ",".join(p.resolve().parent.name for p in self.pool_align)
+            make = lambda seed: random_match(aug, t.words, pool, seed, self.positions, tokenizer, ends,  # noqa: E731
+                                             pool_name=pool_name)
+        controls = control_draws(make, self.seed, self.draws)   # all made before any file is written
+        for out, control in zip(outs, controls):
+            if self.kind == "shuffled":
+                stuck = control.provenance["unmoved"]
+                detail = f"{stuck} could not move" if stuck else "every text moved"
+            else:
+                detail = f"{control.n_inserted_words} words"
+            fmt.save(control, out, t.words)
+            label = "shuffled" if self.kind == "shuffled" else "random"
+            print(f"wrote {out}: {len(control.insertions)} {label} insertions, {detail}, "
+                  f"matched to {aug.id}, id {control.id}")
         return 0
 
 
@@ -372,9 +387,16 @@ class Oracle:
     """Seed of the random controls."""
     controls: bool = True
     """Also write the random controls."""
+    kinds: tuple[Literal["other-story", "shuffled"], ...] = ("other-story",)
+    """Controls written: other-story, <story>_random.json (length-matched words of the other stories);
+    shuffled, <story>_shuffled.json (the oracle's own associates, each moved to another word)."""
+    draws: int = 1
+    """Seeded draws of each control (seeds --seed, --seed + 1, ...); more than one: <story>_random-drawNN.json,
+    compared with the oracle as one distribution by score.py --augment.compare."""
 
     def run(self) -> int:
         at_least({"--seed": self.seed}, 0)
+        at_least({"--draws": self.draws}, 1)
         with OutputFolder(self.out_dir, "--out-dir") as out:  # before the built-in data is made
             root = self.data_root
             if root is None:
@@ -383,7 +405,7 @@ class Oracle:
 
                 root = ensure_builtin(SyntheticOptions(), self.cache_dir).root
             with out.staging() as stage:  # every story's files together; files of other origin stay
-                written = write_oracle(root, stage, self.seed, self.controls)
+                written = write_oracle(root, stage, self.seed, self.controls, draws=self.draws, kinds=self.kinds)
         print(f"wrote {sum(map(len, written.values()))} files to {self.out_dir} ({len(written)} stories of {root})")
         return 0
 

@@ -17,7 +17,7 @@ from ..data.synthetic import normalize_word
 from ..fingerprint import text_digest
 from ..stimuli import read_gentle_csv
 from .format import Augmentation, Insertion, save, story_hash
-from .random_control import random_match
+from .random_control import KINDS, control_draws, draw_path, random_match, shuffled_control
 
 CONDITION = "oracle"
 
@@ -60,24 +60,37 @@ def synthetic_oracle(root: str | Path) -> dict[str, tuple[list[str], Augmentatio
 
 
 def write_oracle(root: str | Path, out_dir: str | Path, seed: int = 0, controls: bool = True,
-                 tokenizer=None) -> dict[str, list[Path]]:
+                 tokenizer=None, draws: int = 1, kinds: tuple[str, ...] = ("other-story",)) -> dict[str, list[Path]]:
     """story -> files written: <story>_oracle.json for every story of the synthetic dataset at
-    `root` and, with controls, its length-matched random control <story>_random.json (content:
-    the other stories' words, drawn with `seed`; lengths in `tokenizer`'s tokens when given).
-    A dataset whose manifest records the oracle it was planted with (the built-in one:
-    `assocjax.pipeline.assets`) must give exactly those augmentations."""
+    `root` and, with controls, its random controls of each of `kinds` (`random_control.KINDS`):
+    other-story, the length-matched <story>_random.json (content: the other stories' words;
+    lengths in `tokenizer`'s tokens when given); shuffled, <story>_shuffled.json (the oracle's
+    own associates moved to other words). Seeds `seed`, ..., `seed + draws - 1`: with `draws` > 1
+    each control is a distribution of draws, <story>_random-drawNN.json
+    (`random_control.control_draws`). A dataset whose manifest records the oracle it was
+    planted with (the built-in one: `assocjax.pipeline.assets`) must give exactly those augmentations."""
+    unknown = sorted(set(kinds) - set(KINDS))
+    if unknown or not kinds:
+        raise ValueError(f"write_oracle: control kinds must be some of {KINDS}, got {kinds!r}")
     stories = synthetic_oracle(root)
-    if controls and len(stories) < 2:
+    if controls and "other-story" in kinds and len(stories) < 2:
         raise ValueError(f"{root} has one story ({', '.join(stories)}): a random control draws its words from the "
                          "other stories; write the oracle alone (augment.py oracle --no-controls)")
     _check_recorded(Path(root), {story: aug.id for story, (_, aug) in stories.items()})
     written = {}
     for story, (words, aug) in stories.items():
         written[story] = [save(aug, Path(out_dir) / f"{story}_oracle.json", words)]
-        if controls:
-            pool = [w for other, (ws, _) in stories.items() if other != story for w in ws]
-            control = random_match(aug, words, pool, seed, "matched", tokenizer, pool_name="other stories")
-            written[story].append(save(control, Path(out_dir) / f"{story}_random.json", words))
+        if not controls:
+            continue
+        pool = [w for other, (ws, _) in stories.items() if other != story for w in ws]
+        make = {"other-story": (lambda s: random_match(aug, words, pool, s, "matched", tokenizer,
+                                                       pool_name="other stories"), "random"),
+                "shuffled": (lambda s: shuffled_control(aug, words, s), "shuffled")}
+        for kind in kinds:
+            fn, name = make[kind]
+            for d, control in enumerate(control_draws(fn, seed, draws)):
+                written[story].append(save(control, draw_path(Path(out_dir) / f"{story}_{name}.json", d, draws),
+                                           words))
     return written
 
 

@@ -12,10 +12,19 @@ stays a comma list), wrong place. Association vs this control is then not also c
 vs prose.
 
 The same seed gives the same control. Host-side NumPy: this runs once per augmentation.
+
+Draws (`control_draws`): K seeded draws of one control (seeds seed, seed + 1, ...), one
+augmentation each, so that `score.py --augment.compare` can score each as an ordinary
+condition and compare the association with their distribution (`assocjax.pipeline.draws`).
+Each draw's provenance records `control` (the control's condition, e.g. random-word), `draw`
+(0..K-1), `draws` (K) and its own `condition` <control>-draw<NN>; one draw (K = 1) is the
+control as before, without those fields.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
+from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
@@ -222,3 +231,33 @@ def shuffled_control(aug: Augmentation, words: Sequence[str], seed: int) -> Augm
     out = Augmentation(aug.story, story_hash(words), len(words), insertions, provenance)
     validate(out, words, where="shuffled_control: control")
     return out
+
+
+def control_draws(make: Callable[[int], Augmentation], seed: int, n_draws: int) -> list[Augmentation]:
+    """`make(seed + d)` for d in 0..n_draws-1, each marked as draw d of its control (module
+    docstring); n_draws = 1: `[make(seed)]` unmarked, the single control of before."""
+    if not isinstance(n_draws, (int, np.integer)) or isinstance(n_draws, bool) or n_draws < 1:
+        raise ValueError(f"control_draws: the number of draws must be an int >= 1, got {n_draws!r}")
+    if n_draws == 1:
+        return [make(seed)]
+    out = []
+    for d in range(n_draws):
+        control = make(seed + d)
+        # the condition `pipeline.inputs.condition_name` gives the control: every insertion is source "random"
+        base = control.provenance.get("condition") or f"random-{control.level}"
+        provenance = {**control.provenance, "control": base, "draw": d, "draws": int(n_draws),
+                      "condition": f"{base}-{draw_label(d, n_draws)}"}
+        out.append(dataclasses.replace(control, provenance=provenance))
+    return out
+
+
+def draw_label(draw: int, n_draws: int) -> str:
+    """"draw07": the draw's suffix in condition and file names, zero-padded so that they sort."""
+    return f"draw{draw:0{max(2, len(str(n_draws - 1)))}d}"
+
+
+def draw_path(out: str | os.PathLike, draw: int, n_draws: int) -> Path:
+    """The file of draw `draw` of `n_draws` for the output name `out`: `out` itself for one draw,
+    else <stem>-drawNN<suffix> beside it (aug/pieman-random.json -> aug/pieman-random-draw03.json)."""
+    out = Path(out)
+    return out if n_draws == 1 else out.with_name(f"{out.stem}-{draw_label(draw, n_draws)}{out.suffix}")

@@ -10,6 +10,8 @@ subjects' region scores:
                                             (same architecture and depth only: a model of another architecture
                                             or depth is compared at its best layer, `models_compare`)
     contrast = R(A) - R(B)                  every pair of conditions (e.g. associative vs random)
+    draws                                   each association against the K random draws of a control,
+                                            which are not contrasted one by one (`assocjax.pipeline.draws`)
 with the statistics of `assocjax.gains` / `assocjax.stats` (paired subject bootstrap CI, sign-flip p, BH q over
 the layer x region x hemisphere keys of one comparison), as a gains grid (`assocjax.results`).
 Written: gains.csv / gains.json (its tidy rows, `results.to_rows`), gains.png (change per layer, one panel per region) and the runs' own folders.
@@ -26,6 +28,7 @@ import xarray as xr
 
 from .. import results
 from ..augment.pos import split_conditions
+from . import draws
 from ..gains import paired_change
 from ..io import atomic_write_text, write_csv, write_json
 from ..outputs import OutputFolder
@@ -142,19 +145,24 @@ def _compare(cfg: ScoreConfig, names, conditions: dict, folder: OutputFolder) ->
     depth, _ = models_compare.compare_depths(runs, BASELINE, names, cfg)
     for name in () if depth is None else {c.split(" vs ")[0] for c in depth["comparison"].values.tolist()}:
         kinds[name] = models_compare.KIND
-    parts, r = [], cfg.report
+    parts, r, vs_plain = [], cfg.report, {}
+    groups = draws.draw_groups(cfg.augment.files)   # control -> its draws' conditions (random controls as a distribution)
     for name, kind in kinds.items():
         if kind != models_compare.KIND:
-            parts.append(changes(runs[BASELINE], runs[name], f"{name} vs {BASELINE}", kind, cfg.compare, r.n_boot,
-                                 r.ci, cfg.seed))
+            vs_plain[name] = changes(runs[BASELINE], runs[name], f"{name} vs {BASELINE}", kind, cfg.compare, r.n_boot,
+                                     r.ci, cfg.seed)
+            parts.append(vs_plain[name])
     others = list(kinds)
     for i, a in enumerate(others):
         for b in others[i + 1:]:
-            if kinds[a] == kinds[b] != models_compare.KIND:
+            if kinds[a] == kinds[b] != models_compare.KIND and draws.wanted_contrast(a, b, groups):
                 parts.append(changes(runs[b], runs[a], f"{a} vs {b}", "contrast", cfg.compare, r.n_boot, r.ci, cfg.seed))
+    parts += draws.against_draws(runs, vs_plain, groups, kinds, lambda base, new, comp: changes(
+        base, new, comp, draws.KIND, cfg.compare, r.n_boot, r.ci, cfg.seed), cfg.compare.fdr)
     gains = results.concat(parts, "comparison") if parts else None
-    text = "\n".join(([summary_text(gains, cfg.compare.fdr)] if parts else []) +
-                     ([models_compare.summary_text(depth, cfg.compare.fdr)] if depth is not None else []))
+    text = "\n".join(filter(None, ([summary_text(gains, cfg.compare.fdr), draws.summary_text(gains, cfg.compare.fdr)]
+                                    if parts else []) +
+                                   ([models_compare.summary_text(depth, cfg.compare.fdr)] if depth is not None else [])))
     if pos_notes:
         text += "\nby part of speech (--augment.by-pos):\n" + "\n".join(f"  {n}" for n in pos_notes)
     rows = results.to_rows(gains) if parts else []
@@ -164,7 +172,7 @@ def _compare(cfg: ScoreConfig, names, conditions: dict, folder: OutputFolder) ->
             files.append(write_csv(stage / "gains.csv", rows))
         if parts and r.figures:
             from ..plots import plot_gains
-            files.append(plot_gains(gains, stage / "gains.png", fdr=cfg.compare.fdr))
+            files.append(plot_gains(draws.figure_comparisons(gains, groups), stage / "gains.png", fdr=cfg.compare.fdr))
         if depth is not None:
             files += models_compare.write(stage, depth, runs, BASELINE, r.figures)
         files.append(atomic_write_text(stage / "gains.txt", text + "\n"))
