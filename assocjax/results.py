@@ -19,7 +19,8 @@ The score grid (`scores`), one story (or the stories combined: scalar coordinate
             (region, hemi): whether the region has vertices in that hemisphere (a region x hemi
             pair that does not exist holds NaN / 0 and gives no row)
 The gains grid (`gains`): dims comparison (coordinate `kind`: "F", "M" or "contrast"), layer,
-unit, region, hemi; vars `GAIN_VARS` and `present`.
+unit, region, hemi; scalar coordinate `story` (the story's name, or "all" combined over stories);
+vars `GAIN_VARS`, `STORY_GAIN_VARS` and `present`.
 
 Shape letters here: F the units (fits: the headline, each subject, the mean), R (region, hemi)
 pairs, X the present (layer, region, hemi) keys, flattened (`stacked`).
@@ -44,9 +45,14 @@ GAIN_VARS = ("n_subjects", "base", "new", "change", "change_ci_low", "change_ci_
              "relative", "relative_ci_low", "relative_ci_high", "base_too_small")
 SCORE_COLUMNS = ("story", "layer", "region", "hemi", "n_vertices", "fit", "subject", "score", "ci_low", "ci_high",
                  "ceiling", "normalized", "alpha")
-GAIN_COLUMNS = ("comparison", "kind", "layer", "region", "hemi", "fit", "subject") + GAIN_VARS
+# appended, so the old columns keep their places: the story of the row ("all": combined over stories)
+# and the leave-one-story-out check of a combined headline row (`pipeline.story_level`)
+STORY_GAIN_VARS = ("loso_min_change", "loso_max_change", "loso_sign_holds")
+GAIN_COLUMNS = ("comparison", "kind", "layer", "region", "hemi", "fit", "subject") + GAIN_VARS + ("story",) + \
+    STORY_GAIN_VARS
 REGION_COLUMNS = ("region", "level", "hemi", "n_vertices", "mean", "ci_low", "ci_high", "n_subjects")
-_FILL = dict(n_vertices=0, n_subjects=0, significant=False, base_too_small=False, present=False)
+_FILL = dict(n_vertices=0, n_subjects=0, significant=False, base_too_small=False, present=False,
+             loso_sign_holds=False)
 
 
 def normalized(score, ceiling, min_ceiling: float):
@@ -103,11 +109,13 @@ def from_keys(layers, subjects, regions, hemis, present: np.ndarray, story: str 
                  {} if story is None else dict(story=story))
 
 
-def gains(comparison: str, kind: str, layers, subjects, regions, hemis, present: np.ndarray,
+def gains(comparison: str, kind: str, layers, subjects, regions, hemis, present: np.ndarray, story: str = ALL,
           **vars_FX) -> xr.Dataset:
-    """The gains grid of one comparison (module doc) from arrays (units F, keys X) of every `GAIN_VARS`,
-    keys as in `from_keys`."""
-    ds = _grid(GAIN_VARS, layers, subjects, regions, hemis, present, vars_FX, {})
+    """The gains grid of one comparison (module doc) from arrays (units F, keys X) of every `GAIN_VARS`
+    (and the `STORY_GAIN_VARS` of a combined run: NaN / False when not given), keys as in `from_keys`."""
+    shape = np.shape(vars_FX["change"])
+    vars_FX = {k: np.full(shape, _FILL.get(k, np.nan)) for k in STORY_GAIN_VARS} | vars_FX
+    ds = _grid(GAIN_VARS + STORY_GAIN_VARS, layers, subjects, regions, hemis, present, vars_FX, dict(story=story))
     return ds.expand_dims(comparison=[comparison]).assign_coords(kind=("comparison", [kind]))
 
 
@@ -136,7 +144,7 @@ def concat(parts: list[xr.Dataset], dim: str) -> xr.Dataset:
     fill = {k: v for k, v in _FILL.items() if any(k in p for p in parts)}
     out = xr.concat(parts, dim=dim, data_vars="minimal" if dim == "layer" else "all", coords="minimal",
                     join="outer", fill_value=fill, compat="override" if dim != "layer" else "equals")
-    for k in ("n_vertices", "n_subjects", "present", "significant", "base_too_small"):
+    for k in ("n_vertices", "n_subjects", "present", "significant", "base_too_small", "loso_sign_holds"):
         if k in out and out[k].dtype != _dtype(k):  # an outer join fills in floats first
             out[k] = out[k].astype(_dtype(k))
     return out
@@ -145,7 +153,7 @@ def concat(parts: list[xr.Dataset], dim: str) -> xr.Dataset:
 def _dtype(name: str):
     if name in ("n_vertices", "n_subjects"):
         return np.int64
-    return bool if name in ("present", "significant", "base_too_small") else np.float64
+    return bool if name in ("present", "significant", "base_too_small", "loso_sign_holds") else np.float64
 
 
 def fit_units(ds: xr.Dataset, fit: str) -> xr.Dataset:

@@ -6,6 +6,10 @@ layers, splits or subjects): `pearson_r`, `r2_score`, `fisher_z_mean`, `spearman
 Statistics over subjects (host-side NumPy; a few subjects x regions, float64): the subject
 bootstrap (`bootstrap_indices`, `bootstrap_means`, `bootstrap_mean_ci`), the paired
 sign-flip permutation test (`sign_flip_pvalues`) and Benjamini-Hochberg FDR (`bh_fdr`).
+
+Statistics over stories and subjects (several stories, crossed and unbalanced: a story's listeners
+differ, some subjects heard several): the two-level bootstrap (`two_level_draws`, `two_level_means`)
+and its studentized CI and p (`two_level_ci_p`).
 """
 from __future__ import annotations
 
@@ -125,3 +129,67 @@ def bh_fdr(p: np.ndarray) -> np.ndarray:
     out[order] = adjusted
     q[ok] = out
     return q
+
+
+def two_level_draws(n_subjects: int, n_stories: int, n_boot: int = 1000, seed: int = 0
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """(stories_IG, subjects_IS): how often each story and each subject is drawn in each of n_boot
+    resamples: stories with replacement, then subjects with replacement, independently (the
+    pigeonhole bootstrap of crossed random effects, Owen 2007). A drawn subject counts on the drawn
+    stories it heard, each as often as the story was drawn, so its own effect stays shared by its
+    stories (drawing listeners anew in each story would make one subject's stories independent
+    people and understate the subject variance). One draw serves every region, layer and condition."""
+    rng = np.random.default_rng(seed)
+    counts = lambda n: np.apply_along_axis(np.bincount, 1, rng.integers(0, n, size=(n_boot, n)), minlength=n)  # noqa: E731
+    stories_IG = counts(n_stories)
+    return stories_IG.astype(np.float64), counts(n_subjects).astype(np.float64)
+
+
+def two_level_means(values_SXG, weights_G, stories_IG: np.ndarray, subjects_IS: np.ndarray,
+                    chunk: int = 2**24) -> np.ndarray:
+    """(I, X) the statistic of each resample: per subject its weighted (TR-weighted) mean over the
+    drawn stories it heard with a finite score, each story counted as often as drawn; then the mean of
+    those over the drawn subjects, each counted as often as drawn (NaN where a resample has none).
+    values_SXG: each subject's score per column and story (NaN where not heard). All-ones draws give
+    the estimate itself; `stories_IG = 1 - eye(G)` with all-ones subjects leaves each story out."""
+    v = np.asarray(values_SXG, np.float64)
+    S, X, G = v.shape
+    ok = np.isfinite(v)
+    w_G = np.asarray(weights_G, np.float64)
+    wv_GSX = np.moveaxis(np.where(ok, v, 0.0) * w_G, -1, 0)
+    wo_GSX = np.moveaxis(ok * w_G, -1, 0)
+    out = np.full((stories_IG.shape[0], X), np.nan)
+    step = max(1, chunk // max(1, stories_IG.shape[0] * S))   # columns per block: (I, S, block) floats
+    for a in range(0, X, step):
+        b = slice(a, a + step)
+        num_ISX = np.einsum("ig,gsx->isx", stories_IG, wv_GSX[:, :, b])
+        den_ISX = np.einsum("ig,gsx->isx", stories_IG, wo_GSX[:, :, b])
+        has = den_ISX > 0
+        score_ISX = np.where(has, num_ISX / np.where(has, den_ISX, 1.0), 0.0)
+        n_IX = np.einsum("is,isx->ix", subjects_IS, has)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out[:, b] = np.einsum("is,isx->ix", subjects_IS, score_ISX) / n_IX
+    return out
+
+
+def two_level_ci_p(estimate_X, boot_IX: np.ndarray, n_stories_X, ci: float = 0.95):
+    """(CI low, CI high, two-sided p) per column, studentized: estimate +- t * the two-level bootstrap
+    SD, and p of |estimate| / SD against Student's t with (stories - 1) degrees of freedom. The story
+    is the coarsest level, so its count sets the df: with 3 stories the t quantile is 4.3, not 1.96 (a
+    claim from few stories generalises to stories only as far as that allows); NaN below 2 stories.
+    The percentile interval of a bootstrap over few stories is too narrow (its spread is that of
+    G stories' (G-1)/G and lumpy), hence the t reference; its false-positive rate is measured in
+    tests/test_story_level.py."""
+    from scipy.stats import t as student_t   # scipy comes with nilearn; loaded only when several stories
+
+    est = np.asarray(estimate_X, np.float64)
+    df = np.asarray(n_stories_X, np.float64) - 1
+    with warnings.catch_warnings(), np.errstate(invalid="ignore", divide="ignore"):
+        warnings.simplefilter("ignore", RuntimeWarning)
+        sd = np.nanstd(boot_IX, axis=0, ddof=1)
+        valid = (df >= 1) & np.isfinite(est) & (sd > 0)
+        df = np.where(valid, df, 1.0)
+        half = student_t.ppf((1 + ci) / 2, df) * sd
+        p = 2 * student_t.sf(np.abs(est) / np.where(valid, sd, 1.0), df)
+    nan_if = lambda a: np.where(valid, a, np.nan)  # noqa: E731
+    return nan_if(est - half), nan_if(est + half), nan_if(p)

@@ -30,6 +30,7 @@ from ..stats import bh_fdr
 from .config import ScoreConfig, check_options
 from .inputs import condition_name, read_augmentations, resolve_layers
 from .report import clean_nans
+from . import story_level
 from .run import ScoreResult, check_models, score
 
 BASELINE = "plain"
@@ -41,11 +42,12 @@ class Comparison:
     runs: dict[str, ScoreResult]   # condition -> its run (BASELINE first)
     gains: xr.Dataset              # every comparison's gains grid (`assocjax.results`)
     files: list[Path]
+    story_gains: tuple[xr.Dataset, ...] = ()   # each comparison's grid per story, with several stories
 
     @property
     def rows(self) -> list[dict]:
         """gains.csv's rows."""
-        return results.to_rows(self.gains)
+        return results.to_rows(self.gains) + [r for g in self.story_gains for r in results.to_rows(g)]
 
 
 def augmentation_conditions(files) -> dict[str, list[Path]]:
@@ -85,6 +87,7 @@ def changes(base: ScoreResult, new: ScoreResult, comparison: str, kind: str, opt
     if subjects:
         b, n = matrix(b_ds, subjects), matrix(new.scores, subjects)                  # (S, keys)
         st = paired_change(b, n, n_boot, ci, seed, opts.n_perm, opts.min_base)
+        st |= story_level.two_level_change(base, new, subjects, b_ds, st, n_boot, ci, seed)  # several stories
         q = bh_fdr(st["p"])
         head = {k: st[k] for k in results.GAIN_VARS if k in st} | dict(q=q, significant=q < opts.fdr)
         nan_SX = np.full_like(b, np.nan)
@@ -92,8 +95,11 @@ def changes(base: ScoreResult, new: ScoreResult, comparison: str, kind: str, opt
                    change_ci_high=nan_SX, p=nan_SX, q=nan_SX, significant=np.zeros(b.shape, bool), relative=nan_SX,
                    relative_ci_low=nan_SX, relative_ci_high=nan_SX, base_too_small=np.zeros(b.shape, bool))
         grid = {k: [np.asarray(head[k])[None], own[k], mean[k][None]] for k in mean}   # `results.units` order
+    grid = {k: np.concatenate(v) for k, v in grid.items()}
+    grid |= story_level.loso_units(st if subjects else {}, *grid["change"].shape)
     return results.gains(comparison, kind, b_ds["layer"].values, subjects, b_ds["region"].values.tolist(),
-                         b_ds["hemi"].values.tolist(), present.values, **{k: np.concatenate(v) for k, v in grid.items()})
+                         b_ds["hemi"].values.tolist(), present.values,
+                         b_ds["story"].item() if "story" in b_ds.coords else results.ALL, **grid)
 
 
 def compare(cfg: ScoreConfig) -> Comparison:
@@ -130,18 +136,19 @@ def _compare(cfg: ScoreConfig, names, conditions: dict, folder: OutputFolder) ->
         runs[name] = one(name, augment=plain, model=dataclasses.replace(cfg.model, path=str(path)))
         kinds[name] = "M"
 
-    parts, r = [], cfg.report
-    for name, kind in kinds.items():
-        parts.append(changes(runs[BASELINE], runs[name], f"{name} vs {BASELINE}", kind, cfg.compare, r.n_boot, r.ci,
-                             cfg.seed))
+    r = cfg.report
+    pairs = [(runs[BASELINE], runs[name], f"{name} vs {BASELINE}", kind) for name, kind in kinds.items()]
     others = list(kinds)
     for i, a in enumerate(others):
         for b in others[i + 1:]:
             if kinds[a] == kinds[b]:
-                parts.append(changes(runs[b], runs[a], f"{a} vs {b}", "contrast", cfg.compare, r.n_boot, r.ci, cfg.seed))
-    gains = results.concat(parts, "comparison")
-    text = summary_text(gains, cfg.compare.fdr)
-    rows = results.to_rows(gains)
+                pairs.append((runs[b], runs[a], f"{a} vs {b}", "contrast"))
+    pair = lambda b, n, comp, kind: changes(b, n, comp, kind, cfg.compare, r.n_boot, r.ci, cfg.seed)  # noqa: E731
+    gains = results.concat([pair(*p) for p in pairs], "comparison")
+    story_gains = tuple(g for p in pairs for g in story_level.story_gains(pair, *p))
+    text = "\n".join(line for b, n, comp, _ in pairs for line in [summary_text(gains.sel(comparison=[comp]), cfg.compare.fdr)]
+                      + story_level.loso_text(b, n, gains, comp))
+    rows = results.to_rows(gains) + [row for g in story_gains for row in results.to_rows(g)]
     with folder.staging() as stage:  # the comparison's own files appear together
         files = [write_csv(stage / "gains.csv", rows),
                  write_json(stage / "gains.json", clean_nans(dict(baseline=BASELINE, conditions=kinds, rows=rows)))]
@@ -154,7 +161,7 @@ def _compare(cfg: ScoreConfig, names, conditions: dict, folder: OutputFolder) ->
             config=json.loads(json.dumps(dataclasses.asdict(cfg), default=str)))))
         files = [folder.final(p) for p in files]
     print(text)
-    return Comparison(out, runs, gains, files)
+    return Comparison(out, runs, gains, files, story_gains)
 
 
 def warn_unchanged_layers(name: str, model_path: str, cfg: ScoreConfig) -> str | None:
