@@ -4,7 +4,7 @@ Per-vertex scores (pure JAX, jit-able; reduce over the leading time axis, so the
 layers, splits or subjects): `pearson_r`, `r2_score`, `fisher_z_mean`, `spearman_brown`.
 
 Statistics over subjects (host-side NumPy; a few subjects x regions, float64): the subject
-bootstrap (`bootstrap_indices`, `bootstrap_means`, `bootstrap_mean_ci`), the paired
+bootstrap (`bootstrap_indices`, `draw_counts`, `bootstrap_means`, `bootstrap_mean_ci`), the paired
 sign-flip permutation test (`sign_flip_pvalues`) and Benjamini-Hochberg FDR (`bh_fdr`).
 
 Statistics over stories and subjects (several stories, crossed and unbalanced: a story's listeners
@@ -66,13 +66,17 @@ def bootstrap_indices(n_subjects: int, n_boot: int = 1000, seed: int = 0) -> np.
     return np.random.default_rng(seed).integers(0, n_subjects, size=(n_boot, n_subjects))
 
 
+def draw_counts(idx_IS: np.ndarray) -> np.ndarray:
+    """(I, S) how often each of S items is drawn in each resample of (I, S) indices."""
+    B, S = idx_IS.shape
+    return np.bincount((idx_IS + S * np.arange(B)[:, None]).ravel(), minlength=B * S).reshape(B, S)
+
+
 def bootstrap_means(values_SR, idx_IS: np.ndarray) -> np.ndarray:
     """(B, R) mean over each resampled cohort of the finite subjects, per column (NaN where a
     resample holds no finite subject)."""
     m = np.asarray(values_SR, dtype=np.float64)
-    B, S = idx_IS.shape
-    # draws as counts, so a resample's mean is one matmul over all columns
-    counts_IS = np.bincount((idx_IS + S * np.arange(B)[:, None]).ravel(), minlength=B * S).reshape(B, S)
+    counts_IS = draw_counts(idx_IS)   # draws as counts, so a resample's mean is one matmul over all columns
     ok = np.isfinite(m)
     with np.errstate(invalid="ignore", divide="ignore"):
         return (counts_IS @ np.where(ok, m, 0.0)) / (counts_IS @ ok)
@@ -140,13 +144,13 @@ def two_level_draws(n_subjects: int, n_stories: int, n_boot: int = 1000, seed: i
     stories (drawing listeners anew in each story would make one subject's stories independent
     people and understate the subject variance). One draw serves every region, layer and condition."""
     rng = np.random.default_rng(seed)
-    counts = lambda n: np.apply_along_axis(np.bincount, 1, rng.integers(0, n, size=(n_boot, n)), minlength=n)  # noqa: E731
-    stories_IG = counts(n_stories)
-    return stories_IG.astype(np.float64), counts(n_subjects).astype(np.float64)
+    stories_IG = draw_counts(rng.integers(0, n_stories, size=(n_boot, n_stories)))
+    subjects_IS = draw_counts(rng.integers(0, n_subjects, size=(n_boot, n_subjects)))
+    return stories_IG.astype(np.float64), subjects_IS.astype(np.float64)
 
 
 def two_level_means(values_SXG, weights_G, stories_IG: np.ndarray, subjects_IS: np.ndarray,
-                    chunk: int = 2**24) -> np.ndarray:
+                    chunk: int = 2**22) -> np.ndarray:
     """(I, X) the statistic of each resample: per subject its weighted (TR-weighted) mean over the
     drawn stories it heard with a finite score, each story counted as often as drawn; then the mean of
     those over the drawn subjects, each counted as often as drawn (NaN where a resample has none).
