@@ -146,9 +146,10 @@ def _compare(cfg: ScoreConfig, names, conditions: dict, folder: OutputFolder) ->
     pair = lambda b, n, comp, kind: changes(b, n, comp, kind, cfg.compare, r.n_boot, r.ci, cfg.seed)  # noqa: E731
     gains = results.concat([pair(*p) for p in pairs], "comparison")
     story_gains = tuple(g for p in pairs for g in story_level.story_gains(pair, *p))
-    text = "\n".join(line for b, n, comp, _ in pairs for line in [summary_text(gains.sel(comparison=[comp]), cfg.compare.fdr)]
-                      + story_level.loso_text(b, n, gains, comp))
-    rows = results.to_rows(gains) + [row for g in story_gains for row in results.to_rows(g)]
+    per_comparison = ([summary_text(gains.sel(comparison=[c]), cfg.compare.fdr)] + story_level.loso_text(b, n, gains, c)
+                      for b, n, c, _ in pairs)
+    text = "\n".join(line for lines in per_comparison for line in lines)
+    rows = Comparison(out, runs, gains, [], story_gains).rows
     with folder.staging() as stage:  # the comparison's own files appear together
         files = [write_csv(stage / "gains.csv", rows),
                  write_json(stage / "gains.json", clean_nans(dict(baseline=BASELINE, conditions=kinds, rows=rows)))]

@@ -26,9 +26,6 @@ from .. import results
 from ..stats import two_level_ci_p, two_level_draws, two_level_means
 from .aggregate import own_fits
 
-LOSO_VARS = ("loso_min_change", "loso_max_change", "loso_sign_holds")
-
-
 def with_story_info(ds: xr.Dataset, weight: float, listeners) -> xr.Dataset:
     """A story grid carrying its TR weight and listeners (module doc)."""
     return ds.assign_attrs(weight=float(weight), listeners=tuple(listeners))
@@ -93,7 +90,8 @@ def two_level_change(base, new, subjects, like: xr.Dataset, st: dict, n_boot: in
         holds = np.all(np.sign(loso) == np.sign(st["change"]), axis=0) & (st["change"] != 0)
     tested = np.isfinite(loso).all(0)
     return dict(change_ci_low=lo, change_ci_high=hi, p=p, relative_ci_low=m_lo, relative_ci_high=m_hi,
-                loso_min_change=np.where(tested, loso.min(0), np.nan), loso_max_change=np.where(tested, loso.max(0), np.nan),
+                loso_min_change=np.where(tested, loso.min(0), np.nan),
+                loso_max_change=np.where(tested, loso.max(0), np.nan),
                 loso_sign_holds=holds & tested)
 
 
@@ -101,7 +99,7 @@ def loso_units(head: dict, n_units: int, n_keys: int) -> dict[str, np.ndarray]:
     """The leave-one-story-out variables over every unit of a gains grid (`results.units` order):
     the headline's from `head`, NaN / False on each subject's and the mean fit's rows."""
     out = {}
-    for k in LOSO_VARS:
+    for k in results.STORY_GAIN_VARS:
         fill = False if k == "loso_sign_holds" else np.nan
         a = np.full((n_units, n_keys), fill, bool if k == "loso_sign_holds" else np.float64)
         if k in head:
