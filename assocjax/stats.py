@@ -149,8 +149,7 @@ def two_level_draws(n_subjects: int, n_stories: int, n_boot: int = 1000, seed: i
     return stories_IG.astype(np.float64), subjects_IS.astype(np.float64)
 
 
-def two_level_means(values_SXG, weights_G, stories_IG: np.ndarray, subjects_IS: np.ndarray,
-                    chunk: int = 2**22) -> np.ndarray:
+def two_level_means(values_SXG, weights_G, stories_IG: np.ndarray, subjects_IS: np.ndarray) -> np.ndarray:
     """(I, X) the statistic of each resample: per subject its weighted (TR-weighted) mean over the
     drawn stories it heard with a finite score, each story counted as often as drawn; then the mean of
     those over the drawn subjects, each counted as often as drawn (NaN where a resample has none).
@@ -158,21 +157,26 @@ def two_level_means(values_SXG, weights_G, stories_IG: np.ndarray, subjects_IS: 
     the estimate itself; `stories_IG = 1 - eye(G)` with all-ones subjects leaves each story out."""
     v = np.asarray(values_SXG, np.float64)
     S, X, G = v.shape
-    ok = np.isfinite(v)
     w_G = np.asarray(weights_G, np.float64)
-    wv_GSX = np.moveaxis(np.where(ok, v, 0.0) * w_G, -1, 0)
-    wo_GSX = np.moveaxis(ok * w_G, -1, 0)
+    ok_SXG = np.isfinite(v)
+    cell_s, cell_g = np.nonzero(ok_SXG.any(1))                      # (subject, story) cells with a score
+    ok_XC = ok_SXG[cell_s, :, cell_g].T
+    wv_CX = np.where(ok_SXG, v, 0.0)[cell_s, :, cell_g] * w_G[cell_g, None]
     out = np.full((stories_IG.shape[0], X), np.nan)
-    step = max(1, chunk // max(1, stories_IG.shape[0] * S))   # columns per block: (I, S, block) floats
-    for a in range(0, X, step):
-        b = slice(a, a + step)
-        num_ISX = np.einsum("ig,gsx->isx", stories_IG, wv_GSX[:, :, b])
-        den_ISX = np.einsum("ig,gsx->isx", stories_IG, wo_GSX[:, :, b])
-        has = den_ISX > 0
-        score_ISX = np.where(has, num_ISX / np.where(has, den_ISX, 1.0), 0.0)
-        n_IX = np.einsum("is,isx->ix", subjects_IS, has)
+    # A subject's mean over its drawn stories divides by its drawn weight, which depends on the column
+    # only through which of its cells are finite there: columns of one finite pattern (most share
+    # one) then reduce to a single matmul, sum over cells of (subject draws / its drawn weight) x
+    # (story draws) x (weight x score).
+    patterns_PC, column_pattern = np.unique(ok_XC, axis=0, return_inverse=True)
+    for k, ok_C in enumerate(patterns_PC):
+        cols = np.flatnonzero(column_pattern.ravel() == k)
+        den_IS = np.zeros((stories_IG.shape[0], S))
+        np.add.at(den_IS.T, cell_s[ok_C], (stories_IG[:, cell_g[ok_C]] * w_G[cell_g[ok_C]]).T)
+        has = den_IS > 0
+        coef_IS = np.where(has, subjects_IS / np.where(has, den_IS, 1.0), 0.0)
+        a_IC = np.where(ok_C, coef_IS[:, cell_s] * stories_IG[:, cell_g], 0.0)
         with np.errstate(invalid="ignore", divide="ignore"):
-            out[:, b] = np.einsum("is,isx->ix", subjects_IS, score_ISX) / n_IX
+            out[:, cols] = (a_IC @ wv_CX[:, cols]) / (subjects_IS * has).sum(1)[:, None]
     return out
 
 

@@ -51,7 +51,7 @@ def test_two_level_means_match_the_explicit_resampled_data_sets():
     v[2, 1, :] = np.nan                       # a subject with no finite score in one column
     w = rng.integers(100, 300, 4).astype(float)
     stories_IG, subjects_IS = two_level_draws(9, 4, 40, seed=3)
-    np.testing.assert_allclose(two_level_means(v, w, stories_IG, subjects_IS, chunk=50),   # several column blocks
+    np.testing.assert_allclose(two_level_means(v, w, stories_IG, subjects_IS),
                                _reference(v, w, stories_IG, subjects_IS), rtol=1e-12, atol=1e-15)
     # all-ones draws give the estimate: the mean over subjects of their TR-weighted means (aggregate's)
     est = two_level_means(v, w, np.ones((1, 4)), np.ones((1, 9)))[0]
