@@ -48,8 +48,8 @@ SCORE_COLUMNS = ("story", "layer", "region", "hemi", "n_vertices", "fit", "subje
 # appended, so the old columns keep their places: the story of the row ("all": combined over stories)
 # and the leave-one-story-out check of a combined headline row (`pipeline.story_level`)
 STORY_GAIN_VARS = ("loso_min_change", "loso_max_change", "loso_sign_holds")
-GAIN_COLUMNS = ("comparison", "kind", "layer", "region", "hemi", "fit", "subject") + GAIN_VARS + ("story",) + \
-    STORY_GAIN_VARS
+GAIN_COLUMNS = (("comparison", "kind", "layer", "region", "hemi", "fit", "subject") + GAIN_VARS + ("story",)
+                + STORY_GAIN_VARS)
 REGION_COLUMNS = ("region", "level", "hemi", "n_vertices", "mean", "ci_low", "ci_high", "n_subjects")
 _FILL = dict(n_vertices=0, n_subjects=0, significant=False, base_too_small=False, present=False,
              loso_sign_holds=False)

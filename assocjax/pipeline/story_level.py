@@ -26,6 +26,7 @@ from .. import results
 from ..stats import two_level_ci_p, two_level_draws, two_level_means
 from .aggregate import own_fits
 
+
 def with_story_info(ds: xr.Dataset, weight: float, listeners) -> xr.Dataset:
     """A story grid carrying its TR weight and listeners (module doc)."""
     return ds.assign_attrs(weight=float(weight), listeners=tuple(listeners))
