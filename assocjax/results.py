@@ -19,7 +19,8 @@ The score grid (`scores`), one story (or the stories combined: scalar coordinate
             (region, hemi): whether the region has vertices in that hemisphere (a region x hemi
             pair that does not exist holds NaN / 0 and gives no row)
 The gains grid (`gains`): dims comparison (coordinate `kind`: "F", "M" or "contrast"), layer,
-unit, region, hemi; vars `GAIN_VARS` and `present`.
+unit, region, hemi; scalar coordinate `story` (the story's name, or "all" combined over stories);
+vars `GAIN_VARS`, `STORY_GAIN_VARS` and `present`.
 
 Shape letters here: F the units (fits: the headline, each subject, the mean), R (region, hemi)
 pairs, X the present (layer, region, hemi) keys, flattened (`stacked`).
@@ -47,7 +48,11 @@ DRAW_VARS = ("association_change", "draws_n", "draws_mean", "draws_sd", "draws_r
 GAIN_VARS = GAIN_VARS + DRAW_VARS
 SCORE_COLUMNS = ("story", "layer", "region", "hemi", "n_vertices", "fit", "subject", "score", "ci_low", "ci_high",
                  "ceiling", "normalized", "alpha")
-GAIN_COLUMNS = ("comparison", "kind", "layer", "region", "hemi", "fit", "subject") + GAIN_VARS
+# appended, so the old columns keep their places: the story of the row ("all": combined over stories)
+# and the leave-one-story-out check of a combined headline row (`pipeline.story_level`)
+STORY_GAIN_VARS = ("loso_min_change", "loso_max_change", "loso_sign_holds")
+GAIN_COLUMNS = (("comparison", "kind", "layer", "region", "hemi", "fit", "subject") + GAIN_VARS + ("story",)
+                + STORY_GAIN_VARS)
 # best_layer.csv (`pipeline.best_layer`): per unit, region and hemisphere, the cross-validated best layer
 BEST_COLUMNS = ("story", "region", "hemi", "fit", "subject", "n_subjects", "n_folds", "cv_score", "cv_ci_low",
                 "cv_ci_high", "cv_layer", "cv_layers", "optimistic_layer", "optimistic_score", "optimistic_ci_low",
@@ -57,7 +62,8 @@ DEPTH_COLUMNS = ("comparison", "kind", "region", "hemi", "base_model", "new_mode
                  "new_layer", "new_depth", "n_subjects", "base", "new", "change", "change_ci_low", "change_ci_high",
                  "p", "q", "significant")
 REGION_COLUMNS = ("region", "level", "hemi", "n_vertices", "mean", "ci_low", "ci_high", "n_subjects")
-_FILL = dict(n_vertices=0, n_subjects=0, draws_n=0, significant=False, base_too_small=False, present=False)
+_FILL = dict(n_vertices=0, n_subjects=0, draws_n=0, significant=False, base_too_small=False, present=False,
+             loso_sign_holds=False)
 
 
 def normalized(score, ceiling, min_ceiling: float):
@@ -114,13 +120,14 @@ def from_keys(layers, subjects, regions, hemis, present: np.ndarray, story: str 
                  {} if story is None else dict(story=story))
 
 
-def gains(comparison: str, kind: str, layers, subjects, regions, hemis, present: np.ndarray,
+def gains(comparison: str, kind: str, layers, subjects, regions, hemis, present: np.ndarray, story: str = ALL,
           **vars_FX) -> xr.Dataset:
     """The gains grid of one comparison (module doc) from arrays (units F, keys X) of every `GAIN_VARS`,
-    keys as in `from_keys`; the `DRAW_VARS` not given are NaN (draws_n 0)."""
+    keys as in `from_keys`; the `DRAW_VARS` not given are NaN (draws_n 0), and so are the `STORY_GAIN_VARS`
+    of a combined run (loso_sign_holds False)."""
     shape = np.shape(vars_FX["change"])
-    vars_FX = {k: np.full(shape, _FILL.get(k, np.nan)) for k in DRAW_VARS} | vars_FX
-    ds = _grid(GAIN_VARS, layers, subjects, regions, hemis, present, vars_FX, {})
+    vars_FX = {k: np.full(shape, _FILL.get(k, np.nan)) for k in DRAW_VARS + STORY_GAIN_VARS} | vars_FX
+    ds = _grid(GAIN_VARS + STORY_GAIN_VARS, layers, subjects, regions, hemis, present, vars_FX, dict(story=story))
     return ds.expand_dims(comparison=[comparison]).assign_coords(kind=("comparison", [kind]))
 
 
@@ -149,7 +156,7 @@ def concat(parts: list[xr.Dataset], dim: str) -> xr.Dataset:
     fill = {k: v for k, v in _FILL.items() if any(k in p for p in parts)}
     out = xr.concat(parts, dim=dim, data_vars="minimal" if dim == "layer" else "all", coords="minimal",
                     join="outer", fill_value=fill, compat="override" if dim != "layer" else "equals")
-    for k in ("n_vertices", "n_subjects", "draws_n", "present", "significant", "base_too_small"):
+    for k in ("n_vertices", "n_subjects", "draws_n", "present", "significant", "base_too_small", "loso_sign_holds"):
         if k in out and out[k].dtype != _dtype(k):  # an outer join fills in floats first
             out[k] = out[k].astype(_dtype(k))
     return out
@@ -158,7 +165,7 @@ def concat(parts: list[xr.Dataset], dim: str) -> xr.Dataset:
 def _dtype(name: str):
     if name in ("n_vertices", "n_subjects", "draws_n"):
         return np.int64
-    return bool if name in ("present", "significant", "base_too_small") else np.float64
+    return bool if name in ("present", "significant", "base_too_small", "loso_sign_holds") else np.float64
 
 
 gain_dtype = _dtype   # the dtype of a gains variable, for grids built outside this module

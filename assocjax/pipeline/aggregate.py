@@ -6,7 +6,8 @@ Each group's score grid carries `story` = the group's name; the combined grid ca
 (units, `assocjax.results`):
     fit "subject":  each subject's TR-weighted mean over its stories (score and ceiling);
                     a story with one listener counts its only fit for that subject
-    fit "subjects": the headline, the mean of those over subjects, subject-bootstrap CI
+    fit "subjects": the headline, the mean of those over subjects; its CI from the two-level bootstrap
+                    (stories, then subjects: `stats.two_level_draws`; t with stories - 1 df)
     fit "mean":     the TR-weighted mean over stories of each story's subject-mean fit
 normalized = score / ceiling (`results.normalized`: NaN below min_ceiling); alpha = the median of the stories'.
 n_vertices = the most vertices a story's unit of that fit (and subject) used: a subject's own,
@@ -21,7 +22,7 @@ import xarray as xr
 
 from .. import results
 from ..results import ALL, MEAN, SUBJECT
-from ..stats import bootstrap_indices, bootstrap_mean_ci
+from ..stats import two_level_ci_p, two_level_draws, two_level_means
 
 
 def weighted_mean(values_XG: np.ndarray, weights_G) -> np.ndarray:
@@ -87,7 +88,10 @@ def combine(parts: list[tuple[xr.Dataset, float, tuple[str, ...]]], n_boot: int,
                for k in ("score", "ceiling", "alpha", "n_vertices")}                               # (S, X, G)
         score_SX, ceil_SX = weighted_mean(per["score"], w_G), weighted_mean(per["ceiling"], w_G)
         alpha_SX, n_SX = _quiet(np.nanmedian, per["alpha"], axis=-1), per["n_vertices"].max(-1)
-        mean, lo, hi, _ = bootstrap_mean_ci(score_SX, bootstrap_indices(len(subjects), n_boot, seed), ci)
+        mean = _quiet(np.nanmean, score_SX, axis=0)
+        # stories are a level as subjects are: resample both (pipeline/story_level.py says why)
+        boot_IX = two_level_means(per["score"], w_G, *two_level_draws(len(subjects), len(w_G), n_boot, seed))
+        lo, hi, _ = two_level_ci_p(mean, boot_IX, np.isfinite(per["score"]).any(0).sum(-1), ci)
         ceiling = _quiet(np.nanmean, np.ascontiguousarray(ceil_SX.T), axis=1)   # per key, over subjects
         nan_SX = np.full_like(score_SX, np.nan)
         out = dict(score=[mean[None], score_SX], ci_low=[lo[None], nan_SX], ci_high=[hi[None], nan_SX],

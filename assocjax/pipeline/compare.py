@@ -37,6 +37,7 @@ from . import models_compare
 from .config import ScoreConfig, check_options
 from .inputs import condition_name, read_augmentations, resolve_layers
 from .report import clean_nans
+from . import story_level
 from .run import ScoreResult, check_models, score
 
 BASELINE = "plain"
@@ -49,11 +50,13 @@ class Comparison:
     gains: xr.Dataset | None       # every comparison's gains grid (`assocjax.results`); None: depth comparisons only
     files: list[Path]
     depth: xr.Dataset | None = None  # models of another architecture or depth (`models_compare`; models.csv)
+    story_gains: tuple[xr.Dataset, ...] = ()   # each comparison's grid per story, with several stories
 
     @property
     def rows(self) -> list[dict]:
         """gains.csv's rows."""
-        return results.to_rows(self.gains) if self.gains is not None else []
+        return ((results.to_rows(self.gains) if self.gains is not None else [])
+                + [r for g in self.story_gains for r in results.to_rows(g)])
 
 
 def augmentation_conditions(files) -> dict[str, list[Path]]:
@@ -93,6 +96,7 @@ def changes(base: ScoreResult, new: ScoreResult, comparison: str, kind: str, opt
     if subjects:
         b, n = matrix(b_ds, subjects), matrix(new.scores, subjects)                  # (S, keys)
         st = paired_change(b, n, n_boot, ci, seed, opts.n_perm, opts.min_base)
+        st |= story_level.two_level_change(base, new, subjects, b_ds, st, n_boot, ci, seed)  # several stories
         q = bh_fdr(st["p"])
         head = {k: st[k] for k in results.GAIN_VARS if k in st} | dict(q=q, significant=q < opts.fdr)
         nan_SX = np.full_like(b, np.nan)
@@ -100,8 +104,11 @@ def changes(base: ScoreResult, new: ScoreResult, comparison: str, kind: str, opt
                    change_ci_high=nan_SX, p=nan_SX, q=nan_SX, significant=np.zeros(b.shape, bool), relative=nan_SX,
                    relative_ci_low=nan_SX, relative_ci_high=nan_SX, base_too_small=np.zeros(b.shape, bool))
         grid = {k: [np.asarray(head[k])[None], own[k], mean[k][None]] for k in mean}   # `results.units` order
+    grid = {k: np.concatenate(v) for k, v in grid.items()}
+    grid |= story_level.loso_units(st if subjects else {}, *grid["change"].shape)
     return results.gains(comparison, kind, b_ds["layer"].values, subjects, b_ds["region"].values.tolist(),
-                         b_ds["hemi"].values.tolist(), present.values, **{k: np.concatenate(v) for k, v in grid.items()})
+                         b_ds["hemi"].values.tolist(), present.values,
+                         b_ds["story"].item() if "story" in b_ds.coords else results.ALL, **grid)
 
 
 def compare(cfg: ScoreConfig) -> Comparison:
@@ -145,27 +152,31 @@ def _compare(cfg: ScoreConfig, names, conditions: dict, folder: OutputFolder) ->
     depth, _ = models_compare.compare_depths(runs, BASELINE, names, cfg)
     for name in () if depth is None else {c.split(" vs ")[0] for c in depth["comparison"].values.tolist()}:
         kinds[name] = models_compare.KIND
-    parts, r, vs_plain = [], cfg.report, {}
+    r, fdr = cfg.report, cfg.compare.fdr
+    pair = lambda b, n, comp, kind: changes(b, n, comp, kind, cfg.compare, r.n_boot, r.ci, cfg.seed)  # noqa: E731
+    scored = {name: kind for name, kind in kinds.items() if kind != models_compare.KIND}
     groups = draws.draw_groups(cfg.augment.files)   # control -> its draws' conditions (random controls as a distribution)
-    for name, kind in kinds.items():
-        if kind != models_compare.KIND:
-            vs_plain[name] = changes(runs[BASELINE], runs[name], f"{name} vs {BASELINE}", kind, cfg.compare, r.n_boot,
-                                     r.ci, cfg.seed)
-            parts.append(vs_plain[name])
-    others = list(kinds)
+    pairs = [(runs[BASELINE], runs[name], f"{name} vs {BASELINE}", kind) for name, kind in scored.items()]
+    others = list(scored)
     for i, a in enumerate(others):
         for b in others[i + 1:]:
-            if kinds[a] == kinds[b] != models_compare.KIND and draws.wanted_contrast(a, b, groups):
-                parts.append(changes(runs[b], runs[a], f"{a} vs {b}", "contrast", cfg.compare, r.n_boot, r.ci, cfg.seed))
-    parts += draws.against_draws(runs, vs_plain, groups, kinds, lambda base, new, comp: changes(
-        base, new, comp, draws.KIND, cfg.compare, r.n_boot, r.ci, cfg.seed), cfg.compare.fdr)
-    gains = results.concat(parts, "comparison") if parts else None
-    text = "\n".join(filter(None, ([summary_text(gains, cfg.compare.fdr), draws.summary_text(gains, cfg.compare.fdr)]
-                                    if parts else []) +
-                                   ([models_compare.summary_text(depth, cfg.compare.fdr)] if depth is not None else [])))
+            if scored[a] == scored[b] and draws.wanted_contrast(a, b, groups):
+                pairs.append((runs[b], runs[a], f"{a} vs {b}", "contrast"))
+    parts = [pair(*p) for p in pairs]
+    vs_plain = dict(zip(scored, parts))   # the first pairs are each condition vs the plain stories
+    against = draws.against_draws(runs, vs_plain, groups, kinds, lambda base, new, comp: pair(base, new, comp, draws.KIND),
+                                  fdr)
+    gains = results.concat(parts + against, "comparison") if parts else None
+    story_gains = tuple(g for p in pairs for g in story_level.story_gains(pair, *p))
+    lines = [line for b, n, c, _ in pairs
+             for line in [summary_text(gains.sel(comparison=[c]), fdr)] + story_level.loso_text(b, n, gains, c)]
+    lines += [summary_text(gains.sel(comparison=[g["comparison"].item()]), fdr) for g in against]
+    lines += [draws.summary_text(gains, fdr)] if parts else []
+    lines += [models_compare.summary_text(depth, fdr)] if depth is not None else []
+    text = "\n".join(filter(None, lines))
     if pos_notes:
         text += "\nby part of speech (--augment.by-pos):\n" + "\n".join(f"  {n}" for n in pos_notes)
-    rows = results.to_rows(gains) if parts else []
+    rows = Comparison(out, runs, gains, [], depth, story_gains).rows
     with folder.staging() as stage:  # the comparison's own files appear together
         files = [write_json(stage / "gains.json", clean_nans(dict(baseline=BASELINE, conditions=kinds, rows=rows)))]
         if parts:
@@ -181,7 +192,7 @@ def _compare(cfg: ScoreConfig, names, conditions: dict, folder: OutputFolder) ->
             config=json.loads(json.dumps(dataclasses.asdict(cfg), default=str)))))
         files = [folder.final(p) for p in files]
     print(text)
-    return Comparison(out, runs, gains, files, depth)
+    return Comparison(out, runs, gains, files, depth, story_gains)
 
 
 def warn_unchanged_layers(name: str, model_path: str, cfg: ScoreConfig) -> str | None:

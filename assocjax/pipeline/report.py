@@ -119,7 +119,8 @@ def _incomplete(info: dict) -> str:
 def summary_text(summary: dict, info: dict) -> str:
     s = summary
     per_subject = s["fit"] == results.HEADLINE
-    ci = lambda lo, hi: "" if lo is None or np.isnan(lo) else f" (95% CI over subjects {lo:.3f}..{hi:.3f})"  # noqa: E731
+    over = "subjects" if info.get("pooled", True) else "stories and subjects"   # two-level: story_level.py
+    ci = lambda lo, hi: "" if lo is None or np.isnan(lo) else f" (95% CI over {over} {lo:.3f}..{hi:.3f})"  # noqa: E731
     what = (f"per-subject fits averaged over {info['n_subjects']} subjects" if per_subject else "subject-mean fit")
     if not info.get("pooled", True):
         what += ("; each story fitted with its own listeners, a subject's score averaged over its stories "

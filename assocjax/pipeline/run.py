@@ -29,7 +29,7 @@ from ..outputs import OutputFolder
 from . import aggregate
 from . import bold as bold_mod
 from . import budget as budget_mod
-from . import best_layer, grid_edges, report, store, tables, tuned
+from . import best_layer, grid_edges, report, store, story_level, tables, tuned
 from .assets import ensure_builtin, planting
 from .bold import Bold
 from .config import ScoreConfig, check_options
@@ -197,8 +197,8 @@ def _tables(cfg: ScoreConfig, sel: Selection, groups: list[Group], atlases) -> T
     """Every group's score grid, the grid the summary reads (combined over groups when several),
     its best-layer grid (`best_layer`: the layer chosen on other outer folds), the summary and the maps."""
     parts = [_group_scores(cfg, g, atlases[g.name], len(groups) > 1) for g in groups]
-    stories = tuple(ds for ds, _ in parts)
     weights = [g.bold.n_rows for g in groups]
+    stories = tuple(story_level.with_story_info(ds, w, g.sel.subjects) for (ds, _), w, g in zip(parts, weights, groups))
     if len(groups) == 1:
         scores = stories[0]
     else:
