@@ -171,3 +171,30 @@ def test_noise_only_world_optimistic_above_cv_near_zero(tmp_path):
     d = np.array([float(r["optimistic_score"]) - float(r["cv_score"]) for r in head])
     assert len(d) == 18 and (d >= 0).sum() >= 12 and d.mean() > 0.002
     assert "optimistic best layer" in (tmp_path / "out" / "summary.txt").read_text().splitlines()[3]
+
+
+def test_several_stories_cv_ci_is_two_level_over_each_subjects_story_scores():
+    """With several stories the CV headline's CI is the two-level one (as the headline's): each
+    subject's CV score per story recombines (TR-weighted, all-ones draws) to its pooled CV score,
+    and the interval is the studentized two-level one, not the subject bootstrap."""
+    from assocjax.stats import two_level_means
+
+    rng = np.random.default_rng(3)
+    n_s, n_x = 5, 2
+    group_K = np.array([0, 0, 0, 1, 1, 2, 2, 2])
+    trs = np.array([120.0, 300.0, 210.0])
+    w_K = trs[group_K] / np.bincount(group_K)[group_K]
+    held_KSX = rng.normal(0.1, 0.05, (8, n_s, n_x)) + rng.normal(0, 0.05, (3, 1, n_x))[group_K]
+    held_KSX[3:5, 1] = np.nan          # subject 1 did not hear story 1
+    ok = np.isfinite(held_KSX)
+    pooled_SX = (np.where(ok, held_KSX, 0) * w_K[:, None, None]).sum(0) / (ok * w_K[:, None, None]).sum(0)
+    per_SXG, w_G = best_layer.per_story(held_KSX, w_K, group_K)
+    np.testing.assert_allclose(w_G, trs)
+    assert np.isnan(per_SXG[1, :, 1]).all()
+    np.testing.assert_allclose(two_level_means(per_SXG, w_G, np.ones((1, 3)), np.ones((1, n_s)))[0],
+                               pooled_SX.mean(0), rtol=1e-12)
+    mean, lo, hi, n = best_layer.subject_ci(pooled_SX, 500, 0.95, 0, (per_SXG, w_G))
+    s_mean, s_lo, s_hi, _ = best_layer.subject_ci(pooled_SX, 500, 0.95, 0)
+    np.testing.assert_allclose(mean, s_mean)
+    assert (lo < mean).all() and (mean < hi).all() and (hi - lo > s_hi - s_lo).all()
+    assert best_layer.per_story(held_KSX[:3], w_K[:3], group_K[:3]) is None

@@ -13,8 +13,10 @@ T / K, so the mean over a unit's folds is the TR-weighted mean over its stories 
 fold mean, as `aggregate` combines a subject's scores. A subject absent from a story has no
 folds there; a story with one listener counts its only fit as that listener's (as `aggregate`).
 The headline (fit "subjects", unit "all") is the mean over subjects of their CV best scores
-with the subject-bootstrap CI of the headline scores (`stats.bootstrap_mean_ci`, the same seed,
-so the same cohorts), exactly as `tables.layer_scores` averages them. The layer the headline
+with the CI of the headline scores, exactly as they are averaged: the subject bootstrap of
+`tables.layer_scores` (`stats.bootstrap_mean_ci`, the same seed, so the same cohorts), and with
+several stories the two-level CI of `aggregate` (stories, then subjects: `stats.two_level_means`
+over each subject's CV score per story, its folds' weighted mean there). The layer the headline
 names (`cv_layer`) is the mode of the layers chosen over every fold of its units (ties: the
 lower layer); `cv_layers` counts them ("layer:count ..."). The argmax is kept as
 `optimistic_layer` / `optimistic_score` (and its CI), named for what it is.
@@ -31,7 +33,7 @@ import xarray as xr
 
 from .. import results, rois
 from ..results import ALL, HEADLINE, MEAN, SUBJECT
-from ..stats import bootstrap_indices, bootstrap_mean_ci
+from ..stats import bootstrap_indices, bootstrap_mean_ci, two_level_ci_p, two_level_draws, two_level_means
 
 NO_LAYER = -1   # a unit with no finite held-out score chose no layer
 
@@ -91,10 +93,11 @@ def cv_select(scores_LKX: np.ndarray, weights_K) -> tuple[np.ndarray, np.ndarray
     return pick_KX, held_KX, cv_X
 
 
-def _pooled(parts: list[tuple[FoldScores, str | None]], units, pairs) -> tuple[np.ndarray, np.ndarray]:
+def _pooled(parts: list[tuple[FoldScores, str | None]], units, pairs) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(L, K, U, R) every group's fold scores on the same units and pairs (NaN where a group lacks
-    one), the groups' folds one after another; (K,) each fold's weight = its group's TRs / folds."""
-    blocks, weights = [], []
+    one), the groups' folds one after another; (K,) each fold's weight = its group's TRs / folds;
+    (K,) each fold's group."""
+    blocks, weights, group = [], [], []
     for fs, alone in parts:
         have = dict(zip(fs.units, range(len(fs.units))))
         if alone is not None:   # the one listener's own fit is the group's only (mean) fit
@@ -110,7 +113,8 @@ def _pooled(parts: list[tuple[FoldScores, str | None]], units, pairs) -> tuple[n
         blocks.append(out)
         k = fs.scores_LKUR.shape[1]
         weights += [fs.weight / k] * k
-    return np.concatenate(blocks, axis=1), np.asarray(weights)
+        group += [len(blocks) - 1] * k
+    return np.concatenate(blocks, axis=1), np.asarray(weights), np.asarray(group)
 
 
 def _counts(pick_KX: np.ndarray, layers) -> tuple[np.ndarray, list[str]]:
@@ -123,10 +127,33 @@ def _counts(pick_KX: np.ndarray, layers) -> tuple[np.ndarray, list[str]]:
     return mode, text
 
 
-def subject_ci(scores_SX: np.ndarray, n_boot: int, ci: float, seed: int):
-    """(mean, CI low, CI high, finite subjects) over subjects: the headline's subject bootstrap
-    (one place, so that a change of the headline's CI reaches the best layer too)."""
-    return bootstrap_mean_ci(scores_SX, bootstrap_indices(scores_SX.shape[0], n_boot, seed), ci)
+def subject_ci(scores_SX: np.ndarray, n_boot: int, ci: float, seed: int, stories=None):
+    """(mean, CI low, CI high, finite subjects) over subjects of their CV scores (S, X), with the
+    headline's CI (one place, so that a change of the headline's CI reaches the best layer too): the
+    subject bootstrap, or with several stories (`stories` = `per_story`'s (S, X, G) scores and (G,)
+    weights) the two-level CI of `aggregate` (stories, then subjects)."""
+    mean, lo, hi, n = bootstrap_mean_ci(scores_SX, bootstrap_indices(scores_SX.shape[0], n_boot, seed), ci)
+    if stories is not None:
+        per_SXG, w_G = stories
+        boot_IX = two_level_means(per_SXG, w_G, *two_level_draws(scores_SX.shape[0], len(w_G), n_boot, seed))
+        lo, hi, _ = two_level_ci_p(mean, boot_IX, np.isfinite(per_SXG).any(0).sum(-1), ci)
+    return mean, lo, hi, n
+
+
+def per_story(held_KSX: np.ndarray, w_K: np.ndarray, group_K: np.ndarray):
+    """((S, X, G) each unit's CV score per story: the weighted mean of its held-out fold scores
+    there (NaN: no fold), (G,) the stories' weights), or None with one story."""
+    groups = np.unique(group_K)
+    if groups.size < 2:
+        return None
+    ok = np.isfinite(held_KSX)
+    per = []
+    for g in groups:
+        at = group_K == g
+        wk = np.where(ok[at], w_K[at, None, None], 0.0)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            per.append((np.where(ok[at], held_KSX[at], 0.0) * wk).sum(0) / wk.sum(0))
+    return np.stack(per, -1), np.array([w_K[group_K == g].sum() for g in groups])
 
 
 def best_layers(grid: xr.Dataset, parts: list[tuple[FoldScores, str | None]], n_boot: int, ci: float,
@@ -141,7 +168,7 @@ def best_layers(grid: xr.Dataset, parts: list[tuple[FoldScores, str | None]], n_
     rr, hh = np.nonzero(present.values)
     pairs = [(str(grid["region"].values[r]), str(grid["hemi"].values[h])) for r, h in zip(rr, hh)]
     units = subjects + [MEAN]
-    s_LKUR, w_K = _pooled(parts, units, pairs)
+    s_LKUR, w_K, group_K = _pooled(parts, units, pairs)
     n_l, n_k, n_u, n_r = s_LKUR.shape
     pick_KX, held_KX, cv_X = cv_select(s_LKUR.reshape(n_l, n_k, -1), w_K)
     pick_KUR, cv_UR = pick_KX.reshape(n_k, n_u, n_r), cv_X.reshape(n_u, n_r)
@@ -150,7 +177,8 @@ def best_layers(grid: xr.Dataset, parts: list[tuple[FoldScores, str | None]], n_
     nan_UR = np.full((n_u, n_r), np.nan)
     head = {}
     if subjects:
-        mean, lo, hi, n = subject_ci(cv_UR[:-1], n_boot, ci, seed)
+        stories = per_story(held_KX.reshape(n_k, n_u, n_r)[:, :-1], w_K, group_K)
+        mean, lo, hi, n = subject_ci(cv_UR[:-1], n_boot, ci, seed, stories)
         h_mode, h_text = _counts(pick_KUR[:, :-1].reshape(-1, n_r), layers)
         head = dict(cv_score=mean, cv_ci_low=lo, cv_ci_high=hi, cv_layer=h_mode, cv_layers=h_text,
                     n_folds=folds_UR[:-1].sum(0), n_subjects=n)
