@@ -113,6 +113,10 @@ class AugmentOptions:
     compare: bool = False
     """also score the plain stories (reused from the results cache) and report F = R(augmented) - R(plain)
     per condition, layer, region, hemisphere and subject (gains.csv, gains.png)"""
+    partition: bool = False
+    """with --augment.mode timed: fit the plain story's and the associations' feature blocks as two bands of a
+    banded ridge (and each alone) and report per layer, region, hemisphere and subject the variance the
+    associations explain beyond the plain story, the story's own and the shared part (partition.csv)"""
 
 
 @dataclasses.dataclass
@@ -352,6 +356,11 @@ def check_options(cfg: ScoreConfig) -> None:
         raise ValueError(f"--ridge.alphas {alphas} must be values in (0, {MAX_ALPHA:.3g}] (at least one): larger ones "
                          "underflow float32 and leave every prediction flat")
     _check_statistics(cfg)
+    if cfg.augment.partition and cfg.augment.mode != "timed":
+        raise ValueError("--augment.partition needs --augment.mode timed: only timed mode gives the associations "
+                         "their own feature block (band)")
+    if cfg.augment.partition and cfg.distributed:
+        raise ValueError("--augment.partition runs in one process; drop --distributed")
     if cfg.data.root is None:
         cfg.synthetic.check()
     if not 0 < cfg.report.ci < 1:

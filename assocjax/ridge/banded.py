@@ -275,14 +275,16 @@ def solve_banded(plan: BandedPlan, y_NT, score: str = "r2", return_predictions: 
             dev_BET, off_ET = dev_BET * back(scale_NT)[None], off_ET * back(scale_NT) + back(shift_NT)
             ok_T = jnp.all(scale_NT > 0, axis=0)
             split_BT, r_T = jnp.where(ok_T[None], split_BT, jnp.nan), jnp.where(ok_T, r_T, jnp.nan)
-        return split_BT, r_T, best_g, best_a, dev_BET, off_ET
+        kept = (dev_BET, off_ET) if return_predictions else ()  # else not stacked over folds (memory)
+        return split_BT, r_T, best_g, best_a, kept
 
-    split_KBT, r_KT, g_KT, a_KT, dev_KBET, off_KET = jax.lax.map(
+    split_KBT, r_KT, g_KT, a_KT, kept = jax.lax.map(
         one_outer, (plan.outer, plan.split_KGBEk, plan.inner, plan.inner_valid_KJ))
     nan_T = jnp.where(finite_T & ~constant_T, 0.0, jnp.nan).astype(y_raw.dtype)
     split_KBT = split_KBT + nan_T
     preds = icpt = None
     if return_predictions:
+        dev_KBET, off_KET = kept
         n, t = y_raw.shape
         rows = plan.outer.test_idx_E[:, 0].ravel()  # padding points at row n: dropped
         nan_N1T = jnp.where(finite_T, 0.0, jnp.nan).astype(y_raw.dtype)
@@ -290,6 +292,28 @@ def solve_banded(plan: BandedPlan, y_NT, score: str = "r2", return_predictions: 
             jnp.moveaxis(dev_KBET, 1, 2).reshape(-1, dev_KBET.shape[1], t), mode="drop") + nan_N1T
         icpt = jnp.zeros((n, t), y_raw.dtype).at[rows].set(off_KET.reshape(-1, t), mode="drop") + nan_N1T
     return BandedResult(jnp.sum(split_KBT, axis=1), split_KBT, r_KT + nan_T, g_KT, a_KT, jnp.sum(~finite_T), preds, icpt)
+
+
+def target_bytes(plan: BandedPlan) -> tuple[int, int]:
+    """Device bytes of `solve_banded` (no predictions) on a chunk of T targets = per_target * T
+    + fixed: the plan (fixed) and, per target, the cleaned and per-run z-scored targets, one
+    outer fold's training and held-out rows, one inner fold's alpha evaluation (as
+    `nested.target_bytes`), and the best and current split predictions (2 B E) of the gamma
+    loop; checked against `memory_analysis()` of compiled chunks (tests/test_banded.py)."""
+    itemsize = np.dtype(plan.alphas_A.dtype).itemsize
+    r_in, k_in = plan.inner.spec.basis_Rk.shape[-2:]
+    e_in = plan.inner.test_proj_Ek.shape[-2]
+    r_out, k_out = plan.outer.spec.basis_Rk.shape[-2:]
+    n_bands, e_out = plan.split_KGBEk.shape[-3:-1]
+    n, a, k_outer = plan.tested_N.shape[-1], plan.alphas_A.shape[-1], plan.outer.test_idx_E.shape[0]
+    alpha_eval = a * e_in if e_in <= k_in else 3 * a * k_in
+    inner = alpha_eval + 2 * r_in + 2 * k_in + 5 * e_in + 6 * a
+    outer = 2 * r_out + 2 * k_out + (2 * n_bands + 4) * e_out
+    runs = 4 * n if plan.runs_NU is not None else 0
+    outputs = k_outer * (n_bands + 4)
+    per = 3 * n + runs + inner + outer + outputs
+    fixed = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(plan))
+    return itemsize * per, fixed
 
 
 # -- variance partitioning ----------------------------------------------------------------
@@ -321,6 +345,17 @@ class Partition(NamedTuple):
     shared_KT: jnp.ndarray
     r2_split_KBT: jnp.ndarray
     gamma_idx_KT: jnp.ndarray
+
+
+def partition_target_bytes(plan: PartitionPlan) -> tuple[int, int]:
+    """`target_bytes` of a partition chunk: its models are solved one after another, so the
+    per-target work is the largest model's, plus every model's outputs; the plans add up."""
+    parts = [target_bytes(p) for p in (plan.full, *plan.without)]
+    k_outer = plan.full.outer.test_idx_E.shape[0]
+    n_bands = len(plan.without)
+    itemsize = np.dtype(plan.full.alphas_A.dtype).itemsize
+    outputs = itemsize * k_outer * (3 * n_bands + 4)
+    return max(p for p, _ in parts) + outputs, sum(f for _, f in parts)
 
 
 def prepare_partition(x_NP, band_P, folds: NestedFolds, alphas, gammas_GB, **kw) -> PartitionPlan:
