@@ -49,12 +49,14 @@ def _himalaya_fold(x, y, band, tr, te, inner, gammas):
 
 
 @pytest.mark.filterwarnings("ignore:y_true has to be zero-mean")  # himalaya's note: y here is minus the intercept
-def test_banded_ridge_equals_himalaya_random_search():
+@pytest.mark.parametrize("widths", [(12, 20), pytest.param((150, 200), marks=pytest.mark.slow)], ids=["primal", "dual"])
+def test_banded_ridge_equals_himalaya_random_search(widths):
     """Same folds (buffered inner folds), same candidate gammas and alphas: our float32 split
-    predictions, split r2 and chosen gammas against himalaya's float64 multiple-kernel ridge."""
+    predictions, split r2 and chosen gammas against himalaya's float64 multiple-kernel ridge,
+    on both routes (primal: an SVD per gamma; dual: the band kernels combined per gamma)."""
     from himalaya.scoring import r2_score_split
 
-    x, y, band, groups, runs = _problem()
+    x, y, band, groups, runs = _problem(widths=widths)
     folds = nested_folds(groups, outer_folds=3, inner_folds=3, runs_N=runs, buffer=3)
     gammas = banded.dirichlet_gammas(2, 8, seed=1)
     res = banded.banded_ridge(x, y, band, folds, ALPHAS, gammas, return_predictions=True)
@@ -72,10 +74,11 @@ def test_banded_ridge_equals_himalaya_random_search():
         np.testing.assert_allclose(np.asarray(res.r2_split_KBT[k]).sum(0), np.asarray(res.r2_KT[k]), atol=1e-6)
 
 
-def test_one_gamma_is_the_plain_nested_ridge():
+@pytest.mark.parametrize("widths", [pytest.param((12, 20), marks=pytest.mark.slow), (150, 200)], ids=["primal", "dual"])
+def test_one_gamma_is_the_plain_nested_ridge(widths):
     """Uniform gamma only: ridge on the z-scored design scaled by sqrt(1/B), i.e. the nested
     ridge with alphas x B; the same held-out r, alphas and predictions as `nested_ridge`."""
-    x, y, band, groups, runs = _problem(seed=3)
+    x, y, band, groups, runs = _problem(widths=widths, seed=3)
     folds = nested_folds(groups, outer_folds=3, inner_folds=3, runs_N=runs, buffer=3)
     res = banded.banded_ridge(x, y, band, folds, ALPHAS, np.array([[0.5, 0.5]]), target_runs_N=runs,
                               return_predictions=True)

@@ -88,6 +88,10 @@ def fit_partitions(cfg, groups: list[Group], feats_of) -> dict:
                 out[g.name, layer] = got
             else:
                 todo.append((g, layer))
+    if todo and cfg.aggregate:
+        missing = ", ".join(f"{g.name} layer {layer}" for g, layer in todo)
+        raise FileNotFoundError(f"--aggregate: partition results missing for {missing}; run the jobs with "
+                                "--augment.partition first, or drop --aggregate to compute them here")
     if todo:
         feats = feats_of(list({id(g): g for g, _ in todo}.values()))
         for g, layer in todo:

@@ -165,6 +165,9 @@ def _prepare(x_NP, band_PB, gammas_GB, *, pout, pin, solver, standardize):
             mask_N = jnp.zeros(x.shape[0], bool).at[tr].set(trm, mode="drop")
             x = zscore_apply(x, *zscore_fit(x, mask_N))
 
+        if solver == "dual":
+            return _dual_gammas(x, band_PB, gammas_GB, (tr, te, trm, tem), (itr, ite, itrm, item))
+
         def one_gamma(gamma_B):
             xg = x * jnp.sqrt(band_PB @ gamma_B)[None, :]
             spec = partial(solvers.fold_spec, xg, solver=solver, fit_intercept=True)
@@ -176,6 +179,51 @@ def _prepare(x_NP, band_PB, gammas_GB, *, pout, pin, solver, standardize):
         return jax.lax.map(one_gamma, gammas_GB)
 
     return jax.lax.map(one_outer, (*pout, *pin))
+
+
+def _dual_gammas(x_NP, band_PB, gammas_GB, outer_idx, inner_idx):
+    """The dual route of `_prepare` in kernel space: the kernel of the scaled design is
+    sum_b gamma_b K_b, so each band's kernel is formed once per outer fold (B N^2 P flops
+    instead of G N^2 P) and every gamma costs only its eigh and projections. The same
+    spectral form as `solvers._dual` on X_gamma (its round-off null space dropped alike)."""
+    xb_BNP = x_NP[None] * band_PB.T[:, None, :]
+    gram_BNN = xb_BNP @ x_NP.T  # Z_b Z_b.T of the z-scored design
+    outer_k = _centred_kernels(gram_BNN, *outer_idx)
+    inner_k = jax.lax.map(lambda f: _centred_kernels(gram_BNN, *f), inner_idx)
+
+    def one_gamma(gamma_B):
+        outer, split = _dual_fold(gamma_B, *outer_k, *outer_idx)
+        inner = jax.lax.map(lambda a: _dual_fold(gamma_B, *a)[0], (*inner_k, *inner_idx))
+        return outer, split, inner
+
+    return jax.lax.map(one_gamma, gammas_GB)
+
+
+def _centred_kernels(gram_BNN, tr, te, trm, tem):
+    """Each band's fold kernels with the features centred on the fold's training rows:
+    (B, R, R) training x training and (B, E, R) test x training, zero on padding."""
+    w_R = trm.astype(gram_BNN.dtype)
+    rows = lambda idx: jnp.take(gram_BNN, idx, axis=1, mode="fill", fill_value=0)  # noqa: E731
+    k_tr = jnp.take(rows(tr), tr, axis=2, mode="fill", fill_value=0)
+    k_te = jnp.take(rows(te), tr, axis=2, mode="fill", fill_value=0)
+    count = jnp.maximum(jnp.sum(w_R), 1.0)
+    mean_BR = jnp.einsum("brs,r->bs", k_tr, w_R) / count  # x_s . mu (mu: the training rows' mean)
+    grand_B = (mean_BR @ w_R) / count                    # mu . mu
+    te_mean_BE = jnp.einsum("bes,s->be", k_te, w_R) / count
+    k_tr = (k_tr - mean_BR[:, None, :] - mean_BR[:, :, None] + grand_B[:, None, None]) * (w_R[:, None] * w_R[None, :])
+    te_w = tem.astype(gram_BNN.dtype)[:, None] * w_R[None, :]
+    k_te = (k_te - te_mean_BE[:, :, None] - mean_BR[:, None, :] + grand_B[:, None, None]) * te_w
+    return k_tr, k_te
+
+
+def _dual_fold(gamma_B, k_tr_BRR, k_te_BER, tr, te, trm, tem):
+    """(FoldSpec, split projections (B, E, k)) of one fold of the gamma-scaled design."""
+    lam, q = solvers.eigh(jnp.einsum("b,brs->rs", gamma_B, k_tr_BRR))
+    lam = jnp.maximum(lam, 0.0)
+    tol = jnp.max(lam) * jnp.finfo(lam.dtype).eps * k_tr_BRR.shape[1]  # as solvers._dual
+    keep = (lam > tol).astype(lam.dtype)
+    split = gamma_B[:, None, None] * (k_te_BER @ q)
+    return FoldSpec(solvers.Spectral(q, lam, keep, None), jnp.sum(split, axis=0), tr, te, trm, tem), split
 
 
 def _split_projection(x_NP, band_PB, fold: FoldSpec):
