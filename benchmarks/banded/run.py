@@ -80,12 +80,19 @@ def solve_flops(plan: banded.BandedPlan, t: int) -> float:
     return float(k_outer * g * (j * inner + outer) * t)
 
 
-def prepare_flops(plan: banded.BandedPlan, p: int) -> float:
-    """Decompositions (thin SVD / eigh lower bounds) and projections, per (outer fold, gamma)."""
+def prepare_flops(plan: banded.BandedPlan, n: int, p: int) -> float:
+    """The plan's FLOPs: dual (kernel route): each band's N x N kernel once per outer fold, then
+    per gamma and fold an eigh (lower bound 4R^3/3) and the test projections; primal: per gamma
+    and fold a thin SVD (lower bound 4RP^2 + 8P^3/3) and the projections."""
     k_outer, g, j, r_in, k_in = plan.inner.spec.basis_Rk.shape
     r_out, k_out = plan.outer.spec.basis_Rk.shape[-2:]
-    one = lambda r, k: (2 * r * r * p + 4 * r ** 3 / 3 + 2 * r * k * p) if k == r else (4 * r * p * p + 8 * p ** 3 / 3)  # noqa: E731
-    return float(k_outer * g * (j * one(r_in, k_in) + one(r_out, k_out)))
+    b, e_out = plan.split_KGBEk.shape[-3:-1]
+    e_in = plan.inner.test_proj_Ek.shape[-2]
+    if k_in == r_in:  # dual
+        fold = lambda r, e: 4 * r ** 3 / 3 + 2 * b * e * r * r  # noqa: E731
+        return float(k_outer * (b * 2 * n * n * p + g * (j * fold(r_in, e_in) + fold(r_out, e_out))))
+    fold = lambda r, e: 4 * r * p * p + 8 * p ** 3 / 3 + 2 * e * p * p  # noqa: E731
+    return float(k_outer * g * (j * fold(r_in, e_in) + fold(r_out, e_out) + 2 * b * e_out * p * k_out))
 
 
 def ours(cfg: Config, x, y, folds, alphas, gammas):
@@ -109,7 +116,7 @@ def ours(cfg: Config, x, y, folds, alphas, gammas):
         solves.append(time.perf_counter() - t1)
         cpus.append(time.process_time() - c0)
     pred = np.asarray(out.predictions_NBT).sum(1) + np.asarray(out.intercept_NT)
-    flops = dict(solve=solve_flops(plan, y.shape[1]), prepare=prepare_flops(plan, x.shape[1]))
+    flops = dict(solve=solve_flops(plan, y.shape[1]), prepare=prepare_flops(plan, *x.shape))
     return dict(wall=float(np.median(walls)), cpu=float(np.median(cpus)), solve=float(np.median(solves)), pred=pred,
                 solver=solver,
                 first_prepare=first_prepare, gamma=np.asarray(out.gamma_idx_KT), flops=flops)
