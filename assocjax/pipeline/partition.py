@@ -57,13 +57,14 @@ def solve_partition_layer(x_NP: np.ndarray, bold, fit: Fitting, progress: bool =
         raise ValueError(f"--augment.partition: the timed design has {x_NP.shape[1]} columns, not two equal bands")
     band = banded.band_columns([x_NP.shape[1] // 2] * 2)
     plan = banded.prepare_partition(x_NP, band, fit.folds, fit.alphas, gammas(), target_runs_N=fit.runs)
+    tile = chunks.cpu_tile()
     mesh = chunks.target_mesh()
     n_dev = mesh.size if mesh is not None else 1
     n, f, v = bold.n_rows, fit.fits(bold), bold.n_vertices
-    per, fixed = banded.partition_target_bytes(plan)
-    layout = chunks.chunk_layout(v, budget_mod.chunk_targets(fit.budget, per, fixed, n, fit.target_chunk, None, n_dev),
-                                 per_item=f, n_devices=n_dev)
-    solve = partial(banded.solve_partition, chunks.replicate(plan, mesh))
+    per, fixed = banded.partition_target_bytes(plan, tile)
+    layout = chunks.chunk_layout(v, budget_mod.chunk_targets(fit.budget, per, fixed, n, fit.target_chunk, tile, n_dev),
+                                 per_item=f, n_devices=n_dev, tile=tile)
+    solve = partial(banded.solve_partition, chunks.replicate(plan, mesh), tile=layout.tile)
     read = lambda a, b: bold.chunk(a, b, fit.runs, fit.per_subject).reshape(n, -1)  # noqa: E731  (N, F * Vc)
     k = len(fit.folds.outer)
     both = np.full((k, f, v), np.nan, np.float32)

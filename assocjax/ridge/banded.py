@@ -257,16 +257,41 @@ class BandedResult(NamedTuple):
 
 
 @exact_matmuls
-@partial(jax.jit, static_argnames=("score", "return_predictions"))
-def solve_banded(plan: BandedPlan, y_NT, score: str = "r2", return_predictions: bool = False) -> BandedResult:
+@partial(jax.jit, static_argnames=("score", "return_predictions", "tile"))
+def solve_banded(plan: BandedPlan, y_NT, score: str = "r2", return_predictions: bool = False,
+                 tile: int | None = None) -> BandedResult:
     """Nested banded ridge for one chunk of targets in one compiled call (see BandedResult).
 
     Per outer fold and target, every gamma's best alpha is found by the inner folds' mean
     score ("r2", as himalaya's r2_score, or "r"); the best gamma is the first whose score
     beats the best so far by more than the dtype's eps (himalaya's update rule), ties of
     alphas go to the larger. Non-finite target columns get NaN results, constant ones NaN
-    scores; neither touches the others."""
+    scores; neither touches the others. tile: solve the chunk in slices of this many targets
+    one after another, each slice's intermediates in cache (a CPU setting, as
+    `nested.solve_nested`: measured 129 us per target in 1024-target slices against 252 in one
+    8192-target call); the chunk width must be a multiple of it."""
     y_raw, finite_T, constant_T = solvers.clean_targets(y_NT)
+    n, t = y_raw.shape
+    if tile is None or tile >= t:
+        out = _solve_tile(plan, y_raw, score, return_predictions)
+    else:
+        if t % tile:
+            raise ValueError(f"chunk of {t} targets is not a multiple of tile={tile}")
+        tiles = jnp.moveaxis(y_raw.reshape(n, t // tile, tile), 1, 0)
+        out = jax.lax.map(lambda y_tile: _solve_tile(plan, y_tile, score, return_predictions), tiles)
+        out = jax.tree.map(lambda a: jnp.moveaxis(a, 0, -2).reshape(a.shape[1:-1] + (t,)), out)
+    split_KBT, r_KT, g_KT, a_KT, preds, icpt = out
+    nan_T = jnp.where(finite_T & ~constant_T, 0.0, jnp.nan).astype(y_raw.dtype)
+    split_KBT = split_KBT + nan_T
+    if return_predictions:
+        nan_T1 = jnp.where(finite_T, 0.0, jnp.nan).astype(y_raw.dtype)
+        preds, icpt = preds + nan_T1, icpt + nan_T1
+    return BandedResult(jnp.sum(split_KBT, axis=1), split_KBT, r_KT + nan_T, g_KT, a_KT, jnp.sum(~finite_T), preds, icpt)
+
+
+def _solve_tile(plan: BandedPlan, y_raw, score: str, return_predictions: bool):
+    """`solve_banded` on cleaned targets -> (split_KBT, r_KT, gamma_KT, alpha_KT, held-out split
+    predictions (N, B, T) or None, intercepts (N, T) or None), before the NaN masking."""
     alphas = plan.alphas_A
     n_gammas = plan.gammas_GB.shape[0]
     eps = jnp.finfo(y_raw.dtype).eps
@@ -328,26 +353,25 @@ def solve_banded(plan: BandedPlan, y_NT, score: str = "r2", return_predictions: 
 
     split_KBT, r_KT, g_KT, a_KT, kept = jax.lax.map(
         one_outer, (plan.outer, plan.split_KGBEk, plan.inner, plan.inner_valid_KJ))
-    nan_T = jnp.where(finite_T & ~constant_T, 0.0, jnp.nan).astype(y_raw.dtype)
-    split_KBT = split_KBT + nan_T
     preds = icpt = None
     if return_predictions:
         dev_KBET, off_KET = kept
         n, t = y_raw.shape
         rows = plan.outer.test_idx_E[:, 0].ravel()  # padding points at row n: dropped
-        nan_N1T = jnp.where(finite_T, 0.0, jnp.nan).astype(y_raw.dtype)
         preds = jnp.zeros((n, dev_KBET.shape[1], t), y_raw.dtype).at[rows].set(
-            jnp.moveaxis(dev_KBET, 1, 2).reshape(-1, dev_KBET.shape[1], t), mode="drop") + nan_N1T
-        icpt = jnp.zeros((n, t), y_raw.dtype).at[rows].set(off_KET.reshape(-1, t), mode="drop") + nan_N1T
-    return BandedResult(jnp.sum(split_KBT, axis=1), split_KBT, r_KT + nan_T, g_KT, a_KT, jnp.sum(~finite_T), preds, icpt)
+            jnp.moveaxis(dev_KBET, 1, 2).reshape(-1, dev_KBET.shape[1], t), mode="drop")
+        icpt = jnp.zeros((n, t), y_raw.dtype).at[rows].set(off_KET.reshape(-1, t), mode="drop")
+    return split_KBT, r_KT, g_KT, a_KT, preds, icpt
 
 
-def target_bytes(plan: BandedPlan) -> tuple[int, int]:
+def target_bytes(plan: BandedPlan, tile: int | None = None) -> tuple[int, int]:
     """Device bytes of `solve_banded` (no predictions) on a chunk of T targets = per_target * T
     + fixed: the plan (fixed) and, per target, the cleaned and per-run z-scored targets, one
     outer fold's training and held-out rows, one inner fold's alpha evaluation (as
     `nested.target_bytes`), and the best and current split predictions (2 B E) of the gamma
-    loop; checked against `memory_analysis()` of compiled chunks (tests/test_banded.py)."""
+    loop; with `tile`, only the chunk-wide arrays (input, its cleaned copy, the tiles, the
+    outputs) scale with T and one tile's work is fixed. Checked against `memory_analysis()` of
+    compiled chunks (tests/test_banded.py)."""
     itemsize = np.dtype(plan.alphas_A.dtype).itemsize
     r_in, k_in = plan.inner.spec.basis_Rk.shape[-2:]
     e_in = plan.inner.test_proj_Ek.shape[-2]
@@ -359,9 +383,10 @@ def target_bytes(plan: BandedPlan) -> tuple[int, int]:
     outer = 2 * r_out + 2 * k_out + (2 * n_bands + 4) * e_out
     runs = 4 * n if plan.runs_NU is not None else 0
     outputs = k_outer * (n_bands + 4)
-    per = 3 * n + runs + inner + outer + outputs
-    fixed = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(plan))
-    return itemsize * per, fixed
+    fixed = _plan_bytes(plan)
+    if tile is None:
+        return itemsize * (3 * n + runs + inner + outer + outputs), fixed
+    return itemsize * (3 * n + 2 * outputs), fixed + itemsize * tile * (3 * n + runs + inner + outer + outputs)
 
 
 # -- variance partitioning ----------------------------------------------------------------
@@ -395,15 +420,21 @@ class Partition(NamedTuple):
     gamma_idx_KT: jnp.ndarray
 
 
-def partition_target_bytes(plan: PartitionPlan) -> tuple[int, int]:
+def _plan_bytes(plan: BandedPlan) -> int:
+    return sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(plan))
+
+
+def partition_target_bytes(plan: PartitionPlan, tile: int | None = None) -> tuple[int, int]:
     """`target_bytes` of a partition chunk: its models are solved one after another, so the
     per-target work is the largest model's, plus every model's outputs; the plans add up."""
-    parts = [target_bytes(p) for p in (plan.full, *plan.without)]
+    parts = [target_bytes(p, tile) for p in (plan.full, *plan.without)]
     k_outer = plan.full.outer.test_idx_E.shape[0]
     n_bands = len(plan.without)
     itemsize = np.dtype(plan.full.alphas_A.dtype).itemsize
     outputs = itemsize * k_outer * (3 * n_bands + 4)
-    return max(p for p, _ in parts) + outputs, sum(f for _, f in parts)
+    plans = [_plan_bytes(p) for p in (plan.full, *plan.without)]
+    tile_work = max(f - b for (_, f), b in zip(parts, plans))  # one tile of one model at a time (0 untiled)
+    return max(p for p, _ in parts) + outputs, sum(plans) + tile_work
 
 
 def prepare_partition(x_NP, band_P, folds: NestedFolds, alphas, gammas_GB, **kw) -> PartitionPlan:
@@ -425,11 +456,11 @@ def prepare_partition(x_NP, band_P, folds: NestedFolds, alphas, gammas_GB, **kw)
 
 
 @exact_matmuls
-@partial(jax.jit, static_argnames=("score",))
-def solve_partition(plan: PartitionPlan, y_NT, score: str = "r2") -> Partition:
-    """Variance partitioning of one chunk of targets (see Partition)."""
-    full = solve_banded(plan.full, y_NT, score=score)
-    r2_without = jnp.stack([solve_banded(p, y_NT, score=score).r2_KT for p in plan.without])
+@partial(jax.jit, static_argnames=("score", "tile"))
+def solve_partition(plan: PartitionPlan, y_NT, score: str = "r2", tile: int | None = None) -> Partition:
+    """Variance partitioning of one chunk of targets (see Partition; tile as `solve_banded`)."""
+    full = solve_banded(plan.full, y_NT, score=score, tile=tile)
+    r2_without = jnp.stack([solve_banded(p, y_NT, score=score, tile=tile).r2_KT for p in plan.without])
     unique = full.r2_KT[None] - r2_without
     return Partition(full.r2_KT, r2_without, unique, full.r2_KT - jnp.sum(unique, axis=0), full.r2_split_KBT,
                      full.gamma_idx_KT)
