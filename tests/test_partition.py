@@ -81,13 +81,19 @@ def test_partition_finds_the_associations_in_mtl(run):
 
 @pytest.mark.slow
 def test_partition_rows_add_up_and_summary(run):
-    """Every row set is complete (each layer x region x hemisphere x component x unit), the
-    pieces add up (unique + unique + shared = R2 of both bands, per subject and so in the
+    """Every row set is complete (each layer x region x hemisphere x component x unit: the
+    subjects' mean, each subject, the subject-mean fit), the pieces add up (unique + unique + shared = R2 of both bands, per subject and so in the
     mean), and summary.txt carries the line."""
     cfg, res, rows = run
     hemis = {r["hemi"] for r in rows}
     regions = {r["region"] for r in rows}
-    assert len(rows) == len(regions) * len(hemis) * len(partition.COMPONENTS) * 2
+    subjects = len({r["unit"] for r in rows} - {"all", "mean"})
+    assert subjects == 5  # the listeners of all three stories (pooled)
+    assert len(rows) == len(regions) * len(hemis) * len(partition.COMPONENTS) * (2 + subjects)
+    # the subjects' mean is the mean of the subject rows
+    one = [r for r in rows if (r["region"], r["hemi"], r["component"]) == ("mtl", "both", "unique_associations")]
+    per = [float(r["value"]) for r in one if r["unit"] not in ("all", "mean")]
+    assert float(next(r["value"] for r in one if r["unit"] == "all")) == pytest.approx(np.mean(per), rel=1e-6)
     for reg in regions:
         for unit in ("all", "mean"):
             v = {c: _value(rows, reg, c, unit)["value"] for c in partition.COMPONENTS}

@@ -115,7 +115,8 @@ def components(part: dict) -> dict[str, np.ndarray]:
 
 def partition_rows(groups: list[Group], parts: dict, regs_of, n_boot: int, ci: float, seed: int) -> list[dict]:
     """Tidy rows (partition.csv): per layer, region, hemisphere and component, the subjects'
-    mean with its bootstrap CI (unit "all"), and the subject-mean fit's value (unit "mean").
+    mean with its bootstrap CI (unit "all"), each subject's value (unit = the subject) and the
+    subject-mean fit's value (unit "mean").
     Several groups: a subject's value is the TR-weighted mean over the groups it is in."""
     rows = []
     layers = groups[0].sel.layers
@@ -140,6 +141,8 @@ def partition_rows(groups: list[Group], parts: dict, regs_of, n_boot: int, ci: f
                 base = dict(story="all" if len(groups) > 1 else groups[0].name, layer=layer, region=region, hemi=hemi,
                             component=c)
                 rows.append(base | dict(unit="all", value=mean[i], ci_low=lo[i], ci_high=hi[i], n_subjects=int(n_sub[i])))
+                rows += [base | dict(unit=s, value=s_vals[j, i], ci_low=np.nan, ci_high=np.nan, n_subjects=1)
+                         for j, s in enumerate(subjects)]
                 rows.append(base | dict(unit="mean", value=mean_fit[i], ci_low=np.nan, ci_high=np.nan, n_subjects=0))
     return rows
 
