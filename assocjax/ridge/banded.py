@@ -8,7 +8,10 @@ Each target's (gamma, alpha) is chosen by the nested, buffered, grouped CV of `n
 inner folds): gammas are a fixed list (a grid or seeded Dirichlet draws: `simplex_grid`,
 `dirichlet_gammas`, himalaya's random search), and for each gamma the existing spectral solve
 scores every alpha at once (one decomposition per gamma and fold, shared by every alpha and
-target: `solvers.fold_spec`, `solvers.fold_scores`).
+target: `solvers.fold_spec`, `solvers.fold_scores`). On the dual route (fewer training rows
+than columns) the scaled design's kernel is sum_b gamma_b K_b: each band's kernel is formed
+once per outer fold and each gamma costs an eigh (`_dual_gammas`), as himalaya's
+multiple-kernel ridge does.
 
     folds = nested_folds(groups_N, runs_N=runs_N, buffer=8)
     plan = prepare_banded(x_NP, band_P, folds, alphas, gammas_GB)     # decompositions, once
@@ -469,7 +472,7 @@ def solve_partition(plan: PartitionPlan, y_NT, score: str = "r2", tile: int | No
 def banded_ridge(x_NP, y_NT, band_P, folds: NestedFolds, alphas, gammas_GB, *, score: str = "r2",
                  return_predictions: bool = False, **kw) -> BandedResult:
     """`prepare_banded` then `solve_banded` on all of y_NT at once (small problems, tests)."""
-    plan, _ = prepare_banded(x_NP, band_P, folds, alphas, gammas_GB, dtype=kw.pop("dtype", jnp.float32), **kw)
+    plan, _ = prepare_banded(x_NP, band_P, folds, alphas, gammas_GB, **kw)
     return solve_banded(plan, jnp.asarray(y_NT, plan.alphas_A.dtype), score=score, return_predictions=return_predictions)
 
 
