@@ -121,6 +121,10 @@ class AugmentOptions:
     (augment.py random-match of it) cut to the same lengths ("random-word:NOUN"); sentence-level ones stay whole"""
     pos_classes: tuple[str, ...] = DEFAULT_CLASSES
     """the classes of --augment.by-pos: Universal Dependencies tags, several joined by '+' (NOUN+PROPN)"""
+    partition: bool = False
+    """with --augment.mode timed: fit the plain story's and the associations' feature blocks as two bands of a
+    banded ridge (and each alone) and report per layer, region, hemisphere and subject the variance the
+    associations explain beyond the plain story, the story's own and the shared part (partition.csv)"""
 
 
 @dataclasses.dataclass
@@ -365,6 +369,11 @@ def check_options(cfg: ScoreConfig) -> None:
             raise ValueError("--augment.pos-classes is empty: give at least one class (e.g. NOUN VERB ADJ)")
         for cls in cfg.augment.pos_classes:
             class_tags(cls)
+    if cfg.augment.partition and cfg.augment.mode != "timed":
+        raise ValueError("--augment.partition needs --augment.mode timed: only timed mode gives the associations "
+                         "their own feature block (band)")
+    if cfg.augment.partition and cfg.distributed:
+        raise ValueError("--augment.partition runs in one process; drop --distributed")
     if cfg.data.root is None:
         cfg.synthetic.check()
     if not 0 < cfg.report.ci < 1:

@@ -23,13 +23,13 @@ import xarray as xr
 from .. import results, rois
 from ..ceiling import normalized_score
 from ..features import cache as feature_cache
-from ..io import atomic_write_text, write_json
+from ..io import atomic_write_text, write_csv, write_json
 from ..models import load_pretrained
 from ..outputs import OutputFolder
 from . import aggregate
 from . import bold as bold_mod
 from . import budget as budget_mod
-from . import best_layer, grid_edges, report, store, story_level, tables, tuned
+from . import best_layer, grid_edges, partition, report, store, story_level, tables, tuned
 from .assets import ensure_builtin, planting
 from .bold import Bold
 from .config import ScoreConfig, check_options
@@ -181,11 +181,15 @@ class Tables:
     best: xr.Dataset
 
 
+def _regions(g: Group, atlas) -> list:
+    hemi_V = np.repeat(np.asarray(g.bold.hemis or ("",)), g.bold.hemi_sizes)
+    return tables.regions(atlas, hemi_V, g.bold.keep_V)
+
+
 def _group_scores(cfg: ScoreConfig, g: Group, atlas, several: bool) -> tuple[xr.Dataset, tuple]:
     """(the group's score grid, story = its name; its fold scores for the best layer
     (`best_layer.fold_scores`) with `best_layer.group_units`' listener or None)."""
-    hemi_V = np.repeat(np.asarray(g.bold.hemis or ("",)), g.bold.hemi_sizes)
-    regs = tables.regions(atlas, hemi_V, g.bold.keep_V)
+    regs = _regions(g, atlas)
     subjects = g.sel.subjects if g.fit.per_subject else ()
     ds = tables.group_scores(g.sel.layers, g.results, g.ceiling, g.fit.alphas, subjects, regs,
                              cfg.ceiling.min_ceiling, cfg.report.n_boot, cfg.report.ci, cfg.seed, story=g.name)
@@ -268,6 +272,11 @@ def _record(cfg, sel, groups, t: Tables, root, manifest, augs, notes, stages, t0
         builtin=dict(planted=planting(cfg.synthetic), manifest=root / "manifest.json") if manifest else None)
 
 
+def _summary(summary: dict, info: dict, part_rows, cfg: ScoreConfig) -> str:
+    text = report.summary_text(summary, info)
+    return text if part_rows is None else text + "\n" + partition.summary_line(part_rows, cfg.report.ci)
+
+
 def check_models(cfg: ScoreConfig, paths) -> None:
     """Before a comparison scores anything: --model.path and every model of `paths` resolve, and
     each may score the selected stories (`tuned.assign`: none tuned on a story it would score)."""
@@ -311,8 +320,15 @@ def _score(cfg: ScoreConfig, out: OutputFolder | None, t0: float) -> ScoreResult
         for g in groups:
             width = budget_mod.ceiling_vertices(budget, len(g.bold.subjects), g.bold.n_rows, cfg.ceiling.vertex_chunk)
             g.ceiling = store.ceiling(g.bold, g.fit.runs, g.folder, cfg.ceiling.n_splits, cfg.seed, width)
+    feats_of = _features(cfg, sel, augs)
     with stages("layers"):
-        fit_layers(cfg, sel, groups, _features(cfg, sel, augs), cfg.aggregate)
+        fit_layers(cfg, sel, groups, feats_of, cfg.aggregate)
+    part_rows = None
+    if cfg.augment.partition and augs:  # (a comparison's plain run has no associations to partition)
+        with stages("partition"):
+            parts = partition.fit_partitions(cfg, groups, feats_of)
+        part_rows = partition.partition_rows(groups, parts, lambda g: _regions(g, atlases[g.name]), cfg.report.n_boot,
+                                             cfg.report.ci, cfg.seed)
     t = _tables(cfg, sel, groups, atlases)
     edges = grid_edges.run_edges({g.name: g.results for g in groups}, sel.layers, groups[0].fit.alphas)
     t.summary["alpha_grid_edges"] = edges  # in run.json, scores.json and summary.txt with the rest
@@ -336,10 +352,12 @@ def _score(cfg: ScoreConfig, out: OutputFolder | None, t0: float) -> ScoreResult
             notes += more
             files.append(write_json(stage / "run.json", _record(cfg, sel, groups, t, root, manifest, augs, notes,
                                                                  stages, t0, tuning)))
-            files.append(atomic_write_text(stage / "summary.txt", report.summary_text(t.summary, info) + "\n"))
+            if part_rows is not None:
+                files.append(write_csv(stage / "partition.csv", part_rows))
+            files.append(atomic_write_text(stage / "summary.txt", _summary(t.summary, info, part_rows, cfg) + "\n"))
             files = [out.final(p) for p in files]
     _print_notes(notes[len(sel.notes):])
-    print(report.summary_text(t.summary, info))
+    print(_summary(t.summary, info, part_rows, cfg))
     print(f"wrote {cfg.output} ({len(files)} files) in {time.perf_counter() - t0:.1f} s")
     return ScoreResult(output=Path(cfg.output), summary=t.summary, scores=t.scores, stories=t.stories,
                        layers=sel.layers, r_LV=t.r_LV, max_r_V=t.max_r_V, computed={g.name: g.computed for g in groups},
