@@ -50,8 +50,8 @@ from safetensors.numpy import load_file, save_file  # noqa: E402
 from assocjax import augment, results  # noqa: E402
 from assocjax.augment.oracle import synthetic_oracle, write_oracle  # noqa: E402
 from assocjax.augment.random_control import control_draws, random_match  # noqa: E402
-from assocjax.pipeline import (AugmentOptions, CeilingOptions, CompareOptions, FeatureOptions, ModelOptions,  # noqa: E402
-                               ReportOptions, ScoreConfig, SyntheticOptions, compare)
+from assocjax.pipeline import (AugmentOptions, CeilingOptions, CompareOptions, DataOptions, FeatureOptions,  # noqa: E402
+                               ModelOptions, ReportOptions, ScoreConfig, SyntheticOptions, compare)
 from assocjax.pipeline.assets import ensure_builtin  # noqa: E402
 
 PLANTED_SHARE = 0.8   # the built-in world's share (SyntheticOptions.assoc_share)
@@ -67,6 +67,10 @@ class Args:
     """draws of the other-story control per world (K; the smallest draws p is 1 / (K + 1))"""
     n_subjects: int = 12
     story_trs: int = 120
+    pool_stories: bool = True
+    """fit the two stories together (--data.pool-stories), so that F and M carry the subject-level statistics
+    this benchmark calibrates; fitted one by one, two stories give the two-level statistics t on 1 degree
+    of freedom (calibrated in tests/test_story_level.py), which nothing planted here can pass"""
     n_vertices: int = 300
     """vertices per hemisphere (space tinysphere)"""
     perturb: float = 0.5
@@ -131,7 +135,8 @@ def one_world(a: Args, seed: int, planted: bool) -> dict:
     aug = work / "aug"
     files = tuple(sorted(aug.glob("*.json"))) if aug.is_dir() else write_augmentations(world.root, aug, a.draws)
     pert = perturbed_model(world.model, work / "perturbed", a.perturb, seed)
-    base = dict(cache_dir=cache, synthetic=opts, progress=False, features=FeatureOptions(layers=(opts.planted_layer,)),
+    base = dict(cache_dir=cache, synthetic=opts, progress=False, data=DataOptions(pool_stories=a.pool_stories),
+                features=FeatureOptions(layers=(opts.planted_layer,)),
                 ceiling=CeilingOptions(n_splits=10), report=ReportOptions(maps=False, figures=False, n_boot=a.n_boot))
     comp = CompareOptions(fdr=a.fdr)
     with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
