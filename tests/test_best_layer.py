@@ -92,7 +92,8 @@ def test_stories_pool_their_folds_weighted_by_trs_and_subjects_as_aggregate_does
     assert cv.sel(unit="all").item() == pytest.approx(want[:2].mean(), abs=1e-15)   # the mean over subjects
     lo, hi = best["cv_ci_low"].sel(unit="all", region="all", hemi="L").item(), best["cv_ci_high"].sel(
         unit="all", region="all", hemi="L").item()
-    assert min(want[:2]) <= lo <= hi <= max(want[:2])
+    mean = want[:2].mean()   # two stories: the two-level interval (studentized, t on 1 df) around the mean
+    assert lo < mean < hi and (hi - mean) == pytest.approx(mean - lo, rel=1e-9)
     rows = results.to_rows(best)
     assert tuple(rows[0]) == results.BEST_COLUMNS and [r["n_folds"] for r in rows] == [10, 6, 4, 6]
 

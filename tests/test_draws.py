@@ -142,7 +142,10 @@ def test_compare_reports_the_association_against_the_draws(experiment):
     assert contrasts == [] and len(comps) == 1 + 8 + 2   # oracle, each draw vs plain; oracle vs each control
     with (tmp / "out" / "gains.csv").open() as f:
         rows = list(csv.DictReader(f))
-    assert tuple(rows[0]) == results.GAIN_COLUMNS and tuple(rows[0])[-len(results.DRAW_VARS):] == results.DRAW_VARS
+    cols = tuple(rows[0])   # the draws' columns appended together, after the old ones (the story's after them)
+    at = cols.index(results.DRAW_VARS[0])
+    assert cols == results.GAIN_COLUMNS and cols[at:at + len(results.DRAW_VARS)] == results.DRAW_VARS
+    assert cols.index("base_too_small") < at < cols.index("story")
 
     g = res.gains.sel(comparison="oracle vs random-word draws", unit=results.ALL, layer=TINY.planted_layer)
     f_oracle = res.gains["change"].sel(comparison="oracle vs plain", unit=results.ALL, layer=TINY.planted_layer)
