@@ -146,3 +146,40 @@ def save_peft_adapter(base, config, folder: Path):
                 p.normal_()
     model.save_pretrained(folder)
     return model
+
+
+# The F ground-truth world (tests/test_compare.py, tests/test_partition.py): a GPT-2 whose hidden
+# state 0 is context-free, so the heard words' features hold nothing of the associates.
+GT_SPACE, GT_VOCAB = "gtsphere", 120
+# Higher than the default SNR: every extra feature costs a fit some noise, and the claims under
+# test ("F ~ 0 outside MTL") concern the planted signal, not small-sample overfitting.
+GT_SNR = {"language_stg": 4.0, "frontal_ifg": 2.0, "parietal_angular": 2.0, "mtl_hippocampus": 2.0,
+          "mtl_parahippocampal": 1.5, "visual_control": 0.0}
+
+
+def context_free_world(tmp: Path, n_stories: int, n_subjects: int, story_trs: int, n_vertices: int):
+    """(model folder, model, tokenizer, dataset root): a 1-block GPT-2 without position embeddings
+    and a synthetic dataset planted from its hidden state 0: heard words everywhere, the associates'
+    features in MTL."""
+    import numpy as np
+    from safetensors.numpy import load_file, save_file
+
+    from assocjax.data.synthetic import SyntheticConfig, make_synthetic, pseudo_words
+    from assocjax.features import word_features
+    from assocjax.models import load_pretrained
+    from assocjax.pipeline import SyntheticOptions
+    from assocjax.pipeline.assets import save_random_gpt2, save_tokenizer
+
+    vocab = pseudo_words(GT_VOCAB, np.random.default_rng([0, 0]))  # the generator's vocabulary stream
+    model_dir = tmp / "model"
+    save_tokenizer(vocab, model_dir)
+    save_random_gpt2(SyntheticOptions(n_layers=1, hidden=8, n_heads=2, positions=512), GT_VOCAB + 2, model_dir)
+    weights = load_file(str(model_dir / "model.safetensors"))
+    save_file({k: (np.zeros_like(v) if "wpe" in k else v) for k, v in weights.items()}, str(model_dir / "model.safetensors"))
+    model, tok = load_pretrained(model_dir)
+    root = tmp / "narratives"
+    make_synthetic(SyntheticConfig(out=root, n_stories=n_stories, n_subjects=n_subjects, story_trs=story_trs,
+                                   vocab_size=GT_VOCAB, space=GT_SPACE, n_vertices=n_vertices, planted_layer=0, seed=0,
+                                   snr=GT_SNR),
+                   features=lambda words: word_features(model, tok, list(words), 512, 256)[0])
+    return model_dir, model, tok, root

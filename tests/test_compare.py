@@ -13,21 +13,15 @@ from safetensors.numpy import load_file, save_file
 
 from assocjax import augment, results
 from assocjax.augment.oracle import synthetic_oracle, write_oracle
-from assocjax.data.synthetic import SyntheticConfig, make_synthetic, pseudo_words
 from assocjax.features import word_features
-from assocjax.models import load_pretrained
 from assocjax.pipeline import (AugmentOptions, DataOptions, FeatureOptions, ModelOptions, ReportOptions, ScoreConfig,
-                               SyntheticOptions, compare, score)
-from assocjax.pipeline.assets import save_random_gpt2, save_tokenizer
+                               compare, score)
 from assocjax.pipeline.config import CeilingOptions
+from conftest import GT_SPACE as SPACE, context_free_world
 
 pytestmark = pytest.mark.slow  # module fixtures run whole pipelines (docs/testing.md)
 
-SPACE, N_VERT, VOCAB = "gtsphere", 500, 120
-# Higher than the default SNR: every extra feature costs a fit some noise, and the claim under
-# test ("F ~ 0 outside MTL") concerns the planted signal, not small-sample overfitting.
-SNR = {"language_stg": 4.0, "frontal_ifg": 2.0, "parietal_angular": 2.0, "mtl_hippocampus": 2.0,
-       "mtl_parahippocampal": 1.5, "visual_control": 0.0}
+N_VERT = 500
 
 
 @pytest.fixture(scope="module")
@@ -35,17 +29,8 @@ def world(tmp_path_factory):
     """A GPT-2 whose hidden state 0 is context-free (no position embedding), and a synthetic
     dataset planted from that hidden state: heard words everywhere, associates in MTL."""
     tmp = tmp_path_factory.mktemp("gt")
-    vocab = pseudo_words(VOCAB, np.random.default_rng([0, 0]))  # the generator's vocabulary stream
-    model_dir = tmp / "model"
-    save_tokenizer(vocab, model_dir)
-    save_random_gpt2(SyntheticOptions(n_layers=1, hidden=8, n_heads=2, positions=512), VOCAB + 2, model_dir)
-    weights = load_file(str(model_dir / "model.safetensors"))
-    save_file({k: (np.zeros_like(v) if "wpe" in k else v) for k, v in weights.items()}, str(model_dir / "model.safetensors"))
-    model, tok = load_pretrained(model_dir)
-    root = tmp / "narratives"
-    make_synthetic(SyntheticConfig(out=root, n_stories=4, n_subjects=10, story_trs=250, vocab_size=VOCAB, space=SPACE,
-                                   n_vertices=N_VERT, planted_layer=0, seed=0, snr=SNR),
-                   features=lambda words: word_features(model, tok, list(words), 512, 256)[0])
+    model_dir, model, tok, root = context_free_world(tmp, n_stories=4, n_subjects=10, story_trs=250,
+                                                     n_vertices=N_VERT)
     oracle = synthetic_oracle(root)
     written = write_oracle(root, tmp / "aug", seed=1, tokenizer=tok)   # story -> [oracle file, its random control]
     files = {"oracle": [w[0] for w in written.values()], "random": [w[1] for w in written.values()]}

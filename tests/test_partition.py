@@ -9,20 +9,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from safetensors.numpy import load_file, save_file
-
 from assocjax.augment.oracle import write_oracle
-from assocjax.data.synthetic import SyntheticConfig, make_synthetic, pseudo_words
-from assocjax.features import word_features
-from assocjax.models import load_pretrained
 from assocjax.pipeline import (AugmentOptions, DataOptions, FeatureOptions, ModelOptions, ReportOptions, ScoreConfig,
-                               SyntheticOptions, partition, score)
-from assocjax.pipeline.assets import save_random_gpt2, save_tokenizer
+                               partition, score)
 from assocjax.pipeline.config import CeilingOptions, check_options
+from conftest import GT_SPACE as SPACE, context_free_world
 
-SPACE, N_VERT, VOCAB = "gtsphere", 300, 120
-SNR = {"language_stg": 4.0, "frontal_ifg": 2.0, "parietal_angular": 2.0, "mtl_hippocampus": 2.0,
-       "mtl_parahippocampal": 1.5, "visual_control": 0.0}
+N_VERT = 300
 
 
 @pytest.fixture(scope="module")
@@ -32,17 +25,8 @@ def run(tmp_path_factory):
     it: heard words everywhere, the associates' features in MTL. Scored in timed mode with the
     oracle augmentations and --augment.partition, stories pooled."""
     tmp = tmp_path_factory.mktemp("partition")
-    vocab = pseudo_words(VOCAB, np.random.default_rng([0, 0]))  # the generator's vocabulary stream
-    model_dir = tmp / "model"
-    save_tokenizer(vocab, model_dir)
-    save_random_gpt2(SyntheticOptions(n_layers=1, hidden=8, n_heads=2, positions=512), VOCAB + 2, model_dir)
-    weights = load_file(str(model_dir / "model.safetensors"))
-    save_file({k: (np.zeros_like(v) if "wpe" in k else v) for k, v in weights.items()}, str(model_dir / "model.safetensors"))
-    model, tok = load_pretrained(model_dir)
-    root = tmp / "narratives"
-    make_synthetic(SyntheticConfig(out=root, n_stories=3, n_subjects=8, story_trs=200, vocab_size=VOCAB, space=SPACE,
-                                   n_vertices=N_VERT, planted_layer=0, seed=0, snr=SNR),
-                   features=lambda words: word_features(model, tok, list(words), 512, 256)[0])
+    model_dir, model, tok, root = context_free_world(tmp, n_stories=3, n_subjects=8, story_trs=200,
+                                                     n_vertices=N_VERT)
     written = write_oracle(root, tmp / "aug", seed=1, tokenizer=tok)   # story -> [oracle file, its random control]
     cfg = ScoreConfig(output=tmp / "out", cache_dir=tmp / "cache", progress=False,
                       model=ModelOptions(path=str(model_dir)), data=DataOptions(root=root, space=SPACE, pool_stories=True),

@@ -47,6 +47,7 @@ from ..alignment import zscore_apply, zscore_fit
 from ..numerics import exact_matmuls
 from ..stats import pearson_r
 from . import solvers
+from .chunks import tiled
 from .folds import NestedFolds
 from .nested import NestedLayout, _standardize_runs, nested_layout, run_onehot
 from .solvers import FoldSpec
@@ -274,15 +275,7 @@ def solve_banded(plan: BandedPlan, y_NT, score: str = "r2", return_predictions: 
     `nested.solve_nested`: measured 129 us per target in 1024-target slices against 252 in one
     8192-target call); the chunk width must be a multiple of it."""
     y_raw, finite_T, constant_T = solvers.clean_targets(y_NT)
-    n, t = y_raw.shape
-    if tile is None or tile >= t:
-        out = _solve_tile(plan, y_raw, score, return_predictions)
-    else:
-        if t % tile:
-            raise ValueError(f"chunk of {t} targets is not a multiple of tile={tile}")
-        tiles = jnp.moveaxis(y_raw.reshape(n, t // tile, tile), 1, 0)
-        out = jax.lax.map(lambda y_tile: _solve_tile(plan, y_tile, score, return_predictions), tiles)
-        out = jax.tree.map(lambda a: jnp.moveaxis(a, 0, -2).reshape(a.shape[1:-1] + (t,)), out)
+    out = tiled(lambda y_tile: _solve_tile(plan, y_tile, score, return_predictions), y_raw, tile)
     split_KBT, r_KT, g_KT, a_KT, preds, icpt = out
     nan_T = jnp.where(finite_T & ~constant_T, 0.0, jnp.nan).astype(y_raw.dtype)
     split_KBT = split_KBT + nan_T

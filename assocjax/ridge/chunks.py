@@ -157,3 +157,17 @@ def _stage(a, columns: int, dtype, mesh: Mesh | None):
     if mesh is None:
         return a if on_device else jax.device_put(a)
     return jax.device_put(a, NamedSharding(mesh, PartitionSpec(*[None] * (a.ndim - 1), "targets")))
+
+
+def tiled(solve: Callable, y_NT: jnp.ndarray, tile: int | None):
+    """solve(y_NT) computed over the targets in slices of `tile` one after another (`lax.map`), so
+    that every intermediate of a slice stays in cache (a CPU setting: `CPU_TILE`); None, or a
+    tile at least the width, solves all targets at once (accelerators). `solve` maps (N, T') to a
+    pytree of arrays whose last axis is the targets; their slices are joined back in order."""
+    n, t = y_NT.shape
+    if tile is None or tile >= t:
+        return solve(y_NT)
+    if t % tile:
+        raise ValueError(f"chunk of {t} targets is not a multiple of tile={tile}")
+    out = jax.lax.map(solve, jnp.moveaxis(y_NT.reshape(n, t // tile, tile), 1, 0))
+    return jax.tree.map(lambda a: jnp.moveaxis(a, 0, -2).reshape(a.shape[1:-1] + (t,)), out)

@@ -30,6 +30,7 @@ import numpy as np
 from ..alignment import zscore_apply, zscore_fit
 from ..stats import pearson_r
 from . import solvers
+from .chunks import tiled
 from .folds import NestedFolds, PaddedFolds, pad_folds
 from .solvers import FoldSpec
 from ..numerics import exact_matmuls
@@ -174,15 +175,7 @@ def solve_nested(plan: NestedPlan, y_NT, score: str = "r", return_predictions: b
     multiple of it). None solves the whole chunk at once (accelerators).
     """
     y, finite_T, constant_T = solvers.clean_targets(y_NT)
-    n, t = y.shape
-    if tile is None or tile >= t:
-        out = _solve_tile(plan, y, score, return_predictions)
-    else:
-        if t % tile:
-            raise ValueError(f"chunk of {t} targets is not a multiple of tile={tile}")
-        tiles = jnp.moveaxis(y.reshape(n, t // tile, tile), 1, 0)
-        out = jax.lax.map(lambda y_tile: _solve_tile(plan, y_tile, score, return_predictions), tiles)
-        out = jax.tree.map(lambda a: jnp.moveaxis(a, 0, -2).reshape(a.shape[1:-1] + (t,)), out)
+    out = tiled(lambda y_tile: _solve_tile(plan, y_tile, score, return_predictions), y, tile)
     r_KT, r_T, best_KT, pred_NT = out
     nan_T = jnp.where(finite_T & ~constant_T, 0.0, jnp.nan).astype(y.dtype)
     preds = pred_NT + jnp.where(finite_T, 0.0, jnp.nan).astype(y.dtype) if return_predictions else None
