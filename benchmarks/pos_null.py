@@ -29,7 +29,7 @@ from scipy.stats import beta
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
-from scripts_loader import script  # noqa: E402
+from scripts_loader import write_tagged_oracle  # noqa: E402
 
 from assocjax.pipeline import (AugmentOptions, CeilingOptions, FeatureOptions, ReportOptions, ScoreConfig,  # noqa: E402
                                SyntheticOptions, compare)
@@ -42,14 +42,7 @@ def one_world(seed: int, work: Path) -> dict[str, dict[str, tuple[float, bool]]]
     """comparison -> region -> (change, significant) of one null world."""
     opts = SyntheticOptions(story_trs=100, space="tinysphere", n_vertices=200, assoc_share=0.0, seed=seed)
     built = ensure_builtin(opts, work / "cache", progress=False)
-    with script("augment") as cli:
-        assert cli.main(["oracle", "--out-dir", str(work / "aug"), "--data-root", str(built.root),
-                         "--seed", str(seed)]) == 0
-        for story in sorted(built.manifest["tasks"]):
-            assert cli.main(["tag", str(work / "aug" / f"{story}_oracle.json"), "--tagger", "synthetic",
-                             "--align", str(built.root / "stimuli" / "gentle" / story / "align.csv"),
-                             "--out", str(work / "tagged" / f"{story}_oracle.json")]) == 0
-    files = sorted((work / "tagged").glob("*.json")) + sorted((work / "aug").glob("*_random.json"))
+    files = write_tagged_oracle(built, work / "aug", work / "tagged", seed)
     cfg = ScoreConfig(output=work / "out", cache_dir=work / "cache", synthetic=opts, progress=False,
                       features=FeatureOptions(layers=(opts.planted_layer,)), ceiling=CeilingOptions(n_splits=10),
                       report=ReportOptions(maps=False, figures=False),

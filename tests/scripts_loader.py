@@ -31,3 +31,17 @@ def script(name: str, alias: str | None = None):
         yield module
     finally:
         sys.modules.pop(module.__name__, None)
+
+
+def write_tagged_oracle(built, aug: Path, tagged: Path, seed: int | None = None) -> list[Path]:
+    """The built-in world's oracle and random controls in `aug` (`augment.py oracle`), and the
+    oracle tagged by part of speech in `tagged` (`augment.py tag --tagger synthetic`); the tagged
+    oracles, then the random controls."""
+    with script("augment") as cli:
+        assert cli.main(["oracle", "--out-dir", str(aug), "--data-root", str(built.root)]
+                        + ([] if seed is None else ["--seed", str(seed)])) == 0
+        for story in sorted(built.manifest["tasks"]):
+            assert cli.main(["tag", str(aug / f"{story}_oracle.json"), "--tagger", "synthetic",
+                             "--align", str(built.root / "stimuli" / "gentle" / story / "align.csv"),
+                             "--out", str(tagged / f"{story}_oracle.json")]) == 0
+    return sorted(tagged.glob("*.json")) + sorted(aug.glob("*_random.json"))

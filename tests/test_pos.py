@@ -9,7 +9,7 @@ import types
 
 import pytest
 
-from scripts_loader import script
+from scripts_loader import script, write_tagged_oracle
 
 from assocjax import augment, results
 from assocjax.augment import format as fmt
@@ -293,14 +293,8 @@ def test_compare_by_pos_scores_each_class_as_a_condition(tmp_path, capsys):
     contrasts, and the random control is cut to each class's lengths. Every associate carries the
     planted signal, so no class alone recovers the whole oracle's gain in MTL."""
     b = ensure_builtin(SMALL, tmp_path / "cache", progress=False)
-    with script("augment") as cli:
-        assert cli.main(["oracle", "--out-dir", str(tmp_path / "aug"), "--data-root", str(b.root)]) == 0
-        for story in sorted(b.manifest["tasks"]):
-            assert cli.main(["tag", str(tmp_path / "aug" / f"{story}_oracle.json"), "--tagger", "synthetic",
-                             "--align", str(b.root / "stimuli" / "gentle" / story / "align.csv"),
-                             "--out", str(tmp_path / "tagged" / f"{story}_oracle.json")]) == 0
     # the random controls, matched to the oracle before it was tagged, are found to be its controls
-    files = sorted((tmp_path / "tagged").glob("*.json")) + sorted((tmp_path / "aug").glob("*_random.json"))
+    files = write_tagged_oracle(b, tmp_path / "aug", tmp_path / "tagged")
     cfg = ScoreConfig(output=tmp_path / "out", cache_dir=tmp_path / "cache", synthetic=SMALL, progress=False,
                       features=FeatureOptions(layers=(SMALL.planted_layer,)), ceiling=CeilingOptions(n_splits=10),
                       report=ReportOptions(maps=False, figures=False),

@@ -20,12 +20,12 @@ budget (`ridge.banded.partition_target_bytes`), as the plain ridge does.
 """
 from __future__ import annotations
 
-import hashlib
 from functools import partial
 
 import numpy as np
 
 from .. import rois
+from ..fingerprint import bytes_digest
 from ..ridge import banded, chunks
 from ..stats import bootstrap_indices, bootstrap_mean_ci
 from . import budget as budget_mod
@@ -45,7 +45,7 @@ def gammas() -> np.ndarray:
 
 
 def partition_path(g: Group, layer: int):
-    digest = hashlib.sha256(gammas().tobytes()).hexdigest()[:8]  # another grid: another file
+    digest = bytes_digest([gammas().tobytes()], 8)  # another grid: another file
     return g.folder / f"partition-{digest}-layer-{layer:03d}.npz"
 
 

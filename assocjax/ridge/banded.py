@@ -43,13 +43,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..alignment import zscore_apply, zscore_fit
 from ..numerics import exact_matmuls
 from ..stats import pearson_r
 from . import solvers
 from .chunks import tiled
 from .folds import NestedFolds
-from .nested import NestedLayout, _standardize_runs, nested_layout, run_onehot
+from .nested import NestedLayout, _standardize_runs, nested_layout, outer_design, run_onehot
 from .solvers import FoldSpec
 
 
@@ -164,10 +163,7 @@ def band_onehot(band_P, n_columns: int) -> np.ndarray:
 def _prepare(x_NP, band_PB, gammas_GB, *, pout, pin, solver, standardize):
     def one_outer(args):
         tr, te, trm, tem, itr, ite, itrm, item = args
-        x = x_NP
-        if standardize:
-            mask_N = jnp.zeros(x.shape[0], bool).at[tr].set(trm, mode="drop")
-            x = zscore_apply(x, *zscore_fit(x, mask_N))
+        x = outer_design(x_NP, tr, trm, standardize)
 
         if solver == "dual":
             return _dual_gammas(x, band_PB, gammas_GB, (tr, te, trm, tem), (itr, ite, itrm, item))

@@ -135,6 +135,15 @@ def prepare_nested(x_NP, folds: NestedFolds, alphas, *, standardize: bool = True
     return plan(jnp.asarray(x, dtype)), solver
 
 
+def outer_design(x_NP, tr, trm, standardize: bool):
+    """The design of one outer fold: z-scored with its training rows (`tr` where `trm`) only, so no
+    held-out row shifts the features the fold is fitted and scored on."""
+    if not standardize:
+        return x_NP
+    mask_N = jnp.zeros(x_NP.shape[0], bool).at[tr].set(trm, mode="drop")
+    return zscore_apply(x_NP, *zscore_fit(x_NP, mask_N))
+
+
 def _stack(trees):
     return jax.tree.map(lambda *a: jnp.stack(a), *trees)
 
@@ -144,10 +153,7 @@ def _stack(trees):
 def _prepare_one(x_NP, *, pout, pin, solver, standardize):
     def one_outer(args):
         tr, te, trm, tem, itr, ite, itrm, item = args
-        x = x_NP
-        if standardize:
-            mask_N = jnp.zeros(x.shape[0], bool).at[tr].set(trm, mode="drop")
-            x = zscore_apply(x, *zscore_fit(x, mask_N))
+        x = outer_design(x_NP, tr, trm, standardize)
         spec = partial(solvers.fold_spec, x, solver=solver, fit_intercept=True)
         outer = _lean(spec(tr, te, trm, tem))
         inner = jax.lax.map(lambda f: _lean(spec(*f)), (itr, ite, itrm, item))
