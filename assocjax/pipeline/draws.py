@@ -89,13 +89,22 @@ def distribution(f_X: np.ndarray, f_KX: np.ndarray) -> dict[str, np.ndarray]:
                 draws_p=rank / (n + 1))
 
 
-def _mean_run(runs) -> types.SimpleNamespace:
-    """A stand-in run whose scores are the draws' mean score per key and unit (what `compare.changes` reads)."""
-    ds = runs[0].scores.copy()
+def _mean_grid(grids) -> xr.Dataset:
+    """The first grid with the grids' mean score per key and unit (its attrs, e.g. a story's TR
+    weight and listeners, kept)."""
+    ds = grids[0].copy()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        ds["score"] = xr.concat([r.scores["score"] for r in runs], "draw", join="outer").mean("draw")
-    return types.SimpleNamespace(scores=ds)
+        ds["score"] = xr.concat([g["score"] for g in grids], "draw", join="outer").mean("draw")
+    return ds
+
+
+def _mean_run(runs) -> types.SimpleNamespace:
+    """A stand-in run whose scores are the draws' mean score per key and unit (what `compare.changes`
+    reads), and so are its stories' (so that several stories give the two-level statistics of
+    `story_level`, as every other comparison)."""
+    stories = tuple(_mean_grid(list(gs)) for gs in zip(*(getattr(r, "stories", ()) for r in runs)))
+    return types.SimpleNamespace(scores=_mean_grid([r.scores for r in runs]), stories=stories)
 
 
 def against_draws(runs: dict, vs_plain: dict[str, xr.Dataset], groups: dict[str, list[str]], kinds: dict[str, str],
@@ -162,7 +171,7 @@ def summary_text(gains: xr.Dataset, fdr: float, top: int = 8) -> str:
         n = int(np.nanmax(v["draws_n"], initial=0))
         lines.append(f"{comp}: the association's F against {n} random draws (rank 1 = above every draw; p_draws = "
                      f"rank / {n + 1}, at best {1 / (n + 1):.3g}); significant = both p_draws and the subjects' "
-                     f"sign-flip p small (q of the larger < {fdr}): {int(v['significant'].sum())} of {len(keys)} rows")
+                     f"p (sign-flip; two-level with several stories) small (q of the larger < {fdr}): {int(v['significant'].sum())} of {len(keys)} rows")
         order = sorted(range(len(keys)), key=lambda j: (np.nan_to_num(v["draws_rank"][j], nan=np.inf), -f[j]))
         for j in order[:top]:
             (layer, region), star = keys[j], " *" if v["significant"][j] else ""
