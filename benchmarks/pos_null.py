@@ -11,9 +11,9 @@ counted: significant (q < 0.05) in MTL, and over all 6 regions (hemi "both").
     python benchmarks/pos_null.py                     # 20 worlds, seeds 1..20 (~15 s each on 2 cores)
     python benchmarks/pos_null.py --worlds 5 --work /tmp/pos-null
 
-Run on 2 CPU cores (docs/experiments.md quotes it), 20 worlds:
-    oracle:NOUN vs random-word:NOUN  MTL 0/20 (95 % CI 0-17 %), region rows 15/120 = 12.5 % (7-20 %)
-    oracle vs random-word            MTL 1/20 (0.1-25 %),       region rows 17/120 = 14.2 % (8.5-22 %)
+Run on 2 CPU cores (docs/experiments.md quotes it), 20 worlds, two-level statistics (3 stories):
+    oracle:NOUN vs random-word:NOUN  MTL 1/20 (95 % CI 0.1-25 %), region rows 14/120 = 11.7 % (6.5-19 %)
+    oracle vs random-word            MTL 3/20 (3-38 %),          region rows 18/120 = 15.0 % (9-23 %)
 """
 from __future__ import annotations
 
