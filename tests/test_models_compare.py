@@ -14,6 +14,7 @@ from conftest import save_tiny
 
 from assocjax import results
 from assocjax.gains import paired_change
+from assocjax.stats import two_level_ci_p, two_level_draws, two_level_means
 from assocjax.pipeline import (CompareOptions, ReportOptions, ScoreConfig, SyntheticOptions, compare)
 from assocjax.pipeline.assets import ensure_builtin
 from assocjax.pipeline.config import CeilingOptions
@@ -55,13 +56,26 @@ def test_depth_rows_per_region_not_per_layer(world):
     assert len(pairs) == len(set(pairs)) == int(res.runs["plain"].best["present"].sum())   # one row per region x hemi
     base, new = res.runs["plain"].best, res.runs["llama3"].best
     subjects = results.fit_units(base, results.SUBJECT)["unit"].values.tolist()
+    # 3 stories fitted one by one: CI and p are two-level, over each subject's CV score per story
+    (b_SXG, w_G), (n_SXG, _) = base.attrs["cv_by_story"], new.attrs["cv_by_story"]
+    present = [(str(base["region"].values[i]), str(base["hemi"].values[j]))
+               for i, j in zip(*np.nonzero(base["present"].values))]
+    both = np.isfinite(b_SXG) & np.isfinite(n_SXG)
+    draws = two_level_draws(len(subjects), len(w_G), cfg.report.n_boot, cfg.seed)
+    boot = (two_level_means(np.where(both, n_SXG, np.nan), w_G, *draws)
+            - two_level_means(np.where(both, b_SXG, np.nan), w_G, *draws))
     for r in rows:
         at = dict(region=r["region"], hemi=r["hemi"])
         b, n = (g["cv_score"].sel(unit=subjects, **at).values[:, None] for g in (base, new))
         want = paired_change(b, n, cfg.report.n_boot, cfg.report.ci, cfg.seed, cfg.compare.n_perm, cfg.compare.min_base)
         assert float(r["change"]) == pytest.approx(want["change"][0], abs=1e-12)
-        assert float(r["p"]) == pytest.approx(want["p"][0]) and float(r["change_ci_low"]) == pytest.approx(
-            want["change_ci_low"][0])
+        x = present.index((r["region"], r["hemi"]))
+        # each subject's per-story CV scores recombine (TR-weighted) to its CV score
+        one_each = np.ones((len(subjects), len(w_G))), np.eye(len(subjects))   # every story, one subject a draw
+        np.testing.assert_allclose(two_level_means(b_SXG[:, [x]], w_G, *one_each)[:, 0], b[:, 0], rtol=1e-12)
+        lo, hi, p = two_level_ci_p(want["change"], boot[:, [x]], np.array([both[:, x].any(0).sum()]), cfg.report.ci)
+        assert float(r["p"]) == pytest.approx(p[0]) and float(r["change_ci_low"]) == pytest.approx(lo[0])
+        assert lo[0] < float(r["change"]) < hi[0]
         assert int(r["base_layer"]) == int(base["cv_layer"].sel(unit="all", **at))
         assert int(r["new_layer"]) == int(new["cv_layer"].sel(unit="all", **at))
         assert float(r["base_depth"]) == pytest.approx(int(r["base_layer"]) / 2)

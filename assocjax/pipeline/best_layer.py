@@ -22,7 +22,8 @@ lower layer); `cv_layers` counts them ("layer:count ..."). The argmax is kept as
 `optimistic_layer` / `optimistic_score` (and its CI), named for what it is.
 
 The best-layer grid (dims unit, region, hemi; `fit` on unit, scalar `story`) has `BEST_VARS`
-and `present`; its rows are best_layer.csv (`results.to_rows`, `results.BEST_COLUMNS`).
+and `present` (with several stories, attrs `cv_by_story`: `per_story`'s (subjects, present
+(region, hemi) pairs, stories) CV scores and the stories' weights); its rows are best_layer.csv (`results.to_rows`, `results.BEST_COLUMNS`).
 """
 from __future__ import annotations
 
@@ -175,7 +176,7 @@ def best_layers(grid: xr.Dataset, parts: list[tuple[FoldScores, str | None]], n_
     mode_UR, text_UR = (np.asarray(a).reshape(n_u, n_r) for a in _counts(pick_KX, layers))
     folds_UR = (pick_KUR != NO_LAYER).sum(0)
     nan_UR = np.full((n_u, n_r), np.nan)
-    head = {}
+    head, stories = {}, None
     if subjects:
         stories = per_story(held_KX.reshape(n_k, n_u, n_r)[:, :-1], w_K, group_K)
         mean, lo, hi, n = subject_ci(cv_UR[:-1], n_boot, ci, seed, stories)
@@ -187,7 +188,10 @@ def best_layers(grid: xr.Dataset, parts: list[tuple[FoldScores, str | None]], n_
                * np.ones(n_r, int))
     vars_FR = {k: np.concatenate(([np.asarray(head[k])[None]] if head else []) + [np.asarray(v)]) for k, v in own.items()}
     vars_FR |= _optimistic(grid, subjects, rr, hh)
-    return _grid(subjects, grid, vars_FR, rr, hh)
+    best = _grid(subjects, grid, vars_FR, rr, hh)
+    if stories is not None:   # each subject's CV score per story, for two-level statistics (`models_compare`)
+        best.attrs["cv_by_story"] = stories
+    return best
 
 
 def _optimistic(grid: xr.Dataset, subjects, rr, hh) -> dict:

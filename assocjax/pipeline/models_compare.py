@@ -10,8 +10,9 @@ for it (a warning says so) and this module compares, per region and hemisphere:
         subject's other outer folds, scored on the held-out fold) and the layer most often chosen,
         also as relative depth = layer / number of blocks (0 = embeddings, 1 = the last block);
     the paired per-subject difference new - base of those scores (the same subjects and stories),
-        with the subject-bootstrap CI and sign-flip p of `gains.paired_change`, BH q over the
-        region x hemisphere rows of one comparison.
+        with the subject-bootstrap CI and sign-flip p of `gains.paired_change` (with several stories
+        fitted one by one: the two-level CI and p over stories, then subjects, of `story_level`),
+        BH q over the region x hemisphere rows of one comparison.
 
 One row per model pair and region x hemisphere (kind "depth"), not per layer: models.csv
 (`results.to_rows`, `results.DEPTH_COLUMNS`), lines in gains.txt, and layer_depth.png: every
@@ -28,7 +29,7 @@ import xarray as xr
 from .. import results
 from ..gains import paired_change
 from ..io import write_csv
-from ..stats import bh_fdr
+from ..stats import bh_fdr, two_level_ci_p, two_level_draws, two_level_means
 from . import best_layer, tuned
 
 KIND = "depth"
@@ -79,6 +80,7 @@ def depth_change(base, new, comparison: str, opts, n_boot: int, ci: float, seed:
     if subjects:
         st = paired_change(_matrix(b_best, subjects, pairs, "cv_score"), _matrix(n_best, subjects, pairs, "cv_score"),
                            n_boot, ci, seed, opts.n_perm, opts.min_base)
+        st |= _two_level(b_best, n_best, st, n_boot, ci, seed)
         q = bh_fdr(st["p"])
         out |= {k: st[k] for k in ("n_subjects", "base", "new", "change", "change_ci_low", "change_ci_high", "p")}
         out |= dict(q=q, significant=q < opts.fdr)
@@ -99,6 +101,25 @@ def depth_change(base, new, comparison: str, opts, n_boot: int, ci: float, seed:
     ds = xr.Dataset(data, coords=dict(region=b_best["region"].values, hemi=b_best["hemi"].values))
     return ds.expand_dims(comparison=[comparison]).assign_coords(
         kind=("comparison", [KIND]), base_model=("comparison", [_label(base)]), new_model=("comparison", [_label(new)]))
+
+
+def _two_level(b_best: xr.Dataset, n_best: xr.Dataset, st: dict, n_boot: int, ci: float, seed: int) -> dict:
+    """With several stories: the CI and p of the paired change from the two-level bootstrap over
+    each subject's CV score per story (`best_layer` attrs `cv_by_story`; `stats.two_level_ci_p`,
+    t with stories - 1 df), as every F / M of `story_level`; {} with one story."""
+    b_by, n_by = b_best.attrs.get("cv_by_story"), n_best.attrs.get("cv_by_story")
+    if b_by is None or n_by is None:
+        return {}
+    (b, w), (n, w_new) = b_by, n_by
+    if b.shape != n.shape or not np.array_equal(w, w_new):
+        raise ValueError(f"the two models scored other stories or subjects: CV scores {b.shape} and {n.shape}, "
+                         f"story weights {list(w)} and {list(w_new)}")
+    both = np.isfinite(b) & np.isfinite(n)
+    b, n = np.where(both, b, np.nan), np.where(both, n, np.nan)
+    stories_IG, subjects_IS = two_level_draws(b.shape[0], b.shape[-1], n_boot, seed)
+    boot = two_level_means(n, w, stories_IG, subjects_IS) - two_level_means(b, w, stories_IG, subjects_IS)
+    lo, hi, p = two_level_ci_p(st["change"], boot, both.any(0).sum(-1), ci)
+    return dict(change_ci_low=lo, change_ci_high=hi, p=p)
 
 
 def _label(run) -> str:
