@@ -108,3 +108,42 @@ def test_components_from_fold_results():
     np.testing.assert_allclose(c["unique_associations"], [[0.4 - 0.25]])
     np.testing.assert_allclose(c["unique_plain"], [[0.4 - 0.2]])
     np.testing.assert_allclose(c["shared"], [[0.25 + 0.2 - 0.4]])
+
+
+def test_rows_over_several_stories_get_the_two_level_ci():
+    """Stories fitted one by one: a subject's value is its stories' TR-weighted mean, and the
+    subjects' CI is the two-level one (studentized, symmetric about the mean, over stories then
+    subjects) instead of the subject bootstrap, which one story keeps."""
+    from types import SimpleNamespace
+
+    from assocjax.stats import bootstrap_indices, bootstrap_mean_ci
+
+    rng = np.random.default_rng(0)
+    n_v = 6
+    listeners = {"s1": ("a", "b", "c"), "s2": ("a", "b", "d"), "s3": ("c", "d")}
+    trs = {"s1": 100, "s2": 200, "s3": 150}
+    groups = [SimpleNamespace(name=n, sel=SimpleNamespace(subjects=ls, layers=(2,)), fit=SimpleNamespace(per_subject=True),
+                              bold=SimpleNamespace(n_rows=trs[n])) for n, ls in listeners.items()]
+    parts = {(n, 2): dict(r2_both=rng.normal(0.1, 0.05, (4, len(ls) + 1, n_v)),
+                          r2_without=rng.normal(0.05, 0.05, (2, 4, len(ls) + 1, n_v))) for n, ls in listeners.items()}
+    regs = [("all", "both", np.ones(n_v, bool))]
+    rows = partition.partition_rows(groups, parts, lambda g: regs, 500, 0.95, 0)
+    got = {r["unit"]: r for r in rows if r["component"] == "unique_associations"}
+    own = {}
+    for s in "abcd":
+        vals = [(partition.components(parts[n, 2])["unique_associations"][list(ls).index(s)].mean(), trs[n])
+                for n, ls in listeners.items() if s in ls]
+        own[s] = sum(v * w for v, w in vals) / sum(w for _, w in vals)
+        assert got[s]["value"] == pytest.approx(own[s], rel=1e-12)
+    mean = np.mean(list(own.values()))
+    head = got["all"]
+    assert head["value"] == pytest.approx(mean, rel=1e-12)
+    assert head["ci_low"] < mean < head["ci_high"] and head["ci_high"] - mean == pytest.approx(mean - head["ci_low"])
+    _, b_lo, b_hi, _ = bootstrap_mean_ci(np.array(list(own.values()))[:, None], bootstrap_indices(4, 500, 0), 0.95)
+    assert (head["ci_low"], head["ci_high"]) != pytest.approx((b_lo[0], b_hi[0]))
+    one = partition.partition_rows(groups[:1], {k: v for k, v in parts.items() if k[0] == "s1"}, lambda g: regs, 500,
+                                   0.95, 0)
+    one_head = next(r for r in one if r["component"] == "unique_associations" and r["unit"] == "all")
+    vals = np.array([[partition.components(parts["s1", 2])["unique_associations"][i].mean()] for i in range(3)])
+    _, lo, hi, _ = bootstrap_mean_ci(vals, bootstrap_indices(3, 500, 0), 0.95)
+    assert (one_head["ci_low"], one_head["ci_high"]) == pytest.approx((lo[0], hi[0]), rel=1e-12)

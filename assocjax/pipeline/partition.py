@@ -11,9 +11,10 @@ subject-mean fit at every vertex), held-out R^2 per outer fold gives
     unique plain        = R2(both) - R2(associations)
     shared              = R2(plain) + R2(associations) - R2(both)
 
-averaged over folds and over each region's vertices, then over subjects with a subject-level
-bootstrap CI (`stats.bootstrap_mean_ci`; the CI is over listeners of these stories, not over
-stories). Several unpooled stories: a subject's value is its stories' mean weighted by TRs.
+averaged over folds and over each region's vertices, then over subjects with the headline's CI
+(`best_layer.subject_ci`): the subject bootstrap (over listeners of these stories), or with
+several stories fitted one by one the two-level one over stories, then subjects (a subject's
+value is then its stories' mean weighted by TRs).
 Each scored layer gets its own partition (the layer axis is kept, as in scores.csv). Results
 are cached per layer beside the layer files; vertices stream in chunks sized by the memory
 budget (`ridge.banded.partition_target_bytes`), as the plain ridge does.
@@ -27,9 +28,9 @@ import numpy as np
 from .. import rois
 from ..fingerprint import bytes_digest
 from ..ridge import banded, chunks
-from ..stats import bootstrap_indices, bootstrap_mean_ci
 from . import budget as budget_mod
 from . import store, tables
+from .best_layer import subject_ci
 from .design import layer_design
 from .fitting import Fitting, Group
 
@@ -133,7 +134,8 @@ def partition_rows(groups: list[Group], parts: dict, regs_of, n_boot: int, ci: f
             mean_fit = _weighted([pg[c][-1] for pg in per_group], weights)
             s_vals = np.stack([_subject_value(s, groups, per_group, c, weights) for s in subjects]) if subjects else None
             if s_vals is not None and len(subjects) > 1:
-                mean, lo, hi, n_sub = bootstrap_mean_ci(s_vals, bootstrap_indices(len(subjects), n_boot, seed), ci)
+                stories = (_by_story(subjects, groups, per_group, c), weights) if len(groups) > 1 else None
+                mean, lo, hi, n_sub = subject_ci(s_vals, n_boot, ci, seed, stories)
             else:
                 mean = lo = hi = np.full(len(regs), np.nan)
                 n_sub = np.zeros(len(regs), int)
@@ -145,6 +147,17 @@ def partition_rows(groups: list[Group], parts: dict, regs_of, n_boot: int, ci: f
                          for j, s in enumerate(subjects)]
                 rows.append(base | dict(unit="mean", value=mean_fit[i], ci_low=np.nan, ci_high=np.nan, n_subjects=0))
     return rows
+
+
+def _by_story(subjects, groups, per_group, component) -> np.ndarray:
+    """(S, R, G) each subject's value per group (story), NaN where the subject was not fitted there."""
+    out = np.full((len(subjects), per_group[0][component].shape[-1], len(groups)), np.nan)
+    for k, (g, pg) in enumerate(zip(groups, per_group)):
+        if g.fit.per_subject:
+            for j, s in enumerate(subjects):
+                if s in g.sel.subjects:
+                    out[j, :, k] = pg[component][list(g.sel.subjects).index(s)]
+    return out
 
 
 def _weighted(values_GR, weights_G) -> np.ndarray:
