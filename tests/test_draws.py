@@ -173,3 +173,35 @@ def test_compare_reports_the_association_against_the_draws(experiment):
     text = (tmp / "out" / "gains.txt").read_text()
     assert "oracle vs random-word draws: the association's F against 4 random draws" in text
     assert "oracle vs shuffled-word draws" in text
+
+
+@pytest.mark.slow
+def test_by_pos_compares_each_class_with_its_own_classs_draws(experiment):
+    """--augment.by-pos with draws: each draw of the other-story control is cut to the nouns'
+    lengths, the cut draws form the distribution "random-word:NOUN", and "oracle:NOUN" is
+    compared with it (and the whole oracle with the whole draws), never across classes."""
+    tmp, world = experiment
+    tagged = tmp / "tagged"
+    with script("augment") as cli:
+        for story in sorted(world.manifest["tasks"]):
+            assert cli.main(["tag", str(tmp / "aug" / f"{story}_oracle.json"), "--tagger", "synthetic",
+                             "--align", str(world.root / "stimuli" / "gentle" / story / "align.csv"),
+                             "--out", str(tagged / f"{story}_oracle.json")]) == 0
+    files = tuple(sorted(tagged.glob("*.json")) + sorted((tmp / "aug").glob("*_random-draw*.json")))
+    cfg = ScoreConfig(output=tmp / "out-pos", cache_dir=tmp / "cache", synthetic=TINY, progress=False,
+                      features=FeatureOptions(layers=(TINY.planted_layer,)), ceiling=CeilingOptions(n_splits=10),
+                      report=ReportOptions(maps=False, figures=False, n_boot=100),
+                      augment=AugmentOptions(files=files, compare=True, by_pos=True, pos_classes=("NOUN",)))
+    res = compare(cfg)
+    kinds = dict(zip(res.gains["comparison"].values.tolist(), res.gains["kind"].values.tolist()))
+    assert sorted(c for c, k in kinds.items() if k == "draws") == ["oracle vs random-word draws",
+                                                                   "oracle:NOUN vs random-word:NOUN draws"]
+    g = res.gains.sel(comparison="oracle:NOUN vs random-word:NOUN draws", unit=results.ALL, layer=TINY.planted_layer)
+    f_noun = res.gains["change"].sel(comparison="oracle:NOUN vs plain", unit=results.ALL, layer=TINY.planted_layer)
+    f_draws = np.stack([res.gains["change"].sel(comparison=f"random-word-draw0{d}:NOUN vs plain", unit=results.ALL,
+                                                  layer=TINY.planted_layer).values for d in range(4)])
+    ok = g["present"].values
+    assert (g["draws_n"].values[ok] == 4).all()
+    np.testing.assert_array_equal(g["association_change"].values[ok], f_noun.values[ok])
+    np.testing.assert_allclose(g["draws_mean"].values[ok], f_draws.mean(0)[ok], rtol=1e-12)
+    assert not [c for c, k in kinds.items() if k == "contrast" and "draw" in c]

@@ -170,7 +170,10 @@ def matched_subset(control: Augmentation, parent: Augmentation, cls: str, condit
             kept.append(dataclasses.replace(own, text=" ".join(words), pos=own.pos[:len(words)] if own.pos else None))
     if not kept:
         return None
-    out = dataclasses.replace(control, insertions=tuple(kept), provenance=control.provenance | {"condition": condition})
+    named = {"condition": condition}
+    if "control" in control.provenance:   # a draw of a control: the class's draws form their own distribution
+        named["control"] = subset_name(control.provenance["control"], cls)
+    out = dataclasses.replace(control, insertions=tuple(kept), provenance=control.provenance | named)
     derived = dict(of=control.id, cls=cls, matched_to=parent.id, words=out.n_inserted_words,
                    of_words=control.n_inserted_words)
     return dataclasses.replace(out, provenance=out.provenance | {"pos_subset": derived})

@@ -155,7 +155,8 @@ def _compare(cfg: ScoreConfig, names, conditions: dict, folder: OutputFolder) ->
     r, fdr = cfg.report, cfg.compare.fdr
     pair = lambda b, n, comp, kind: changes(b, n, comp, kind, cfg.compare, r.n_boot, r.ci, cfg.seed)  # noqa: E731
     scored = {name: kind for name, kind in kinds.items() if kind != models_compare.KIND}
-    groups = draws.draw_groups(cfg.augment.files)   # control -> its draws' conditions (random controls as a distribution)
+    # control -> its draws' conditions (random controls as a distribution; a part-of-speech class's draws are their own)
+    groups = draws.draw_groups([f for files in conditions.values() for f in files])
     pairs = [(runs[BASELINE], runs[name], f"{name} vs {BASELINE}", kind) for name, kind in scored.items()]
     others = list(scored)
     for i, a in enumerate(others):

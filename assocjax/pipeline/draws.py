@@ -119,6 +119,8 @@ def against_draws(runs: dict, vs_plain: dict[str, xr.Dataset], groups: dict[str,
         mean = _mean_run([runs[n] for n in names])
         f_K = xr.concat([vs_plain[n]["change"].isel(comparison=0, drop=True) for n in names], "draw")
         for a in associations:
+            if _pos_class(a) != _pos_class(control):   # a part-of-speech subset against its own class's draws only
+                continue
             g = changes(mean, runs[a], f"{a} vs {control} draws")
             f = vs_plain[a]["change"].isel(comparison=0, drop=True)
             stats = distribution(f.values, f_K.transpose("draw", *f.dims).values)
@@ -127,6 +129,12 @@ def against_draws(runs: dict, vs_plain: dict[str, xr.Dataset], groups: dict[str,
                 g[k] = g[k].expand_dims(comparison=g["comparison"].values).astype(results.gain_dtype(k))
             parts.append(_combine(g, fdr))
     return parts
+
+
+def _pos_class(name: str) -> str:
+    """The part-of-speech class of a subset condition ("oracle:NOUN" -> "NOUN", `augment.pos.subset_name`),
+    "" for a whole one."""
+    return name.rpartition(":")[2] if ":" in name else ""
 
 
 def _combine(g: xr.Dataset, fdr: float) -> xr.Dataset:
