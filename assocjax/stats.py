@@ -201,3 +201,13 @@ def two_level_ci_p(estimate_X, boot_IX: np.ndarray, n_stories_X, ci: float = 0.9
         p = 2 * student_t.sf(np.abs(est) / np.where(valid, sd, 1.0), df)
     nan_if = lambda a: np.where(valid, a, np.nan)  # noqa: E731
     return nan_if(est - half), nan_if(est + half), nan_if(p)
+
+
+def two_level_mean_ci(values_SXG, weights_G, estimate_X, n_boot: int = 1000, ci: float = 0.95, seed: int = 0):
+    """(CI low, CI high, two-sided p) of the mean over subjects of their weighted story means
+    (`estimate_X`), from the two-level bootstrap (`two_level_draws`, `two_level_means`) studentized
+    by `two_level_ci_p`: the one CI of a headline combined over stories (scores, the CV best layer,
+    the partition)."""
+    v = np.asarray(values_SXG, np.float64)
+    boot_IX = two_level_means(v, weights_G, *two_level_draws(v.shape[0], v.shape[-1], n_boot, seed))
+    return two_level_ci_p(estimate_X, boot_IX, np.isfinite(v).any(0).sum(-1), ci)

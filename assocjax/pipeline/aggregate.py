@@ -22,7 +22,7 @@ import xarray as xr
 
 from .. import results
 from ..results import ALL, MEAN, SUBJECT
-from ..stats import two_level_ci_p, two_level_draws, two_level_means
+from ..stats import two_level_mean_ci
 
 
 def weighted_mean(values_XG: np.ndarray, weights_G) -> np.ndarray:
@@ -90,8 +90,7 @@ def combine(parts: list[tuple[xr.Dataset, float, tuple[str, ...]]], n_boot: int,
         alpha_SX, n_SX = _quiet(np.nanmedian, per["alpha"], axis=-1), per["n_vertices"].max(-1)
         mean = _quiet(np.nanmean, score_SX, axis=0)
         # stories are a level as subjects are: resample both (pipeline/story_level.py says why)
-        boot_IX = two_level_means(per["score"], w_G, *two_level_draws(len(subjects), len(w_G), n_boot, seed))
-        lo, hi, _ = two_level_ci_p(mean, boot_IX, np.isfinite(per["score"]).any(0).sum(-1), ci)
+        lo, hi, _ = two_level_mean_ci(per["score"], w_G, mean, n_boot, ci, seed)
         ceiling = _quiet(np.nanmean, np.ascontiguousarray(ceil_SX.T), axis=1)   # per key, over subjects
         nan_SX = np.full_like(score_SX, np.nan)
         out = dict(score=[mean[None], score_SX], ci_low=[lo[None], nan_SX], ci_high=[hi[None], nan_SX],

@@ -34,7 +34,7 @@ import xarray as xr
 
 from .. import results, rois
 from ..results import ALL, HEADLINE, MEAN, SUBJECT
-from ..stats import bootstrap_indices, bootstrap_mean_ci, two_level_ci_p, two_level_draws, two_level_means
+from ..stats import bootstrap_indices, bootstrap_mean_ci, two_level_mean_ci
 
 NO_LAYER = -1   # a unit with no finite held-out score chose no layer
 
@@ -135,9 +135,7 @@ def subject_ci(scores_SX: np.ndarray, n_boot: int, ci: float, seed: int, stories
     weights) the two-level CI of `aggregate` (stories, then subjects)."""
     mean, lo, hi, n = bootstrap_mean_ci(scores_SX, bootstrap_indices(scores_SX.shape[0], n_boot, seed), ci)
     if stories is not None:
-        per_SXG, w_G = stories
-        boot_IX = two_level_means(per_SXG, w_G, *two_level_draws(scores_SX.shape[0], len(w_G), n_boot, seed))
-        lo, hi, _ = two_level_ci_p(mean, boot_IX, np.isfinite(per_SXG).any(0).sum(-1), ci)
+        lo, hi, _ = two_level_mean_ci(*stories, mean, n_boot, ci, seed)
     return mean, lo, hi, n
 
 

@@ -29,8 +29,8 @@ import xarray as xr
 from .. import results
 from ..gains import paired_change
 from ..io import write_csv
-from ..stats import bh_fdr, two_level_ci_p, two_level_draws, two_level_means
-from . import best_layer, tuned
+from ..stats import bh_fdr
+from . import best_layer, story_level, tuned
 
 KIND = "depth"
 
@@ -114,12 +114,8 @@ def _two_level(b_best: xr.Dataset, n_best: xr.Dataset, st: dict, n_boot: int, ci
     if b.shape != n.shape or not np.array_equal(w, w_new):
         raise ValueError(f"the two models scored other stories or subjects: CV scores {b.shape} and {n.shape}, "
                          f"story weights {list(w)} and {list(w_new)}")
-    both = np.isfinite(b) & np.isfinite(n)
-    b, n = np.where(both, b, np.nan), np.where(both, n, np.nan)
-    stories_IG, subjects_IS = two_level_draws(b.shape[0], b.shape[-1], n_boot, seed)
-    boot = two_level_means(n, w, stories_IG, subjects_IS) - two_level_means(b, w, stories_IG, subjects_IS)
-    lo, hi, p = two_level_ci_p(st["change"], boot, both.any(0).sum(-1), ci)
-    return dict(change_ci_low=lo, change_ci_high=hi, p=p)
+    two = story_level.paired_two_level(b, n, w, st, n_boot, ci, seed)
+    return {k: two[k] for k in ("change_ci_low", "change_ci_high", "p")}
 
 
 def _label(run) -> str:

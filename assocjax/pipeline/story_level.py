@@ -79,6 +79,16 @@ def two_level_change(base, new, subjects, like: xr.Dataset, st: dict, n_boot: in
     if not several(base):
         return {}
     b, n, w, _ = _paired(base, new, subjects, like)
+    return paired_two_level(b, n, w, st, n_boot, ci, seed)
+
+
+def paired_two_level(b: np.ndarray, n: np.ndarray, w: np.ndarray, st: dict, n_boot: int, ci: float,
+                     seed: int) -> dict[str, np.ndarray]:
+    """`two_level_change` from the two conditions' (S, X, G) scores per subject, column and story
+    (`w`: the stories' weights) and `st`'s estimates (change, relative); cells missing in either
+    condition are left out of both."""
+    both = np.isfinite(b) & np.isfinite(n)
+    b, n = np.where(both, b, np.nan), np.where(both, n, np.nan)
     stories_IG, subjects_IS = two_level_draws(b.shape[0], b.shape[-1], n_boot, seed)
     boot_b, boot_n = two_level_means(b, w, stories_IG, subjects_IS), two_level_means(n, w, stories_IG, subjects_IS)
     n_stories = np.isfinite(b).any(0).sum(-1)                               # (X,) stories with a pair
