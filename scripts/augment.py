@@ -284,13 +284,21 @@ class RandomMatch(WritesAugmentation):
             make = lambda seed: random_match(aug, t.words, pool, seed, self.positions, tokenizer, ends,  # noqa: E731
                                              pool_name=pool_name)
         controls = control_draws(make, self.seed, self.draws)   # all made before any file is written
+        written = []
+        try:   # the draws are one distribution: all of them or none (each file is written atomically)
+            for out, control in zip(outs, controls):
+                fmt.save(control, out, t.words)
+                written.append(out)
+        except BaseException:
+            for out in written:
+                out.unlink(missing_ok=True)
+            raise
         for out, control in zip(outs, controls):
             if self.kind == "shuffled":
                 stuck = control.provenance["unmoved"]
                 detail = f"{stuck} could not move" if stuck else "every text moved"
             else:
                 detail = f"{control.n_inserted_words} words"
-            fmt.save(control, out, t.words)
             label = "shuffled" if self.kind == "shuffled" else "random"
             print(f"wrote {out}: {len(control.insertions)} {label} insertions, {detail}, "
                   f"matched to {aug.id}, id {control.id}")

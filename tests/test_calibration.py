@@ -1,7 +1,7 @@
 """The calibration benchmark (benchmarks/calibration/run.py) on a few tiny worlds: its machinery
 runs end to end, the exchangeable association's draws p-values are the rank p of its draws and
 not all small, and the counts it prints are those of its worlds. (The rates themselves, over
-20 + 20 worlds, are in benchmarks/README.md.)"""
+75 + 75 worlds, are in benchmarks/README.md.)"""
 import importlib.util
 import json
 import sys

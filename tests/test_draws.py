@@ -205,3 +205,26 @@ def test_by_pos_compares_each_class_with_its_own_classs_draws(experiment):
     np.testing.assert_array_equal(g["association_change"].values[ok], f_noun.values[ok])
     np.testing.assert_allclose(g["draws_mean"].values[ok], f_draws.mean(0)[ok], rtol=1e-12)
     assert not [c for c, k in kinds.items() if k == "contrast" and "draw" in c]
+
+
+@pytest.mark.slow
+def test_random_match_draws_are_written_all_or_none(experiment, tmp_path, monkeypatch):
+    """A failure while writing the third of four draws (e.g. a full disk) leaves none of them."""
+    from assocjax.augment import format as fmt
+
+    tmp, world = experiment
+    align = sorted((world.root / "stimuli" / "gentle").glob("*/align.csv"))
+    oracle = tmp / "aug" / f"{align[0].parent.name}_oracle.json"
+    save, calls = fmt.save, []
+
+    def failing_save(aug, path, words=None):
+        calls.append(path)
+        if len(calls) == 3:
+            raise OSError(28, "No space left on device", str(path))
+        return save(aug, path, words)
+
+    monkeypatch.setattr(fmt, "save", failing_save)
+    with script("augment") as cli, pytest.raises(OSError, match="No space left"):
+        cli.main(["random-match", "--augmentation", str(oracle), "--align", str(align[0]), "--pool-align",
+                  str(align[1]), "--draws", "4", "--out", str(tmp_path / "r.json")])
+    assert len(calls) == 3 and list(tmp_path.iterdir()) == []
