@@ -17,7 +17,8 @@ association condition (an F condition that is no draw) and every control, the co
     draws_p                 draws_rank / (K + 1): the rank (permutation) p of "the association
                             gains more than a random draw", exact when the association is
                             exchangeable with the draws (ties count against it)
-    subject_p               the sign-flip p over subjects of association vs the draws' mean
+    subject_p               the sign-flip p over subjects of association vs the draws' mean (with several
+                            stories fitted one by one the two-level p of `story_level`, as every comparison)
     p, q, significant       the headline's combined test: p = max(subject_p, draws_p), BH q over
                             the comparison's keys, significant = q < --compare.fdr
 
