@@ -7,7 +7,9 @@ Every atlas becomes one `Atlas`: an integer label per vertex (left hemisphere fi
 right, as in the fMRI data) or per voxel, a key -> name table, and the hemisphere of each
 entry. Surface atlases: FreeSurfer .annot pairs (Destrieux, synthetic) and GIfTI .label.gii
 pairs (HCP-MMP, as Narratives ships it), `load_surface_atlas`; volumes: Harvard-Oxford
-cortical + subcortical NIfTI (`load_harvard_oxford`, `load_harvard_oxford_fsl`). Region
+cortical + subcortical NIfTI (`load_harvard_oxford`, `load_harvard_oxford_fsl`), resampled to
+the data's grid by nearest neighbour, each voxel's hemisphere from its label's side or its world
+x (midline voxels neither: `voxel_hemispheres`). Region
 groups name atlas labels, never keys, so they survive re-ordered colour tables; they live in
 `REGION_GROUPS` only, each meaning the same anatomy on every atlas (`GROUP_ANATOMY`,
 `region_table`).
@@ -40,6 +42,10 @@ ALL = "__all_labels__"  # every label of the atlas except the EXCLUDED ones (who
 GROUP_ANATOMY: dict[str, str] = {
     "mtl": "medial temporal lobe: hippocampal formation, entorhinal, perirhinal and parahippocampal "
            "cortex; amygdala where the atlas has it (volumes)",
+    "hippocampus": "the hippocampus (subcortical; volumes only: it is not on the cortical surface)",
+    "parahippocampal": "the parahippocampal gyrus, anterior and posterior division (entorhinal and parahippocampal "
+                       "cortex); its own row on volumes only (on surfaces it is in mtl)",
+    "amygdala": "the amygdala (subcortical; volumes only)",
     "parietal": "inferior parietal lobule (angular and supramarginal gyri), intraparietal sulcus, "
                 "superior parietal lobule, precuneus",
     "frontal_gyrus": "lateral prefrontal gyri: inferior (pars opercularis, triangularis, orbitalis where "
@@ -61,6 +67,12 @@ REGION_GROUPS: dict[str, dict[str, tuple[str, ...]]] = {
         "hcp_mmp": ("H", "PreS", "EC", "PeEc", "PHA1", "PHA2", "PHA3"),
         "synthetic": ("mtl_hippocampus", "mtl_parahippocampal"),
     },
+    # the MTL's structures, each its own row beside mtl where the atlas has them: Harvard-Oxford
+    # volumes. Not on surface atlases, whose runs report the groups they always did.
+    "hippocampus": {"harvard_oxford": ("Hippocampus",)},
+    "parahippocampal": {"harvard_oxford": ("Parahippocampal Gyrus, anterior division",
+                                           "Parahippocampal Gyrus, posterior division")},
+    "amygdala": {"harvard_oxford": ("Amygdala",)},
     "parietal": {
         "destrieux": ("G_pariet_inf-Angular", "G_pariet_inf-Supramar", "S_interm_prim-Jensen", "G_parietal_sup",
                       "S_intrapariet_and_P_trans", "G_precuneus"),
@@ -121,6 +133,12 @@ EXCLUDED = {"destrieux": ("Unknown", "Medial_wall"), "synthetic": ("unknown", "m
 # white matter, "cerebral cortex", ventricles, deep nuclei and brain stem are no group's anatomy.
 # They count in per-label summaries, not in "cortex".
 HO_SUBCORTICAL = ("Hippocampus", "Amygdala")
+MTL_STRUCTURES = ("hippocampus", "parahippocampal", "amygdala")  # REGION_GROUPS' rows of single MTL structures
+# The Harvard-Oxford subcortical atlas's other structures (FSL spells "Ventrical", nilearn
+# "Ventricle"): no group's anatomy, left out of every Harvard-Oxford atlas read here, whether
+# they come in the subcortical image or in one combined label image.
+HO_LEFT_OUT = ("Cerebral White Matter", "Cerebral Cortex", "Lateral Ventrical", "Lateral Ventricle", "Thalamus",
+               "Caudate", "Putamen", "Pallidum", "Accumbens", "Brain-Stem")
 ATLAS_TITLES = {"destrieux": "Destrieux (aparc.a2009s)", "hcp_mmp": "HCP-MMP (Glasser 2016)",
                 "harvard_oxford": "Harvard-Oxford (cortical + subcortical)"}
 _HEMI = {"L": "L", "lh": "L", "left": "L", "R": "R", "rh": "R", "right": "R"}
@@ -201,84 +219,161 @@ def load_gifti_labels(lh_path, rh_path, source: str = "hcp_mmp") -> Atlas:
 
 
 def _ho_names(names) -> dict[int, str]:
+    """Image value -> name from a dict, a list indexed by value (nilearn style: 0 = Background), or
+    a file: FSL atlas .xml (value = index + 1), BIDS dseg .tsv (columns index and name), or text
+    with one name a line (line i names value i)."""
     if isinstance(names, Mapping):
         return {int(k): str(v) for k, v in names.items()}
     if isinstance(names, (str, Path)):
-        if str(names).endswith(".xml"):  # FSL atlas XML: label index i is image value i + 1
-            return {int(e.get("index")) + 1: e.text.strip() for e in ET.parse(names).iter("label")}
-        names = [ln.strip() for ln in Path(names).read_text().splitlines() if ln.strip()]
-    return {i: str(n) for i, n in enumerate(names)}  # nilearn style: names[value], 0 = Background
+        path = Path(names)
+        if path.suffix == ".xml":
+            return {int(e.get("index")) + 1: e.text.strip() for e in ET.parse(path).iter("label")}
+        lines = [ln for ln in path.read_text().splitlines() if ln.strip()]
+        if path.suffix == ".tsv":
+            head = lines[0].split("\t")
+            if "index" not in head or "name" not in head:
+                raise ValueError(f"{path}: a names .tsv needs the columns index and name (BIDS dseg.tsv), got {head}")
+            rows = [ln.split("\t") for ln in lines[1:]]
+            return {int(r[head.index("index")]): r[head.index("name")].strip() for r in rows}
+        names = [ln.strip() for ln in lines]
+    return {i: str(n) for i, n in enumerate(names)}
 
 
 def _nifti(img):
     return nib.load(str(img)) if isinstance(img, (str, Path)) else img
 
 
-def _structure(name: str) -> str:
-    return re.sub(r"^(Left|Right) ", "", name.strip())
+def _side(name: str) -> tuple[str, str]:
+    """("L" / "R" / "", the structure): "Left Hippocampus" -> ("L", "Hippocampus")."""
+    m = re.match(r"^(Left|Right) (.+)$", name.strip())
+    return ("", name.strip()) if m is None else (m.group(1)[0], m.group(2))
 
 
-def load_harvard_oxford(img, names, mask=None, source: str = "harvard_oxford", subcortical=None) -> Atlas:
-    """MNI label image (path or NIfTI) + names (list indexed by value, dict, or FSL .xml).
+def voxel_hemispheres(affine: np.ndarray, shape: Sequence[int]) -> np.ndarray:
+    """'L' / 'R' per voxel of a grid from its centre's world x (RAS+ mm, x < 0 left), '' on the
+    midline: a voxel whose extent along x crosses the plane x = 0 (its centre closer to it than
+    half the voxel's x-extent) belongs to neither hemisphere and counts in "both" rows only.
+    (FSL's 2 mm MNI grid has such a column at x = 0; a grid offset by half a voxel has none.)"""
+    x = nib.affines.apply_affine(affine, np.indices(shape).reshape(3, -1).T)[:, 0].reshape(shape)
+    half = 0.5 * np.abs(np.asarray(affine)[0, :3]).sum() * (1 - 1e-6)  # a voxel touching x = 0 is lateral
+    return np.where(x <= -half, "L", np.where(x >= half, "R", ""))
 
-    The cortical maxprob atlas labels both hemispheres alike, so hemi comes from the world
-    x coordinate (x < 0 is left). mask (3D bool array or image on the same grid) selects
-    voxels in the order data[mask], as nilearn's maskers do; without it every voxel counts.
-    subcortical: (image, names) of the Harvard-Oxford subcortical atlas on the same grid; its
-    HO_SUBCORTICAL structures ("Left Hippocampus" -> "Hippocampus") label their voxels, over any
-    cortical label (the cortical atlas has none for them), and its other labels are left out.
+
+def resample_labels(img, shape: Sequence[int], affine: np.ndarray, fill: int = -1) -> np.ndarray:
+    """The label image's values on another grid (shape, affine), nearest neighbour (a centre
+    half-way between two voxels takes the higher index); `fill` outside the image. On the
+    image's own grid its values unchanged."""
+    img = _nifti(img)
+    data = np.rint(np.asarray(img.dataobj)).astype(np.int64).reshape(img.shape[:3])
+    if tuple(shape) == data.shape and np.allclose(affine, img.affine):
+        return data
+    ijk = np.indices(shape).reshape(3, -1).T
+    idx = np.floor(nib.affines.apply_affine(np.linalg.solve(img.affine, affine), ijk) + 0.5).astype(np.int64)
+    inside = np.all((idx >= 0) & (idx < data.shape), 1)
+    out = np.full(len(idx), fill, np.int64)
+    out[inside] = data[tuple(idx[inside].T)]
+    return out.reshape(tuple(shape))
+
+
+def _structures(names: dict[int, str], table: dict[int, str], only: Sequence[str] | None = None
+                ) -> tuple[dict[int, int], dict[int, str]]:
+    """(image value -> key, image value -> side) for the names (Left / Right prefixes dropped:
+    one key per structure, added to `table`); HO_LEFT_OUT and, with `only`, every other
+    structure left out. A new structure keeps its value as key where that is free (the
+    cortical atlas's keys are its values), else takes the next free key."""
+    key_of, side_of = {}, {}
+    for value, name in names.items():
+        side, structure = _side(name)
+        if structure in HO_LEFT_OUT or (only is not None and structure not in only):
+            continue
+        key = next((k for k, n in table.items() if n == structure), None)
+        if key is None:
+            key = value if value not in table and value >= 0 else max([*table, 0]) + 1
+            table[key] = structure
+        key_of[value], side_of[value] = key, side
+    return key_of, side_of
+
+
+def _lookup(values: np.ndarray, mapping: dict, fill):
+    """mapping[v] for every value (fill where none)."""
+    uniq, inverse = np.unique(values, return_inverse=True)
+    return np.asarray([mapping.get(int(v), fill) for v in uniq])[inverse.reshape(values.shape)]
+
+
+def _grid_text(shape, affine) -> str:
+    return f"shape {tuple(shape)}, affine {np.round(np.asarray(affine), 3).tolist()}"
+
+
+def load_harvard_oxford(img, names, mask=None, source: str = "harvard_oxford", subcortical=None,
+                        grid: tuple | None = None) -> Atlas:
+    """MNI label image (path or NIfTI) + names (`_ho_names`: a list indexed by value, dict, FSL
+    .xml, BIDS .tsv or text) -> Atlas.
+
+    grid: (shape, affine) of the data; the atlas is resampled onto it (nearest neighbour,
+    `resample_labels`), else read on its own grid. mask (3D bool array or image on that grid)
+    selects voxels in the order data[mask], as nilearn's maskers and `read_volume` do; without
+    it every voxel counts. Names may carry a side ("Left Hippocampus", nilearn's lateralised
+    atlases): the structure is the label and the side its voxels' hemisphere; every other voxel's
+    hemisphere is that of its world x (`voxel_hemispheres`: x < 0 left, midline voxels neither),
+    as the cortical maxprob atlas labels both hemispheres alike. subcortical: (image, names) of
+    the Harvard-Oxford subcortical atlas on the cortical atlas's grid; its HO_SUBCORTICAL
+    structures ("Left Hippocampus" -> "Hippocampus") label their voxels over any cortical label
+    (the cortical atlas has none for them). HO_LEFT_OUT structures are left out of both.
     """
     img = _nifti(img)
-    data = np.asarray(img.dataobj).astype(np.int64)
-    table = _ho_names(names)
-    data = np.where(np.isin(data, list(table)), data, -1)
+    shape, affine = (img.shape[:3], img.affine) if grid is None else (tuple(grid[0]), np.asarray(grid[1]))
+    table: dict[int, str] = {}
+    key_of, side_of = _structures(_ho_names(names), table)
+    values = resample_labels(img, shape, affine)
+    data, side = _lookup(values, key_of, -1), _lookup(values, side_of, "")
     if subcortical is not None:
-        data = _add_subcortical(data, table, img, *subcortical)
-    ijk = np.indices(data.shape).reshape(3, -1).T
-    x = nib.affines.apply_affine(img.affine, ijk)[:, 0].reshape(data.shape)
-    sel = np.ones(data.shape, bool) if mask is None else np.asarray(
+        sub_img = _nifti(subcortical[0])
+        if sub_img.shape[:3] != img.shape[:3] or not np.allclose(sub_img.affine, img.affine):
+            raise ValueError(f"the subcortical atlas ({sub_img.shape[:3]}) is not on the cortical atlas's grid "
+                             f"({img.shape[:3]}, same affine); use the same resolution of both")
+        sub_key, sub_side = _structures(_ho_names(subcortical[1]), table, only=HO_SUBCORTICAL)
+        missing = [s for s in HO_SUBCORTICAL if s not in {table[k] for k in sub_key.values()}]
+        if missing:
+            raise ValueError(f"the subcortical atlas's names have no {missing} (Left/Right prefix allowed): "
+                             "is it the Harvard-Oxford subcortical atlas?")
+        sub = resample_labels(sub_img, shape, affine)
+        hit = np.isin(sub, list(sub_key))
+        data = np.where(hit, _lookup(sub, sub_key, -1), data)
+        side = np.where(hit, _lookup(sub, sub_side, ""), side)
+    hemi = np.where(side != "", side, voxel_hemispheres(affine, shape))
+    sel = np.ones(shape, bool) if mask is None else np.asarray(
         mask.dataobj if hasattr(mask, "dataobj") else mask).astype(bool)
-    if sel.shape != data.shape:
-        raise ValueError(f"mask shape {sel.shape} != atlas shape {data.shape}; resample the atlas to the "
-                         "data grid first (nilearn.image.resample_to_img(..., interpolation='nearest'))")
-    return Atlas(data[sel], table, np.where(x[sel] < 0, "L", "R"), source)
+    if sel.shape != tuple(shape):
+        raise ValueError(f"mask shape {sel.shape} != atlas shape {tuple(shape)}; give the data's grid "
+                         "(grid=(shape, affine)) to resample the atlas onto it")
+    drop = [k for k, n in table.items() if n in EXCLUDED.get(source, ())]
+    if grid is not None and not (np.isin(data[sel], list(table)) & ~np.isin(data[sel], drop)).any():
+        raise ValueError(f"the atlas ({_grid_text(img.shape[:3], img.affine)}) labels none of the data's "
+                         f"{int(sel.sum())} voxels ({_grid_text(shape, affine)}): are they in one space?")
+    return Atlas(data[sel], table, hemi[sel], source)
 
 
-def _add_subcortical(data: np.ndarray, table: dict[int, str], img, sub_img, sub_names) -> np.ndarray:
-    sub_img = _nifti(sub_img)
-    if sub_img.shape[:3] != data.shape or not np.allclose(sub_img.affine, img.affine):
-        raise ValueError(f"the subcortical atlas ({sub_img.shape[:3]}) is not on the cortical atlas's grid "
-                         f"({data.shape}, same affine); use the same resolution of both")
-    sub = np.asarray(sub_img.dataobj).astype(np.int64)
-    found = set()
-    for value, name in _ho_names(sub_names).items():
-        structure = _structure(name)
-        if structure not in HO_SUBCORTICAL:
-            continue
-        key = next((k for k, n in table.items() if n == structure), max([*table, 0]) + 1)
-        table[key] = structure
-        data = np.where(sub == value, key, data)
-        found.add(structure)
-    missing = [s for s in HO_SUBCORTICAL if s not in found]
+def harvard_oxford_fsl_files(atlas_dir, threshold: int = 25, resolution_mm: int = 2) -> tuple[Path, ...]:
+    """(cortical image, its XML, subcortical image, its XML) in an FSL atlas folder (module doc of
+    `load_harvard_oxford_fsl`); FileNotFoundError naming the missing ones."""
+    d = Path(atlas_dir)
+    tail = f"maxprob-thr{threshold}-{resolution_mm}mm.nii.gz"
+    files = (d / "HarvardOxford" / f"HarvardOxford-cort-{tail}", d / "HarvardOxford-Cortical.xml",
+             d / "HarvardOxford" / f"HarvardOxford-sub-{tail}", d / "HarvardOxford-Subcortical.xml")
+    missing = [str(f) for f in files if not f.is_file()]
     if missing:
-        raise ValueError(f"the subcortical atlas's names have no {missing} (Left/Right prefix allowed): "
-                         "is it the Harvard-Oxford subcortical atlas?")
-    return data
+        raise FileNotFoundError(f"Harvard-Oxford atlas files not found: {', '.join(missing)}")
+    return files
 
 
-def load_harvard_oxford_fsl(atlas_dir, mask=None, threshold: int = 25, resolution_mm: int = 2) -> Atlas:
+def load_harvard_oxford_fsl(atlas_dir, mask=None, threshold: int = 25, resolution_mm: int = 2,
+                            grid: tuple | None = None) -> Atlas:
     """The Harvard-Oxford cortical maxprob atlas with the subcortical hippocampus and amygdala
     from FSL's files, offline: atlas_dir is $FSLDIR/data/atlases (or nilearn's download,
     nilearn_data/fsl/data/atlases), holding HarvardOxford/HarvardOxford-{cort,sub}-maxprob-
     thr{threshold}-{resolution_mm}mm.nii.gz and HarvardOxford-{Cortical,Subcortical}.xml."""
-    d = Path(atlas_dir)
-    tail = f"maxprob-thr{threshold}-{resolution_mm}mm.nii.gz"
-    files = [d / "HarvardOxford" / f"HarvardOxford-cort-{tail}", d / "HarvardOxford-Cortical.xml",
-             d / "HarvardOxford" / f"HarvardOxford-sub-{tail}", d / "HarvardOxford-Subcortical.xml"]
-    missing = [str(f) for f in files if not f.is_file()]
-    if missing:
-        raise FileNotFoundError(f"Harvard-Oxford atlas files not found: {', '.join(missing)}")
-    return load_harvard_oxford(files[0], files[1], mask=mask, subcortical=(files[2], files[3]))
+    files = harvard_oxford_fsl_files(atlas_dir, threshold, resolution_mm)
+    return load_harvard_oxford(files[0], files[1], mask=mask, subcortical=(files[2], files[3]), grid=grid)
 
 
 def fetch_destrieux(data_dir=None) -> Atlas:
@@ -290,13 +385,15 @@ def fetch_destrieux(data_dir=None) -> Atlas:
     return _from_hemis([("L", d["map_left"], names), ("R", d["map_right"], names)], "destrieux")
 
 
-def fetch_harvard_oxford(atlas_name: str = "cort-maxprob-thr25-2mm", data_dir=None, mask=None) -> Atlas:
+def fetch_harvard_oxford(atlas_name: str = "cort-maxprob-thr25-2mm", data_dir=None, mask=None,
+                         grid: tuple | None = None) -> Atlas:
     """Online only (untested offline): nilearn's Harvard-Oxford download, the cortical atlas
     and the subcortical one of the same threshold and resolution -> load_harvard_oxford."""
     from nilearn import datasets
     d = datasets.fetch_atlas_harvard_oxford(atlas_name, data_dir=data_dir)
     sub = datasets.fetch_atlas_harvard_oxford(atlas_name.replace("cort-", "sub-"), data_dir=data_dir)
-    return load_harvard_oxford(d["maps"], list(d["labels"]), mask=mask, subcortical=(sub["maps"], list(sub["labels"])))
+    return load_harvard_oxford(d["maps"], list(d["labels"]), mask=mask, subcortical=(sub["maps"], list(sub["labels"])),
+                               grid=grid)
 
 
 def _label_keys(atlas: Atlas, group: str, strict: bool) -> list[int]:

@@ -63,7 +63,11 @@ class DataOptions:
     atlas: str = "auto"
     """annot under derivatives/freesurfer/<space>/label (aparc.a2009s, synthetic), mmp (HCP-MMP:
     derivatives/<derivative or afni-*>/tpl-<space>/tpl-<space>_hemi-L/R_desc-MMP_dseg.label.gii, as Narratives
-    ships it), auto (the first found, in that order) or none"""
+    ships it), auto (the first found, in that order) or none. A volume run (--data.space MNI152NLin2009cAsym):
+    Harvard-Oxford cortical + subcortical regions from a PATH (a label NIfTI with its names beside it as .tsv or
+    .txt, or an FSL atlas folder), harvard_oxford (the dataset's derivatives/atlases, $FSLDIR, nilearn's data
+    folder or nilearn's download; an error if none), auto (the same, a note if none) or none
+    (docs/data.md: regions on volumes)"""
     on_unsorted: Literal["error", "sort", "warn"] = "sort"
     """what to do with alignments whose word onsets go backwards"""
     max_words_outside: float = 0.05

@@ -19,6 +19,7 @@ from ..data.layout import _subject_id, find_stories, find_story, split_commas
 from ..data.narratives import VOLUME_SPACE
 from ..models.config import ModelConfig
 from ..models.loading import check_weights, resolve
+from . import volume_atlas
 from .config import ScoreConfig
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "tokenizer.model")
@@ -63,7 +64,7 @@ class Selection:
     space: str
     hemi: str
     derivative: str
-    atlas: tuple[Path, Path] | None      # lh, rh annot or label.gii
+    atlas: tuple[Path, ...] | None       # lh, rh annot or label.gii; a volume's: `volume_atlas.resolve`
     model_folder: Path
     model_cfg: ModelConfig
     layers: tuple[int, ...]
@@ -176,7 +177,8 @@ def select(cfg: ScoreConfig, root: Path, model_path: str, default_space: str) ->
     table, more = _stories_by_subject(reader.scans)
     names = _story_names(d, table)
     designs, listeners, skipped = _listeners(ds, table, names, subjects, d.on_unsorted, d.pool_stories)
-    atlas, note = _atlas(root, space, d.atlas, d.derivative) if kind == "surface" else (None, None)
+    atlas, note = (_atlas(root, space, d.atlas, d.derivative) if kind == "surface"
+                   else volume_atlas.resolve(root, space, d.atlas))
     stories = tuple(designs[n] for n in names)
     notes += more + skipped + ([note] if note else []) + _check_words_outside(stories, d.max_words_outside)
     _check_delays(stories, cfg)

@@ -29,7 +29,7 @@ from ..outputs import OutputFolder
 from . import aggregate
 from . import bold as bold_mod
 from . import budget as budget_mod
-from . import best_layer, grid_edges, partition, report, store, story_level, tables, tuned
+from . import best_layer, grid_edges, partition, report, store, story_level, tables, tuned, volume_atlas
 from .assets import ensure_builtin, planting
 from .bold import Bold
 from .config import ScoreConfig, check_options
@@ -105,6 +105,8 @@ def _sources(cfg: ScoreConfig):
 def _atlas(sel: Selection, bold: Bold) -> rois.Atlas | None:
     if sel.atlas is None:
         return None
+    if sel.kind == "volume":  # on the BOLD grid, a label per brain-mask voxel
+        return volume_atlas.load(sel.atlas, bold.brain_mask, bold.affine)
     atlas = rois.load_surface_atlas(*sel.atlas)
     if sel.hemi != "both":
         keep = atlas.hemi_V == sel.hemi
@@ -183,6 +185,8 @@ class Tables:
 
 def _regions(g: Group, atlas) -> list:
     hemi_V = np.repeat(np.asarray(g.bold.hemis or ("",)), g.bold.hemi_sizes)
+    if g.sel.kind == "volume" and atlas is not None:  # a voxel's hemisphere is the atlas's (rois.voxel_hemispheres)
+        hemi_V = atlas.hemi_V
     return tables.regions(atlas, hemi_V, g.bold.keep_V)
 
 

@@ -12,7 +12,7 @@ import math
 from ...options import at_least, between, fits_memory
 from ..layout import split_commas
 from ..narratives import SPACE_VERTICES
-from .model import ASSOC_MODES, DEFAULT_SNR, MEDIAL_WALL
+from .model import ASSOC_MODES, DEFAULT_SNR, HO_STANDINS, MEDIAL_WALL
 
 
 @dataclasses.dataclass
@@ -63,6 +63,10 @@ class SyntheticConfig:
     volume_shape: tuple[int, int, int] | None = None
     """also write MNI NIfTI images on this small grid"""
     atlas: str = "synthetic"
+    ho_atlas: bool = False
+    """with volume_shape: also write a Harvard-Oxford-style atlas of the volume's parcels, each named for the
+    structure it stands for (model.HO_STANDINS; snr may add mtl_amygdala), under derivatives/atlases/
+    (score.py --data.atlas takes it; docs/data.md: regions on volumes)"""
     seed: int = 0
     overwrite: bool = False
 
@@ -102,6 +106,12 @@ def check_config(cfg: SyntheticConfig, prefix: str = "--") -> tuple[SyntheticCon
         raise ValueError(f"{flag('assoc_mode')} {cfg.assoc_mode!r} must be one of {ASSOC_MODES}")
     if MEDIAL_WALL in cfg.snr or not all(v >= 0 for v in cfg.snr.values()):  # `not >=` also catches NaN
         raise ValueError(f"{flag('snr')}: non-negative values for parcels other than {MEDIAL_WALL!r}, got {cfg.snr}")
+    if cfg.ho_atlas and not cfg.volume_shape:
+        raise ValueError(f"{flag('ho_atlas')} labels the volume: give {flag('volume_shape')} too")
+    unknown = sorted(set(cfg.snr) - set(HO_STANDINS)) if cfg.ho_atlas else []
+    if unknown:
+        raise ValueError(f"{flag('ho_atlas')}: parcels {unknown} of {flag('snr')} stand for no Harvard-Oxford "
+                         f"structure; known: {HO_STANDINS}")
     n_vertices = cfg.n_vertices or SPACE_VERTICES.get(cfg.space)
     if n_vertices is None:
         raise ValueError(f"{flag('space')} {cfg.space!r} is not a known space: give {flag('n_vertices')} "

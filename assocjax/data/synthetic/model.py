@@ -41,6 +41,15 @@ MEDIAL_WALL = "medial_wall"
 MTL_PREFIX = "mtl_"
 DEFAULT_SNR = {"language_stg": 0.4, "frontal_ifg": 0.2, "parietal_angular": 0.2,
                "mtl_hippocampus": 0.15, "mtl_parahippocampal": 0.1, "visual_control": 0.0}
+# `SyntheticConfig.ho_atlas`: the Harvard-Oxford structure each parcel stands for in the volume's
+# Harvard-Oxford-style atlas (names as FSL's cortical / subcortical atlases spell them; the
+# subcortical ones lateralised "Left ..." / "Right ..." by the voxel's side, as FSL's are).
+# mtl_amygdala is no default parcel: list it in snr to have one.
+HO_STANDINS = {"language_stg": "Superior Temporal Gyrus, posterior division",
+               "frontal_ifg": "Inferior Frontal Gyrus, pars triangularis", "parietal_angular": "Angular Gyrus",
+               "mtl_hippocampus": "Hippocampus", "mtl_parahippocampal": "Parahippocampal Gyrus, anterior division",
+               "mtl_amygdala": "Amygdala", "visual_control": "Intracalcarine Cortex"}
+HO_LATERAL = ("Hippocampus", "Amygdala")
 # The random streams (manifest "seed_streams"); the numbers are part of every dataset's bytes.
 VOCAB_STREAM, ASSOC_STREAM, STORY_STREAM, PEOPLE_STREAM, MAP_STREAM, NOISE_STREAM, EMBED_STREAM, ATLAS_STREAM = range(8)
 TARGETS = ("L", "R", "vol")  # left, right hemisphere, in-brain voxels: index in the map/noise/atlas streams

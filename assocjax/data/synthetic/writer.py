@@ -23,7 +23,7 @@ from ...outputs import check_folder
 from ...stimuli import read_gentle_csv
 from ..narratives import VOLUME_SPACE
 from .config import SyntheticConfig, check_config
-from .model import (ASSOC_STREAM, ATLAS_STREAM, MEDIAL_WALL, FeatureFn, Parcels, association_graph,
+from .model import (ASSOC_STREAM, ATLAS_STREAM, HO_LATERAL, HO_STANDINS, MEDIAL_WALL, FeatureFn, Parcels, association_graph,
                     expected_reliability, parcel_labels, planted_signal, random_embedding, scan_bold,
                     stimulus_design, vertex_maps)
 from .plan import Plan, PlannedScan, json_bytes, plan_from_metadata, plan_generated
@@ -145,7 +145,27 @@ def _write_atlas(w: _Writer, cfg: SyntheticConfig, names: list[str], n_vertices:
         base = f"derivatives/{cfg.atlas}/space-{VOLUME_SPACE}_res-native_desc-{cfg.atlas}"
         w.put(f"{base}_dseg.nii.gz", _nifti_bytes(dseg, affine))
         w.put(f"{base}_dseg.tsv", ("index\tname\n" + "".join(f"{i}\t{n}\n" for i, n in enumerate(names) if i)).encode())
+        if cfg.ho_atlas:
+            _write_ho_atlas(w, names, labels["vol"], mask, affine)
     return labels, annots
+
+
+HO_ATLAS = f"derivatives/atlases/space-{VOLUME_SPACE}_res-native_atlas-HarvardOxford_dseg"  # + .nii.gz, .tsv
+
+
+def _write_ho_atlas(w: _Writer, names: list[str], labels_V: np.ndarray, mask: np.ndarray, affine: np.ndarray) -> None:
+    """The volume's parcels as a Harvard-Oxford-style label image + BIDS names .tsv (each parcel
+    named for the structure it stands for, HO_STANDINS; the subcortical ones "Left ..." /
+    "Right ..." by the sign of the voxel's world x, unlateralised on x = 0)."""
+    x = nib.affines.apply_affine(affine, np.argwhere(mask))[:, 0]
+    sides = np.where(x < 0, "Left ", np.where(x > 0, "Right ", ""))
+    voxel_names = [HO_STANDINS[names[p]] if p else "" for p in labels_V]
+    voxel_names = [s + n if n in HO_LATERAL else n for s, n in zip(sides, voxel_names)]
+    table = ["Background"] + sorted(set(voxel_names) - {""})
+    dseg = np.zeros(mask.shape, np.int16)
+    dseg[mask] = [table.index(n) if n else 0 for n in voxel_names]
+    w.put(f"{HO_ATLAS}.nii.gz", _nifti_bytes(dseg, affine))
+    w.put(f"{HO_ATLAS}.tsv", ("index\tname\n" + "".join(f"{i}\t{n}\n" for i, n in enumerate(table) if i)).encode())
 
 
 class _Signals:
@@ -237,10 +257,10 @@ def _write_images(w: _Writer, cfg: SyntheticConfig, plan: Plan, parcels: Parcels
 
 def _manifest(cfg: SyntheticConfig, plan: Plan, parcels: Parcels, labels: dict, annots: dict, feats: FeatureFn,
               default_features: bool, n_regressors: int, files: list[str]) -> dict:
-    # noise_ar1 = 0 (white noise) and assoc_mode "mean" are left out, so default datasets keep
+    # noise_ar1 = 0 (white noise), assoc_mode "mean" and ho_atlas off are left out, so default datasets keep
     # the bytes they had before the options existed: a manifest without them means those.
     config = {k: v for k, v in dataclasses.asdict(cfg).items()
-              if k not in ("out", "overwrite") and not (k == "noise_ar1" and v == 0.0)
+              if k not in ("out", "overwrite") and not (k == "noise_ar1" and v == 0.0) and not (k == "ho_atlas" and not v)
               and not (k == "assoc_mode" and v == "mean")}
     ar1 = {} if cfg.noise_ar1 == 0.0 else dict(noise=dict(
         model="AR(1) per vertex, stationary start, unit variance, times noise_sd", rho=cfg.noise_ar1,
@@ -275,7 +295,9 @@ def _manifest(cfg: SyntheticConfig, plan: Plan, parcels: Parcels, labels: dict, 
         feature_dim=int(n_regressors // (len(cfg.fir_delays) if cfg.response == "fir" else 1)),
         planted_layer=cfg.planted_layer, response=cfg.response, assoc_share=cfg.assoc_share, **assoc_mode,
         associations="associations.json", space=cfg.space,
-        atlas=dict(name=cfg.atlas, annot=annots, medial_wall=MEDIAL_WALL),
+        atlas=dict(name=cfg.atlas, annot=annots, medial_wall=MEDIAL_WALL,
+                   **({"harvard_oxford": f"{HO_ATLAS}.nii.gz", "harvard_oxford_standins": HO_STANDINS}
+                      if cfg.ho_atlas else {})),
         parcels={p: dict(index=i, mtl=bool(is_mtl[i]), snr=None if i == 0 else float(snr[i]),
                          noise_sd=None if i == 0 else float(noise_sd[i]),
                          n_vertices={h: int((labels[h] == i).sum()) for h in "LR"})
