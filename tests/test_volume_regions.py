@@ -193,6 +193,41 @@ def test_auto_finds_fsldir_nilearn_cache_and_the_datasets_own(offline, monkeypat
     assert volume_atlas.resolve(root, VOLUME_SPACE, "harvard_oxford")[0][0] == own
 
 
+def test_synthetic_harvard_oxford_atlas(tmp_path):
+    """--ho-atlas: the volume's parcels under Harvard-Oxford names (subcortical ones lateralised by
+    x, unlateralised on the x = 0 column), read back onto the brain-mask voxels as the parcels
+    the images were planted with; off, the manifest is what it was."""
+    snr = {**SNR, "language_stg": 0.2}
+    cfg = SyntheticConfig(out=tmp_path / "ds", n_stories=1, n_subjects=1, story_trs=20, lead_trs=8, space="tinysphere",
+                          n_vertices=20, volume_shape=(7, 6, 5), ho_atlas=True, snr=snr)
+    manifest = make_synthetic(cfg, workers=1)
+    assert (cfg.out / f"{HO_ATLAS}.nii.gz").is_file()
+    assert manifest["atlas"]["harvard_oxford"] == f"{HO_ATLAS}.nii.gz" and f"{HO_ATLAS}.tsv" in manifest["files"]
+    names = (cfg.out / f"{HO_ATLAS}.tsv").read_text()
+    assert "Left Hippocampus" in names and "Right Amygdala" in names and "\tHippocampus\n" in names
+    mask_img = nib.load(next((cfg.out / "derivatives/fmriprep").rglob("*brain_mask.nii.gz")))
+    mask = np.asarray(mask_img.dataobj).astype(bool)
+    atlas = volume_atlas.load(volume_atlas.resolve(cfg.out, VOLUME_SPACE, "auto")[0], mask, mask_img.affine)
+    dseg = nib.load(cfg.out / f"derivatives/synthetic/space-{VOLUME_SPACE}_res-native_desc-synthetic_dseg.nii.gz")
+    parcel_V = np.asarray(dseg.dataobj)[mask]
+    parcels = ["medial_wall", *snr]
+    for group, parcel in (("hippocampus", "mtl_hippocampus"), ("amygdala", "mtl_amygdala"),
+                          ("parahippocampal", "mtl_parahippocampal"), ("visual_control", "visual_control")):
+        np.testing.assert_array_equal(rois.group_mask(atlas, group, strict=False), parcel_V == parcels.index(parcel))
+    np.testing.assert_array_equal(rois.group_mask(atlas, "mtl", strict=False),
+                                  np.isin(parcel_V, [parcels.index(p) for p in parcels if p.startswith("mtl_")]))
+    x = nib.affines.apply_affine(mask_img.affine, np.argwhere(mask))[:, 0]
+    np.testing.assert_array_equal(atlas.hemi_V, np.where(x < 0, "L", np.where(x > 0, "R", "")))
+    plain = make_synthetic(SyntheticConfig(out=tmp_path / "plain", n_stories=1, n_subjects=1, story_trs=20,
+                                           space="tinysphere", n_vertices=20, volume_shape=(7, 6, 5)), workers=1)
+    assert "ho_atlas" not in plain["config"] and "harvard_oxford" not in plain["atlas"]
+    with pytest.raises(ValueError, match="--ho-atlas labels the volume: give --volume-shape"):
+        make_synthetic(SyntheticConfig(out=tmp_path / "x", ho_atlas=True, space="tinysphere", n_vertices=20))
+    with pytest.raises(ValueError, match=r"parcels \['mtl_thalamus'\] of --snr stand for no Harvard-Oxford"):
+        make_synthetic(SyntheticConfig(out=tmp_path / "y", ho_atlas=True, volume_shape=(4, 4, 4), space="tinysphere",
+                                       n_vertices=20, snr={**SNR, "mtl_thalamus": 0.1}))
+
+
 # ---------------------------------------------------------------- a planted hippocampal effect, end to end
 
 MODEL = SyntheticOptions(n_layers=2, hidden=32, n_heads=4, positions=64, planted_layer=1)
