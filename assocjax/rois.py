@@ -453,6 +453,15 @@ def groups_for(source: str) -> list[str]:
     return [g for g, by_src in REGION_GROUPS.items() if source in by_src]
 
 
+def reported_groups(atlas: Atlas) -> list[str]:
+    """The groups a score table reports on this atlas: every group of its source but cortex, the
+    MTL_STRUCTURES only where the atlas has their labels (a cortical-only volume atlas has no
+    hippocampus)."""
+    names = set(atlas.names.values())
+    return [g for g in groups_for(atlas.source) if g != "cortex"
+            and (g not in MTL_STRUCTURES or names & set(REGION_GROUPS[g][atlas.source]))]
+
+
 @dataclass(frozen=True)
 class Region:
     name: str          # group, label or any area name ("all")

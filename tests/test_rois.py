@@ -207,7 +207,7 @@ def test_narratives_mmp_label_gii_found_and_read(tmp_path):
     assert inputs._atlas(root, "fsaverage6", "auto", "afni-nosmooth")[0][0].name == "lh.aparc.a2009s.annot"
     assert inputs._atlas(root, "fsaverage6", "mmp", "afni-nosmooth") == (pair, None)
 
-    atlas = run._atlas(SimpleNamespace(atlas=pair, hemi="both"), SimpleNamespace(keep_V=np.ones(362, bool)))
+    atlas = run._atlas(SimpleNamespace(atlas=pair, hemi="both", kind="surface"), SimpleNamespace(keep_V=np.ones(362, bool)))
     assert atlas.source == "hcp_mmp" and list(atlas.hemi_V) == ["L"] * 181 + ["R"] * 181
     names = _names_of(atlas)
     assert list(names[1:181]) == HCP_MMP == list(names[182:]) and names[0] == names[181] == "???"
@@ -215,7 +215,7 @@ def test_narratives_mmp_label_gii_found_and_read(tmp_path):
         mask = rois.group_mask(atlas, group)
         want = HCP_MMP if group == "cortex" else rois.REGION_GROUPS[group]["hcp_mmp"]
         assert sorted(names[mask]) == sorted(want * 2), group
-    left = run._atlas(SimpleNamespace(atlas=pair, hemi="L"), SimpleNamespace(keep_V=np.ones(181, bool)))
+    left = run._atlas(SimpleNamespace(atlas=pair, hemi="L", kind="surface"), SimpleNamespace(keep_V=np.ones(181, bool)))
     assert set(left.hemi_V) == {"L"} and list(_names_of(left)[1:]) == HCP_MMP
 
 

@@ -18,7 +18,7 @@ from assocjax.data.synthetic.writer import HO_ATLAS
 from assocjax.features import word_features
 from assocjax.models import load_pretrained
 from assocjax.pipeline import (DataOptions, FeatureOptions, ModelOptions, ReportOptions, ScoreConfig, SyntheticOptions,
-                               assets, score, volume_atlas)
+                               assets, score, tables, volume_atlas)
 
 SUB = ["Background", "Left Thalamus", "Left Hippocampus", "Left Amygdala", "Right Thalamus", "Right Hippocampus",
        "Right Amygdala", "Brain-Stem"]
@@ -218,6 +218,14 @@ def test_synthetic_harvard_oxford_atlas(tmp_path):
                                   np.isin(parcel_V, [parcels.index(p) for p in parcels if p.startswith("mtl_")]))
     x = nib.affines.apply_affine(mask_img.affine, np.argwhere(mask))[:, 0]
     np.testing.assert_array_equal(atlas.hemi_V, np.where(x < 0, "L", np.where(x > 0, "R", "")))
+    # without an amygdala parcel the atlas has no Amygdala: no amygdala rows, the others as they were
+    keep = atlas.labels_V != next(k for k, n in atlas.names.items() if n == "Amygdala")
+    cut = rois.Atlas(atlas.labels_V[keep], {k: n for k, n in atlas.names.items() if n != "Amygdala"},
+                     atlas.hemi_V[keep], atlas.source)
+    assert rois.reported_groups(cut) == [g for g in rois.reported_groups(atlas) if g != "amygdala"]
+    assert {"hippocampus", "amygdala", "mtl", "language"} <= set(rois.reported_groups(atlas))
+    regions = tables.regions(cut, cut.hemi_V, np.ones(keep.sum(), bool))
+    assert {r for r, _, _ in regions} == {"all", *rois.reported_groups(cut)}
     plain = make_synthetic(SyntheticConfig(out=tmp_path / "plain", n_stories=1, n_subjects=1, story_trs=20,
                                            space="tinysphere", n_vertices=20, volume_shape=(7, 6, 5)), workers=1)
     assert "ho_atlas" not in plain["config"] and "harvard_oxford" not in plain["atlas"]

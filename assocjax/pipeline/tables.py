@@ -42,7 +42,7 @@ def regions(atlas: rois.Atlas | None, hemi_V: np.ndarray, keep_V: np.ndarray) ->
     hemis = sorted(set(hemi_V.tolist()) - {""})
     areas = [(WHOLE, "all", np.ones(keep_V.size, bool))]
     if atlas is not None:
-        areas += rois.atlas_areas(atlas, [g for g in rois.groups_for(atlas.source) if g != "cortex"], strict=False)
+        areas += rois.atlas_areas(atlas, rois.reported_groups(atlas), strict=False)
     kept = [(name, level, mask[keep_V]) for name, level, mask in areas]
     regs = rois.hemisphere_regions(kept, hemi_V[keep_V], hemis + (["both"] if len(hemis) != 1 else []))
     return [(r.name, r.hemi, r.mask_V) for r in regs]
