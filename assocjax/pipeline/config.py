@@ -72,6 +72,10 @@ class DataOptions:
     trim_start: int = 6
     """TRs dropped after each story's onset (the onset transient), from BOLD and design alike;
     words heard then still reach later TRs through the FIR delays"""
+    pool_conditions: bool = False
+    """fit, ceiling and report the listeners of a story together even where participants.tsv splits them by
+    condition (prettymouth's affair / paranoia back-stories); the default fits each condition as its own group
+    (rows "prettymouth.affair", "prettymouth.paranoia"), a story still one story in the statistics over stories"""
 
 
 @dataclasses.dataclass
