@@ -129,6 +129,10 @@ class AugmentOptions:
     """with --augment.mode timed: fit the plain story's and the associations' feature blocks as two bands of a
     banded ridge (and each alone) and report per layer, region, hemisphere and subject the variance the
     associations explain beyond the plain story, the story's own and the shared part (partition.csv)"""
+    forbid_lookahead: bool = False
+    """refuse an augmentation file whose inserted content words occur in the story only after their anchor more
+    often than chance allows (assocjax.augment.lookahead: over 30 % of them, at least 3; an annotator who read
+    ahead); without it such a file is scored with a warning naming its anchors"""
 
 
 @dataclasses.dataclass

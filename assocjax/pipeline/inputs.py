@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import augment, stimuli
+from ..augment import lookahead
 from ..data import Narratives, Scan, Story, load_dataset, read_scans
 from ..data.layout import _subject_id, find_stories, find_story, split_commas
 from ..data.narratives import VOLUME_SPACE
@@ -426,9 +427,10 @@ def read_augmentations(files) -> list[tuple[Path, augment.Augmentation]]:
     return out
 
 
-def resolve_augmentations(files, stories) -> dict[str, augment.Augmentation]:
+def resolve_augmentations(files, stories, forbid_lookahead: bool = False) -> dict[str, augment.Augmentation]:
     """story name -> its augmentation, for one condition: exactly one file per selected story,
-    each checked against the story's words (hash, length, anchors)."""
+    each checked against the story's words (hash, length, anchors) and for lookahead (`lookahead.check`:
+    a warning, an error with `forbid_lookahead`)."""
     if not files:
         return {}
     by_name = {s.name: s for s in stories}
@@ -441,6 +443,7 @@ def resolve_augmentations(files, stories) -> dict[str, augment.Augmentation]:
             raise ValueError(f"{chosen[aug.story][0]} and {path} both augment story {aug.story!r}: one file per story "
                              "per run (several conditions need --augment.compare)")
         augment.validate(aug, list(by_name[aug.story].transcript.words), where=str(path))
+        lookahead.check(aug, list(by_name[aug.story].transcript.words), str(path), forbid_lookahead)
         chosen[aug.story] = (path, aug)
     missing = [n for n in by_name if n not in chosen]
     if missing:

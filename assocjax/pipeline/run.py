@@ -21,6 +21,7 @@ import numpy as np
 import xarray as xr
 
 from .. import results, rois
+from ..augment.lookahead import lookahead_record
 from ..ceiling import normalized_score
 from ..features import cache as feature_cache
 from ..io import atomic_write_text, write_csv, write_json
@@ -257,7 +258,8 @@ def _record(cfg, sel, groups, t: Tables, root, manifest, augs, notes, stages, t0
         seeds=dict(ceiling_splits=cfg.seed, bootstrap=cfg.seed, synthetic=cfg.synthetic.seed if manifest else None),
         data_root=root, model=sel.model_folder, models=tuning, selection=describe(sel),
         augmentation=dict(mode=cfg.augment.mode, files=[str(f) for f in cfg.augment.files],
-                          ids={n: a.id for n, a in augs.items()}) if augs else None,
+                          ids={n: a.id for n, a in augs.items()},
+                          lookahead=lookahead_record(augs, sel.stories)) if augs else None,
         stories={g.name: dict(subjects=list(g.sel.subjects), story=g.sel.story_name, condition=g.sel.condition,
                               n_trs=g.bold.n_rows, weight=g.bold.n_rows,
                               cv=g.fit.info | dict(solver=str(g.results[sel.layers[0]]["solver"])),
@@ -311,7 +313,7 @@ def _score(cfg: ScoreConfig, out: OutputFolder | None, t0: float) -> ScoreResult
     by_story, tuning = tuned.assign(models, tuned.scored_stories(sel), cfg.compare.allow_overlap)
     _print_notes(sel.notes)
     print(f"devices: {', '.join(str(d) for d in jax.devices())}", file=sys.stderr)
-    augs = resolve_augmentations(cfg.augment.files, sel.stories)
+    augs = resolve_augmentations(cfg.augment.files, sel.stories, cfg.augment.forbid_lookahead)
     budget = budget_mod.memory_budget(cfg.memory_gb)
     groups = _groups(cfg, sel, augs, budget, by_story)
     stages = budget_mod.Stages()
