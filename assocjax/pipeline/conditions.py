@@ -8,7 +8,9 @@ came in six orders. Their responses to the same words differ by design, so by de
 condition is a fit group of its own: its own design fit, its own split-half ceiling, its own
 rows (story "prettymouth.affair", "prettymouth.paranoia"). A story whose listeners share one
 condition (milkyway's: its conditions are different recordings, so different stories
-already, milkywayoriginal / milkywayvodka / milkywaysynonyms) is not split.
+already, milkywayoriginal / milkywayvodka / milkywaysynonyms) is not split. Pooled stories
+(`--data.pool-stories`) split the same way, by each listener's conditions in the pooled stories
+whose listeners differ ("+"-joined).
 
 A story is still one story for everything that generalises over stories: each listener is in
 one condition only, so the conditions of a story merge into one column before the two-level
