@@ -23,7 +23,7 @@ import dataclasses
 
 import numpy as np
 
-NO_CONDITION = "n/a"   # the label of listeners participants.tsv gives no condition, beside others that have one
+NO_CONDITION = "none"   # the label of listeners participants.tsv gives no condition ("n/a"), beside others that have one
 
 
 def listener_condition(sel, subject: str) -> str:
