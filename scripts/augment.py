@@ -16,6 +16,7 @@
     # 19 draws of a control (seeds 0..18): aug/pieman-random-draw00.json .. -draw18.json, one condition each
     python scripts/augment.py random-match --draws 19 --augmentation aug/pieman-gpt4.json ... --out aug/pieman-random.json
     python scripts/augment.py validate aug/pieman-gpt4.json --align .../pieman/align.csv   # exit 1 on error
+    #   (with the story: also the lookahead check, a warning; exit 1 with --forbid-lookahead)
     # part of speech of every inserted word, tagged in context (needs spaCy and its model, or --tagger synthetic)
     python scripts/augment.py tag aug/pieman-gpt4.json --align .../pieman/align.csv --tagger spacy:en_core_web_sm \
         --out aug/pieman-gpt4-pos.json
@@ -45,6 +46,7 @@ from assocjax.augment import format as fmt
 from assocjax.augment.chat import ChatClient, ChatError
 from assocjax.augment.replies import ReplyStore, replies_path
 from assocjax.augment.generate import ChatGenerator, GenerationError, LMGenerator, generate_augmentation
+from assocjax.augment.lookahead import lookahead
 from assocjax.augment.manual import import_json, parse_inline
 from assocjax.augment.oracle import write_oracle
 from assocjax.augment.pos import TaggerUnavailable, load_tagger, tag_augmentation
@@ -332,9 +334,13 @@ class Tag(WritesAugmentation):
 
 @dataclasses.dataclass(kw_only=True)
 class Validate(StoryArgs):
-    """Check an augmentation file (against the story's alignment when given). Exit code 1 on error."""
+    """Check an augmentation file (against the story's alignment when given, then also for lookahead:
+    inserted content words the story says only after their anchor, assocjax.augment.lookahead). Exit code 1
+    on error."""
 
     file: Positional[Path]
+    forbid_lookahead: bool = False
+    """An error (exit 1), not a warning, when more inserted words look ahead than chance allows."""
 
     def run(self) -> int:
         try:
@@ -344,7 +350,16 @@ class Validate(StoryArgs):
             print(f"ERROR: {e}")
             return 1
         against = "the story's alignment" if words is not None else "its structure only (no --align given)"
+        found = lookahead(aug, words) if words is not None else None
+        if found is not None and found.flagged and self.forbid_lookahead:
+            print(f"ERROR: {found.message(str(self.file))} (--forbid-lookahead)")
+            return 1
         print(f"OK: {self.file}: story {aug.story!r}, {len(aug.insertions)} insertions, checked against {against}")
+        if found is not None:
+            print(f"lookahead: {len(found.ahead)} of {found.n_content} inserted content words ({found.rate:.1%}) occur "
+                  "in the story only after their anchor")
+            if found.flagged:
+                print(f"WARNING: {found.message(str(self.file))}")
         return 0
 
 

@@ -122,7 +122,8 @@ def test_rows_over_several_stories_get_the_two_level_ci():
     n_v = 6
     listeners = {"s1": ("a", "b", "c"), "s2": ("a", "b", "d"), "s3": ("c", "d")}
     trs = {"s1": 100, "s2": 200, "s3": 150}
-    groups = [SimpleNamespace(name=n, sel=SimpleNamespace(subjects=ls, layers=(2,)), fit=SimpleNamespace(per_subject=True),
+    groups = [SimpleNamespace(name=n, sel=SimpleNamespace(subjects=ls, layers=(2,), story_name=n),
+                              fit=SimpleNamespace(per_subject=True),
                               bold=SimpleNamespace(n_rows=trs[n])) for n, ls in listeners.items()]
     parts = {(n, 2): dict(r2_both=rng.normal(0.1, 0.05, (4, len(ls) + 1, n_v)),
                           r2_without=rng.normal(0.05, 0.05, (2, 4, len(ls) + 1, n_v))) for n, ls in listeners.items()}

@@ -7,7 +7,8 @@ Each group's score grid carries `story` = the group's name; the combined grid ca
     fit "subject":  each subject's TR-weighted mean over its stories (score and ceiling);
                     a story with one listener counts its only fit for that subject
     fit "subjects": the headline, the mean of those over subjects; its CI from the two-level bootstrap
-                    (stories, then subjects: `stats.two_level_draws`; t with stories - 1 df)
+                    (stories, then subjects: `stats.two_level_draws`; t with stories - 1 df; the
+                    condition groups of one story are one story there: `conditions`)
     fit "mean":     the TR-weighted mean over stories of each story's subject-mean fit
 normalized = score / ceiling (`results.normalized`: NaN below min_ceiling); alpha = the median of the stories'.
 n_vertices = the most vertices a story's unit of that fit (and subject) used: a subject's own,
@@ -22,7 +23,8 @@ import xarray as xr
 
 from .. import results
 from ..results import ALL, MEAN, SUBJECT
-from ..stats import two_level_mean_ci
+from ..stats import bootstrap_indices, bootstrap_mean_ci, two_level_mean_ci
+from .conditions import several_stories
 
 
 def weighted_mean(values_XG: np.ndarray, weights_G) -> np.ndarray:
@@ -61,9 +63,11 @@ def own_fits(ds: xr.Dataset, subjects) -> xr.Dataset | None:
 
 
 def combine(parts: list[tuple[xr.Dataset, float, tuple[str, ...]]], n_boot: int, ci: float, seed: int,
-            min_ceiling: float) -> xr.Dataset:
+            min_ceiling: float, story_G=None) -> xr.Dataset:
     """The combined score grid (module docstring, story "all") from each group's (score grid,
-    TR weight, subjects)."""
+    TR weight, subjects); `story_G`: each group's story where groups are conditions of one story
+    (`conditions`; default: each group its own), merged before the two-level CI, and one story
+    keeps the subject bootstrap of one group."""
     grids = [ds for ds, _, _ in parts]
     w_G = np.array([w for _, w, _ in parts], np.float64)
     union = lambda dim: list(dict.fromkeys(x for ds in grids for x in ds[dim].values.tolist()))  # noqa: E731
@@ -90,7 +94,11 @@ def combine(parts: list[tuple[xr.Dataset, float, tuple[str, ...]]], n_boot: int,
         alpha_SX, n_SX = _quiet(np.nanmedian, per["alpha"], axis=-1), per["n_vertices"].max(-1)
         mean = _quiet(np.nanmean, score_SX, axis=0)
         # stories are a level as subjects are: resample both (pipeline/story_level.py says why)
-        lo, hi, _ = two_level_mean_ci(per["score"], w_G, mean, n_boot, ci, seed)
+        stories = several_stories(per["score"], w_G, list(story_G) if story_G is not None else list(range(len(parts))))
+        if stories is not None:
+            lo, hi, _ = two_level_mean_ci(*stories, mean, n_boot, ci, seed)
+        else:   # one story split by listener condition: each listener once, as in one group (`tables`)
+            _, lo, hi, _ = bootstrap_mean_ci(score_SX, bootstrap_indices(len(subjects), n_boot, seed), ci)
         ceiling = _quiet(np.nanmean, np.ascontiguousarray(ceil_SX.T), axis=1)   # per key, over subjects
         nan_SX = np.full_like(score_SX, np.nan)
         out = dict(score=[mean[None], score_SX], ci_low=[lo[None], nan_SX], ci_high=[hi[None], nan_SX],

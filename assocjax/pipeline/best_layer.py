@@ -35,6 +35,7 @@ import xarray as xr
 from .. import results, rois
 from ..results import ALL, HEADLINE, MEAN, SUBJECT
 from ..stats import bootstrap_indices, bootstrap_mean_ci, two_level_mean_ci
+from .conditions import several_stories
 
 NO_LAYER = -1   # a unit with no finite held-out score chose no layer
 
@@ -156,9 +157,10 @@ def per_story(held_KSX: np.ndarray, w_K: np.ndarray, group_K: np.ndarray):
 
 
 def best_layers(grid: xr.Dataset, parts: list[tuple[FoldScores, str | None]], n_boot: int, ci: float,
-                seed: int) -> xr.Dataset:
+                seed: int, story_G=None) -> xr.Dataset:
     """The best-layer grid (module doc) of a score grid (one group's, or the combined one) from
-    its groups' fold scores (`fold_scores`, each with `group_units`' listener or None)."""
+    its groups' fold scores (`fold_scores`, each with `group_units`' listener or None); `story_G`:
+    each group's story where groups are conditions of one story (`aggregate.combine`)."""
     layers = [int(l) for l in grid["layer"].values]
     if any(list(fs.layers) != layers for fs, _ in parts):
         raise ValueError(f"best layer: the groups' layers {[fs.layers for fs, _ in parts]} differ from the grid's {layers}")
@@ -177,6 +179,8 @@ def best_layers(grid: xr.Dataset, parts: list[tuple[FoldScores, str | None]], n_
     head, stories = {}, None
     if subjects:
         stories = per_story(held_KX.reshape(n_k, n_u, n_r)[:, :-1], w_K, group_K)
+        if stories is not None and story_G is not None:   # a story's condition groups are one story
+            stories = several_stories(*stories, list(story_G))
         mean, lo, hi, n = subject_ci(cv_UR[:-1], n_boot, ci, seed, stories)
         h_mode, h_text = _counts(pick_KUR[:, :-1].reshape(-1, n_r), layers)
         head = dict(cv_score=mean, cv_ci_low=lo, cv_ci_high=hi, cv_layer=h_mode, cv_layers=h_text,

@@ -76,6 +76,10 @@ class DataOptions:
     trim_start: int = 6
     """TRs dropped after each story's onset (the onset transient), from BOLD and design alike;
     words heard then still reach later TRs through the FIR delays"""
+    pool_conditions: bool = False
+    """fit, ceiling and report the listeners of a story together even where participants.tsv splits them by
+    condition (prettymouth's affair / paranoia back-stories); the default fits each condition as its own group
+    (rows "prettymouth.affair", "prettymouth.paranoia"), a story still one story in the statistics over stories"""
 
 
 @dataclasses.dataclass
@@ -129,6 +133,10 @@ class AugmentOptions:
     """with --augment.mode timed: fit the plain story's and the associations' feature blocks as two bands of a
     banded ridge (and each alone) and report per layer, region, hemisphere and subject the variance the
     associations explain beyond the plain story, the story's own and the shared part (partition.csv)"""
+    forbid_lookahead: bool = False
+    """refuse an augmentation file whose inserted content words occur in the story only after their anchor more
+    often than chance allows (assocjax.augment.lookahead: over 30 % of them, at least 3; an annotator who read
+    ahead); without it such a file is scored with a warning naming its anchors"""
 
 
 @dataclasses.dataclass

@@ -4,7 +4,9 @@ A run scores the selected stories in fit groups: by default each story on its ow
 subject who heard it (`Selection.groups`: one design and one ridge solve per story, its
 listeners sharing it); with `--data.pool-stories` all selected stories together, with the
 subjects who heard every one of them. Each error names the thing that is wrong (path,
-story, subject, layer) and what would be valid.
+story, subject, layer) and what would be valid. Listeners split by condition (prettymouth's
+affair / paranoia) are a fit group per condition unless `--data.pool-conditions`
+(`conditions`).
 """
 from __future__ import annotations
 
@@ -14,12 +16,13 @@ from pathlib import Path
 import numpy as np
 
 from .. import augment, stimuli
+from ..augment import lookahead
 from ..data import Narratives, Scan, Story, load_dataset, read_scans
 from ..data.layout import _subject_id, find_stories, find_story, split_commas
 from ..data.narratives import VOLUME_SPACE
 from ..models.config import ModelConfig
 from ..models.loading import check_weights, resolve
-from . import volume_atlas
+from . import conditions, volume_atlas
 from .config import ScoreConfig
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "tokenizer.model")
@@ -73,13 +76,15 @@ class Selection:
     notes: tuple[str, ...]
     listeners: dict = dataclasses.field(default_factory=dict)   # story name -> its subjects (sorted)
     pooled: bool = False
+    pool_conditions: bool = False
+    condition: str | None = None        # a fit group of one listener condition: its label (`conditions`)
 
     def groups(self) -> list["Selection"]:
         """The fit groups, each a Selection of its own: one per story with its listeners, or
-        (pooled) one of all stories with the subjects who heard every one."""
-        if self.pooled or len(self.stories) == 1:
-            return [self]
-        return [self.only(s.name) for s in self.stories]
+        (pooled) one of all stories with the subjects who heard every one; either split by
+        listener condition (`conditions.split`)."""
+        whole = [self] if self.pooled or len(self.stories) == 1 else [self.only(s.name) for s in self.stories]
+        return [part for g in whole for part in conditions.split(g)]
 
     def only(self, story: str) -> "Selection":
         subjects = self.listeners[story]
@@ -88,9 +93,15 @@ class Selection:
                                    listeners={story: subjects})
 
     @property
-    def name(self) -> str:
-        """The group's name in tables and caches: its story, or its stories joined by '+'."""
+    def story_name(self) -> str:
+        """Its story, or its stories joined by '+'."""
         return "+".join(s.name for s in self.stories)
+
+    @property
+    def name(self) -> str:
+        """The group's name in tables and caches: `story_name`, then "." and its listeners' condition
+        when it is one condition's group ("prettymouth.affair")."""
+        return self.story_name + (f".{self.condition}" if self.condition else "")
 
 
 def resolve_model(path: str, hub: bool = False) -> tuple[Path, ModelConfig]:
@@ -187,7 +198,8 @@ def select(cfg: ScoreConfig, root: Path, model_path: str, default_space: str) ->
                      scans={(s, n): table[s][n] for n, subs in listeners.items() for s in subs}, kind=kind,
                      space=space, hemi=d.hemi if kind == "surface" else "both", derivative=d.derivative, atlas=atlas,
                      model_folder=folder, model_cfg=mcfg, layers=layers, context=context, stride=stride,
-                     notes=tuple(notes), listeners=listeners, pooled=d.pool_stories)
+                     notes=tuple(notes), listeners=listeners, pooled=d.pool_stories,
+                     pool_conditions=d.pool_conditions)
 
 
 def _scans(d, root: Path):
@@ -416,9 +428,10 @@ def read_augmentations(files) -> list[tuple[Path, augment.Augmentation]]:
     return out
 
 
-def resolve_augmentations(files, stories) -> dict[str, augment.Augmentation]:
+def resolve_augmentations(files, stories, forbid_lookahead: bool = False) -> dict[str, augment.Augmentation]:
     """story name -> its augmentation, for one condition: exactly one file per selected story,
-    each checked against the story's words (hash, length, anchors)."""
+    each checked against the story's words (hash, length, anchors) and for lookahead (`lookahead.check`:
+    a warning, an error with `forbid_lookahead`)."""
     if not files:
         return {}
     by_name = {s.name: s for s in stories}
@@ -431,6 +444,7 @@ def resolve_augmentations(files, stories) -> dict[str, augment.Augmentation]:
             raise ValueError(f"{chosen[aug.story][0]} and {path} both augment story {aug.story!r}: one file per story "
                              "per run (several conditions need --augment.compare)")
         augment.validate(aug, list(by_name[aug.story].transcript.words), where=str(path))
+        lookahead.check(aug, list(by_name[aug.story].transcript.words), str(path), forbid_lookahead)
         chosen[aug.story] = (path, aug)
     missing = [n for n in by_name if n not in chosen]
     if missing:

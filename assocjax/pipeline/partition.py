@@ -31,6 +31,7 @@ from ..ridge import banded, chunks
 from . import budget as budget_mod
 from . import store, tables
 from .best_layer import subject_ci
+from .conditions import several_stories
 from .design import layer_design
 from .fitting import Fitting, Group
 
@@ -134,7 +135,8 @@ def partition_rows(groups: list[Group], parts: dict, regs_of, n_boot: int, ci: f
             mean_fit = _weighted([pg[c][-1] for pg in per_group], weights)
             s_vals = np.stack([_subject_value(s, groups, per_group, c, weights) for s in subjects]) if subjects else None
             if s_vals is not None and len(subjects) > 1:
-                stories = (_by_story(subjects, groups, per_group, c), weights) if len(groups) > 1 else None
+                stories = (several_stories(_by_story(subjects, groups, per_group, c), weights,
+                                           [g.sel.story_name for g in groups]) if len(groups) > 1 else None)
                 mean, lo, hi, n_sub = subject_ci(s_vals, n_boot, ci, seed, stories)
             else:
                 mean = lo = hi = np.full(len(regs), np.nan)

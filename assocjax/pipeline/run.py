@@ -21,6 +21,7 @@ import numpy as np
 import xarray as xr
 
 from .. import results, rois
+from ..augment.lookahead import lookahead_record
 from ..ceiling import normalized_score
 from ..features import cache as feature_cache
 from ..io import atomic_write_text, write_csv, write_json
@@ -206,13 +207,15 @@ def _tables(cfg: ScoreConfig, sel: Selection, groups: list[Group], atlases) -> T
     its best-layer grid (`best_layer`: the layer chosen on other outer folds), the summary and the maps."""
     parts = [_group_scores(cfg, g, atlases[g.name], len(groups) > 1) for g in groups]
     weights = [g.bold.n_rows for g in groups]
-    stories = tuple(story_level.with_story_info(ds, w, g.sel.subjects) for (ds, _), w, g in zip(parts, weights, groups))
+    story_G = [g.sel.story_name for g in groups]   # a story's listener-condition groups are one story (`conditions`)
+    stories = tuple(story_level.with_story_info(ds, w, g.sel.subjects, s)
+                    for (ds, _), w, g, s in zip(parts, weights, groups, story_G))
     if len(groups) == 1:
         scores = stories[0]
     else:
         scores = aggregate.combine([(ds, w, g.sel.subjects) for (ds, _), w, g in zip(parts, weights, groups)],
-                                   cfg.report.n_boot, cfg.report.ci, cfg.seed, cfg.ceiling.min_ceiling)
-    best = best_layer.best_layers(scores, [f for _, f in parts], cfg.report.n_boot, cfg.report.ci, cfg.seed)
+                                   cfg.report.n_boot, cfg.report.ci, cfg.seed, cfg.ceiling.min_ceiling, story_G)
+    best = best_layer.best_layers(scores, [f for _, f in parts], cfg.report.n_boot, cfg.report.ci, cfg.seed, story_G)
     summary = tables.summary(scores, best, cfg.ceiling.min_ceiling)
     r_GLV = [report.full(np.stack([tables.fold_mean(g.results[l]["r_folds"])[-1] for l in sel.layers]), g.bold.keep_V)
              for g in groups]
@@ -259,8 +262,10 @@ def _record(cfg, sel, groups, t: Tables, root, manifest, augs, notes, stages, t0
         seeds=dict(ceiling_splits=cfg.seed, bootstrap=cfg.seed, synthetic=cfg.synthetic.seed if manifest else None),
         data_root=root, model=sel.model_folder, models=tuning, selection=describe(sel),
         augmentation=dict(mode=cfg.augment.mode, files=[str(f) for f in cfg.augment.files],
-                          ids={n: a.id for n, a in augs.items()}) if augs else None,
-        stories={g.name: dict(subjects=list(g.sel.subjects), n_trs=g.bold.n_rows, weight=g.bold.n_rows,
+                          ids={n: a.id for n, a in augs.items()},
+                          lookahead=lookahead_record(augs, sel.stories)) if augs else None,
+        stories={g.name: dict(subjects=list(g.sel.subjects), story=g.sel.story_name, condition=g.sel.condition,
+                              n_trs=g.bold.n_rows, weight=g.bold.n_rows,
                               cv=g.fit.info | dict(solver=str(g.results[sel.layers[0]]["solver"])),
                               results_dir=g.folder, computed_layers=list(g.computed),
                               vertices=dict(space_total=int(g.bold.keep_V.size), kept=g.bold.n_vertices,
@@ -312,7 +317,7 @@ def _score(cfg: ScoreConfig, out: OutputFolder | None, t0: float) -> ScoreResult
     by_story, tuning = tuned.assign(models, tuned.scored_stories(sel), cfg.compare.allow_overlap)
     _print_notes(sel.notes)
     print(f"devices: {', '.join(str(d) for d in jax.devices())}", file=sys.stderr)
-    augs = resolve_augmentations(cfg.augment.files, sel.stories)
+    augs = resolve_augmentations(cfg.augment.files, sel.stories, cfg.augment.forbid_lookahead)
     budget = budget_mod.memory_budget(cfg.memory_gb)
     groups = _groups(cfg, sel, augs, budget, by_story)
     stages = budget_mod.Stages()
@@ -340,8 +345,9 @@ def _score(cfg: ScoreConfig, out: OutputFolder | None, t0: float) -> ScoreResult
     if models.cross_fit:
         label = f"{models.path.name} (cross-fitted: {len(models.folders)} models)"
     info = dict(n_layers=len(sel.layers), model=label, n_subjects=len(sel.subjects), n_stories=len(sel.stories),
-                n_trs=sum(g.bold.n_rows for g in groups), n_targets=max(g.bold.n_vertices for g in groups),
-                targets="voxels" if sel.kind == "volume" else "vertices", pooled=sel.pooled or len(groups) == 1,
+                n_trs=sum({g.sel.story_name: g.bold.n_rows for g in groups}.values()), n_targets=max(g.bold.n_vertices for g in groups),
+                targets="voxels" if sel.kind == "volume" else "vertices",
+                pooled=sel.pooled or len({g.sel.story_name for g in groups}) == 1,
                 incomplete=sorted({s for g in groups for s, n in g.bold.dropped().items() if n}))
     files, notes = [], list(sel.notes) + _run_notes(cfg, sel, groups) + grid_edges.edge_notes(edges)
     if tuning["overlap"]:

@@ -25,21 +25,30 @@ import xarray as xr
 from .. import results
 from ..stats import two_level_ci_p, two_level_draws, two_level_means
 from .aggregate import own_fits
+from .conditions import by_story
 
 
-def with_story_info(ds: xr.Dataset, weight: float, listeners) -> xr.Dataset:
-    """A story grid carrying its TR weight and listeners (module doc)."""
-    return ds.assign_attrs(weight=float(weight), listeners=tuple(listeners))
+def with_story_info(ds: xr.Dataset, weight: float, listeners, story: str | None = None) -> xr.Dataset:
+    """A story grid carrying its TR weight, listeners and story (module doc; `story`: the story of a
+    group of one listener condition, `conditions`; default: the grid's own name)."""
+    return ds.assign_attrs(weight=float(weight), listeners=tuple(listeners),
+                           stimulus=str(story if story is not None else ds["story"].item()))
+
+
+def _story(ds: xr.Dataset) -> str:
+    return str(ds.attrs.get("stimulus", ds["story"].item()))
 
 
 def several(run) -> bool:
-    """Whether a run combines several stories (then its statistics are two-level)."""
-    return len(getattr(run, "stories", ())) > 1   # a stand-in with scores only has one
+    """Whether a run combines several stories (then its statistics are two-level); the condition
+    groups of one story are one story."""
+    return len({_story(ds) for ds in getattr(run, "stories", ())}) > 1   # a stand-in with scores only has one
 
 
 def story_matrix(run, subjects, like: xr.Dataset) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """(S, X, G) each subject's own score per story on `like`'s present (layer, region, hemi) keys
-    (NaN where the subject did not hear the story), the stories' TR weights and names."""
+    (NaN where the subject did not hear the story), the stories' TR weights and names; a story's
+    condition groups merged into its column (`conditions.by_story`)."""
     out, weights, names = [], [], []
     for ds in run.stories:
         if "weight" not in ds.attrs:
@@ -49,8 +58,8 @@ def story_matrix(run, subjects, like: xr.Dataset) -> tuple[np.ndarray, np.ndarra
             unit=list(subjects), layer=like["layer"], region=like["region"], hemi=like["hemi"])
         out.append(results.stacked(a, like["present"])[0])
         weights.append(ds.attrs["weight"])
-        names.append(str(ds["story"].item()))
-    return np.stack(out, -1), np.asarray(weights, np.float64), names
+        names.append(_story(ds))
+    return by_story(np.stack(out, -1), np.asarray(weights, np.float64), names)
 
 
 def _paired(base, new, subjects, like: xr.Dataset):
