@@ -159,3 +159,26 @@ def test_null_false_positives_with_a_storys_conditions_merged():
         rejected["merged"] += two_level_mean_ci(merged, w, est, 200, 0.95, k)[2][0] < 0.05
         rejected["as stories"] += two_level_mean_ci(v, np.ones(5), est, 200, 0.95, k)[2][0] < 0.05
     assert rejected == {"merged": 18, "as stories": 40}
+
+
+
+@needs_shared
+def test_counterbalanced_task_orders_are_one_group(world, tmp_path):
+    """shapessocial's listeners came in six task orders (participants.tsv `condition`): counterbalancing,
+    not a manipulation of the story, so they stay one fit group (conditions.COUNTERBALANCED)."""
+    assert len(_listed("shapessocial")) == 6
+    make_synthetic(SyntheticConfig(out=tmp_path / "ds", from_metadata=NARRATIVES, stories=("shapessocial",),
+                                   n_subjects=20, space="tinysphere", n_vertices=8, feature_dim=4))
+    model = world[1]
+    cfg = ScoreConfig(output=tmp_path / "x", cache_dir=tmp_path / "cache", progress=False,
+                      data=DataOptions(root=tmp_path / "ds", space="tinysphere"), model=ModelOptions(path=str(model)))
+    sel = select(cfg, tmp_path / "ds", str(model), "tinysphere")
+    assert len({sel.scans[k][0].condition for k in sel.scans}) > 1   # several orders among the chosen listeners
+    assert [g.name for g in sel.groups()] == ["shapessocial"]
+
+
+def test_story_weights_count_a_split_story_once():
+    """The subject-mean fit and the maps weigh a story split into two conditions as one story."""
+    w = conditions.story_weights([300, 300, 200], ["prettymouth", "prettymouth", "pieman"])
+    np.testing.assert_array_equal(w, [150, 150, 200])
+    np.testing.assert_array_equal(conditions.story_weights([3, 5], ["a", "b"]), [3, 5])

@@ -49,11 +49,8 @@ def world(tmp_path_factory):
 
 
 def config(tmp: Path, model: Path, name: str, cache: str | None = None, **data) -> ScoreConfig:
-    # shapessocial's first 3 listeners are in two task orders (conditions): one group per story here
-    # (conditions as groups: tests/test_conditions.py)
     return ScoreConfig(output=tmp / name, cache_dir=tmp / (cache or f"cache-{name}"), progress=False,
-                       data=DataOptions(root=tmp / "ds", space="tinysphere", pool_conditions=True, **data),
-                       model=ModelOptions(path=str(model)),
+                       data=DataOptions(root=tmp / "ds", space="tinysphere", **data), model=ModelOptions(path=str(model)),
                        features=FeatureOptions(context=256), report=ReportOptions(figures=False, n_boot=200))
 
 

@@ -9,7 +9,8 @@ Each group's score grid carries `story` = the group's name; the combined grid ca
     fit "subjects": the headline, the mean of those over subjects; its CI from the two-level bootstrap
                     (stories, then subjects: `stats.two_level_draws`; t with stories - 1 df; the
                     condition groups of one story are one story there: `conditions`)
-    fit "mean":     the TR-weighted mean over stories of each story's subject-mean fit
+    fit "mean":     the TR-weighted mean over stories of each story's subject-mean fit (a story split
+                    into listener conditions counts once: `conditions.story_weights`)
 normalized = score / ceiling (`results.normalized`: NaN below min_ceiling); alpha = the median of the stories'.
 n_vertices = the most vertices a story's unit of that fit (and subject) used: a subject's own,
 the headline's over its subjects, the mean fit's.
@@ -24,7 +25,7 @@ import xarray as xr
 from .. import results
 from ..results import ALL, MEAN, SUBJECT
 from ..stats import bootstrap_indices, bootstrap_mean_ci, two_level_mean_ci
-from .conditions import several_stories
+from .conditions import several_stories, story_weights
 
 
 def weighted_mean(values_XG: np.ndarray, weights_G) -> np.ndarray:
@@ -105,7 +106,8 @@ def combine(parts: list[tuple[xr.Dataset, float, tuple[str, ...]]], n_boot: int,
                    ceiling=[ceiling[None], ceil_SX], alpha=[_quiet(np.nanmedian, alpha_SX, axis=0)[None], alpha_SX],
                    n_vertices=[n_SX.max(0)[None], n_SX])
     m = {k: np.stack([keyed(ds, k, [MEAN])[0] for ds in grids], -1) for k in ("score", "ceiling", "alpha", "n_vertices")}
-    means = dict(score=weighted_mean(m["score"], w_G), ceiling=weighted_mean(m["ceiling"], w_G),
+    w_mean = story_weights(w_G, story_G if story_G is not None else range(len(parts)))
+    means = dict(score=weighted_mean(m["score"], w_mean), ceiling=weighted_mean(m["ceiling"], w_mean),
                  alpha=_quiet(np.nanmedian, m["alpha"], axis=-1), n_vertices=m["n_vertices"].max(-1))
     means |= dict(ci_low=np.full_like(means["score"], np.nan), ci_high=np.full_like(means["score"], np.nan))
     grid = {k: np.concatenate(out.get(k, []) + [means[k][None]]) for k in means}

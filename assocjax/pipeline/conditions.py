@@ -3,8 +3,9 @@
 Some Narratives stories were heard by listeners split into conditions, the `condition` column
 of participants.tsv (`Scan.condition`): prettymouth's were told different back-stories
 (affair / paranoia) before the same story, merlin's and sherlock's had or had not watched the
-movie, notthefallintact's heard it before or after a scrambled version, the shapes tasks'
-came in six orders. Their responses to the same words differ by design, so by default each
+movie, notthefallintact's heard it alone or after a scrambled version. (The shapes tasks'
+conditions are six counterbalanced task orders, not a manipulation: `COUNTERBALANCED`, one
+group.) Their responses to the same words differ by design, so by default each
 condition is a fit group of its own: its own design fit, its own split-half ceiling, its own
 rows (story "prettymouth.affair", "prettymouth.paranoia"). A story whose listeners share one
 condition (milkyway's: its conditions are different recordings, so different stories
@@ -23,6 +24,10 @@ import dataclasses
 
 import numpy as np
 
+# stories whose `condition` is the order in which a listener did several tasks (counterbalancing:
+# shapesphysical / shapessocial came in six orders of 8-12 listeners each), not a manipulation of
+# what they knew before the story: one fit group, as a researcher averages over orders by design
+COUNTERBALANCED = frozenset({"shapesphysical", "shapessocial"})
 NO_CONDITION = "none"   # the label of listeners participants.tsv gives no condition ("n/a"), beside others that have one
 
 
@@ -37,6 +42,8 @@ def _condition(sel, subject: str, story: str) -> str:
 
 
 def _varies(sel, story: str) -> bool:
+    if story in COUNTERBALANCED:
+        return False
     return len({_condition(sel, sub, story) for sub in sel.subjects}) > 1
 
 
@@ -80,6 +87,16 @@ def by_story(values_SXG: np.ndarray, weights_G, story_G) -> tuple[np.ndarray, np
                              "is in one condition of a story only")
         out[..., k] = np.where(finite.any(-1), np.where(finite, v[..., idx], 0.0).sum(-1), np.nan)
     return out, np.array([w[story_G.index(n)] for n in names]), names
+
+
+def story_weights(weights_G, story_G) -> np.ndarray:
+    """Each group's weight shared among its story's condition groups, for fits that pool
+    listeners' responses per group (the subject-mean fit, the maps): a story split into
+    conditions counts once there, as the mean of its conditions, not once per condition. (A
+    subject's own fits keep the full weights: each listener is in one condition only.)"""
+    w = np.asarray(weights_G, np.float64)
+    story = list(story_G)
+    return w / np.array([story.count(s) for s in story], np.float64)
 
 
 def several_stories(values_SXG: np.ndarray, weights_G, story_G) -> tuple[np.ndarray, np.ndarray] | None:

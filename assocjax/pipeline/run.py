@@ -30,7 +30,7 @@ from ..outputs import OutputFolder
 from . import aggregate
 from . import bold as bold_mod
 from . import budget as budget_mod
-from . import best_layer, grid_edges, partition, report, store, story_level, tables, tuned, volume_atlas
+from . import best_layer, conditions, grid_edges, partition, report, store, story_level, tables, tuned, volume_atlas
 from .assets import ensure_builtin, planting
 from .bold import Bold
 from .config import ScoreConfig, check_options
@@ -220,8 +220,9 @@ def _tables(cfg: ScoreConfig, sel: Selection, groups: list[Group], atlases) -> T
     r_GLV = [report.full(np.stack([tables.fold_mean(g.results[l]["r_folds"])[-1] for l in sel.layers]), g.bold.keep_V)
              for g in groups]
     max_GV = [report.full(g.ceiling["max_r"], g.bold.keep_V) for g in groups]
-    return Tables(scores, stories, summary, aggregate.weighted_maps(r_GLV, weights).astype(np.float32),
-                  aggregate.weighted_maps(max_GV, weights).astype(np.float32), best)
+    w_maps = conditions.story_weights(weights, story_G)
+    return Tables(scores, stories, summary, aggregate.weighted_maps(r_GLV, w_maps).astype(np.float32),
+                  aggregate.weighted_maps(max_GV, w_maps).astype(np.float32), best)
 
 
 def _write(out: Path, cfg: ScoreConfig, sel: Selection, bold: Bold, t: Tables, label: str):
