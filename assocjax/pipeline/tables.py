@@ -74,6 +74,13 @@ def mean_fit_ceiling(split_half_V, score_V, masks_RV):
     return score[0], np.sqrt(np.clip(rel[0], 0.0, None)), used[0]
 
 
+def half_ceiling(half_r_V, score_XV, masks_RV):
+    """(X, R) the half-vs-half ceiling (`pipeline.ceilings`) of each unit: max(mean half_r, 0) over the
+    vertices its score uses (module doc), the same for every subject (it is a property of the group)."""
+    _, c, _ = _score_and_ceiling_means(score_XV, np.broadcast_to(half_r_V, score_XV.shape), masks_RV)
+    return np.clip(c, 0.0, None)
+
+
 def subject_ceilings(ceil: dict, score_SV, masks_RV):
     """(score, ceiling, vertices used, (S, R) each; the vertices used (S, V)) of each subject's
     fit, the ceiling over the same vertices (module doc). A subject's ceiling counts the subjects with data
@@ -99,11 +106,16 @@ def layer_scores(layer: int, res: dict, ceil: dict, alphas: np.ndarray, subjects
     alpha_FV = np.median(alphas[res["alpha_idx"]], axis=0)
     alpha_FR = np.stack([[np.median(a[m]) for _, _, m in regs] for a in alpha_FV])
     m_score, m_ceil, m_used = mean_fit_ceiling(ceil["split_half"], r_FV[-1], masks)
+    half = ceil.get("method") == "half_predicts_half"   # the paper's ceiling sets `normalized` (pipeline.ceilings)
+    if half:
+        m_ceil = half_ceiling(ceil["half_r"], r_FV[-1:], masks)[0]
     parts = [dict(score=m_score, ci_low=np.full_like(m_score, np.nan), ci_high=np.full_like(m_score, np.nan),
                   ceiling=m_ceil, alpha=alpha_FR[-1], n_vertices=m_used)]              # (R,) each: the mean fit
     n_sub = r_FV.shape[0] - 1
     if subjects:
         s_score, s_ceil, s_used, valid_SV = subject_ceilings(ceil, r_FV[:-1], masks)            # (S, R)
+        if half:
+            s_ceil = half_ceiling(ceil["half_r"], r_FV[:-1], masks)
         mean, lo, hi, _ = bootstrap_mean_ci(s_score, bootstrap_indices(n_sub, n_boot, seed), ci)
         has_c = np.isfinite(s_ceil)
         with np.errstate(invalid="ignore", divide="ignore"):   # a region no subject has a ceiling for: NaN
