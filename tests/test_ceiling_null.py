@@ -96,7 +96,7 @@ def test_false_positives_on_ar1_noise_and_power_on_a_planted_signal():
     y = _ar1(rng, (n, 600, 2 * V), 0.8)
     y[:, :, V:] += 0.3 * _ar1(rng, (600, V), 0.8)
     _, half_r, p = map(np.asarray, split_half_ceilings(y.astype(np.float32), n_splits=10, seed=0, n_null=100))
-    noise, signal = p[:V], p[V:]
+    noise = p[:V]
     assert 0.03 <= (noise < 0.05).mean() <= 0.065     # per vertex: near alpha (measured 0.050)
     assert (bh_fdr(noise) <= 0.05).mean() <= 0.005     # FDR on pure noise: (nearly) empty (measured 0.001)
     keep = ceilings.significant(p, 0.05)
@@ -114,25 +114,35 @@ def test_masked_map_and_region_rows():
     y = _data(5, V=200, amp=1.0)
     rel, half_r, p = map(np.asarray, split_half_ceilings(y, n_splits=N_SPLITS, n_null=N_NULL, buffer=BUFFER))
     V = y.shape[2]
-    raw = dict(split_half=rel, max_r=np.sqrt(np.clip(rel, 0, None)), half_r=half_r, p_null=p,
+    loso = np.tile(half_r, (S, 1))
+    raw = dict(split_half=rel, max_r=np.sqrt(np.clip(rel, 0, None)), half_r=half_r, p_null=p, loso=loso,
                subject_max_r=np.ones((S, V), np.float32))
     for method in (ceilings.SPLIT_HALF, ceilings.HALF):
         c = ceilings.masked(raw, 0.05, method)
         keep = c["significant"]
-        assert keep[:V // 2].sum() <= 2 and keep[V // 2:].mean() >= 0.95
-        assert np.isnan(c["max_r"][~keep]).all() and np.isnan(c["split_half"][~keep]).all()
+        assert keep[:V // 2].mean() <= 0.1 and keep[V // 2:].mean() >= 0.95   # 200 TRs: measured 5 %, 100 %
+        # the map: NaN where not significant, else the chosen method's per-vertex ceiling
+        assert np.isnan(c["max_r"][~keep]).all()
         np.testing.assert_array_equal(c["max_r"][keep], (half_r if method == ceilings.HALF else raw["max_r"])[keep])
+        # the region means: a vertex that is not significant counts as no agreement (0)
+        for k in ("split_half", "half_r", "loso"):
+            assert (c[k][..., ~keep] == 0).all()
+            np.testing.assert_array_equal(c[k][..., keep], raw[k][..., keep])
         rows = {r["region"]: r for r in ceilings.region_rows("s", _regs(V), c)}
         assert rows["signal"]["ceiling_n_significant"] == keep[V // 2:].sum()
-        sig = keep & (np.arange(V) >= V // 2)
-        np.testing.assert_allclose(rows["signal"]["ceiling_split_half"], np.sqrt(rel[sig].mean()), rtol=1e-6)
-        np.testing.assert_allclose(rows["signal"]["ceiling_half_predicts_half"], half_r[sig].mean(), rtol=1e-6)
-        assert rows["all"]["n_vertices"] == V and rows["all"]["method"] == method
-    # pure noise: no significant vertex, both region ceilings NaN with count 0
-    noise = dict(raw, p_null=np.full(V, 0.5))
-    rows = ceilings.region_rows("s", _regs(V), ceilings.masked(noise, 0.05, ceilings.SPLIT_HALF))
-    assert all(r["ceiling_n_significant"] == 0 and np.isnan(r["ceiling_split_half"])
-               and np.isnan(r["ceiling_half_predicts_half"]) for r in rows)
+        zero = lambda a: np.where(keep, a, 0.0)[V // 2:]  # noqa: E731
+        np.testing.assert_allclose(rows["signal"]["ceiling_split_half"], np.sqrt(zero(rel).mean()), rtol=1e-6)
+        np.testing.assert_allclose(rows["signal"]["ceiling_half_predicts_half"], zero(half_r).mean(), rtol=1e-6)
+        # a noise region: its few lucky survivors count beside zeros, not alone (measured 0.13 against 0.56)
+        lucky = keep & (np.arange(V) < V // 2)
+        assert rows["noise"]["ceiling_split_half"] < 0.5 * np.sqrt(rel[lucky].mean())
+        assert rows["all"]["method"] == method
+        assert rows["all"]["n_vertices"] == V
+    # pure noise: no significant vertex, both region ceilings 0 with count 0, the map empty
+    noise = ceilings.masked(dict(raw, p_null=np.full(V, 0.5)), 0.05, ceilings.SPLIT_HALF)
+    assert np.isnan(noise["max_r"]).all()
+    assert all(r["ceiling_n_significant"] == 0 and r["ceiling_split_half"] == 0 == r["ceiling_half_predicts_half"]
+               for r in ceilings.region_rows("s", _regs(V), noise))
 
 
 @pytest.mark.parametrize("field, value, match", [("n_null", 5, "--ceiling.n-null 5"), ("alpha", 0.0, "--ceiling.alpha"),
