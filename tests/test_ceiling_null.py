@@ -8,7 +8,7 @@ import pytest
 from scipy.stats import norm
 
 from assocjax.ceiling import draw_splits, null_shifts, split_half_ceiling, split_half_ceilings
-from assocjax.pipeline import ceilings
+from assocjax.pipeline import ceilings, tables
 from assocjax.stats import bh_fdr
 
 S, T, N_SPLITS, N_NULL, BUFFER = 7, 200, 10, 50, 20
@@ -110,39 +110,39 @@ def _regs(V):
     return [("all", "both", mask), ("noise", "both", first), ("signal", "both", ~first)]
 
 
-def test_masked_map_and_region_rows():
+def test_masked_map_and_region_ceilings():
     y = _data(5, V=200, amp=1.0)
     rel, half_r, p = map(np.asarray, split_half_ceilings(y, n_splits=N_SPLITS, n_null=N_NULL, buffer=BUFFER))
     V = y.shape[2]
-    loso = np.tile(half_r, (S, 1))
-    raw = dict(split_half=rel, max_r=np.sqrt(np.clip(rel, 0, None)), half_r=half_r, p_null=p, loso=loso,
-               subject_max_r=np.ones((S, V), np.float32))
+    raw = dict(split_half=rel, max_r=np.sqrt(np.clip(rel, 0, None)), half_r=half_r, p_null=p,
+               loso=np.tile(half_r, (S, 1)), subject_max_r=np.ones((S, V), np.float32))
+    regs = _regs(V)
+    masks = np.stack([m for _, _, m in regs]).astype(float)
+    score = np.zeros((1, V))
     for method in (ceilings.SPLIT_HALF, ceilings.HALF):
         c = ceilings.masked(raw, 0.05, method)
         keep = c["significant"]
-        assert keep[:V // 2].mean() <= 0.1 and keep[V // 2:].mean() >= 0.95   # 200 TRs: measured 5 %, 100 %
+        assert keep[:V // 2].mean() <= 0.1 and keep[V // 2:].mean() >= 0.95   # BH over all: measured 5 %, 100 %
         # the map: NaN where not significant, else the chosen method's per-vertex ceiling
         assert np.isnan(c["max_r"][~keep]).all()
         np.testing.assert_array_equal(c["max_r"][keep], (half_r if method == ceilings.HALF else raw["max_r"])[keep])
-        # the region means: a vertex that is not significant counts as no agreement (0)
-        for k in ("split_half", "half_r", "loso"):
-            assert (c[k][..., ~keep] == 0).all()
-            np.testing.assert_array_equal(c[k][..., keep], raw[k][..., keep])
-        rows = {r["region"]: r for r in ceilings.region_rows("s", _regs(V), c)}
-        assert rows["signal"]["ceiling_n_significant"] == keep[V // 2:].sum()
-        zero = lambda a: np.where(keep, a, 0.0)[V // 2:]  # noqa: E731
-        np.testing.assert_allclose(rows["signal"]["ceiling_split_half"], np.sqrt(zero(rel).mean()), rtol=1e-6)
-        np.testing.assert_allclose(rows["signal"]["ceiling_half_predicts_half"], zero(half_r).mean(), rtol=1e-6)
-        # a noise region: its few lucky survivors count beside zeros, not alone (measured 0.13 against 0.56)
-        lucky = keep & (np.arange(V) < V // 2)
-        assert rows["noise"]["ceiling_split_half"] < 0.5 * np.sqrt(rel[lucky].mean())
-        assert rows["all"]["method"] == method
-        assert rows["all"]["n_vertices"] == V
+        rows = {r["region"]: r for r in ceilings.region_rows("s", regs, c)}
+        # per region, the BH over the region's own vertices: the noise region keeps none (the BH over all
+        # vertices let 5 of its 100 through), the signal region all, so its ceiling is the unmasked one
+        assert rows["noise"]["ceiling_n_significant"] == 0 and rows["noise"]["ceiling_split_half"] == 0
+        assert rows["signal"]["ceiling_n_significant"] == V // 2 and rows["all"]["method"] == method
+        np.testing.assert_allclose(rows["signal"]["ceiling_split_half"], np.sqrt(rel[V // 2:].mean()), rtol=1e-6)
+        np.testing.assert_allclose(rows["signal"]["ceiling_half_predicts_half"], half_r[V // 2:].mean(), rtol=1e-6)
+        got = ceilings.per_region(lambda d: tables.mean_fit_ceiling(d["split_half"], score[0], masks)[1], c, masks)
+        want = tables.mean_fit_ceiling(rel, score[0], masks)[1]
+        assert got[1] == 0 and got[2] == want[2]     # bit for bit where every vertex passes
+        lucky = keep & (np.arange(V) < V // 2)       # over the global BH's survivors alone it would read:
+        assert np.sqrt(rel[lucky].mean()) > 0.3       # (measured 0.56)
     # pure noise: no significant vertex, both region ceilings 0 with count 0, the map empty
     noise = ceilings.masked(dict(raw, p_null=np.full(V, 0.5)), 0.05, ceilings.SPLIT_HALF)
     assert np.isnan(noise["max_r"]).all()
     assert all(r["ceiling_n_significant"] == 0 and r["ceiling_split_half"] == 0 == r["ceiling_half_predicts_half"]
-               for r in ceilings.region_rows("s", _regs(V), noise))
+               for r in ceilings.region_rows("s", regs, noise))
 
 
 @pytest.mark.parametrize("field, value, match", [("n_null", 5, "--ceiling.n-null 5"), ("alpha", 0.0, "--ceiling.alpha"),

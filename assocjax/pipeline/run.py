@@ -321,8 +321,8 @@ def _score(cfg: ScoreConfig, out: OutputFolder | None, t0: float) -> ScoreResult
     atlases = {g.name: _atlas(g.sel, g.bold) for g in groups}
     with stages("ceiling"):
         for g in groups:
-            width = budget_mod.ceiling_vertices(budget, len(g.bold.subjects), g.bold.n_rows, cfg.ceiling.vertex_chunk)
             c = cfg.ceiling
+            width = budget_mod.ceiling_vertices(budget, len(g.bold.subjects), g.bold.n_rows, c.vertex_chunk, c.n_null)
             g.ceiling = ceilings.masked(store.ceiling(g.bold, g.fit.runs, g.folder, c.n_splits, cfg.seed, width,
                                                       c.n_null, c.null_buffer), c.alpha, c.method)
     feats_of = _features(cfg, sel, augs)
