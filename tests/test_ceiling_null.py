@@ -155,3 +155,31 @@ def test_options_checked(field, value, match):
     cfg = ScoreConfig(ceiling=dataclasses.replace(CeilingOptions(), **{field: value}))
     with pytest.raises(ValueError, match=match):
         check_options(cfg)
+
+
+def test_layer_scores_read_the_chosen_ceiling():
+    """tables.layer_scores: split_half keeps the old region ceilings where every vertex passes; under
+    half_predicts_half every unit's ceiling is the region mean of half_r over the significant vertices,
+    zeros elsewhere, and `normalized` divides by it."""
+    rng = np.random.default_rng(0)
+    V, n_sub, K = 60, 3, 2
+    half_r = np.concatenate([np.full(30, 0.02), rng.uniform(0.2, 0.4, 30)]).astype(np.float32)
+    p = np.concatenate([np.full(30, 0.5), np.full(30, 1e-6)])
+    rel = (2 * half_r / (1 + half_r)).astype(np.float32)
+    raw = dict(split_half=rel, max_r=np.sqrt(rel), half_r=half_r, p_null=p, loso=np.tile(half_r, (n_sub, 1)),
+               subject_max_r=np.ones((n_sub, V), np.float32), n_subjects=np.full(V, n_sub))
+    res = dict(r_folds=rng.uniform(0, 0.3, (K, n_sub + 1, V)), alpha_idx=np.zeros((K, n_sub + 1, V), int))
+    regs = _regs(V)
+    subjects = ("s1", "s2", "s3")
+    grid = lambda c: tables.layer_scores(0, res, c, np.ones(1), subjects, regs, 0.05, 50, 0.95, 0)  # noqa: E731
+    old, split, half = grid(raw), grid(ceilings.masked(raw, 0.05, ceilings.SPLIT_HALF)), \
+        grid(ceilings.masked(raw, 0.05, ceilings.HALF))
+    sig = dict(region="signal", hemi="both")
+    np.testing.assert_array_equal(split["ceiling"].sel(**sig).values, old["ceiling"].sel(**sig).values)
+    assert (split["ceiling"].sel(region="noise", hemi="both").values == 0).all()
+    want = np.where(np.arange(V) >= 30, half_r, 0.0)
+    for region, mask in (("all", slice(None)), ("signal", slice(30, None))):
+        np.testing.assert_allclose(half["ceiling"].sel(region=region, hemi="both").values, want[mask].mean(), rtol=1e-6)
+    h = half.sel(**sig)
+    np.testing.assert_allclose(h["normalized"].values, h["score"].values / h["ceiling"].values, rtol=1e-12)
+    assert np.isnan(half["normalized"].sel(region="noise", hemi="both").values).all()   # ceiling 0
