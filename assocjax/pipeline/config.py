@@ -186,9 +186,9 @@ class CeilingOptions:
     subject mean; half_predicts_half = the paper's, r between two random halves' mean responses (docs/ceiling.md).
     Both are computed and written (ceilings.csv, run.json)"""
     alpha: float = 0.05
-    """a vertex's ceiling counts only where the halves agree above the circular-shift null at this false
-    discovery rate (Benjamini-Hochberg over the vertices); elsewhere it is NaN in the map and left out of region
-    ceilings. 1 keeps every vertex"""
+    """a vertex's ceiling counts only where the listeners' halves agree above the circular-shift null at this
+    false discovery rate (Benjamini-Hochberg): elsewhere it is NaN in the map (BH over all vertices) and 0 in a
+    region's ceiling (BH over the region's vertices). 1 keeps every vertex"""
     n_null: int = 100
     """circular shifts of the significance null (0: no test, every vertex kept)"""
     null_buffer: int = 20
