@@ -110,5 +110,5 @@ def summary_line(whole_by_story: dict) -> str:
     parts = [f"{story} {w['ceiling_n_significant']} of {w['n_vertices']}, split_half {w['ceiling_split_half']:.3f}, "
              f"half_predicts_half {w['ceiling_half_predicts_half']:.3f}" for story, w in whole_by_story.items()]
     method = next(iter(whole_by_story.values()))["method"] if whole_by_story else SPLIT_HALF
-    return (f"ceiling vertices above the circular-shift null (FDR) and whole-brain ceilings over them "
-            f"({method} sets normalized): " + "; ".join(parts))
+    return (f"ceiling: vertices above the circular-shift null (FDR) and the whole-brain ceilings, the others "
+            f"counted as 0 ({method} sets normalized): " + "; ".join(parts))
