@@ -1,7 +1,8 @@
 """Noise ceilings: how well could any model score against noisy group-mean responses?
 
 `split_half_ceiling` gives the reliability of the S-subject mean response (Spearman-Brown
-corrected split-half r). A noise-free model that predicted the true shared signal exactly
+corrected split-half r); `split_half_ceilings` gives it with, from the same splits, the paper's
+half-vs-half r and a circular-shift p that the halves agree (docs/ceiling.md). A noise-free model that predicted the true shared signal exactly
 would reach a Pearson r of sqrt(reliability) against that group mean, so brain scores
 (Pearson r against the group mean) are normalised by `max_r_from_reliability(rel)`, not by
 the reliability itself. `loso_isc` gives the per-subject view (subject vs. the rest).
@@ -69,8 +70,6 @@ def draw_splits(n_subjects: int, n_splits: int, seed: int | jnp.ndarray = 0) -> 
     )
 
 
-@exact_matmuls
-@partial(jax.jit, static_argnames=("n_splits", "batch_size", "skip_missing"))
 def split_half_ceiling(
     y_SNV: jnp.ndarray, n_splits: int = 100, seed: int | jnp.ndarray = 0, *, batch_size: int = 8,
     skip_missing: bool = False,
@@ -91,37 +90,100 @@ def split_half_ceiling(
     there). Splits are processed `batch_size` at a time, so memory is about
     2 * batch_size * T * V floats.
     """
+    return split_half_ceilings(y_SNV, n_splits, seed, n_null=0, batch_size=batch_size, skip_missing=skip_missing)[0]
+
+
+NULL_STREAM = 2**31 - 1   # far above any split index (--ceiling.n-splits <= 1e5)
+
+
+def null_shifts(n_trs: int, n_null: int, buffer: int, seed: int = 0) -> jnp.ndarray:
+    """(n_null,) circular shifts in [buffer, n_trs - buffer] for the ceiling's null, seeded: drawn from
+    fold_in(key(seed), NULL_STREAM), apart from the splits' stream (`draw_splits` folds in 0, 1, ...)."""
+    if n_trs - 2 * buffer < 1:
+        raise ValueError(f"--ceiling.null-buffer {buffer} leaves no circular shift of {n_trs} TRs: "
+                         f"it must be below {n_trs // 2}")
+    key = jax.random.fold_in(jax.random.key(seed), NULL_STREAM)
+    return jax.random.randint(key, (n_null,), buffer, n_trs - buffer + 1)
+
+
+def _shifted_r(a_TV: jnp.ndarray, b_TV: jnp.ndarray, shifts_K: jnp.ndarray) -> jnp.ndarray:
+    """(K, V) Pearson r between a and b circularly shifted by each of shifts_K TRs, all shifts at
+    once through one FFT cross-correlation (T log T per vertex instead of K x T); NaN where a or b
+    is flat or NaN."""
+    T = a_TV.shape[0]
+    a = a_TV - a_TV.mean(0)
+    b = b_TV - b_TV.mean(0)
+    denom = jnp.sqrt(jnp.sum(a * a, 0) * jnp.sum(b * b, 0))
+    cc_TV = jnp.fft.irfft(jnp.fft.rfft(a, axis=0) * jnp.conj(jnp.fft.rfft(b, axis=0)), n=T, axis=0)
+    return jnp.where(denom > 0, cc_TV[shifts_K] / jnp.where(denom > 0, denom, 1.0), jnp.nan)
+
+
+def _z(r):
+    """Fisher z as `fisher_z_mean` takes it (clipped off +-1)."""
+    return jnp.arctanh(jnp.clip(r, -1 + 1e-7, 1 - 1e-7))
+
+
+@exact_matmuls
+@partial(jax.jit, static_argnames=("n_splits", "n_null", "buffer", "batch_size", "skip_missing"))
+def split_half_ceilings(
+    y_SNV: jnp.ndarray, n_splits: int = 100, seed: int | jnp.ndarray = 0, *, n_null: int = 100, buffer: int = 20,
+    batch_size: int = 8, skip_missing: bool = False,
+) -> tuple[jnp.ndarray, jnp.ndarray, jnp.ndarray]:
+    """(split_half, half_r, p), each (V,), from one pass over the same splits.
+
+    split_half: `split_half_ceiling`'s reliability (it is this function's first output).
+    half_r: the paper's "half of the subjects predict the other half": Pearson r between the two
+        half-means, Fisher-z averaged over the splits, no Spearman-Brown step (a ceiling on the r scale
+        for a half-sized group; docs/ceiling.md says why this is the correlation and not a ridge).
+    p: one-sided p of "the halves agree" (r > 0) against a circular-shift null, on the first split:
+        half B's mean circularly shifted against half A's by each of n_null shifts (`null_shifts`, at
+        least `buffer` TRs from 0), which keeps each half-mean's autocorrelation (AR noise, drifts) and
+        breaks only their alignment; p is the normal tail of the split's Fisher z against the null draws'
+        mean and SD (parametric, so a hundred draws reach the small p an FDR over ~1e5 vertices needs).
+        One split, not the split average: the average over splits at lag 0 counts each pair of listeners
+        once, a shifted one counts (s, s') and (s', s) apart, so its null is too narrow (measured: 9-10 % of
+        white-noise vertices below p 0.05, 12 % on AR(1) noise); one split's lag-0 and shifted r count the same pairs.
+        NaN where the ceiling is NaN; all NaN when n_null is 0.
+    Memory: `split_half_ceiling`'s, and about 5 rows of T x V floats for the one split's FFT.
+    """
     y = _check_y(y_SNV)
     if n_splits < 1:
         raise ValueError(f"n_splits must be >= 1; got {n_splits}")
     y, has_SV, bad_V = _zero_nonfinite(y, skip_missing)
-    S = y.shape[0]
+    S, T, V = y.shape
     n_a = S // 2
     perms = draw_splits(S, n_splits, seed)
     has = has_SV.astype(y.dtype)
 
-    def half_mean(in_S, n):
-        # Weighted sums instead of gathers: no (S/2, T, V) copies. HIGHEST keeps GPUs from
-        # using TF32, whose ~1e-3 error is as large as the effects being measured. Where a
-        # subject of the half lacks data the sum is rescaled to the ones present (a factor
-        # of exactly 1 elsewhere, so complete vertices are unchanged bit for bit).
-        w = in_S.astype(y.dtype)
-        total = jnp.tensordot(w / n, y, axes=1, precision=lax.Precision.HIGHEST)
-        present_V = w @ has
-        return total * jnp.where(present_V > 0, n / jnp.where(present_V > 0, present_V, 1.0), jnp.nan)
-
-    def one_split(perm_S):
+    def halves(perm_S):
         in_a = jnp.zeros(S, bool).at[perm_S[:n_a]].set(True)
-        return spearman_brown(pearson_r(half_mean(in_a, n_a), half_mean(~in_a, S - n_a)), 2.0)
+
+        def half_mean(in_S, n):
+            # Weighted sums instead of gathers: no (S/2, T, V) copies. HIGHEST keeps GPUs from using TF32,
+            # whose ~1e-3 error is as large as the effects being measured. Where a subject of the half lacks
+            # data the sum is rescaled to the ones present (a factor of exactly 1 elsewhere, so complete
+            # vertices are unchanged bit for bit).
+            w = in_S.astype(y.dtype)
+            total = jnp.tensordot(w / n, y, axes=1, precision=lax.Precision.HIGHEST)
+            present_V = w @ has
+            return total * jnp.where(present_V > 0, n / jnp.where(present_V > 0, present_V, 1.0), jnp.nan)
+        return half_mean(in_a, n_a), half_mean(~in_a, S - n_a)
 
     # Pad to whole batches with repeated splits (dropped below): lax.map would otherwise
     # compile a second copy of the body for the remainder, doubling compile time.
     bs = min(batch_size, n_splits)
-    perms = jnp.concatenate([perms, perms[: -n_splits % bs]])
-    rel_IV = lax.map(one_split, perms, batch_size=bs)[:n_splits]
+    padded = jnp.concatenate([perms, perms[: -n_splits % bs]])
+    r_IV = lax.map(lambda perm: pearson_r(*halves(perm)), padded, batch_size=bs)[:n_splits]
     # Zeroed vertices are constant, so pearson_r already gives NaN; stating it keeps the
     # rule independent of pearson_r's flatness threshold.
-    return jnp.where(bad_V, jnp.nan, fisher_z_mean(rel_IV, axis=0))
+    rel = jnp.where(bad_V, jnp.nan, fisher_z_mean(spearman_brown(r_IV, 2.0), axis=0))
+    half_r = jnp.where(bad_V, jnp.nan, fisher_z_mean(r_IV, axis=0))
+    if not n_null:
+        return rel, half_r, jnp.full(V, jnp.nan, y.dtype)
+    a, b = halves(perms[0])
+    null_KV = _z(_shifted_r(a, b, null_shifts(T, n_null, buffer, seed)))
+    t = (_z(r_IV[0]) - null_KV.mean(0)) / jnp.std(null_KV, axis=0, ddof=1)
+    return rel, half_r, jnp.where(jnp.isfinite(half_r), jax.scipy.stats.norm.sf(t), jnp.nan)
 
 
 def max_r_from_reliability(rel: jnp.ndarray) -> jnp.ndarray:

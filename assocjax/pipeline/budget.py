@@ -76,11 +76,13 @@ def chunk_targets(budget: Budget, per_target: int, fixed: int, n_rows: int, requ
                targets_within(budget.host_bytes // SHARE, host, 0, tile or 1, n_devices, what=what))
 
 
-def ceiling_vertices(budget: Budget, n_subjects: int, n_rows: int, cap: int) -> int:
+def ceiling_vertices(budget: Budget, n_subjects: int, n_rows: int, cap: int, n_null: int = 0) -> int:
     """Vertices per ceiling call: the chunk (S x N) plus the split-half batch's half means and
     the LOSO batch (about 2 x 8 + 8 rows of N) per vertex, in float32, with host copies, in
-    half the budget (`ridge.chunks.targets_within`)."""
-    per = 4 * n_rows * (STAGING * (n_subjects + 1) + 2 * 8 + 8 + n_subjects)
+    half the budget (`ridge.chunks.targets_within`); with a significance null (`ceiling.split_half_ceilings`)
+    also its split's half means and FFT (about 6 rows of N) and its shifted r (about 3 x n_null)."""
+    per = 4 * n_rows * (STAGING * (n_subjects + 1) + 2 * 8 + 8 + n_subjects) + (4 * (6 * n_rows + 3 * n_null)
+                                                                                 if n_null else 0)
     return targets_within(budget.host_bytes // 2, per, cap=cap, what=f"--memory-gb {budget.host_bytes / GiB:.2f}")
 
 

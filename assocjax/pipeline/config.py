@@ -193,6 +193,18 @@ class CeilingOptions:
     """normalized scores are NaN where the ceiling is below this"""
     vertex_chunk: int = 20000
     """vertices per ceiling call (bounds memory)"""
+    method: Literal["split_half", "half_predicts_half"] = "split_half"
+    """the ceiling that sets `normalized`: split_half = sqrt of the Spearman-Brown split-half reliability of the
+    subject mean; half_predicts_half = the paper's, r between two random halves' mean responses (docs/ceiling.md).
+    Both are computed and written (ceilings.csv, run.json)"""
+    alpha: float = 0.05
+    """a vertex's ceiling counts only where the listeners' halves agree above the circular-shift null at this
+    false discovery rate (Benjamini-Hochberg): elsewhere it is NaN in the map (BH over all vertices) and 0 in a
+    region's ceiling (BH over the region's vertices). 1 keeps every vertex"""
+    n_null: int = 100
+    """circular shifts of the significance null (0: no test, every vertex kept)"""
+    null_buffer: int = 20
+    """the null's shifts are at least this many TRs from 0 (autocorrelated BOLD agrees with itself nearby)"""
 
 
 @dataclasses.dataclass
@@ -365,7 +377,12 @@ def check_options(cfg: ScoreConfig) -> None:
             raise ValueError(f"{name} {value} must be >= 1")
     # the draws are held at once ((n, subjects) indices, (n, targets) statistics) and their Monte Carlo error
     # ~1/sqrt(n) is far below the sampling error from 1e5 on: more only fills memory
-    for name, value in (("--ceiling.n-splits", c.n_splits), ("--report.n-boot", cfg.report.n_boot)):
+    at_least({"--ceiling.n-null": c.n_null, "--ceiling.null-buffer": c.null_buffer}, 0)
+    if 0 < c.n_null < 20:
+        raise ValueError(f"--ceiling.n-null {c.n_null} must be 0 (no test) or >= 20: the null's SD needs draws")
+    between("--ceiling.alpha", c.alpha, 0, 1, lo_open=True, why="a false discovery rate (1 keeps every vertex)")
+    for name, value in (("--ceiling.n-splits", c.n_splits), ("--ceiling.n-null", c.n_null),
+                        ("--report.n-boot", cfg.report.n_boot)):
         between(name, value, 1, MAX_DRAWS, why="random draws held in memory at once; more than this changes nothing")
     if r.inner_folds < 2 or (r.outer_folds is not None and r.outer_folds < 2):
         raise ValueError("--ridge.inner-folds and --ridge.outer-folds need at least 2 folds")

@@ -13,7 +13,7 @@ from .. import results
 from ..io import atomic_write_bytes, write_csv, write_json
 from ..outputs import disk_full
 from ..results import WHOLE
-from . import grid_edges
+from . import ceilings, grid_edges
 from .bold import Bold
 
 MAP_ARRAYS = ("r", "ceiling_max_r", "normalized")
@@ -144,4 +144,6 @@ def summary_text(summary: dict, info: dict) -> str:
     lines.append("per layer: " + ", ".join(f"{l}: {v:.3f}" for l, v in s["layer_scores"].items()))
     if "alpha_grid_edges" in s:
         lines.append(grid_edges.summary_line(s["alpha_grid_edges"]))
+    if s.get("ceilings"):
+        lines.append(ceilings.summary_line(s["ceilings"]))
     return "\n".join(lines)

@@ -30,7 +30,8 @@ from ..outputs import OutputFolder
 from . import aggregate
 from . import bold as bold_mod
 from . import budget as budget_mod
-from . import best_layer, conditions, grid_edges, partition, report, store, story_level, tables, tuned, volume_atlas
+from . import (best_layer, ceilings, conditions, grid_edges, partition, report, store, story_level, tables, tuned,
+               volume_atlas)
 from .assets import ensure_builtin, planting
 from .bold import Bold
 from .config import ScoreConfig, check_options
@@ -182,6 +183,7 @@ class Tables:
     r_LV: np.ndarray
     max_r_V: np.ndarray
     best: xr.Dataset
+    ceiling_rows: list = dataclasses.field(default_factory=list)   # ceilings.csv (`pipeline.ceilings`)
 
 
 def _regions(g: Group, atlas) -> list:
@@ -220,15 +222,17 @@ def _tables(cfg: ScoreConfig, sel: Selection, groups: list[Group], atlases) -> T
     r_GLV = [report.full(np.stack([tables.fold_mean(g.results[l]["r_folds"])[-1] for l in sel.layers]), g.bold.keep_V)
              for g in groups]
     max_GV = [report.full(g.ceiling["max_r"], g.bold.keep_V) for g in groups]
+    ceiling_rows = [r for g in groups for r in ceilings.region_rows(g.name, _regions(g, atlases[g.name]), g.ceiling)]
+    summary["ceilings"] = ceilings.whole(ceiling_rows)   # both methods, whole brain, per story: run.json
     w_maps = conditions.story_weights(weights, story_G)
     return Tables(scores, stories, summary, aggregate.weighted_maps(r_GLV, w_maps).astype(np.float32),
-                  aggregate.weighted_maps(max_GV, w_maps).astype(np.float32), best)
+                  aggregate.weighted_maps(max_GV, w_maps).astype(np.float32), best, ceiling_rows)
 
 
 def _write(out: Path, cfg: ScoreConfig, sel: Selection, bold: Bold, t: Tables, label: str):
     """Tables, maps and figures into `out` (the output's staging folder) -> (paths written, notes)."""
     grids = t.stories if len(t.stories) == 1 else t.stories + (t.scores,)
-    files = report.write_tables(out, grids, t.summary, t.best)
+    files = report.write_tables(out, grids, t.summary, t.best) + [write_csv(out / "ceilings.csv", t.ceiling_rows)]
     if cfg.report.maps:
         norm = np.asarray(normalized_score(jnp.asarray(t.r_LV), jnp.asarray(t.max_r_V), cfg.ceiling.min_ceiling))
         for i, layer in enumerate(sel.layers):
@@ -260,7 +264,7 @@ def _record(cfg, sel, groups, t: Tables, root, manifest, augs, notes, stages, t0
     """run.json: what was run on what, and what it cost."""
     return dict(
         config=dataclasses.asdict(cfg), command=sys.argv, versions=_versions(),
-        seeds=dict(ceiling_splits=cfg.seed, bootstrap=cfg.seed, synthetic=cfg.synthetic.seed if manifest else None),
+        seeds=dict(ceiling_splits=cfg.seed, ceiling_null=cfg.seed, bootstrap=cfg.seed, synthetic=cfg.synthetic.seed if manifest else None),
         data_root=root, model=sel.model_folder, models=tuning, selection=describe(sel),
         augmentation=dict(mode=cfg.augment.mode, files=[str(f) for f in cfg.augment.files],
                           ids={n: a.id for n, a in augs.items()},
@@ -328,8 +332,10 @@ def _score(cfg: ScoreConfig, out: OutputFolder | None, t0: float) -> ScoreResult
     atlases = {g.name: _atlas(g.sel, g.bold) for g in groups}
     with stages("ceiling"):
         for g in groups:
-            width = budget_mod.ceiling_vertices(budget, len(g.bold.subjects), g.bold.n_rows, cfg.ceiling.vertex_chunk)
-            g.ceiling = store.ceiling(g.bold, g.fit.runs, g.folder, cfg.ceiling.n_splits, cfg.seed, width)
+            c = cfg.ceiling
+            width = budget_mod.ceiling_vertices(budget, len(g.bold.subjects), g.bold.n_rows, c.vertex_chunk, c.n_null)
+            g.ceiling = ceilings.masked(store.ceiling(g.bold, g.fit.runs, g.folder, c.n_splits, cfg.seed, width,
+                                                      c.n_null, c.null_buffer), c.alpha, c.method)
     feats_of = _features(cfg, sel, augs)
     with stages("layers"):
         fit_layers(cfg, sel, groups, feats_of, cfg.aggregate)

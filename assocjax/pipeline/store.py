@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .. import cachefile
-from ..ceiling import loso_isc, max_r_from_reliability, split_half_ceiling, subject_max_r
+from ..ceiling import loso_isc, max_r_from_reliability, split_half_ceilings, subject_max_r
 from ..data import surface_paths, volume_paths
 from ..features import cache as feature_cache
 from ..fingerprint import file_stats
@@ -34,9 +34,9 @@ from .inputs import Selection, describe, model_files
 # chunk folds, per-group BOLD z-scoring)
 CACHE = cachefile.Kind("scores", version=2, what="cached result")
 # What a layer file must hold to be used (run._solve_layer writes these and chunk_vertices,
-# which older files lack), and the ceiling file.
+# which older files lack), and the ceiling file (half_r, p_null and the null's settings: issue 24's ceiling).
 LAYER_FIELDS = ("r_folds", "alpha_idx", "test_groups", "solver")
-CEILING_FIELDS = ("split_half", "max_r", "loso", "subject_max_r", "n_subjects")
+CEILING_FIELDS = ("split_half", "max_r", "loso", "subject_max_r", "n_subjects", "half_r", "p_null", "null")
 
 
 def results_key(cfg: ScoreConfig, sel: Selection, augs: dict | None = None) -> dict:
@@ -106,10 +106,13 @@ def load_layer(folder: Path, layer: int) -> dict | None:
     return load(layer_path(folder, layer), LAYER_FIELDS)
 
 
-def ceiling(bold, runs_N: np.ndarray, folder: Path, n_splits: int, seed: int, width: int) -> dict:
+def ceiling(bold, runs_N: np.ndarray, folder: Path, n_splits: int, seed: int, width: int, n_null: int = 100,
+            null_buffer: int = 20) -> dict:
     """split_half, max_r (V,) of the subject mean; loso ISC and subject_max_r (S, V); n_subjects
     (V,) the subjects with data at each vertex, the only ones its ceiling counts (a subject's
-    bad vertex costs that subject only, as in the subject mean: `ceiling`'s skip_missing); cached.
+    bad vertex costs that subject only, as in the subject mean: `ceiling`'s skip_missing); half_r and
+    p_null (V,): the half-vs-half ceiling and its circular-shift p (`ceiling.split_half_ceilings`, the
+    same splits); null: (n_null, null_buffer) they were computed with (another asks anew); cached.
 
     Computed on the responses the ridge fits (each subject z-scored per story),
     streamed in balanced vertex chunks of at most `width` from the BOLD cache
@@ -120,24 +123,29 @@ def ceiling(bold, runs_N: np.ndarray, folder: Path, n_splits: int, seed: int, wi
     path = folder / "ceiling.npz"
     got = load(path, CEILING_FIELDS)
     v, s = bold.n_vertices, len(bold.subjects)
-    if got is not None and got["loso"].shape == (s, v):
+    null = np.array([n_null, null_buffer])
+    if got is not None and got["loso"].shape == (s, v) and np.array_equal(got["null"], null):
         return got
     if s < 2:
         nan = np.full(v, np.nan, np.float32)
         return dict(split_half=nan, max_r=nan, loso=nan[None], subject_max_r=nan[None],
-                    n_subjects=bold.has_SV.sum(0))
+                    n_subjects=bold.has_SV.sum(0), half_r=nan, p_null=nan, null=null)
     mesh = chunks.target_mesh()
     layout = chunks.chunk_layout(v, width, n_devices=mesh.size if mesh is not None else 1)
     read = lambda v0, v1: jnp.transpose(bold.chunk(v0, v1, runs_N, with_subjects=True)[:, :s], (1, 0, 2))  # noqa: E731
-    solve = lambda y_SNV: (split_half_ceiling(y_SNV, n_splits=n_splits, seed=seed, skip_missing=True),  # noqa: E731
+    solve = lambda y_SNV: (*split_half_ceilings(y_SNV, n_splits=n_splits, seed=seed, n_null=n_null,  # noqa: E731
+                                                buffer=null_buffer, skip_missing=True),
                            loso_isc(y_SNV, skip_missing=True))
-    rel, loso = [], []
-    for chunk, (rel_V, loso_SV) in chunks.stream(solve, read, layout, mesh):
+    rel, half, p, loso = [], [], [], []
+    for chunk, (rel_V, half_V, p_V, loso_SV) in chunks.stream(solve, read, layout, mesh):
         rel.append(rel_V[:chunk.used])
+        half.append(half_V[:chunk.used])
+        p.append(p_V[:chunk.used])
         loso.append(loso_SV[:, :chunk.used])
     rel, loso = np.concatenate(rel), np.concatenate(loso, 1)
     count = bold.has_SV.sum(0)
     out = dict(split_half=rel, max_r=np.asarray(max_r_from_reliability(rel)), loso=loso,
-               subject_max_r=subject_max_r(rel, loso, count), n_subjects=count)
+               subject_max_r=subject_max_r(rel, loso, count), n_subjects=count, half_r=np.concatenate(half),
+               p_null=np.concatenate(p), null=null)
     save(path, **out)
     return out

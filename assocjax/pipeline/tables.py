@@ -30,7 +30,7 @@ import numpy as np
 import xarray as xr
 
 from .. import results, rois
-from . import best_layer
+from . import best_layer, ceilings
 from ..ceiling import others_reliability
 from ..results import MEAN, WHOLE, normalized
 from ..stats import bootstrap_indices, bootstrap_mean_ci
@@ -74,6 +74,13 @@ def mean_fit_ceiling(split_half_V, score_V, masks_RV):
     return score[0], np.sqrt(np.clip(rel[0], 0.0, None)), used[0]
 
 
+def half_ceiling(half_r_V, score_XV, masks_RV):
+    """(X, R) the half-vs-half ceiling (`pipeline.ceilings`) of each unit: max(mean half_r, 0) over the
+    vertices its score uses (module doc), the same for every subject (it is a property of the group)."""
+    _, c, _ = _score_and_ceiling_means(score_XV, np.broadcast_to(half_r_V, score_XV.shape), masks_RV)
+    return np.clip(c, 0.0, None)
+
+
 def subject_ceilings(ceil: dict, score_SV, masks_RV):
     """(score, ceiling, vertices used, (S, R) each; the vertices used (S, V)) of each subject's
     fit, the ceiling over the same vertices (module doc). A subject's ceiling counts the subjects with data
@@ -99,11 +106,17 @@ def layer_scores(layer: int, res: dict, ceil: dict, alphas: np.ndarray, subjects
     alpha_FV = np.median(alphas[res["alpha_idx"]], axis=0)
     alpha_FR = np.stack([[np.median(a[m]) for _, _, m in regs] for a in alpha_FV])
     m_score, m_ceil, m_used = mean_fit_ceiling(ceil["split_half"], r_FV[-1], masks)
+    # the significance mask per region, and the paper's ceiling where it sets `normalized` (pipeline.ceilings)
+    half = ceil.get("method") == ceilings.HALF
+    m_ceil = ceilings.per_region(lambda c: half_ceiling(c["half_r"], r_FV[-1:], masks)[0] if half else
+                                 mean_fit_ceiling(c["split_half"], r_FV[-1], masks)[1], ceil, masks)
     parts = [dict(score=m_score, ci_low=np.full_like(m_score, np.nan), ci_high=np.full_like(m_score, np.nan),
                   ceiling=m_ceil, alpha=alpha_FR[-1], n_vertices=m_used)]              # (R,) each: the mean fit
     n_sub = r_FV.shape[0] - 1
     if subjects:
         s_score, s_ceil, s_used, valid_SV = subject_ceilings(ceil, r_FV[:-1], masks)            # (S, R)
+        s_ceil = ceilings.per_region(lambda c: half_ceiling(c["half_r"], r_FV[:-1], masks) if half else
+                                     subject_ceilings(c, r_FV[:-1], masks)[1], ceil, masks)
         mean, lo, hi, _ = bootstrap_mean_ci(s_score, bootstrap_indices(n_sub, n_boot, seed), ci)
         has_c = np.isfinite(s_ceil)
         with np.errstate(invalid="ignore", divide="ignore"):   # a region no subject has a ceiling for: NaN
