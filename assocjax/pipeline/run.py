@@ -29,7 +29,7 @@ from ..outputs import OutputFolder
 from . import aggregate
 from . import bold as bold_mod
 from . import budget as budget_mod
-from . import best_layer, grid_edges, partition, report, store, story_level, tables, tuned
+from . import best_layer, grid_edges, nuisance, partition, report, store, story_level, tables, tuned
 from .assets import ensure_builtin, planting
 from .bold import Bold
 from .config import ScoreConfig, check_options
@@ -62,6 +62,7 @@ class ScoreResult:
     files: list[Path]
     notes: tuple[str, ...]
     best: xr.Dataset | None = None
+    nuisance: xr.Dataset | None = None  # the low-level baseline's grid (`pipeline.nuisance`; layer "nuisance")
 
     @property
     def rows(self) -> list[dict]:
@@ -274,6 +275,8 @@ def _record(cfg, sel, groups, t: Tables, root, manifest, augs, notes, stages, t0
 
 def _summary(summary: dict, info: dict, part_rows, cfg: ScoreConfig) -> str:
     text = report.summary_text(summary, info)
+    if "nuisance" in summary:
+        text += "\n" + nuisance.summary_line(summary["nuisance"])
     return text if part_rows is None else text + "\n" + partition.summary_line(part_rows, cfg.report.ci)
 
 
@@ -323,6 +326,8 @@ def _score(cfg: ScoreConfig, out: OutputFolder | None, t0: float) -> ScoreResult
     feats_of = _features(cfg, sel, augs)
     with stages("layers"):
         fit_layers(cfg, sel, groups, feats_of, cfg.aggregate)
+    with stages("nuisance"):
+        baselines = nuisance.fit_baselines(cfg, groups)
     part_rows = None
     if cfg.augment.partition and augs:  # (a comparison's plain run has no associations to partition)
         with stages("partition"):
@@ -330,6 +335,10 @@ def _score(cfg: ScoreConfig, out: OutputFolder | None, t0: float) -> ScoreResult
         part_rows = partition.partition_rows(groups, parts, lambda g: _regions(g, atlases[g.name]), cfg.report.n_boot,
                                              cfg.report.ci, cfg.seed)
     t = _tables(cfg, sel, groups, atlases)
+    base = baselines and nuisance.baseline(cfg, groups, baselines, lambda g: _regions(g, atlases[g.name]), t.best,
+                                           t.summary)
+    if base:
+        t.summary["nuisance"] = base.summary
     edges = grid_edges.run_edges({g.name: g.results for g in groups}, sel.layers, groups[0].fit.alphas)
     t.summary["alpha_grid_edges"] = edges  # in run.json, scores.json and summary.txt with the rest
     label = "the built-in random GPT-2" if manifest and cfg.model.path is None else sel.model_folder.name
@@ -354,6 +363,8 @@ def _score(cfg: ScoreConfig, out: OutputFolder | None, t0: float) -> ScoreResult
                                                                  stages, t0, tuning)))
             if part_rows is not None:
                 files.append(write_csv(stage / "partition.csv", part_rows))
+            if base:
+                files.append(write_csv(stage / "nuisance.csv", base.rows))
             files.append(atomic_write_text(stage / "summary.txt", _summary(t.summary, info, part_rows, cfg) + "\n"))
             files = [out.final(p) for p in files]
     _print_notes(notes[len(sel.notes):])
@@ -362,4 +373,5 @@ def _score(cfg: ScoreConfig, out: OutputFolder | None, t0: float) -> ScoreResult
     return ScoreResult(output=Path(cfg.output), summary=t.summary, scores=t.scores, stories=t.stories,
                        layers=sel.layers, r_LV=t.r_LV, max_r_V=t.max_r_V, computed={g.name: g.computed for g in groups},
                        results_dirs={g.name: g.folder for g in groups}, data_root=root, model_path=sel.model_folder,
-                       manifest=manifest, files=files, notes=tuple(notes), best=t.best)
+                       manifest=manifest, files=files, notes=tuple(notes), best=t.best,
+                       nuisance=base.scores if base else None)
