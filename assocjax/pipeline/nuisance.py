@@ -11,6 +11,13 @@ is above the baseline). scores.csv is left as it was (its layer column stays int
 The results are cached beside the layer files (`baseline_path`: the regressors in the name; the
 results folder's key leaves `--features.nuisance` out, so adding or dropping the baseline
 reuses every finished layer).
+
+With `--features.nuisance-band` every layer is also fitted as a banded ridge of two bands, the
+layer's design and the regressors' (`partition.solve_partition_layer`: per-target band weights
+on `partition.gammas()` and alpha by the same nested CV, and each band alone), and the layer's
+unique variance beyond the regressors, R2(both) - R2(regressors alone), is reported with the
+other components per layer, region, hemisphere and subject (nuisance_partition.csv, the rows
+of `partition.partition_rows` with components `BAND_COMPONENTS`).
 """
 from __future__ import annotations
 
@@ -21,13 +28,17 @@ import xarray as xr
 
 from .. import results
 from ..features.nuisance import nuisance_design
+from ..fingerprint import bytes_digest
 from ..results import WHOLE
-from . import aggregate, story_level, store, tables
+from . import aggregate, partition, story_level, store, tables
+from .design import layer_design
 from .fitting import Group, solve_layer
 from .inputs import Selection
 
 LABEL = "nuisance"   # the layer label of the baseline's rows
 COMPARE_COLUMNS = ("model_cv_layer", "model_cv_score", "above_baseline")
+BANDS = ("layer", LABEL)
+BAND_COMPONENTS = partition.component_names(BANDS)  # unique_nuisance, unique_layer, shared, r2_both, r2_layer, ...
 
 
 def design(sel: Selection, opts, trim_start: int = 0) -> np.ndarray:
@@ -129,3 +140,46 @@ def summary_line(s: dict) -> str:
     return (f"low-level baseline ({', '.join(s['regressors'])}, same delays and CV): r = {s['score']:.3f}{ci} over "
             f"{WHOLE}; the CV best layer is above the low-level baseline by {s['above_baseline']:.3f} (nuisance.csv: "
             "per region)")
+
+
+def band_path(g: Group, names, layer: int):
+    digest = bytes_digest([partition.gammas().tobytes()], 8)  # another grid: another file
+    return g.folder / f"{LABEL}-band-{'+'.join(names)}-{digest}-layer-{layer:03d}.npz"
+
+
+def fit_bands(cfg, groups: list[Group], feats_of) -> dict:
+    """{(group name, layer): partition arrays (`partition.solve_partition_layer`)} of every layer's
+    design beside the regressors' band, from the cache or fitted (features through `feats_of`,
+    only when one is missing)."""
+    names = tuple(cfg.features.nuisance)
+    out, todo = {}, []
+    for g in groups:
+        for layer in g.sel.layers:
+            got = store.load(band_path(g, names, layer), partition.FIELDS)
+            if got is not None and got["r2_both"].shape == (len(g.fit.folds.outer), g.fit.fits(g.bold), g.bold.n_vertices):
+                out[g.name, layer] = got
+            else:
+                todo.append((g, layer))
+    if todo and cfg.aggregate:
+        missing = ", ".join(f"{g.name} layer {layer}" for g, layer in todo)
+        raise FileNotFoundError(f"--aggregate: --features.nuisance-band results missing for {missing}; run the jobs "
+                                "with it first, or drop --aggregate to compute them here")
+    if todo:
+        feats = feats_of(list({id(g): g for g, _ in todo}.values()))
+        for g, layer in todo:
+            x = layer_design([feats[s.name] for s in g.sel.stories], g.sel, layer, cfg.features, cfg.data.trim_start)
+            z = design(g.sel, cfg.features, cfg.data.trim_start)
+            got = partition.solve_partition_layer(np.concatenate([x, z], axis=1), g.bold, g.fit, cfg.progress,
+                                                  f"{g.name} layer {layer}: {LABEL} band", widths=(x.shape[1], z.shape[1]))
+            store.save(band_path(g, names, layer), **got)
+            out[g.name, layer] = got
+    return out
+
+
+def band_rows(cfg, groups: list[Group], parts: dict, regs_of) -> list[dict]:
+    """nuisance_partition.csv: `partition.partition_rows` of the layer and regressor bands."""
+    return partition.partition_rows(groups, parts, regs_of, cfg.report.n_boot, cfg.report.ci, cfg.seed, BANDS)
+
+
+def band_summary_line(rows: list[dict], ci: float) -> str:
+    return partition.summary_line(rows, ci, "unique_layer", "each layer beyond the low-level regressors")

@@ -273,10 +273,12 @@ def _record(cfg, sel, groups, t: Tables, root, manifest, augs, notes, stages, t0
         builtin=dict(planted=planting(cfg.synthetic), manifest=root / "manifest.json") if manifest else None)
 
 
-def _summary(summary: dict, info: dict, part_rows, cfg: ScoreConfig) -> str:
+def _summary(summary: dict, info: dict, part_rows, cfg: ScoreConfig, band_rows=None) -> str:
     text = report.summary_text(summary, info)
     if "nuisance" in summary:
         text += "\n" + nuisance.summary_line(summary["nuisance"])
+    if band_rows is not None:
+        text += "\n" + nuisance.band_summary_line(band_rows, cfg.report.ci)
     return text if part_rows is None else text + "\n" + partition.summary_line(part_rows, cfg.report.ci)
 
 
@@ -328,6 +330,11 @@ def _score(cfg: ScoreConfig, out: OutputFolder | None, t0: float) -> ScoreResult
         fit_layers(cfg, sel, groups, feats_of, cfg.aggregate)
     with stages("nuisance"):
         baselines = nuisance.fit_baselines(cfg, groups)
+    band_rows = None
+    if cfg.features.nuisance_band and baselines:
+        with stages("nuisance band"):
+            bands = nuisance.fit_bands(cfg, groups, feats_of)
+        band_rows = nuisance.band_rows(cfg, groups, bands, lambda g: _regions(g, atlases[g.name]))
     part_rows = None
     if cfg.augment.partition and augs:  # (a comparison's plain run has no associations to partition)
         with stages("partition"):
@@ -365,10 +372,13 @@ def _score(cfg: ScoreConfig, out: OutputFolder | None, t0: float) -> ScoreResult
                 files.append(write_csv(stage / "partition.csv", part_rows))
             if base:
                 files.append(write_csv(stage / "nuisance.csv", base.rows))
-            files.append(atomic_write_text(stage / "summary.txt", _summary(t.summary, info, part_rows, cfg) + "\n"))
+            if band_rows is not None:
+                files.append(write_csv(stage / "nuisance_partition.csv", band_rows))
+            text = _summary(t.summary, info, part_rows, cfg, band_rows)
+            files.append(atomic_write_text(stage / "summary.txt", text + "\n"))
             files = [out.final(p) for p in files]
     _print_notes(notes[len(sel.notes):])
-    print(_summary(t.summary, info, part_rows, cfg))
+    print(_summary(t.summary, info, part_rows, cfg, band_rows))
     print(f"wrote {cfg.output} ({len(files)} files) in {time.perf_counter() - t0:.1f} s")
     return ScoreResult(output=Path(cfg.output), summary=t.summary, scores=t.scores, stories=t.stories,
                        layers=sel.layers, r_LV=t.r_LV, max_r_V=t.max_r_V, computed={g.name: g.computed for g in groups},
