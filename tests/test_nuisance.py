@@ -120,24 +120,22 @@ def test_word_rate_world_baseline_scores_and_the_band_soaks_it_up():
     """BOLD driven by word rate only: the baseline (the regressors alone, the pipeline's nested
     ridge) predicts it; the layer alone does too (its features' mean carries the word rate: the
     confound the baseline is for), but beyond the regressors' band it adds ~nothing. Measured
-    (means over the targets): baseline r 0.478, layer alone r 0.474; R^2 regressors alone 0.279,
-    layer alone 0.259, the layer's unique variance -0.003, the regressors' 0.017."""
+    (means over the targets): baseline r 0.478; R^2 regressors alone 0.279, layer alone 0.259,
+    the layer's unique variance -0.003, the regressors' 0.017."""
     x, z, y, folds, runs = _word_rate_world()
     base, _ = prepare_nested(z, folds, DEFAULT_ALPHAS, target_runs_N=runs)
     r_base = np.asarray(solve_nested(base, y).r_folds_KT).mean(0)
-    layer, _ = prepare_nested(x, folds, DEFAULT_ALPHAS, target_runs_N=runs)
-    r_layer = np.asarray(solve_nested(layer, y).r_folds_KT).mean(0)
     part = banded.partition(np.concatenate([x, z], 1), banded.band_columns([x.shape[1], z.shape[1]]), folds,
                             DEFAULT_ALPHAS, partition.gammas(), y, target_runs_N=runs)
     comps = partition.components(dict(r2_both=np.asarray(part.r2_full_KT)[:, None],
                                       r2_without=np.asarray(part.r2_without_BKT)[:, :, None]), nuisance.BANDS)
     unique_layer, r2_nuis = comps["unique_layer"].mean(), comps["r2_nuisance"].mean()
-    print(f"baseline r {r_base.mean():.3f}, layer r {r_layer.mean():.3f}, R2 nuisance {r2_nuis:.4f}, layer alone "
+    print(f"baseline r {r_base.mean():.3f}, R2 nuisance {r2_nuis:.4f}, layer alone "
           f"{comps['r2_layer'].mean():.4f}, unique layer {unique_layer:.4f}, unique nuisance "
           f"{comps['unique_nuisance'].mean():.4f}")
     assert r_base.mean() > 0.3 and (r_base > 0).all()
-    assert r_layer.mean() > 0.2          # the confound: the layer alone scores on word rate
     assert r2_nuis > 0.15
+    assert comps["r2_layer"].mean() > 0.5 * r2_nuis   # the confound: the layer alone scores on word rate
     assert abs(unique_layer) < 0.1 * r2_nuis   # the band soaks it up
 
 
