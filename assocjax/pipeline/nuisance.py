@@ -110,9 +110,10 @@ def baseline(cfg, groups: list[Group], fitted: dict, regs_of, best: xr.Dataset, 
 def compare(row: dict, best: xr.Dataset) -> dict:
     """`COMPARE_COLUMNS` of one baseline row: the model's CV best layer and score of the same story,
     unit, region and hemisphere (best_layer.csv), and that score minus the baseline's; NaN (layer
-    -1) where best_layer.csv has no such row (a single story's rows of a run combining several)."""
+    -1) where best_layer.csv has no such row (a single story's rows of a run combining several).
+    A difference of two estimates, with no interval of its own: read it beside both CIs."""
     none = dict(model_cv_layer=-1, model_cv_score=np.nan, above_baseline=np.nan)
-    if str(best["story"].values) != row["story"]:
+    if "story" in best.coords and str(best["story"].values) != row["story"]:
         return none
     try:
         at = best.sel(unit=row["subject"], region=row["region"], hemi=row["hemi"])
