@@ -143,6 +143,9 @@ class Transcript:
     transcript_text: str | None = None
     spans_W2: np.ndarray | None = None
     transcript_path: str = ""
+    phone_onsets: np.ndarray | None = None
+    """(H,) onset seconds (audio time) of every aligned phone, sorted; None when the alignment
+    carries no phones (Gentle's align.csv never does; its align.json does: `read_gentle_json`)"""
 
     @property
     def text_source(self) -> str:
@@ -311,7 +314,7 @@ def _float_or_nan(text: str, path, line: int) -> float:
         raise ValueError(f"{path}:{line}: time {text!r} is not a number") from None
 
 
-def _finish(words, onsets, offsets, lines, path, on_unsorted, transcript: bool = True) -> Transcript:
+def _finish(words, onsets, offsets, lines, path, on_unsorted, transcript: bool = True, phones=None) -> Transcript:
     if on_unsorted not in UNSORTED_POLICIES:
         raise ValueError(f"on_unsorted must be one of {UNSORTED_POLICIES}, got {on_unsorted!r}")
     if not words:
@@ -344,8 +347,8 @@ def _finish(words, onsets, offsets, lines, path, on_unsorted, transcript: bool =
                               stacklevel=3)
                 text = None
     if text is None:
-        return Transcript(tuple(words), onsets, offsets, str(path))
-    return Transcript(tuple(words), onsets, offsets, str(path), text[0], text[1], str(text[2]))
+        return Transcript(tuple(words), onsets, offsets, str(path), phone_onsets=phones)
+    return Transcript(tuple(words), onsets, offsets, str(path), text[0], text[1], str(text[2]), phones)
 
 
 def read_gentle_csv(path: str | Path, on_unsorted: str = "error", transcript: bool = True) -> Transcript:
@@ -369,7 +372,10 @@ def read_gentle_csv(path: str | Path, on_unsorted: str = "error", transcript: bo
 
 
 def read_gentle_json(path: str | Path, on_unsorted: str = "error", transcript: bool = True) -> Transcript:
-    """Read Gentle's align.json ({"words": [{"word", "start", "end", "case"}, ...]})."""
+    """Read Gentle's align.json ({"words": [{"word", "start", "end", "case", "phones"}, ...]}).
+    A timed word's "phones" ([{"phone", "duration"}, ...], in spoken order) give each phone's
+    onset: the word's start plus the durations of the phones before it (`Transcript.phone_onsets`;
+    None when no word carries phones)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"alignment file not found: {path}")
@@ -380,7 +386,24 @@ def read_gentle_json(path: str | Path, on_unsorted: str = "error", transcript: b
     words = [w["word"] for w in entries]
     onsets = [float(w["start"]) if w.get("case", "success") == "success" and "start" in w else np.nan for w in entries]
     offsets = [float(w["end"]) if w.get("case", "success") == "success" and "end" in w else np.nan for w in entries]
-    return _finish(words, onsets, offsets, list(range(1, len(words) + 1)), path, on_unsorted, transcript)
+    return _finish(words, onsets, offsets, list(range(1, len(words) + 1)), path, on_unsorted, transcript,
+                   _phone_onsets(entries, onsets, path))
+
+
+def _phone_onsets(entries, onsets, path) -> np.ndarray | None:
+    """(H,) sorted phone onsets of the timed words of a Gentle align.json (`read_gentle_json`)."""
+    if not any("phones" in w for w in entries):
+        return None
+    out = []
+    for i, (w, start) in enumerate(zip(entries, onsets)):
+        if np.isnan(start):
+            continue  # an untimed word's phones have no time
+        try:
+            durations = [float(p["duration"]) for p in w.get("phones", ())]
+        except (KeyError, TypeError, ValueError) as e:
+            raise ValueError(f"{path}: word {i + 1} {w.get('word')!r}: a phone without a numeric duration ({e})") from None
+        out += (start + np.concatenate([[0.0], np.cumsum(durations)[:-1]])).tolist() if durations else []
+    return np.sort(np.asarray(out, np.float64))
 
 
 def read_alignment(path: str | Path, on_unsorted: str = "error", transcript: bool = True) -> Transcript:

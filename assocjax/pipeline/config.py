@@ -15,6 +15,7 @@ from ..outputs import check_folder
 import numpy as np
 
 from ..augment.pos import DEFAULT_CLASSES, class_tags
+from ..features.nuisance import check_names as check_nuisance_names
 from ..options import at_least, between, fits_memory
 from ..ridge import DEFAULT_ALPHAS
 
@@ -105,6 +106,15 @@ class FeatureOptions:
     word times that miss the scan, or a feature the model never uses)"""
     downsample: Literal["lanczos", "mean", "sum", "last"] = "lanczos"
     """words -> TRs resampling"""
+    nuisance: tuple[Literal["word_rate", "onsets", "phoneme_rate"], ...] = ("word_rate", "onsets")
+    """low-level regressors (`features.nuisance`: words per TR, word-onset impulses resampled like the features,
+    phones per TR where the alignment has phones), through the same delays: fitted alone with the same nested CV
+    and scored like a layer, the low-level baseline (nuisance.csv, summary.txt); empty: none"""
+    nuisance_band: bool = False
+    """also fit every layer's design with the --features.nuisance regressors as a second band (banded ridge:
+    per-target band weights and alpha by the same nested CV) and each alone, and report per layer the layer's
+    unique variance beyond the low-level regressors (nuisance_partition.csv); off by default: it costs ~17x a
+    layer's plain fit per target (docs/score.md)"""
 
 
 @dataclasses.dataclass
@@ -358,6 +368,9 @@ def check_options(cfg: ScoreConfig) -> None:
     f, r, c = cfg.features, cfg.ridge, cfg.ceiling
     if not f.delays:
         raise ValueError("--features.delays is empty: give at least one FIR delay in TRs (e.g. 1 2 3 4)")
+    check_nuisance_names(f.nuisance)
+    if f.nuisance_band and not f.nuisance:
+        raise ValueError("--features.nuisance-band needs regressors: --features.nuisance word_rate onsets (or others)")
     if len(set(f.delays)) != len(f.delays):
         raise ValueError(f"--features.delays {list(f.delays)} repeats a delay")
     acausal = [d for d in f.delays if d <= 0]

@@ -39,6 +39,13 @@ BANDS = ("plain", "associations")
 GAMMA_STEPS = 10
 """The band weights tried: every multiple of 1/GAMMA_STEPS on the simplex (11 for two bands)."""
 COMPONENTS = ("unique_associations", "unique_plain", "shared", "r2_both", "r2_plain", "r2_associations")
+
+
+def component_names(bands=BANDS) -> tuple[str, ...]:
+    """The components of two bands (a, b) in `COMPONENTS`' order: unique_b, unique_a, shared,
+    r2_both, r2_a, r2_b (the low-level band's partition names them too: `pipeline.nuisance`)."""
+    a, b = bands
+    return (f"unique_{b}", f"unique_{a}", "shared", "r2_both", f"r2_{a}", f"r2_{b}")
 FIELDS = ("r2_both", "r2_without", "gamma_idx")
 
 
@@ -51,13 +58,15 @@ def partition_path(g: Group, layer: int):
     return g.folder / f"partition-{digest}-layer-{layer:03d}.npz"
 
 
-def solve_partition_layer(x_NP: np.ndarray, bold, fit: Fitting, progress: bool = False, desc: str = "") -> dict:
+def solve_partition_layer(x_NP: np.ndarray, bold, fit: Fitting, progress: bool = False, desc: str = "",
+                          widths: tuple[int, int] | None = None) -> dict:
     """One layer's partition over every fit and kept vertex: r2_both (K, F, V), r2_without
-    (2, K, F, V) (without plain, without associations), gamma_idx (K, F, V) of the joint model,
-    and the chunk width; streamed like `fitting.solve_layer`."""
-    if x_NP.shape[1] % 2:
+    (2, K, F, V) (without the first band, without the second: plain, associations), gamma_idx
+    (K, F, V) of the joint model, and the chunk width; streamed like `fitting.solve_layer`.
+    widths: the two bands' columns (unset: two equal halves, the timed design)."""
+    if widths is None and x_NP.shape[1] % 2:
         raise ValueError(f"--augment.partition: the timed design has {x_NP.shape[1]} columns, not two equal bands")
-    band = banded.band_columns([x_NP.shape[1] // 2] * 2)
+    band = banded.band_columns(widths or [x_NP.shape[1] // 2] * 2)
     plan = banded.prepare_partition(x_NP, band, fit.folds, fit.alphas, gammas(), target_runs_N=fit.runs)
     tile = chunks.cpu_tile()
     mesh = chunks.target_mesh()
@@ -105,17 +114,18 @@ def fit_partitions(cfg, groups: list[Group], feats_of) -> dict:
     return out
 
 
-def components(part: dict) -> dict[str, np.ndarray]:
-    """Fold-mean held-out R^2 pieces per fit and vertex (F, V), keyed by COMPONENTS."""
+def components(part: dict, bands=BANDS) -> dict[str, np.ndarray]:
+    """Fold-mean held-out R^2 pieces per fit and vertex (F, V), keyed by `component_names(bands)`
+    (COMPONENTS for the timed design's bands)."""
     both = tables.fold_mean(part["r2_both"])
     # r2_without[b]: the model without band b, i.e. the other band alone
-    assoc_alone, plain_alone = (tables.fold_mean(w) for w in part["r2_without"])
-    return dict(unique_associations=both - plain_alone, unique_plain=both - assoc_alone,
-                shared=plain_alone + assoc_alone - both, r2_both=both, r2_plain=plain_alone,
-                r2_associations=assoc_alone)
+    b_alone, a_alone = (tables.fold_mean(w) for w in part["r2_without"])
+    values = (both - a_alone, both - b_alone, a_alone + b_alone - both, both, a_alone, b_alone)
+    return dict(zip(component_names(bands), values))
 
 
-def partition_rows(groups: list[Group], parts: dict, regs_of, n_boot: int, ci: float, seed: int) -> list[dict]:
+def partition_rows(groups: list[Group], parts: dict, regs_of, n_boot: int, ci: float, seed: int,
+                   bands=BANDS) -> list[dict]:
     """Tidy rows (partition.csv): per layer, region, hemisphere and component, the subjects'
     mean with its bootstrap CI (unit "all"), each subject's value (unit = the subject) and the
     subject-mean fit's value (unit "mean").
@@ -127,11 +137,11 @@ def partition_rows(groups: list[Group], parts: dict, regs_of, n_boot: int, ci: f
         per_group = []
         for g in groups:
             masks = np.stack([m for _, _, m in regs_of(g)]).astype(float)
-            comps = components(parts[g.name, layer])
+            comps = components(parts[g.name, layer], bands)
             per_group.append({c: rois.region_means(v, masks) for c, v in comps.items()})  # (F, R)
         subjects = sorted({s for g in groups if g.fit.per_subject for s in g.sel.subjects})
         weights = np.array([g.bold.n_rows for g in groups], np.float64)
-        for c in COMPONENTS:
+        for c in component_names(bands):
             mean_fit = _weighted([pg[c][-1] for pg in per_group], weights)
             s_vals = np.stack([_subject_value(s, groups, per_group, c, weights) for s in subjects]) if subjects else None
             if s_vals is not None and len(subjects) > 1:
@@ -180,10 +190,11 @@ def _subject_value(subject, groups, per_group, component, weights) -> np.ndarray
     return _weighted(vals, np.asarray(ws))
 
 
-def summary_line(rows: list[dict], ci: float) -> str:
-    """One line: the associations' unique variance over all vertices at each layer (subjects'
-    mean and CI where there are several subjects, else the subject-mean fit)."""
-    whole = [r for r in rows if r["component"] == "unique_associations" and r["region"] == tables.WHOLE]
+def summary_line(rows: list[dict], ci: float, component: str = "unique_associations",
+                 what: str = "the associations beyond the plain story") -> str:
+    """One line: a component (the associations' unique variance) over all vertices at each layer
+    (subjects' mean and CI where there are several subjects, else the subject-mean fit)."""
+    whole = [r for r in rows if r["component"] == component and r["region"] == tables.WHOLE]
     hemi = "both" if any(r["hemi"] == "both" for r in whole) else whole[0]["hemi"]
     pick = [r for r in whole if r["hemi"] == hemi]
     unit = "all" if any(r["unit"] == "all" and np.isfinite(r["value"]) for r in pick) else "mean"
@@ -191,5 +202,5 @@ def summary_line(rows: list[dict], ci: float) -> str:
     for r in (r for r in pick if r["unit"] == unit):
         interval = f" [{r['ci_low']:.4f}, {r['ci_high']:.4f}]" if unit == "all" else ""
         parts.append(f"layer {r['layer']}: {r['value']:.4f}{interval}")
-    what = f"subjects' mean, {ci:.0%} CI" if unit == "all" else "subject-mean fit"
-    return f"unique variance of the associations beyond the plain story (held-out R^2, {what}): " + ", ".join(parts)
+    fit = f"subjects' mean, {ci:.0%} CI" if unit == "all" else "subject-mean fit"
+    return f"unique variance of {what} (held-out R^2, {fit}): " + ", ".join(parts)

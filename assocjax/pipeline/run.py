@@ -30,8 +30,8 @@ from ..outputs import OutputFolder
 from . import aggregate
 from . import bold as bold_mod
 from . import budget as budget_mod
-from . import (best_layer, ceilings, conditions, grid_edges, partition, report, store, story_level, tables, tuned,
-               volume_atlas)
+from . import (best_layer, ceilings, conditions, grid_edges, nuisance, partition, report, store, story_level, tables,
+               tuned, volume_atlas)
 from .assets import ensure_builtin, planting
 from .bold import Bold
 from .config import ScoreConfig, check_options
@@ -64,6 +64,7 @@ class ScoreResult:
     files: list[Path]
     notes: tuple[str, ...]
     best: xr.Dataset | None = None
+    nuisance: xr.Dataset | None = None  # the low-level baseline's grid (`pipeline.nuisance`; layer "nuisance")
 
     @property
     def rows(self) -> list[dict]:
@@ -286,8 +287,12 @@ def _record(cfg, sel, groups, t: Tables, root, manifest, augs, notes, stages, t0
         builtin=dict(planted=planting(cfg.synthetic), manifest=root / "manifest.json") if manifest else None)
 
 
-def _summary(summary: dict, info: dict, part_rows, cfg: ScoreConfig) -> str:
+def _summary(summary: dict, info: dict, part_rows, cfg: ScoreConfig, band_rows=None) -> str:
     text = report.summary_text(summary, info)
+    if "nuisance" in summary:
+        text += "\n" + nuisance.summary_line(summary["nuisance"])
+    if band_rows is not None:
+        text += "\n" + nuisance.band_summary_line(band_rows, cfg.report.ci)
     return text if part_rows is None else text + "\n" + partition.summary_line(part_rows, cfg.report.ci)
 
 
@@ -339,6 +344,13 @@ def _score(cfg: ScoreConfig, out: OutputFolder | None, t0: float) -> ScoreResult
     feats_of = _features(cfg, sel, augs)
     with stages("layers"):
         fit_layers(cfg, sel, groups, feats_of, cfg.aggregate)
+    with stages("nuisance"):
+        baselines = nuisance.fit_baselines(cfg, groups)
+    band_rows = None
+    if cfg.features.nuisance_band and baselines:
+        with stages("nuisance band"):
+            bands = nuisance.fit_bands(cfg, groups, feats_of)
+        band_rows = nuisance.band_rows(cfg, groups, bands, lambda g: _regions(g, atlases[g.name]))
     part_rows = None
     if cfg.augment.partition and augs:  # (a comparison's plain run has no associations to partition)
         with stages("partition"):
@@ -346,6 +358,10 @@ def _score(cfg: ScoreConfig, out: OutputFolder | None, t0: float) -> ScoreResult
         part_rows = partition.partition_rows(groups, parts, lambda g: _regions(g, atlases[g.name]), cfg.report.n_boot,
                                              cfg.report.ci, cfg.seed)
     t = _tables(cfg, sel, groups, atlases)
+    base = baselines and nuisance.baseline(cfg, groups, baselines, lambda g: _regions(g, atlases[g.name]), t.best,
+                                           t.summary)
+    if base:
+        t.summary["nuisance"] = base.summary
     edges = grid_edges.run_edges({g.name: g.results for g in groups}, sel.layers, groups[0].fit.alphas)
     t.summary["alpha_grid_edges"] = edges  # in run.json, scores.json and summary.txt with the rest
     label = "the built-in random GPT-2" if manifest and cfg.model.path is None else sel.model_folder.name
@@ -371,12 +387,18 @@ def _score(cfg: ScoreConfig, out: OutputFolder | None, t0: float) -> ScoreResult
                                                                  stages, t0, tuning)))
             if part_rows is not None:
                 files.append(write_csv(stage / "partition.csv", part_rows))
-            files.append(atomic_write_text(stage / "summary.txt", _summary(t.summary, info, part_rows, cfg) + "\n"))
+            if base:
+                files.append(write_csv(stage / "nuisance.csv", base.rows))
+            if band_rows is not None:
+                files.append(write_csv(stage / "nuisance_partition.csv", band_rows))
+            text = _summary(t.summary, info, part_rows, cfg, band_rows)
+            files.append(atomic_write_text(stage / "summary.txt", text + "\n"))
             files = [out.final(p) for p in files]
     _print_notes(notes[len(sel.notes):])
-    print(_summary(t.summary, info, part_rows, cfg))
+    print(_summary(t.summary, info, part_rows, cfg, band_rows))
     print(f"wrote {cfg.output} ({len(files)} files) in {time.perf_counter() - t0:.1f} s")
     return ScoreResult(output=Path(cfg.output), summary=t.summary, scores=t.scores, stories=t.stories,
                        layers=sel.layers, r_LV=t.r_LV, max_r_V=t.max_r_V, computed={g.name: g.computed for g in groups},
                        results_dirs={g.name: g.folder for g in groups}, data_root=root, model_path=sel.model_folder,
-                       manifest=manifest, files=files, notes=tuple(notes), best=t.best)
+                       manifest=manifest, files=files, notes=tuple(notes), best=t.best,
+                       nuisance=base.scores if base else None)

@@ -52,7 +52,8 @@ def results_key(cfg: ScoreConfig, sel: Selection, augs: dict | None = None) -> d
     return CACHE.key(
         **extra, selection=selection, model_dtype=cfg.model.dtype,
         features={k: v for k, v in dataclasses.asdict(cfg.features).items()
-                  if k not in ("layers", "batch_size", "allow_acausal", "allow_zero_columns")},
+                  if k not in ("layers", "batch_size", "allow_acausal", "allow_zero_columns", "nuisance",
+                                "nuisance_band")},
         features_version=feature_cache.CACHE.version, bold_version=bold_store.CACHE.version,  # they set the numbers too
         ridge={k: v for k, v in dataclasses.asdict(cfg.ridge).items() if k != "target_chunk"},
         ceiling=dict(n_splits=cfg.ceiling.n_splits), on_unsorted=cfg.data.on_unsorted, trim_start=cfg.data.trim_start,

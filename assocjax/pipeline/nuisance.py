@@ -1,0 +1,186 @@
+"""The low-level baseline (`--features.nuisance`): what word rate, onsets and phoneme rate alone predict.
+
+The regressors (`features.nuisance`) of every story, through the features' delays and cut to the
+story exactly as a layer's design (`design.layer_design`), are fitted with the fit group's own
+nested, buffered CV (`fitting.solve_layer`: the same folds, alphas, fits and per-fold training-row
+z-scoring as every layer) and scored like a layer (`tables.group_scores`, combined over stories
+by `aggregate.combine`). Its grid carries the layer label "nuisance"; its rows are nuisance.csv
+(`results.SCORE_COLUMNS`, then `COMPARE_COLUMNS`: the language model's cross-validated best layer
+and score for the same story, unit, region and hemisphere from best_layer.csv, and by how much it
+is above the baseline). scores.csv is left as it was (its layer column stays integer).
+The results are cached beside the layer files (`baseline_path`: the regressors in the name; the
+results folder's key leaves `--features.nuisance` out, so adding or dropping the baseline
+reuses every finished layer).
+
+With `--features.nuisance-band` every layer is also fitted as a banded ridge of two bands, the
+layer's design and the regressors' (`partition.solve_partition_layer`: per-target band weights
+on `partition.gammas()` and alpha by the same nested CV, and each band alone), and the layer's
+unique variance beyond the regressors, R2(both) - R2(regressors alone), is reported with the
+other components per layer, region, hemisphere and subject (nuisance_partition.csv, the rows
+of `partition.partition_rows` with components `BAND_COMPONENTS`).
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import xarray as xr
+
+from .. import results
+from ..features.nuisance import nuisance_design
+from ..fingerprint import bytes_digest
+from ..results import WHOLE
+from . import aggregate, partition, story_level, store, tables
+from .design import layer_design
+from .fitting import Group, solve_layer
+from .inputs import Selection
+
+LABEL = "nuisance"   # the layer label of the baseline's rows
+COMPARE_COLUMNS = ("model_cv_layer", "model_cv_score", "above_baseline")
+BANDS = ("layer", LABEL)
+BAND_COMPONENTS = partition.component_names(BANDS)  # unique_nuisance, unique_layer, shared, r2_both, r2_layer, ...
+
+
+def design(sel: Selection, opts, trim_start: int = 0) -> np.ndarray:
+    """(N, regressors * delays) the baseline's design over the selection's stories, each built on
+    its reference scan's TRs and cut to the story minus `trim_start`, as `design.layer_design`."""
+    parts = []
+    for s in sel.stories:
+        x = nuisance_design(s.transcript, s.audio_onset, s.scan_trs, s.tr, opts.nuisance, opts.downsample,
+                            tuple(opts.delays), s.name)
+        parts.append(x[s.onset_tr + trim_start:])
+    return np.concatenate(parts, 0).astype(np.float32)
+
+
+def baseline_path(g: Group, names):
+    return g.folder / f"{LABEL}-{'+'.join(names)}.npz"
+
+
+def fit_baselines(cfg, groups: list[Group]) -> dict | None:
+    """{group name: the baseline's results (as a layer's: r_folds, alpha_idx, ...)}, from the cache
+    or fitted; None without --features.nuisance."""
+    names = tuple(cfg.features.nuisance)
+    if not names:
+        return None
+    out = {}
+    for g in groups:
+        path = baseline_path(g, names)
+        got = store.load(path, store.LAYER_FIELDS)
+        shape = (len(g.fit.folds.outer), g.fit.fits(g.bold), g.bold.n_vertices)
+        if got is None or got["r_folds"].shape != shape:
+            if cfg.aggregate:
+                raise FileNotFoundError(f"--aggregate: the low-level baseline of {g.name} is missing ({path}); run its "
+                                        "job first, or pass --features.nuisance with no names")
+            got = solve_layer(design(g.sel, cfg.features, cfg.data.trim_start), g.bold, g.fit, cfg.progress,
+                              f"{g.name} {LABEL}: vertex chunks")
+            store.save(path, **got)
+        out[g.name] = got
+    return out
+
+
+@dataclasses.dataclass
+class Baseline:
+    stories: tuple[xr.Dataset, ...]   # each group's grid (layer "nuisance")
+    scores: xr.Dataset                # the grid the summary reads (combined over groups when several)
+    rows: list[dict]                  # nuisance.csv
+    summary: dict                     # run.json / scores.json "nuisance"
+
+
+def baseline(cfg, groups: list[Group], fitted: dict, regs_of, best: xr.Dataset, summary: dict) -> Baseline:
+    """The baseline's grids (scored as a layer), rows and summary, against the run's best-layer grid
+    `best` and its summary (`tables.summary`)."""
+    grids = []
+    for g in groups:
+        subjects = g.sel.subjects if g.fit.per_subject else ()
+        ds = tables.group_scores([0], {0: fitted[g.name]}, g.ceiling, g.fit.alphas, subjects, regs_of(g),
+                                 cfg.ceiling.min_ceiling, cfg.report.n_boot, cfg.report.ci, cfg.seed, story=g.name)
+        grids.append(story_level.with_story_info(ds, g.bold.n_rows, g.sel.subjects))
+    if len(grids) == 1:
+        scores = grids[0]
+    else:
+        scores = aggregate.combine([(ds, g.bold.n_rows, g.sel.subjects) for ds, g in zip(grids, groups)],
+                                   cfg.report.n_boot, cfg.report.ci, cfg.seed, cfg.ceiling.min_ceiling)
+    label = lambda ds: ds.assign_coords(layer=[LABEL])  # noqa: E731
+    grids, scores = tuple(label(ds) for ds in grids), label(scores)
+    shown = grids if len(grids) == 1 else grids + (scores,)
+    rows = [r | compare(r, best) for ds in shown for r in results.to_rows(ds)]
+    return Baseline(grids, scores, rows, baseline_summary(cfg.features.nuisance, scores, summary))
+
+
+def compare(row: dict, best: xr.Dataset) -> dict:
+    """`COMPARE_COLUMNS` of one baseline row: the model's CV best layer and score of the same story,
+    unit, region and hemisphere (best_layer.csv), and that score minus the baseline's; NaN (layer
+    -1) where best_layer.csv has no such row (a single story's rows of a run combining several).
+    A difference of two estimates, with no interval of its own: read it beside both CIs."""
+    none = dict(model_cv_layer=-1, model_cv_score=np.nan, above_baseline=np.nan)
+    if "story" in best.coords and str(best["story"].values) != row["story"]:
+        return none
+    try:
+        at = best.sel(unit=row["subject"], region=row["region"], hemi=row["hemi"])
+    except KeyError:
+        return none
+    if not bool(at["present"]):
+        return none
+    model = float(at["cv_score"])
+    return dict(model_cv_layer=int(at["cv_layer"]), model_cv_score=model, above_baseline=model - float(row["score"]))
+
+
+def baseline_summary(names, scores: xr.Dataset, summary: dict) -> dict:
+    """The whole-brain headline of the baseline, read as `tables.summary` reads a layer's, and the
+    run's CV best score above it."""
+    at = scores.sel(unit=results.headline_unit(summary["fit"]), region=summary["region"], hemi=summary["hemi"],
+                    layer=LABEL)
+    score = float(at["score"])
+    return dict(regressors=list(names), score=score, ci=[float(at["ci_low"]), float(at["ci_high"])],
+                ceiling=float(at["ceiling"]), above_baseline=summary["cv_best_score"] - score)
+
+
+def summary_line(s: dict) -> str:
+    """One line of summary.txt: the baseline's whole-brain score and the CV best layer above it."""
+    ci = "" if not np.isfinite(s["ci"][0]) else f" (95% CI {s['ci'][0]:.3f}..{s['ci'][1]:.3f})"
+    return (f"low-level baseline ({', '.join(s['regressors'])}, same delays and CV): r = {s['score']:.3f}{ci} over "
+            f"{WHOLE}; the CV best layer is above the low-level baseline by {s['above_baseline']:.3f} (nuisance.csv: "
+            "per region)")
+
+
+def band_path(g: Group, names, layer: int):
+    digest = bytes_digest([partition.gammas().tobytes()], 8)  # another grid: another file
+    return g.folder / f"{LABEL}-band-{'+'.join(names)}-{digest}-layer-{layer:03d}.npz"
+
+
+def fit_bands(cfg, groups: list[Group], feats_of) -> dict:
+    """{(group name, layer): partition arrays (`partition.solve_partition_layer`)} of every layer's
+    design beside the regressors' band, from the cache or fitted (features through `feats_of`,
+    only when one is missing)."""
+    names = tuple(cfg.features.nuisance)
+    out, todo = {}, []
+    for g in groups:
+        for layer in g.sel.layers:
+            got = store.load(band_path(g, names, layer), partition.FIELDS)
+            if got is not None and got["r2_both"].shape == (len(g.fit.folds.outer), g.fit.fits(g.bold), g.bold.n_vertices):
+                out[g.name, layer] = got
+            else:
+                todo.append((g, layer))
+    if todo and cfg.aggregate:
+        missing = ", ".join(f"{g.name} layer {layer}" for g, layer in todo)
+        raise FileNotFoundError(f"--aggregate: --features.nuisance-band results missing for {missing}; run the jobs "
+                                "with it first, or drop --aggregate to compute them here")
+    if todo:
+        feats = feats_of(list({id(g): g for g, _ in todo}.values()))
+        for g, layer in todo:
+            x = layer_design([feats[s.name] for s in g.sel.stories], g.sel, layer, cfg.features, cfg.data.trim_start)
+            z = design(g.sel, cfg.features, cfg.data.trim_start)
+            got = partition.solve_partition_layer(np.concatenate([x, z], axis=1), g.bold, g.fit, cfg.progress,
+                                                  f"{g.name} layer {layer}: {LABEL} band", widths=(x.shape[1], z.shape[1]))
+            store.save(band_path(g, names, layer), **got)
+            out[g.name, layer] = got
+    return out
+
+
+def band_rows(cfg, groups: list[Group], parts: dict, regs_of) -> list[dict]:
+    """nuisance_partition.csv: `partition.partition_rows` of the layer and regressor bands."""
+    return partition.partition_rows(groups, parts, regs_of, cfg.report.n_boot, cfg.report.ci, cfg.seed, BANDS)
+
+
+def band_summary_line(rows: list[dict], ci: float) -> str:
+    return partition.summary_line(rows, ci, "unique_layer", "each layer beyond the low-level regressors")
