@@ -94,12 +94,13 @@ def baseline(cfg, groups: list[Group], fitted: dict, regs_of, best: xr.Dataset, 
         subjects = g.sel.subjects if g.fit.per_subject else ()
         ds = tables.group_scores([0], {0: fitted[g.name]}, g.ceiling, g.fit.alphas, subjects, regs_of(g),
                                  cfg.ceiling.min_ceiling, cfg.report.n_boot, cfg.report.ci, cfg.seed, story=g.name)
-        grids.append(story_level.with_story_info(ds, g.bold.n_rows, g.sel.subjects))
+        grids.append(story_level.with_story_info(ds, g.bold.n_rows, g.sel.subjects, g.sel.story_name))
     if len(grids) == 1:
         scores = grids[0]
     else:
         scores = aggregate.combine([(ds, g.bold.n_rows, g.sel.subjects) for ds, g in zip(grids, groups)],
-                                   cfg.report.n_boot, cfg.report.ci, cfg.seed, cfg.ceiling.min_ceiling)
+                                   cfg.report.n_boot, cfg.report.ci, cfg.seed, cfg.ceiling.min_ceiling,
+                                   [g.sel.story_name for g in groups])   # a story's condition groups: one story
     label = lambda ds: ds.assign_coords(layer=[LABEL])  # noqa: E731
     grids, scores = tuple(label(ds) for ds in grids), label(scores)
     shown = grids if len(grids) == 1 else grids + (scores,)
