@@ -1,0 +1,104 @@
+"""FIR delays from a span in seconds at each story's TR (`pipeline.delays`), and their checks."""
+import json
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from assocjax.pipeline import (CeilingOptions, DataOptions, FeatureOptions, ReportOptions, RidgeOptions, ScoreConfig,
+                               SyntheticOptions, score)
+from assocjax.pipeline.config import check_options
+from assocjax.pipeline.delays import DEFAULT_SPAN, check_stories, default_buffer, span_delays, story_delays
+from assocjax.pipeline.inputs import _check_delays
+
+
+@pytest.mark.parametrize("span, tr, want", [
+    ((1.5, 6.0), 1.5, (1, 2, 3, 4)),
+    ((1.5, 6.0), 1.52, (1, 2, 3, 4)),   # milkyway's odd scans: 6 / 1.52 = 3.95 rounds to 4
+    ((1.5, 6.0), 2.0, (1, 2, 3)),       # 0.75..3
+    ((2.0, 8.0), 2.0, (1, 2, 3, 4)),    # Huth-lab: 1-4 TRs at TR 2 s
+    ((3.0, 9.0), 2.0, (2, 3, 4, 5)),    # halves round up: 1.5 -> 2, 4.5 -> 5
+    ((0.2, 3.0), 1.5, (1, 2)),          # a start below half a TR is still one TR (never the word's own TR)
+    ((1.5, 12.0), 1.5, tuple(range(1, 9))),
+])
+def test_span_gives_the_rounded_tr_multiples(span, tr, want):
+    assert span_delays(span, tr) == want
+
+
+def test_span_without_a_whole_tr_is_an_error_naming_it():
+    with pytest.raises(ValueError, match=r"--features.delay-span 0.2 0.5 s holds no delay .* at TR 2 s"):
+        span_delays((0.2, 0.5), 2.0)
+
+
+def test_delays_in_trs_override_the_span_at_every_tr():
+    opts = FeatureOptions(delays=(2, 5), delay_span=(1.0, 20.0))
+    assert story_delays(opts, 1.5) == story_delays(opts, 2.0) == (2, 5)
+    assert story_delays(FeatureOptions(), 1.5) == span_delays(DEFAULT_SPAN, 1.5)
+
+
+@pytest.mark.parametrize("span", [(0.0, 6.0), (-1.5, 6.0), (6.0, 1.5), (float("nan"), 6.0), (1.5, float("inf"))])
+def test_bad_span_fails_in_check_options(tmp_path, span):
+    cfg = ScoreConfig(output=tmp_path / "o", features=FeatureOptions(delay_span=span))
+    with pytest.raises(ValueError, match="--features.delay-span .*0 < LO <= HI"):
+        check_options(cfg)
+
+
+def test_a_bad_span_is_ignored_when_delays_are_given(tmp_path):
+    check_options(ScoreConfig(output=tmp_path / "o", features=FeatureOptions(delays=(1, 2), delay_span=(0.0, -1.0))))
+
+
+def _story(name, tr, n_trs=100):
+    return SimpleNamespace(name=name, tr=tr, n_trs=n_trs)
+
+
+def test_pooled_stories_with_different_delay_counts_are_refused_naming_them():
+    stories = [_story("pieman", 1.5), _story("odd", 2.0)]
+    with pytest.raises(ValueError, match=r"pieman \(TR 1.5 s\): \[1, 2, 3, 4\]; odd \(TR 2 s\): \[1, 2, 3\]"):
+        check_stories(stories, FeatureOptions(), pooled=True)
+    # fitted one by one, each story keeps its own; delays in TRs are the same for both
+    assert check_stories(stories, FeatureOptions(), pooled=False) == {"pieman": (1, 2, 3, 4), "odd": (1, 2, 3)}
+    assert set(check_stories(stories, FeatureOptions(delays=(1, 2)), pooled=True).values()) == {(1, 2)}
+    # the 1.52 s scans of milkyway pool with 1.5 s stories
+    check_stories([_story("pieman", 1.5), _story("milkyway", 1.52)], FeatureOptions(), pooled=True)
+
+
+def test_the_checks_before_any_work_use_each_storys_own_delays(tmp_path):
+    cfg = ScoreConfig(output=tmp_path / "o", features=FeatureOptions(delay_span=(1.5, 15.0)),
+                      data=DataOptions(trim_start=0))
+    # 10 TRs at TR 1.5 s; the span reaches 10 TRs there but only 5 at TR 3 s
+    unset = r"\(--features.delays unset: from --features.delay-span 1.5 15 s at TR 1.5 s\)"
+    with pytest.raises(ValueError, match=r"--features.delays up to 10 TRs: longer than story 'short' .*" + unset):
+        _check_delays([_story("short", 1.5, 10), _story("long", 1.5, 100)], cfg)
+    _check_delays([_story("short", 3.0, 10), _story("long", 1.5, 100)], cfg)
+
+
+def test_default_buffer_is_the_groups_longest_delay_plus_8():
+    assert default_buffer([_story("a", 1.5), _story("b", 2.0)], FeatureOptions()) == 4 + 8
+    assert default_buffer([_story("b", 2.0)], FeatureOptions()) == 3 + 8
+    assert default_buffer([_story("b", 2.0)], FeatureOptions(delays=(1, 9))) == 9 + 8
+
+
+TR2 = SyntheticOptions(n_stories=2, n_subjects=4, story_trs=60, space="tinysphere", n_vertices=40, tr=2.0, n_layers=1,
+                       hidden=16, n_heads=2, positions=128, planted_layer=1)
+
+
+@pytest.mark.slow  # two pipeline runs on a tiny world (about 20 s)
+def test_a_tr_2_world_is_fitted_with_the_spans_delays_and_records_them(tmp_path):
+    """At TR 2 s the default span gives 1-3 TRs: the scores equal those of --features.delays 1 2 3
+    (bitwise); run.json records them, the span and the buffer they set (two stories are cut into
+    chunks, so the buffer is used)."""
+    base = dict(cache_dir=tmp_path / "cache", synthetic=TR2, progress=False,
+                ceiling=CeilingOptions(n_splits=5), report=ReportOptions(maps=False, figures=False, n_boot=20),
+                ridge=RidgeOptions(per_subject=False))
+
+    def run(name, **features):
+        res = score(ScoreConfig(output=tmp_path / name, features=FeatureOptions(layers=(1,), **features), **base))
+        return res, json.loads((tmp_path / name / "run.json").read_text())
+
+    span, info = run("span")
+    trs, _ = run("trs", delays=(1, 2, 3))
+    cv = info["stories"]["storya"]["cv"]
+    assert cv["delays_trs"]["storya"] == [1, 2, 3] and cv["delay_span_s"] == list(DEFAULT_SPAN)
+    assert cv["chunks_per_story"] > 1 and cv["buffer_trs"] == 3 + 8
+    assert info["config"]["features"]["delays"] is None
+    np.testing.assert_array_equal([r["score"] for r in span.rows], [r["score"] for r in trs.rows])
