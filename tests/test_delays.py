@@ -25,6 +25,13 @@ def test_span_gives_the_rounded_tr_multiples(span, tr, want):
     assert span_delays(span, tr) == want
 
 
+def test_the_default_span_is_the_measured_one():
+    """benchmarks/delays chose 3-9 s (docs/protocol.md): 2-6 TRs at TR 1.5 s and milkyway's 1.52 s, 2-5 at 2 s."""
+    assert DEFAULT_SPAN == (3.0, 9.0) == FeatureOptions().delay_span and FeatureOptions().delays is None
+    assert span_delays(DEFAULT_SPAN, 1.5) == span_delays(DEFAULT_SPAN, 1.52) == (2, 3, 4, 5, 6)
+    assert span_delays(DEFAULT_SPAN, 2.0) == (2, 3, 4, 5)
+
+
 def test_span_without_a_whole_tr_is_an_error_naming_it():
     with pytest.raises(ValueError, match=r"--features.delay-span 0.2 0.5 s holds no delay .* at TR 2 s"):
         span_delays((0.2, 0.5), 2.0)
@@ -52,14 +59,16 @@ def _story(name, tr, n_trs=100):
 
 
 def test_pooled_stories_with_different_delay_counts_are_refused_naming_them():
-    stories = [_story("pieman", 1.5), _story("odd", 2.0)]
-    with pytest.raises(ValueError, match=r"pieman \(TR 1.5 s\): \[1, 2, 3, 4\]; odd \(TR 2 s\): \[1, 2, 3\]"):
-        check_stories(stories, FeatureOptions(), pooled=True)
+    stories, span = [_story("pieman", 1.5), _story("odd", 2.0)], FeatureOptions(delay_span=(1.5, 6.0))
+    with pytest.raises(ValueError, match=r"--features.delay-span 1.5 6 s gives the stories fitted together .* "
+                                         r"pieman \(TR 1.5 s\): \[1, 2, 3, 4\]; odd \(TR 2 s\): \[1, 2, 3\]"):
+        check_stories(stories, span, pooled=True)
     # fitted one by one, each story keeps its own; delays in TRs are the same for both
-    assert check_stories(stories, FeatureOptions(), pooled=False) == {"pieman": (1, 2, 3, 4), "odd": (1, 2, 3)}
+    assert check_stories(stories, span, pooled=False) == {"pieman": (1, 2, 3, 4), "odd": (1, 2, 3)}
     assert set(check_stories(stories, FeatureOptions(delays=(1, 2)), pooled=True).values()) == {(1, 2)}
     # the 1.52 s scans of milkyway pool with 1.5 s stories
-    check_stories([_story("pieman", 1.5), _story("milkyway", 1.52)], FeatureOptions(), pooled=True)
+    for opts in (span, FeatureOptions()):
+        check_stories([_story("pieman", 1.5), _story("milkyway", 1.52)], opts, pooled=True)
 
 
 def test_the_checks_before_any_work_use_each_storys_own_delays(tmp_path):
@@ -73,18 +82,18 @@ def test_the_checks_before_any_work_use_each_storys_own_delays(tmp_path):
 
 
 def test_default_buffer_is_the_groups_longest_delay_plus_8():
-    assert default_buffer([_story("a", 1.5), _story("b", 2.0)], FeatureOptions()) == 4 + 8
-    assert default_buffer([_story("b", 2.0)], FeatureOptions()) == 3 + 8
+    assert default_buffer([_story("a", 1.5), _story("b", 2.0)], FeatureOptions()) == 6 + 8
+    assert default_buffer([_story("b", 2.0)], FeatureOptions()) == 5 + 8
     assert default_buffer([_story("b", 2.0)], FeatureOptions(delays=(1, 9))) == 9 + 8
 
 
-TR2 = SyntheticOptions(n_stories=2, n_subjects=4, story_trs=60, space="tinysphere", n_vertices=40, tr=2.0, n_layers=1,
+TR2 = SyntheticOptions(n_stories=2, n_subjects=4, story_trs=80, space="tinysphere", n_vertices=40, tr=2.0, n_layers=1,
                        hidden=16, n_heads=2, positions=128, planted_layer=1)
 
 
 @pytest.mark.slow  # two pipeline runs on a tiny world (about 20 s)
 def test_a_tr_2_world_is_fitted_with_the_spans_delays_and_records_them(tmp_path):
-    """At TR 2 s the default span gives 1-3 TRs: the scores equal those of --features.delays 1 2 3
+    """At TR 2 s the default span gives 2-5 TRs: the scores equal those of --features.delays 2 3 4 5
     (bitwise); run.json records them, the span and the buffer they set (two stories are cut into
     chunks, so the buffer is used)."""
     base = dict(cache_dir=tmp_path / "cache", synthetic=TR2, progress=False,
@@ -96,9 +105,9 @@ def test_a_tr_2_world_is_fitted_with_the_spans_delays_and_records_them(tmp_path)
         return res, json.loads((tmp_path / name / "run.json").read_text())
 
     span, info = run("span")
-    trs, _ = run("trs", delays=(1, 2, 3))
+    trs, _ = run("trs", delays=(2, 3, 4, 5))
     cv = info["stories"]["storya"]["cv"]
-    assert cv["delays_trs"]["storya"] == [1, 2, 3] and cv["delay_span_s"] == list(DEFAULT_SPAN)
-    assert cv["chunks_per_story"] > 1 and cv["buffer_trs"] == 3 + 8
+    assert cv["delays_trs"]["storya"] == [2, 3, 4, 5] and cv["delay_span_s"] == list(DEFAULT_SPAN)
+    assert cv["chunks_per_story"] > 1 and cv["buffer_trs"] == 5 + 8
     assert info["config"]["features"]["delays"] is None
     np.testing.assert_array_equal([r["score"] for r in span.rows], [r["score"] for r in trs.rows])

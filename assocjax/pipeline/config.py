@@ -101,9 +101,10 @@ class FeatureOptions:
     """words -> TRs resampling"""
     delay_span: tuple[float, float] = DEFAULT_SPAN
     """FIR delays as a span LO HI in seconds after each word, used when --features.delays is unset: a story's
-    delays are round(LO / TR) .. round(HI / TR) TRs at its own TR (at least 1), so 1.5 6 is 1-4 TRs at TR 1.5 s
-    (and at milkyway's 1.52 s), 1-3 at TR 2 s. The default was measured on HRF-planted worlds at TR 1.5 and 2 s
-    (benchmarks/delays, docs/protocol.md "FIR delays")"""
+    delays are round(LO / TR) .. round(HI / TR) TRs at its own TR (halves up, at least 1), so 3 9 is 2-6 TRs at
+    TR 1.5 s (and at milkyway's 1.52 s), 2-5 at TR 2 s; stories fitted together must get as many. The default
+    recovered a planted SPM-HRF response best at TR 1.5 and 2 s (99 % of the best candidate's score; 1-4 TRs at
+    TR 1.5 s: 92 %): benchmarks/delays, docs/protocol.md, section FIR delays"""
 
 
 @dataclasses.dataclass
