@@ -111,3 +111,40 @@ def test_a_tr_2_world_is_fitted_with_the_spans_delays_and_records_them(tmp_path)
     assert cv["chunks_per_story"] > 1 and cv["buffer_trs"] == 5 + 8
     assert info["config"]["features"]["delays"] is None
     np.testing.assert_array_equal([r["score"] for r in span.rows], [r["score"] for r in trs.rows])
+
+
+def _bench():
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "delays" / "run.py"
+    spec = importlib.util.spec_from_file_location("delays_run", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module   # dataclasses look their module up there
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.modules.pop(spec.name, None)
+    return module
+
+
+def test_the_benchmark_picks_the_best_span_over_both_trs_and_fewer_delays_on_a_tie():
+    """benchmarks/delays/run.py's choice on made-up scores: ratios per world and region, the
+    null region left out, the best mean over TRs, a tie going to fewer delays."""
+    bench = _bench()
+    spans = [bench.span_label(s) for s in bench.SPANS]
+    good = {"1.5-9 s": 1.0, "4-10 s": 0.998}   # at TR 1.5 s: 1-6 TRs, and 3-7 (fewer, though listed later)
+    records = []
+    for tr in (1.5, 2.0):
+        for label, delays in bench.candidates(tr).items():
+            s = good.get(label, 0.5) if label in spans else 0.9
+            scores = {"language": {"headline": 0.2 * s, "mean": 0.4 * s},
+                      "mtl": {"headline": 0.05 * s, "mean": 0.1 * s},
+                      "all": {"headline": 0.1 * s, "mean": 0.2 * s}, bench.NULL_REGION: {"headline": 0.0, "mean": 0.0}}
+            records.append(dict(tr=tr, seed=0, candidate=label, delays=list(delays), scores=scores))
+    records = bench.with_ratios(records)
+    assert bench.planted_regions(records) == ["language", "mtl"]
+    assert bench.criterion(records, "1.5-9 s") == 1.0 and bench.criterion(records, "1.5-6 s") == 0.5
+    assert bench.NULL_REGION not in records[0]["ratio"]
+    assert bench.choose(records, tie=0.005) == "4-10 s" and bench.choose(records, tie=0.001) == "1.5-9 s"
