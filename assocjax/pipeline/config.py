@@ -104,7 +104,7 @@ class FeatureOptions:
     delays are round(LO / TR) .. round(HI / TR) TRs at its own TR (halves up, at least 1), so 3 9 is 2-6 TRs at
     TR 1.5 s (and at milkyway's 1.52 s), 2-5 at TR 2 s; stories fitted together must get as many. The default
     recovered a planted SPM-HRF response best at TR 1.5 and 2 s (99 % of the best candidate's score; 1-4 TRs at
-    TR 1.5 s: 92 %): benchmarks/delays, docs/protocol.md, section FIR delays"""
+    TR 1.5 s: 89 %): benchmarks/delays, docs/protocol.md, section FIR delays"""
 
 
 @dataclasses.dataclass

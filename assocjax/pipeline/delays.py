@@ -4,16 +4,16 @@ multiples at the story's own TR, unless `--features.delays` gives them in TRs.
 Rule: delays = round(LO / TR) .. round(HI / TR), every one at least 1 (a delay of 0 would put
 the word's own TR into the design: the response must come strictly after the word), rounding
 halves up. Rounding, not "k * TR inside [LO, HI]", so that a TR a little off the usual one
-gives the same delays: milkyway's 17 scans at TR 1.52 s get 1-4 from 1.5-6 s as its 36
-scans at 1.5 s do (the inclusive rule would drop 4 x 1.52 = 6.08 s; the default 3-9 s gives
-2-6 at both). A fit group pools
-stories into one design, so its stories must get as many delays each; when their TRs give
-different counts the run stops before any work, naming the stories (`check_stories`).
+gives the same delays: milkyway's 17 scans at TR 1.52 s get 1-4 from 1.5-6 s as its 36 scans
+at 1.5 s do (the inclusive rule would drop 4 x 1.52 = 6.08 s; the default 3-9 s gives 2-6 at
+both). A fit group pools stories into one design, so its stories must get as many delays each;
+when their TRs give different counts the run stops before any work, naming the stories
+(`check_stories`).
 
 The default span is the one benchmarks/delays/run.py measured best on HRF-planted worlds at
 TR 1.5 and 2 s (docs/protocol.md, "FIR delays"): 3-9 s, i.e. 2-6 TRs at TR 1.5 s and 2-5 at
 TR 2 s, recovered 99.1 % of the best candidate's score (mean over the planted regions, 3 worlds
-per TR), 1.5-6 s (the former 1-4 TRs at TR 1.5 s) 92.4 %.
+per TR and both TRs); the former 1-4 TRs 89.0 % at TR 1.5 s.
 """
 from __future__ import annotations
 
