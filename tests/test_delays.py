@@ -91,7 +91,7 @@ TR2 = SyntheticOptions(n_stories=2, n_subjects=4, story_trs=80, space="tinyspher
                        hidden=16, n_heads=2, positions=128, planted_layer=1)
 
 
-@pytest.mark.slow  # two pipeline runs on a tiny world (about 20 s)
+@pytest.mark.slow  # two pipeline runs on a tiny world (9 s on a quiet machine, a minute under load)
 def test_a_tr_2_world_is_fitted_with_the_spans_delays_and_records_them(tmp_path):
     """At TR 2 s the default span gives 2-5 TRs: the scores equal those of --features.delays 2 3 4 5
     (bitwise); run.json records them, the span and the buffer they set (two stories are cut into
