@@ -223,7 +223,7 @@ def test_a_trim_longer_than_the_story_names_the_trim(world):
                       data=DataOptions(root=root, space="nullsphere", trim_start=10000),
                       model=ModelOptions(path=str(model)), features=FeatureOptions(layers=(0,)), progress=False)
     with pytest.raises(ValueError, match=r"--data.trim-start 10000 leaves story '\w+' \(\d+ TRs\) 0 rows, too few for "
-                                                "--features.delays up to 4 TRs: trim at most \d+"):
+                                                r"--features.delays up to 6 TRs: trim at most \d+"):
         score(cfg)
 
 

@@ -17,6 +17,9 @@ from assocjax.stats import bh_fdr, sign_flip_pvalues
 from scripts_loader import script
 
 TINY = SyntheticOptions(n_stories=2, n_subjects=10, story_trs=60, space="tinysphere", n_vertices=100)
+# delays 1-4 TRs: each 60-TR story, fitted alone in 4 chunks, leaves room for a buffer of 12 TRs at most, and
+# the default span's 2-6 TRs need 6 + 8 = 14
+FEATURES = FeatureOptions(layers=(TINY.planted_layer,), delay_span=(1.5, 6.0))
 
 
 def _reference(f, d):
@@ -132,7 +135,7 @@ def test_compare_reports_the_association_against_the_draws(experiment):
     tmp, _ = experiment
     files = tuple(sorted((tmp / "aug").glob("*.json")))
     cfg = ScoreConfig(output=tmp / "out", cache_dir=tmp / "cache", synthetic=TINY, progress=False,
-                      features=FeatureOptions(layers=(TINY.planted_layer,)), ceiling=CeilingOptions(n_splits=10),
+                      features=FEATURES, ceiling=CeilingOptions(n_splits=10),
                       report=ReportOptions(maps=False, figures=False, n_boot=200),
                       augment=AugmentOptions(files=files, compare=True))
     res = compare(cfg)
@@ -189,7 +192,7 @@ def test_by_pos_compares_each_class_with_its_own_classs_draws(experiment):
                              "--out", str(tagged / f"{story}_oracle.json")]) == 0
     files = tuple(sorted(tagged.glob("*.json")) + sorted((tmp / "aug").glob("*_random-draw*.json")))
     cfg = ScoreConfig(output=tmp / "out-pos", cache_dir=tmp / "cache", synthetic=TINY, progress=False,
-                      features=FeatureOptions(layers=(TINY.planted_layer,)), ceiling=CeilingOptions(n_splits=10),
+                      features=FEATURES, ceiling=CeilingOptions(n_splits=10),
                       report=ReportOptions(maps=False, figures=False, n_boot=100),
                       augment=AugmentOptions(files=files, compare=True, by_pos=True, pos_classes=("NOUN",)))
     res = compare(cfg)

@@ -74,10 +74,12 @@ ROWS = [
      "a buffer of 38 TRs (--ridge.buffer-trs; unset: max(--features.delays) + 8) around each held-out chunk "
      "(--ridge.story-chunks 4) leaves some fold no training rows of story 'storya' (54 TRs after --data.trim-start 6); "
      "what fits: --ridge.buffer-trs 12"),
-    ("score", DATA + ["--ridge.story-chunks", "40"], "what fits: --ridge.buffer-trs 3 or --ridge.story-chunks 4"),
+    # (delays 1-4 TRs, buffer 12: the default span's 2-6 + 8 = 14 fits no chunk count of this 54-row story)
+    ("score", DATA + ["--ridge.story-chunks", "40", "--features.delay-span", "1.5", "6"],
+     "what fits: --ridge.buffer-trs 3 or --ridge.story-chunks 4"),
     ("score", DATA + ["--ridge.story-chunks", "200"], "--ridge.story-chunks 200 must be in 1..54"),
     ("score", DATA + ["--data.trim-start", "10000"], "--data.trim-start 10000 leaves story 'storya' (60 TRs) 0 rows, "
-     "too few for --features.delays up to 4 TRs: trim at most 55"),
+     "too few for --features.delays up to 6 TRs: trim at most 53"),
     # make_synthetic.py
     ("make_synthetic", ["--out", "{tmp}/ds", "--n-vertices", "0"], "--n-vertices 0 must be >= 1"),
     ("make_synthetic", ["--out", "{tmp}/ds", "--n-subjects", "0"], "--n-subjects 0 must be >= 1"),

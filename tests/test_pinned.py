@@ -1,6 +1,9 @@
 """The numbers of the default run, a pooled whole-dataset run and experiment 1 are those the
 library gave before the result-type redesign (issue 21): tests/data/pinned/ holds their tables
-as `python tests/pinned_runs.py tests/data/pinned` wrote them on main 0a70b90. Same columns in
+as `python tests/pinned_runs.py tests/data/pinned` wrote them on main 0a70b90, rewritten once since:
+issue 24's default FIR delays (3-9 s: 2-6 TRs instead of 1-4) changed every fitted column (scores, their
+CIs, normalized, alpha; the gains' base, new, change and their statistics), the keys and ceilings
+stayed bitwise equal. Same columns in
 the same order, the same rows (matched by their key columns: a table may list them in another
 order), same text in every column (except `ceiling` and `normalized` of scores.csv, regenerated in issue 24 for the
 ceiling's significance mask, `pipeline.ceilings`: with the mask off they are the old ones bit for bit); numbers

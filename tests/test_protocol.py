@@ -65,7 +65,9 @@ def test_run_records_the_protocol(null_run):
     _, run = null_run
     (story,) = run["stories"].values()  # one story: its own fit group
     cv = story["cv"]
-    assert cv["chunks_per_story"] == 4 and cv["buffer_trs"] == 12 and cv["trim_start"] == 6
+    # the default span 3-9 s is 2-6 TRs at TR 1.5 s; the buffer is the longest + 8
+    assert cv["delays_trs"] == {"storya": [2, 3, 4, 5, 6]} and cv["delay_span_s"] == [3.0, 9.0]
+    assert cv["chunks_per_story"] == 4 and cv["buffer_trs"] == 6 + 8 and cv["trim_start"] == 6
     assert cv["rows_per_story"] == {"storya": 294}
     assert "training rows only" in cv["bold_zscore"]
 

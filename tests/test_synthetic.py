@@ -497,7 +497,7 @@ def test_builtin_options_reach_the_generator_by_name(tmp_path):
     generator = {f.name: f for f in dataclasses.fields(SyntheticConfig)}
     passed = [f.name for f in dataclasses.fields(opts) if f.name not in SyntheticOptions.MODEL_FIELDS]
     assert not set(SyntheticOptions.MODEL_FIELDS) & set(generator)
-    assert len(passed) == 9 and all(getattr(cfg, k) == getattr(opts, k) for k in passed)
+    assert len(passed) == 10 and all(getattr(cfg, k) == getattr(opts, k) for k in passed)
     assert cfg.out == tmp_path and cfg.vocab_size == 123
     defaults = SyntheticConfig(out=tmp_path)
     assert all(getattr(cfg, k) == getattr(defaults, k) for k in generator if k not in passed + ["out", "vocab_size"])

@@ -18,6 +18,7 @@ from ..augment.pos import DEFAULT_CLASSES, class_tags
 from ..features.nuisance import check_names as check_nuisance_names
 from ..options import at_least, between, fits_memory
 from ..ridge import DEFAULT_ALPHAS
+from .delays import DEFAULT_SPAN, check_span
 
 # The ridge gains are ~1/alpha and the score squares them in float32: above this they underflow to
 # 0 and every prediction is flat (r NaN at every vertex).
@@ -97,8 +98,9 @@ class FeatureOptions:
     """a word's feature: its last token's, or the mean of its tokens'"""
     batch_size: int = 8
     """windows per forward pass"""
-    delays: tuple[int, ...] = (1, 2, 3, 4)
-    """FIR delays in TRs (> 0: the response now depends on the stimulus that long ago)"""
+    delays: tuple[int, ...] | None = None
+    """FIR delays in TRs (> 0: the response now depends on the stimulus that long ago), the same at every TR;
+    unset: from --features.delay-span at each story's TR"""
     allow_acausal: bool = False
     """allow delays <= 0, which put the response to words not yet heard into the design (recorded in run.json)"""
     allow_zero_columns: bool = False
@@ -115,6 +117,12 @@ class FeatureOptions:
     per-target band weights and alpha by the same nested CV) and each alone, and report per layer the layer's
     unique variance beyond the low-level regressors (nuisance_partition.csv); off by default: it costs ~17x a
     layer's plain fit per target (docs/score.md)"""
+    delay_span: tuple[float, float] = DEFAULT_SPAN
+    """FIR delays as a span LO HI in seconds after each word, used when --features.delays is unset: a story's
+    delays are round(LO / TR) .. round(HI / TR) TRs at its own TR (halves up, at least 1), so 3 9 is 2-6 TRs at
+    TR 1.5 s (and at milkyway's 1.52 s), 2-5 at TR 2 s; stories fitted together must get as many. The default
+    recovered a planted SPM-HRF response best at TR 1.5 and 2 s (99 % of the best candidate's score; 1-4 TRs at
+    TR 1.5 s: 89 %): benchmarks/delays, docs/protocol.md, section FIR delays"""
 
 
 @dataclasses.dataclass
@@ -185,8 +193,8 @@ class RidgeOptions:
     buffer_trs: int | None = None
     """training TRs dropped on each side of a held-out chunk of the same story (outer and inner folds),
     so autocorrelated BOLD and slowly drifting features cannot leak across the chunk edge;
-    unset: max(delays) + 8 (on pure AR(1) noise, rho 0.8, with slowly drifting features the leak is +0.015 r
-    without a buffer, +0.002 at 8 TRs, +0.001 at 12). Held-out whole stories need none"""
+    unset: the fit group's longest delay + 8 (on pure AR(1) noise, rho 0.8, with slowly drifting features the leak
+    is +0.015 r without a buffer, +0.002 at 8 TRs, +0.001 at 12). Held-out whole stories need none"""
     per_subject: bool = True
     """fit every subject as well as the subject mean (all in one solve)"""
     target_chunk: int | None = None
@@ -280,6 +288,9 @@ class SyntheticOptions:
     """planted response shape: SPM HRF, or FIR delays 1-4"""
     seed: int = 0
     """seed of the model, stories, subjects and noise"""
+    tr: float = 1.5
+    """repetition time of the generated scans in seconds (the HRF is sampled at it; --synthetic.story-trs counts
+    TRs of this length)"""
 
     def generator_config(self, out: Path, **fixed):
         """The `SyntheticConfig` of these options: every field outside MODEL_FIELDS under its own
@@ -366,14 +377,15 @@ def check_options(cfg: ScoreConfig) -> None:
     """Everything that can be checked from the options alone, before any file is read: each
     error names the option and what would be valid."""
     f, r, c = cfg.features, cfg.ridge, cfg.ceiling
-    if not f.delays:
+    check_span(f)
+    if f.delays is not None and not f.delays:
         raise ValueError("--features.delays is empty: give at least one FIR delay in TRs (e.g. 1 2 3 4)")
     check_nuisance_names(f.nuisance)
     if f.nuisance_band and not f.nuisance:
         raise ValueError("--features.nuisance-band needs regressors: --features.nuisance word_rate onsets (or others)")
-    if len(set(f.delays)) != len(f.delays):
+    if len(set(f.delays or ())) != len(f.delays or ()):
         raise ValueError(f"--features.delays {list(f.delays)} repeats a delay")
-    acausal = [d for d in f.delays if d <= 0]
+    acausal = [d for d in f.delays or () if d <= 0]
     if acausal and not f.allow_acausal:
         raise ValueError(f"--features.delays {acausal} <= 0 put responses to words not yet heard into the design; "
                          "pass --features.allow-acausal to do it on purpose")

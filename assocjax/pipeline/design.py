@@ -13,6 +13,7 @@ import numpy as np
 from .. import fingerprint
 from ..augment import augmented_reading
 from ..features import WordColumns, tr_features, word_features
+from .delays import story_delays
 from .inputs import Selection
 
 
@@ -121,7 +122,7 @@ def layer_design(feats, sel: Selection, layer: int, opts, trim_start: int = 0) -
     for (heard, extra), s in zip(feats, sel.stories):
         blocks = [(heard, s.word_times)] + ([extra] if extra is not None else [])
         x = np.concatenate([tr_features(f, t, s.scan_trs, s.tr, layers=[layer], method=opts.downsample,
-                                        delays=tuple(opts.delays))[0] for f, t in blocks], axis=-1)
+                                        delays=story_delays(opts, s.tr))[0] for f, t in blocks], axis=-1)
         part = x[s.onset_tr + trim_start:]
         zero = np.flatnonzero(~np.any(part != 0, axis=0))
         if zero.size and not opts.allow_zero_columns:

@@ -20,6 +20,7 @@ from .. import cachefile, ridge
 from ..options import between
 from ..ridge import chunks
 from . import budget as budget_mod
+from . import delays
 from . import store
 from .bold import Bold
 from .config import ScoreConfig
@@ -52,7 +53,8 @@ def fitting(cfg: ScoreConfig, sel: Selection, budget: budget_mod.Budget) -> Fitt
     between("--ridge.outer-folds", cfg.ridge.outer_folds, 2, len(np.unique(groups)),
             why=f"folds of whole CV groups: {len(rows)} story(ies) in {chunks} chunk(s) each (--ridge.story-chunks)")
     runs = run_ids(rows)
-    buffer = cfg.ridge.buffer_trs if cfg.ridge.buffer_trs is not None else max(cfg.features.delays) + 8
+    buffer = cfg.ridge.buffer_trs
+    buffer = buffer if buffer is not None else delays.default_buffer(sel.stories, cfg.features)
     buffer = buffer if chunks > 1 else 0  # held-out whole stories need none
     folds = _nested_folds(cfg, sel, rows, chunks, buffer)
     info = dict(groups=int(len(np.unique(groups))), chunks_per_story=chunks, buffer_trs=buffer,
@@ -60,7 +62,8 @@ def fitting(cfg: ScoreConfig, sel: Selection, budget: budget_mod.Budget) -> Fitt
                              "per story with that fold's training rows only"),
                 per_subject=cfg.ridge.per_subject and len(sel.subjects) > 1,
                 test_groups=[list(t) for t in folds.test_groups], trim_start=cfg.data.trim_start,
-                rows_per_story=dict(zip([s.name for s in sel.stories], rows)))
+                rows_per_story=dict(zip([s.name for s in sel.stories], rows)),
+                **delays.record(sel.stories, cfg.features))
     return Fitting(groups, runs, folds, np.sort(np.asarray(cfg.ridge.alphas, np.float64)), info["per_subject"], budget,
                    cfg.ridge.target_chunk, info)
 
@@ -96,7 +99,8 @@ def _nested_folds(cfg: ScoreConfig, sel: Selection, rows: list[int], chunks: int
     unset = "" if r.buffer_trs is not None else "; unset: max(--features.delays) + 8"
     fixes = [f"--ridge.buffer-trs {most_buffer}" if most_buffer is not None else None,
              f"--ridge.story-chunks {most_chunks}" if most_chunks is not None else None]
-    fixes = [f for f in fixes if f] or ["shorter --features.delays and a smaller --ridge.buffer-trs, or longer stories"]
+    fixes = [f for f in fixes if f] or [f"shorter delays ({delays.source(cfg.features)}) and a smaller "
+                                        "--ridge.buffer-trs, or longer stories"]
     raise ValueError(f"a buffer of {buffer} TRs (--ridge.buffer-trs{unset}) around each held-out chunk "
                      f"(--ridge.story-chunks {chunks}) leaves some fold no training rows of story "
                      f"{sel.stories[short].name!r} ({rows[short]} TRs after --data.trim-start {cfg.data.trim_start}); "

@@ -22,7 +22,7 @@ from ..data.layout import _subject_id, find_stories, find_story, split_commas
 from ..data.narratives import VOLUME_SPACE
 from ..models.config import ModelConfig
 from ..models.loading import check_weights, resolve
-from . import conditions, volume_atlas
+from . import conditions, delays, volume_atlas
 from .config import ScoreConfig
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "tokenizer.model")
@@ -325,18 +325,23 @@ def _check_words_outside(stories, max_share: float) -> list[str]:
 
 
 def _check_delays(stories, cfg: ScoreConfig) -> None:
-    """The onset trim leaves every story more rows than the delays reach (the trim is named when
-    it, not the delays, leaves too few), and the delays reach less far than a story."""
-    short = min(stories, key=lambda s: s.n_trs)
-    rows = short.n_trs - cfg.data.trim_start
-    longest = max(abs(d) for d in cfg.features.delays)
-    if rows <= longest < short.n_trs:  # the trim, not the delays, leaves too few rows
-        raise ValueError(f"--data.trim-start {cfg.data.trim_start} leaves story {short.name!r} ({short.n_trs} TRs) "
-                         f"{max(rows, 0)} rows, too few for --features.delays up to {longest} TRs: trim at most "
-                         f"{short.n_trs - longest - 1}")
-    if longest >= rows:
-        raise ValueError(f"--features.delays up to {longest} TRs: longer than story {short.name!r} "
-                         f"({rows} TRs after --data.trim-start {cfg.data.trim_start}); every design row would be empty")
+    """Stories fitted together get as many delays each (`delays.check_stories`); the onset trim
+    leaves every story more rows than its delays reach (the trim is named when it, not the
+    delays, leaves too few), and the delays reach less far than a story."""
+    f = cfg.features
+    per_story = delays.check_stories(stories, f, cfg.data.pool_stories)
+    for short in sorted(stories, key=lambda s: s.n_trs):
+        rows = short.n_trs - cfg.data.trim_start
+        longest = max(abs(d) for d in per_story[short.name])
+        how = f" (--features.delays unset: from {delays.source(f)} at TR {short.tr:g} s)" if f.delays is None else ""
+        if rows <= longest < short.n_trs:  # the trim, not the delays, leaves too few rows
+            raise ValueError(f"--data.trim-start {cfg.data.trim_start} leaves story {short.name!r} ({short.n_trs} TRs) "
+                             f"{max(rows, 0)} rows, too few for --features.delays up to {longest} TRs: trim at most "
+                             f"{short.n_trs - longest - 1}{how}")
+        if longest >= rows:
+            raise ValueError(f"--features.delays up to {longest} TRs: longer than story {short.name!r} "
+                             f"({rows} TRs after --data.trim-start {cfg.data.trim_start}); every design row would be "
+                             f"empty{how}")
 
 
 def _no_onset(scan: Scan, st: Story) -> str | None:

@@ -30,7 +30,7 @@ from .. import results
 from ..features.nuisance import nuisance_design
 from ..fingerprint import bytes_digest
 from ..results import WHOLE
-from . import aggregate, partition, story_level, store, tables
+from . import aggregate, delays, partition, story_level, store, tables
 from .design import layer_design
 from .fitting import Group, solve_layer
 from .inputs import Selection
@@ -47,7 +47,7 @@ def design(sel: Selection, opts, trim_start: int = 0) -> np.ndarray:
     parts = []
     for s in sel.stories:
         x = nuisance_design(s.transcript, s.audio_onset, s.scan_trs, s.tr, opts.nuisance, opts.downsample,
-                            tuple(opts.delays), s.name)
+                            delays.story_delays(opts, s.tr), s.name)
         parts.append(x[s.onset_tr + trim_start:])
     return np.concatenate(parts, 0).astype(np.float32)
 

@@ -248,7 +248,7 @@ def _write(out: Path, cfg: ScoreConfig, sel: Selection, bold: Bold, t: Tables, l
 
 def _run_notes(cfg: ScoreConfig, sel: Selection, groups: list[Group]) -> list[str]:
     notes = []
-    acausal = [d for d in cfg.features.delays if d <= 0]
+    acausal = [d for d in cfg.features.delays or () if d <= 0]
     if acausal:
         notes.append(f"delays {acausal} <= 0 (--features.allow-acausal): the design holds responses to words not "
                      "yet heard")
