@@ -28,15 +28,16 @@ import xarray as xr
 
 from .. import results
 from ..features.nuisance import nuisance_design
+from ..gains import paired_change
 from ..fingerprint import bytes_digest
 from ..results import WHOLE
-from . import aggregate, delays, partition, story_level, store, tables
+from . import aggregate, conditions, delays, partition, story_level, store, tables
 from .design import layer_design
 from .fitting import Group, solve_layer
 from .inputs import Selection
 
 LABEL = "nuisance"   # the layer label of the baseline's rows
-COMPARE_COLUMNS = ("model_cv_layer", "model_cv_score", "above_baseline")
+COMPARE_COLUMNS = ("model_cv_layer", "model_cv_score", "above_baseline", "above_ci_low", "above_ci_high", "above_p")
 BANDS = ("layer", LABEL)
 BAND_COMPONENTS = partition.component_names(BANDS)  # unique_nuisance, unique_layer, shared, r2_both, r2_layer, ...
 
@@ -104,16 +105,60 @@ def baseline(cfg, groups: list[Group], fitted: dict, regs_of, best: xr.Dataset, 
     label = lambda ds: ds.assign_coords(layer=[LABEL])  # noqa: E731
     grids, scores = tuple(label(ds) for ds in grids), label(scores)
     shown = grids if len(grids) == 1 else grids + (scores,)
-    rows = [r | compare(r, best) for ds in shown for r in results.to_rows(ds)]
-    return Baseline(grids, scores, rows, baseline_summary(cfg.features.nuisance, scores, summary))
+    tested = margin(best, grids, scores, cfg.report.n_boot, cfg.report.ci, cfg.seed)
+    rows = [r | compare(r, best, tested) for ds in shown for r in results.to_rows(ds)]
+    return Baseline(grids, scores, rows, baseline_summary(cfg.features.nuisance, scores, summary, tested))
 
 
-def compare(row: dict, best: xr.Dataset) -> dict:
+def margin(best: xr.Dataset, grids, scores: xr.Dataset, n_boot: int, ci: float, seed: int) -> dict:
+    """{(region, hemi): (CI low, CI high, p)} of the headline's margin above the baseline, each
+    subject paired with itself: its CV best-layer score minus its baseline score. One story: the
+    subject bootstrap and sign-flip p of every F (`gains.paired_change`); several: the two-level
+    CI and p over stories and subjects (`story_level.paired_two_level`, from each subject's CV
+    score per story, best_layer attrs `cv_by_story`). {} without per-subject fits."""
+    subjects = results.fit_units(best, results.SUBJECT)["unit"].values.tolist()
+    if not subjects:
+        return {}
+    rr, hh = np.nonzero(best["present"].values)
+    pairs = [(str(best["region"].values[r]), str(best["hemi"].values[h])) for r, h in zip(rr, hh)]
+    by_story = best.attrs.get("cv_by_story")
+    if by_story is None:
+        new = np.stack([best["cv_score"].sel(unit=subjects, region=r, hemi=h).values for r, h in pairs], -1)
+        base = _own_scores(scores, subjects, pairs)
+        st = paired_change(base, new, n_boot, ci, seed)
+        lo, hi, p = st["change_ci_low"], st["change_ci_high"], st["p"]
+    else:
+        new, w = by_story
+        base, w_base, _ = conditions.by_story(np.stack([_own_scores(ds, subjects, pairs) for ds in grids], -1),
+                                              [ds.attrs["weight"] for ds in grids],
+                                              [ds.attrs["stimulus"] for ds in grids])
+        if base.shape != new.shape or not np.allclose(w, w_base):
+            raise ValueError(f"the baseline's per-story scores {base.shape} (weights {list(w_base)}) do not match the "
+                             f"best layer's {new.shape} (weights {list(w)})")
+        # the estimate is the headline's, as above_baseline: the mean CV score minus the baseline's mean
+        change = np.array([float(best["cv_score"].sel(unit=results.ALL, region=r, hemi=h))
+                           - float(scores["score"].sel(unit=results.ALL, layer=LABEL, region=r, hemi=h))
+                           for r, h in pairs])
+        two = story_level.paired_two_level(base, new, w, dict(change=change, relative=np.full_like(change, np.nan)),
+                                           n_boot, ci, seed)
+        lo, hi, p = two["change_ci_low"], two["change_ci_high"], two["p"]
+    return {pair: (float(a), float(b), float(c)) for pair, a, b, c in zip(pairs, lo, hi, p)}
+
+
+def _own_scores(ds: xr.Dataset, subjects, pairs) -> np.ndarray:
+    """(S, X) each subject's own baseline score on the (region, hemi) pairs; NaN where it has none."""
+    own = results.fit_units(ds, results.SUBJECT)
+    at = own["score"].sel(layer=LABEL).reindex(unit=list(subjects))
+    return np.stack([at.sel(region=r, hemi=h).values for r, h in pairs], -1).astype(np.float64)
+
+
+def compare(row: dict, best: xr.Dataset, tested: dict | None = None) -> dict:
     """`COMPARE_COLUMNS` of one baseline row: the model's CV best layer and score of the same story,
     unit, region and hemisphere (best_layer.csv), and that score minus the baseline's; NaN (layer
     -1) where best_layer.csv has no such row (a single story's rows of a run combining several).
     A difference of two estimates, with no interval of its own: read it beside both CIs."""
-    none = dict(model_cv_layer=-1, model_cv_score=np.nan, above_baseline=np.nan)
+    none = dict(model_cv_layer=-1, model_cv_score=np.nan, above_baseline=np.nan, above_ci_low=np.nan,
+                above_ci_high=np.nan, above_p=np.nan)
     if "story" in best.coords and str(best["story"].values) != row["story"]:
         return none
     try:
@@ -123,25 +168,33 @@ def compare(row: dict, best: xr.Dataset) -> dict:
     if not bool(at["present"]):
         return none
     model = float(at["cv_score"])
-    return dict(model_cv_layer=int(at["cv_layer"]), model_cv_score=model, above_baseline=model - float(row["score"]))
+    lo, hi, p = (tested or {}).get((row["region"], row["hemi"]), (np.nan,) * 3) if row["subject"] == results.ALL \
+        else (np.nan,) * 3
+    return dict(model_cv_layer=int(at["cv_layer"]), model_cv_score=model, above_baseline=model - float(row["score"]),
+                above_ci_low=lo, above_ci_high=hi, above_p=p)
 
 
-def baseline_summary(names, scores: xr.Dataset, summary: dict) -> dict:
+def baseline_summary(names, scores: xr.Dataset, summary: dict, tested: dict | None = None) -> dict:
     """The whole-brain headline of the baseline, read as `tables.summary` reads a layer's, and the
-    run's CV best score above it."""
+    run's CV best score above it (with `margin`'s CI and p where there are per-subject fits)."""
     at = scores.sel(unit=results.headline_unit(summary["fit"]), region=summary["region"], hemi=summary["hemi"],
                     layer=LABEL)
     score = float(at["score"])
     return dict(regressors=list(names), score=score, ci=[float(at["ci_low"]), float(at["ci_high"])],
-                ceiling=float(at["ceiling"]), above_baseline=summary["cv_best_score"] - score)
+                ceiling=float(at["ceiling"]), above_baseline=summary["cv_best_score"] - score,
+                above_ci=list((tested or {}).get((summary["region"], summary["hemi"]), (np.nan,) * 3)[:2]),
+                above_p=(tested or {}).get((summary["region"], summary["hemi"]), (np.nan,) * 3)[2])
 
 
 def summary_line(s: dict) -> str:
     """One line of summary.txt: the baseline's whole-brain score and the CV best layer above it."""
     ci = "" if not np.isfinite(s["ci"][0]) else f" (95% CI {s['ci'][0]:.3f}..{s['ci'][1]:.3f})"
+    above = s.get("above_ci", [np.nan])
+    test = "" if not np.isfinite(above[0]) else \
+        f" (95% CI {above[0]:.3f}..{above[1]:.3f}, paired over subjects, p = {s['above_p']:.3g})"
     return (f"low-level baseline ({', '.join(s['regressors'])}, same delays and CV): r = {s['score']:.3f}{ci} over "
-            f"{WHOLE}; the CV best layer is above the low-level baseline by {s['above_baseline']:.3f} (nuisance.csv: "
-            "per region)")
+            f"{WHOLE}; the CV best layer is above the low-level baseline by {s['above_baseline']:.3f}{test} "
+            "(nuisance.csv: per region)")
 
 
 def band_path(g: Group, names, layer: int):
