@@ -32,7 +32,6 @@ from ..gains import paired_change
 from ..fingerprint import bytes_digest
 from ..results import WHOLE
 from . import aggregate, conditions, delays, partition, story_level, store, tables
-from .design import layer_design
 from .fitting import Group, solve_layer
 from .inputs import Selection
 
@@ -203,32 +202,13 @@ def band_path(g: Group, names, layer: int):
 
 
 def fit_bands(cfg, groups: list[Group], feats_of) -> dict:
-    """{(group name, layer): partition arrays (`partition.solve_partition_layer`)} of every layer's
+    """{(group name, layer): partition arrays (`partition.fit_partitions`)} of every layer's
     design beside the regressors' band, from the cache or fitted (features through `feats_of`,
     only when one is missing)."""
     names = tuple(cfg.features.nuisance)
-    out, todo = {}, []
-    for g in groups:
-        for layer in g.sel.layers:
-            got = store.load(band_path(g, names, layer), partition.FIELDS)
-            if got is not None and got["r2_both"].shape == (len(g.fit.folds.outer), g.fit.fits(g.bold), g.bold.n_vertices):
-                out[g.name, layer] = got
-            else:
-                todo.append((g, layer))
-    if todo and cfg.aggregate:
-        missing = ", ".join(f"{g.name} layer {layer}" for g, layer in todo)
-        raise FileNotFoundError(f"--aggregate: --features.nuisance-band results missing for {missing}; run the jobs "
-                                "with it first, or drop --aggregate to compute them here")
-    if todo:
-        feats = feats_of(list({id(g): g for g, _ in todo}.values()))
-        for g, layer in todo:
-            x = layer_design([feats[s.name] for s in g.sel.stories], g.sel, layer, cfg.features, cfg.data.trim_start)
-            z = design(g.sel, cfg.features, cfg.data.trim_start)
-            got = partition.solve_partition_layer(np.concatenate([x, z], axis=1), g.bold, g.fit, cfg.progress,
-                                                  f"{g.name} layer {layer}: {LABEL} band", widths=(x.shape[1], z.shape[1]))
-            store.save(band_path(g, names, layer), **got)
-            out[g.name, layer] = got
-    return out
+    return partition.fit_partitions(cfg, groups, feats_of, path_of=lambda g, layer: band_path(g, names, layer),
+                                    second_band=lambda g: design(g.sel, cfg.features, cfg.data.trim_start),
+                                    what=f"{LABEL} band", option="--features.nuisance-band")
 
 
 def band_rows(cfg, groups: list[Group], parts: dict, regs_of) -> list[dict]:

@@ -89,27 +89,35 @@ def solve_partition_layer(x_NP: np.ndarray, bold, fit: Fitting, progress: bool =
                 target_bytes=np.asarray([per, fixed]))
 
 
-def fit_partitions(cfg, groups: list[Group], feats_of) -> dict:
+def fit_partitions(cfg, groups: list[Group], feats_of, path_of=None, second_band=None, what: str = "partition",
+                   option: str = "--augment.partition") -> dict:
     """{(group name, layer): partition arrays} for every group and scored layer, from the
-    cache where there, else fitted (word features through `feats_of`, only when needed)."""
+    cache where there, else fitted (word features through `feats_of`, only when needed). The
+    bands: the timed design's two halves, or with `second_band(group)` -> (N, P2) the layer's
+    design and that one (`nuisance.fit_bands`); `path_of(group, layer)`: the cache file."""
+    path_of = path_of or partition_path
     out, todo = {}, []
     for g in groups:
         for layer in g.sel.layers:
-            got = store.load(partition_path(g, layer), FIELDS)
+            got = store.load(path_of(g, layer), FIELDS)
             if got is not None and got["r2_both"].shape == (len(g.fit.folds.outer), g.fit.fits(g.bold), g.bold.n_vertices):
                 out[g.name, layer] = got
             else:
                 todo.append((g, layer))
     if todo and cfg.aggregate:
         missing = ", ".join(f"{g.name} layer {layer}" for g, layer in todo)
-        raise FileNotFoundError(f"--aggregate: partition results missing for {missing}; run the jobs with "
-                                "--augment.partition first, or drop --aggregate to compute them here")
+        raise FileNotFoundError(f"--aggregate: {option} results missing for {missing}; run the jobs with "
+                                f"{option} first, or drop --aggregate to compute them here")
     if todo:
         feats = feats_of(list({id(g): g for g, _ in todo}.values()))
         for g, layer in todo:
             x = layer_design([feats[s.name] for s in g.sel.stories], g.sel, layer, cfg.features, cfg.data.trim_start)
-            got = solve_partition_layer(x, g.bold, g.fit, cfg.progress, f"{g.name} layer {layer}: partition")
-            store.save(partition_path(g, layer), **got)
+            widths = None
+            if second_band is not None:
+                z = second_band(g)
+                x, widths = np.concatenate([x, z], axis=1), (x.shape[1], z.shape[1])
+            got = solve_partition_layer(x, g.bold, g.fit, cfg.progress, f"{g.name} layer {layer}: {what}", widths)
+            store.save(path_of(g, layer), **got)
             out[g.name, layer] = got
     return out
 
