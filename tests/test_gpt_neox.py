@@ -295,7 +295,9 @@ def test_score_py_scores_a_pythia_folder_on_the_built_in_world(with_tokenizer, t
     small = ["--synthetic.n-stories", "2", "--synthetic.n-subjects", "3", "--synthetic.story-trs", "60",
              "--synthetic.space", "tinysphere", "--synthetic.n-vertices", "40", "--synthetic.n-layers", "1",
              "--synthetic.planted-layer", "1"]
+    # 1.5-6 s (1-4 TRs): the default span's buffer of 14 TRs does not fit a 54-TR story in 4 chunks
     argv = small + ["--model.path", str(model), "--features.context", "64", "--features.stride", "32",
+                    "--features.delay-span", "1.5", "6",
                     "--report.no-figures", "--report.no-maps", "--ceiling.n-splits", "10", "--report.n-boot", "50",
                     "--no-progress", "--output", str(tmp_path / "out"), "--cache-dir", str(tmp_path / "cache")]
     assert run_cli(score.main, score.ScoreConfig, argv) == 0
