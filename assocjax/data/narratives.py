@@ -264,9 +264,10 @@ class BoldReader:
             yield read(scan, **self.kwargs)
 
 
-def read_scans(scans: Iterable[Scan], kind: str = "surface", on_missing: str = "warn", **kwargs) -> BoldReader:
-    """A `BoldReader` over the scans whose images exist; kwargs go to `read_surface` /
-    `read_volume`. Scans without images are skipped and listed in `.missing`, with a warning
+def read_scans(scans: Iterable[Scan], kind: str = "surface", on_missing: str = "warn", is_file=Path.is_file,
+               **kwargs) -> BoldReader:
+    """A `BoldReader` over the scans whose images exist (`is_file`; the fetch plan asks the
+    server's listing); kwargs go to `read_surface` / `read_volume`. Scans without images are skipped and listed in `.missing`, with a warning
     (on_missing="warn") or a FileNotFoundError (on_missing="error", or when none is left)."""
     if kind not in ("surface", "volume"):
         raise ValueError(f"kind must be 'surface' or 'volume', got {kind!r}")
@@ -275,11 +276,11 @@ def read_scans(scans: Iterable[Scan], kind: str = "surface", on_missing: str = "
     present, missing = [], []
     for scan in scans:
         if kind == "surface":
-            gone = tuple(p for p in surface_paths(scan, **kwargs) if not p.is_file())
+            gone = tuple(p for p in surface_paths(scan, **kwargs) if not is_file(p))
         else:
             bold, masks = volume_paths(scan, **{k: v for k, v in kwargs.items() if k != "mask"})
-            gone = () if bold.is_file() else (bold,)
-            if kwargs.get("mask") is None and not any(p.is_file() for p in masks):
+            gone = () if is_file(bold) else (bold,)
+            if kwargs.get("mask") is None and not any(is_file(p) for p in masks):
                 gone += masks
         if gone:
             missing.append(MissingImage(scan, gone))

@@ -141,15 +141,17 @@ ANNOT_ATLASES = ("aparc.a2009s", "synthetic")
 MMP = "mmp"
 
 
-def _mmp_pair(root: Path, space: str, derivative: str) -> tuple[list[tuple[Path, Path]], list[Path]]:
-    """(existing (lh, rh) HCP-MMP label.gii pairs, the folders looked in), the run's derivative first."""
+def _mmp_pair(root: Path, space: str, derivative: str, is_file=Path.is_file
+              ) -> tuple[list[tuple[Path, Path]], list[Path]]:
+    """(existing (lh, rh) HCP-MMP label.gii pairs, the folders looked in), the run's derivative first;
+    `is_file` says what exists (the fetch plan asks the server's listing)."""
     folders = [root / "derivatives" / d / f"tpl-{space}" for d in dict.fromkeys((derivative, "afni-nosmooth",
                                                                                   "afni-smooth"))]
     pairs = [tuple(f / f"tpl-{space}_hemi-{h}_desc-MMP_dseg.label.gii" for h in "LR") for f in folders]
-    return [p for p in pairs if all(x.is_file() for x in p)], folders
+    return [p for p in pairs if all(is_file(x) for x in p)], folders
 
 
-def _atlas(root: Path, space: str, name: str, derivative: str = "afni-nosmooth"
+def _atlas(root: Path, space: str, name: str, derivative: str = "afni-nosmooth", is_file=Path.is_file
            ) -> tuple[tuple[Path, Path] | None, str | None]:
     """(lh, rh) atlas files for --data.atlas `name` ("auto": the first of aparc.a2009s,
     synthetic, mmp found; "none"), or (None, a note) when auto finds none."""
@@ -158,7 +160,7 @@ def _atlas(root: Path, space: str, name: str, derivative: str = "afni-nosmooth"
     label = root / "derivatives" / "freesurfer" / space / "label"
     for cand in (ANNOT_ATLASES + (MMP,) if name == "auto" else (name,)):
         if cand == MMP:
-            found, folders = _mmp_pair(root, space, derivative)
+            found, folders = _mmp_pair(root, space, derivative, is_file)
             if found:
                 return found[0], None
             if name != "auto":
@@ -166,10 +168,10 @@ def _atlas(root: Path, space: str, name: str, derivative: str = "afni-nosmooth"
                                         f"{', '.join(str(f) for f in folders)}")
             continue
         pair = (label / f"lh.{cand}.annot", label / f"rh.{cand}.annot")
-        if all(p.is_file() for p in pair):
+        if all(is_file(p) for p in pair):
             return pair, None
         if name != "auto":
-            missing = next(p for p in pair if not p.is_file())
+            missing = next(p for p in pair if not is_file(p))
             raise FileNotFoundError(f"--data.atlas {name}: annot not found: {missing}")
     return None, f"no atlas under {label} or derivatives/*/tpl-{space}: whole-cortex scores only"
 
