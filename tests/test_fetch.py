@@ -40,6 +40,7 @@ class Bucket(http.server.ThreadingHTTPServer):
     """Files of `folder` at /bucket/ds002345/<path>; `virtual` adds listed-only sizes; faults by path."""
 
     daemon_threads = True
+    request_queue_size = 64  # 8 parallel connects overflow the default backlog of 5 (a 1 s SYN retry each)
 
     def __init__(self, folder: Path):
         super().__init__(("127.0.0.1", 0), Handler)
@@ -65,6 +66,8 @@ class Bucket(http.server.ThreadingHTTPServer):
 
 
 class Handler(http.server.BaseHTTPRequestHandler):
+    disable_nagle_algorithm = True  # headers and body go as separate writes: no delayed-ACK stalls
+
     def log_message(self, *args):
         pass
 
@@ -129,7 +132,7 @@ def world(tmp_path_factory):
 @pytest.fixture
 def bucket(world):
     server = Bucket(world / "src")
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    threading.Thread(target=server.serve_forever, kwargs=dict(poll_interval=0.05), daemon=True).start()
     yield server
     server.shutdown()
     server.server_close()
@@ -303,6 +306,15 @@ def test_datalad_gets_exactly_the_planned_paths(tmp_path, monkeypatch):
     assert datalad_get(tmp_path, paths, jobs=3, run=run, batch=2) == 1
     assert [c[0][7:] for c in calls] == [paths[0:2], paths[2:4], paths[4:]]
     assert calls[0][0][:7] == ["datalad", "get", "-d", str(tmp_path), "-J", "3", "--"] and calls[0][1] == tmp_path
+    # in a clone, a file not yet got is a dangling symlink into the annex: the plan sees it, sized from its key
+    image = tmp_path / "derivatives/afni-nosmooth/sub-001/func/x.func.gii"
+    image.parent.mkdir(parents=True)
+    image.symlink_to("../../../../.git/annex/objects/Xx/Yy/MD5E-s49153024--0123456789abcdef.func.gii/MD5E-s49153024"
+                     "--0123456789abcdef.func.gii")
+    assert Source.local(tmp_path, annex=True).list("derivatives/") == {
+        "derivatives/afni-nosmooth/sub-001/func/x.func.gii": Remote("derivatives/afni-nosmooth/sub-001/func/x.func.gii",
+                                                                    49153024)}
+    assert Source.local(tmp_path).list("derivatives/") == {}  # a plain copy: a dangling link is no file
 
 
 def real_listing(bucket: Bucket, gii_bytes) -> None:
@@ -313,6 +325,7 @@ def real_listing(bucket: Bucket, gii_bytes) -> None:
         for h in "LR":
             bucket.virtual[f"derivatives/afni-nosmooth/{scan.subject}/func/{scan.stem}_space-fsaverage6_hemi-{h}"
                            "_desc-clean.func.gii"] = gii_bytes(scan)
+    bucket.virtual["stimuli/gentle/pieman/transcript.txt"] = 5_000  # in the release, not in ../shared
     for h in "LR":
         bucket.virtual[f"derivatives/afni-nosmooth/tpl-fsaverage6/tpl-fsaverage6_hemi-{h}_desc-MMP_dseg.label.gii"] = \
             40962 * 4 + 20_000
@@ -334,6 +347,7 @@ def test_dry_run_on_the_real_metadata_lists_piemans_files(bucket, tmp_path):
     assert len(images) == 2 * len(listeners) and len(listeners) > 70
     paths = {f.path for f in p.files}
     assert {"participants.tsv", "dataset_description.json", "code/scan_exclude.json", "stimuli/gentle/pieman/align.csv",
+            "stimuli/gentle/pieman/transcript.txt",
             "derivatives/afni-nosmooth/tpl-fsaverage6/tpl-fsaverage6_hemi-L_desc-MMP_dseg.label.gii"} <= paths
     assert not any("piemanpni" in x for x in paths)
     total = [line for line in lines if " files, " in line][0]
@@ -351,3 +365,27 @@ def test_dry_run_stages_the_metadata_from_the_server(bucket, tmp_path):
     staged = stage_metadata(d, Source(bucket.url), tmp_path / "meta")
     assert list(staged.glob("sub-*/func/*_task-pieman_*")) and not list(staged.glob("sub-*/func/*piemanpni*"))
     assert plan(d, staged, Source(bucket.url)).files == plan(d, NARRATIVES, Source(bucket.url)).files
+
+
+@pytest.mark.slow
+def test_the_fetched_folder_scores_as_the_source(world, bucket, tmp_path):
+    """score.py on the fetched folder gives the source run's tables exactly (one layer of a tiny GPT-2)."""
+    from assocjax.pipeline import FeatureOptions, ModelOptions, ReportOptions, ScoreConfig, score
+    from test_stories import gpt2_with_real_tokenizer
+
+    assert fetch(config(tmp_path / "dst", bucket), out=lambda s: None) == 0
+    model = gpt2_with_real_tokenizer(tmp_path / "model")
+
+    def run(root: Path, name: str) -> Path:
+        score(ScoreConfig(output=tmp_path / name, cache_dir=tmp_path / f"cache-{name}", progress=False,
+                          data=DataOptions(root=root, tasks=("pieman", "bronx"), space=SPACE),
+                          model=ModelOptions(path=str(model)), features=FeatureOptions(context=256, layers=(1,)),
+                          report=ReportOptions(figures=False, n_boot=200)))
+        return tmp_path / name
+
+    a, b = run(world / "src", "source"), run(tmp_path / "dst", "fetched")
+    tables = sorted(p.name for p in a.glob("*.csv"))
+    assert "scores.csv" in tables and tables == sorted(p.name for p in b.glob("*.csv"))
+    assert b"pieman" in (a / "scores.csv").read_bytes() and b"bronx" in (a / "scores.csv").read_bytes()
+    for name in tables:
+        assert (a / name).read_bytes() == (b / name).read_bytes(), name

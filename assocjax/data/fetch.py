@@ -21,6 +21,7 @@ from __future__ import annotations
 import concurrent.futures
 import dataclasses
 import hashlib
+import http.client
 import os
 import re
 import shutil
@@ -277,7 +278,7 @@ def fetch_all(source: Source, files: Iterable[Remote], root: Path, jobs: int = 4
             except urllib.error.HTTPError as e:
                 why = f"{remote.path}: HTTP {e.code} {e.reason} at {source.url(remote.path)}"
                 break
-            except (OSError, ValueError) as e:  # dropped connection, IncompleteRead, timeout: resume
+            except (OSError, ValueError, http.client.HTTPException) as e:  # dropped connection, timeout: resume
                 why = f"{remote.path}: {getattr(e, 'reason', e)} (after {attempt + 1} attempt(s); rerun to resume)"
         with lock:
             result.failed[remote.path] = why
