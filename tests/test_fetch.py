@@ -98,11 +98,14 @@ class Handler(http.server.BaseHTTPRequestHandler):
             self.connection.shutdown(2)
             return
         step = 2048 if path in self.server.slow else len(body) or 1
-        for i in range(0, len(body), step):
-            self.wfile.write(body[i:i + step])
-            if path in self.server.slow:
-                self.wfile.flush()
-                time.sleep(0.05)
+        try:
+            for i in range(0, len(body), step):
+                self.wfile.write(body[i:i + step])
+                if path in self.server.slow:
+                    self.wfile.flush()
+                    time.sleep(0.05)
+        except (BrokenPipeError, ConnectionResetError):  # the client went away (killed, interrupted)
+            pass
 
     def listing(self, q):
         prefix = q["prefix"][0][len(PREFIX) + 1:]
@@ -284,6 +287,36 @@ def test_a_server_that_ignores_range_restarts_from_zero(world, tmp_path):
     download(NoRange.local(world / "src"), Remote(path, len(data), hashlib.md5(data).hexdigest()), tmp_path / path,
              got.append)
     assert (tmp_path / path).read_bytes() == data and sum(got) == len(data) - 100
+
+
+def test_ctrl_c_stops_every_transfer_and_keeps_the_parts(world, bucket, tmp_path):
+    """An interrupt (here raised by one download) stops the others at their next chunk, starts no
+    more, and propagates; the slow file's .part stays for the rerun, nothing is under its name."""
+    slow = "derivatives/afni-nosmooth/sub-004/func/sub-004_task-pieman_run-1_space-tinysphere_hemi-L_desc-clean.func.gii"
+    bucket.slow.add(slow)
+
+    class Interrupted(Source):
+        def open(self, path, start):
+            if path == "stimuli/gentle/pieman/align.csv":
+                time.sleep(0.3)  # the slow file is under way by then
+                raise KeyboardInterrupt
+            return super().open(path, start)
+
+    source = Interrupted(bucket.url)
+    files = [source.stat(slow), source.stat("stimuli/gentle/pieman/align.csv")] + \
+        [r for p, r in source.list("derivatives/afni-nosmooth/sub-1").items()]
+    t = time.time()
+    with pytest.raises(KeyboardInterrupt):
+        fetch_all(source, files, tmp_path, jobs=2, progress=False)
+    assert time.time() - t < 2  # the slow file alone takes ~2.5 s
+    part = tmp_path / (slow + ".part")
+    assert 0 < part.stat().st_size < files[0].size and not (tmp_path / slow).exists()
+    # none of the files queued behind them completes (one may have been picked up as the interrupt came)
+    assert not [p for p in tmp_path.rglob("sub-1*") if p.is_file() and not p.name.endswith(".part")]
+    empty = tmp_path / "empty"
+    empty.write_bytes(b"")
+    download(Source.local(tmp_path), Remote("empty", 0, hashlib.md5(b"").hexdigest()), tmp_path / "copy" / "empty")
+    assert (tmp_path / "copy" / "empty").read_bytes() == b""
 
 
 def test_datalad_gets_exactly_the_planned_paths(tmp_path, monkeypatch):

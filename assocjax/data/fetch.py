@@ -42,6 +42,10 @@ _ANNEX_SIZE = re.compile(r"-s(\d+)--")
 CHUNK = 1 << 20
 
 
+class _Stopped(BaseException):
+    """Raised in a download thread when the run is interrupted (not an error of that file)."""
+
+
 class FetchError(Exception):
     """A source that cannot be reached or read, or a download that cannot start (disk space)."""
 
@@ -194,7 +198,7 @@ def download(source: Source, remote: Remote, dest: Path, progress: Callable[[int
     if have > remote.size:
         part.unlink()
         have = 0
-    if have < remote.size:
+    if have < remote.size or not part.is_file():  # (an empty file still gets its .part)
         stream, start, total = source.open(remote.path, have)
         with stream:
             if total is not None and total != remote.size:
@@ -258,9 +262,11 @@ def fetch_all(source: Source, files: Iterable[Remote], root: Path, jobs: int = 4
     from tqdm.auto import tqdm
 
     bar = tqdm(total=need, unit="B", unit_scale=True, unit_divisor=1024, desc="fetch", disable=not progress)
-    lock = threading.Lock()
+    lock, stop = threading.Lock(), threading.Event()
 
     def advance(n: int) -> None:
+        if stop.is_set():
+            raise _Stopped
         with lock:
             bar.update(n)
 
@@ -283,9 +289,17 @@ def fetch_all(source: Source, files: Iterable[Remote], root: Path, jobs: int = 4
         with lock:
             result.failed[remote.path] = why
 
-    with concurrent.futures.ThreadPoolExecutor(max(jobs, 1)) as pool:
-        list(pool.map(one, todo))
-    bar.close()
+    pool = concurrent.futures.ThreadPoolExecutor(max(jobs, 1))
+    try:
+        for done in concurrent.futures.as_completed([pool.submit(one, f) for f in todo]):
+            done.result()
+    except BaseException:  # Ctrl-C: stop every transfer at its next chunk (the .part files stay), start no more
+        stop.set()
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    finally:
+        bar.close()
+    pool.shutdown()
     return result
 
 
