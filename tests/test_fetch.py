@@ -273,6 +273,27 @@ def test_a_local_copy_is_a_source(world, tmp_path):
     assert (dst / "stimuli/gentle/bronx/align.csv").read_bytes() == (world / "src/stimuli/gentle/bronx/align.csv").read_bytes()
 
 
+def test_a_volume_plan_has_the_nifti_its_mask_and_the_datasets_atlas(tmp_path):
+    make_synthetic(SyntheticConfig(out=tmp_path / "src", from_metadata=NARRATIVES, stories=("bronx",), n_subjects=2,
+                                   space=SPACE, n_vertices=20, feature_dim=4, volume_shape=(5, 5, 5), ho_atlas=True))
+    d = DataOptions(root=tmp_path / "dst", tasks=("bronx",), space="MNI152NLin2009cAsym")
+    p = plan(d, tmp_path / "src", Source.local(tmp_path / "src"))
+    paths = [f.path for f in p.files]
+    for sub in p.listeners["bronx"]:
+        stem = f"{sub}/func/{sub}_task-bronx_space-MNI152NLin2009cAsym"
+        assert f"derivatives/afni-nosmooth/{stem}_res-native_desc-clean_bold.nii.gz" in paths
+        assert f"derivatives/fmriprep/{stem}_desc-brain_mask.nii.gz" in paths  # afni's own folder has none
+    atlas = [x for x in paths if x.startswith("derivatives/atlases/")]
+    assert len(atlas) == 2 and atlas[0].endswith("_dseg.nii.gz") and atlas[1].endswith((".tsv", ".txt")), atlas
+    assert not any(".func.gii" in x or "freesurfer" in x for x in paths)
+    assert not any("Harvard-Oxford" in n for n in p.notes)
+    (tmp_path / "src" / atlas[0]).unlink()
+    (tmp_path / "src" / atlas[1]).unlink()
+    p = plan(d, tmp_path / "src", Source.local(tmp_path / "src"))
+    assert not any(f.path.startswith("derivatives/atlases/") for f in p.files)
+    assert any("Harvard-Oxford atlas of a volume run is not part of Narratives" in n for n in p.notes)
+
+
 def test_a_server_that_ignores_range_restarts_from_zero(world, tmp_path):
     path = "stimuli/gentle/pieman/align.csv"
     data = (world / "src" / path).read_bytes()

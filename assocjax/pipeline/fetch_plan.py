@@ -9,7 +9,8 @@ who listens to a story. It holds, for the selected stories' listeners only:
 - its BOLD image(s): a func.gii per hemisphere (surfaces), or the NIfTI and its brain mask;
 - each story's `stimuli/gentle/<story>/align.csv` (or align.json) and transcript.txt;
 - the surface atlas --data.atlas picks (annots under derivatives/freesurfer/<space>/label, or
-  the HCP-MMP label.gii pair); the Harvard-Oxford atlas of a volume run is not in Narratives.
+  the HCP-MMP label.gii pair); a volume run's Harvard-Oxford image where the dataset holds one
+  under derivatives/atlases (Narratives does not: a note says where score.py finds it).
 
 The metadata comes from a local folder holding the dataset's plain-text files (`--metadata`),
 or is staged from the source into a temporary folder first (`stage_metadata`: the top-level
@@ -18,6 +19,7 @@ files, the candidate subjects' sidecars and events, every story's alignment).
 from __future__ import annotations
 
 import dataclasses
+import fnmatch
 import re
 import tempfile
 import warnings
@@ -28,7 +30,7 @@ from ..data import read_scans, surface_paths, volume_paths
 from ..data.fetch import DEFAULT_BASE_URL, Remote, Source, datalad_get, fetch_all, human, remaining
 from ..data.layout import _read_participants, _subject_id, split_commas
 from ..data.narratives import VOLUME_SPACE
-from . import inputs
+from . import inputs, volume_atlas
 from .config import DataOptions
 
 METADATA = ("dataset_description.json", "participants.tsv", "code/scan_exclude.json", "code/event_meta.json")
@@ -94,14 +96,29 @@ def plan(d: DataOptions, meta_root: Path, source: Source, jobs: int = 8) -> Plan
         atlas, note = inputs._atlas(meta_root, space, d.atlas, d.derivative, is_file=on_server)
         wanted += [_rel(p, meta_root) for p in atlas or ()]
         notes += [note.replace(str(meta_root), source.base_url)] if note else []
-    elif d.atlas != "none":
-        notes.append("the Harvard-Oxford atlas of a volume run is not part of Narratives: score.py finds it under "
-                     "$FSLDIR or nilearn's data folder, or downloads it with nilearn (docs/data.md)")
+    elif d.atlas in ("auto", "harvard_oxford"):
+        own = _dataset_volume_atlas(source, space)
+        wanted += own
+        if not own:
+            notes.append("the Harvard-Oxford atlas of a volume run is not part of Narratives: score.py finds it under "
+                         "$FSLDIR or nilearn's data folder, or downloads it with nilearn (docs/data.md)")
     missing = [p for p in wanted if source.stat(p) is None]
     if missing:
         raise FileNotFoundError(f"{source.base_url} lacks {len(missing)} file(s) the run reads: {', '.join(missing[:5])}")
     files = tuple(sorted({source.stat(p) for p in wanted}, key=lambda r: r.path))
     return Plan(files, tuple(notes), {n: list(subs) for n, subs in listeners.items()})
+
+
+def _dataset_volume_atlas(source: Source, space: str) -> list[str]:
+    """A Harvard-Oxford label image the dataset itself holds (`volume_atlas.DATASET_ATLAS`, the
+    first in name order as the run takes it) and the names file the run reads beside it
+    (`volume_atlas.files_of`: .tsv, else .txt); [] when there is none."""
+    listed = source.list("derivatives/atlases/")
+    own = sorted(p for p in listed if fnmatch.fnmatch(p, volume_atlas.DATASET_ATLAS.format(space=space)))
+    if not own:
+        return []
+    stem = own[0][: -len(".nii.gz")]
+    return [own[0]] + [stem + ext for ext in (".tsv", ".txt") if stem + ext in listed][:1]
 
 
 def _rel(path: Path, root: Path) -> str:
