@@ -251,6 +251,15 @@ def test_an_unreachable_server_is_one_line_and_exit_2(tmp_path, capsys):
     assert code == 2 and err.startswith("error: cannot reach http://127.0.0.1:9/b") and err.count("\n") == 1
 
 
+@pytest.mark.parametrize("argv, message", [
+    (["--jobs", "0"], "--jobs 0 must be >= 1"), (["--retries", "-1"], "--retries -1 must be >= 0"),
+    ([], "--data.root: give the folder to fetch the dataset into")])
+def test_bad_options_are_one_line(tmp_path, capsys, argv, message):
+    root = [] if not argv else ["--data.root", str(tmp_path)]
+    assert run_cli(fetch, FetchConfig, argv=root + argv, errors=(FetchError,)) == 2
+    assert capsys.readouterr().err == f"error: {message}\n"
+
+
 def test_disk_space_is_checked_before_starting(world, bucket, tmp_path, monkeypatch):
     import shutil as sh
     from collections import namedtuple

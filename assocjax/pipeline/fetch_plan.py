@@ -30,6 +30,7 @@ from ..data import read_scans, surface_paths, volume_paths
 from ..data.fetch import DEFAULT_BASE_URL, Remote, Source, datalad_get, fetch_all, human, remaining
 from ..data.layout import _read_participants, _subject_id, split_commas
 from ..data.narratives import VOLUME_SPACE
+from ..options import at_least
 from . import inputs, volume_atlas
 from .config import DataOptions
 
@@ -186,6 +187,8 @@ def fetch(cfg: FetchConfig, out=print) -> int:
     """Plan, print, and (unless --dry-run) download; the exit code: 0, or 1 when a file failed."""
     if cfg.data.root is None:
         raise ValueError("--data.root: give the folder to fetch the dataset into")
+    at_least({"--jobs": cfg.jobs}, 1)
+    at_least({"--retries": cfg.retries}, 0)
     root = Path(cfg.data.root)
     source = Source.local(root, annex=True) if cfg.via == "datalad" else Source(cfg.base_url)
     with tempfile.TemporaryDirectory(prefix="assocjax-metadata-") as tmp:
