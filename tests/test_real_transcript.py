@@ -1,6 +1,8 @@
 """The transcript path on real text: pieman's transcript.txt as Narratives ships it (the words
-of its real Gentle align.csv, column 1, with the punctuation, quotes, hyphens and paragraph
-breaks of a story transcript), read through the real dataset layout.
+of its real Gentle align.csv, column 1, with the punctuation of a story transcript: sentence
+ends, commas, straight and curly quotes, apostrophes, hyphens ("hard-boiled", "working- to
+middle-class"), spaced and unspaced dashes, an ellipsis, paragraph breaks), read through the
+real dataset layout (`load_dataset` of the real metadata).
 
 ../shared holds no real transcript.txt, so the test builds one: GLUE gives, after word i of
 align.csv, the text up to the next word whenever it is not a single space (the words are
@@ -52,9 +54,9 @@ GLUE = [
     (579, 'that', '.\n\n'), (583, 'was', ', '), (595, 'campus', '. '), (597, 'infamous', ' "'),
     (602, 'barbecues', '" '), (603, 'rule', '. '), (605, 'right', ', '), (606, 'boo', ', '), (608, 'rule', '. '),
     (617, 'taste', '. '), (624, 'next', '. '), (631, 'late', '-'), (635, 'box', ', '), (638, 'delivery', ', '),
-    (642, 'crying', ', "'), (647, 'bestia', '!" '), (663, 'day', ', '), (673, 'scene', ', '), (677, 'him', ', '),
+    (642, 'crying', ', “'), (647, 'bestia', '!” '), (663, 'day', ', '), (673, 'scene', ', '), (677, 'him', ', '),
     (679, 'this', '. '), (688, 'campus', '. '), (698, 'class', '. '), (707, 'Man', ', '), (712, 'me', '.\n\n'),
-    (719, 'run', ', '), (727, 'night', ', '), (730, 'saw', ' -- '), (732, 'came', ', '), (735, 'saw', ' -- '),
+    (719, 'run', ', '), (727, 'night', ', '), (730, 'saw', '—'), (732, 'came', ', '), (735, 'saw', '—'),
     (738, 'corner', ', '), (748, 'friends', '. '), (750, 'now', ', '), (759, 'months', '. '), (760, 'Or', ', '),
     (766, 'her', ', '), (781, 'existed', '. '), (783, 'I', '... '), (797, 'it', '. '), (808, 'round', ', '),
     (816, 'shoulder', '. '), (820, 'her', '. '), (823, 'said', ', "'), (824, 'Jim', ', '), (842, 'strike', '. '),
@@ -122,6 +124,8 @@ def test_every_aligned_word_is_read_at_its_place_in_the_punctuated_text(pieman_r
     # ... and an opening quote with the word after it.
     first = words.index("Listen")
     assert r.passage(first, first + 2) == '"Listen up, punk."'
+    assert r.passage(643, 647) == "“Ego sum non an bestia!”"  # curly quotes too
+    assert r.passage(729, 731) == "I saw—I"  # an em dash between two words belongs to the first
     assert r.passage(UNTIMED[1] - 2, UNTIMED[1] + 3) == "comes Sheila Beale, student body president."
 
 
@@ -130,7 +134,7 @@ def test_sentences_end_at_the_transcripts_punctuation(pieman_root):
     expected = sorted({i for i, _, g in GLUE if g[0] in ".?!"})
     np.testing.assert_array_equal(augment.story_sentence_ends(t), expected)
     text = pieman_transcript(pieman_words())  # counted on the text itself: 74 sentences
-    assert len(expected) == len(re.findall(r'[.!?]+"?(?:\s|$)', text)) == 74 and expected[-1] == len(t.words) - 1
+    assert len(expected) == len(re.findall(r'[.!?]+["”]?(?:\s|$)', text)) == 74 and expected[-1] == len(t.words) - 1
 
 
 def test_words_gentle_did_not_find_are_placed_with_interpolated_times(pieman_root):
