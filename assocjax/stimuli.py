@@ -204,14 +204,15 @@ def _context(items: Sequence[str], k: int) -> str:
 
 
 def map_tokens(tokens: Sequence[str], words: Sequence[str], what: str = "text",
-               offsets: Sequence[int] | None = None) -> tuple[list[int], list[bool]]:
+               offsets: Sequence[int] | None = None,
+               lines: Sequence[int] | None = None) -> tuple[list[int], list[bool]]:
     """Map text tokens onto alignment words in order.
 
     Returns (last_word, at_boundary): for token t the index of the word in which it ends and
     whether it ends exactly at that word's end. Tokens with no letters or digits (a lone
     "--") end where the previous token ended (-1 before the first word). Raises ValueError
-    with the token position (character offset when `offsets` is given), both words and
-    context when the letters disagree or one side runs out.
+    with the token position (line and character offset when `lines` / `offsets` are given),
+    both words and context when the letters disagree or one side runs out.
     """
     norm_t = [normalize(t) for t in tokens]
     norm_w = [normalize(w) for w in words]
@@ -220,7 +221,9 @@ def map_tokens(tokens: Sequence[str], words: Sequence[str], what: str = "text",
     cur_last, cur_boundary = -1, True
 
     def where(t: int) -> str:
-        at = f"token {t}" + (f" (character {offsets[t]})" if offsets is not None else "")
+        at = ", ".join(([f"line {lines[t]}"] if lines is not None else [])
+                       + ([f"character {offsets[t]}"] if offsets is not None else []))
+        at = f"token {t}" + (f" ({at})" if at else "")
         return f"{what}: {at} {tokens[t]!r}"
 
     def next_word():
@@ -258,11 +261,15 @@ def transcript_spans(text: str, words: Sequence[str], where: str = "transcript t
     """(text with whitespace runs collapsed, (W, 2) character span of each word's letters in it).
 
     The text's whitespace tokens are checked against the words with `map_tokens`
-    (ValueError naming the first token that disagrees, its character offset in `text`, and
-    both contexts); then each word's span runs from its first to its last letter or digit.
+    (ValueError naming the first token that disagrees, its line and character offset in
+    `text`, and both contexts); then each word's span runs from its first to its last letter
+    or digit.
     """
     matches = list(re.finditer(r"\S+", text))
-    map_tokens([m.group() for m in matches], words, where, [m.start() for m in matches])
+    starts = [m.start() for m in matches]
+    newlines = [m.start() for m in re.finditer("\n", text)]
+    lines = (np.searchsorted(newlines, starts) + 1).tolist()  # a transcript is edited by line
+    map_tokens([m.group() for m in matches], words, where, starts, lines)
     norm = [normalize(w) for w in words]
     empty = [i for i, n in enumerate(norm) if not n]
     if empty:
@@ -283,9 +290,11 @@ def transcript_spans(text: str, words: Sequence[str], where: str = "transcript t
 
 
 def read_utf8(path: Path) -> str:
-    """A text file's contents; a file in another encoding (e.g. Latin-1) is an error naming it."""
+    """A text file's contents; a file in another encoding (e.g. Latin-1) is an error naming it.
+    A leading byte-order mark (text editors on Windows write one) is dropped: it is not text,
+    and in a transcript.txt the model would read it."""
     try:
-        return Path(path).read_text(encoding="utf-8")
+        return Path(path).read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as e:
         raise ValueError(f"{path}: not UTF-8 text ({e})") from None
 
@@ -299,8 +308,8 @@ def read_transcript(align_path: str | os.PathLike, words: Sequence[str]) -> tupl
     raw = read_utf8(path)
     try:
         text, spans = transcript_spans(raw, words, "transcript.txt")
-    except ValueError as e:
-        raise ValueError(f"{path}: does not match the alignment {align_path}: {e}") from None
+    except ValueError as e:  # the folder is the story in the Narratives layout (stimuli/gentle/<story>/)
+        raise ValueError(f"{path}: does not match the alignment {align_path} (story {path.parent.name!r}): {e}") from None
     return text, spans, path
 
 

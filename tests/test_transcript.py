@@ -46,7 +46,7 @@ def test_transcript_that_does_not_match_names_file_and_position(story):
     wrong = "Hello, world. It's a well-known fact! said Dr. Smith."
     (story / "transcript.txt").write_text(wrong)
     with pytest.raises(ValueError, match=rf"transcript.txt: does not match the alignment .*align.csv.*"
-                                         rf"token 7 \(character {wrong.index('Dr.')}\) 'Dr.'.*alignment word 8 'Mr'"):
+                                         rf"token 7 \(line 1, character {wrong.index('Dr.')}\) 'Dr.'.*alignment word 8 'Mr'"):
         stimuli.read_gentle_csv(story / "align.csv")
     (story / "transcript.txt").write_text("Hello, world. It's a well-known fact! said Mr. Smith. Bye.")
     with pytest.raises(ValueError, match=r"transcript.txt: .*'Bye.' is past the last alignment word"):
