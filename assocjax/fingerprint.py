@@ -15,7 +15,8 @@
 - `bytes_digest(parts, n)`: sha256 of byte strings fed in order, i.e. of their concatenation
   (a reading's text and word spans, a training set's records).
 - `file_checksum(path)`: sha256 of a file's bytes, what `cachefile` stamps every cached file
-  with (1.9 GB per CPU second with the CPU's SHA instructions, measured on a 1 GiB file).
+  with (1.9 GB per CPU second with the CPU's SHA instructions, measured on a 1 GiB file); with
+  "md5", what a download is checked against when the server lists an MD5 (`data.fetch`).
 - `text_seed(text)`: a 64-bit integer named by a text (blake2b), a random-stream seed of the
   synthetic data.
 
@@ -59,10 +60,11 @@ def text_seed(text: str) -> int:
     return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "little")
 
 
-def file_checksum(path: str | os.PathLike) -> str:
-    """sha256 hex of the file's bytes, read in blocks (memory stays small for any size)."""
+def file_checksum(path: str | os.PathLike, algorithm: str = "sha256") -> str:
+    """sha256 hex of the file's bytes, read in blocks (memory stays small for any size);
+    `algorithm` "md5" only to compare with a server's MD5 (S3's single-part ETag, `data.fetch`)."""
     with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
+        return hashlib.file_digest(f, algorithm).hexdigest()
 
 
 def weights_id(model) -> str:

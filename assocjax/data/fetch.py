@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
-import hashlib
 import http.client
 import os
 import re
@@ -33,6 +32,8 @@ import urllib.request
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Callable, Iterable
+
+from ..fingerprint import file_checksum
 
 DEFAULT_BASE_URL = "https://s3.amazonaws.com/openneuro.org/ds002345"
 DATALAD_URL = "https://github.com/OpenNeuroDatasets/ds002345.git"
@@ -220,18 +221,10 @@ def download(source: Source, remote: Remote, dest: Path, progress: Callable[[int
     if got < remote.size:
         raise OSError(f"{remote.path}: connection ended after {got} of {remote.size} bytes "
                       f"(kept in {part.name}; rerun to resume)")
-    if remote.md5 is not None and (md5 := file_md5(part)) != remote.md5:
+    if remote.md5 is not None and (md5 := file_checksum(part, "md5")) != remote.md5:
         part.unlink()
         raise FetchError(f"{remote.path}: MD5 {md5} differs from the listing's {remote.md5}: refused")
     os.replace(part, dest)
-
-
-def file_md5(path: Path) -> str:
-    h = hashlib.md5()
-    with open(path, "rb") as f:
-        while chunk := f.read(CHUNK):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 @dataclasses.dataclass
