@@ -24,7 +24,7 @@ GiB = 2**30
 # flight: one solving while the next is read), their device copy, the z-scored rows, the fits
 # with the mean appended and the padded chunk.
 STAGING = 6
-SHARE = 3  # a ridge chunk takes at most 1 / SHARE of the budget (chunk_targets)
+SHARE = 4  # a ridge chunk takes at most 1 / SHARE of the budget (chunk_targets)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,15 +60,16 @@ def memory_budget(gb: float | None) -> Budget:
 def chunk_targets(budget: Budget, per_target: int, fixed: int, n_rows: int, requested: int | None = None,
                   tile: int | None = None, n_devices: int = 1) -> int:
     """Targets per ridge chunk (on all `n_devices` together): `requested` per device when given,
-    else what a third of the budget holds (the rest is the process: the model and its word
-    features, compiled programs, the cache reads and the results; with half, a 1 GiB run grew
-    to 1.002 GiB): the solve's device bytes (`fixed` + per target, from `ridge.target_bytes`)
+    else what a quarter of the budget holds (the rest is the process: the model and its word
+    features, compiled programs, the cache reads, the ceiling and the results; with half, a 1 GiB
+    run grew to 1.002 GiB; with a third, after issue 24's ceiling null and longer delays, 0.97-1.04
+    GiB (tests/test_memory.py's world); with a quarter 0.85-0.94): the solve's device bytes (`fixed` + per target, from `ridge.target_bytes`)
     plus each target's staged rows (STAGING), in whole tiles (`ridge.chunks.targets_within`)."""
     if requested is not None:
         if requested < 1:
             raise ValueError(f"--ridge.target-chunk must be >= 1, got {requested}")
         return requested * n_devices
-    what = f"--memory-gb {budget.host_bytes / GiB:.2f} (a ridge chunk may take a third)"
+    what = f"--memory-gb {budget.host_bytes / GiB:.2f} (a ridge chunk may take a quarter)"
     host = STAGING * 4 * n_rows
     if budget.shared:
         return targets_within(budget.host_bytes // SHARE, per_target + host, fixed, tile or 1, n_devices, what=what)
