@@ -1,9 +1,16 @@
 """Timing helpers shared by the benchmarks: medians of repeated calls, and the float32
-matmul throughput of this machine (the ceiling every benchmark is compared with)."""
+matmul throughput of this machine (the ceiling every benchmark is compared with); and the
+default folder of the benchmarks' large inputs (`WORK`)."""
 from __future__ import annotations
 
 import statistics
 import time
+from pathlib import Path
+
+# where benchmarks that build gigabytes of inputs keep them by default: the repository's own
+# ignored cache folder (.gitignore: /.assocjax_cache/), never a path of one developer's machine;
+# each benchmark prints it and takes another with its option
+WORK = Path(__file__).resolve().parents[1] / ".assocjax_cache" / "bench"
 
 
 def median_time(fn, repeats: int) -> float:

@@ -30,6 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
 sys.path.insert(0, str(ROOT / "tests"))
 from conftest import save_llama_tokenizer, save_random_llama  # noqa: E402  (the tests' checkpoint writers)
+from common import WORK  # noqa: E402
 
 
 @dataclasses.dataclass
@@ -40,8 +41,9 @@ class Config:
     batch_size: int = 8
     layers: int = 32
     """LLaMA-2-7B has 32; fewer gives a quick check of the same shapes"""
-    folder: Path = Path("/work/bench_data/llama2-7b-random-bf16")
-    """where the checkpoint is written (kept for reruns; outside the repository)"""
+    folder: Path = WORK / "llama2-7b-random-bf16"
+    """where the checkpoint is written (13.5 GB, kept for reruns; default under .assocjax_cache/bench in this
+    repository, ignored by git)"""
     cleanup: bool = False
     """delete the checkpoint afterwards"""
     shared: Path = SHARED
@@ -84,6 +86,7 @@ print("RESULT " + json.dumps(out))
 
 def main(cfg: Config):
     t0 = time.perf_counter()
+    print(f"checkpoint folder: {cfg.folder.resolve()} (--folder)", flush=True)
     folder = cfg.folder if cfg.layers == 32 else cfg.folder.with_name(cfg.folder.name + f"-{cfg.layers}l")
     if not (folder / "config.json").is_file():
         print(f"writing the random checkpoint to {folder} ...", flush=True)

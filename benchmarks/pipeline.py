@@ -9,7 +9,8 @@
     python benchmarks/pipeline.py --n-subjects 2 -- --ridge.target-chunk 4096   # after --: score.py options
     python benchmarks/pipeline.py --n-subjects 2 --extra="--ridge.target-chunk 4096"   # the same (note the =)
 
-Inputs are built once and cached under --work (default /work/bench_data, outside the repo):
+Inputs are built once and cached under --work (default .assocjax_cache/bench in this repository,
+ignored by git; printed at the start):
   data/<story>-<space>-seed<S>/narratives  every usable listener of the story (real participants,
       exclusions, events, sidecars and alignment; synthetic images), by scripts/make_synthetic.py,
       timed like the score run (generation.json)
@@ -41,6 +42,8 @@ from pathlib import Path
 import numpy as np
 import tyro
 
+from common import WORK
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared"
 GIB = 2 ** 30
@@ -51,8 +54,9 @@ GPT2_SMALL = dict(n_layer=12, n_embd=768, n_head=12, n_positions=1024, vocab_siz
 class Config:
     """Benchmark scripts/score.py at full resolution (module docstring)."""
 
-    work: Path = Path("/work/bench_data")
-    """cache of the synthetic dataset, the model and the runs (not in the repository)"""
+    work: Path = WORK
+    """cache of the synthetic dataset, the model and the runs (tens of GB for pieman at fsaverage6; default:
+    .assocjax_cache/bench in this repository, ignored by git)"""
     story: str = "pieman"
     """Narratives task; the dataset holds every usable listener of it"""
     n_subjects: int | None = None
@@ -439,6 +443,7 @@ def himalaya_side_by_side(cfg: Config, root: Path, model: Path, record: dict) ->
 
 def main(cfg: Config, extra: list[str]) -> dict | None:
     cfg.work.mkdir(parents=True, exist_ok=True)
+    print(f"work folder (inputs, model, runs): {cfg.work.resolve()} (--work)", flush=True)
     root, gen = ensure_dataset(cfg)
     print(f"dataset: {root} (generated in {gen['wall_s']} s, peak RSS {gen['peak_rss_gib']} GiB, "
           f"{gen['bytes_gib']} GiB on disk, {gen['n_scans']} scans)", flush=True)
