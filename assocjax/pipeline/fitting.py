@@ -1,16 +1,17 @@
-"""One fit group's nested ridge, layer by layer, streamed in vertex chunks (see `run`).
+"""One fit group's nested ridge, all its layers in one pass over vertex chunks (see `run`).
 
 A fit group is a story with its listeners (or, pooled, several stories with the subjects who
 heard them all). Per layer there is one decomposition per outer fold, shared by every
-subject, the subject mean and every vertex chunk; per vertex only the fold scores and the
-chosen alphas are kept. Finished layers are saved at once, so a killed run resumes.
+subject, the subject mean and every vertex chunk; each chunk of BOLD is read and z-scored
+once and solved for every missing layer (reading it once per layer cost about as much as
+the ridge: measured, issue 26); per vertex only the fold scores and the chosen alphas are
+kept. The layers of a pass are saved when it ends, so a killed run resumes from them.
 """
 from __future__ import annotations
 
 import dataclasses
 import json
 import math
-from functools import partial
 from pathlib import Path
 
 import jax
@@ -119,30 +120,48 @@ def _largest(ok, lo: int, hi: int) -> int | None:
 
 def solve_layer(x_NP: np.ndarray, bold: Bold, fit: Fitting, progress: bool = False, desc: str = "",
                 vertices: tuple[int, int] | None = None) -> dict:
-    """One layer's nested ridge over every fit and kept vertex (module docstring); with
+    """One design's nested ridge over every fit and kept vertex (`solve_layers` of one design)."""
+    return solve_layers([x_NP], bold, fit, progress, desc, vertices)[0]
+
+
+def solve_layers(xs: list[np.ndarray], bold: Bold, fit: Fitting, progress: bool = False, desc: str = "",
+                 vertices: tuple[int, int] | None = None) -> list[dict]:
+    """Several designs' (layers') nested ridge over every fit and kept vertex, in one pass over
+    the BOLD (module docstring): each vertex chunk is read from the cache and z-scored once and
+    solved for every design, so reading costs once per story, not once per layer. With
     `vertices` = (lo, hi) only that range of kept vertices (one process's share of a
     multi-process run), the arrays then cover that range only. Vertex chunks of F targets
     each (the fits, fit-major) go through `ridge.chunks.stream`, several local devices each
-    taking a share of a chunk's targets."""
-    plan, solver = ridge.prepare_nested(x_NP, fit.folds, fit.alphas, target_runs_N=fit.runs)
+    taking a share of a chunk's targets, and on a CPU two chunks at once (`chunks.cpu_workers`)."""
+    prepared = [ridge.prepare_nested(x, fit.folds, fit.alphas, target_runs_N=fit.runs) for x in xs]
     tile = chunks.cpu_tile()
     mesh = chunks.target_mesh()
     n_dev = mesh.size if mesh is not None else 1
+    workers = chunks.cpu_workers() if n_dev == 1 else 1
     lo, hi = vertices or (0, bold.n_vertices)
     n, f, v = bold.n_rows, fit.fits(bold), hi - lo
-    per, fixed = ridge.target_bytes(plan, tile=tile)
-    layout = chunks.chunk_layout(v, budget_mod.chunk_targets(fit.budget, per, fixed, n, fit.target_chunk, tile, n_dev),
-                                 per_item=f, n_devices=n_dev, tile=tile)
-    solve = partial(ridge.solve_nested, chunks.replicate(plan, mesh), tile=layout.tile)
+    # Every plan stays on the device; the designs of a chunk are solved one after another, so the
+    # chunk costs the largest per-target bytes of one solve, and `workers` chunks are in flight.
+    sizes = [ridge.target_bytes(plan, tile=tile) for plan, _ in prepared]
+    per, fixed = max(s[0] for s in sizes), sum(s[1] for s in sizes)
+    width = budget_mod.chunk_targets(fit.budget, per * workers, fixed, n * workers, fit.target_chunk, tile, n_dev)
+    layout = chunks.chunk_layout(v, width, per_item=f, n_devices=n_dev, tile=tile)
+    plans = [chunks.replicate(plan, mesh) for plan, _ in prepared]
+
+    def solve(block):
+        return tuple(ridge.solve_nested(plan, block, tile=layout.tile) for plan in plans)
+
     read = lambda a, b: bold.chunk(lo + a, lo + b, fit.runs, fit.per_subject).reshape(n, -1)  # noqa: E731  (N, F * Vc)
     k = len(fit.folds.outer)
-    r_folds = np.full((k, f, v), np.nan, np.float32)
-    alpha_idx = np.zeros((k, f, v), np.uint16)
-    for (a, b, used), got in chunks.stream(solve, read, layout, mesh, progress=progress, desc=desc, leave=False):
-        r_folds[:, :, a:b] = got.r_folds_KT[:, :used].reshape(k, f, b - a)
-        alpha_idx[:, :, a:b] = got.alpha_idx_KT[:, :used].reshape(k, f, b - a)
-    return dict(r_folds=r_folds, alpha_idx=alpha_idx, test_groups=np.asarray(json.dumps(fit.folds.test_groups)),
-                solver=np.asarray(solver), chunk_vertices=np.asarray(layout.items))
+    outs = [dict(r_folds=np.full((k, f, v), np.nan, np.float32), alpha_idx=np.zeros((k, f, v), np.uint16),
+                 test_groups=np.asarray(json.dumps(fit.folds.test_groups)), solver=np.asarray(solver),
+                 chunk_vertices=np.asarray(layout.items)) for _, solver in prepared]
+    for (a, b, used), got in chunks.stream(solve, read, layout, mesh, progress=progress, desc=desc, leave=False,
+                                          workers=workers):
+        for out, res in zip(outs, got):
+            out["r_folds"][:, :, a:b] = res.r_folds_KT[:, :used].reshape(k, f, b - a)
+            out["alpha_idx"][:, :, a:b] = res.alpha_idx_KT[:, :used].reshape(k, f, b - a)
+    return outs
 
 
 @dataclasses.dataclass
@@ -187,20 +206,25 @@ def fit_layers(cfg: ScoreConfig, sel: Selection, groups: list[Group], feats_of, 
         raise FileNotFoundError(f"--aggregate: results missing from {cfg.cache_dir / 'scores'} for {missing}; run "
                                 "their jobs first (the same options), or drop --aggregate to compute them here")
     feats = feats_of([g for g in groups if g.name in todo])
-    steps = [(g, layer) for g in groups for layer in todo.get(g.name, ())]
+    steps = [g for g in groups if g.name in todo]
     if cfg.progress:
         from tqdm.auto import tqdm
-        steps = tqdm(steps, desc="scoring (story, layer)", unit="fit")
-    for g, layer in steps:
-        x = layer_design([feats[s.name] for s in g.sel.stories], g.sel, layer, cfg.features, cfg.data.trim_start)
-        desc = f"{g.name} layer {layer}: vertex chunks"
+        steps = tqdm(steps, desc="scoring (fit group: all its layers in one pass)", unit="group")
+    for g in steps:
+        layers = todo[g.name]
+        xs = [layer_design([feats[s.name] for s in g.sel.stories], g.sel, layer, cfg.features, cfg.data.trim_start)
+              for layer in layers]
         if jax.process_count() == 1:
-            out = solve_layer(x, g.bold, g.fit, cfg.progress, desc)
-            store.save(store.layer_path(g.folder, layer), **out)
+            desc = f"{g.name} layers {', '.join(map(str, layers))}: vertex chunks"
+            outs = solve_layers(xs, g.bold, g.fit, cfg.progress, desc)
+            for layer, out in zip(layers, outs):  # saved when the pass ends: a killed run redoes that pass
+                store.save(store.layer_path(g.folder, layer), **out)
         else:
-            out = _solve_in_parts(x, g, layer, cfg.progress, desc)
-        g.results[layer] = out
-        g.computed += (layer,)
+            outs = [_solve_in_parts(x, g, layer, cfg.progress, f"{g.name} layer {layer}: vertex chunks")
+                    for layer, x in zip(layers, xs)]
+        for layer, out in zip(layers, outs):
+            g.results[layer] = out
+        g.computed += tuple(layers)
 
 
 def _solve_in_parts(x_NP, g: Group, layer: int, progress: bool, desc: str, poll_s: float = 1.0) -> dict:

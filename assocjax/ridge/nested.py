@@ -181,24 +181,41 @@ def solve_nested(plan: NestedPlan, y_NT, score: str = "r", return_predictions: b
     multiple of it). None solves the whole chunk at once (accelerators).
     """
     y, finite_T, constant_T = solvers.clean_targets(y_NT)
-    out = tiled(lambda y_tile: _solve_tile(plan, y_tile, score, return_predictions), y, tile)
+    maps = inner_maps(plan, score)  # once per call, shared by every tile
+    out = tiled(lambda y_tile: _solve_tile(plan, maps, y_tile, score, return_predictions), y, tile)
     r_KT, r_T, best_KT, pred_NT = out
     nan_T = jnp.where(finite_T & ~constant_T, 0.0, jnp.nan).astype(y.dtype)
     preds = pred_NT + jnp.where(finite_T, 0.0, jnp.nan).astype(y.dtype) if return_predictions else None
     return NestedResult(r_KT + nan_T, r_T + nan_T, best_KT, jnp.sum(~finite_T), preds)
 
 
-def _solve_tile(plan: NestedPlan, y_NT, score: str, return_predictions: bool):
+def inner_maps(plan: NestedPlan, score: str):
+    """(K, J, A, E, R) every inner fold's `solvers.fold_maps`, or None where they do not pay
+    (`solvers.maps_pay`: the primal route with few features keeps the spectral products)."""
+    if not _uses_maps(plan):
+        return None
+    one = partial(solvers.fold_maps, alphas_A=plan.alphas_A, score=score, fit_intercept=True)
+    return jax.lax.map(lambda inner: jax.lax.map(one, inner), plan.inner)
+
+
+def _uses_maps(plan: NestedPlan) -> bool:
+    """Whether `solve_nested` scores the inner folds through `inner_maps` (shapes only: also for stacked plans)."""
+    r, k = plan.inner.spec.basis_Rk.shape[-2:]
+    return solvers.maps_pay(r, k, plan.inner.test_proj_Ek.shape[-2], plan.alphas_A.shape[-1])
+
+
+def _solve_tile(plan: NestedPlan, maps_KJAER, y_NT, score: str, return_predictions: bool):
     alphas = plan.alphas_A
     y_raw = y_NT
 
     def one_outer(args):
-        outer, inner, valid_J = args
+        outer, inner, valid_J, maps_JAER = args
         y_NT, shift_NT, scale_NT = _standardize_runs(y_raw, plan.runs_NU, outer)
 
         def add_inner_fold(j, acc):  # running nanmean of the inner folds' scores
             total, count = acc
-            s_AT = solvers.fold_scores(jax.tree.map(lambda a: a[j], inner), y_NT, alphas, score=score, fit_intercept=True)
+            s_AT = solvers.fold_scores(jax.tree.map(lambda a: a[j], inner), y_NT, alphas, score=score, fit_intercept=True,
+                                       maps_AER=None if maps_JAER is None else maps_JAER[j])
             ok = valid_J[j] & ~jnp.isnan(s_AT)
             return total + jnp.where(ok, s_AT, 0), count + ok
 
@@ -217,7 +234,7 @@ def _solve_tile(plan: NestedPlan, y_NT, score: str, return_predictions: bool):
             r_T = jnp.where(jnp.all(scale_NT > 0, axis=0), r_T, jnp.nan)
         return r_T, best_T, dev_ET, off_ET
 
-    r_KT, best_KT, dev_KET, off_KET = jax.lax.map(one_outer, (plan.outer, plan.inner, plan.inner_valid_KJ))
+    r_KT, best_KT, dev_KET, off_KET = jax.lax.map(one_outer, (plan.outer, plan.inner, plan.inner_valid_KJ, maps_KJAER))
     n, t = y_NT.shape
     rows = plan.outer.test_idx_E.ravel()  # padding points at row n: dropped
 
@@ -271,8 +288,8 @@ def _tile_floats(plan: NestedPlan, return_predictions: bool) -> int:
     # Inner fold: the (A E) test predictions of all alphas (pred route), or the (A, k)
     # weighted projections with their Gram products (Gram route, E > k); its training and
     # test rows, the (k) projections (and their centred basis product) and the per-alpha sums.
-    alpha_eval = a * e_in if e_in <= k_in else 3 * a * k_in
-    inner = alpha_eval + r_in + 2 * k_in + 5 * e_in + 4 * a
+    alpha_eval = a * e_in if e_in <= k_in or _uses_maps(plan) else 3 * a * k_in
+    inner = alpha_eval + r_in + 2 * k_in + (6 if _uses_maps(plan) else 5) * e_in + 4 * a
     outer = r_out + k_out + 3 * e_out  # refit: training rows, weights, test predictions
     # Whole chunk: the cleaned/shifted targets, the held-out predictions scattered into
     # (N), Pearson's centred copies, and the outer folds' stacked test predictions (the
@@ -303,7 +320,8 @@ def target_bytes(plan: NestedPlan, return_predictions: bool = False, tile: int |
     e_out = plan.outer.test_proj_Ek.shape[-2]
     a = plan.alphas_A.shape[-1]
     derived = 2 * ((a + 1) * e_in * k_in + r_in * k_in + (r_out + e_out) * k_out)
-    fixed = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(plan)) + itemsize * derived
+    maps = k_outer * plan.inner.test_proj_Ek.shape[-3] * a * e_in * r_in if _uses_maps(plan) else 0  # `inner_maps`: one layer at a time
+    fixed = sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(plan)) + itemsize * (derived + maps)
     if tile is None:
         return itemsize * (n + work + outputs), fixed
     tiles_out = n if return_predictions else 0  # the tiles' predictions, then reassembled
