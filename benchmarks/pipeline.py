@@ -91,6 +91,9 @@ class Config:
     """himalaya backend of the peer: numpy, torch, torch_cuda"""
     generate_subjects: int | None = None
     """generate only the first N listed subjects of the story (a smaller dataset, e.g. on a lent GPU machine)"""
+    disk_check: bool = False
+    """before the run, empty the page cache (needs root: else said in the record) and time a sequential read of
+    the story's image files, then empty it again: the disk's own rate, to compare with the run's BOLD read"""
 
 
 # ---------------------------------------------------------------- measuring a process tree
@@ -152,6 +155,41 @@ def _git() -> dict:
 
     return dict(commit=git("rev-parse", "HEAD"), branch=git("rev-parse", "--abbrev-ref", "HEAD"),
                 dirty=bool(git("status", "--porcelain", "--untracked-files=no")))
+
+
+# ---------------------------------------------------------------- the disk's own rate
+
+def drop_page_cache() -> str | None:
+    """Write dirty pages and empty the page cache; None when done, else why not."""
+    os.sync()
+    try:
+        Path("/proc/sys/vm/drop_caches").write_text("3\n")
+        return None
+    except OSError as e:
+        return f"page cache not emptied ({e}): the reads below may come from memory"
+
+
+def image_files(root: Path, story: str, space: str) -> list[Path]:
+    return sorted(p for p in root.rglob(f"*task-{story}_*space-{space}*") if p.suffix in (".gii", ".gz"))
+
+
+def sequential_read(paths: list[Path], block: int = 16 * 2 ** 20) -> dict:
+    """Read every file start to end in `block`-byte reads, discarding the bytes: the disk's rate."""
+    total, t0 = 0, time.perf_counter()
+    buf = bytearray(block)
+    for path in paths:
+        with open(path, "rb", buffering=0) as f:
+            while n := f.readinto(buf):
+                total += n
+    s = time.perf_counter() - t0
+    return dict(files=len(paths), bytes=total, seconds=round(s, 2), mb_s=round(total / s / 1e6, 1))
+
+
+def disk_check(root: Path, story: str, space: str) -> dict:
+    notes = [why for why in [drop_page_cache()] if why]
+    got = sequential_read(image_files(root, story, space))
+    notes += [why for why in [drop_page_cache()] if why]
+    return dict(got, notes=notes)
 
 
 # ---------------------------------------------------------------- cached inputs
@@ -318,6 +356,19 @@ def _stage_timings(run: dict) -> dict:
     return {k: run[k] for k in keys}
 
 
+def _bold_rate(got: dict, disk: dict | None, root: Path, cfg: Config) -> dict | None:
+    """The run's BOLD stage as a read rate: the images' bytes over its seconds (run.json), and
+    its ratio to the disk's sequential rate when measured."""
+    secs = got.get("stages", {}).get("bold", {}).get("seconds") if got else None
+    if not secs or cfg.n_subjects is not None:  # the images' bytes are every listener's
+        return None
+    size = sum(p.stat().st_size for p in image_files(root, cfg.story, cfg.space))  # all listeners' images
+    out = dict(bytes=size, seconds=secs, mb_s=round(size / secs / 1e6, 1))
+    if disk:
+        out["of_disk_rate"] = round(out["mb_s"] / disk["mb_s"], 3)
+    return out
+
+
 def run_score(cfg: Config, root: Path, model: Path, extra: list[str]) -> dict:
     manifest = json.loads((root / "manifest.json").read_text())
     task = manifest["tasks"][cfg.story]
@@ -343,6 +394,9 @@ def run_score(cfg: Config, root: Path, model: Path, extra: list[str]) -> dict:
         else:
             notes.append(f"--memory-gb {cfg.memory_gb} not passed: this scripts/score.py has no --memory-gb")
     cmd += extra
+    disk = disk_check(root, cfg.story, cfg.space) if cfg.disk_check else None
+    if disk:
+        print(f"disk: {disk['bytes'] / 1e9:.2f} GB of images read sequentially at {disk['mb_s']} MB/s", flush=True)
     print(f"running: {shlex.join(cmd)}", flush=True)
     machine = _machine()
     run = run_measured(cmd, folder / "score.log", cfg.poll, _env())
@@ -365,7 +419,7 @@ def run_score(cfg: Config, root: Path, model: Path, extra: list[str]) -> dict:
         cache_written=_written(folder / "cache", run["t0_unix"]),
         run_summary={k: got.get("summary", {}).get(k) for k in ("cv_best_layer",)} if got else None,
         command=shlex.join(cmd), folder=str(folder), machine_before=machine, load_avg_after=_machine()["load_avg"],
-        git=_git(), notes=notes)
+        git=_git(), notes=notes, disk=disk, bold_read=_bold_rate(got, disk, root, cfg))
     if not cfg.keep_cache:
         shutil.rmtree(folder / "cache", ignore_errors=True)
     (folder / "record.json").write_text(json.dumps(record, indent=1, default=str) + "\n")

@@ -26,7 +26,7 @@ import jax
 import numpy as np
 import tyro
 
-from assocjax.ridge import RidgeCV, buffered, choose_solver, grouped_kfold
+from assocjax.ridge import RidgeCV, buffered, choose_solver, grouped_kfold, solvers
 from common import matmul_gflops
 
 PROBLEMS = {  # problem -> defaults that differ from the primal problem
@@ -209,8 +209,12 @@ def nested_flops(plan, n_features: int, n_targets: int) -> dict:
     r_out, k_out = plan.outer.spec.basis_Rk.shape[-2:]
     e_out = plan.outer.test_proj_Ek.shape[-2]
     a, p = plan.alphas_A.shape[-1], n_features
-    alpha_eval = 2 * a * e_in * k_in if e_in <= k_in else 2 * e_in * k_in + 2 * a * k_in * k_in
-    per_target = k_outer * (n_inner * (2 * r_in * k_in + alpha_eval) + 2 * r_out * k_out + 2 * e_out * k_out)
+    maps = solvers.maps_pay(r_in, k_in, e_in, a)  # inner folds through per-alpha maps of the training rows (issue 26)
+    if maps:
+        inner = 2 * a * e_in * r_in
+    else:  # projection on the basis, then the cheaper alpha route
+        inner = 2 * r_in * k_in + (2 * a * e_in * k_in if e_in <= k_in else 2 * e_in * k_in + 2 * a * k_in * k_in)
+    per_target = k_outer * (n_inner * inner + 2 * r_out * k_out + 2 * e_out * k_out)
 
     def decomp(r, e, k):  # dual: Gram, eigh, X.T Q, test projection; primal: SVD, test projection
         if k == r and r < p:
@@ -219,7 +223,9 @@ def nested_flops(plan, n_features: int, n_targets: int) -> dict:
         return 4 * m * kk * kk - 4 * kk**3 / 3 + 2 * e * p * k
 
     prepare = k_outer * (n_inner * decomp(r_in, e_in, k_in) + decomp(r_out, e_out, k_out))
-    return dict(solve=per_target * n_targets, prepare=prepare, per_target=per_target)
+    # the maps are made once per solve call (per chunk of targets), counted here with the plan
+    per_call = k_outer * n_inner * 2 * a * e_in * k_in * r_in if maps else 0
+    return dict(solve=per_target * n_targets, prepare=prepare + per_call, per_target=per_target, per_call=per_call)
 
 
 def nested_problem(cfg, x, y, groups, alphas):

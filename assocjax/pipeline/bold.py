@@ -28,6 +28,8 @@ vertices, with the image file, the count and the reason.
 from __future__ import annotations
 
 import dataclasses
+import os
+from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
 
@@ -153,9 +155,12 @@ def _load_block(folder: Path, key: dict, rows: int) -> dict | None:
     return None if a is None else m
 
 
-def prepare(sel: Selection, cache_dir: Path, trim_start: int = 0, progress: bool = False) -> Bold:
+def prepare(sel: Selection, cache_dir: Path, trim_start: int = 0, progress: bool = False,
+            workers: int | None = None) -> Bold:
     """Read every selected (subject, story) once into the vertex-major cache (module docstring);
-    reruns reuse complete files keyed by the images' size and mtime, the story and the trim."""
+    reruns reuse complete files keyed by the images' size and mtime, the story and the trim.
+    workers: subjects read at once (None: `read_workers()`); the first subject is read alone
+    (a volume's later scans are read inside its brain mask)."""
     if len(sel.groups()) != 1:  # a per-story selection is read one fit group at a time
         raise ValueError(f"pipeline.bold.prepare needs one fit group, got stories {[s.name for s in sel.stories]} "
                          "fitted separately: call it on each of sel.groups()")
@@ -164,45 +169,40 @@ def prepare(sel: Selection, cache_dir: Path, trim_start: int = 0, progress: bool
     if min(rows) < 1:
         raise ValueError(f"--data.trim-start {trim_start} leaves no TR of story "
                          f"{sel.stories[rows.index(min(rows))].name!r} ({min(rows) + trim_start} TRs)")
-    files, has, first, first_stem, why = {}, [], None, None, {}
-    subjects = sel.subjects
+    subjects = list(sel.subjects)
+    bar = None
     if progress:
         from tqdm.auto import tqdm
-        subjects = tqdm(subjects, desc="reading BOLD", unit="subject")
-    mask_from = None
+        bar = tqdm(total=len(subjects), desc="reading BOLD", unit="subject")
+    scans_read: dict = {}  # the first subject's scans, for its later stories
+    first_sub = _subject_blocks(sel, folder, subjects[0], rows, trim_start, None, None, slice(0, 1), scans_read)
+    first_scan, _, first = first_sub[0]
+    mask_from = first_scan.stem if sel.kind == "volume" else None  # later scans read inside the first's brain mask
+    read = partial(_subject_blocks, sel, folder, rows=rows, trim_start=trim_start, mask_from=mask_from,
+                   mask=first.get("brain_mask"))
+    metas = {subjects[0]: first_sub + read(subjects[0], stories=slice(1, None), read=scans_read)}
+    del scans_read
+    if bar is not None:
+        bar.update()
+    with ThreadPoolExecutor(workers or read_workers()) as pool:  # decoding and checks release the GIL
+        for sub, got in zip(subjects[1:], pool.map(read, subjects[1:])):
+            metas[sub] = got
+            if bar is not None:
+                bar.update()
+    if bar is not None:
+        bar.close()
+    files, has, why = {}, [], {}
     for sub in subjects:
-        read: dict = {}
         mine = []
-        for story, n in zip(sel.stories, rows):
-            scan, st = sel.scans[(sub, story.name)]
-            key = _key(sel, scan, st, trim_start, mask_from)
-            m = _load_block(folder, key, n)
-            if m is None:
-                if scan.stem not in read:
-                    read[scan.stem] = _read(sel, scan, None if first is None else first.get("brain_mask"))
-                block = trim_to_story(read[scan.stem], story=st)
-                y_VN = np.ascontiguousarray(block.data[trim_start:].T, dtype=np.float32)
-                codes = no_data_reasons(y_VN)
-                ok = codes == 0
-                y_VN[~ok] = np.nan
-                m = dict(has=ok, why=codes, hemis=np.asarray(block.hemis, dtype="U1"),
-                         hemi_sizes=np.asarray(block.hemi_sizes or (y_VN.shape[0],), np.int64))
-                if block.brain_mask is not None:
-                    m |= dict(brain_mask=block.brain_mask, affine=block.affine)
-                _save_block(folder, key, y_VN, **m)
-                del y_VN, block
-            if first is None:
-                first, first_stem = m, scan.stem
-                if sel.kind == "volume":  # every later scan is read inside the first scan's brain mask
-                    mask_from = scan.stem
+        for story, (scan, path, m) in zip(sel.stories, metas[sub]):
             if m["has"].size != first["has"].size:
-                raise ValueError(f"{_files(sel, scan)}: {_sizes(m)}, but {first_stem}: {_sizes(first)}; "
+                raise ValueError(f"{_files(sel, scan)}: {_sizes(m)}, but {first_scan.stem}: {_sizes(first)}; "
                                  f"all scans of a run must be in one space ({sel.space})")
             if not m["has"].any():
                 raise ValueError(f"{_files(sel, scan)}: constant or non-finite at every vertex/voxel during story "
                                  f"{story.name!r} (an empty or broken image); leave {sub} out with --data.subjects, "
                                  "or list the scan in code/scan_exclude.json")
-            files[(sub, story.name)] = _block_paths(folder, key)[0]
+            files[(sub, story.name)] = path
             mine.append(m["has"])
             why[(sub, story.name)] = (scan, m["why"], m["hemi_sizes"])
         has.append(np.logical_and.reduce(mine))
@@ -213,6 +213,41 @@ def prepare(sel: Selection, cache_dir: Path, trim_start: int = 0, progress: bool
     return Bold(files, sel.subjects, tuple(s.name for s in sel.stories), rows, keep, has_SV[:, keep],
                 tuple(int(h) for h in first["hemi_sizes"]), tuple(str(h) for h in first["hemis"]),
                 first.get("brain_mask"), first.get("affine"), _loss_notes(sel, why, keep, has_SV))
+
+
+def read_workers() -> int:
+    """Subjects `prepare` reads at once: 2 where there are 2 cores or more (measured on pieman at
+    fsaverage6: GIfTI decoding, the no-data checks and the cache's checksums keep a core each)."""
+    return min(2, os.cpu_count() or 1)
+
+
+def _subject_blocks(sel: Selection, folder: Path, sub: str, rows, trim_start: int, mask_from, mask,
+                    stories: slice = slice(None), read: dict | None = None) -> list:
+    """[(scan, block path, meta)] of one subject's stories (those of `stories`): each from the
+    cache, or read from its images (a scan shared by stories once: `read`), checked
+    (`no_data_reasons`) and stored."""
+    read = {} if read is None else read
+    out = []
+    for story, n in list(zip(sel.stories, rows))[stories]:
+        scan, st = sel.scans[(sub, story.name)]
+        key = _key(sel, scan, st, trim_start, mask_from)
+        m = _load_block(folder, key, n)
+        if m is None:
+            if scan.stem not in read:
+                read[scan.stem] = _read(sel, scan, mask)
+            block = trim_to_story(read[scan.stem], story=st)
+            y_VN = np.ascontiguousarray(block.data[trim_start:].T, dtype=np.float32)
+            codes = no_data_reasons(y_VN)
+            ok = codes == 0
+            y_VN[~ok] = np.nan
+            m = dict(has=ok, why=codes, hemis=np.asarray(block.hemis, dtype="U1"),
+                     hemi_sizes=np.asarray(block.hemi_sizes or (y_VN.shape[0],), np.int64))
+            if block.brain_mask is not None:
+                m |= dict(brain_mask=block.brain_mask, affine=block.affine)
+            _save_block(folder, key, y_VN, **m)
+            del y_VN, block
+        out.append((scan, _block_paths(folder, key)[0], m))
+    return out
 
 
 def no_data_reasons(y_VN: np.ndarray, block: int = 8192) -> np.ndarray:

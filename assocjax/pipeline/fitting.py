@@ -188,9 +188,12 @@ class Group:
         return got if got is not None and got["r_folds"].shape == shape else None
 
 
-def fit_layers(cfg: ScoreConfig, sel: Selection, groups: list[Group], feats_of, aggregate_only: bool = False) -> None:
+def fit_layers(cfg: ScoreConfig, sel: Selection, groups: list[Group], feats_of, aggregate_only: bool = False,
+               riders=None) -> None:
     """Every group's missing layers: word features are made once for the groups with a missing
-    (group, layer) (`feats_of(groups)` -> story name -> features), only when there is one."""
+    (group, layer) (`feats_of(groups)` -> story name -> features), only when there is one.
+    riders(group) -> {path: design} of other designs to solve in the same pass over the BOLD
+    and save at path (the low-level baseline: `nuisance.missing_designs`)."""
     todo = {}
     for g in groups:
         for layer in sel.layers:
@@ -215,8 +218,12 @@ def fit_layers(cfg: ScoreConfig, sel: Selection, groups: list[Group], feats_of, 
         xs = [layer_design([feats[s.name] for s in g.sel.stories], g.sel, layer, cfg.features, cfg.data.trim_start)
               for layer in layers]
         if jax.process_count() == 1:
-            desc = f"{g.name} layers {', '.join(map(str, layers))}: vertex chunks"
-            outs = solve_layers(xs, g.bold, g.fit, cfg.progress, desc)
+            extra = riders(g) if riders is not None else {}
+            desc = f"{g.name} layers {', '.join(map(str, layers))}{' + baseline' if extra else ''}: vertex chunks"
+            outs = solve_layers(xs + list(extra.values()), g.bold, g.fit, cfg.progress, desc)
+            for path, out in zip(extra, outs[len(xs):]):
+                store.save(path, **out)
+            outs = outs[:len(xs)]
             for layer, out in zip(layers, outs):  # saved when the pass ends: a killed run redoes that pass
                 store.save(store.layer_path(g.folder, layer), **out)
         else:

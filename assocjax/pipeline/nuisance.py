@@ -56,6 +56,24 @@ def baseline_path(g: Group, names):
     return g.folder / f"{LABEL}-{'+'.join(names)}.npz"
 
 
+def missing_designs(cfg):
+    """group -> {baseline file: design} when --features.nuisance names regressors and the group's
+    baseline is not cached: `fitting.fit_layers` solves it in its pass over the BOLD."""
+    names = tuple(cfg.features.nuisance)
+
+    def missing(g: Group) -> dict:
+        if not names or _cached(g, names) is not None:
+            return {}
+        return {baseline_path(g, names): design(g.sel, cfg.features, cfg.data.trim_start)}
+    return missing
+
+
+def _cached(g: Group, names):
+    got = store.load(baseline_path(g, names), store.LAYER_FIELDS)
+    shape = (len(g.fit.folds.outer), g.fit.fits(g.bold), g.bold.n_vertices)
+    return got if got is not None and got["r_folds"].shape == shape else None
+
+
 def fit_baselines(cfg, groups: list[Group]) -> dict | None:
     """{group name: the baseline's results (as a layer's: r_folds, alpha_idx, ...)}, from the cache
     or fitted; None without --features.nuisance."""
@@ -65,9 +83,8 @@ def fit_baselines(cfg, groups: list[Group]) -> dict | None:
     out = {}
     for g in groups:
         path = baseline_path(g, names)
-        got = store.load(path, store.LAYER_FIELDS)
-        shape = (len(g.fit.folds.outer), g.fit.fits(g.bold), g.bold.n_vertices)
-        if got is None or got["r_folds"].shape != shape:
+        got = _cached(g, names)
+        if got is None:
             if cfg.aggregate:
                 raise FileNotFoundError(f"--aggregate: the low-level baseline of {g.name} is missing ({path}); run its "
                                         "job first, or pass --features.nuisance with no names")

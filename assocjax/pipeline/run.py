@@ -343,8 +343,8 @@ def _score(cfg: ScoreConfig, out: OutputFolder | None, t0: float) -> ScoreResult
                                                       c.n_null, c.null_buffer), c.alpha, c.method)
     feats_of = _features(cfg, sel, augs)
     with stages("layers"):
-        fit_layers(cfg, sel, groups, feats_of, cfg.aggregate)
-    with stages("nuisance"):
+        fit_layers(cfg, sel, groups, feats_of, cfg.aggregate, nuisance.missing_designs(cfg))
+    with stages("nuisance"):  # solved in the layers' pass unless every layer was cached
         baselines = nuisance.fit_baselines(cfg, groups)
     band_rows = None
     if cfg.features.nuisance_band and baselines:
