@@ -132,13 +132,14 @@ def ceiling(bold, runs_N: np.ndarray, folder: Path, n_splits: int, seed: int, wi
         return dict(split_half=nan, max_r=nan, loso=nan[None], subject_max_r=nan[None],
                     n_subjects=bold.has_SV.sum(0), half_r=nan, p_null=nan, null=null)
     mesh = chunks.target_mesh()
-    layout = chunks.chunk_layout(v, width, n_devices=mesh.size if mesh is not None else 1)
+    workers = chunks.cpu_workers() if mesh is None else 1  # two chunks in flight on a CPU, each half as wide
+    layout = chunks.chunk_layout(v, max(1, width // workers), n_devices=mesh.size if mesh is not None else 1)
     read = lambda v0, v1: jnp.transpose(bold.chunk(v0, v1, runs_N, with_subjects=True)[:, :s], (1, 0, 2))  # noqa: E731
     solve = lambda y_SNV: (*split_half_ceilings(y_SNV, n_splits=n_splits, seed=seed, n_null=n_null,  # noqa: E731
                                                 buffer=null_buffer, skip_missing=True),
                            loso_isc(y_SNV, skip_missing=True))
     rel, half, p, loso = [], [], [], []
-    for chunk, (rel_V, half_V, p_V, loso_SV) in chunks.stream(solve, read, layout, mesh):
+    for chunk, (rel_V, half_V, p_V, loso_SV) in chunks.stream(solve, read, layout, mesh, workers=workers):
         rel.append(rel_V[:chunk.used])
         half.append(half_V[:chunk.used])
         p.append(p_V[:chunk.used])
