@@ -57,6 +57,33 @@ def test_the_next_chunk_is_read_before_this_one_is_fetched():
     assert [c for c, _ in stream(lambda y: y, read, chunk_layout(10, 4))][-1] == (8, 10, 2)
 
 
+def test_two_workers_keep_two_chunks_in_flight_and_yield_in_order():
+    """workers=2: two chunks are read and solved at once (by two threads), never more, and the
+    chunks come back in order with the same numbers as one worker."""
+    import threading
+    import time
+
+    y_NT = np.arange(3 * 50, dtype=np.float64).reshape(3, 50)
+    lock, live, most = threading.Lock(), [0], [0]
+
+    def solve(y):
+        with lock:
+            live[0] += 1
+            most[0] = max(most[0], live[0])
+        time.sleep(0.05)  # long enough for the other thread to start its chunk
+        with lock:
+            live[0] -= 1
+        return y * 3
+
+    layout = chunk_layout(50, 8)
+    got = list(stream(solve, lambda a, b: y_NT[:, a:b], layout, dtype=np.float32, workers=2))
+    one = list(stream(lambda y: y * 3, lambda a, b: y_NT[:, a:b], layout, dtype=np.float32))
+    assert [c for c, _ in got] == [c for c, _ in one] == [chunks.Chunk(a, b, b - a) for a, b in layout.chunks()]
+    assert most[0] == 2
+    for (_, a), (_, b) in zip(got, one):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_every_leaf_is_padded_on_its_target_axis():
     """A pytree of host and device leaves (weights (P, T), means (T,), targets (N, T)): each is
     padded with zero columns on its last axis."""

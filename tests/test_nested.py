@@ -176,3 +176,39 @@ def test_buffer_removes_leakage_between_chunks_of_one_story():
     leak = [float(np.nanmean(brain_score(x, y, groups, buffer=b).r_folds)) for b in (0, 8)]
     assert leak[0] > 0.03, leak
     assert abs(leak[1]) < 0.25 * leak[0], leak
+
+
+
+@pytest.mark.parametrize("score", ["r", "r2"])
+def test_inner_maps_give_the_spectral_route_s_scores(score):
+    """Every inner fold of a dual plan scored through its per-alpha maps of the raw training rows
+    (`solvers.fold_maps`, what `solve_nested` runs there) equals the projection on the basis,
+    for every alpha and target, in float64 (1e-10), r and R^2, with buffers, z-scored targets and
+    the padded rows; with a leading layer axis too. The maps pay on the dual route and not on the
+    primal one with few features."""
+    from assocjax.ridge import nested as nested_mod, solvers
+
+    rng = np.random.default_rng(3)
+    n, p, t = 96, 150, 40
+    groups = np.repeat(np.arange(4), n // 4)
+    folds = nested_folds(groups, inner_folds=3, buffer=2)
+    with jax.enable_x64(True):
+        x = rng.standard_normal((n, p))
+        y = jnp.asarray(x[:, :5] @ rng.standard_normal((5, t)) + rng.standard_normal((n, t)))
+        plan, solver = prepare_nested(x, folds, ALPHAS, dtype=jnp.float64)
+        assert solver == "dual" and nested_mod._uses_maps(plan)
+        alphas = plan.alphas_A
+        for k in range(plan.inner_valid_KJ.shape[0]):
+            for j in range(plan.inner_valid_KJ.shape[1]):
+                fold = jax.tree.map(lambda a: a[k, j], plan.inner)
+                maps = solvers.fold_maps(fold, alphas, score=score, fit_intercept=True)
+                via_maps = solvers.fold_scores(fold, y, alphas, score=score, fit_intercept=True, maps_AER=maps)
+                spectral = solvers.fold_scores(fold, y, alphas, score=score, fit_intercept=True)
+                np.testing.assert_allclose(via_maps, spectral, rtol=0, atol=1e-10)
+                layered = solvers.fold_scores(fold, y, alphas, score=score, fit_intercept=True,
+                                              maps_AER=jnp.stack([maps, 2 * maps]))
+                np.testing.assert_allclose(layered[0], spectral, rtol=0, atol=1e-10)
+                if score == "r":  # r ignores the predictions' scale
+                    np.testing.assert_allclose(layered[1], spectral, rtol=0, atol=1e-10)
+    small, solver = prepare_nested(x[:, :6], folds, ALPHAS)
+    assert solver == "primal" and not nested_mod._uses_maps(small)
