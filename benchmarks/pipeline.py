@@ -420,7 +420,7 @@ def run_score(cfg: Config, root: Path, model: Path, extra: list[str]) -> dict:
         run_summary={k: got.get("summary", {}).get(k) for k in ("cv_best_layer",)} if got else None,
         command=shlex.join(cmd), folder=str(folder), machine_before=machine, load_avg_after=_machine()["load_avg"],
         git=_git(), notes=notes, disk=disk, bold_read=_bold_rate(got, disk, root, cfg))
-    if not cfg.keep_cache:
+    if not cfg.keep_cache and not cfg.peer_targets:  # the peer reads the run's BOLD cache (`himalaya_side_by_side`)
         shutil.rmtree(folder / "cache", ignore_errors=True)
     (folder / "record.json").write_text(json.dumps(record, indent=1, default=str) + "\n")
     return record
@@ -447,7 +447,7 @@ def himalaya_side_by_side(cfg: Config, root: Path, model: Path, record: dict) ->
     from himalaya_nested import himalaya_brain_score
 
     layer = record["peer_layer"]
-    cache = Path(record["folder"]) / "peer-cache"
+    cache = Path(record["folder"]) / "cache"  # the run's: its BOLD blocks are read, not written again
     subjects = tuple(json.loads((root / "manifest.json").read_text())["tasks"][cfg.story]["included_subjects"])
     subjects = subjects[: cfg.n_subjects] if cfg.n_subjects else subjects
     sc = ScoreConfig(output=Path(record["folder"]) / "peer-output", cache_dir=cache,
@@ -510,6 +510,8 @@ def main(cfg: Config, extra: list[str]) -> dict | None:
         record["peer_layer"] = cfg.layers[0] if cfg.layers else 9
         record["peer"] = himalaya_side_by_side(cfg, root, model, record)
         Path(record["folder"], "record.json").write_text(json.dumps(record, indent=1, default=str) + "\n")
+    if cfg.peer_targets and not cfg.keep_cache:
+        shutil.rmtree(Path(record["folder"]) / "cache", ignore_errors=True)
     line = json.dumps(record, default=str)
     print(json.dumps(record, indent=1, default=str))
     if cfg.record is not None:

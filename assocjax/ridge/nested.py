@@ -181,7 +181,7 @@ def solve_nested(plan: NestedPlan, y_NT, score: str = "r", return_predictions: b
     multiple of it). None solves the whole chunk at once (accelerators).
     """
     y, finite_T, constant_T = solvers.clean_targets(y_NT)
-    maps = inner_maps(plan, score)  # once per call, shared by every tile
+    maps = inner_maps(plan, score, y_NT.shape[1])  # once per call, shared by every tile
     out = tiled(lambda y_tile: _solve_tile(plan, maps, y_tile, score, return_predictions), y, tile)
     r_KT, r_T, best_KT, pred_NT = out
     nan_T = jnp.where(finite_T & ~constant_T, 0.0, jnp.nan).astype(y.dtype)
@@ -189,19 +189,21 @@ def solve_nested(plan: NestedPlan, y_NT, score: str = "r", return_predictions: b
     return NestedResult(r_KT + nan_T, r_T + nan_T, best_KT, jnp.sum(~finite_T), preds)
 
 
-def inner_maps(plan: NestedPlan, score: str):
+def inner_maps(plan: NestedPlan, score: str, n_targets: int | None = None):
     """(K, J, A, E, R) every inner fold's `solvers.fold_maps`, or None where they do not pay
-    (`solvers.maps_pay`: the primal route with few features keeps the spectral products)."""
-    if not _uses_maps(plan):
+    (`solvers.maps_pay` for n_targets: the primal route with few features keeps the spectral
+    products, and so does a chunk narrower than the maps' own cost)."""
+    if not _uses_maps(plan, n_targets):
         return None
     one = partial(solvers.fold_maps, alphas_A=plan.alphas_A, score=score, fit_intercept=True)
     return jax.lax.map(lambda inner: jax.lax.map(one, inner), plan.inner)
 
 
-def _uses_maps(plan: NestedPlan) -> bool:
-    """Whether `solve_nested` scores the inner folds through `inner_maps` (shapes only: also for stacked plans)."""
+def _uses_maps(plan: NestedPlan, n_targets: int | None = None) -> bool:
+    """Whether `solve_nested` scores the inner folds of a chunk of n_targets through `inner_maps`
+    (shapes only: also for stacked plans; None: per target, however wide the chunk)."""
     r, k = plan.inner.spec.basis_Rk.shape[-2:]
-    return solvers.maps_pay(r, k, plan.inner.test_proj_Ek.shape[-2], plan.alphas_A.shape[-1])
+    return solvers.maps_pay(r, k, plan.inner.test_proj_Ek.shape[-2], plan.alphas_A.shape[-1], n_targets)
 
 
 def _solve_tile(plan: NestedPlan, maps_KJAER, y_NT, score: str, return_predictions: bool):

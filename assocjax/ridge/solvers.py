@@ -200,13 +200,16 @@ def _score_proj(fold: FoldSpec, score: str) -> jnp.ndarray:
     raise ValueError(f"unknown score {score!r}; expected one of {SCORES}")
 
 
-def maps_pay(r: int, k: int, e: int, a: int) -> bool:
-    """Whether `fold_maps` saves work per target on a fold of R training rows, k components, E
-    test rows and A alphas: A E R products against the projection on the basis (k R) plus the
-    cheaper alpha route of `_lin_quad` (true on the dual route, where k = R: the projection is
-    then all saved; false on the primal route with few features)."""
+def maps_pay(r: int, k: int, e: int, a: int, n_targets: int | None = None) -> bool:
+    """Whether `fold_maps` saves work on a fold of R training rows, k components, E test rows and
+    A alphas: A E R products per target against the projection on the basis (k R) plus the
+    cheaper alpha route of `_lin_quad` (on the dual route, where k = R, the projection is all
+    saved; not on the primal route with few features); with n_targets (the targets one set of
+    maps serves), the maps' own A E k R products count too (long stories in narrow chunks)."""
     spectral_route = k * r + (a * e * k if e <= k else e * k + a * k * k)
-    return a * e * r < spectral_route
+    if n_targets is None:
+        return a * e * r < spectral_route
+    return a * e * r * n_targets + a * e * k * r < spectral_route * n_targets
 
 
 def fold_maps(fold: FoldSpec, alphas_A: jnp.ndarray, *, score: str, fit_intercept: bool) -> jnp.ndarray:
