@@ -87,7 +87,8 @@ def main(cfg: Config) -> None:
             r[a:b] = out.r_T[:used]
         return r
 
-    mm = matmul_gflops(6000, 1536, 8192, repeats=3)
+    with jax.default_matmul_precision("highest"):  # full float32, as the engine (TF32 elsewhere on GPUs)
+        mm = matmul_gflops(6000, 1536, 8192, repeats=3)
     load = os.getloadavg()
     r = run()  # compiles
     walls, cpus = [], []
