@@ -75,6 +75,26 @@ def checkpoints(tmp_path_factory):
     }
 
 
+@pytest.fixture(scope="session")
+def small_builtin(tmp_path_factory):
+    """The default built-in world, smaller (tests/pinned_runs.py's: its 3 stories and 12 subjects,
+    120 TRs, 300 vertices), built once for the modules that score it: (its options, a function
+    that fills an empty cache folder with what `ensure_builtin` would have written there, the world
+    and the feature cache of its build; copied, so each module still owns its cache)."""
+    from assocjax.pipeline import SyntheticOptions
+    from assocjax.pipeline.assets import ensure_builtin
+
+    opts = SyntheticOptions(story_trs=120, space="tinysphere", n_vertices=300)
+    built = tmp_path_factory.mktemp("small-builtin") / "cache"
+    ensure_builtin(opts, built, progress=False)
+
+    def into(cache_dir: Path) -> Path:
+        shutil.copytree(built, cache_dir)
+        return cache_dir
+
+    return opts, into
+
+
 def save_llama_tokenizer(folder: Path, texts, vocab_size: int = 400) -> Path:
     """A LLaMA-style BPE tokenizer ("▁" word marks, <s> added before every text) trained
     offline on `texts`; saved as tokenizer.json + tokenizer_config.json."""
