@@ -1,4 +1,6 @@
 """Shared fixtures: tiny random Hugging Face checkpoints built offline with torch."""
+import shutil
+import tempfile
 from pathlib import Path
 
 import jax
@@ -10,12 +12,28 @@ jax.config.update("jax_default_matmul_precision", "highest")
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 
 
+def pytest_configure(config):
+    """Every compiled program goes to a persistent compilation cache of this session (a new
+    temporary folder): the modules that score the same shapes after `_drop_compiled_programs`
+    load them from disk instead of compiling again (a tiny world's first score.py run: 26 s,
+    9.5 s with the programs on disk). Not inherited by the tests' subprocesses; removed at the end."""
+    config._jax_cache_dir = tempfile.mkdtemp(prefix="assocjax-tests-jax-")
+    jax.config.update("jax_compilation_cache_dir", config._jax_cache_dir)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)  # the default 1 s skips most programs
+    jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)  # and every size
+
+
+def pytest_unconfigure(config):
+    shutil.rmtree(getattr(config, "_jax_cache_dir", ""), ignore_errors=True)
+
+
 @pytest.fixture(autouse=True, scope="module")
 def _drop_compiled_programs():
     """Drop every compiled program when a test module ends. The suite runs in one process and
     each XLA CPU executable holds memory maps of its own: the whole suite reached the kernel's
     limit of 65,530 maps per process (vm.max_map_count) near its end and XLA's compiler
-    segfaulted. A module's programs are rarely reused by the next module."""
+    segfaulted. The programs another module needs again come back from the session's
+    persistent compilation cache (pytest_configure)."""
     yield
     jax.clear_caches()
 
@@ -55,6 +73,26 @@ def checkpoints(tmp_path_factory):
         "llama_bf16": save_tiny("llama", root / "llama_bf16", dtype="bfloat16"),
         "llama_sharded": save_tiny("llama", root / "llama_sharded", shard="20KB", rope_theta=500.0),
     }
+
+
+@pytest.fixture(scope="session")
+def small_builtin(tmp_path_factory):
+    """The default built-in world, smaller (tests/pinned_runs.py's: its 3 stories and 12 subjects,
+    120 TRs, 300 vertices), built once for the modules that score it: (its options, a function
+    that fills an empty cache folder with what `ensure_builtin` would have written there, the world
+    and the feature cache of its build; copied, so each module still owns its cache)."""
+    from assocjax.pipeline import SyntheticOptions
+    from assocjax.pipeline.assets import ensure_builtin
+
+    opts = SyntheticOptions(story_trs=120, space="tinysphere", n_vertices=300)
+    built = tmp_path_factory.mktemp("small-builtin") / "cache"
+    ensure_builtin(opts, built, progress=False)
+
+    def into(cache_dir: Path) -> Path:
+        shutil.copytree(built, cache_dir)
+        return cache_dir
+
+    return opts, into
 
 
 def save_llama_tokenizer(folder: Path, texts, vocab_size: int = 400) -> Path:

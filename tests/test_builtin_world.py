@@ -33,9 +33,10 @@ OTHERS = ("language", "frontal_gyrus", "parietal", "visual_control")
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
+def world(tmp_path_factory, small_builtin):
     tmp = tmp_path_factory.mktemp("world")
-    b = ensure_builtin(SMALL, tmp / "cache", progress=False)
+    assert small_builtin[0] == SMALL
+    b = ensure_builtin(SMALL, small_builtin[1](tmp / "cache"), progress=False)  # the session's copy
     with script("augment") as cli:
         assert cli.main(["oracle", "--out-dir", str(tmp / "aug"), "--data-root", str(b.root)]) == 0
     files = sorted((tmp / "aug").glob("*.json"))

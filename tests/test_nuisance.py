@@ -12,7 +12,7 @@ import pytest
 from assocjax import results
 from assocjax.features import nuisance as regs
 from assocjax.features import tr_features
-from assocjax.pipeline import FeatureOptions, ReportOptions, ScoreConfig, SyntheticOptions, nuisance, partition, score
+from assocjax.pipeline import FeatureOptions, ReportOptions, ScoreConfig, nuisance, partition, score
 from assocjax.pipeline.config import check_options
 from assocjax.pipeline.design import cv_groups
 from assocjax.pipeline.inputs import StoryDesign
@@ -140,12 +140,12 @@ def test_word_rate_world_baseline_scores_and_the_band_soaks_it_up():
 
 
 @pytest.fixture(scope="module")
-def small_run(tmp_path_factory):
-    """The default synthetic world, smaller (as tests/pinned_runs.py), at layers 0 and the planted
-    one, with the baseline and the band."""
+def small_run(tmp_path_factory, small_builtin):
+    """The default synthetic world, smaller (as tests/pinned_runs.py; built once for the session),
+    at layers 0 and the planted one, with the baseline and the band."""
     tmp = tmp_path_factory.mktemp("nuisance")
-    small = SyntheticOptions(story_trs=120, space="tinysphere", n_vertices=300)
-    cfg = ScoreConfig(output=tmp / "out", cache_dir=tmp / "cache", synthetic=small, progress=False,
+    small, fill = small_builtin
+    cfg = ScoreConfig(output=tmp / "out", cache_dir=fill(tmp / "cache"), synthetic=small, progress=False,
                       report=ReportOptions(maps=False, figures=False),
                       features=FeatureOptions(layers=(0, small.planted_layer), nuisance_band=True))
     res = score(cfg)
